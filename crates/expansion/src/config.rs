@@ -1,0 +1,392 @@
+//! Parses an `expansion_config` object strictly: unknown fields, wrong types and bad values are
+//! errors at their exact field path. Nothing here looks at the task input; `plan` does that.
+
+use crate::error::{Error, ErrorKind, Result, Site};
+use crate::output::OutputFormat;
+use crate::path::{type_name, FieldPath};
+use crate::predicate::Predicate;
+use serde_json::{Map, Value};
+
+/// The kind of fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpansionType {
+    /// One instance per element of one array.
+    Array,
+    /// The cross product of several arrays, row-major in the mapping's key order.
+    Matrix,
+    /// Several arrays of equal length advanced together: instance `i` takes element `i` of each.
+    Zip,
+    /// `transform_rules`: combine, filter, field mappings and conditions over a source object.
+    Custom,
+}
+
+impl ExpansionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpansionType::Array => "array",
+            ExpansionType::Matrix => "matrix",
+            ExpansionType::Zip => "zip",
+            ExpansionType::Custom => "custom",
+        }
+    }
+}
+
+/// Conditions: the combination is kept when any alternative holds; an alternative holds when all
+/// of its predicates do.
+pub(crate) type Conditions = Vec<Vec<(String, Predicate)>>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct CustomRules {
+    pub source: Option<String>,
+    pub combine: Vec<String>,
+    pub filter: Vec<(String, Predicate)>,
+    pub field_mappings: Option<Vec<(String, String)>>,
+    pub conditions: Conditions,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub kind: ExpansionType,
+    /// Variable name to source path, in the order written (array, matrix, zip).
+    pub mapping: Vec<(String, String)>,
+    pub output: OutputFormat,
+    pub allow_empty: bool,
+    pub zip: Vec<Vec<String>>,
+    pub include: Vec<Map<String, Value>>,
+    pub exclude: Vec<Map<String, Value>>,
+    pub custom: Option<CustomRules>,
+}
+
+const ARRAY_FIELDS: &[&str] = &[
+    "type",
+    "output_format",
+    "allow_empty",
+    "include",
+    "exclude",
+    "array_mapping",
+];
+const MATRIX_FIELDS: &[&str] = &[
+    "type",
+    "output_format",
+    "allow_empty",
+    "include",
+    "exclude",
+    "array_mapping",
+    "zip",
+];
+const CUSTOM_FIELDS: &[&str] = &[
+    "type",
+    "output_format",
+    "allow_empty",
+    "include",
+    "exclude",
+    "transform_rules",
+    "zip",
+];
+const RULE_FIELDS: &[&str] = &[
+    "source",
+    "combine",
+    "filter",
+    "field_mappings",
+    "conditions",
+];
+
+/// Names the engine gives meaning to; a mapping may not use them as variable names.
+pub(crate) const RESERVED: [&str; 2] = ["index", "context"];
+
+pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spec> {
+    let object = expect_object(config, path, site)?;
+    let type_path = path.key("type");
+    let kind =
+        match object.get("type") {
+            None => return Err(site.error(path, ErrorKind::MissingField("type"))),
+            Some(Value::String(name)) => match name.as_str() {
+                "array" => ExpansionType::Array,
+                "matrix" => ExpansionType::Matrix,
+                "zip" => ExpansionType::Zip,
+                "custom" => ExpansionType::Custom,
+                other => return Err(site.invalid(
+                    &type_path,
+                    format!(
+                        "unknown expansion type `{other}` (expected array, matrix, zip or custom)"
+                    ),
+                )),
+            },
+            Some(other) => return Err(wrong_type(site, &type_path, "a string", other)),
+        };
+    let allowed = match kind {
+        ExpansionType::Array => ARRAY_FIELDS,
+        ExpansionType::Matrix | ExpansionType::Zip => MATRIX_FIELDS,
+        ExpansionType::Custom => CUSTOM_FIELDS,
+    };
+    reject_unknown(object, allowed, path, site)?;
+
+    let output = match object.get("output_format") {
+        None => OutputFormat::Separate,
+        Some(value) => {
+            let at = path.key("output_format");
+            let name = value
+                .as_str()
+                .ok_or_else(|| wrong_type(site, &at, "a string", value))?;
+            OutputFormat::parse(name).ok_or_else(|| {
+                site.invalid(
+                    &at,
+                    format!("unknown output format `{name}` (expected separate, merge or single)"),
+                )
+            })?
+        }
+    };
+    let allow_empty = match object.get("allow_empty") {
+        None => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(other) => {
+            return Err(wrong_type(
+                site,
+                &path.key("allow_empty"),
+                "a boolean",
+                other,
+            ))
+        }
+    };
+
+    let mut spec = Spec {
+        kind,
+        mapping: Vec::new(),
+        output,
+        allow_empty,
+        zip: Vec::new(),
+        include: object_list(object, "include", path, site)?,
+        exclude: object_list(object, "exclude", path, site)?,
+        custom: None,
+    };
+    if let Some(groups) = object.get("zip") {
+        spec.zip = parse_zip(groups, &path.key("zip"), site)?;
+    }
+    match kind {
+        ExpansionType::Custom => {
+            let at = path.key("transform_rules");
+            let rules = object
+                .get("transform_rules")
+                .ok_or_else(|| site.error(path, ErrorKind::MissingField("transform_rules")))?;
+            spec.custom = Some(parse_rules(rules, &at, site)?);
+        }
+        _ => {
+            let at = path.key("array_mapping");
+            let mapping = object
+                .get("array_mapping")
+                .ok_or_else(|| site.error(path, ErrorKind::MissingField("array_mapping")))?;
+            spec.mapping = string_map(mapping, &at, site)?;
+            check_variable_names(spec.mapping.iter().map(|(k, _)| k.as_str()), &at, site)?;
+            if spec.mapping.is_empty() {
+                return Err(site.invalid(&at, "array_mapping names no arrays"));
+            }
+            if kind == ExpansionType::Array && spec.mapping.len() != 1 {
+                return Err(site.invalid(
+                    &at,
+                    format!(
+                        "an array expansion maps exactly one array, found {} (use type matrix for a cross product or zip to pair arrays)",
+                        spec.mapping.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn parse_rules(rules: &Value, path: &FieldPath, site: &Site) -> Result<CustomRules> {
+    let object = expect_object(rules, path, site)?;
+    reject_unknown(object, RULE_FIELDS, path, site)?;
+    let source = match object.get("source") {
+        None => None,
+        Some(Value::String(source)) => Some(source.clone()),
+        Some(other) => return Err(wrong_type(site, &path.key("source"), "a string", other)),
+    };
+    let combine = match object.get("combine") {
+        None => Vec::new(),
+        Some(value) => string_list(value, &path.key("combine"), site)?,
+    };
+    let filter = match object.get("filter") {
+        None => Vec::new(),
+        Some(value) => predicates(value, &path.key("filter"), site)?,
+    };
+    let field_mappings = match object.get("field_mappings") {
+        None => None,
+        Some(value) => {
+            let at = path.key("field_mappings");
+            let mappings = string_map(value, &at, site)?;
+            check_variable_names(mappings.iter().map(|(k, _)| k.as_str()), &at, site)?;
+            Some(mappings)
+        }
+    };
+    let conditions = match object.get("conditions") {
+        None => Vec::new(),
+        Some(Value::Array(alternatives)) => {
+            let at = path.key("conditions");
+            alternatives
+                .iter()
+                .enumerate()
+                .map(|(i, alternative)| predicates(alternative, &at.index(i), site))
+                .collect::<Result<_>>()?
+        }
+        Some(value) => vec![predicates(value, &path.key("conditions"), site)?],
+    };
+    Ok(CustomRules {
+        source,
+        combine,
+        filter,
+        field_mappings,
+        conditions,
+    })
+}
+
+fn parse_zip(groups: &Value, path: &FieldPath, site: &Site) -> Result<Vec<Vec<String>>> {
+    let Value::Array(items) = groups else {
+        return Err(wrong_type(
+            site,
+            path,
+            "a list of lists of variable names",
+            groups,
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, group)| {
+            let at = path.index(i);
+            let names = string_list(group, &at, site)?;
+            if names.len() < 2 {
+                return Err(site.invalid(&at, "a zip group pairs at least two variables"));
+            }
+            Ok(names)
+        })
+        .collect()
+}
+
+fn predicates(value: &Value, path: &FieldPath, site: &Site) -> Result<Vec<(String, Predicate)>> {
+    let object = expect_object(value, path, site)?;
+    object
+        .iter()
+        .map(|(name, spec)| {
+            Predicate::parse(spec)
+                .map(|predicate| (name.clone(), predicate))
+                .map_err(|message| site.invalid(&path.key(name), message))
+        })
+        .collect()
+}
+
+fn object_list(
+    object: &Map<String, Value>,
+    field: &'static str,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<Vec<Map<String, Value>>> {
+    let Some(value) = object.get(field) else {
+        return Ok(Vec::new());
+    };
+    let at = path.key(field);
+    let Value::Array(items) = value else {
+        return Err(wrong_type(site, &at, "a list of objects", value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| expect_object(item, &at.index(i), site).cloned())
+        .collect()
+}
+
+fn string_map(value: &Value, path: &FieldPath, site: &Site) -> Result<Vec<(String, String)>> {
+    let object = expect_object(value, path, site)?;
+    object
+        .iter()
+        .map(|(key, value)| match value {
+            Value::String(text) if !text.is_empty() => Ok((key.clone(), text.clone())),
+            Value::String(_) => Err(site.invalid(&path.key(key), "empty path")),
+            other => Err(wrong_type(site, &path.key(key), "a path string", other)),
+        })
+        .collect()
+}
+
+fn string_list(value: &Value, path: &FieldPath, site: &Site) -> Result<Vec<String>> {
+    let Value::Array(items) = value else {
+        return Err(wrong_type(site, path, "a list of strings", value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(text) => Ok(text.clone()),
+            other => Err(wrong_type(site, &path.index(i), "a string", other)),
+        })
+        .collect()
+}
+
+fn check_variable_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<()> {
+    for name in names {
+        let at = path.key(name);
+        if RESERVED.contains(&name) {
+            return Err(site.invalid(
+                &at,
+                format!("`{name}` is reserved and cannot name a variable"),
+            ));
+        }
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(site.invalid(
+                &at,
+                format!("`{name}` is not a variable name (letters, digits, `_` and `-` only)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_object<'v>(
+    value: &'v Value,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<&'v Map<String, Value>> {
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type(site, path, "an object", value))
+}
+
+fn reject_unknown(
+    object: &Map<String, Value>,
+    allowed: &'static [&'static str],
+    path: &FieldPath,
+    site: &Site,
+) -> Result<()> {
+    match object.keys().find(|key| !allowed.contains(&key.as_str())) {
+        None => Ok(()),
+        Some(field) => Err(site.error(
+            &path.key(field),
+            ErrorKind::UnknownField {
+                field: field.clone(),
+                allowed,
+            },
+        )),
+    }
+}
+
+pub(crate) fn wrong_type(
+    site: &Site,
+    path: &FieldPath,
+    expected: &'static str,
+    found: &Value,
+) -> Error {
+    site.error(
+        path,
+        ErrorKind::WrongType {
+            expected,
+            found: type_name(found),
+        },
+    )
+}

@@ -1,0 +1,790 @@
+//! Planning: resolves an `expansion_config` against the task input and the session context into
+//! an [`Expansion`]. Everything that can be checked before running is checked here, once.
+
+use crate::config::{self, expect_object, wrong_type, Conditions, ExpansionType, Spec};
+use crate::error::{Error, ErrorKind, Result, Site};
+use crate::expansion::{Binding, Expansion, Limits, Source};
+use crate::path::{json_len, lookup, lookup_parts, remove, FieldPath};
+use crate::predicate::{partial_match, Predicate};
+use crate::space::{Dimension, Space};
+use crate::template::{Resolve, Slot, Template};
+use serde_json::{Map, Value};
+use std::cell::Cell;
+
+/// What planning needs to know about a task.
+#[derive(Debug, Clone, Copy)]
+pub struct Task<'a> {
+    pub id: &'a str,
+    /// Where the task sits in its document, e.g. `groups[1].tasks[0]`.
+    pub path: &'a FieldPath,
+    pub input: &'a Value,
+    /// A task-level `expansion_config`; seed-style configs inside `input` are found there.
+    pub expansion_config: Option<&'a Value>,
+}
+
+/// The variables and where their values come from, before the space is built.
+struct Layout {
+    variables: Vec<String>,
+    bindings: Vec<Binding>,
+    consts: Vec<Value>,
+    dims: Vec<Dimension>,
+    /// Per dimension, what to call it when it turns out empty.
+    dim_names: Vec<String>,
+    /// Input paths whose arrays the expansion consumed; they are not repeated in every instance.
+    consumed: Vec<String>,
+}
+
+impl Expansion {
+    /// Plans `task`'s expansion against `context`. A `context.` reference the context does not
+    /// hold gives [`ErrorKind::ContextMissing`], which a caller may treat as "known at run time".
+    pub fn plan(task: Task<'_>, context: &Value, limits: &Limits) -> Result<Self> {
+        let site = Site {
+            task: task.id.to_string(),
+        };
+        let input_path = task.path.key("input");
+        let in_input = task
+            .input
+            .as_object()
+            .and_then(|input| input.get("expansion_config"));
+        let (config, config_path) = match (task.expansion_config, in_input) {
+            (Some(_), Some(_)) => {
+                return Err(site.invalid(
+                    &task.path.key("expansion_config"),
+                    "expansion_config is given both on the task and in its input; keep one",
+                ))
+            }
+            (Some(config), None) => (Some(config), task.path.key("expansion_config")),
+            (None, Some(config)) => (Some(config), input_path.key("expansion_config")),
+            (None, None) => (None, FieldPath::root()),
+        };
+        let Some(config) = config else {
+            return single_instance(task.input, &input_path, context, &site, limits);
+        };
+        let spec = config::parse(config, &config_path, &site)?;
+        expect_object(task.input, &input_path, &site)?;
+        let mut layout = match spec.kind {
+            ExpansionType::Custom => {
+                custom_layout(&spec, task.input, context, &config_path, &site)?
+            }
+            _ => mapped_layout(&spec, task.input, context, &config_path, &site)?,
+        };
+
+        let mut base = task.input.clone();
+        remove(&mut base, "expansion_config");
+        for consumed in &layout.consumed {
+            remove(&mut base, consumed);
+        }
+
+        let dims = std::mem::take(&mut layout.dims);
+        let lengths: Vec<String> = dims.iter().map(|d| d.len.to_string()).collect();
+        let space = Space::new(dims).ok_or_else(|| {
+            site.error(
+                &config_path,
+                ErrorKind::Overflow(format!("{} combinations", lengths.join(" x "))),
+            )
+        })?;
+        let includes = includes(&spec, &layout.variables, &config_path, &site)?;
+        let rules_path = config_path.key("transform_rules").key("conditions");
+        let conditions = match &spec.custom {
+            Some(rules) => {
+                resolve_conditions(&rules.conditions, &layout.variables, &rules_path, &site)?
+            }
+            None => Vec::new(),
+        };
+        for (i, entry) in spec.exclude.iter().enumerate() {
+            if let Some(key) = entry.keys().find(|key| !layout.variables.contains(key)) {
+                return Err(unknown_variable(
+                    &site,
+                    &config_path.key("exclude").index(i).key(key),
+                    key,
+                    &layout.variables,
+                ));
+            }
+        }
+
+        let mut expansion = Expansion {
+            task: task.id.to_string(),
+            kind: Some(spec.kind),
+            output: spec.output,
+            variables: layout.variables,
+            bindings: layout.bindings,
+            consts: layout.consts,
+            space,
+            includes,
+            template: Template::Static(Value::Null),
+            appended: Vec::new(),
+            len: 0,
+            input_path: input_path.clone(),
+            check_size: None,
+        };
+        if !spec.exclude.is_empty() || !conditions.is_empty() {
+            let raw = expansion.space.raw_len;
+            if raw > limits.max_combinations {
+                return Err(site.invalid(
+                    &config_path,
+                    format!(
+                        "exclude and conditions must test {raw} combinations, over the limit of {}",
+                        limits.max_combinations
+                    ),
+                ));
+            }
+            let selection = expansion
+                .space
+                .select(|combination| keep(&expansion, combination, &spec.exclude, &conditions))
+                .map_err(|(path, message)| site.invalid(&path, message))?;
+            expansion.space.apply(selection);
+        }
+        let selected = expansion.space.len();
+        expansion.len = selected
+            .checked_add(expansion.includes.len() as u64)
+            .ok_or_else(|| site.error(&config_path, ErrorKind::Overflow("include".into())))?;
+        if expansion.len > limits.max_instances {
+            return Err(site.error(
+                &config_path,
+                ErrorKind::TooManyInstances {
+                    count: expansion.len,
+                    limit: limits.max_instances,
+                },
+            ));
+        }
+        if expansion.len == 0 && !spec.allow_empty {
+            let why = match expansion.space.dims.iter().position(|d| d.len == 0) {
+                Some(d) => format!("{} has no elements", layout.dim_names[d]),
+                None => "exclude and conditions removed every combination".to_string(),
+            };
+            return Err(site.error(&config_path, ErrorKind::Empty(why)));
+        }
+
+        let names = Names::new(&expansion.variables, context);
+        expansion.template = Template::parse(&base, &input_path, &names)
+            .map_err(|(path, kind)| site.error(&path, kind))?;
+        expansion.appended = (0..expansion.variables.len())
+            .filter(|&k| base.get(&expansion.variables[k]).is_none())
+            .collect();
+        expansion.check_size = size_check(&expansion, &base, names.max_literal.get(), limits);
+        Ok(expansion)
+    }
+}
+
+/// A task without `expansion_config` is one instance: its input with `{{context.*}}` and
+/// `{{index}}` (0) filled in.
+fn single_instance(
+    input: &Value,
+    input_path: &FieldPath,
+    context: &Value,
+    site: &Site,
+    limits: &Limits,
+) -> Result<Expansion> {
+    let names = Names::new(&[], context);
+    let template = Template::parse(input, input_path, &names)
+        .map_err(|(path, kind)| site.error(&path, kind))?;
+    let space = Space::new(Vec::new())
+        .ok_or_else(|| site.invalid(input_path, "an empty product cannot overflow"))?;
+    let mut expansion = Expansion {
+        task: site.task.clone(),
+        kind: None,
+        output: Default::default(),
+        variables: Vec::new(),
+        bindings: Vec::new(),
+        consts: Vec::new(),
+        space,
+        includes: Vec::new(),
+        template,
+        appended: Vec::new(),
+        len: 1,
+        input_path: input_path.clone(),
+        check_size: None,
+    };
+    expansion.check_size = size_check(&expansion, input, names.max_literal.get(), limits);
+    Ok(expansion)
+}
+
+/// Array, matrix and zip: variables come from `array_mapping`.
+fn mapped_layout(
+    spec: &Spec,
+    input: &Value,
+    context: &Value,
+    config_path: &FieldPath,
+    site: &Site,
+) -> Result<Layout> {
+    let mapping_path = config_path.key("array_mapping");
+    let mut columns = Vec::with_capacity(spec.mapping.len());
+    let mut consumed = Vec::new();
+    for (var, source) in &spec.mapping {
+        let at = mapping_path.key(var);
+        let items = resolve_array(source, input, context, &at, site)?;
+        columns.push(items.clone());
+        if !source.starts_with("context.") {
+            consumed.push(source.clone());
+        }
+    }
+    let variables: Vec<String> = spec.mapping.iter().map(|(var, _)| var.clone()).collect();
+    let groups = if spec.kind == ExpansionType::Zip {
+        vec![(0..variables.len()).collect()]
+    } else {
+        zip_groups(&spec.zip, &variables, &config_path.key("zip"), site)?
+    };
+    let mut layout = Layout {
+        variables,
+        bindings: Vec::new(),
+        consts: Vec::new(),
+        dims: Vec::new(),
+        dim_names: Vec::new(),
+        consumed,
+    };
+    let mut bindings = vec![None; layout.variables.len()];
+    for (d, group) in groups.iter().enumerate() {
+        let dim = zipped(
+            group,
+            &columns,
+            &layout.variables,
+            &config_path.key("zip"),
+            site,
+        )?;
+        for (column, &var) in group.iter().enumerate() {
+            bindings[var] = Some(Binding {
+                source: Source::Dim { dim: d, column },
+                fields: Vec::new(),
+            });
+        }
+        layout
+            .dim_names
+            .push(describe(group, &layout.variables, &spec.mapping));
+        layout.dims.push(dim);
+    }
+    layout.bindings = bindings.into_iter().flatten().collect();
+    Ok(layout)
+}
+
+fn describe(group: &[usize], variables: &[String], mapping: &[(String, String)]) -> String {
+    let names: Vec<String> = group
+        .iter()
+        .map(|&v| match mapping.get(v) {
+            Some((_, source)) => format!("`{source}`"),
+            None => format!("`{}`", variables[v]),
+        })
+        .collect();
+    names.join(" and ")
+}
+
+/// Custom: variables are the fields of the source object, with `combine` as the cross product.
+fn custom_layout(
+    spec: &Spec,
+    input: &Value,
+    context: &Value,
+    config_path: &FieldPath,
+    site: &Site,
+) -> Result<Layout> {
+    let rules_path = config_path.key("transform_rules");
+    let Some(rules) = &spec.custom else {
+        return Err(site.error(config_path, ErrorKind::MissingField("transform_rules")));
+    };
+    let (source_path, source_at) = match &rules.source {
+        Some(source) => (source.as_str(), rules_path.key("source")),
+        None => ("data", rules_path.clone()),
+    };
+    let source = match resolve(source_path, input, context, &source_at, site) {
+        Err(Error { kind: ErrorKind::NotInInput { .. }, .. }) if rules.source.is_none() => {
+            return Err(site.invalid(
+                &source_at,
+                "a custom expansion reads its fields from the input's `data` object, which is missing (or set transform_rules.source)",
+            ))
+        }
+        other => other?,
+    };
+    let fields = expect_object(source, &source_at, site)?;
+    let combine_path = rules_path.key("combine");
+    let filter_path = rules_path.key("filter");
+    for (i, name) in rules.combine.iter().enumerate() {
+        let at = combine_path.index(i);
+        match fields.get(name) {
+            None => return Err(missing_field(site, &at, name, fields)),
+            Some(Value::Array(_)) => {}
+            Some(other) => return Err(wrong_type(site, &at, "the name of an array field", other)),
+        }
+        if rules.combine[..i].contains(name) {
+            return Err(site.invalid(&at, format!("`{name}` is combined twice")));
+        }
+    }
+    for (name, _) in &rules.filter {
+        let at = filter_path.key(name);
+        match fields.get(name) {
+            None => return Err(missing_field(site, &at, name, fields)),
+            Some(Value::Array(_)) => {}
+            Some(other) => return Err(wrong_type(site, &at, "a filter on an array field", other)),
+        }
+    }
+    let filter_of = |name: &str| rules.filter.iter().find(|(n, _)| n == name).map(|(_, p)| p);
+
+    // Each combined (or zipped) group of fields is one dimension; filters drop whole tuples.
+    let groups = zip_groups(&spec.zip, &rules.combine, &config_path.key("zip"), site)?;
+    let mut dims = Vec::new();
+    let mut dim_names = Vec::new();
+    let mut dim_of = vec![(0, 0); rules.combine.len()];
+    for (d, group) in groups.iter().enumerate() {
+        let columns: Vec<Vec<Value>> = rules
+            .combine
+            .iter()
+            .map(|name| {
+                fields
+                    .get(name)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut dim = zipped(
+            group,
+            &columns,
+            &rules.combine,
+            &config_path.key("zip"),
+            site,
+        )?;
+        let predicates: Vec<(usize, &Predicate)> = group
+            .iter()
+            .enumerate()
+            .filter_map(|(column, &field)| filter_of(&rules.combine[field]).map(|p| (column, p)))
+            .collect();
+        if !predicates.is_empty() {
+            let mut kept = Vec::new();
+            for row in 0..dim.len {
+                let mut keep = true;
+                for &(column, predicate) in &predicates {
+                    let name = &rules.combine[group[column]];
+                    keep &= predicate.matches(&dim.columns[column][row]).map_err(|m| {
+                        site.invalid(
+                            &filter_path.key(name),
+                            format!("element {row} of `{name}`: {m}"),
+                        )
+                    })?;
+                }
+                if keep {
+                    kept.push(row);
+                }
+            }
+            for column in &mut dim.columns {
+                *column = kept.iter().map(|&row| column[row].clone()).collect();
+            }
+            dim.len = kept.len();
+        }
+        for (column, &field) in group.iter().enumerate() {
+            dim_of[field] = (d, column);
+        }
+        let names: Vec<String> = group
+            .iter()
+            .map(|&f| format!("`{}`", rules.combine[f]))
+            .collect();
+        let filtered = if predicates.is_empty() {
+            ""
+        } else {
+            " after filtering"
+        };
+        dim_names.push(format!("{}{filtered}", names.join(" and ")));
+        dims.push(dim);
+    }
+
+    // Every source field is a variable: combined ones take one element, the rest pass whole
+    // (filtered first when a filter names them).
+    let mut base_names = Vec::new();
+    let mut base_bindings = Vec::new();
+    let mut consts = Vec::new();
+    for (name, value) in fields {
+        let source = match rules.combine.iter().position(|c| c == name) {
+            Some(field) => {
+                let (dim, column) = dim_of[field];
+                Source::Dim { dim, column }
+            }
+            None => {
+                let value = match (filter_of(name), value) {
+                    (Some(predicate), Value::Array(items)) => {
+                        let mut kept = Vec::new();
+                        for (i, item) in items.iter().enumerate() {
+                            let keep = predicate.matches(item).map_err(|m| {
+                                site.invalid(
+                                    &filter_path.key(name),
+                                    format!("element {i} of `{name}`: {m}"),
+                                )
+                            })?;
+                            if keep {
+                                kept.push(item.clone());
+                            }
+                        }
+                        Value::Array(kept)
+                    }
+                    _ => value.clone(),
+                };
+                consts.push(value);
+                Source::Const(consts.len() - 1)
+            }
+        };
+        base_names.push(name.clone());
+        base_bindings.push(Binding {
+            source,
+            fields: Vec::new(),
+        });
+    }
+
+    let (variables, bindings) = match &rules.field_mappings {
+        None => (base_names, base_bindings),
+        Some(mappings) => {
+            let at = rules_path.key("field_mappings");
+            let mut variables = Vec::new();
+            let mut bindings = Vec::new();
+            for (name, path) in mappings {
+                let mut parts = path.split('.');
+                let head = parts.next().unwrap_or_default();
+                let Some(base) = base_names.iter().position(|n| n == head) else {
+                    return Err(missing_field(site, &at.key(name), head, fields));
+                };
+                variables.push(name.clone());
+                bindings.push(Binding {
+                    source: base_bindings[base].source.clone(),
+                    fields: parts.map(str::to_string).collect(),
+                });
+            }
+            (variables, bindings)
+        }
+    };
+    let consumed = if source_path.starts_with("context.") {
+        Vec::new()
+    } else {
+        vec![source_path.to_string()]
+    };
+    Ok(Layout {
+        variables,
+        bindings,
+        consts,
+        dims,
+        dim_names,
+        consumed,
+    })
+}
+
+fn missing_field(site: &Site, at: &FieldPath, name: &str, fields: &Map<String, Value>) -> Error {
+    let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+    site.invalid(
+        at,
+        format!(
+            "no field `{name}` in the source (fields: {})",
+            known.join(", ")
+        ),
+    )
+}
+
+/// Groups variable positions into dimensions: each zip group is one, every other variable is its
+/// own; dimensions are ordered by their first variable's position.
+fn zip_groups(
+    zip: &[Vec<String>],
+    variables: &[String],
+    zip_path: &FieldPath,
+    site: &Site,
+) -> Result<Vec<Vec<usize>>> {
+    let mut group_of: Vec<Option<usize>> = vec![None; variables.len()];
+    for (g, names) in zip.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
+            let at = zip_path.index(g).index(i);
+            let Some(var) = variables.iter().position(|v| v == name) else {
+                return Err(unknown_variable(site, &at, name, variables));
+            };
+            if group_of[var].is_some() {
+                return Err(site.invalid(&at, format!("`{name}` is in more than one zip group")));
+            }
+            group_of[var] = Some(g);
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut placed: Vec<Option<usize>> = vec![None; zip.len()];
+    for var in 0..variables.len() {
+        match group_of[var] {
+            None => groups.push(vec![var]),
+            Some(g) => match placed[g] {
+                Some(at) => groups[at].push(var),
+                None => {
+                    placed[g] = Some(groups.len());
+                    groups.push(vec![var]);
+                }
+            },
+        }
+    }
+    Ok(groups)
+}
+
+/// One dimension from the columns of `group`, which must have equal lengths.
+fn zipped(
+    group: &[usize],
+    columns: &[Vec<Value>],
+    names: &[String],
+    zip_path: &FieldPath,
+    site: &Site,
+) -> Result<Dimension> {
+    let first = group.first().map_or(0, |&v| columns[v].len());
+    if let Some(&other) = group.iter().find(|&&v| columns[v].len() != first) {
+        return Err(site.invalid(
+            zip_path,
+            format!(
+                "zipped arrays differ in length: `{}` has {first} elements, `{}` has {}",
+                names[group[0]],
+                names[other],
+                columns[other].len()
+            ),
+        ));
+    }
+    Ok(Dimension {
+        columns: group.iter().map(|&v| columns[v].clone()).collect(),
+        len: first,
+    })
+}
+
+fn resolve<'v>(
+    source: &str,
+    input: &'v Value,
+    context: &'v Value,
+    at: &FieldPath,
+    site: &Site,
+) -> Result<&'v Value> {
+    match source.strip_prefix("context.") {
+        Some(key) => lookup(context, key).ok_or_else(|| {
+            site.error(
+                at,
+                ErrorKind::ContextMissing {
+                    key: key.to_string(),
+                },
+            )
+        }),
+        None => lookup(input, source).ok_or_else(|| {
+            site.error(
+                at,
+                ErrorKind::NotInInput {
+                    path: source.to_string(),
+                },
+            )
+        }),
+    }
+}
+
+fn resolve_array<'v>(
+    source: &str,
+    input: &'v Value,
+    context: &'v Value,
+    at: &FieldPath,
+    site: &Site,
+) -> Result<&'v Vec<Value>> {
+    let value = resolve(source, input, context, at, site)?;
+    value.as_array().ok_or_else(|| {
+        site.invalid(
+            at,
+            format!(
+                "`{source}` must be an array, found {}",
+                crate::path::type_name(value)
+            ),
+        )
+    })
+}
+
+fn unknown_variable(site: &Site, at: &FieldPath, name: &str, variables: &[String]) -> Error {
+    site.error(
+        at,
+        ErrorKind::UnknownVariable {
+            name: name.to_string(),
+            known: variables.to_vec(),
+        },
+    )
+}
+
+fn includes(
+    spec: &Spec,
+    variables: &[String],
+    config_path: &FieldPath,
+    site: &Site,
+) -> Result<Vec<Vec<Value>>> {
+    let path = config_path.key("include");
+    spec.include
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let at = path.index(i);
+            if let Some(key) = entry.keys().find(|key| !variables.contains(key)) {
+                return Err(unknown_variable(site, &at.key(key), key, variables));
+            }
+            variables
+                .iter()
+                .map(|var| {
+                    entry.get(var).cloned().ok_or_else(|| {
+                        site.invalid(
+                            &at,
+                            format!("an include entry gives every variable; `{var}` is missing"),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A condition predicate bound to a variable and the fields below it.
+struct Condition {
+    var: usize,
+    fields: Vec<String>,
+    predicate: Predicate,
+    path: FieldPath,
+}
+
+fn resolve_conditions(
+    conditions: &Conditions,
+    variables: &[String],
+    path: &FieldPath,
+    site: &Site,
+) -> Result<Vec<Vec<Condition>>> {
+    let many = conditions.len() > 1;
+    conditions
+        .iter()
+        .enumerate()
+        .map(|(i, alternative)| {
+            let at = if many { path.index(i) } else { path.clone() };
+            alternative
+                .iter()
+                .map(|(name, predicate)| {
+                    let mut parts = name.split('.');
+                    let head = parts.next().unwrap_or_default();
+                    let var = variables
+                        .iter()
+                        .position(|v| v == head)
+                        .ok_or_else(|| unknown_variable(site, &at.key(name), head, variables))?;
+                    Ok(Condition {
+                        var,
+                        fields: parts.map(str::to_string).collect(),
+                        predicate: predicate.clone(),
+                        path: at.key(name),
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether a combination survives `exclude` and `conditions`.
+fn keep(
+    expansion: &Expansion,
+    combination: u64,
+    exclude: &[Map<String, Value>],
+    conditions: &[Vec<Condition>],
+) -> Result<bool, (FieldPath, String)> {
+    let point = crate::expansion::Point::Product(combination);
+    let value = |k: usize| expansion.variable(point, k).ok();
+    let excluded = exclude.iter().any(|entry| {
+        entry.iter().all(|(key, pattern)| {
+            let k = expansion.variables.iter().position(|v| v == key);
+            k.and_then(value)
+                .is_some_and(|actual| partial_match(actual, pattern))
+        })
+    });
+    if excluded {
+        return Ok(false);
+    }
+    if conditions.is_empty() {
+        return Ok(true);
+    }
+    for alternative in conditions {
+        let mut holds = true;
+        for condition in alternative {
+            let found = value(condition.var)
+                .and_then(|v| lookup_parts(v, condition.fields.iter().map(String::as_str)));
+            holds &= match found {
+                None => false,
+                Some(v) => condition
+                    .predicate
+                    .matches(v)
+                    .map_err(|m| (condition.path.clone(), m))?,
+            };
+            if !holds {
+                break;
+            }
+        }
+        if holds {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Resolves template names: the expansion's variables, `index` and `context.*`.
+struct Names<'a> {
+    variables: &'a [String],
+    context: &'a Value,
+    max_literal: Cell<usize>,
+}
+
+impl<'a> Names<'a> {
+    fn new(variables: &'a [String], context: &'a Value) -> Self {
+        Self {
+            variables,
+            context,
+            max_literal: Cell::new(0),
+        }
+    }
+}
+
+impl Resolve for Names<'_> {
+    fn resolve(&self, head: &str, rest: &[&str]) -> Result<(Slot, usize), ErrorKind> {
+        if let Some(k) = self.variables.iter().position(|v| v == head) {
+            return Ok((Slot::Var(k), 0));
+        }
+        match head {
+            "index" if rest.is_empty() => Ok((Slot::Index, 0)),
+            "index" => Err(ErrorKind::Template(
+                "`index` is a number and has no fields".into(),
+            )),
+            "context" => {
+                let value = lookup_parts(self.context, rest.iter().copied()).ok_or_else(|| {
+                    ErrorKind::ContextMissing {
+                        key: rest.join("."),
+                    }
+                })?;
+                self.max_literal
+                    .set(self.max_literal.get().max(json_len(value)));
+                Ok((Slot::Literal(value.clone()), rest.len()))
+            }
+            _ => {
+                let mut known = self.variables.to_vec();
+                known.extend(["index".to_string(), "context.<key>".to_string()]);
+                Err(ErrorKind::UnknownVariable {
+                    name: head.to_string(),
+                    known,
+                })
+            }
+        }
+    }
+}
+
+/// Bounds the rendered size of any instance; returns the limit to check per instance only when
+/// the bound exceeds it, so the common case costs nothing while rendering.
+fn size_check(
+    expansion: &Expansion,
+    base: &Value,
+    max_literal: usize,
+    limits: &Limits,
+) -> Option<usize> {
+    let mut largest = max_literal.max(20);
+    for dim in &expansion.space.dims {
+        for column in &dim.columns {
+            largest = largest.max(column.iter().map(json_len).max().unwrap_or(0));
+        }
+    }
+    for value in expansion
+        .consts
+        .iter()
+        .chain(expansion.includes.iter().flatten())
+    {
+        largest = largest.max(json_len(value));
+    }
+    let slots = expansion.template.placeholder_count() + expansion.appended.len();
+    let names: usize = expansion
+        .appended
+        .iter()
+        .map(|&k| expansion.variables[k].len() + 4)
+        .sum();
+    let bound = json_len(base)
+        .saturating_add(slots.saturating_mul(largest))
+        .saturating_add(names);
+    (bound > limits.max_rendered_bytes).then_some(limits.max_rendered_bytes)
+}
