@@ -97,23 +97,24 @@ pub(crate) const RESERVED: [&str; 2] = ["index", "context"];
 pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spec> {
     let object = expect_object(config, path, site)?;
     let type_path = path.key("type");
-    let kind =
-        match object.get("type") {
-            None => return Err(site.error(path, ErrorKind::MissingField("type"))),
-            Some(Value::String(name)) => match name.as_str() {
-                "array" => ExpansionType::Array,
-                "matrix" => ExpansionType::Matrix,
-                "zip" => ExpansionType::Zip,
-                "custom" => ExpansionType::Custom,
-                other => return Err(site.invalid(
+    let kind = match object.get("type") {
+        None => return Err(site.error(path, ErrorKind::MissingField("type"))),
+        Some(Value::String(name)) => match name.as_str() {
+            "array" => ExpansionType::Array,
+            "matrix" => ExpansionType::Matrix,
+            "zip" => ExpansionType::Zip,
+            "custom" => ExpansionType::Custom,
+            other => {
+                return Err(site.invalid(
                     &type_path,
                     format!(
                         "unknown expansion type `{other}` (expected array, matrix, zip or custom)"
                     ),
-                )),
-            },
-            Some(other) => return Err(wrong_type(site, &type_path, "a string", other)),
-        };
+                ))
+            }
+        },
+        Some(other) => return Err(wrong_type(site, &type_path, "a string", other)),
+    };
     let allowed = match kind {
         ExpansionType::Array => ARRAY_FIELDS,
         ExpansionType::Matrix | ExpansionType::Zip => MATRIX_FIELDS,
