@@ -1,1 +1,24 @@
-//! placeholder
+//! The task-group model: session, group and task specs, and complete validation of a session
+//! before anything runs (ids, dependencies, cycles, context references, every expansion).
+//!
+//! ```
+//! use taskgroup::Session;
+//! let session = Session::from_json(
+//!     r#"{"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop",
+//!         "input": {"xs": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}}]}]}"#,
+//!     &Default::default(),
+//! )?;
+//! assert_eq!(session.total_instances(), (3, 0));
+//! # Ok::<(), taskgroup::Error>(())
+//! ```
+//!
+//! This crate does no IO.
+
+mod error;
+mod graph;
+mod session;
+mod spec;
+
+pub use error::{Error, Problem, Result};
+pub use session::{Planned, PlannedTask, Session};
+pub use spec::{GroupSpec, SessionSpec, TaskSpec};

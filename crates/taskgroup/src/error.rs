@@ -1,0 +1,51 @@
+//! The taskgroup crate's error: a session that cannot be read, or one that does not hold together.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// None of these is helped by retrying: the session document has to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// Malformed JSON, or JSON that does not fit the session format.
+    #[error("line {line}, column {column}: {}{message}", .path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
+    Parse {
+        line: usize,
+        column: usize,
+        path: Option<String>,
+        message: String,
+    },
+    /// Every problem validation found, each with its field path.
+    #[error("{}", Problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One validation problem: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [one] => write!(f, "invalid session: {one}"),
+            many => {
+                write!(f, "invalid session, {} problems:", many.len())?;
+                for problem in many {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Validation: a session is checked completely before anything runs, and every problem is
+//! reported at once with its field path. A [`Session`] exists only once it is known good.
+
+use crate::error::{Error, Problem, Result};
+use crate::graph::{cycles, reaches};
+use crate::spec::{SessionSpec, TaskSpec};
+use expansion::{ErrorKind, Expansion, FieldPath, Limits, Task};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A validated session: its spec and, per task, its planned expansion.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub spec: SessionSpec,
+    /// `tasks[g][t]` is the plan of `spec.groups[g].tasks[t]`.
+    pub tasks: Vec<Vec<PlannedTask>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub path: FieldPath,
+    pub plan: Planned,
+}
+
+/// A task's expansion as far as it can be known before running.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Ready(Expansion),
+    /// The expansion reads `context.<key>`, which an upstream task writes; it is planned when
+    /// that result exists.
+    Deferred {
+        key: String,
+        producer: String,
+    },
+}
+
+impl Planned {
+    /// The instance count, when it is known before running.
+    pub fn instances(&self) -> Option<u64> {
+        match self {
+            Planned::Ready(expansion) => Some(expansion.len()),
+            Planned::Deferred { .. } => None,
+        }
+    }
+}
+
+impl Session {
+    /// Parses and validates a session document.
+    pub fn from_json(text: &str, limits: &Limits) -> Result<Self> {
+        Self::validate(SessionSpec::parse(text)?, limits)
+    }
+
+    /// Checks everything that can be checked before running; one error lists every problem.
+    pub fn validate(spec: SessionSpec, limits: &Limits) -> Result<Self> {
+        let mut check = Check::default();
+        let graph = check.structure(&spec);
+        let tasks = check.plans(&spec, &graph, limits);
+        if check.problems.is_empty() {
+            Ok(Self { spec, tasks })
+        } else {
+            Err(Error::Invalid(check.problems))
+        }
+    }
+
+    /// Instances known before running, and how many tasks are deferred until their context exists.
+    pub fn total_instances(&self) -> (u64, usize) {
+        let plans = self.tasks.iter().flatten();
+        let known = plans
+            .clone()
+            .filter_map(|task| task.plan.instances())
+            .fold(0u64, u64::saturating_add);
+        let deferred = plans.filter(|task| task.plan.instances().is_none()).count();
+        (known, deferred)
+    }
+}
+
+/// Dependency edges by index, from each node to what it depends on.
+#[derive(Debug, Default)]
+struct Graph {
+    groups: Vec<Vec<usize>>,
+    /// Per group, edges between its tasks.
+    tasks: Vec<Vec<Vec<usize>>>,
+    /// Context key to the (group, task) that writes it.
+    producers: HashMap<String, (usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Check {
+    problems: Vec<Problem>,
+}
+
+fn group_path(g: usize) -> FieldPath {
+    FieldPath::root().key("groups").index(g)
+}
+
+fn task_path(g: usize, t: usize) -> FieldPath {
+    group_path(g).key("tasks").index(t)
+}
+
+impl Check {
+    fn problem(&mut self, path: &FieldPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Ids, dependencies, cycles and context keys.
+    fn structure(&mut self, spec: &SessionSpec) -> Graph {
+        if spec.groups.is_empty() {
+            self.problem(
+                &FieldPath::root().key("groups"),
+                "a session needs at least one group",
+            );
+        }
+        let mut group_ids: HashMap<&str, usize> = HashMap::new();
+        let mut task_ids: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (g, group) in spec.groups.iter().enumerate() {
+            let at = group_path(g).key("id");
+            if group.id.is_empty() {
+                self.problem(&at, "group id must not be empty");
+            } else if let Some(first) = group_ids.insert(&group.id, g) {
+                self.problem(
+                    &at,
+                    format!(
+                        "duplicate group id `{}` (also {})",
+                        group.id,
+                        group_path(first)
+                    ),
+                );
+                group_ids.insert(&group.id, first);
+            }
+            if group.tasks.is_empty() {
+                self.problem(
+                    &group_path(g).key("tasks"),
+                    format!("group `{}` has no tasks", group.id),
+                );
+            }
+            for (t, task) in group.tasks.iter().enumerate() {
+                let at = task_path(g, t);
+                if task.id.is_empty() {
+                    self.problem(&at.key("id"), "task id must not be empty");
+                } else if let Some(first) = task_ids.insert(&task.id, (g, t)) {
+                    let message = format!(
+                        "duplicate task id `{}` (also {}); task ids are unique in a session",
+                        task.id,
+                        task_path(first.0, first.1)
+                    );
+                    self.problem(&at.key("id"), message);
+                    task_ids.insert(&task.id, first);
+                }
+                if task.executor.trim().is_empty() {
+                    self.problem(&at.key("executor"), "executor must not be empty");
+                }
+            }
+        }
+
+        let mut graph = Graph::default();
+        for (g, group) in spec.groups.iter().enumerate() {
+            let mut edges = Vec::new();
+            for (j, dep) in group.depends_on.iter().enumerate() {
+                match group_ids.get(dep.as_str()) {
+                    Some(&target) => edges.push(target),
+                    None => self.problem(
+                        &group_path(g).key("depends_on").index(j),
+                        format!("unknown group `{dep}`"),
+                    ),
+                }
+            }
+            graph.groups.push(edges);
+            let local: HashMap<&str, usize> = group
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(t, task)| (task.id.as_str(), t))
+                .collect();
+            let mut task_edges = Vec::new();
+            for (t, task) in group.tasks.iter().enumerate() {
+                let mut edges = Vec::new();
+                for (j, dep) in task.depends_on.iter().enumerate() {
+                    let at = task_path(g, t).key("depends_on").index(j);
+                    match (local.get(dep.as_str()), task_ids.get(dep.as_str())) {
+                        (Some(&target), _) => edges.push(target),
+                        (None, Some(&(other, _))) => self.problem(
+                            &at,
+                            format!(
+                                "task `{dep}` is in group `{}`; tasks depend on tasks of their own group, so make group `{}` depend on group `{}`",
+                                spec.groups[other].id, group.id, spec.groups[other].id
+                            ),
+                        ),
+                        (None, None) => self.problem(&at, format!("unknown task `{dep}`")),
+                    }
+                }
+                task_edges.push(edges);
+            }
+            graph.tasks.push(task_edges);
+        }
+
+        for cycle in cycles(&graph.groups) {
+            let names: Vec<&str> = cycle.iter().map(|&g| spec.groups[g].id.as_str()).collect();
+            self.problem(
+                &group_path(cycle[0]).key("depends_on"),
+                format!("dependency cycle between groups: {}", names.join(" -> ")),
+            );
+        }
+        for (g, edges) in graph.tasks.iter().enumerate() {
+            for cycle in cycles(edges) {
+                let tasks = &spec.groups[g].tasks;
+                let names: Vec<&str> = cycle.iter().map(|&t| tasks[t].id.as_str()).collect();
+                self.problem(
+                    &task_path(g, cycle[0]).key("depends_on"),
+                    format!("dependency cycle between tasks: {}", names.join(" -> ")),
+                );
+            }
+        }
+
+        for (g, group) in spec.groups.iter().enumerate() {
+            for (t, task) in group.tasks.iter().enumerate() {
+                let key = task.context_key();
+                let field = if task.result_key.is_some() {
+                    "result_key"
+                } else {
+                    "id"
+                };
+                if let Some(&(pg, pt)) = graph.producers.get(key) {
+                    let other = &spec.groups[pg].tasks[pt].id;
+                    self.problem(
+                        &task_path(g, t).key(field),
+                        format!("context key `{key}` is also written by task `{other}`; set a distinct result_key"),
+                    );
+                } else {
+                    graph.producers.insert(key.to_string(), (g, t));
+                }
+            }
+        }
+        graph
+    }
+
+    /// Plans every task's expansion against the initial context; a reference to a context key
+    /// an upstream task writes is deferred, any other missing reference is a problem.
+    fn plans(
+        &mut self,
+        spec: &SessionSpec,
+        graph: &Graph,
+        limits: &Limits,
+    ) -> Vec<Vec<PlannedTask>> {
+        let context = Value::Object(spec.context.clone());
+        let mut plans = Vec::with_capacity(spec.groups.len());
+        for (g, group) in spec.groups.iter().enumerate() {
+            let mut group_plans = Vec::with_capacity(group.tasks.len());
+            for (t, task) in group.tasks.iter().enumerate() {
+                let path = task_path(g, t);
+                let planned = Expansion::plan(
+                    Task {
+                        id: &task.id,
+                        path: &path,
+                        input: &task.input,
+                        expansion_config: task.expansion_config.as_ref(),
+                    },
+                    &context,
+                    limits,
+                );
+                let plan = match planned {
+                    Ok(expansion) => Planned::Ready(expansion),
+                    Err(error) => match &error.kind {
+                        ErrorKind::ContextMissing { key } => {
+                            match self.producer(spec, graph, (g, t), key, &error.path) {
+                                Some(producer) => Planned::Deferred {
+                                    key: key.clone(),
+                                    producer,
+                                },
+                                None => continue,
+                            }
+                        }
+                        kind => {
+                            self.problem(&error.path, format!("task `{}`: {kind}", task.id));
+                            continue;
+                        }
+                    },
+                };
+                group_plans.push(PlannedTask { path, plan });
+            }
+            plans.push(group_plans);
+        }
+        plans
+    }
+
+    /// The upstream task that writes `context.<key>` for task `(g, t)`, or a problem saying why
+    /// there is none.
+    fn producer(
+        &mut self,
+        spec: &SessionSpec,
+        graph: &Graph,
+        (g, t): (usize, usize),
+        key: &str,
+        at: &FieldPath,
+    ) -> Option<String> {
+        let head = key.split('.').next().unwrap_or(key);
+        let task: &TaskSpec = &spec.groups[g].tasks[t];
+        let Some(&(pg, pt)) = graph.producers.get(head) else {
+            self.problem(
+                at,
+                format!("task `{}`: `context.{key}` is not in the session context and no task writes `{head}`", task.id),
+            );
+            return None;
+        };
+        let producer = &spec.groups[pg].tasks[pt];
+        let upstream = if pg == g {
+            reaches(&graph.tasks[g], t, pt)
+        } else {
+            reaches(&graph.groups, g, pg)
+        };
+        if upstream {
+            return Some(producer.id.clone());
+        }
+        let fix = if pg == g {
+            format!("make task `{}` depend on task `{}`", task.id, producer.id)
+        } else {
+            format!(
+                "make group `{}` depend on group `{}`",
+                spec.groups[g].id, spec.groups[pg].id
+            )
+        };
+        self.problem(
+            at,
+            format!(
+                "task `{}`: `context.{key}` is written by task `{}`, which does not run before it ({fix})",
+                task.id, producer.id
+            ),
+        );
+        None
+    }
+}

@@ -1,0 +1,88 @@
+//! The session file as written: a context and task groups of tasks. Parsing is strict (unknown
+//! fields are errors) and reports where: line and column for malformed JSON, the field path for
+//! wrong types and unknown fields.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The shared context; tasks read it with `context.*` and write their results into it.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    pub groups: Vec<GroupSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub id: String,
+    /// Groups that must complete before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique in the session.
+    pub id: String,
+    pub executor: String,
+    #[serde(default)]
+    pub input: Value,
+    /// Tasks of the same group that must complete before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// The fan-out, here or (seed style) inside `input`.
+    #[serde(default)]
+    pub expansion_config: Option<Value>,
+    /// The context key the task's combined result is written to; the task id by default.
+    #[serde(default)]
+    pub result_key: Option<String>,
+}
+
+impl TaskSpec {
+    /// The context key this task's result is written to.
+    pub fn context_key(&self) -> &str {
+        self.result_key.as_deref().unwrap_or(&self.id)
+    }
+}
+
+impl SessionSpec {
+    /// Parses a session document. Errors carry line and column, and the field path when the JSON
+    /// is well-formed but does not fit the session format.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let spec: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            let path = (inner.is_data() && path != ".").then_some(path);
+            parse_error(&inner, path)
+        })?;
+        deserializer
+            .end()
+            .map_err(|inner| parse_error(&inner, None))?;
+        Ok(spec)
+    }
+}
+
+fn parse_error(inner: &serde_json::Error, path: Option<String>) -> Error {
+    let (line, column) = (inner.line(), inner.column());
+    // serde_json appends the position; it is reported separately, so say it once.
+    let message = inner.to_string();
+    let suffix = format!(" at line {line} column {column}");
+    Error::Parse {
+        line,
+        column,
+        path,
+        message: message
+            .strip_suffix(&suffix)
+            .unwrap_or(&message)
+            .to_string(),
+    }
+}

@@ -1,0 +1,191 @@
+//! Session parsing and validation: every problem, with its field path, in one error.
+#![allow(clippy::unwrap_used)]
+
+use expansion::Limits;
+use serde_json::{json, Value};
+use taskgroup::{Error, Planned, Session};
+
+fn validate(doc: Value) -> Result<Session, Error> {
+    Session::from_json(&doc.to_string(), &Limits::default())
+}
+
+fn problems(doc: Value) -> Vec<String> {
+    match validate(doc) {
+        Ok(_) => panic!("expected problems"),
+        Err(Error::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(other) => panic!("expected validation problems, got {other}"),
+    }
+}
+
+fn task(id: &str, deps: &[&str]) -> Value {
+    json!({"id": id, "executor": "noop", "depends_on": deps})
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let error = Session::from_json(
+        "{\n  \"groups\": [\n    {\"id\": \"a\",,}\n  ]\n}",
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(error.to_string(), "line 3, column 16: key must be a string");
+    let error = Session::from_json("{\"groups\": []} trailing", &Limits::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("line 1, column 16: trailing characters"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_fields_and_wrong_types_name_the_field_path() {
+    let error = validate(
+        json!({"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop", "inptu": {}}]}]}),
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("groups[0].tasks[0].inptu: unknown field `inptu`, expected one of"),
+        "{message}"
+    );
+    let error = validate(json!({"groups": [{"id": 7, "tasks": []}]})).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("groups[0].id: invalid type: integer `7`, expected a string"),
+        "{error}"
+    );
+    let error = validate(json!({"context": {}})).unwrap_err();
+    assert!(
+        error.to_string().contains("missing field `groups`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_structural_problem_is_listed_at_once() {
+    let found = problems(json!({"groups": [
+        {"id": "a", "depends_on": ["nope"], "tasks": [task("t1", &["t9"]), task("t1", &[])]},
+        {"id": "a", "tasks": []},
+        {"id": "", "tasks": [{"id": "x", "executor": " "}]},
+    ]}));
+    assert_eq!(
+        found,
+        vec![
+            "groups[0].tasks[1].id: duplicate task id `t1` (also groups[0].tasks[0]); task ids are unique in a session",
+            "groups[1].id: duplicate group id `a` (also groups[0])",
+            "groups[1].tasks: group `a` has no tasks",
+            "groups[2].id: group id must not be empty",
+            "groups[2].tasks[0].executor: executor must not be empty",
+            "groups[0].depends_on[0]: unknown group `nope`",
+            "groups[0].tasks[0].depends_on[0]: unknown task `t9`",
+            "groups[0].tasks[1].id: context key `t1` is also written by task `t1`; set a distinct result_key",
+        ]
+    );
+    assert_eq!(
+        problems(json!({"groups": []})),
+        vec!["groups: a session needs at least one group"]
+    );
+}
+
+#[test]
+fn cycles_are_reported_as_paths() {
+    let found = problems(json!({"groups": [
+        {"id": "a", "depends_on": ["b"], "tasks": [task("t1", &["t2"]), task("t2", &["t3"]), task("t3", &["t1"])]},
+        {"id": "b", "depends_on": ["a"], "tasks": [task("u", &["u"])]},
+    ]}));
+    assert_eq!(
+        found,
+        vec![
+            "groups[0].depends_on: dependency cycle between groups: a -> b -> a",
+            "groups[0].tasks[0].depends_on: dependency cycle between tasks: t1 -> t2 -> t3 -> t1",
+            "groups[1].tasks[0].depends_on: dependency cycle between tasks: u -> u",
+        ]
+    );
+}
+
+#[test]
+fn depending_on_a_task_of_another_group_explains_the_fix() {
+    let found = problems(json!({"groups": [
+        {"id": "a", "tasks": [task("t1", &[])]},
+        {"id": "b", "tasks": [task("t2", &["t1"])]},
+    ]}));
+    assert_eq!(
+        found,
+        vec!["groups[1].tasks[0].depends_on[0]: task `t1` is in group `a`; tasks depend on tasks of their own group, so make group `b` depend on group `a`"]
+    );
+}
+
+fn fan_out_over(source: &str) -> Value {
+    json!({"id": "per_user", "executor": "echo", "input": {
+        "expansion_config": {"type": "array", "array_mapping": {"user": source}}
+    }})
+}
+
+#[test]
+fn context_written_upstream_defers_the_plan() {
+    let session = validate(json!({"groups": [
+        {"id": "fetch", "tasks": [{"id": "fetch_users", "executor": "echo", "input": ["a", "b"]}]},
+        {"id": "process", "depends_on": ["fetch"], "tasks": [fan_out_over("context.fetch_users")]},
+    ]}))
+    .unwrap();
+    assert_eq!(session.total_instances(), (1, 1));
+    match &session.tasks[1][0].plan {
+        Planned::Deferred { key, producer } => assert_eq!(
+            (key.as_str(), producer.as_str()),
+            ("fetch_users", "fetch_users")
+        ),
+        other => panic!("expected a deferred plan, got {other:?}"),
+    }
+    // Within a group, a task dependency makes the producer upstream too; result_key renames.
+    let session = validate(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "fetch", "executor": "echo", "result_key": "users"},
+        {"id": "per_user", "executor": "echo", "depends_on": ["fetch"], "input": {"u": "{{context.users.0}}"}},
+    ]}]}))
+    .unwrap();
+    assert_eq!(session.total_instances(), (1, 1));
+}
+
+#[test]
+fn context_nobody_writes_or_written_too_late_is_a_problem() {
+    let found =
+        problems(json!({"groups": [{"id": "g", "tasks": [fan_out_over("context.missing")]}]}));
+    assert_eq!(
+        found,
+        vec!["groups[0].tasks[0].input.expansion_config.array_mapping.user: task `per_user`: `context.missing` is not in the session context and no task writes `missing`"]
+    );
+    let found = problems(json!({"groups": [
+        {"id": "fetch", "tasks": [{"id": "fetch_users", "executor": "echo"}]},
+        {"id": "process", "tasks": [fan_out_over("context.fetch_users")]},
+    ]}));
+    assert_eq!(
+        found,
+        vec!["groups[1].tasks[0].input.expansion_config.array_mapping.user: task `per_user`: `context.fetch_users` is written by task `fetch_users`, which does not run before it (make group `process` depend on group `fetch`)"]
+    );
+}
+
+#[test]
+fn expansion_problems_are_collected_with_the_rest() {
+    let found = problems(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "a", "executor": "noop", "input": {"p": "{{nope}}"}},
+        {"id": "b", "executor": "noop", "input": {"expansion_config": {"type": "matrix", "array_mapping": {"r": "rows"}}}},
+    ]}]}));
+    assert_eq!(
+        found,
+        vec![
+            "groups[0].tasks[0].input.p: task `a`: unknown variable `nope` in template (known: index, context.<key>)",
+            "groups[0].tasks[1].input.expansion_config.array_mapping.r: task `b`: `rows` not found in the task input",
+        ]
+    );
+}
+
+#[test]
+fn the_initial_context_feeds_plans() {
+    let session = validate(json!({
+        "context": {"regions": ["US", "EU", "APAC"]},
+        "groups": [{"id": "g", "tasks": [fan_out_over("context.regions")]}]
+    }))
+    .unwrap();
+    assert_eq!(session.total_instances(), (3, 0));
+}
