@@ -1,0 +1,168 @@
+//! `agency bench`: measure the engine's parts on this machine. Numbers go to `docs/benchmarks.md`.
+
+use crate::text::thousands;
+use anyhow::Context as _;
+use expansion::{Expansion, FieldPath, Limits, Task};
+use serde_json::{json, Map, Value};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Enumeration and rendering throughput of matrix expansions, and peak memory
+    Expansion {
+        /// Matrix shapes, e.g. `1000x1000`; each axis is a list of integers
+        #[arg(long, value_delimiter = ',', default_values_t = ["100x100".to_string(), "1000x1000".to_string(), "10000x10000".to_string()])]
+        shapes: Vec<String>,
+        /// Render at most this many instances per shape (rendering builds JSON, enumeration does not)
+        #[arg(long, default_value_t = 1_000_000)]
+        render: u64,
+        /// Also plan each shape with an `exclude` entry, so instances are found through the bitmap
+        #[arg(long)]
+        with_exclude: bool,
+        /// Print one JSON object per shape instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Expansion {
+            shapes,
+            render,
+            with_exclude,
+            json,
+        } => {
+            if !json {
+                println!(
+                    "{:<22} {:>14} {:>16} {:>16} {:>12}",
+                    "shape", "instances", "enumerate/s", "render/s", "peak RSS MB"
+                );
+            }
+            for shape in &shapes {
+                let axes = parse_shape(shape)?;
+                for exclude in [false, true] {
+                    if exclude && !with_exclude {
+                        continue;
+                    }
+                    let result = expansion_case(&axes, exclude, render)?;
+                    if json {
+                        println!("{result}");
+                    } else {
+                        let label = if exclude {
+                            format!("{shape} +exclude")
+                        } else {
+                            shape.clone()
+                        };
+                        println!(
+                            "{:<22} {:>14} {:>16} {:>16} {:>12.1}",
+                            label,
+                            thousands(result["instances"].as_u64().unwrap_or_default()),
+                            thousands(result["enumerate_per_s"].as_f64().unwrap_or_default() as u64),
+                            thousands(result["render_per_s"].as_f64().unwrap_or_default() as u64),
+                            result["peak_rss_mb"].as_f64().unwrap_or_default(),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_shape(shape: &str) -> anyhow::Result<Vec<usize>> {
+    shape
+        .split('x')
+        .map(|n| {
+            n.trim()
+                .parse::<usize>()
+                .with_context(|| format!("shape `{shape}`: `{n}` is not a number"))
+        })
+        .collect()
+}
+
+fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<Value> {
+    let mut input = Map::new();
+    let mut mapping = Map::new();
+    for (d, &len) in axes.iter().enumerate() {
+        input.insert(
+            format!("axis{d}"),
+            Value::Array((0..len).map(|i| json!(i)).collect()),
+        );
+        mapping.insert(format!("x{d}"), json!(format!("axis{d}")));
+    }
+    let mut config = json!({"type": "matrix", "array_mapping": mapping});
+    if exclude {
+        // Removes one value of the first axis: every instance is then found through the bitmap.
+        config["exclude"] = json!([{"x0": 0}]);
+    }
+    input.insert("label".into(), json!("cell {{x0}}"));
+    input.insert("expansion_config".into(), config);
+    let input = Value::Object(input);
+    let path = FieldPath::root().key("bench");
+    let task = Task {
+        id: "bench",
+        path: &path,
+        input: &input,
+        expansion_config: None,
+    };
+
+    let started = Instant::now();
+    let expansion = Expansion::plan(
+        task,
+        &json!({}),
+        &Limits {
+            max_instances: u64::MAX,
+            max_combinations: u64::MAX,
+            ..Limits::default()
+        },
+    )?;
+    let plan_s = started.elapsed().as_secs_f64();
+
+    // Enumeration: every instance, and every variable's value looked up (no JSON is built).
+    let variables = expansion.variables().len();
+    let started = Instant::now();
+    let mut checksum = 0usize;
+    for instance in expansion.iter() {
+        for k in 0..variables {
+            checksum =
+                checksum.wrapping_add(expansion.value(&instance, k)? as *const Value as usize);
+        }
+    }
+    black_box(checksum);
+    let enumerate_s = started.elapsed().as_secs_f64();
+
+    let rendered = render.min(expansion.len());
+    let started = Instant::now();
+    for instance in expansion.range(0..rendered) {
+        black_box(expansion.render(&instance)?);
+    }
+    let render_s = started.elapsed().as_secs_f64();
+
+    let instances = expansion.len();
+    Ok(json!({
+        "shape": axes,
+        "exclude": exclude,
+        "instances": instances,
+        "plan_ms": plan_s * 1e3,
+        "enumerate_s": enumerate_s,
+        "enumerate_per_s": instances as f64 / enumerate_s.max(1e-9),
+        "rendered": rendered,
+        "render_per_s": rendered as f64 / render_s.max(1e-9),
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// The process's peak resident set size (`VmHWM`), in MB; 0 where `/proc` is not available.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
