@@ -104,7 +104,7 @@ fn human(session: &Session, report: &Value) -> String {
     );
     if deferred > 0 {
         out.push_str(&format!(
-            " (+ {} planned when their context exists)",
+            " (+ {} planned at run time, once the context they read exists)",
             plural(deferred as u64, "task")
         ));
     }
