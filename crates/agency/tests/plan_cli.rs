@@ -10,12 +10,19 @@ fn examples() -> PathBuf {
 }
 
 fn agency(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agency")).args(args).output().expect("the agency binary runs")
+    Command::new(env!("CARGO_BIN_EXE_agency"))
+        .args(args)
+        .output()
+        .expect("the agency binary runs")
 }
 
 fn plan_json(file: &Path) -> Value {
     let output = agency(&["plan", "--json", file.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("plan --json prints one JSON object")
 }
 
@@ -42,7 +49,11 @@ fn every_example_plans() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let report = plan_json(&path);
-            assert!(report["total_instances"].as_u64().unwrap() > 0, "{}", path.display());
+            assert!(
+                report["total_instances"].as_u64().unwrap() > 0,
+                "{}",
+                path.display()
+            );
             planned += 1;
         }
     }
@@ -59,40 +70,70 @@ fn seed_examples_have_the_expected_counts_and_instances() {
 
     let custom = plan_json(&examples().join("seed-custom.json"));
     assert_eq!(custom["total_instances"], 4);
-    assert_eq!(custom["groups"][0]["tasks"][0]["preview"][0]["input"]["years"], serde_json::json!([2022, 2023]));
+    assert_eq!(
+        custom["groups"][0]["tasks"][0]["preview"][0]["input"]["years"],
+        serde_json::json!([2022, 2023])
+    );
 
-    assert_eq!(plan_json(&examples().join("seed-array.json"))["total_instances"], 6);
+    assert_eq!(
+        plan_json(&examples().join("seed-array.json"))["total_instances"],
+        6
+    );
 }
 
 #[test]
 fn a_million_instance_matrix_prints_its_count() {
     let report = plan_json(&examples().join("matrix-1000x1000.json"));
     assert_eq!(report["total_instances"], 1_000_000);
-    assert_eq!(report["groups"][0]["tasks"][0]["preview"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        report["groups"][0]["tasks"][0]["preview"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
 fn deferred_tasks_are_reported() {
     let report = plan_json(&examples().join("pipeline.json"));
     assert_eq!(report["deferred_tasks"], 1);
-    assert_eq!(report["groups"][2]["tasks"][0]["deferred"]["written_by"], "fetch_users");
+    assert_eq!(
+        report["groups"][2]["tasks"][0]["deferred"]["written_by"],
+        "fetch_users"
+    );
 }
 
 #[test]
 fn human_output_shows_counts_and_previews() {
-    let output = agency(&["plan", examples().join("seed-matrix.json").to_str().unwrap()]);
+    let output = agency(&[
+        "plan",
+        examples().join("seed-matrix.json").to_str().unwrap(),
+    ]);
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("task cells [echo] -> context.cells: 6 instances (matrix, output separate)"), "{text}");
-    assert!(text.contains("[0] {\"cell\":\"A1\",\"row\":\"A\",\"col\":1}"), "{text}");
+    assert!(
+        text.contains("task cells [echo] -> context.cells: 6 instances (matrix, output separate)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[0] {\"cell\":\"A1\",\"row\":\"A\",\"col\":1}"),
+        "{text}"
+    );
     assert!(text.contains("... 3 more"), "{text}");
 }
 
 #[test]
 fn malformed_json_names_the_file_line_and_column() {
-    let file = session_file("broken.json", "{\n  \"groups\": [\n    {\"id\": \"g\" \"tasks\": []}\n  ]\n}\n");
+    let file = session_file(
+        "broken.json",
+        "{\n  \"groups\": [\n    {\"id\": \"g\" \"tasks\": []}\n  ]\n}\n",
+    );
     let message = failure(&file);
     assert!(message.starts_with("error: "), "{message}");
-    assert!(message.contains("broken.json: line 3, column 16: expected `,` or `}`"), "{message}");
+    assert!(
+        message.contains("broken.json: line 3, column 16: expected `,` or `}`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -109,19 +150,34 @@ fn unknown_fields_missing_arrays_and_wrong_types_are_named() {
         "groups[0].tasks[0].input.expansion_config.array_mapping.col: task `t`: `cols` not found in the task input"
     ));
 
-    let wrong = session_file("wrong.json", r#"{"groups": [{"id": "g", "depends_on": "x", "tasks": []}]}"#);
-    assert!(failure(&wrong).contains("groups[0].depends_on: invalid type: string \"x\", expected a sequence"));
+    let wrong = session_file(
+        "wrong.json",
+        r#"{"groups": [{"id": "g", "depends_on": "x", "tasks": []}]}"#,
+    );
+    assert!(failure(&wrong)
+        .contains("groups[0].depends_on: invalid type: string \"x\", expected a sequence"));
 
     let absent = failure(Path::new("/nonexistent/session.json"));
-    assert!(absent.contains("cannot read /nonexistent/session.json"), "{absent}");
+    assert!(
+        absent.contains("cannot read /nonexistent/session.json"),
+        "{absent}"
+    );
 }
 
 #[test]
 fn limits_are_flags() {
-    let output = agency(&["plan", "--max-instances", "5", examples().join("seed-matrix.json").to_str().unwrap()]);
+    let output = agency(&[
+        "plan",
+        "--max-instances",
+        "5",
+        examples().join("seed-matrix.json").to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let message = String::from_utf8(output.stderr).unwrap();
-    assert!(message.contains("expansion would produce 6 instances, over the limit of 5"), "{message}");
+    assert!(
+        message.contains("expansion would produce 6 instances, over the limit of 5"),
+        "{message}"
+    );
     let usage = agency(&["plan", "--max-instances", "many", "x.json"]);
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
 }

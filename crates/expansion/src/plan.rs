@@ -494,8 +494,8 @@ fn zip_groups(
     }
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut placed: Vec<Option<usize>> = vec![None; zip.len()];
-    for var in 0..variables.len() {
-        match group_of[var] {
+    for (var, group) in group_of.iter().enumerate() {
+        match *group {
             None => groups.push(vec![var]),
             Some(g) => match placed[g] {
                 Some(at) => groups[at].push(var),

@@ -25,7 +25,7 @@ pub struct PlannedTask {
 /// A task's expansion as far as it can be known before running.
 #[derive(Debug, Clone)]
 pub enum Planned {
-    Ready(Expansion),
+    Ready(Box<Expansion>),
     /// The expansion reads `context.<key>`, which an upstream task writes; it is planned when
     /// that result exists.
     Deferred {
@@ -261,7 +261,7 @@ impl Check {
                     limits,
                 );
                 let plan = match planned {
-                    Ok(expansion) => Planned::Ready(expansion),
+                    Ok(expansion) => Planned::Ready(Box::new(expansion)),
                     Err(error) => match &error.kind {
                         ErrorKind::ContextMissing { key } => {
                             match self.producer(spec, graph, (g, t), key, &error.path) {
