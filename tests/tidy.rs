@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() && !path.ends_with("target") {
@@ -29,5 +31,8 @@ fn every_rust_file_opens_with_a_module_doc() {
         })
         .map(|file| file.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` opening line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` opening line: {missing:?}"
+    );
 }
