@@ -46,12 +46,14 @@
 //! This crate does no IO; errors name the task and the field path they are about.
 
 mod config;
+mod custom;
 mod error;
 mod expansion;
 mod output;
 mod path;
 mod plan;
 mod predicate;
+mod select;
 mod space;
 mod template;
 

@@ -1,14 +1,14 @@
 //! Planning: resolves an `expansion_config` against the task input and the session context into
 //! an [`Expansion`]. Everything that can be checked before running is checked here, once.
 
-use crate::config::{self, expect_object, wrong_type, Conditions, ExpansionType, Spec};
+use crate::config::{self, expect_object, ExpansionType, Spec};
 use crate::error::{Error, ErrorKind, Result, Site};
 use crate::expansion::{Binding, Expansion, Limits, Source};
 use crate::path::{json_len, lookup, lookup_parts, remove, FieldPath};
-use crate::predicate::{partial_match, Predicate};
+use crate::select;
 use crate::space::{Dimension, Space};
 use crate::template::{Resolve, Slot, Template};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::Cell;
 
 /// What planning needs to know about a task.
@@ -23,15 +23,15 @@ pub struct Task<'a> {
 }
 
 /// The variables and where their values come from, before the space is built.
-struct Layout {
-    variables: Vec<String>,
-    bindings: Vec<Binding>,
-    consts: Vec<Value>,
-    dims: Vec<Dimension>,
+pub(crate) struct Layout {
+    pub variables: Vec<String>,
+    pub bindings: Vec<Binding>,
+    pub consts: Vec<Value>,
+    pub dims: Vec<Dimension>,
     /// Per dimension, what to call it when it turns out empty.
-    dim_names: Vec<String>,
+    pub dim_names: Vec<String>,
     /// Input paths whose arrays the expansion consumed; they are not repeated in every instance.
-    consumed: Vec<String>,
+    pub consumed: Vec<String>,
 }
 
 impl Expansion {
@@ -64,7 +64,7 @@ impl Expansion {
         expect_object(task.input, &input_path, &site)?;
         let mut layout = match spec.kind {
             ExpansionType::Custom => {
-                custom_layout(&spec, task.input, context, &config_path, &site)?
+                crate::custom::custom_layout(&spec, task.input, context, &config_path, &site)?
             }
             _ => mapped_layout(&spec, task.input, context, &config_path, &site)?,
         };
@@ -83,12 +83,15 @@ impl Expansion {
                 ErrorKind::Overflow(format!("{} combinations", lengths.join(" x "))),
             )
         })?;
-        let includes = includes(&spec, &layout.variables, &config_path, &site)?;
+        let includes = select::includes(&spec, &layout.variables, &config_path, &site)?;
         let rules_path = config_path.key("transform_rules").key("conditions");
         let conditions = match &spec.custom {
-            Some(rules) => {
-                resolve_conditions(&rules.conditions, &layout.variables, &rules_path, &site)?
-            }
+            Some(rules) => select::resolve_conditions(
+                &rules.conditions,
+                &layout.variables,
+                &rules_path,
+                &site,
+            )?,
             None => Vec::new(),
         };
         for (i, entry) in spec.exclude.iter().enumerate() {
@@ -130,7 +133,9 @@ impl Expansion {
             }
             let selection = expansion
                 .space
-                .select(|combination| keep(&expansion, combination, &spec.exclude, &conditions))
+                .select(|combination| {
+                    select::keep(&expansion, combination, &spec.exclude, &conditions)
+                })
                 .map_err(|(path, message)| site.invalid(&path, message))?;
             expansion.space.apply(selection);
         }
@@ -267,213 +272,9 @@ fn describe(group: &[usize], variables: &[String], mapping: &[(String, String)])
     names.join(" and ")
 }
 
-/// Custom: variables are the fields of the source object, with `combine` as the cross product.
-fn custom_layout(
-    spec: &Spec,
-    input: &Value,
-    context: &Value,
-    config_path: &FieldPath,
-    site: &Site,
-) -> Result<Layout> {
-    let rules_path = config_path.key("transform_rules");
-    let Some(rules) = &spec.custom else {
-        return Err(site.error(config_path, ErrorKind::MissingField("transform_rules")));
-    };
-    let (source_path, source_at) = match &rules.source {
-        Some(source) => (source.as_str(), rules_path.key("source")),
-        None => ("data", rules_path.clone()),
-    };
-    let source = match resolve(source_path, input, context, &source_at, site) {
-        Err(Error { kind: ErrorKind::NotInInput { .. }, .. }) if rules.source.is_none() => {
-            return Err(site.invalid(
-                &source_at,
-                "a custom expansion reads its fields from the input's `data` object, which is missing (or set transform_rules.source)",
-            ))
-        }
-        other => other?,
-    };
-    let fields = expect_object(source, &source_at, site)?;
-    let combine_path = rules_path.key("combine");
-    let filter_path = rules_path.key("filter");
-    for (i, name) in rules.combine.iter().enumerate() {
-        let at = combine_path.index(i);
-        match fields.get(name) {
-            None => return Err(missing_field(site, &at, name, fields)),
-            Some(Value::Array(_)) => {}
-            Some(other) => return Err(wrong_type(site, &at, "the name of an array field", other)),
-        }
-        if rules.combine[..i].contains(name) {
-            return Err(site.invalid(&at, format!("`{name}` is combined twice")));
-        }
-    }
-    for (name, _) in &rules.filter {
-        let at = filter_path.key(name);
-        match fields.get(name) {
-            None => return Err(missing_field(site, &at, name, fields)),
-            Some(Value::Array(_)) => {}
-            Some(other) => return Err(wrong_type(site, &at, "a filter on an array field", other)),
-        }
-    }
-    let filter_of = |name: &str| rules.filter.iter().find(|(n, _)| n == name).map(|(_, p)| p);
-
-    // Each combined (or zipped) group of fields is one dimension; filters drop whole tuples.
-    let groups = zip_groups(&spec.zip, &rules.combine, &config_path.key("zip"), site)?;
-    let mut dims = Vec::new();
-    let mut dim_names = Vec::new();
-    let mut dim_of = vec![(0, 0); rules.combine.len()];
-    for (d, group) in groups.iter().enumerate() {
-        let columns: Vec<Vec<Value>> = rules
-            .combine
-            .iter()
-            .map(|name| {
-                fields
-                    .get(name)
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .collect();
-        let mut dim = zipped(
-            group,
-            &columns,
-            &rules.combine,
-            &config_path.key("zip"),
-            site,
-        )?;
-        let predicates: Vec<(usize, &Predicate)> = group
-            .iter()
-            .enumerate()
-            .filter_map(|(column, &field)| filter_of(&rules.combine[field]).map(|p| (column, p)))
-            .collect();
-        if !predicates.is_empty() {
-            let mut kept = Vec::new();
-            for row in 0..dim.len {
-                let mut keep = true;
-                for &(column, predicate) in &predicates {
-                    let name = &rules.combine[group[column]];
-                    keep &= predicate.matches(&dim.columns[column][row]).map_err(|m| {
-                        site.invalid(
-                            &filter_path.key(name),
-                            format!("element {row} of `{name}`: {m}"),
-                        )
-                    })?;
-                }
-                if keep {
-                    kept.push(row);
-                }
-            }
-            for column in &mut dim.columns {
-                *column = kept.iter().map(|&row| column[row].clone()).collect();
-            }
-            dim.len = kept.len();
-        }
-        for (column, &field) in group.iter().enumerate() {
-            dim_of[field] = (d, column);
-        }
-        let names: Vec<String> = group
-            .iter()
-            .map(|&f| format!("`{}`", rules.combine[f]))
-            .collect();
-        let filtered = if predicates.is_empty() {
-            ""
-        } else {
-            " after filtering"
-        };
-        dim_names.push(format!("{}{filtered}", names.join(" and ")));
-        dims.push(dim);
-    }
-
-    // Every source field is a variable: combined ones take one element, the rest pass whole
-    // (filtered first when a filter names them).
-    let mut base_names = Vec::new();
-    let mut base_bindings = Vec::new();
-    let mut consts = Vec::new();
-    for (name, value) in fields {
-        let source = match rules.combine.iter().position(|c| c == name) {
-            Some(field) => {
-                let (dim, column) = dim_of[field];
-                Source::Dim { dim, column }
-            }
-            None => {
-                let value = match (filter_of(name), value) {
-                    (Some(predicate), Value::Array(items)) => {
-                        let mut kept = Vec::new();
-                        for (i, item) in items.iter().enumerate() {
-                            let keep = predicate.matches(item).map_err(|m| {
-                                site.invalid(
-                                    &filter_path.key(name),
-                                    format!("element {i} of `{name}`: {m}"),
-                                )
-                            })?;
-                            if keep {
-                                kept.push(item.clone());
-                            }
-                        }
-                        Value::Array(kept)
-                    }
-                    _ => value.clone(),
-                };
-                consts.push(value);
-                Source::Const(consts.len() - 1)
-            }
-        };
-        base_names.push(name.clone());
-        base_bindings.push(Binding {
-            source,
-            fields: Vec::new(),
-        });
-    }
-
-    let (variables, bindings) = match &rules.field_mappings {
-        None => (base_names, base_bindings),
-        Some(mappings) => {
-            let at = rules_path.key("field_mappings");
-            let mut variables = Vec::new();
-            let mut bindings = Vec::new();
-            for (name, path) in mappings {
-                let mut parts = path.split('.');
-                let head = parts.next().unwrap_or_default();
-                let Some(base) = base_names.iter().position(|n| n == head) else {
-                    return Err(missing_field(site, &at.key(name), head, fields));
-                };
-                variables.push(name.clone());
-                bindings.push(Binding {
-                    source: base_bindings[base].source.clone(),
-                    fields: parts.map(str::to_string).collect(),
-                });
-            }
-            (variables, bindings)
-        }
-    };
-    let consumed = if source_path.starts_with("context.") {
-        Vec::new()
-    } else {
-        vec![source_path.to_string()]
-    };
-    Ok(Layout {
-        variables,
-        bindings,
-        consts,
-        dims,
-        dim_names,
-        consumed,
-    })
-}
-
-fn missing_field(site: &Site, at: &FieldPath, name: &str, fields: &Map<String, Value>) -> Error {
-    let known: Vec<&str> = fields.keys().map(String::as_str).collect();
-    site.invalid(
-        at,
-        format!(
-            "no field `{name}` in the source (fields: {})",
-            known.join(", ")
-        ),
-    )
-}
-
 /// Groups variable positions into dimensions: each zip group is one, every other variable is its
 /// own; dimensions are ordered by their first variable's position.
-fn zip_groups(
+pub(crate) fn zip_groups(
     zip: &[Vec<String>],
     variables: &[String],
     zip_path: &FieldPath,
@@ -510,7 +311,7 @@ fn zip_groups(
 }
 
 /// One dimension from the columns of `group`, which must have equal lengths.
-fn zipped(
+pub(crate) fn zipped(
     group: &[usize],
     columns: &[Vec<Value>],
     names: &[String],
@@ -535,7 +336,7 @@ fn zipped(
     })
 }
 
-fn resolve<'v>(
+pub(crate) fn resolve<'v>(
     source: &str,
     input: &'v Value,
     context: &'v Value,
@@ -581,7 +382,12 @@ fn resolve_array<'v>(
     })
 }
 
-fn unknown_variable(site: &Site, at: &FieldPath, name: &str, variables: &[String]) -> Error {
+pub(crate) fn unknown_variable(
+    site: &Site,
+    at: &FieldPath,
+    name: &str,
+    variables: &[String],
+) -> Error {
     site.error(
         at,
         ErrorKind::UnknownVariable {
@@ -589,122 +395,6 @@ fn unknown_variable(site: &Site, at: &FieldPath, name: &str, variables: &[String
             known: variables.to_vec(),
         },
     )
-}
-
-fn includes(
-    spec: &Spec,
-    variables: &[String],
-    config_path: &FieldPath,
-    site: &Site,
-) -> Result<Vec<Vec<Value>>> {
-    let path = config_path.key("include");
-    spec.include
-        .iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let at = path.index(i);
-            if let Some(key) = entry.keys().find(|key| !variables.contains(key)) {
-                return Err(unknown_variable(site, &at.key(key), key, variables));
-            }
-            variables
-                .iter()
-                .map(|var| {
-                    entry.get(var).cloned().ok_or_else(|| {
-                        site.invalid(
-                            &at,
-                            format!("an include entry gives every variable; `{var}` is missing"),
-                        )
-                    })
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// A condition predicate bound to a variable and the fields below it.
-struct Condition {
-    var: usize,
-    fields: Vec<String>,
-    predicate: Predicate,
-    path: FieldPath,
-}
-
-fn resolve_conditions(
-    conditions: &Conditions,
-    variables: &[String],
-    path: &FieldPath,
-    site: &Site,
-) -> Result<Vec<Vec<Condition>>> {
-    let many = conditions.len() > 1;
-    conditions
-        .iter()
-        .enumerate()
-        .map(|(i, alternative)| {
-            let at = if many { path.index(i) } else { path.clone() };
-            alternative
-                .iter()
-                .map(|(name, predicate)| {
-                    let mut parts = name.split('.');
-                    let head = parts.next().unwrap_or_default();
-                    let var = variables
-                        .iter()
-                        .position(|v| v == head)
-                        .ok_or_else(|| unknown_variable(site, &at.key(name), head, variables))?;
-                    Ok(Condition {
-                        var,
-                        fields: parts.map(str::to_string).collect(),
-                        predicate: predicate.clone(),
-                        path: at.key(name),
-                    })
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Whether a combination survives `exclude` and `conditions`.
-fn keep(
-    expansion: &Expansion,
-    combination: u64,
-    exclude: &[Map<String, Value>],
-    conditions: &[Vec<Condition>],
-) -> Result<bool, (FieldPath, String)> {
-    let point = crate::expansion::Point::Product(combination);
-    let value = |k: usize| expansion.variable(point, k).ok();
-    let excluded = exclude.iter().any(|entry| {
-        entry.iter().all(|(key, pattern)| {
-            let k = expansion.variables.iter().position(|v| v == key);
-            k.and_then(value)
-                .is_some_and(|actual| partial_match(actual, pattern))
-        })
-    });
-    if excluded {
-        return Ok(false);
-    }
-    if conditions.is_empty() {
-        return Ok(true);
-    }
-    for alternative in conditions {
-        let mut holds = true;
-        for condition in alternative {
-            let found = value(condition.var)
-                .and_then(|v| lookup_parts(v, condition.fields.iter().map(String::as_str)));
-            holds &= match found {
-                None => false,
-                Some(v) => condition
-                    .predicate
-                    .matches(v)
-                    .map_err(|m| (condition.path.clone(), m))?,
-            };
-            if !holds {
-                break;
-            }
-        }
-        if holds {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Resolves template names: the expansion's variables, `index` and `context.*`.
