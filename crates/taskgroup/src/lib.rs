@@ -16,9 +16,16 @@
 
 mod error;
 mod graph;
+mod machine;
+mod policy;
 mod session;
 mod spec;
 
 pub use error::{Error, Problem, Result};
+pub use machine::{
+    Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
+    DEFAULT_CHUNK,
+};
+pub use policy::{FailurePolicy, RetryPolicy, Threshold};
 pub use session::{Planned, PlannedTask, Session};
 pub use spec::{GroupSpec, SessionSpec, TaskSpec};
