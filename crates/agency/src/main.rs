@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             json,
             preview,
             limits,
-        } => plan::run(&file, json, preview, &limits.limits()),
+        } => plan::run(&file, json, preview, &taskgroup::Rules { limits: limits.limits(), executors: None }),
         Command::Bench { what } => bench::run(what),
     };
     match outcome {

@@ -2,15 +2,15 @@
 
 use crate::text::{plural, thousands};
 use anyhow::Context as _;
-use expansion::{Expansion, Limits};
+use expansion::Expansion;
 use serde_json::{json, Map, Value};
 use std::path::Path;
-use taskgroup::{Planned, Session};
+use taskgroup::{Planned, Rules, Session};
 
-pub fn run(file: &Path, as_json: bool, preview: u64, limits: &Limits) -> anyhow::Result<()> {
+pub fn run(file: &Path, as_json: bool, preview: u64, rules: &Rules) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let session = Session::from_json(&text, limits).with_context(|| file.display().to_string())?;
+    let session = Session::from_json(&text, rules).with_context(|| file.display().to_string())?;
     let report = report(&session, preview);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);

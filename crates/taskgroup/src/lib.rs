@@ -6,7 +6,7 @@
 //! let session = Session::from_json(
 //!     r#"{"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop",
 //!         "input": {"xs": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}}]}]}"#,
-//!     &Default::default(),
+//!     &taskgroup::Rules::default(),
 //! )?;
 //! assert_eq!(session.total_instances(), (3, 0));
 //! # Ok::<(), taskgroup::Error>(())
@@ -27,5 +27,5 @@ pub use machine::{
     DEFAULT_CHUNK,
 };
 pub use policy::{FailurePolicy, RetryPolicy, Threshold};
-pub use session::{Planned, PlannedTask, Session};
+pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session};
 pub use spec::{GroupSpec, SessionSpec, TaskSpec};

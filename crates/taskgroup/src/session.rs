@@ -3,23 +3,48 @@
 
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
+use crate::policy::{FailurePolicy, RetryPolicy};
 use crate::spec::{SessionSpec, TaskSpec};
 use expansion::{ErrorKind, Expansion, FieldPath, Limits, Task};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Duration;
 
-/// A validated session: its spec and, per task, its planned expansion.
+/// What a session is validated against.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub limits: Limits,
+    /// The executors that can run tasks; `None` accepts any name (planning without a registry).
+    pub executors: Option<Vec<String>>,
+}
+
+/// A validated session: its spec and, per group and task, what running it needs.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub spec: SessionSpec,
+    /// `groups[g]` belongs to `spec.groups[g]`.
+    pub groups: Vec<PlannedGroup>,
     /// `tasks[g][t]` is the plan of `spec.groups[g].tasks[t]`.
     pub tasks: Vec<Vec<PlannedTask>>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedGroup {
+    /// Indices of the groups this one waits for.
+    pub depends_on: Vec<usize>,
+    pub failure_policy: FailurePolicy,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
 pub struct PlannedTask {
     pub path: FieldPath,
     pub plan: Planned,
+    /// Indices (in the group) of the tasks this one waits for.
+    pub depends_on: Vec<usize>,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
 }
 
 /// A task's expansion as far as it can be known before running.
@@ -46,20 +71,59 @@ impl Planned {
 
 impl Session {
     /// Parses and validates a session document.
-    pub fn from_json(text: &str, limits: &Limits) -> Result<Self> {
-        Self::validate(SessionSpec::parse(text)?, limits)
+    pub fn from_json(text: &str, rules: &Rules) -> Result<Self> {
+        Self::validate(SessionSpec::parse(text)?, rules)
     }
 
     /// Checks everything that can be checked before running; one error lists every problem.
-    pub fn validate(spec: SessionSpec, limits: &Limits) -> Result<Self> {
+    pub fn validate(spec: SessionSpec, rules: &Rules) -> Result<Self> {
         let mut check = Check::default();
         let graph = check.structure(&spec);
-        let tasks = check.plans(&spec, &graph, limits);
-        if check.problems.is_empty() {
-            Ok(Self { spec, tasks })
-        } else {
-            Err(Error::Invalid(check.problems))
+        check.settings(&spec, rules);
+        let plans = check.plans(&spec, &graph, &rules.limits);
+        if !check.problems.is_empty() {
+            return Err(Error::Invalid(check.problems));
         }
+        let groups = spec
+            .groups
+            .iter()
+            .zip(&graph.groups)
+            .map(|(group, depends_on)| PlannedGroup {
+                depends_on: depends_on.clone(),
+                failure_policy: group
+                    .failure_policy
+                    .as_ref()
+                    .and_then(|p| FailurePolicy::parse(p).ok())
+                    .unwrap_or_default(),
+                timeout: group.timeout_ms.map(Duration::from_millis),
+            })
+            .collect();
+        let tasks = plans
+            .into_iter()
+            .enumerate()
+            .map(|(g, plans)| {
+                plans
+                    .into_iter()
+                    .enumerate()
+                    .map(|(t, (path, plan))| {
+                        let task = &spec.groups[g].tasks[t];
+                        PlannedTask {
+                            path,
+                            plan,
+                            depends_on: graph.tasks[g][t].clone(),
+                            retry: task
+                                .retry
+                                .as_ref()
+                                .and_then(|r| RetryPolicy::parse(r).ok())
+                                .unwrap_or_default(),
+                            timeout: task.timeout_ms.map(Duration::from_millis),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let timeout = spec.timeout_ms.map(Duration::from_millis);
+        Ok(Self { spec, groups, tasks, timeout })
     }
 
     /// Instances known before running, and how many tasks are deferred until their context exists.
@@ -103,6 +167,43 @@ impl Check {
             path: path.to_string(),
             message: message.into(),
         });
+    }
+
+    /// Executors, retry and failure policies, timeouts and concurrency.
+    fn settings(&mut self, spec: &SessionSpec, rules: &Rules) {
+        if spec.timeout_ms == Some(0) {
+            self.problem(&FieldPath::root().key("timeout_ms"), "timeout_ms must be positive");
+        }
+        for (g, group) in spec.groups.iter().enumerate() {
+            let at = group_path(g);
+            if group.timeout_ms == Some(0) {
+                self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
+            }
+            if let Some(Err(message)) = group.failure_policy.as_ref().map(FailurePolicy::parse) {
+                self.problem(&at.key("failure_policy"), message);
+            }
+            for (t, task) in group.tasks.iter().enumerate() {
+                let at = task_path(g, t);
+                if let Some(known) = &rules.executors {
+                    if !task.executor.trim().is_empty() && !known.contains(&task.executor) {
+                        self.problem(
+                            &at.key("executor"),
+                            format!("unknown executor `{}` (known: {})", task.executor, known.join(", ")),
+                        );
+                    }
+                }
+                if let Some(Err((field, message))) = task.retry.as_ref().map(RetryPolicy::parse) {
+                    let path = if field.is_empty() { at.key("retry") } else { at.key("retry").dotted(&field) };
+                    self.problem(&path, message);
+                }
+                if task.timeout_ms == Some(0) {
+                    self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
+                }
+                if task.concurrency == Some(0) {
+                    self.problem(&at.key("concurrency"), "concurrency must be at least 1");
+                }
+            }
+        }
     }
 
     /// Ids, dependencies, cycles and context keys.
@@ -243,7 +344,7 @@ impl Check {
         spec: &SessionSpec,
         graph: &Graph,
         limits: &Limits,
-    ) -> Vec<Vec<PlannedTask>> {
+    ) -> Vec<Vec<(FieldPath, Planned)>> {
         let context = Value::Object(spec.context.clone());
         let mut plans = Vec::with_capacity(spec.groups.len());
         for (g, group) in spec.groups.iter().enumerate() {
@@ -278,7 +379,7 @@ impl Check {
                         }
                     },
                 };
-                group_plans.push(PlannedTask { path, plan });
+                group_plans.push((path, plan));
             }
             plans.push(group_plans);
         }

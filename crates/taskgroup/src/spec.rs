@@ -15,6 +15,9 @@ pub struct SessionSpec {
     #[serde(default)]
     pub context: Map<String, Value>,
     pub groups: Vec<GroupSpec>,
+    /// The whole session's deadline; past it, partial results are published.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -25,6 +28,12 @@ pub struct GroupSpec {
     #[serde(default)]
     pub depends_on: Vec<String>,
     pub tasks: Vec<TaskSpec>,
+    /// The group's deadline from its start.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// `"fail_fast"` (default), `"all_settled"` or `{"threshold": N}`; see [`crate::FailurePolicy`].
+    #[serde(default)]
+    pub failure_policy: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,6 +53,18 @@ pub struct TaskSpec {
     /// The context key the task's combined result is written to; the task id by default.
     #[serde(default)]
     pub result_key: Option<String>,
+    /// See [`crate::RetryPolicy`]; no retries when absent.
+    #[serde(default)]
+    pub retry: Option<Value>,
+    /// Deadline of each attempt of each instance.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Failed instances of this task do not fail the group.
+    #[serde(default)]
+    pub continue_on_error: bool,
+    /// At most this many instances of the task run at once (per worker).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
 impl TaskSpec {

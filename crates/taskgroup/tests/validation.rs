@@ -1,12 +1,11 @@
 //! Session parsing and validation: every problem, with its field path, in one error.
 #![allow(clippy::unwrap_used)]
 
-use expansion::Limits;
 use serde_json::{json, Value};
-use taskgroup::{Error, Planned, Session};
+use taskgroup::{Error, FailurePolicy, Planned, Rules, Session, Threshold};
 
 fn validate(doc: Value) -> Result<Session, Error> {
-    Session::from_json(&doc.to_string(), &Limits::default())
+    Session::from_json(&doc.to_string(), &Rules::default())
 }
 
 fn problems(doc: Value) -> Vec<String> {
@@ -25,11 +24,11 @@ fn task(id: &str, deps: &[&str]) -> Value {
 fn malformed_json_reports_line_and_column() {
     let error = Session::from_json(
         "{\n  \"groups\": [\n    {\"id\": \"a\",,}\n  ]\n}",
-        &Limits::default(),
+        &Rules::default(),
     )
     .unwrap_err();
     assert_eq!(error.to_string(), "line 3, column 16: key must be a string");
-    let error = Session::from_json("{\"groups\": []} trailing", &Limits::default()).unwrap_err();
+    let error = Session::from_json("{\"groups\": []} trailing", &Rules::default()).unwrap_err();
     assert!(
         error
             .to_string()
@@ -188,4 +187,51 @@ fn the_initial_context_feeds_plans() {
     }))
     .unwrap();
     assert_eq!(session.total_instances(), (3, 0));
+}
+
+#[test]
+fn settings_are_validated_with_their_paths() {
+    let rules = Rules { executors: Some(vec!["noop".into(), "echo".into()]), ..Rules::default() };
+    let doc = json!({"timeout_ms": 0, "groups": [{
+        "id": "g", "timeout_ms": 0, "failure_policy": "sometimes",
+        "tasks": [
+            {"id": "a", "executor": "nope"},
+            {"id": "b", "executor": "noop", "retry": {"max_retries": 2, "backoff": {"factor": 0}}, "timeout_ms": 0, "concurrency": 0},
+            {"id": "c", "executor": "noop", "retry": {"retry_delays": "soon"}}
+        ]
+    }]});
+    let found = match Session::from_json(&doc.to_string(), &rules) {
+        Err(Error::Invalid(problems)) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    assert_eq!(
+        found,
+        vec![
+            "timeout_ms: timeout_ms must be positive",
+            "groups[0].timeout_ms: timeout_ms must be positive",
+            "groups[0].failure_policy: unknown failure policy \"sometimes\" (expected \"fail_fast\", \"all_settled\" or {\"threshold\": N})",
+            "groups[0].tasks[0].executor: unknown executor `nope` (known: noop, echo)",
+            "groups[0].tasks[1].retry.backoff.factor: factor 0 must be between 1 and 100",
+            "groups[0].tasks[1].timeout_ms: timeout_ms must be positive",
+            "groups[0].tasks[1].concurrency: concurrency must be at least 1",
+            "groups[0].tasks[2].retry.retry_delays: invalid type: string \"soon\", expected a sequence",
+        ]
+    );
+}
+
+#[test]
+fn settings_reach_the_validated_session() {
+    let session = validate(json!({"timeout_ms": 5000, "groups": [
+        {"id": "a", "tasks": [{"id": "t", "executor": "noop", "retry": {"max_retries": 2, "retry_delays": [10]}, "timeout_ms": 50}]},
+        {"id": "b", "depends_on": ["a"], "failure_policy": {"threshold": 3}, "timeout_ms": 100,
+         "tasks": [{"id": "u", "executor": "noop"}, {"id": "v", "executor": "noop", "depends_on": ["u"]}]}
+    ]}))
+    .unwrap();
+    assert_eq!(session.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(session.groups[1].depends_on, vec![0]);
+    assert_eq!(session.groups[1].failure_policy, FailurePolicy::Threshold(Threshold::Count(3)));
+    assert_eq!(session.groups[0].failure_policy, FailurePolicy::FailFast);
+    assert_eq!(session.tasks[0][0].retry.max_retries, 2);
+    assert_eq!(session.tasks[0][0].timeout, Some(std::time::Duration::from_millis(50)));
+    assert_eq!(session.tasks[1][1].depends_on, vec![0]);
 }
