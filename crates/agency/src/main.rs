@@ -74,7 +74,15 @@ fn main() -> ExitCode {
             json,
             preview,
             limits,
-        } => plan::run(&file, json, preview, &taskgroup::Rules { limits: limits.limits(), executors: None }),
+        } => plan::run(
+            &file,
+            json,
+            preview,
+            &taskgroup::Rules {
+                limits: limits.limits(),
+                executors: None,
+            },
+        ),
         Command::Bench { what } => bench::run(what),
     };
     match outcome {

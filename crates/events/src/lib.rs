@@ -1,6 +1,22 @@
-//! The seams between coordinator and workers: versioned message types, the `Broker` trait (Kafka,
-//! in memory) and the `Store` trait (Redis, in memory). The engine and the distributed mode add
-//! them; until then this crate only fixes the dependency direction
-//! `agency -> events -> taskgroup -> expansion`.
+//! The seams between coordinator and workers: versioned message types, the `Broker` trait
+//! (topics with consumer groups; Kafka in distributed mode) and the `Store` trait (durable state
+//! and pub/sub wake-ups; Redis in distributed mode), each beside its in-memory twin, and the
+//! conformance suite every implementation passes.
+//!
+//! Dependency direction: `agency -> events -> taskgroup -> expansion`.
 
+mod broker;
+pub mod conformance;
+mod error;
+pub mod messages;
+mod store;
+
+pub use broker::{
+    Broker, Consumer, MemoryBroker, Message, DEAD_LETTER_TOPIC, DISPATCH_TOPIC, EVENTS_TOPIC,
+};
+pub use error::{Error, Result};
+pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+pub use store::{
+    accept, notices_channel, MemoryStore, Store, Subscription, CONTROL_CHANNEL, RESULTS_CHANNEL,
+};
 pub use taskgroup;

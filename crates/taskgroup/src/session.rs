@@ -123,7 +123,12 @@ impl Session {
             })
             .collect();
         let timeout = spec.timeout_ms.map(Duration::from_millis);
-        Ok(Self { spec, groups, tasks, timeout })
+        Ok(Self {
+            spec,
+            groups,
+            tasks,
+            timeout,
+        })
     }
 
     /// Instances known before running, and how many tasks are deferred until their context exists.
@@ -172,7 +177,10 @@ impl Check {
     /// Executors, retry and failure policies, timeouts and concurrency.
     fn settings(&mut self, spec: &SessionSpec, rules: &Rules) {
         if spec.timeout_ms == Some(0) {
-            self.problem(&FieldPath::root().key("timeout_ms"), "timeout_ms must be positive");
+            self.problem(
+                &FieldPath::root().key("timeout_ms"),
+                "timeout_ms must be positive",
+            );
         }
         for (g, group) in spec.groups.iter().enumerate() {
             let at = group_path(g);
@@ -188,12 +196,20 @@ impl Check {
                     if !task.executor.trim().is_empty() && !known.contains(&task.executor) {
                         self.problem(
                             &at.key("executor"),
-                            format!("unknown executor `{}` (known: {})", task.executor, known.join(", ")),
+                            format!(
+                                "unknown executor `{}` (known: {})",
+                                task.executor,
+                                known.join(", ")
+                            ),
                         );
                     }
                 }
                 if let Some(Err((field, message))) = task.retry.as_ref().map(RetryPolicy::parse) {
-                    let path = if field.is_empty() { at.key("retry") } else { at.key("retry").dotted(&field) };
+                    let path = if field.is_empty() {
+                        at.key("retry")
+                    } else {
+                        at.key("retry").dotted(&field)
+                    };
                     self.problem(&path, message);
                 }
                 if task.timeout_ms == Some(0) {

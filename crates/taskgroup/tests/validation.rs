@@ -191,7 +191,10 @@ fn the_initial_context_feeds_plans() {
 
 #[test]
 fn settings_are_validated_with_their_paths() {
-    let rules = Rules { executors: Some(vec!["noop".into(), "echo".into()]), ..Rules::default() };
+    let rules = Rules {
+        executors: Some(vec!["noop".into(), "echo".into()]),
+        ..Rules::default()
+    };
     let doc = json!({"timeout_ms": 0, "groups": [{
         "id": "g", "timeout_ms": 0, "failure_policy": "sometimes",
         "tasks": [
@@ -201,7 +204,9 @@ fn settings_are_validated_with_their_paths() {
         ]
     }]});
     let found = match Session::from_json(&doc.to_string(), &rules) {
-        Err(Error::Invalid(problems)) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        Err(Error::Invalid(problems)) => {
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+        }
         other => panic!("expected problems, got {other:?}"),
     };
     assert_eq!(
@@ -229,9 +234,15 @@ fn settings_reach_the_validated_session() {
     .unwrap();
     assert_eq!(session.timeout, Some(std::time::Duration::from_secs(5)));
     assert_eq!(session.groups[1].depends_on, vec![0]);
-    assert_eq!(session.groups[1].failure_policy, FailurePolicy::Threshold(Threshold::Count(3)));
+    assert_eq!(
+        session.groups[1].failure_policy,
+        FailurePolicy::Threshold(Threshold::Count(3))
+    );
     assert_eq!(session.groups[0].failure_policy, FailurePolicy::FailFast);
     assert_eq!(session.tasks[0][0].retry.max_retries, 2);
-    assert_eq!(session.tasks[0][0].timeout, Some(std::time::Duration::from_millis(50)));
+    assert_eq!(
+        session.tasks[0][0].timeout,
+        Some(std::time::Duration::from_millis(50))
+    );
     assert_eq!(session.tasks[1][1].depends_on, vec![0]);
 }

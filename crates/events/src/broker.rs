@@ -1,0 +1,155 @@
+//! The `Broker` seam: topics with consumer groups (Kafka in production), and its in-memory twin.
+//!
+//! Semantics every implementation keeps: `publish` returns once the broker holds the message;
+//! members of one consumer group share a topic's messages, each message going to one member;
+//! every group sees every message, including those published before it subscribed (offsets start
+//! at the earliest); `commit` marks a message processed, and is called only after its outcomes are
+//! durable.
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// The topic of task-group work (ranges of instances).
+pub const DISPATCH_TOPIC: &str = "agency_dispatch";
+/// Where malformed messages go, with the reason; consumers keep running.
+pub const DEAD_LETTER_TOPIC: &str = "agency_dead_letter";
+/// Events that tasks emit (the `emit_event` executor).
+pub const EVENTS_TOPIC: &str = "agency_events";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub offset: u64,
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Appends a message to `topic`; returns when the broker has it.
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()>;
+    /// Joins consumer group `group` on `topic`.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next message for this member; waits until there is one.
+    async fn next(&mut self) -> Result<Message>;
+    /// Marks `message` processed.
+    async fn commit(&mut self, message: &Message) -> Result<()>;
+}
+
+/// One topic: an append-only log and each group's next offset.
+#[derive(Debug, Default)]
+struct Topic {
+    log: Mutex<Vec<(String, Arc<[u8]>)>>,
+    groups: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    appended: Notify,
+}
+
+/// Topics in memory: the embedded default and the test double for Kafka.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryBroker {
+    topics: Arc<Mutex<HashMap<String, Arc<Topic>>>>,
+}
+
+impl MemoryBroker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        let mut topics = self
+            .topics
+            .lock()
+            .map_err(|_| Error::poisoned("memory broker"))?;
+        Ok(topics.entry(name.to_string()).or_default().clone())
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+        let target = self.topic(topic)?;
+        target
+            .log
+            .lock()
+            .map_err(|_| Error::poisoned("memory broker"))?
+            .push((key.to_string(), payload.into()));
+        target.appended.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        let target = self.topic(topic)?;
+        let offset = target
+            .groups
+            .lock()
+            .map_err(|_| Error::poisoned("memory broker"))?
+            .entry(group.to_string())
+            .or_default()
+            .clone();
+        Ok(Box::new(MemoryConsumer {
+            name: topic.to_string(),
+            topic: target,
+            offset,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct MemoryConsumer {
+    name: String,
+    topic: Arc<Topic>,
+    /// Shared by the group's members: claiming an offset is one atomic increment.
+    offset: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Result<Message> {
+        loop {
+            // Register interest before looking, so an append between the look and the wait wakes us.
+            let appended = self.topic.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let claimed = {
+                let log = self
+                    .topic
+                    .log
+                    .lock()
+                    .map_err(|_| Error::poisoned("memory broker"))?;
+                let len = log.len();
+                let claimed = self
+                    .offset
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |at| {
+                        (at < len).then_some(at + 1)
+                    })
+                    .ok();
+                claimed.and_then(|at| {
+                    log.get(at)
+                        .map(|(key, payload)| (at, key.clone(), payload.clone()))
+                })
+            };
+            if let Some((at, key, payload)) = claimed {
+                return Ok(Message {
+                    topic: self.name.clone(),
+                    key,
+                    payload: payload.to_vec(),
+                    offset: at as u64,
+                });
+            }
+            appended.await;
+        }
+    }
+
+    async fn commit(&mut self, _message: &Message) -> Result<()> {
+        // In one process nothing crashes between processing and commit; offsets are claimed on read.
+        Ok(())
+    }
+}

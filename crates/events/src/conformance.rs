@@ -1,0 +1,222 @@
+//! The shared backend test suite: every `Broker` and `Store` implementation, in memory or real,
+//! must pass the same checks. Backends call these from their own tests with a fresh namespace.
+
+use crate::broker::Broker;
+use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
+use crate::store::Store;
+use serde_json::{json, Map};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
+    let status = if ok {
+        Status::Succeeded(json!(instance))
+    } else {
+        Status::Failed(format!("attempt {attempt}"))
+    };
+    Outcome {
+        instance,
+        attempt,
+        status,
+    }
+}
+
+/// Exactly-once recording, state round trips, cleanup and pub/sub, under session `session`.
+pub async fn store_suite(store: &dyn Store, session: &str) {
+    let task = TaskRef { group: 0, task: 1 };
+    let record = TaskRecord {
+        task_id: "t".into(),
+        group_id: "g".into(),
+        executor: "echo".into(),
+        input: json!({"x": 1}),
+        expansion_config: None,
+        context: Map::new(),
+        timeout_ms: Some(5),
+        concurrency: None,
+        instances: 3,
+    };
+    store
+        .save_task(session, task, &record)
+        .await
+        .expect("save task");
+    assert_eq!(
+        store.load_task(session, task).await.expect("load task"),
+        Some(record)
+    );
+    assert_eq!(
+        store
+            .load_task(session, TaskRef { group: 9, task: 9 })
+            .await
+            .expect("load missing"),
+        None
+    );
+
+    // Recording rule: first outcome accepted, duplicates refused, failures replaced by newer
+    // attempts only, successes final.
+    let accepted = store
+        .record_outcomes(
+            session,
+            task,
+            &[
+                outcome(0, 1, true),
+                outcome(1, 1, false),
+                outcome(0, 1, true),
+            ],
+        )
+        .await
+        .expect("record");
+    assert_eq!(accepted, vec![true, true, false]);
+    let accepted = store
+        .record_outcomes(
+            session,
+            task,
+            &[
+                outcome(1, 1, true),
+                outcome(1, 2, false),
+                outcome(0, 2, true),
+            ],
+        )
+        .await
+        .expect("record retries");
+    assert_eq!(accepted, vec![false, true, false]);
+    let accepted = store
+        .record_outcomes(session, task, &[outcome(1, 3, true), outcome(1, 4, false)])
+        .await
+        .expect("record final");
+    assert_eq!(accepted, vec![true, false]);
+    let stored = store.outcomes(session, task, 0..3).await.expect("outcomes");
+    assert_eq!(
+        stored,
+        vec![Some(outcome(0, 1, true)), Some(outcome(1, 3, true)), None]
+    );
+
+    let mut context = Map::new();
+    context.insert("users".into(), json!(["a", "b"]));
+    store
+        .save_context(session, &context)
+        .await
+        .expect("save context");
+    assert_eq!(
+        store.load_context(session).await.expect("load context"),
+        Some(context.clone())
+    );
+    store
+        .save_mappings(session, &context)
+        .await
+        .expect("save mappings");
+    assert_eq!(
+        store.load_mappings(session).await.expect("load mappings"),
+        Some(context)
+    );
+    let result = json!({"status": "completed"});
+    store
+        .save_result(session, &result)
+        .await
+        .expect("save result");
+
+    store.cleanup(session).await.expect("cleanup");
+    assert_eq!(
+        store
+            .load_task(session, task)
+            .await
+            .expect("load after cleanup"),
+        None
+    );
+    assert_eq!(
+        store
+            .outcomes(session, task, 0..1)
+            .await
+            .expect("outcomes after cleanup"),
+        vec![None]
+    );
+    assert_eq!(
+        store
+            .load_context(session)
+            .await
+            .expect("context after cleanup"),
+        None
+    );
+    assert_eq!(
+        store
+            .load_result(session)
+            .await
+            .expect("result survives cleanup"),
+        Some(result)
+    );
+
+    let channel = format!("agency:test:{session}");
+    let mut subscription = store.subscribe(&channel).await.expect("subscribe");
+    store
+        .publish(&channel, b"one".to_vec())
+        .await
+        .expect("publish");
+    store
+        .publish(&channel, b"two".to_vec())
+        .await
+        .expect("publish");
+    for expected in [&b"one"[..], b"two"] {
+        let got = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .expect("message within 10 s")
+            .expect("message");
+        assert_eq!(got, expected);
+    }
+}
+
+/// Consumer groups share messages, every group sees every message (earliest offsets), payloads
+/// arrive intact, under topic `topic`.
+pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
+    for i in 0..6u32 {
+        broker
+            .publish(topic, &format!("k{i}"), i.to_be_bytes().to_vec())
+            .await
+            .expect("publish");
+    }
+    // Two members of one group share the six messages; a second group sees all six.
+    let mut first = broker
+        .subscribe(topic, "group-a")
+        .await
+        .expect("subscribe a1");
+    let mut second = broker
+        .subscribe(topic, "group-a")
+        .await
+        .expect("subscribe a2");
+    let mut other = broker
+        .subscribe(topic, "group-b")
+        .await
+        .expect("subscribe b");
+    let mut seen = HashSet::new();
+    while seen.len() < 6 {
+        let next = tokio::select! {
+            m = first.next() => m,
+            m = second.next() => m,
+            () = tokio::time::sleep(WAIT) => panic!("group-a got {} of 6 messages", seen.len()),
+        };
+        let message = next.expect("message");
+        let value = u32::from_be_bytes(
+            message
+                .payload
+                .as_slice()
+                .try_into()
+                .expect("4-byte payload"),
+        );
+        assert_eq!(message.key, format!("k{value}"));
+        assert!(
+            seen.insert(value),
+            "message {value} delivered twice within one group"
+        );
+    }
+    let mut others = Vec::new();
+    for _ in 0..6 {
+        let message = tokio::time::timeout(WAIT, other.next())
+            .await
+            .expect("group-b message within 10 s")
+            .expect("message");
+        other.commit(&message).await.expect("commit");
+        others.push(message.payload);
+    }
+    let expected: Vec<Vec<u8>> = (0..6u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(others, expected, "one group member sees the topic in order");
+}

@@ -1,0 +1,40 @@
+//! The events crate's error: which backend operation failed, and whether retrying can help.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached or dropped the connection; retrying may help.
+    #[error("{backend} unavailable: {message}")]
+    Unavailable {
+        backend: &'static str,
+        message: String,
+    },
+    /// The server answered with an error for this operation; retrying the same call will not help.
+    #[error("{backend} refused {operation}: {message}")]
+    Refused {
+        backend: &'static str,
+        operation: String,
+        message: String,
+    },
+    /// Stored data could not be decoded.
+    #[error("corrupt {what}: {message}")]
+    Corrupt { what: String, message: String },
+    /// A subscription ended (the backend is shutting down).
+    #[error("{0} closed")]
+    Closed(String),
+}
+
+impl Error {
+    pub(crate) fn poisoned(what: &str) -> Self {
+        Self::Unavailable {
+            backend: "memory",
+            message: format!("{what} lock poisoned by a panic"),
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}

@@ -1,0 +1,160 @@
+//! The messages that cross process boundaries, versioned: work dispatched to workers, instance
+//! outcomes, the notices that wake the coordinator, and control messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Bumped when a message changes incompatibly; a worker refuses versions it does not know.
+pub const VERSION: u32 = 1;
+
+/// Identifies a task within a session: group and task by index in the session file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub group: usize,
+    pub task: usize,
+}
+
+/// A range of one task's instances to execute. Never one message per instance: a million
+/// instances are a few hundred of these, and each worker expands its own slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub v: u32,
+    pub session: String,
+    pub task: TaskRef,
+    pub start: u64,
+    pub end: u64,
+    pub attempt: u32,
+}
+
+impl WorkItem {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a dispatch message; the error says what is wrong, for the dead-letter record.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        let item: Self =
+            serde_json::from_slice(payload).map_err(|e| format!("not a work item: {e}"))?;
+        if item.v != VERSION {
+            return Err(format!(
+                "work item version {} is not supported (this build speaks {VERSION})",
+                item.v
+            ));
+        }
+        if item.start > item.end || item.attempt == 0 {
+            return Err(format!(
+                "work item range {}..{} attempt {} is invalid",
+                item.start, item.end, item.attempt
+            ));
+        }
+        Ok(item)
+    }
+}
+
+/// Everything a worker needs to expand and execute a task's instances, stored once per task
+/// when the coordinator plans it. The context is the one the task was planned against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub group_id: String,
+    pub executor: String,
+    pub input: Value,
+    pub expansion_config: Option<Value>,
+    pub context: Map<String, Value>,
+    pub timeout_ms: Option<u64>,
+    pub concurrency: Option<u32>,
+    pub instances: u64,
+}
+
+/// The outcome of one attempt of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub instance: u64,
+    pub attempt: u32,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "value")]
+pub enum Status {
+    Succeeded(Value),
+    Failed(String),
+    TimedOut(String),
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status, Status::Succeeded(_))
+    }
+}
+
+/// Announces outcomes already written to the store. Only a wake-up: whoever misses it can read
+/// the same facts from the store. Results are not repeated here, only what the coordinator's
+/// state machine needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub session: String,
+    pub task: TaskRef,
+    /// `(instance, attempt)` of accepted successes.
+    pub succeeded: Vec<(u64, u32)>,
+    /// `(instance, attempt, error)` of accepted failures.
+    pub failed: Vec<(u64, u32, String)>,
+}
+
+/// Control messages from the coordinator to workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "control")]
+pub enum Control {
+    /// Stop the group's running instances and drop its queued work.
+    CancelGroup { session: String, group: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn work_items_round_trip_and_bad_ones_are_explained() {
+        let item = WorkItem {
+            v: VERSION,
+            session: "s".into(),
+            task: TaskRef { group: 1, task: 2 },
+            start: 0,
+            end: 10,
+            attempt: 1,
+        };
+        assert_eq!(WorkItem::decode(&item.encode()), Ok(item.clone()));
+        assert!(WorkItem::decode(b"{")
+            .unwrap_err()
+            .starts_with("not a work item"));
+        let future = WorkItem {
+            v: 9,
+            ..item.clone()
+        };
+        assert!(WorkItem::decode(&future.encode())
+            .unwrap_err()
+            .contains("version 9 is not supported"));
+        let backwards = WorkItem {
+            start: 5,
+            end: 1,
+            ..item
+        };
+        assert!(WorkItem::decode(&backwards.encode())
+            .unwrap_err()
+            .contains("invalid"));
+    }
+
+    #[test]
+    fn outcomes_serialize_with_a_status_tag() {
+        let outcome = Outcome {
+            instance: 3,
+            attempt: 1,
+            status: Status::Succeeded(json!({"a": 1})),
+        };
+        assert_eq!(
+            serde_json::to_value(&outcome).unwrap(),
+            json!({"instance": 3, "attempt": 1, "status": {"status": "succeeded", "value": {"a": 1}}})
+        );
+    }
+}

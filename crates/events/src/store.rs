@@ -1,0 +1,258 @@
+//! The `Store` seam: durable session state and pub/sub wake-ups (Redis in production), and its
+//! in-memory twin.
+//!
+//! Recording rule, the same for every implementation (exactly-once recording under
+//! at-least-once execution): per (session, task, instance), a success is final; a failure may be
+//! replaced by a newer attempt; an outcome whose attempt is not newer than the stored one is
+//! refused. Outcomes are written before they are announced, so a lost announcement loses nothing.
+
+use crate::error::{Error, Result};
+use crate::messages::{Outcome, TaskRecord, TaskRef};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// Where final and partial results are announced.
+pub const RESULTS_CHANNEL: &str = "agency:results";
+/// Coordinator-to-worker control messages.
+pub const CONTROL_CHANNEL: &str = "agency:control";
+
+/// The channel that announces a session's outcomes to its coordinator.
+pub fn notices_channel(session: &str) -> String {
+    format!("agency:notices:{{{session}}}")
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
+    async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>>;
+    /// Records outcomes by the recording rule; returns, per outcome, whether it was accepted.
+    async fn record_outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        outcomes: &[Outcome],
+    ) -> Result<Vec<bool>>;
+    /// The stored outcomes of instances `range`, in index order.
+    async fn outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        range: Range<u64>,
+    ) -> Result<Vec<Option<Outcome>>>;
+    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()>;
+    async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>>;
+    /// Which context key each task's result is written to (seed 002's result key mappings).
+    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()>;
+    async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
+    /// The session's final or partial result; kept after cleanup.
+    async fn save_result(&self, session: &str, result: &Value) -> Result<()>;
+    async fn load_result(&self, session: &str) -> Result<Option<Value>>;
+    /// Deletes the session's working state (tasks, outcomes, context, mappings), not its result.
+    async fn cleanup(&self, session: &str) -> Result<()>;
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
+    async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next message on the channel; waits until there is one.
+    async fn next(&mut self) -> Result<Vec<u8>>;
+}
+
+/// Applies the recording rule to one slot; true when `outcome` is accepted.
+pub fn accept(slot: &mut Option<Outcome>, outcome: &Outcome) -> bool {
+    let accepted = match slot {
+        None => true,
+        Some(stored) => !stored.succeeded() && outcome.attempt > stored.attempt,
+    };
+    if accepted {
+        *slot = Some(outcome.clone());
+    }
+    accepted
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    tasks: HashMap<(String, TaskRef), TaskRecord>,
+    outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
+    contexts: HashMap<String, Map<String, Value>>,
+    mappings: HashMap<String, Map<String, Value>>,
+    results: HashMap<String, Value>,
+}
+
+/// State and pub/sub in memory: the embedded default and the test double for Redis.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    sessions: Arc<Mutex<Sessions>>,
+    channels: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sessions(&self) -> Result<MutexGuard<'_, Sessions>> {
+        self.sessions
+            .lock()
+            .map_err(|_| Error::poisoned("memory store"))
+    }
+
+    /// How many sessions still hold working state (for tests of cleanup).
+    pub fn working_sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| {
+            let mut names: Vec<&String> = s.contexts.keys().chain(s.mappings.keys()).collect();
+            names.extend(
+                s.tasks
+                    .keys()
+                    .chain(s.outcomes.keys())
+                    .map(|(name, _)| name),
+            );
+            names.sort();
+            names.dedup();
+            names.len()
+        })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()> {
+        self.sessions()?
+            .tasks
+            .insert((session.to_string(), task), record.clone());
+        Ok(())
+    }
+
+    async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .sessions()?
+            .tasks
+            .get(&(session.to_string(), task))
+            .cloned())
+    }
+
+    async fn record_outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        outcomes: &[Outcome],
+    ) -> Result<Vec<bool>> {
+        let mut sessions = self.sessions()?;
+        let slots = sessions
+            .outcomes
+            .entry((session.to_string(), task))
+            .or_default();
+        Ok(outcomes
+            .iter()
+            .map(|outcome| {
+                let index = outcome.instance as usize;
+                if slots.len() <= index {
+                    slots.resize(index + 1, None);
+                }
+                accept(&mut slots[index], outcome)
+            })
+            .collect())
+    }
+
+    async fn outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        range: Range<u64>,
+    ) -> Result<Vec<Option<Outcome>>> {
+        let sessions = self.sessions()?;
+        let slots = sessions.outcomes.get(&(session.to_string(), task));
+        Ok(range
+            .map(|i| slots.and_then(|s| s.get(i as usize)).cloned().flatten())
+            .collect())
+    }
+
+    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
+        self.sessions()?
+            .contexts
+            .insert(session.to_string(), context.clone());
+        Ok(())
+    }
+
+    async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        Ok(self.sessions()?.contexts.get(session).cloned())
+    }
+
+    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
+        self.sessions()?
+            .mappings
+            .insert(session.to_string(), mappings.clone());
+        Ok(())
+    }
+
+    async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        Ok(self.sessions()?.mappings.get(session).cloned())
+    }
+
+    async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
+        self.sessions()?
+            .results
+            .insert(session.to_string(), result.clone());
+        Ok(())
+    }
+
+    async fn load_result(&self, session: &str) -> Result<Option<Value>> {
+        Ok(self.sessions()?.results.get(session).cloned())
+    }
+
+    async fn cleanup(&self, session: &str) -> Result<()> {
+        let mut sessions = self.sessions()?;
+        sessions.tasks.retain(|(name, _), _| name != session);
+        sessions.outcomes.retain(|(name, _), _| name != session);
+        sessions.contexts.remove(session);
+        sessions.mappings.remove(session);
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?;
+        if let Some(subscribers) = channels.get_mut(channel) {
+            // Like Redis, a message goes to whoever is subscribed now; closed subscribers are dropped.
+            subscribers.retain(|subscriber| subscriber.send(payload.clone()).is_ok());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?
+            .entry(channel.to_string())
+            .or_default()
+            .push(sender);
+        Ok(Box::new(MemorySubscription {
+            channel: channel.to_string(),
+            receiver,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct MemorySubscription {
+    channel: String,
+    receiver: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Vec<u8>> {
+        self.receiver
+            .recv()
+            .await
+            .ok_or_else(|| Error::Closed(format!("subscription to {}", self.channel)))
+    }
+}
