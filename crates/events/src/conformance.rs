@@ -1,5 +1,7 @@
 //! The shared backend test suite: every `Broker` and `Store` implementation, in memory or real,
 //! must pass the same checks. Backends call these from their own tests with a fresh namespace.
+//! Test code: a failed check panics, which is how it reports.
+#![allow(clippy::expect_used)]
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
