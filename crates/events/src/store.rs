@@ -88,8 +88,11 @@ struct Sessions {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     sessions: Arc<Mutex<Sessions>>,
-    channels: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>>>,
+    channels: Arc<Mutex<Channels>>,
 }
+
+/// Subscribers by channel.
+type Channels = HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>;
 
 impl MemoryStore {
     pub fn new() -> Self {
