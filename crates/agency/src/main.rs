@@ -2,6 +2,7 @@
 
 mod bench;
 mod plan;
+mod run;
 mod text;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,22 @@ enum Command {
         /// How many rendered instances to show per task
         #[arg(long, default_value_t = 3)]
         preview: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Run a session on the embedded engine (no servers) and print its final result
+    Run {
+        /// The session file (JSON)
+        file: PathBuf,
+        /// Worker loops in the process
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Instances in flight per task per worker, for tasks that set no `concurrency`
+        #[arg(long, default_value_t = 1024)]
+        concurrency: usize,
+        /// No progress display on stderr
+        #[arg(long, short)]
+        quiet: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -68,28 +85,57 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(log_level())
+        .init();
     let outcome = match cli.command {
         Command::Plan {
             file,
             json,
             preview,
             limits,
-        } => plan::run(
-            &file,
-            json,
-            preview,
-            &taskgroup::Rules {
-                limits: limits.limits(),
-                executors: None,
-            },
-        ),
-        Command::Bench { what } => bench::run(what),
+        } => {
+            // Plan against the executors `agency run` has, so a misspelled one is caught here.
+            let mut rules = agency::embedded::Engine::new(Default::default()).rules();
+            rules.limits = limits.limits();
+            plan::run(&file, json, preview, &rules).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Run {
+            file,
+            workers,
+            concurrency,
+            quiet,
+            limits,
+        } => {
+            let limits = limits.limits();
+            let options = agency::embedded::EmbeddedOptions {
+                workers,
+                worker: agency::WorkerOptions {
+                    concurrency,
+                    limits,
+                    ..Default::default()
+                },
+                limits,
+                ..Default::default()
+            };
+            run::run(&file, options, quiet)
+        }
+        Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `AGENCY_LOG=debug` (or trace, info, warn, error) sets how much is logged; warnings by default.
+fn log_level() -> tracing::Level {
+    std::env::var("AGENCY_LOG")
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing::Level::WARN)
 }

@@ -34,7 +34,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         executor: "echo".into(),
         input: json!({"x": 1}),
         expansion_config: None,
-        context: Map::new(),
+        context: json!({}),
         timeout_ms: Some(5),
         concurrency: None,
         instances: 3,
@@ -103,6 +103,16 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     assert_eq!(
         store.load_context(session).await.expect("load context"),
         Some(context.clone())
+    );
+    store
+        .set_context(session, "fetch", &json!({"n": 2}))
+        .await
+        .expect("set context key");
+    let mut expected = context.clone();
+    expected.insert("fetch".into(), json!({"n": 2}));
+    assert_eq!(
+        store.load_context(session).await.expect("load context"),
+        Some(expected)
     );
     store
         .save_mappings(session, &context)

@@ -2,7 +2,7 @@
 //! outcomes, the notices that wake the coordinator, and control messages.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Bumped when a message changes incompatibly; a worker refuses versions it does not know.
 pub const VERSION: u32 = 1;
@@ -60,7 +60,8 @@ pub struct TaskRecord {
     pub executor: String,
     pub input: Value,
     pub expansion_config: Option<Value>,
-    pub context: Map<String, Value>,
+    /// The context object the task was planned against.
+    pub context: Value,
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,
     pub instances: u64,

@@ -44,6 +44,8 @@ pub trait Store: Send + Sync + 'static {
         range: Range<u64>,
     ) -> Result<Vec<Option<Outcome>>>;
     async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()>;
+    /// Sets one context key (a task's combined result), leaving the others.
+    async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()>;
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Which context key each task's result is written to (seed 002's result key mappings).
     async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()>;
@@ -179,6 +181,15 @@ impl Store for MemoryStore {
         self.sessions()?
             .contexts
             .insert(session.to_string(), context.clone());
+        Ok(())
+    }
+
+    async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()> {
+        self.sessions()?
+            .contexts
+            .entry(session.to_string())
+            .or_default()
+            .insert(key.to_string(), value.clone());
         Ok(())
     }
 

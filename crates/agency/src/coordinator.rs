@@ -1,0 +1,560 @@
+//! The coordinator (seed 002's AgencyTaskGroup): runs one session from start to final result.
+//!
+//! It writes the context and the result-key mappings, starts every group whose dependencies are
+//! met, and drives each group's state machine: planning tasks against the current context,
+//! dispatching instance ranges to workers, scheduling retries, and, only once every instance of a
+//! task is settled, combining its results into the context. When no group can make progress it
+//! publishes the final result (or partial results) and deletes the session's working state.
+//!
+//! Outcomes reach it as notices on the session's channel, always after they were written to the
+//! store; the store, not the notice, holds results.
+
+use crate::report;
+use events::{
+    notices_channel, Broker, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem,
+    CONTROL_CHANNEL, DISPATCH_TOPIC, RESULTS_CHANNEL,
+};
+use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use taskgroup::{Command, Event, GroupMachine, GroupStatus, Session, TaskSetup};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Outcomes loaded from the store at a time when combining a task's results.
+const PAGE: u64 = 65_536;
+
+/// Counters a progress display reads while a session runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Instances of the tasks planned so far.
+    pub planned: AtomicU64,
+    /// Instances with a final outcome.
+    pub settled: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Coordinator {
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    limits: Limits,
+    chunk: u64,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("limits", &self.limits)
+            .field("chunk", &self.chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a group ended, or that it never started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupEnd {
+    Finished(GroupStatus),
+    Skipped,
+}
+
+/// Timer events the coordinator sends itself.
+#[derive(Debug)]
+enum Timer {
+    RetryDue {
+        group: usize,
+        task: usize,
+        instance: u64,
+        attempt: u32,
+    },
+    GroupTimeout(usize),
+}
+
+impl Coordinator {
+    pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self {
+            broker,
+            store,
+            limits,
+            chunk: taskgroup::DEFAULT_CHUNK,
+        }
+    }
+
+    /// Instances per dispatched range.
+    pub fn with_chunk(mut self, chunk: u64) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Runs `session` under id `id` until it finishes, times out or `cancel` fires; returns the
+    /// final result, which is also stored, published on `agency:results` and left after cleanup.
+    pub async fn run(
+        &self,
+        session: &Session,
+        id: &str,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Value> {
+        let mut notices = self.store.subscribe(&notices_channel(id)).await?;
+        let (timer_tx, mut timers) = mpsc::unbounded_channel();
+        let mut run = SessionRun::new(self, session, id, progress, timer_tx);
+        self.store.save_context(id, &run.context).await?;
+        self.store.save_mappings(id, &run.mappings()).await?;
+        run.start_ready_groups().await?;
+
+        let deadline = session.timeout.map(|t| Instant::now() + t);
+        let mut interrupted = false;
+        while !run.finished() {
+            tokio::select! {
+                () = cancel.cancelled(), if !interrupted => {
+                    interrupted = true;
+                    run.errors.push("cancelled before the session finished".into());
+                    run.stop_all(Event::Cancelled).await?;
+                }
+                () = sleep_until(deadline), if !interrupted => {
+                    interrupted = true;
+                    let limit = session.timeout.unwrap_or_default().as_millis();
+                    run.errors.push(format!("session timed out after {limit} ms"));
+                    run.stop_all(Event::TimedOut).await?;
+                }
+                Some(timer) = timers.recv() => match timer {
+                    Timer::RetryDue { group, task, instance, attempt } => {
+                        run.handle(group, Event::RetryDue { task, instance, attempt }).await?;
+                    }
+                    Timer::GroupTimeout(group) => {
+                        if run.is_running(group) {
+                            let limit = session.groups[group].timeout.unwrap_or_default().as_millis();
+                            run.errors.push(format!("group `{}` timed out after {limit} ms", session.spec.groups[group].id));
+                            run.handle(group, Event::TimedOut).await?;
+                        }
+                    }
+                },
+                payload = notices.next() => {
+                    let payload = payload?;
+                    match serde_json::from_slice::<Notice>(&payload) {
+                        Ok(notice) => run.notice(notice).await?,
+                        Err(error) => tracing::warn!(session = id, %error, "ignoring a malformed notice"),
+                    }
+                }
+            }
+        }
+        for timer in run.timers.drain(..) {
+            timer.abort();
+        }
+        let result = report::final_result(&run).await?;
+        self.store.save_result(id, &result).await?;
+        self.store
+            .publish(RESULTS_CHANNEL, serde_json::to_vec(&result)?)
+            .await?;
+        self.store.cleanup(id).await?;
+        Ok(result)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One session's run: its groups' machines and how they ended, the live context, errors.
+pub(crate) struct SessionRun<'a> {
+    pub coordinator: &'a Coordinator,
+    pub session: &'a Session,
+    pub id: &'a str,
+    pub progress: &'a Progress,
+    pub context: Map<String, Value>,
+    pub machines: Vec<Option<GroupMachine>>,
+    pub ends: Vec<Option<GroupEnd>>,
+    pub errors: Vec<String>,
+    formats: HashMap<(usize, usize), OutputFormat>,
+    started: Instant,
+    timer_tx: mpsc::UnboundedSender<Timer>,
+    timers: Vec<JoinHandle<()>>,
+}
+
+impl<'a> SessionRun<'a> {
+    fn new(
+        coordinator: &'a Coordinator,
+        session: &'a Session,
+        id: &'a str,
+        progress: &'a Progress,
+        timer_tx: mpsc::UnboundedSender<Timer>,
+    ) -> Self {
+        let groups = session.spec.groups.len();
+        Self {
+            coordinator,
+            session,
+            id,
+            progress,
+            context: session.spec.context.clone(),
+            machines: (0..groups).map(|_| None).collect(),
+            ends: vec![None; groups],
+            errors: Vec::new(),
+            formats: HashMap::new(),
+            started: Instant::now(),
+            timer_tx,
+            timers: Vec::new(),
+        }
+    }
+
+    /// Which context key each task writes (seed 002's result key mappings).
+    fn mappings(&self) -> Map<String, Value> {
+        self.session
+            .spec
+            .groups
+            .iter()
+            .flat_map(|group| &group.tasks)
+            .map(|task| (task.id.clone(), Value::from(task.context_key())))
+            .collect()
+    }
+
+    fn finished(&self) -> bool {
+        self.ends.iter().all(Option::is_some)
+    }
+
+    fn is_running(&self, group: usize) -> bool {
+        self.machines[group].is_some() && self.ends[group].is_none()
+    }
+
+    /// Starts every group whose dependencies completed; skips those with a dependency that did not.
+    async fn start_ready_groups(&mut self) -> anyhow::Result<()> {
+        loop {
+            let mut changed = false;
+            for g in 0..self.ends.len() {
+                if self.machines[g].is_some() || self.ends[g].is_some() {
+                    continue;
+                }
+                let deps = &self.session.groups[g].depends_on;
+                let ends: Vec<Option<GroupEnd>> = deps.iter().map(|&d| self.ends[d]).collect();
+                if ends.iter().all(|end| *end == Some(GroupEnd::Finished(GroupStatus::Completed))) {
+                    self.start_group(g).await?;
+                    changed = true;
+                } else if ends.iter().any(|end| matches!(end, Some(e) if *e != GroupEnd::Finished(GroupStatus::Completed))) {
+                    self.ends[g] = Some(GroupEnd::Skipped);
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn start_group(&mut self, g: usize) -> anyhow::Result<()> {
+        let planned = &self.session.tasks[g];
+        let setups = self.session.spec.groups[g]
+            .tasks
+            .iter()
+            .zip(planned)
+            .map(|(spec, plan)| TaskSetup {
+                id: spec.id.clone(),
+                depends_on: plan.depends_on.clone(),
+                retry: plan.retry.clone(),
+                continue_on_error: spec.continue_on_error,
+            })
+            .collect();
+        let machine = GroupMachine::new(setups, self.session.groups[g].failure_policy)
+            .with_chunk(self.coordinator.chunk);
+        self.machines[g] = Some(machine);
+        if let Some(limit) = self.session.groups[g].timeout {
+            let timers = self.timer_tx.clone();
+            self.timers.push(tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                let _ = timers.send(Timer::GroupTimeout(g));
+            }));
+        }
+        tracing::debug!(session = self.id, group = %self.session.spec.groups[g].id, "starting group");
+        self.handle(g, Event::Start).await
+    }
+
+    async fn stop_all(&mut self, event: Event) -> anyhow::Result<()> {
+        for g in 0..self.machines.len() {
+            if self.is_running(g) {
+                self.handle(g, event.clone()).await?;
+            }
+        }
+        // Groups that never started will not: they end skipped.
+        for end in &mut self.ends {
+            end.get_or_insert(GroupEnd::Skipped);
+        }
+        Ok(())
+    }
+
+    async fn notice(&mut self, notice: Notice) -> anyhow::Result<()> {
+        let TaskRef { group, task } = notice.task;
+        if notice.session != self.id || !self.is_running(group) {
+            return Ok(());
+        }
+        let now = self.started.elapsed();
+        let mut commands = Vec::new();
+        let before = self.settled(group);
+        if let Some(machine) = self.machines[group].as_mut() {
+            for (instance, attempt) in notice.succeeded {
+                commands.extend(machine.handle(Event::Succeeded {
+                    task,
+                    instance,
+                    attempt,
+                }));
+            }
+            for (instance, attempt, error) in notice.failed {
+                commands.extend(machine.handle(Event::Failed {
+                    task,
+                    instance,
+                    attempt,
+                    error,
+                    now,
+                }));
+            }
+        }
+        let (settled, failed) = self.settled(group);
+        self.progress
+            .settled
+            .fetch_add(settled.saturating_sub(before.0), Ordering::Relaxed);
+        self.progress
+            .failed
+            .fetch_add(failed.saturating_sub(before.1), Ordering::Relaxed);
+        self.execute(group, commands).await
+    }
+
+    fn settled(&self, group: usize) -> (u64, u64) {
+        self.machines[group].as_ref().map_or((0, 0), |m| {
+            m.tasks().iter().fold((0, 0), |(s, f), t| {
+                (s + t.succeeded + t.failed, f + t.failed)
+            })
+        })
+    }
+
+    async fn handle(&mut self, group: usize, event: Event) -> anyhow::Result<()> {
+        let commands = match self.machines[group].as_mut() {
+            Some(machine) => machine.handle(event),
+            None => return Ok(()),
+        };
+        self.execute(group, commands).await
+    }
+
+    /// Carries out commands; commands that answer with an event feed it back to the machine.
+    async fn execute(&mut self, group: usize, commands: Vec<Command>) -> anyhow::Result<()> {
+        let mut queue: VecDeque<Command> = commands.into();
+        let mut dispatches = Vec::new();
+        while let Some(command) = queue.pop_front() {
+            let event = match command {
+                Command::Plan { task } => Some(self.plan_task(group, task).await),
+                Command::Dispatch {
+                    task,
+                    start,
+                    end,
+                    attempt,
+                } => {
+                    let item = WorkItem {
+                        v: events::messages::VERSION,
+                        session: self.id.to_string(),
+                        task: TaskRef { group, task },
+                        start,
+                        end,
+                        attempt,
+                    };
+                    dispatches.push(item);
+                    None
+                }
+                Command::ScheduleRetry {
+                    task,
+                    instance,
+                    attempt,
+                    delay,
+                } => {
+                    self.schedule(
+                        delay,
+                        Timer::RetryDue {
+                            group,
+                            task,
+                            instance,
+                            attempt,
+                        },
+                    );
+                    None
+                }
+                Command::UpdateContext { task } => Some(self.update_context(group, task).await),
+                Command::Cancel => {
+                    let control = Control::CancelGroup {
+                        session: self.id.to_string(),
+                        group,
+                    };
+                    self.coordinator
+                        .store
+                        .publish(CONTROL_CHANNEL, serde_json::to_vec(&control)?)
+                        .await?;
+                    None
+                }
+                Command::Finish { status } => {
+                    self.ends[group] = Some(GroupEnd::Finished(status));
+                    tracing::debug!(session = self.id, group = %self.session.spec.groups[group].id, status = status.as_str(), "group finished");
+                    None
+                }
+            };
+            if let Some(event) = event {
+                if let Some(machine) = self.machines[group].as_mut() {
+                    queue.extend(machine.handle(event));
+                }
+            }
+        }
+        self.publish(dispatches).await?;
+        if self.ends[group].is_some() {
+            Box::pin(self.start_ready_groups()).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
+    async fn publish(&self, items: Vec<WorkItem>) -> anyhow::Result<()> {
+        let broker = &self.coordinator.broker;
+        let sends = items
+            .iter()
+            .map(|item| broker.publish(DISPATCH_TOPIC, &item.session, item.encode()));
+        for sent in futures_util::future::join_all(sends).await {
+            sent?;
+        }
+        Ok(())
+    }
+
+    fn schedule(&mut self, delay: Duration, timer: Timer) {
+        let timers = self.timer_tx.clone();
+        self.timers.retain(|t| !t.is_finished());
+        self.timers.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = timers.send(timer);
+        }));
+    }
+
+    /// Plans a task against the context as it is now and stores what workers need.
+    async fn plan_task(&mut self, g: usize, t: usize) -> Event {
+        let spec = &self.session.spec.groups[g].tasks[t];
+        let path = FieldPath::root()
+            .key("groups")
+            .index(g)
+            .key("tasks")
+            .index(t);
+        let context = Value::Object(self.context.clone());
+        let planned = Expansion::plan(
+            Task {
+                id: &spec.id,
+                path: &path,
+                input: &spec.input,
+                expansion_config: spec.expansion_config.as_ref(),
+            },
+            &context,
+            &self.coordinator.limits,
+        );
+        let expansion = match planned {
+            Ok(expansion) => expansion,
+            Err(error) => {
+                return Event::PlanFailed {
+                    task: t,
+                    error: error.to_string(),
+                }
+            }
+        };
+        let record = TaskRecord {
+            task_id: spec.id.clone(),
+            group_id: self.session.spec.groups[g].id.clone(),
+            executor: spec.executor.clone(),
+            input: spec.input.clone(),
+            expansion_config: spec.expansion_config.clone(),
+            context,
+            timeout_ms: spec.timeout_ms,
+            concurrency: spec.concurrency,
+            instances: expansion.len(),
+        };
+        if let Err(error) = self
+            .coordinator
+            .store
+            .save_task(self.id, TaskRef { group: g, task: t }, &record)
+            .await
+        {
+            return Event::PlanFailed {
+                task: t,
+                error: format!("cannot store the task for workers: {error}"),
+            };
+        }
+        self.formats.insert((g, t), expansion.output_format());
+        self.progress
+            .planned
+            .fetch_add(expansion.len(), Ordering::Relaxed);
+        Event::Planned {
+            task: t,
+            instances: expansion.len(),
+            now: self.started.elapsed(),
+        }
+    }
+
+    /// Combines a settled task's results in instance order and writes them to the context.
+    async fn update_context(&mut self, g: usize, t: usize) -> Event {
+        let format = self.formats.get(&(g, t)).copied().unwrap_or_default();
+        let results = match self.results(g, t).await {
+            Ok(results) => results,
+            Err(error) => {
+                return Event::CombineFailed {
+                    task: t,
+                    error: format!("cannot load results: {error}"),
+                }
+            }
+        };
+        let value = match format.combine(results) {
+            Ok(value) => value,
+            Err(error) => {
+                return Event::CombineFailed {
+                    task: t,
+                    error: error.to_string(),
+                }
+            }
+        };
+        let key = self.session.spec.groups[g].tasks[t]
+            .context_key()
+            .to_string();
+        if let Err(error) = self
+            .coordinator
+            .store
+            .set_context(self.id, &key, &value)
+            .await
+        {
+            return Event::CombineFailed {
+                task: t,
+                error: format!("cannot store the context: {error}"),
+            };
+        }
+        self.context.insert(key, value);
+        Event::ContextUpdated { task: t }
+    }
+
+    /// The task's results in instance order; `None` where an instance has no success.
+    pub(crate) async fn results(&self, g: usize, t: usize) -> anyhow::Result<Vec<Option<Value>>> {
+        let instances = self.machines[g]
+            .as_ref()
+            .map_or(0, |m| m.tasks()[t].instances);
+        let mut results = Vec::with_capacity(instances as usize);
+        let mut start = 0;
+        while start < instances {
+            let end = (start + PAGE).min(instances);
+            let page = self
+                .coordinator
+                .store
+                .outcomes(self.id, TaskRef { group: g, task: t }, start..end)
+                .await?;
+            results.extend(page.into_iter().map(|outcome| match outcome {
+                Some(events::Outcome {
+                    status: Status::Succeeded(value),
+                    ..
+                }) => Some(value),
+                _ => None,
+            }));
+            start = end;
+        }
+        Ok(results)
+    }
+}

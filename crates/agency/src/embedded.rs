@@ -1,0 +1,128 @@
+//! Embedded mode: the coordinator and a few workers in one process over the in-memory Broker and
+//! Store. The same code runs distributed; only the backends differ.
+
+use crate::coordinator::{Coordinator, Progress};
+use crate::executors::Registry;
+use crate::worker::{Worker, WorkerOptions};
+use events::{Broker, MemoryBroker, MemoryStore, Store};
+use expansion::Limits;
+use serde_json::Value;
+use std::sync::Arc;
+use taskgroup::{Rules, Session};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Worker loops in the process.
+    pub workers: usize,
+    pub worker: WorkerOptions,
+    /// Instances per dispatched range.
+    pub chunk: u64,
+    pub limits: Limits,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            worker: WorkerOptions::default(),
+            chunk: taskgroup::DEFAULT_CHUNK,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An engine in one process. Register custom executors before running.
+#[derive(Debug)]
+pub struct Engine {
+    broker: Arc<MemoryBroker>,
+    store: Arc<MemoryStore>,
+    registry: Registry,
+    options: EmbeddedOptions,
+}
+
+impl Engine {
+    pub fn new(options: EmbeddedOptions) -> Self {
+        let broker = Arc::new(MemoryBroker::new());
+        let registry = Registry::builtin(broker.clone());
+        Self {
+            broker,
+            store: Arc::new(MemoryStore::new()),
+            registry,
+            options,
+        }
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn broker(&self) -> Arc<MemoryBroker> {
+        self.broker.clone()
+    }
+
+    pub fn store(&self) -> Arc<MemoryStore> {
+        self.store.clone()
+    }
+
+    /// Validates a session document against this engine's executors and limits.
+    pub fn validate(&self, text: &str) -> Result<Session, taskgroup::Error> {
+        Session::from_json(text, &self.rules())
+    }
+
+    pub fn rules(&self) -> Rules {
+        Rules {
+            limits: self.options.limits,
+            executors: Some(self.registry.names()),
+        }
+    }
+
+    /// Runs a validated session to its final result.
+    pub async fn run(
+        &self,
+        session: &Session,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Value> {
+        let broker: Arc<dyn Broker> = self.broker.clone();
+        let store: Arc<dyn Store> = self.store.clone();
+        let shutdown = CancellationToken::new();
+        let mut workers = Vec::new();
+        for _ in 0..self.options.workers.max(1) {
+            let worker = Worker::new(
+                broker.clone(),
+                store.clone(),
+                self.registry.clone(),
+                self.options.worker.clone(),
+            );
+            workers.push(tokio::spawn(worker.run(shutdown.clone())));
+        }
+        let id = session_id(session);
+        let coordinator =
+            Coordinator::new(broker, store, self.options.limits).with_chunk(self.options.chunk);
+        let result = coordinator.run(session, &id, progress, cancel).await;
+        shutdown.cancel();
+        for worker in workers {
+            worker.await??;
+        }
+        result
+    }
+}
+
+/// The session's own id, or a fresh one.
+pub fn session_id(session: &Session) -> String {
+    session
+        .spec
+        .session_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Validates and runs a session document on a fresh embedded engine.
+pub async fn run_session(text: &str, options: &EmbeddedOptions) -> anyhow::Result<Value> {
+    let engine = Engine::new(options.clone());
+    let session = engine.validate(text)?;
+    engine
+        .run(&session, &Progress::default(), CancellationToken::new())
+        .await
+}

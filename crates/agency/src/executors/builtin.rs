@@ -1,0 +1,100 @@
+//! The small built-in executors: `noop`, `echo`, `sleep`, `fail` and `emit_event`.
+
+use super::{u64_field, Call, Executor};
+use async_trait::async_trait;
+use events::{Broker, EVENTS_TOPIC};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Does nothing and returns `null`: the unit of fan-out benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Noop;
+
+#[async_trait]
+impl Executor for Noop {
+    fn reads_input(&self) -> bool {
+        false
+    }
+
+    async fn execute(&self, _call: Call) -> Result<Value, String> {
+        Ok(Value::Null)
+    }
+}
+
+/// Returns its rendered input.
+#[derive(Debug, Clone, Copy)]
+pub struct Echo;
+
+#[async_trait]
+impl Executor for Echo {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        Ok(call.input)
+    }
+}
+
+/// `{"ms": n}`: waits n milliseconds (stopping early when cancelled), returns `{"slept_ms": n}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sleep;
+
+#[async_trait]
+impl Executor for Sleep {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        let ms = u64_field(&call.input, "ms")?.ok_or("sleep needs `ms`")?;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({"slept_ms": ms})),
+            () = call.cancel.cancelled() => Err("cancelled".into()),
+        }
+    }
+}
+
+/// `{"times": k}`: fails the first k attempts of each instance, then echoes its input. For
+/// exercising retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Fail;
+
+#[async_trait]
+impl Executor for Fail {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        let times = u64_field(&call.input, "times")?.unwrap_or(u64::MAX);
+        if u64::from(call.key.attempt) <= times {
+            Err(format!(
+                "failing attempt {} of instance {} on purpose",
+                call.key.attempt, call.key.instance
+            ))
+        } else {
+            Ok(call.input)
+        }
+    }
+}
+
+/// Publishes its input as an event on the `agency_events` topic, keyed by session, and returns it.
+#[derive(Clone)]
+pub struct EmitEvent {
+    broker: Arc<dyn Broker>,
+}
+
+impl std::fmt::Debug for EmitEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmitEvent")
+    }
+}
+
+impl EmitEvent {
+    pub fn new(broker: Arc<dyn Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+#[async_trait]
+impl Executor for EmitEvent {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        let event = json!({"key": call.key.to_string(), "event": call.input});
+        let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        self.broker
+            .publish(EVENTS_TOPIC, &call.key.session, payload)
+            .await
+            .map_err(|e| format!("cannot publish event: {e}"))?;
+        Ok(call.input)
+    }
+}

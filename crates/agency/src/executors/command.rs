@@ -1,0 +1,85 @@
+//! `command`: runs a program as an argv list, never through a shell. The instance's input
+//! (without `argv`) goes to its stdin as JSON; its stdout must be JSON (empty means `null`) and
+//! is the result. A non-zero exit is an error carrying the end of stderr. The idempotency key is
+//! in `AGENCY_IDEMPOTENCY_KEY` (and `AGENCY_SESSION`, `AGENCY_TASK`, `AGENCY_INSTANCE`,
+//! `AGENCY_ATTEMPT`). The child is killed when the attempt is cancelled or times out.
+//!
+//! `{"argv": ["python3", "agent.py", "--user", "{{user.id}}"], "user": {...}}`
+
+use super::{Call, Executor};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Command;
+
+/// How much of stderr an error message carries.
+const STDERR_TAIL: usize = 500;
+
+#[async_trait]
+impl Executor for Command {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        let mut input = call.input;
+        let argv: Vec<String> = match input.as_object_mut().and_then(|o| o.shift_remove("argv")) {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<_, String>>()?,
+            Some(other) => return Err(format!("`argv` must be a list of strings, found {other}")),
+            None => return Err("command needs `argv`, a list: program and arguments".into()),
+        };
+        let (program, args) = argv.split_first().ok_or("`argv` is empty")?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env("AGENCY_IDEMPOTENCY_KEY", call.key.to_string())
+            .env("AGENCY_SESSION", &*call.key.session)
+            .env("AGENCY_TASK", &*call.key.task)
+            .env("AGENCY_INSTANCE", call.key.instance.to_string())
+            .env("AGENCY_ATTEMPT", call.key.attempt.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+        let stdin = serde_json::to_vec(&input).map_err(|e| e.to_string())?;
+        if let Some(mut pipe) = child.stdin.take() {
+            // A program that does not read stdin closes it early; that is not its failure.
+            let _ = pipe.write_all(&stdin).await;
+        }
+        let output = tokio::select! {
+            output = child.wait_with_output() => output.map_err(|e| format!("`{program}`: {e}"))?,
+            // Dropping the child future kills the process (kill_on_drop).
+            () = call.cancel.cancelled() => return Err("cancelled".into()),
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(STDERR_TAIL)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(format!(
+                "`{program}` exited with {}: {}",
+                output.status,
+                tail.trim()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stdout.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(stdout.trim()).map_err(|e| {
+            let excerpt: String = stdout.chars().take(200).collect();
+            format!("`{program}` printed something that is not JSON ({e}): {excerpt}")
+        })
+    }
+}

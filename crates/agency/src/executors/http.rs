@@ -1,0 +1,63 @@
+//! `http_get`: `{"url", "timeout_ms"}` (10 s by default, seed 001's `fetch_data`). Returns
+//! `{"status", "body"}` with the body as JSON when it parses, as text otherwise; a non-2xx
+//! status is an error.
+
+use super::{u64_field, Call, Executor};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct HttpGet {
+    client: reqwest::Client,
+}
+
+impl HttpGet {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Default for HttpGet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Executor for HttpGet {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        let url = call
+            .input
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or("http_get needs a `url` string")?;
+        let timeout =
+            u64_field(&call.input, "timeout_ms")?.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let request = self
+            .client
+            .get(url)
+            .timeout(timeout)
+            .header("Idempotency-Key", call.key.to_string())
+            .send();
+        let response = tokio::select! {
+            response = request => response.map_err(|e| format!("GET {url}: {e}"))?,
+            () = call.cancel.cancelled() => return Err("cancelled".into()),
+        };
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+        if !status.is_success() {
+            let excerpt: String = text.chars().take(200).collect();
+            return Err(format!("GET {url} returned {status}: {excerpt}"));
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(json!({"status": status.as_u16(), "body": body}))
+    }
+}

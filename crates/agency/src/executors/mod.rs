@@ -1,0 +1,112 @@
+//! Executors: the code that runs one instance. A registry maps the names session files use
+//! (`"executor": "echo"`) to implementations; users plug in their own programs through `command`.
+//!
+//! Every call gets a stable idempotency key `(session, group, task, instance, attempt)` and a
+//! cancellation token. Executors should stop when it fires; one that does not is still abandoned
+//! at its timeout, so it cannot hang its group.
+
+mod builtin;
+mod command;
+mod http;
+
+use async_trait::async_trait;
+use events::Broker;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use builtin::{Echo, EmitEvent, Fail, Noop, Sleep};
+pub use command::Command;
+pub use http::HttpGet;
+
+/// Identifies one attempt of one instance, the same on every delivery of that attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub session: Arc<str>,
+    pub group: Arc<str>,
+    pub task: Arc<str>,
+    pub instance: u64,
+    pub attempt: u32,
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.session, self.group, self.task, self.instance, self.attempt
+        )
+    }
+}
+
+/// One call of an executor.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The instance's rendered input (`null` for executors that do not read it).
+    pub input: Value,
+    pub key: IdempotencyKey,
+    pub cancel: CancellationToken,
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Whether the executor reads its input; when not, instances are not rendered at all.
+    fn reads_input(&self) -> bool {
+        true
+    }
+
+    /// Runs one attempt; an `Err` is the attempt's error message.
+    async fn execute(&self, call: Call) -> Result<Value, String>;
+}
+
+/// Executors by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    executors: BTreeMap<String, Arc<dyn Executor>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.executors.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// The built-in executors; `emit_event` publishes through `broker`.
+    pub fn builtin(broker: Arc<dyn Broker>) -> Self {
+        let mut registry = Self::default();
+        registry.register("noop", Noop);
+        registry.register("echo", Echo);
+        registry.register("sleep", Sleep);
+        registry.register("fail", Fail);
+        registry.register("http_get", HttpGet::new());
+        registry.register("emit_event", EmitEvent::new(broker));
+        registry.register("command", Command);
+        registry
+    }
+
+    pub fn register(&mut self, name: &str, executor: impl Executor) {
+        self.executors.insert(name.to_string(), Arc::new(executor));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Executor>> {
+        self.executors.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.executors.keys().cloned().collect()
+    }
+}
+
+/// Reads an optional non-negative integer field of an executor's input.
+pub(crate) fn u64_field(input: &Value, field: &str) -> Result<Option<u64>, String> {
+    match input.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{field}` must be a non-negative integer, found {value}")),
+    }
+}

@@ -1,0 +1,27 @@
+//! The agency engine: executors, the worker, the coordinator, and the embedded mode that runs
+//! both in one process over the in-memory Broker and Store.
+//!
+//! ```
+//! # tokio_test_main();
+//! # fn tokio_test_main() {
+//! # let runtime = tokio::runtime::Runtime::new().expect("runtime");
+//! # runtime.block_on(async {
+//! use agency::embedded::{run_session, EmbeddedOptions};
+//! let text = r#"{"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo",
+//!     "input": {"xs": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}}]}]}"#;
+//! let result = run_session(text, &EmbeddedOptions::default()).await.expect("valid session");
+//! assert_eq!(result["status"], "completed");
+//! assert_eq!(result["context"]["t"], serde_json::json!([{"x": 1}, {"x": 2}, {"x": 3}]));
+//! # });
+//! # }
+//! ```
+
+pub mod coordinator;
+pub mod embedded;
+pub mod executors;
+mod report;
+pub mod worker;
+
+pub use coordinator::{Coordinator, Progress};
+pub use executors::{Call, Executor, IdempotencyKey, Registry};
+pub use worker::{Worker, WorkerOptions};

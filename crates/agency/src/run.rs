@@ -1,0 +1,125 @@
+//! `agency run FILE`: validate and run a session on the embedded engine, show progress on stderr,
+//! print the final result as one JSON object on stdout. Exit code 0 only when completed.
+
+use crate::text::thousands;
+use agency::embedded::{EmbeddedOptions, Engine};
+use agency::Progress;
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when the run was interrupted with Ctrl-C (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let engine = Engine::new(options);
+    let session = engine
+        .validate(&text)
+        .with_context(|| file.display().to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let progress = Arc::new(Progress::default());
+        let cancel = CancellationToken::new();
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_interrupt = {
+            let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    interrupted.store(true, Ordering::SeqCst);
+                    cancel.cancel();
+                }
+            })
+        };
+        let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone())));
+        let result = engine.run(&session, &progress, cancel).await;
+        on_interrupt.abort();
+        if let Some(display) = display {
+            display.abort();
+            let _ = display.await;
+        }
+        let result = result?;
+        print_json(&result)?;
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            ExitCode::from(INTERRUPTED)
+        } else if result["status"] == "completed" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+/// Pretty on a terminal, one compact line for pipes and files. A reader that closed the pipe
+/// early (`| head`) is not an error.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let text = if stdout.is_terminal() {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    let mut out = stdout.lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// A bar on a terminal; elsewhere a plain line every few seconds. Both show done/total, rate and ETA.
+async fn show_progress(progress: Arc<Progress>) {
+    let started = Instant::now();
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} instances, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let _finish = FinishOnDrop(bar.clone());
+        loop {
+            bar.set_length(progress.planned.load(Ordering::Relaxed));
+            bar.set_position(progress.settled.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    } else {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (done, total) = (
+                progress.settled.load(Ordering::Relaxed),
+                progress.planned.load(Ordering::Relaxed),
+            );
+            let elapsed = started.elapsed().as_secs_f64();
+            let rate = done as f64 / elapsed.max(1e-9);
+            let eta = if rate > 0.0 {
+                format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+            } else {
+                "?".into()
+            };
+            eprintln!(
+                "progress: {}/{} instances, {}/s, ETA {eta}",
+                thousands(done),
+                thousands(total),
+                thousands(rate as u64)
+            );
+        }
+    }
+}
+
+/// Clears the bar when the display task is aborted.
+struct FinishOnDrop(ProgressBar);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -1,0 +1,379 @@
+//! The worker: takes ranges of instances from the dispatch topic, expands its own slice of the
+//! task lazily, executes each instance with its timeout under the task's concurrency limit,
+//! records outcomes in batches (written first), then announces them, then commits the message.
+//!
+//! A malformed dispatch message goes to the dead-letter topic with the reason and the worker
+//! keeps going. A task the worker cannot prepare fails its instances with the reason, so the
+//! coordinator learns of it instead of waiting.
+
+use crate::executors::{Call, Executor, IdempotencyKey, Registry};
+use events::{
+    notices_channel, Broker, Control, Message, Notice, Outcome, Status, Store, TaskRecord, TaskRef,
+    WorkItem, CONTROL_CHANNEL, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
+};
+use expansion::{Expansion, FieldPath, Limits, Task};
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// The consumer group every worker joins.
+pub const WORKER_GROUP: &str = "agency-workers";
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Instances in flight per task when the task sets no `concurrency`.
+    pub concurrency: usize,
+    /// Dispatched ranges processed at once.
+    pub ranges_in_flight: usize,
+    /// Outcomes written and announced together.
+    pub batch: usize,
+    pub limits: Limits,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 1024,
+            ranges_in_flight: 4,
+            batch: 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A task made ready to execute: planned once per worker and shared by its ranges.
+struct Prepared {
+    expansion: Result<Expansion, String>,
+    executor: Option<Arc<dyn Executor>>,
+    executor_name: String,
+    permits: Arc<Semaphore>,
+    /// The task's instances in flight per worker; `permits` enforces it across ranges.
+    concurrency: usize,
+    timeout: Option<Duration>,
+    session: Arc<str>,
+    group: Arc<str>,
+    task: Arc<str>,
+}
+
+pub struct Worker {
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    options: WorkerOptions,
+    prepared: Mutex<HashMap<(String, TaskRef), Arc<Prepared>>>,
+    /// Cancellation per (session, group), fired by the coordinator's control messages.
+    cancels: Mutex<HashMap<(String, usize), CancellationToken>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn Store>,
+        registry: Registry,
+        options: WorkerOptions,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            broker,
+            store,
+            registry,
+            options,
+            prepared: Mutex::new(HashMap::new()),
+            cancels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Consumes work until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut consumer = self.broker.subscribe(DISPATCH_TOPIC, WORKER_GROUP).await?;
+        let mut control = self.store.subscribe(CONTROL_CHANNEL).await?;
+        let slots = Arc::new(Semaphore::new(self.options.ranges_in_flight.max(1)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(message) = done_rx.recv() => consumer.commit(&message).await?,
+                control = control.next() => self.control(&control?),
+                permit = slots.clone().acquire_owned() => {
+                    let permit = permit?;
+                    let message = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        message = consumer.next() => message?,
+                    };
+                    let worker = self.clone();
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        worker.handle(&message).await;
+                        drop(permit);
+                        let _ = done.send(message);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn control(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Control>(payload) {
+            Ok(Control::CancelGroup { session, group }) => {
+                tracing::debug!(session = %session, group, "cancelling group");
+                self.cancel_token(&session, group).cancel();
+            }
+            Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
+        }
+    }
+
+    fn cancel_token(&self, session: &str, group: usize) -> CancellationToken {
+        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        cancels
+            .entry((session.to_string(), group))
+            .or_default()
+            .clone()
+    }
+
+    /// Executes one dispatch message; never fails the loop.
+    async fn handle(&self, message: &Message) {
+        let item = match WorkItem::decode(&message.payload) {
+            Ok(item) => item,
+            Err(reason) => return self.dead_letter(message, &reason).await,
+        };
+        let cancel = self.cancel_token(&item.session, item.task.group);
+        if cancel.is_cancelled() {
+            return;
+        }
+        let prepared = match self.prepare(&item.session, item.task).await {
+            Ok(prepared) => prepared,
+            Err(reason) => return self.dead_letter(message, &reason).await,
+        };
+        if let Err(error) = self.execute(&item, &prepared, &cancel).await {
+            tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, error = %format!("{error:#}"), "cannot record outcomes");
+        }
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        tracing::warn!(topic = %message.topic, offset = message.offset, reason, "dead-lettering a message");
+        let record = json!({
+            "topic": message.topic,
+            "offset": message.offset,
+            "key": message.key,
+            "reason": reason,
+            "payload": String::from_utf8_lossy(&message.payload),
+        });
+        let payload = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(error) = self
+            .broker
+            .publish(DEAD_LETTER_TOPIC, &message.key, payload)
+            .await
+        {
+            tracing::error!(offset = message.offset, %error, "cannot dead-letter a message");
+        }
+    }
+
+    async fn prepare(&self, session: &str, task: TaskRef) -> Result<Arc<Prepared>, String> {
+        let key = (session.to_string(), task);
+        if let Some(found) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let record = self
+            .store
+            .load_task(session, task)
+            .await
+            .map_err(|e| format!("cannot load task {task:?} of session {session}: {e}"))?
+            .ok_or_else(|| {
+                format!("session {session} has no task {task:?} (finished or never planned)")
+            })?;
+        let prepared = Arc::new(self.plan(session, task, record));
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
+    fn plan(&self, session: &str, task: TaskRef, record: TaskRecord) -> Prepared {
+        let path = FieldPath::root()
+            .key("groups")
+            .index(task.group)
+            .key("tasks")
+            .index(task.task);
+        let expansion = Expansion::plan(
+            Task {
+                id: &record.task_id,
+                path: &path,
+                input: &record.input,
+                expansion_config: record.expansion_config.as_ref(),
+            },
+            &record.context,
+            &self.options.limits,
+        )
+        .map_err(|e| e.to_string());
+        let permits = record
+            .concurrency
+            .map_or(self.options.concurrency, |c| c as usize)
+            .max(1);
+        Prepared {
+            expansion,
+            executor: self.registry.get(&record.executor),
+            executor_name: record.executor,
+            permits: Arc::new(Semaphore::new(permits)),
+            concurrency: permits,
+            timeout: record.timeout_ms.map(Duration::from_millis),
+            session: session.into(),
+            group: record.group_id.into(),
+            task: record.task_id.into(),
+        }
+    }
+
+    async fn execute(
+        &self,
+        item: &WorkItem,
+        prepared: &Prepared,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let outcomes = futures_util::stream::iter(item.start..item.end)
+            .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel))
+            .buffer_unordered(prepared.concurrency);
+        let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
+        while let Some(batch) = outcomes.next().await {
+            let batch: Vec<Outcome> = batch.into_iter().flatten().collect();
+            if cancel.is_cancelled() {
+                break;
+            }
+            self.record(item, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes outcomes, then announces the accepted ones.
+    async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let accepted = self
+            .store
+            .record_outcomes(&item.session, item.task, &batch)
+            .await?;
+        let mut notice = Notice {
+            session: item.session.clone(),
+            task: item.task,
+            succeeded: Vec::new(),
+            failed: Vec::new(),
+        };
+        for (outcome, accepted) in batch.into_iter().zip(accepted) {
+            if !accepted {
+                continue;
+            }
+            match outcome.status {
+                Status::Succeeded(_) => notice.succeeded.push((outcome.instance, outcome.attempt)),
+                Status::Failed(error) | Status::TimedOut(error) => {
+                    notice
+                        .failed
+                        .push((outcome.instance, outcome.attempt, error))
+                }
+            }
+        }
+        self.store
+            .publish(
+                &notices_channel(&item.session),
+                serde_json::to_vec(&notice)?,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One attempt of one instance; `None` when the group was cancelled meanwhile.
+    async fn run_instance(
+        &self,
+        prepared: &Prepared,
+        instance: u64,
+        attempt: u32,
+        cancel: &CancellationToken,
+    ) -> Option<Outcome> {
+        let _permit = prepared.permits.acquire().await.ok()?;
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let failed = |error: String| {
+            Some(Outcome {
+                instance,
+                attempt,
+                status: Status::Failed(error),
+            })
+        };
+        let expansion = match &prepared.expansion {
+            Ok(expansion) => expansion,
+            Err(error) => return failed(error.clone()),
+        };
+        let Some(executor) = &prepared.executor else {
+            return failed(format!(
+                "this worker has no executor `{}`",
+                prepared.executor_name
+            ));
+        };
+        let input = if executor.reads_input() {
+            let Some(handle) = expansion.get(instance) else {
+                return failed(format!(
+                    "instance {instance} is beyond the task's {} instances",
+                    expansion.len()
+                ));
+            };
+            match expansion.render(&handle) {
+                Ok(input) => input,
+                Err(error) => return failed(error.to_string()),
+            }
+        } else {
+            Value::Null
+        };
+        let call = Call {
+            input,
+            key: IdempotencyKey {
+                session: prepared.session.clone(),
+                group: prepared.group.clone(),
+                task: prepared.task.clone(),
+                instance,
+                attempt,
+            },
+            cancel: cancel.child_token(),
+        };
+        let attempt_cancel = call.cancel.clone();
+        let run = executor.execute(call);
+        let status = match prepared.timeout {
+            None => tokio::select! {
+                result = run => result.map_or_else(Status::Failed, Status::Succeeded),
+                () = cancel.cancelled() => return None,
+            },
+            Some(limit) => tokio::select! {
+                result = tokio::time::timeout(limit, run) => match result {
+                    Ok(result) => result.map_or_else(Status::Failed, Status::Succeeded),
+                    Err(_) => {
+                        // Tell a cooperative executor to stop; an uncooperative one was dropped already.
+                        attempt_cancel.cancel();
+                        Status::TimedOut(format!("timed out after {} ms", limit.as_millis()))
+                    }
+                },
+                () = cancel.cancelled() => return None,
+            },
+        };
+        Some(Outcome {
+            instance,
+            attempt,
+            status,
+        })
+    }
+}
