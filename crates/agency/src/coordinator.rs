@@ -173,7 +173,9 @@ pub(crate) struct SessionRun<'a> {
     pub machines: Vec<Option<GroupMachine>>,
     pub ends: Vec<Option<GroupEnd>>,
     pub errors: Vec<String>,
-    formats: HashMap<(usize, usize), OutputFormat>,
+    /// How each planned task combines its results; `None` for a task without expansion, whose
+    /// one result is written as it is.
+    formats: HashMap<(usize, usize), Option<OutputFormat>>,
     started: Instant,
     timer_tx: mpsc::UnboundedSender<Timer>,
     timers: Vec<JoinHandle<()>>,
@@ -482,7 +484,8 @@ impl<'a> SessionRun<'a> {
                 error: format!("cannot store the task for workers: {error}"),
             };
         }
-        self.formats.insert((g, t), expansion.output_format());
+        self.formats
+            .insert((g, t), expansion.kind().map(|_| expansion.output_format()));
         self.progress
             .planned
             .fetch_add(expansion.len(), Ordering::Relaxed);
@@ -495,7 +498,7 @@ impl<'a> SessionRun<'a> {
 
     /// Combines a settled task's results in instance order and writes them to the context.
     async fn update_context(&mut self, g: usize, t: usize) -> Event {
-        let format = self.formats.get(&(g, t)).copied().unwrap_or_default();
+        let format = self.formats.get(&(g, t)).copied().flatten();
         let results = match self.results(g, t).await {
             Ok(results) => results,
             Err(error) => {
@@ -505,7 +508,11 @@ impl<'a> SessionRun<'a> {
                 }
             }
         };
-        let value = match format.combine(results) {
+        let combined = match format {
+            Some(format) => format.combine(results),
+            None => Ok(results.into_iter().next().flatten().unwrap_or_default()),
+        };
+        let value = match combined {
             Ok(value) => value,
             Err(error) => {
                 return Event::CombineFailed {

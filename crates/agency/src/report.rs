@@ -43,11 +43,11 @@ pub(crate) async fn final_result(run: &SessionRun<'_>) -> anyhow::Result<Value> 
                     .collect();
                 if let Some((instance, first)) = task.failures.iter().next() {
                     errors.push(format!(
-                        "group `{}` task `{}`: {} failed; first, instance {instance} after {} attempts: {}",
+                        "group `{}` task `{}`: {} failed; first, instance {instance} after {}: {}",
                         group.id,
                         spec.id,
                         plural(task.failed, "instance"),
-                        first.attempts,
+                        plural(u64::from(first.attempts), "attempt"),
                         first.error
                     ));
                 }
