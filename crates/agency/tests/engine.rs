@@ -1,4 +1,5 @@
 //! The embedded engine end to end: dependent groups and context, retries, timeouts, failure
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! policies, concurrency, cancellation, the final result and cleanup.
 
 mod common;
