@@ -1,6 +1,6 @@
 //! The embedded engine end to end: dependent groups and context, retries, timeouts, failure
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! policies, concurrency, cancellation, the final result and cleanup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use agency::Progress;
