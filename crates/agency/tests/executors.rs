@@ -1,0 +1,255 @@
+//! Built-in executors against real things: child processes, a local HTTP server, the broker;
+//! and the worker's handling of malformed dispatch messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use events::{Broker as _, DEAD_LETTER_TOPIC, DISPATCH_TOPIC, EVENTS_TOPIC};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn one_task(executor: &str, input: Value, extra: Value) -> Value {
+    let mut task = json!({"id": "t", "executor": executor, "input": input});
+    for (k, v) in extra.as_object().unwrap() {
+        task[k] = v.clone();
+    }
+    json!({"groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [task]}]})
+}
+
+fn first_error(result: &Value) -> &str {
+    result["groups"]["g"]["tasks"]["t"]["failures"][0]["error"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn command_runs_a_real_process_with_the_instance_on_stdin() {
+    // `cat` echoes stdin: the result is the instance input without argv.
+    let result = run(
+        json!({"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "command", "input": {
+            "argv": ["cat"], "user": "{{u}}", "us": ["ann", "bob"],
+            "expansion_config": {"type": "array", "array_mapping": {"u": "us"}}
+        }}]}]}),
+    )
+    .await;
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(
+        result["context"]["t"],
+        json!([{"user": "ann", "u": "ann"}, {"user": "bob", "u": "bob"}])
+    );
+}
+
+#[tokio::test]
+async fn command_arguments_are_templated_and_never_go_through_a_shell() {
+    // `printenv NAME` prints one variable; a shell metacharacter stays a literal argument.
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["printenv", "AGENCY_INSTANCE"]}),
+        json!({}),
+    ))
+    .await;
+    assert_eq!(result["context"]["t"], json!(0));
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["echo", "\"a\" ; echo pwned"]}),
+        json!({}),
+    ))
+    .await;
+    assert!(first_error(&result).contains("not JSON"), "{result:#}");
+    assert!(
+        first_error(&result).contains("\"a\" ; echo pwned"),
+        "the argument reached echo untouched: {result:#}"
+    );
+}
+
+#[tokio::test]
+async fn command_failures_are_clear() {
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["ls", "/definitely/not/here"]}),
+        json!({}),
+    ))
+    .await;
+    assert!(
+        first_error(&result).starts_with("`ls` exited with exit status: 2: ls: cannot access"),
+        "{}",
+        first_error(&result)
+    );
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["/no/such/program"]}),
+        json!({}),
+    ))
+    .await;
+    assert!(
+        first_error(&result).starts_with("cannot start `/no/such/program`"),
+        "{}",
+        first_error(&result)
+    );
+    let result = run(one_task("command", json!({"args": ["x"]}), json!({}))).await;
+    assert_eq!(
+        first_error(&result),
+        "command needs `argv`, a list: program and arguments"
+    );
+}
+
+#[tokio::test]
+async fn command_is_killed_at_its_timeout() {
+    // A distinctive duration, so the check below finds only this test's child.
+    let started = Instant::now();
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["sleep", "31.4159"]}),
+        json!({"timeout_ms": 200}),
+    ))
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the child was not abandoned: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first_error(&result), "timed out after 200 ms");
+    let mut alive = true;
+    for _ in 0..50 {
+        let found = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 31.4159"])
+            .output()
+            .unwrap();
+        alive = !found.stdout.is_empty();
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!alive, "the timed-out child process is still running");
+}
+
+/// Serves one fixed HTTP response per connection on a local port; returns its base URL.
+async fn http_server(status: &'static str, body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn http_get_fetches_json_and_reports_bad_statuses() {
+    let url = http_server("200 OK", r#"{"users": 3}"#).await;
+    let result = run(one_task(
+        "http_get",
+        json!({"url": format!("{url}/users")}),
+        json!({}),
+    ))
+    .await;
+    assert_eq!(
+        result["context"]["t"],
+        json!({"status": 200, "body": {"users": 3}})
+    );
+
+    let missing = http_server("404 Not Found", "nope").await;
+    let result = run(one_task(
+        "http_get",
+        json!({"url": missing.clone()}),
+        json!({}),
+    ))
+    .await;
+    assert_eq!(
+        first_error(&result),
+        format!("GET {missing} returned 404 Not Found: nope")
+    );
+
+    let result = run(one_task("http_get", json!({"uri": "x"}), json!({}))).await;
+    assert_eq!(first_error(&result), "http_get needs a `url` string");
+}
+
+#[tokio::test]
+async fn emit_event_publishes_its_input() {
+    let engine = engine();
+    let mut events = engine
+        .broker()
+        .subscribe(EVENTS_TOPIC, "test")
+        .await
+        .unwrap();
+    let result = run_on(
+        &engine,
+        &json!({"session_id": "emitting", "groups": [{"id": "g", "tasks": [
+            {"id": "t", "executor": "emit_event", "input": {"kind": "done", "n": 1}}
+        ]}]}),
+    )
+    .await;
+    assert_eq!(result["status"], "completed");
+    let message = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.key, "emitting");
+    let event: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        event,
+        json!({"key": "emitting/g/t/0/1", "event": {"kind": "done", "n": 1}})
+    );
+}
+
+#[tokio::test]
+async fn malformed_dispatch_messages_are_dead_lettered_and_work_goes_on() {
+    let engine = engine();
+    let broker = engine.broker();
+    let mut dead = broker.subscribe(DEAD_LETTER_TOPIC, "test").await.unwrap();
+    broker
+        .publish(DISPATCH_TOPIC, "junk", b"{not json".to_vec())
+        .await
+        .unwrap();
+    // The engine's workers consume the junk first, then run a real session.
+    let result = run_on(
+        &engine,
+        &json!({"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 7}]}]}),
+    )
+    .await;
+    assert_eq!(result["context"]["t"], 7);
+    let message = tokio::time::timeout(Duration::from_secs(5), dead.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let record: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(record["topic"], DISPATCH_TOPIC);
+    assert_eq!(record["payload"], "{not json");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a work item"),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn the_registry_lists_every_builtin_and_validation_uses_it() {
+    let engine = engine();
+    assert_eq!(
+        engine.rules().executors.unwrap(),
+        [
+            "command",
+            "echo",
+            "emit_event",
+            "fail",
+            "http_get",
+            "noop",
+            "sleep"
+        ]
+    );
+    let error = engine
+        .validate(&one_task("nope", json!(null), json!({})).to_string())
+        .unwrap_err();
+    assert!(error.to_string().contains("unknown executor `nope` (known: command, echo, emit_event, fail, http_get, noop, sleep)"), "{error}");
+}
