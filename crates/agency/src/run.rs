@@ -31,10 +31,13 @@ pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result
         let progress = Arc::new(Progress::default());
         let cancel = CancellationToken::new();
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Registered before the run starts, so a Ctrl-C at any point is a clean cancellation.
+        let mut interrupts =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let on_interrupt = {
             let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if interrupts.recv().await.is_some() {
                     interrupted.store(true, Ordering::SeqCst);
                     cancel.cancel();
                 }
