@@ -146,7 +146,7 @@ impl Coordinator {
         for timer in run.timers.drain(..) {
             timer.abort();
         }
-        let result = report::final_result(&run).await?;
+        let result = report::final_result(&mut run).await?;
         self.store.save_result(id, &result).await?;
         self.store
             .publish(RESULTS_CHANNEL, serde_json::to_vec(&result)?)

@@ -12,7 +12,8 @@ use crate::coordinator::{GroupEnd, SessionRun};
 use serde_json::{json, Map, Value};
 use taskgroup::{GroupStatus, TaskState};
 
-pub(crate) async fn final_result(run: &SessionRun<'_>) -> anyhow::Result<Value> {
+/// Builds the result; the context moves into it (the run is over), so it is never copied.
+pub(crate) async fn final_result(run: &mut SessionRun<'_>) -> anyhow::Result<Value> {
     let mut errors = run.errors.clone();
     let mut groups = Map::new();
     let mut succeeded_anywhere = false;
@@ -108,7 +109,7 @@ pub(crate) async fn final_result(run: &SessionRun<'_>) -> anyhow::Result<Value> 
     Ok(json!({
         "session_id": run.id,
         "status": status,
-        "context": run.context,
+        "context": Value::Object(std::mem::take(&mut run.context)),
         "groups": groups,
         "errors": errors,
     }))

@@ -265,9 +265,20 @@ impl Worker {
         if batch.is_empty() {
             return Ok(());
         }
+        // What the notice needs, taken before the outcomes move into the store.
+        let summary: Vec<(u64, u32, Option<String>)> = batch
+            .iter()
+            .map(|outcome| {
+                let error = match &outcome.status {
+                    Status::Succeeded(_) => None,
+                    Status::Failed(error) | Status::TimedOut(error) => Some(error.clone()),
+                };
+                (outcome.instance, outcome.attempt, error)
+            })
+            .collect();
         let accepted = self
             .store
-            .record_outcomes(&item.session, item.task, &batch)
+            .record_outcomes(&item.session, item.task, batch)
             .await?;
         let mut notice = Notice {
             session: item.session.clone(),
@@ -275,17 +286,11 @@ impl Worker {
             succeeded: Vec::new(),
             failed: Vec::new(),
         };
-        for (outcome, accepted) in batch.into_iter().zip(accepted) {
-            if !accepted {
-                continue;
-            }
-            match outcome.status {
-                Status::Succeeded(_) => notice.succeeded.push((outcome.instance, outcome.attempt)),
-                Status::Failed(error) | Status::TimedOut(error) => {
-                    notice
-                        .failed
-                        .push((outcome.instance, outcome.attempt, error))
-                }
+        for ((instance, attempt, error), accepted) in summary.into_iter().zip(accepted) {
+            match (accepted, error) {
+                (false, _) => {}
+                (true, None) => notice.succeeded.push((instance, attempt)),
+                (true, Some(error)) => notice.failed.push((instance, attempt, error)),
             }
         }
         self.store

@@ -34,7 +34,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session: &str,
         task: TaskRef,
-        outcomes: &[Outcome],
+        outcomes: Vec<Outcome>,
     ) -> Result<Vec<bool>>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
@@ -66,24 +66,37 @@ pub trait Subscription: Send {
 }
 
 /// Applies the recording rule to one slot; true when `outcome` is accepted.
-pub fn accept(slot: &mut Option<Outcome>, outcome: &Outcome) -> bool {
+pub fn accept(slot: &mut Option<Outcome>, outcome: Outcome) -> bool {
     let accepted = match slot {
         None => true,
         Some(stored) => !stored.succeeded() && outcome.attempt > stored.attempt,
     };
     if accepted {
-        *slot = Some(outcome.clone());
+        *slot = Some(outcome);
     }
     accepted
 }
 
+/// Sessions' state. Context values and results are kept serialized, as Redis keeps them: a
+/// million-element context value costs its JSON text here, not a second tree of `Value`s.
 #[derive(Debug, Default)]
 struct Sessions {
     tasks: HashMap<(String, TaskRef), TaskRecord>,
     outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
-    contexts: HashMap<String, Map<String, Value>>,
+    contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
     mappings: HashMap<String, Map<String, Value>>,
-    results: HashMap<String, Value>,
+    results: HashMap<String, Vec<u8>>,
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode(what: &str, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// State and pub/sub in memory: the embedded default and the test double for Redis.
@@ -145,7 +158,7 @@ impl Store for MemoryStore {
         &self,
         session: &str,
         task: TaskRef,
-        outcomes: &[Outcome],
+        outcomes: Vec<Outcome>,
     ) -> Result<Vec<bool>> {
         let mut sessions = self.sessions()?;
         let slots = sessions
@@ -153,7 +166,7 @@ impl Store for MemoryStore {
             .entry((session.to_string(), task))
             .or_default();
         Ok(outcomes
-            .iter()
+            .into_iter()
             .map(|outcome| {
                 let index = outcome.instance as usize;
                 if slots.len() <= index {
@@ -178,23 +191,37 @@ impl Store for MemoryStore {
     }
 
     async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
+        let entries = context
+            .iter()
+            .map(|(key, value)| (key.clone(), encode(value)))
+            .collect();
         self.sessions()?
             .contexts
-            .insert(session.to_string(), context.clone());
+            .insert(session.to_string(), entries);
         Ok(())
     }
 
     async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()> {
-        self.sessions()?
-            .contexts
-            .entry(session.to_string())
-            .or_default()
-            .insert(key.to_string(), value.clone());
+        let encoded = encode(value);
+        let mut sessions = self.sessions()?;
+        let entries = sessions.contexts.entry(session.to_string()).or_default();
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = encoded,
+            None => entries.push((key.to_string(), encoded)),
+        }
         Ok(())
     }
 
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
-        Ok(self.sessions()?.contexts.get(session).cloned())
+        let sessions = self.sessions()?;
+        let Some(entries) = sessions.contexts.get(session) else {
+            return Ok(None);
+        };
+        entries
+            .iter()
+            .map(|(key, bytes)| Ok((key.clone(), decode(&format!("context key {key}"), bytes)?)))
+            .collect::<Result<_>>()
+            .map(Some)
     }
 
     async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
@@ -209,14 +236,20 @@ impl Store for MemoryStore {
     }
 
     async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
+        let encoded = encode(result);
         self.sessions()?
             .results
-            .insert(session.to_string(), result.clone());
+            .insert(session.to_string(), encoded);
         Ok(())
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
-        Ok(self.sessions()?.results.get(session).cloned())
+        let sessions = self.sessions()?;
+        sessions
+            .results
+            .get(session)
+            .map(|bytes| decode(&format!("result of session {session}"), bytes))
+            .transpose()
     }
 
     async fn cleanup(&self, session: &str) -> Result<()> {
