@@ -24,10 +24,78 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// End-to-end fan-out of N no-op instances on the embedded engine: submit to final result,
+    /// instances/s and peak RSS. Each size runs in its own process so peak memory is its own.
+    Embedded {
+        /// Instance counts
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+        sizes: Vec<u64>,
+        /// Worker loops in the process
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Print one JSON object per size instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Run one size in this process and print its JSON line (used by the other form)
+        #[arg(long, hide = true)]
+        one: Option<u64>,
+    },
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
+        Bench::Embedded {
+            one: Some(n),
+            workers,
+            ..
+        } => {
+            println!("{}", embedded_case(n, workers)?);
+            Ok(())
+        }
+        Bench::Embedded {
+            sizes,
+            workers,
+            json,
+            one: None,
+        } => {
+            if !json {
+                println!(
+                    "{:>12} {:>10} {:>16} {:>12}",
+                    "instances", "seconds", "instances/s", "peak RSS MB"
+                );
+            }
+            for n in sizes {
+                // A child process per size: peak RSS only grows within a process.
+                let output = std::process::Command::new(std::env::current_exe()?)
+                    .args([
+                        "bench",
+                        "embedded",
+                        "--workers",
+                        &workers.to_string(),
+                        "--one",
+                        &n.to_string(),
+                    ])
+                    .output()?;
+                anyhow::ensure!(
+                    output.status.success(),
+                    "bench of {n} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let result: Value = serde_json::from_slice(&output.stdout)?;
+                if json {
+                    println!("{result}");
+                } else {
+                    println!(
+                        "{:>12} {:>10.3} {:>16} {:>12.1}",
+                        thousands(n),
+                        result["seconds"].as_f64().unwrap_or_default(),
+                        thousands(result["instances_per_s"].as_f64().unwrap_or_default() as u64),
+                        result["peak_rss_mb"].as_f64().unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(())
+        }
         Bench::Expansion {
             shapes,
             render,
@@ -150,6 +218,47 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
         "enumerate_per_s": instances as f64 / enumerate_s.max(1e-9),
         "rendered": rendered,
         "render_per_s": rendered as f64 / render_s.max(1e-9),
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// One session, one `noop` task fanned out over `n` instances (an `n/1000 x 1000` matrix when
+/// it divides, so the session stays small), run to its final result.
+fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
+    let input = if n >= 10_000 && n % 1000 == 0 {
+        let rows: Vec<u64> = (0..n / 1000).collect();
+        let cols: Vec<u64> = (0..1000).collect();
+        json!({"xs": rows, "ys": cols, "expansion_config": {"type": "matrix", "array_mapping": {"x": "xs", "y": "ys"}}})
+    } else {
+        let items: Vec<u64> = (0..n).collect();
+        json!({"xs": items, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}})
+    };
+    let doc = json!({"session_id": format!("bench-{n}"), "groups": [{"id": "g", "tasks": [{"id": "fan_out", "executor": "noop", "input": input}]}]});
+    let text = doc.to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let options = agency::embedded::EmbeddedOptions {
+        workers,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = runtime.block_on(agency::embedded::run_session(&text, &options))?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        result["status"] == "completed",
+        "the bench session did not complete: {}",
+        result["errors"]
+    );
+    let done = result["groups"]["g"]["tasks"]["fan_out"]["succeeded"]
+        .as_u64()
+        .unwrap_or_default();
+    anyhow::ensure!(done == n, "{done} of {n} instances succeeded");
+    Ok(json!({
+        "instances": n,
+        "workers": workers,
+        "seconds": seconds,
+        "instances_per_s": n as f64 / seconds.max(1e-9),
         "peak_rss_mb": peak_rss_mb(),
     }))
 }
