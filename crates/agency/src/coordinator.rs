@@ -298,7 +298,7 @@ impl<'a> SessionRun<'a> {
         let mut commands = Vec::new();
         let before = self.settled(group);
         if let Some(machine) = self.machines[group].as_mut() {
-            for (instance, attempt) in notice.succeeded {
+            for (instance, attempt) in notice.successes() {
                 commands.extend(machine.handle(Event::Succeeded {
                     task,
                     instance,

@@ -280,16 +280,11 @@ impl Worker {
             .store
             .record_outcomes(&item.session, item.task, batch)
             .await?;
-        let mut notice = Notice {
-            session: item.session.clone(),
-            task: item.task,
-            succeeded: Vec::new(),
-            failed: Vec::new(),
-        };
+        let mut notice = Notice::new(&item.session, item.task);
         for ((instance, attempt, error), accepted) in summary.into_iter().zip(accepted) {
             match (accepted, error) {
                 (false, _) => {}
-                (true, None) => notice.succeeded.push((instance, attempt)),
+                (true, None) => notice.add_success(instance, attempt),
                 (true, Some(error)) => notice.failed.push((instance, attempt, error)),
             }
         }
@@ -354,16 +349,25 @@ impl Worker {
                 instance,
                 attempt,
             },
-            cancel: cancel.child_token(),
+            // An attempt with a timeout gets its own token, so the timeout can stop just this
+            // attempt; otherwise the group's token is enough and costs no allocation.
+            cancel: match prepared.timeout {
+                Some(_) => cancel.child_token(),
+                None => cancel.clone(),
+            },
         };
         let attempt_cancel = call.cancel.clone();
         let run = executor.execute(call);
+        // `biased`: poll the executor first, so an instance that finishes at once never
+        // registers a waiter on the shared cancellation token.
         let status = match prepared.timeout {
             None => tokio::select! {
+                biased;
                 result = run => result.map_or_else(Status::Failed, Status::Succeeded),
                 () = cancel.cancelled() => return None,
             },
             Some(limit) => tokio::select! {
+                biased;
                 result = tokio::time::timeout(limit, run) => match result {
                     Ok(result) => result.map_or_else(Status::Failed, Status::Succeeded),
                     Err(_) => {

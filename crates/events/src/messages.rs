@@ -96,10 +96,37 @@ impl Outcome {
 pub struct Notice {
     pub session: String,
     pub task: TaskRef,
-    /// `(instance, attempt)` of accepted successes.
-    pub succeeded: Vec<(u64, u32)>,
+    /// Accepted successes as `(start, end, attempt)`: instances `start..end`, all of that
+    /// attempt. Instances mostly finish in order, so a batch of a thousand is usually one entry.
+    pub succeeded: Vec<(u64, u64, u32)>,
     /// `(instance, attempt, error)` of accepted failures.
     pub failed: Vec<(u64, u32, String)>,
+}
+
+impl Notice {
+    pub fn new(session: &str, task: TaskRef) -> Self {
+        Self {
+            session: session.to_string(),
+            task,
+            succeeded: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// Adds one success, extending the last range when it continues it.
+    pub fn add_success(&mut self, instance: u64, attempt: u32) {
+        match self.succeeded.last_mut() {
+            Some((_, end, last)) if *end == instance && *last == attempt => *end += 1,
+            _ => self.succeeded.push((instance, instance + 1, attempt)),
+        }
+    }
+
+    /// Every success as `(instance, attempt)`.
+    pub fn successes(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.succeeded
+            .iter()
+            .flat_map(|&(start, end, attempt)| (start..end).map(move |i| (i, attempt)))
+    }
 }
 
 /// Control messages from the coordinator to workers.
@@ -144,6 +171,17 @@ mod tests {
         assert!(WorkItem::decode(&backwards.encode())
             .unwrap_err()
             .contains("invalid"));
+    }
+
+    #[test]
+    fn notices_compress_consecutive_successes_into_ranges() {
+        let mut notice = Notice::new("s", TaskRef { group: 0, task: 0 });
+        for (instance, attempt) in [(0, 1), (1, 1), (2, 1), (5, 1), (6, 2), (7, 2)] {
+            notice.add_success(instance, attempt);
+        }
+        assert_eq!(notice.succeeded, vec![(0, 3, 1), (5, 6, 1), (6, 8, 2)]);
+        let all: Vec<(u64, u32)> = notice.successes().collect();
+        assert_eq!(all, vec![(0, 1), (1, 1), (2, 1), (5, 1), (6, 2), (7, 2)]);
     }
 
     #[test]

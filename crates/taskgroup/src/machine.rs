@@ -287,7 +287,10 @@ impl GroupMachine {
                     run.attempts += 1;
                     run.succeeded += 1;
                     run.mark_done(instance);
-                    run.retrying.remove(&instance);
+                    // Most instances never failed: skip the hash lookup for them.
+                    if !run.retrying.is_empty() {
+                        run.retrying.remove(&instance);
+                    }
                     self.after_outcome(task, &mut out);
                 }
             }
