@@ -225,7 +225,7 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
 /// One session, one `noop` task fanned out over `n` instances (an `n/1000 x 1000` matrix when
 /// it divides, so the session stays small), run to its final result.
 fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
-    let input = if n >= 10_000 && n % 1000 == 0 {
+    let input = if n >= 10_000 && n.is_multiple_of(1000) {
         let rows: Vec<u64> = (0..n / 1000).collect();
         let cols: Vec<u64> = (0..1000).collect();
         json!({"xs": rows, "ys": cols, "expansion_config": {"type": "matrix", "array_mapping": {"x": "xs", "y": "ys"}}})
