@@ -20,6 +20,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// Planned tasks and cancellation tokens a worker keeps before it starts over.
+const CACHE_LIMIT: usize = 1024;
+
 /// The consumer group every worker joins.
 pub const WORKER_GROUP: &str = "agency-workers";
 
@@ -65,8 +68,9 @@ pub struct Worker {
     registry: Registry,
     options: WorkerOptions,
     prepared: Mutex<HashMap<(String, TaskRef), Arc<Prepared>>>,
-    /// Cancellation per (session, group), fired by the coordinator's control messages.
-    cancels: Mutex<HashMap<(String, usize), CancellationToken>>,
+    /// Cancellation per (session, group), fired by the coordinator's control messages, with a
+    /// guard counting the ranges that use it.
+    cancels: Mutex<HashMap<(String, usize), (CancellationToken, Arc<()>)>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -128,18 +132,21 @@ impl Worker {
         match serde_json::from_slice::<Control>(payload) {
             Ok(Control::CancelGroup { session, group }) => {
                 tracing::debug!(session = %session, group, "cancelling group");
-                self.cancel_token(&session, group).cancel();
+                self.cancel_token(&session, group).0.cancel();
             }
             Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
         }
     }
 
-    fn cancel_token(&self, session: &str, group: usize) -> CancellationToken {
+    /// The group's cancellation token, and a guard to hold while running its work: entries no
+    /// running range holds are the ones evicted, so a cancel always reaches running work.
+    fn cancel_token(&self, session: &str, group: usize) -> (CancellationToken, Arc<()>) {
         let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
-        cancels
-            .entry((session.to_string(), group))
-            .or_default()
-            .clone()
+        if cancels.len() >= CACHE_LIMIT {
+            cancels.retain(|_, (_, in_use)| Arc::strong_count(in_use) > 1);
+        }
+        let (token, in_use) = cancels.entry((session.to_string(), group)).or_default();
+        (token.clone(), in_use.clone())
     }
 
     /// Executes one dispatch message; never fails the loop.
@@ -148,12 +155,16 @@ impl Worker {
             Ok(item) => item,
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
-        let cancel = self.cancel_token(&item.session, item.task.group);
+        let (cancel, _in_use) = self.cancel_token(&item.session, item.task.group);
         if cancel.is_cancelled() {
             return;
         }
         let prepared = match self.prepare(&item.session, item.task).await {
-            Ok(prepared) => prepared,
+            Ok(Some(prepared)) => prepared,
+            // Work for a session that already ended (cancelled, timed out): nothing to do.
+            Ok(None) => {
+                return tracing::debug!(session = %item.session, group = item.task.group, task = item.task.task, "skipping work of a finished session");
+            }
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
         if let Err(error) = self.execute(&item, &prepared, &cancel).await {
@@ -180,7 +191,8 @@ impl Worker {
         }
     }
 
-    async fn prepare(&self, session: &str, task: TaskRef) -> Result<Arc<Prepared>, String> {
+    /// The task, planned; `None` when the store no longer has it (its session ended).
+    async fn prepare(&self, session: &str, task: TaskRef) -> Result<Option<Arc<Prepared>>, String> {
         let key = (session.to_string(), task);
         if let Some(found) = self
             .prepared
@@ -188,22 +200,24 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(found.clone());
+            return Ok(Some(found.clone()));
         }
         let record = self
             .store
             .load_task(session, task)
             .await
-            .map_err(|e| format!("cannot load task {task:?} of session {session}: {e}"))?
-            .ok_or_else(|| {
-                format!("session {session} has no task {task:?} (finished or never planned)")
-            })?;
+            .map_err(|e| format!("cannot load task {task:?} of session {session}: {e}"))?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
         let prepared = Arc::new(self.plan(session, task, record));
-        self.prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, prepared.clone());
-        Ok(prepared)
+        let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            // Planning again is cheap; an unbounded cache in a long-lived worker is not.
+            cache.clear();
+        }
+        cache.insert(key, prepared.clone());
+        Ok(Some(prepared))
     }
 
     fn plan(&self, session: &str, task: TaskRef, record: TaskRecord) -> Prepared {
