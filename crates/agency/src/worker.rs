@@ -20,6 +20,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// A group's cancellation token and the guard its running ranges hold.
+type GroupCancel = (CancellationToken, Arc<()>);
+
 /// Planned tasks and cancellation tokens a worker keeps before it starts over.
 const CACHE_LIMIT: usize = 1024;
 
@@ -70,7 +73,7 @@ pub struct Worker {
     prepared: Mutex<HashMap<(String, TaskRef), Arc<Prepared>>>,
     /// Cancellation per (session, group), fired by the coordinator's control messages, with a
     /// guard counting the ranges that use it.
-    cancels: Mutex<HashMap<(String, usize), (CancellationToken, Arc<()>)>>,
+    cancels: Mutex<HashMap<(String, usize), GroupCancel>>,
 }
 
 impl std::fmt::Debug for Worker {
