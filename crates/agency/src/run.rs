@@ -84,10 +84,7 @@ async fn show_progress(progress: Arc<Progress>) {
     let started = Instant::now();
     if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} instances, {per_sec}, ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        bar.set_style(style());
         let _finish = FinishOnDrop(bar.clone());
         loop {
             bar.set_length(progress.planned.load(Ordering::Relaxed));
@@ -116,6 +113,17 @@ async fn show_progress(progress: Arc<Progress>) {
             );
         }
     }
+}
+
+/// `[00:00:03] ██████░░░ 1,200/4,000 instances, 412/s, ETA 7s`
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} instances, {rate}, ETA {eta}")
+        .map(|style| {
+            style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+            })
+        })
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 /// Clears the bar when the display task is aborted.
