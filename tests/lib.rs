@@ -41,3 +41,21 @@ pub fn connect(name: &str, addr: SocketAddr) -> TcpStream {
         }
     }
 }
+
+/// A name no other test run uses: for sessions, topics and consumer groups.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// The Redis URL tests use.
+pub fn redis_url() -> String {
+    std::env::var("AGENCY_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Kafka bootstrap servers tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var("AGENCY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}

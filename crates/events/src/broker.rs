@@ -26,6 +26,7 @@ pub struct Message {
     pub key: String,
     pub payload: Vec<u8>,
     pub offset: u64,
+    pub partition: i32,
 }
 
 #[async_trait]
@@ -142,6 +143,7 @@ impl Consumer for MemoryConsumer {
                     key,
                     payload: payload.to_vec(),
                     offset: at as u64,
+                    partition: 0,
                 });
             }
             appended.await;

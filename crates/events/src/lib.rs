@@ -8,14 +8,18 @@
 mod broker;
 pub mod conformance;
 mod error;
+mod kafka_broker;
 pub mod messages;
+mod redis_store;
 mod store;
 
 pub use broker::{
     Broker, Consumer, MemoryBroker, Message, DEAD_LETTER_TOPIC, DISPATCH_TOPIC, EVENTS_TOPIC,
 };
 pub use error::{Error, Result};
+pub use kafka_broker::{KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+pub use redis_store::RedisStore;
 pub use store::{
     accept, notices_channel, MemoryStore, Store, Subscription, CONTROL_CHANNEL, RESULTS_CHANNEL,
 };

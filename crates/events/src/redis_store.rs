@@ -1,0 +1,344 @@
+//! The Redis `Store`. Every key of a session carries the session id as a hash tag, so a session
+//! lives in one Redis Cluster slot and its multi-key operations stay legal:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `agency:{S}:task:{g}:{t}` | string | the `TaskRecord` workers read |
+//! | `agency:{S}:outcomes:{g}:{t}` | hash | instance -> `attempt|S or F|outcome JSON` |
+//! | `agency:{S}:context` | hash | context key -> JSON value |
+//! | `agency:{S}:mappings` | hash | task id -> context key |
+//! | `agency:{S}:keys` | set | the session's task and outcome keys, for cleanup |
+//! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
+//!
+//! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
+//! Outcomes are recorded by one Lua script per batch, which applies the recording rule
+//! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
+
+use crate::error::{Error, Result};
+use crate::messages::{Outcome, TaskRecord, TaskRef};
+use crate::store::{Store, Subscription};
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands as _;
+use serde_json::{Map, Value};
+use std::ops::Range;
+
+/// How long a session's result stays readable after its working state is deleted.
+const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The recording rule, per instance: ARGV holds (instance, attempt, S|F, value) quadruples.
+const RECORD_SCRIPT: &str = r#"
+local accepted = {}
+for i = 1, #ARGV, 4 do
+  local field, attempt = ARGV[i], tonumber(ARGV[i + 1])
+  local stored = redis.call('HGET', KEYS[1], field)
+  local ok = 1
+  if stored then
+    local stored_attempt, stored_status = string.match(stored, '^(%d+)|(%a)|')
+    if stored_status == 'S' or attempt <= tonumber(stored_attempt) then ok = 0 end
+  end
+  if ok == 1 then
+    redis.call('HSET', KEYS[1], field, ARGV[i + 1] .. '|' .. ARGV[i + 2] .. '|' .. ARGV[i + 3])
+  end
+  accepted[#accepted + 1] = ok
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+return accepted
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    connection: ConnectionManager,
+    record: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.client.get_connection_info().addr().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> Error {
+    if error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+    {
+        Error::Unavailable {
+            backend: "redis",
+            message: error.to_string(),
+        }
+    } else {
+        Error::Refused {
+            backend: "redis",
+            operation: error.code().unwrap_or("command").to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn corrupt(what: impl Into<String>, error: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        what: what.into(),
+        message: error.to_string(),
+    }
+}
+
+fn key(session: &str, rest: &str) -> String {
+    format!("agency:{{{session}}}:{rest}")
+}
+
+fn task_key(session: &str, task: TaskRef) -> String {
+    key(session, &format!("task:{}:{}", task.group, task.task))
+}
+
+fn outcomes_key(session: &str, task: TaskRef) -> String {
+    key(session, &format!("outcomes:{}:{}", task.group, task.task))
+}
+
+fn result_key(session: &str) -> String {
+    format!("agency:result:{{{session}}}")
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://127.0.0.1:6379`); the connection reconnects by itself.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::Refused {
+            backend: "redis",
+            operation: "open".into(),
+            message: format!("bad address `{url}`: {e}"),
+        })?;
+        let connection = client.get_connection_manager().await.map_err(unavailable)?;
+        Ok(Self {
+            client,
+            connection,
+            record: redis::Script::new(RECORD_SCRIPT),
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let mut connection = self.connection.clone();
+        let bytes: Option<Vec<u8>> = connection.get(key).await.map_err(unavailable)?;
+        bytes
+            .map(|b| serde_json::from_slice(&b).map_err(|e| corrupt(key, e)))
+            .transpose()
+    }
+
+    async fn hash_json(&self, key: &str) -> Result<Option<Map<String, Value>>> {
+        let mut connection = self.connection.clone();
+        let entries: Vec<(String, Vec<u8>)> = connection.hgetall(key).await.map_err(unavailable)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        entries
+            .into_iter()
+            .map(|(field, bytes)| {
+                Ok((
+                    field.clone(),
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| corrupt(format!("{key} {field}"), e))?,
+                ))
+            })
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
+    async fn set_hash(&self, key: &str, entries: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(key);
+        if !entries.is_empty() {
+            pipe.hset_multiple(key, &entries);
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| corrupt("value to store", e))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let task_key = task_key(session, task);
+        redis::pipe()
+            .atomic()
+            .set(&task_key, to_json(record)?)
+            .sadd(key(session, "keys"), &task_key)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
+        self.get_json(&task_key(session, task)).await
+    }
+
+    async fn record_outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        outcomes: Vec<Outcome>,
+    ) -> Result<Vec<bool>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.record.key(outcomes_key(session, task));
+        invocation.key(key(session, "keys"));
+        for outcome in &outcomes {
+            invocation
+                .arg(outcome.instance)
+                .arg(outcome.attempt)
+                .arg(if outcome.succeeded() { "S" } else { "F" })
+                .arg(to_json(&outcome.status)?);
+        }
+        let mut connection = self.connection.clone();
+        let accepted: Vec<i64> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(accepted.into_iter().map(|a| a == 1).collect())
+    }
+
+    async fn outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        range: Range<u64>,
+    ) -> Result<Vec<Option<Outcome>>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = outcomes_key(session, task);
+        let fields: Vec<u64> = range.clone().collect();
+        let mut connection = self.connection.clone();
+        let stored: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(&fields)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        stored
+            .into_iter()
+            .zip(range)
+            .map(|(bytes, instance)| {
+                let Some(bytes) = bytes else { return Ok(None) };
+                let mut parts = bytes.splitn(3, |&b| b == b'|');
+                let attempt = parts
+                    .next()
+                    .and_then(|a| std::str::from_utf8(a).ok()?.parse().ok());
+                let (Some(attempt), Some(_), Some(json)) = (attempt, parts.next(), parts.next())
+                else {
+                    return Err(corrupt(
+                        format!("{key} {instance}"),
+                        "not attempt|status|json",
+                    ));
+                };
+                let status = serde_json::from_slice(json)
+                    .map_err(|e| corrupt(format!("{key} {instance}"), e))?;
+                Ok(Some(Outcome {
+                    instance,
+                    attempt,
+                    status,
+                }))
+            })
+            .collect()
+    }
+
+    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
+        let entries = context
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+            .collect::<Result<_>>()?;
+        self.set_hash(&key(session, "context"), entries).await
+    }
+
+    async fn set_context(&self, session: &str, context_key: &str, value: &Value) -> Result<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .hset::<_, _, _, ()>(key(session, "context"), context_key, to_json(value)?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        self.hash_json(&key(session, "context")).await
+    }
+
+    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
+        let entries = mappings
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+            .collect::<Result<_>>()?;
+        self.set_hash(&key(session, "mappings"), entries).await
+    }
+
+    async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        self.hash_json(&key(session, "mappings")).await
+    }
+
+    async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .set_ex::<_, _, ()>(result_key(session), to_json(result)?, RESULT_TTL_SECONDS)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_result(&self, session: &str) -> Result<Option<Value>> {
+        self.get_json(&result_key(session)).await
+    }
+
+    async fn cleanup(&self, session: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let index = key(session, "keys");
+        let mut keys: Vec<String> = connection.smembers(&index).await.map_err(unavailable)?;
+        keys.extend([index, key(session, "context"), key(session, "mappings")]);
+        connection.del::<_, ()>(keys).await.map_err(unavailable)
+    }
+
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .publish::<_, _, ()>(channel, payload)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(channel).await.map_err(unavailable)?;
+        Ok(Box::new(RedisSubscription {
+            channel: channel.to_string(),
+            messages: pubsub.into_on_message(),
+        }))
+    }
+}
+
+struct RedisSubscription {
+    channel: String,
+    messages: redis::aio::PubSubStream,
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Result<Vec<u8>> {
+        match self.messages.next().await {
+            Some(message) => Ok(message.get_payload_bytes().to_vec()),
+            // The connection dropped: messages published meanwhile are gone, so the caller must
+            // resubscribe and reconcile from the stored state.
+            None => Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("subscription to {} lost its connection", self.channel),
+            }),
+        }
+    }
+}

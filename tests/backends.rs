@@ -1,0 +1,87 @@
+//! The shared backend suite against the real servers: Redis as the `Store`, the Kafka-compatible
+//! broker as the `Broker`. The in-memory twins pass the same suite in `crates/events`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use events::{conformance, Broker as _, KafkaBroker, KafkaOptions, RedisStore};
+use integration_tests::{kafka_brokers, redis_url, unique};
+use std::time::Duration;
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let store = RedisStore::connect(&redis_url())
+        .await
+        .expect("redis answers (run scripts/services.sh up)");
+    conformance::store_suite(&store, &unique("conformance")).await;
+}
+
+#[tokio::test]
+async fn redis_cleanup_leaves_no_working_keys() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    let session = unique("cleanup");
+    conformance::store_suite(&store, &session).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("agency:{{{session}}}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("agency:result:{{{session}}}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the result is kept with an expiry, got TTL {ttl}");
+}
+
+fn kafka_options() -> KafkaOptions {
+    KafkaOptions {
+        session_timeout: Duration::from_secs(6),
+        max_poll_interval: Duration::from_secs(10),
+        ..KafkaOptions::new(&kafka_brokers())
+    }
+}
+
+#[tokio::test]
+async fn kafka_broker_conforms() {
+    let broker = KafkaBroker::connect(kafka_options()).unwrap();
+    conformance::broker_suite(&broker, &unique("conformance")).await;
+}
+
+#[tokio::test]
+async fn kafka_committed_offsets_survive_a_new_consumer() {
+    // A message committed by one member is not redelivered to the next member of its group.
+    let broker = KafkaBroker::connect(KafkaOptions {
+        partitions: 1,
+        ..kafka_options()
+    })
+    .unwrap();
+    let topic = unique("offsets");
+    let group = unique("group");
+    broker
+        .publish(&topic, "k", b"first".to_vec())
+        .await
+        .unwrap();
+    broker
+        .publish(&topic, "k", b"second".to_vec())
+        .await
+        .unwrap();
+    {
+        let mut consumer = broker.subscribe(&topic, &group).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.payload, b"first");
+        consumer.commit(&first).await.unwrap();
+        // Auto-commit sends stored offsets every second; give it one round.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let mut consumer = broker.subscribe(&topic, &group).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.payload, b"second", "the committed message came back");
+}
