@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use taskgroup::{Command, Event, GroupMachine, GroupStatus, Session, TaskSetup};
+use taskgroup::{Command, Event, GroupMachine, GroupStatus, Session, TaskSetup, TaskState};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -28,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Outcomes loaded from the store at a time when combining a task's results.
 const PAGE: u64 = 65_536;
+
+/// How often the coordinator checks whether notices have gone quiet; after quiet intervals it
+/// reconciles running tasks from the store.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters a progress display reads while a session runs.
 #[derive(Debug, Default)]
@@ -109,6 +113,9 @@ impl Coordinator {
 
         let deadline = session.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
+        let mut reconcile_timer = tokio::time::interval(RECONCILE_INTERVAL);
+        reconcile_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_ticks = 0u32;
         while !run.finished() {
             tokio::select! {
                 () = cancel.cancelled(), if !interrupted => {
@@ -134,11 +141,31 @@ impl Coordinator {
                         }
                     }
                 },
-                payload = notices.next() => {
-                    let payload = payload?;
-                    match serde_json::from_slice::<Notice>(&payload) {
-                        Ok(notice) => run.notice(notice).await?,
-                        Err(error) => tracing::warn!(session = id, %error, "ignoring a malformed notice"),
+                payload = notices.next() => match payload {
+                    Ok(payload) => {
+                        quiet_ticks = 0;
+                        match serde_json::from_slice::<Notice>(&payload) {
+                            Ok(notice) => run.notice(notice).await?,
+                            Err(error) => tracing::warn!(session = id, %error, "ignoring a malformed notice"),
+                        }
+                    }
+                    Err(error) if error.is_retryable() => {
+                        // Notices published while unsubscribed are gone: subscribe again, then
+                        // read what was missed from the store.
+                        tracing::warn!(session = id, %error, "notice subscription lost; resubscribing");
+                        notices = self.resubscribe(id).await?;
+                        run.reconcile().await?;
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+                _ = reconcile_timer.tick() => {
+                    // Pub/sub is only a wake-up: when it has been quiet for a while, read the
+                    // store, so a lost notice cannot stall a group.
+                    // Backing off (2, 4, 8, 16, then every 32 quiet seconds) keeps long, quiet
+                    // tasks from re-reading their outcomes every second.
+                    quiet_ticks += 1;
+                    if quiet_ticks >= 2 && (quiet_ticks.is_power_of_two() || quiet_ticks.is_multiple_of(32)) {
+                        run.reconcile().await?;
                     }
                 }
             }
@@ -153,6 +180,24 @@ impl Coordinator {
             .await?;
         self.store.cleanup(id).await?;
         Ok(result)
+    }
+}
+
+impl Coordinator {
+    /// Subscribes again after the connection dropped, backing off while the store is down.
+    async fn resubscribe(&self, id: &str) -> anyhow::Result<Box<dyn events::Subscription>> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.subscribe(&notices_channel(id)).await {
+                Ok(subscription) => return Ok(subscription),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(session = id, %error, ?delay, "cannot resubscribe yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 }
 
@@ -323,6 +368,54 @@ impl<'a> SessionRun<'a> {
             .failed
             .fetch_add(failed.saturating_sub(before.1), Ordering::Relaxed);
         self.execute(group, commands).await
+    }
+
+    /// Feeds every stored outcome of every running task to its machine. Outcomes the machine
+    /// already counted are ignored by it, so this is safe to repeat.
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
+        for group in 0..self.machines.len() {
+            if !self.is_running(group) {
+                continue;
+            }
+            let running: Vec<(usize, u64)> =
+                self.machines[group].as_ref().map_or(Vec::new(), |m| {
+                    m.tasks()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| {
+                            t.state == TaskState::Running && t.succeeded + t.failed < t.instances
+                        })
+                        .map(|(i, t)| (i, t.instances))
+                        .collect()
+                });
+            for (task, instances) in running {
+                let mut notice = Notice::new(self.id, TaskRef { group, task });
+                let mut start = 0;
+                while start < instances {
+                    let end = (start + PAGE).min(instances);
+                    let page = self
+                        .coordinator
+                        .store
+                        .outcomes(self.id, TaskRef { group, task }, start..end)
+                        .await?;
+                    for outcome in page.into_iter().flatten() {
+                        match outcome.status {
+                            Status::Succeeded(_) => {
+                                notice.add_success(outcome.instance, outcome.attempt)
+                            }
+                            Status::Failed(error) | Status::TimedOut(error) => notice
+                                .failed
+                                .push((outcome.instance, outcome.attempt, error)),
+                        }
+                    }
+                    start = end;
+                }
+                if !notice.succeeded.is_empty() || !notice.failed.is_empty() {
+                    self.notice(notice).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn settled(&self, group: usize) -> (u64, u64) {

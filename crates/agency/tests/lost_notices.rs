@@ -1,0 +1,132 @@
+//! Redis pub/sub is only a wake-up: with every notice lost, the coordinator still finishes the
+//! session by reading outcomes from the store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use agency::{Coordinator, Progress, Registry, Worker, WorkerOptions};
+use async_trait::async_trait;
+use events::{
+    Broker, MemoryBroker, MemoryStore, Outcome, Store, Subscription, TaskRecord, TaskRef,
+};
+use expansion::Limits;
+use serde_json::{json, Map, Value};
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use taskgroup::{Rules, Session};
+use tokio_util::sync::CancellationToken;
+
+/// A store whose notices never arrive; everything else is the memory store.
+struct DeafStore {
+    inner: MemoryStore,
+    dropped: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for DeafStore {
+    async fn save_task(&self, s: &str, t: TaskRef, r: &TaskRecord) -> events::Result<()> {
+        self.inner.save_task(s, t, r).await
+    }
+    async fn load_task(&self, s: &str, t: TaskRef) -> events::Result<Option<TaskRecord>> {
+        self.inner.load_task(s, t).await
+    }
+    async fn record_outcomes(
+        &self,
+        s: &str,
+        t: TaskRef,
+        o: Vec<Outcome>,
+    ) -> events::Result<Vec<bool>> {
+        self.inner.record_outcomes(s, t, o).await
+    }
+    async fn outcomes(
+        &self,
+        s: &str,
+        t: TaskRef,
+        r: Range<u64>,
+    ) -> events::Result<Vec<Option<Outcome>>> {
+        self.inner.outcomes(s, t, r).await
+    }
+    async fn save_context(&self, s: &str, c: &Map<String, Value>) -> events::Result<()> {
+        self.inner.save_context(s, c).await
+    }
+    async fn set_context(&self, s: &str, k: &str, v: &Value) -> events::Result<()> {
+        self.inner.set_context(s, k, v).await
+    }
+    async fn load_context(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
+        self.inner.load_context(s).await
+    }
+    async fn save_mappings(&self, s: &str, m: &Map<String, Value>) -> events::Result<()> {
+        self.inner.save_mappings(s, m).await
+    }
+    async fn load_mappings(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
+        self.inner.load_mappings(s).await
+    }
+    async fn save_result(&self, s: &str, r: &Value) -> events::Result<()> {
+        self.inner.save_result(s, r).await
+    }
+    async fn load_result(&self, s: &str) -> events::Result<Option<Value>> {
+        self.inner.load_result(s).await
+    }
+    async fn cleanup(&self, s: &str) -> events::Result<()> {
+        self.inner.cleanup(s).await
+    }
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> events::Result<()> {
+        if channel.starts_with("agency:notices:") {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.inner.publish(channel, payload).await
+    }
+    async fn subscribe(&self, channel: &str) -> events::Result<Box<dyn Subscription>> {
+        self.inner.subscribe(channel).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_completes_when_every_notice_is_lost() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let deaf = Arc::new(DeafStore {
+        inner: MemoryStore::new(),
+        dropped: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn Store> = deaf.clone();
+    let registry = Registry::builtin(broker.clone());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        broker.clone(),
+        store.clone(),
+        registry.clone(),
+        WorkerOptions::default(),
+    );
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+
+    let doc = json!({"session_id": "deaf", "groups": [
+        {"id": "a", "tasks": [{"id": "xs", "executor": "echo", "input": {
+            "n": "{{x}}", "xs": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}
+        }}]},
+        {"id": "b", "depends_on": ["a"], "tasks": [{"id": "count", "executor": "echo", "input": "{{context.xs}}"}]}
+    ]});
+    let rules = Rules {
+        limits: Limits::default(),
+        executors: Some(registry.names()),
+    };
+    let session = Session::from_json(&doc.to_string(), &rules).unwrap();
+    let coordinator = Coordinator::new(broker, store, Limits::default());
+    let result = coordinator
+        .run(
+            &session,
+            "deaf",
+            &Progress::default(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(result["context"]["count"].as_array().unwrap().len(), 3);
+    assert!(
+        deaf.dropped.load(Ordering::SeqCst) >= 2,
+        "notices were published and lost"
+    );
+}
