@@ -17,6 +17,8 @@
 //! ```
 
 pub mod coordinator;
+mod dead_letter;
+pub mod distributed;
 pub mod embedded;
 pub mod executors;
 mod report;

@@ -3,6 +3,7 @@
 mod bench;
 mod plan;
 mod run;
+mod serve;
 mod text;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,8 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    #[command(flatten)]
+    Serve(serve::Serve),
     /// Measure the engine's parts; results go to stdout
     Bench {
         #[command(subcommand)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             };
             run::run(&file, options, quiet)
         }
+        Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),
     };
     match outcome {

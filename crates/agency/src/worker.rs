@@ -9,11 +9,11 @@
 use crate::executors::{Call, Executor, IdempotencyKey, Registry};
 use events::{
     notices_channel, Broker, Control, Message, Notice, Outcome, Status, Store, TaskRecord, TaskRef,
-    WorkItem, CONTROL_CHANNEL, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
+    WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, FieldPath, Limits, Task};
 use futures_util::StreamExt as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     /// Outcomes written and announced together.
     pub batch: usize,
     pub limits: Limits,
+    /// The consumer group on the dispatch topic; every worker of a deployment joins the same one.
+    pub group: String,
 }
 
 impl Default for WorkerOptions {
@@ -47,6 +49,7 @@ impl Default for WorkerOptions {
             ranges_in_flight: 4,
             batch: 1024,
             limits: Limits::default(),
+            group: WORKER_GROUP.to_string(),
         }
     }
 }
@@ -103,7 +106,10 @@ impl Worker {
 
     /// Consumes work until `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut consumer = self.broker.subscribe(DISPATCH_TOPIC, WORKER_GROUP).await?;
+        let mut consumer = self
+            .broker
+            .subscribe(DISPATCH_TOPIC, &self.options.group)
+            .await?;
         let mut control = self.store.subscribe(CONTROL_CHANNEL).await?;
         let slots = Arc::new(Semaphore::new(self.options.ranges_in_flight.max(1)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
@@ -176,22 +182,7 @@ impl Worker {
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) {
-        tracing::warn!(topic = %message.topic, offset = message.offset, reason, "dead-lettering a message");
-        let record = json!({
-            "topic": message.topic,
-            "offset": message.offset,
-            "key": message.key,
-            "reason": reason,
-            "payload": String::from_utf8_lossy(&message.payload),
-        });
-        let payload = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(error) = self
-            .broker
-            .publish(DEAD_LETTER_TOPIC, &message.key, payload)
-            .await
-        {
-            tracing::error!(offset = message.offset, %error, "cannot dead-letter a message");
-        }
+        crate::dead_letter::send(self.broker.as_ref(), message, reason).await;
     }
 
     /// The task, planned; `None` when the store no longer has it (its session ended).

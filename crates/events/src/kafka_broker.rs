@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::Message as _;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -100,6 +100,23 @@ impl KafkaBroker {
             admin,
             topics: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether the broker answers a metadata request.
+    pub async fn check(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: "kafka",
+            message: e.to_string(),
+        })?
+        .map_err(|e| kafka_error("fetching metadata", e))
     }
 
     /// Creates `topic` unless this client already did or it exists.

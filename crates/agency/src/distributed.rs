@@ -1,0 +1,252 @@
+//! Distributed mode: the coordinator service that takes sessions from the `agency_action`
+//! topic, and the client side (`submit`, waiting for a result) over real Kafka and Redis.
+//!
+//! An action is seed 002's `handle(key, 'initialize', data, context)` as a Kafka message:
+//! `{"key": "session id", "action": "initialize", "data": <session>, "context": {...}}`. The
+//! `context` is merged over the session's own. A message that is not such an action goes to the
+//! dead-letter topic; a session that does not validate gets a `failed` result with every problem,
+//! published like any other result, so whoever waits for it learns why.
+
+use crate::coordinator::{Coordinator, Progress};
+use crate::dead_letter;
+use events::{Broker, KafkaBroker, KafkaOptions, Message, RedisStore, Store, RESULTS_CHANNEL};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskgroup::{Rules, Session};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where sessions are submitted.
+pub const ACTION_TOPIC: &str = "agency_action";
+/// The consumer group coordinators join on `agency_action`.
+pub const COORDINATOR_GROUP: &str = "agency-coordinators";
+
+/// A message on `agency_action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// The session id; the session's own `session_id` or a fresh one when absent.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub action: String,
+    pub data: Value,
+    #[serde(default)]
+    pub context: Map<String, Value>,
+}
+
+/// How long to keep trying a server that does not answer before giving up with a clear error.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Connects to Redis, retrying with backoff while it does not answer.
+pub async fn connect_store(url: &str) -> anyhow::Result<RedisStore> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match RedisStore::connect(url).await {
+            Ok(store) => return Ok(store),
+            Err(error) if error.is_retryable() && started.elapsed() < CONNECT_DEADLINE => {
+                tracing::warn!(%url, %error, ?delay, "redis is not answering; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => anyhow::bail!("cannot reach redis at {url}: {error}"),
+        }
+    }
+}
+
+/// Creates the Kafka client and checks the broker answers, retrying with backoff.
+pub async fn connect_broker(options: KafkaOptions) -> anyhow::Result<KafkaBroker> {
+    let brokers = options.brokers.clone();
+    let broker = KafkaBroker::connect(options)?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match broker.check().await {
+            Ok(()) => return Ok(broker),
+            Err(error) if error.is_retryable() && started.elapsed() < CONNECT_DEADLINE => {
+                tracing::warn!(%brokers, %error, ?delay, "kafka is not answering; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => anyhow::bail!("cannot reach kafka at {brokers}: {error}"),
+        }
+    }
+}
+
+/// Turns an action into a session document and its id, or says what is wrong with it.
+pub fn session_document(action: Action) -> Result<(String, Value), String> {
+    if action.action != "initialize" {
+        return Err(format!(
+            "unknown action `{}` (expected initialize)",
+            action.action
+        ));
+    }
+    let Value::Object(mut data) = action.data else {
+        return Err("`data` must be a session object".into());
+    };
+    let id = action
+        .key
+        .or_else(|| {
+            data.get("session_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !action.context.is_empty() {
+        let context = data.entry("context").or_insert_with(|| json!({}));
+        let Value::Object(context) = context else {
+            return Err("`data.context` must be an object".into());
+        };
+        context.extend(action.context);
+    }
+    data.insert("session_id".into(), Value::from(id.clone()));
+    Ok((id, Value::Object(data)))
+}
+
+/// The coordinator service: takes actions until `shutdown`, runs each session concurrently.
+/// At shutdown, running sessions are cancelled and publish partial results.
+pub async fn run_coordinator(
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    rules: Rules,
+    group: &str,
+    chunk: u64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut consumer = broker.subscribe(ACTION_TOPIC, group).await?;
+    let coordinator =
+        Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(finished) = sessions.join_next() => {
+                if let Err(error) = finished {
+                    tracing::error!(%error, "a session task panicked");
+                }
+            }
+            message = consumer.next() => {
+                let message = message?;
+                if let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
+                    let coordinator = coordinator.clone();
+                    let cancel = shutdown.child_token();
+                    sessions.spawn(async move {
+                        tracing::info!(session = %id, "session started");
+                        match coordinator.run(&session, &id, &Progress::default(), cancel).await {
+                            Ok(result) => tracing::info!(session = %id, status = %result["status"], "session finished"),
+                            Err(error) => tracing::error!(session = %id, error = %format!("{error:#}"), "session aborted"),
+                        }
+                    });
+                }
+                consumer.commit(&message).await?;
+            }
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Reads one action: a valid session to run, or `None` after dead-lettering or rejecting it.
+async fn accept(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    rules: &Rules,
+    message: &Message,
+) -> Option<(String, Session)> {
+    let action = match serde_json::from_slice::<Action>(&message.payload) {
+        Ok(action) => action,
+        Err(error) => {
+            dead_letter::send(broker, message, &format!("not an agency action: {error}")).await;
+            return None;
+        }
+    };
+    let (id, document) = match session_document(action) {
+        Ok(parts) => parts,
+        Err(reason) => {
+            dead_letter::send(broker, message, &reason).await;
+            return None;
+        }
+    };
+    match Session::from_json(&document.to_string(), rules) {
+        Ok(session) => Some((id, session)),
+        Err(error) => {
+            // A well-formed action with an invalid session: its submitter waits for a result.
+            let errors: Vec<String> = match &error {
+                taskgroup::Error::Invalid(problems) => {
+                    problems.iter().map(ToString::to_string).collect()
+                }
+                other => vec![other.to_string()],
+            };
+            let result = json!({"session_id": id, "status": "failed", "context": {}, "groups": {}, "errors": errors});
+            tracing::warn!(session = %id, %error, "rejecting an invalid session");
+            if let Err(error) = store.save_result(&id, &result).await {
+                tracing::error!(session = %id, %error, "cannot store the rejection");
+            }
+            if let Err(error) = store
+                .publish(
+                    RESULTS_CHANNEL,
+                    serde_json::to_vec(&result).unwrap_or_default(),
+                )
+                .await
+            {
+                tracing::error!(session = %id, %error, "cannot publish the rejection");
+            }
+            None
+        }
+    }
+}
+
+/// Produces a session to `agency_action`; returns its id.
+pub async fn submit(broker: &dyn Broker, document: Value) -> anyhow::Result<String> {
+    let action = Action {
+        key: None,
+        action: "initialize".into(),
+        data: document,
+        context: Map::new(),
+    };
+    let (id, data) = session_document(action).map_err(anyhow::Error::msg)?;
+    let action = Action {
+        key: Some(id.clone()),
+        action: "initialize".into(),
+        data,
+        context: Map::new(),
+    };
+    broker
+        .publish(ACTION_TOPIC, &id, serde_json::to_vec(&action)?)
+        .await?;
+    Ok(id)
+}
+
+/// Waits for a session's result: announced on `agency:results`, and read from the store too, so
+/// a result published before this call, or an announcement lost, is still found.
+pub async fn wait_result(
+    store: &dyn Store,
+    id: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Value> {
+    let mut results = store.subscribe(RESULTS_CHANNEL).await?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            payload = results.next() => {
+                let payload = payload?;
+                if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
+                    if result["session_id"] == id {
+                        return Ok(result);
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                if let Some(result) = store.load_result(id).await? {
+                    return Ok(result);
+                }
+            }
+            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                anyhow::bail!("no result for session {id} within {} s", timeout.unwrap_or_default().as_secs());
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The distributed commands: `agency coordinator`, `agency worker`, `agency submit`,
+//! `agency status`, `agency watch`, over Kafka (`--kafka`, `AGENCY_KAFKA`) and Redis
+//! (`--redis`, `AGENCY_REDIS`).
+
+use crate::run::print_json;
+use crate::text::thousands;
+use agency::distributed::{self, COORDINATOR_GROUP};
+use agency::worker::WORKER_GROUP;
+use agency::{Registry, Worker, WorkerOptions};
+use anyhow::Context as _;
+use events::{notices_channel, Broker, KafkaOptions, Notice, Store};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskgroup::Rules;
+use tokio_util::sync::CancellationToken;
+
+/// Where the servers are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Servers {
+    /// Kafka bootstrap servers
+    #[arg(long, env = "AGENCY_KAFKA", default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+    /// Redis URL
+    #[arg(long, env = "AGENCY_REDIS", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Serve {
+    /// Take sessions from the `agency_action` topic and run them (any number of coordinators)
+    Coordinator {
+        #[command(flatten)]
+        servers: Servers,
+        /// Consumer group on `agency_action`
+        #[arg(long, default_value = COORDINATOR_GROUP)]
+        group: String,
+        /// Instances per dispatched range
+        #[arg(long, default_value_t = taskgroup::DEFAULT_CHUNK)]
+        chunk: u64,
+    },
+    /// Execute dispatched instances (any number of workers, on any machines)
+    Worker {
+        #[command(flatten)]
+        servers: Servers,
+        /// Instances in flight per task, for tasks that set no `concurrency`
+        #[arg(long, default_value_t = 1024)]
+        concurrency: usize,
+        /// Consumer group on the dispatch topic
+        #[arg(long, default_value = WORKER_GROUP)]
+        group: String,
+    },
+    /// Validate a session file and produce it to `agency_action`
+    Submit {
+        file: PathBuf,
+        #[command(flatten)]
+        servers: Servers,
+        /// Wait for the final result and print it like `agency run` (same exit codes)
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Print a session's result, or that it is still running
+    Status {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
+    /// Follow a session's progress until its result is published
+    Watch {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Cancelled on Ctrl-C or SIGTERM: services stop cleanly.
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let fire = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        fire.cancel();
+    });
+    Ok(token)
+}
+
+async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
+    let broker = distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?;
+    let store = distributed::connect_store(&servers.redis).await?;
+    Ok((Arc::new(broker), Arc::new(store)))
+}
+
+fn rules(broker: Arc<dyn Broker>) -> Rules {
+    Rules {
+        executors: Some(Registry::builtin(broker).names()),
+        ..Rules::default()
+    }
+}
+
+pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        match command {
+            Serve::Coordinator { servers, group, chunk } => {
+                let shutdown = shutdown_on_signals()?;
+                let (broker, store) = connect(&servers).await?;
+                eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis);
+                distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Serve::Worker { servers, concurrency, group } => {
+                let shutdown = shutdown_on_signals()?;
+                let (broker, store) = connect(&servers).await?;
+                let options = WorkerOptions { concurrency, group, ..Default::default() };
+                eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis);
+                Worker::new(broker.clone(), store, Registry::builtin(broker), options).run(shutdown).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Serve::Submit { file, servers, wait, timeout } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let (broker, store) = connect(&servers).await?;
+                // Validate here first: a bad file is reported at once, not by a failed result later.
+                taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| file.display().to_string())?;
+                let document: Value = serde_json::from_str(&text)?;
+                let id = distributed::submit(broker.as_ref(), document).await?;
+                if !wait {
+                    println!("{id}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!("submitted session {id}; waiting for its result");
+                let result = distributed::wait_result(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
+                print_json(&result)?;
+                Ok(exit_code(&result))
+            }
+            Serve::Status { session, servers } => {
+                let store = distributed::connect_store(&servers.redis).await?;
+                if let Some(result) = store.load_result(&session).await? {
+                    print_json(&result)?;
+                    return Ok(exit_code(&result));
+                }
+                match store.load_mappings(&session).await? {
+                    Some(mappings) => {
+                        print_json(&serde_json::json!({"session_id": session, "status": "running", "tasks": mappings}))?;
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => anyhow::bail!("no session `{session}` is running or has a result in {}", servers.redis),
+                }
+            }
+            Serve::Watch { session, servers } => watch(&session, &servers).await,
+        }
+    })
+}
+
+/// Exit code of a final result: 0 only when completed.
+fn exit_code(result: &Value) -> ExitCode {
+    if result["status"] == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints settled instances and their rate every second until the result is published.
+async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
+    let store = distributed::connect_store(&servers.redis).await?;
+    let mut notices = store.subscribe(&notices_channel(session)).await?;
+    let result = {
+        let store = store.clone();
+        let id = session.to_string();
+        tokio::spawn(async move { distributed::wait_result(&store, &id, None).await })
+    };
+    let started = Instant::now();
+    let (mut succeeded, mut failed) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            payload = notices.next() => {
+                if let Ok(notice) = serde_json::from_slice::<Notice>(&payload?) {
+                    succeeded += notice.succeeded.iter().map(|(start, end, _)| end - start).sum::<u64>();
+                    failed += notice.failed.len() as u64;
+                }
+            }
+            _ = tick.tick() => {
+                if result.is_finished() {
+                    break;
+                }
+                let rate = (succeeded + failed) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                eprintln!("watch {session}: {} succeeded, {} failed attempts, {}/s", thousands(succeeded), thousands(failed), thousands(rate as u64));
+            }
+        }
+    }
+    let result = result.await??;
+    print_json(&result)?;
+    Ok(exit_code(&result))
+}
