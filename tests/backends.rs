@@ -27,6 +27,14 @@ async fn redis_cleanup_leaves_no_working_keys() {
         .await
         .unwrap();
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
+    // A result is kept after cleanup, with an expiry.
+    events::Store::save_result(
+        &store,
+        &session,
+        &serde_json::json!({"status": "completed"}),
+    )
+    .await
+    .unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(format!("agency:result:{{{session}}}"))
         .query_async(&mut connection)

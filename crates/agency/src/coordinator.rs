@@ -509,9 +509,20 @@ impl<'a> SessionRun<'a> {
     /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
     async fn publish(&self, items: Vec<WorkItem>) -> anyhow::Result<()> {
         let broker = &self.coordinator.broker;
-        let sends = items
+        // Keyed per range, so a session's ranges spread over partitions and so over workers.
+        let keyed: Vec<(String, Vec<u8>)> = items
             .iter()
-            .map(|item| broker.publish(DISPATCH_TOPIC, &item.session, item.encode()));
+            .map(|item| {
+                let key = format!(
+                    "{}/{}/{}/{}",
+                    item.session, item.task.group, item.task.task, item.start
+                );
+                (key, item.encode())
+            })
+            .collect();
+        let sends = keyed.into_iter().map(|(key, payload)| async move {
+            broker.publish(DISPATCH_TOPIC, &key, payload).await
+        });
         for sent in futures_util::future::join_all(sends).await {
             sent?;
         }

@@ -198,8 +198,13 @@ async fn accept(
     }
 }
 
-/// Produces a session to `agency_action`; returns its id.
-pub async fn submit(broker: &dyn Broker, document: Value) -> anyhow::Result<String> {
+/// Produces a session to `agency_action`; returns its id. A result stored for the same id by an
+/// earlier run is deleted first, so whoever waits for this run's result does not get that one.
+pub async fn submit(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    document: Value,
+) -> anyhow::Result<String> {
     let action = Action {
         key: None,
         action: "initialize".into(),
@@ -207,6 +212,7 @@ pub async fn submit(broker: &dyn Broker, document: Value) -> anyhow::Result<Stri
         context: Map::new(),
     };
     let (id, data) = session_document(action).map_err(anyhow::Error::msg)?;
+    store.delete_result(&id).await?;
     let action = Action {
         key: Some(id.clone()),
         action: "initialize".into(),

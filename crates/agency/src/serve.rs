@@ -8,7 +8,7 @@ use agency::distributed::{self, COORDINATOR_GROUP};
 use agency::worker::WORKER_GROUP;
 use agency::{Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
-use events::{notices_channel, Broker, KafkaOptions, Notice, Store};
+use events::{notices_channel, Broker, KafkaOptions, Namespaced, Notice, Store};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,9 @@ pub struct Servers {
     /// Redis URL
     #[arg(long, env = "AGENCY_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// A prefix for every Kafka topic and consumer group, so deployments sharing a cluster stay apart
+    #[arg(long, env = "AGENCY_NAMESPACE", default_value = "")]
+    pub namespace: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -103,9 +106,15 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 }
 
 async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
-    let broker = distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?;
+    let kafka: Arc<dyn Broker> =
+        Arc::new(distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?);
+    let broker: Arc<dyn Broker> = if servers.namespace.is_empty() {
+        kafka
+    } else {
+        Arc::new(Namespaced::new(kafka, &servers.namespace))
+    };
     let store = distributed::connect_store(&servers.redis).await?;
-    Ok((Arc::new(broker), Arc::new(store)))
+    Ok((broker, Arc::new(store)))
 }
 
 fn rules(broker: Arc<dyn Broker>) -> Rules {
@@ -140,7 +149,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 // Validate here first: a bad file is reported at once, not by a failed result later.
                 taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| file.display().to_string())?;
                 let document: Value = serde_json::from_str(&text)?;
-                let id = distributed::submit(broker.as_ref(), document).await?;
+                let id = distributed::submit(broker.as_ref(), store.as_ref(), document).await?;
                 if !wait {
                     println!("{id}");
                     return Ok(ExitCode::SUCCESS);

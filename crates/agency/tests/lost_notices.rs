@@ -66,6 +66,9 @@ impl Store for DeafStore {
     async fn load_result(&self, s: &str) -> events::Result<Option<Value>> {
         self.inner.load_result(s).await
     }
+    async fn delete_result(&self, s: &str) -> events::Result<()> {
+        self.inner.delete_result(s).await
+    }
     async fn cleanup(&self, s: &str) -> events::Result<()> {
         self.inner.cleanup(s).await
     }

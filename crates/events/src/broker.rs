@@ -155,3 +155,45 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 }
+
+/// A broker whose topics and consumer groups all carry a prefix, so deployments (or test runs)
+/// sharing one Kafka cluster never see each other's messages.
+pub struct Namespaced {
+    inner: Arc<dyn Broker>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Namespaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespaced")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Namespaced {
+    pub fn new(inner: Arc<dyn Broker>, prefix: &str) -> Self {
+        Self {
+            inner,
+            prefix: prefix.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for Namespaced {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+        self.inner
+            .publish(&format!("{}{topic}", self.prefix), key, payload)
+            .await
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        self.inner
+            .subscribe(
+                &format!("{}{topic}", self.prefix),
+                &format!("{}{group}", self.prefix),
+            )
+            .await
+    }
+}

@@ -163,6 +163,15 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         Some(result)
     );
 
+    store.delete_result(session).await.expect("delete result");
+    assert_eq!(
+        store
+            .load_result(session)
+            .await
+            .expect("result after delete"),
+        None
+    );
+
     let channel = format!("agency:test:{session}");
     let mut subscription = store.subscribe(&channel).await.expect("subscribe");
     store

@@ -14,7 +14,8 @@ mod redis_store;
 mod store;
 
 pub use broker::{
-    Broker, Consumer, MemoryBroker, Message, DEAD_LETTER_TOPIC, DISPATCH_TOPIC, EVENTS_TOPIC,
+    Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
+    EVENTS_TOPIC,
 };
 pub use error::{Error, Result};
 pub use kafka_broker::{KafkaBroker, KafkaOptions};

@@ -297,6 +297,14 @@ impl Store for RedisStore {
         self.get_json(&result_key(session)).await
     }
 
+    async fn delete_result(&self, session: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .del::<_, ()>(result_key(session))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn cleanup(&self, session: &str) -> Result<()> {
         let mut connection = self.connection.clone();
         let index = key(session, "keys");

@@ -53,6 +53,8 @@ pub trait Store: Send + Sync + 'static {
     /// The session's final or partial result; kept after cleanup.
     async fn save_result(&self, session: &str, result: &Value) -> Result<()>;
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
+    /// Forgets a stored result: a session submitted again under the same id starts fresh.
+    async fn delete_result(&self, session: &str) -> Result<()>;
     /// Deletes the session's working state (tasks, outcomes, context, mappings), not its result.
     async fn cleanup(&self, session: &str) -> Result<()>;
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
@@ -250,6 +252,11 @@ impl Store for MemoryStore {
             .get(session)
             .map(|bytes| decode(&format!("result of session {session}"), bytes))
             .transpose()
+    }
+
+    async fn delete_result(&self, session: &str) -> Result<()> {
+        self.sessions()?.results.remove(session);
+        Ok(())
     }
 
     async fn cleanup(&self, session: &str) -> Result<()> {

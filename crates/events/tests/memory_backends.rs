@@ -1,6 +1,7 @@
 //! The conformance suite against the in-memory twins.
 
-use events::{conformance, MemoryBroker, MemoryStore};
+use events::{conformance, MemoryBroker, MemoryStore, Namespaced};
+use std::sync::Arc;
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -12,4 +13,19 @@ async fn memory_store_conforms() {
 #[tokio::test]
 async fn memory_broker_conforms() {
     conformance::broker_suite(&MemoryBroker::new(), "memory-topic").await;
+}
+
+#[tokio::test]
+async fn a_namespaced_broker_conforms_and_stays_in_its_namespace() {
+    let shared = Arc::new(MemoryBroker::new());
+    let namespaced = Namespaced::new(shared.clone(), "ns1.");
+    conformance::broker_suite(&namespaced, "topic").await;
+    // The messages went to the prefixed topic: the plain one is empty.
+    use events::Broker as _;
+    shared
+        .publish("topic", "k", b"plain".to_vec())
+        .await
+        .unwrap();
+    let mut plain = shared.subscribe("topic", "check").await.unwrap();
+    assert_eq!(plain.next().await.unwrap().payload, b"plain");
 }
