@@ -1,0 +1,297 @@
+//! The distributed mode end to end: a coordinator and two worker processes over the real Kafka
+//! broker and Redis, in a namespace of their own per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use integration_tests::{kafka_brokers, redis_url, unique};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message as _;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `agency` binary next to this test's executable, built first if needed.
+fn agency_bin() -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("agency");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "agency", "--bin", "agency"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "cannot build the agency binary");
+    }
+    bin
+}
+
+/// A coordinator and two workers, killed when dropped.
+struct Cluster {
+    namespace: String,
+    processes: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Self {
+        let namespace = format!("{}.", unique(name));
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self {
+            namespace,
+            processes: Vec::new(),
+            dir,
+        };
+        for role in ["coordinator", "worker", "worker"] {
+            let log = std::fs::File::create(
+                cluster
+                    .dir
+                    .join(format!("{role}-{}.log", cluster.processes.len())),
+            )
+            .unwrap();
+            let child = cluster
+                .command(&[role])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            cluster.processes.push(child);
+        }
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(agency_bin());
+        command
+            .args(args)
+            .env("AGENCY_NAMESPACE", &self.namespace)
+            .env("AGENCY_KAFKA", kafka_brokers())
+            .env("AGENCY_REDIS", redis_url());
+        command
+    }
+
+    /// `agency submit --wait`: the exit code and the printed result.
+    fn submit_wait(&self, doc: &Value) -> (i32, Value) {
+        let file = self.dir.join(format!("{}.json", unique("session")));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let output = self
+            .command(&["submit", "--wait", "--timeout", "120"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let result = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no result ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code().unwrap_or(-1), result)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn with_id(mut doc: Value, id: &str) -> Value {
+    doc["session_id"] = json!(id);
+    doc
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn a_coordinator_and_two_workers_give_the_same_result_as_agency_run() {
+    let cluster = Cluster::start("same-result");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(examples().join("pipeline.json")).unwrap())
+            .unwrap();
+    let doc = with_id(doc, &unique("pipeline"));
+    let (code, distributed) = cluster.submit_wait(&doc);
+    assert_eq!(code, 0, "{distributed:#}");
+
+    let file = cluster.dir.join("embedded.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let output = Command::new(agency_bin())
+        .args(["run", "--quiet"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let embedded: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        distributed, embedded,
+        "distributed and embedded results differ"
+    );
+    assert_eq!(
+        distributed["groups"]["grid"]["tasks"]["region_quarters"]["instances"],
+        11
+    );
+}
+
+#[test]
+fn a_large_fan_out_completes_with_each_instance_once() {
+    let cluster = Cluster::start("large");
+    let rows: Vec<u32> = (0..20).collect();
+    let cols: Vec<u32> = (0..1000).collect();
+    let doc = json!({"session_id": unique("spread"), "groups": [{"id": "g", "tasks": [{"id": "cells", "executor": "echo", "input": {
+        "cell": "{{r}}:{{c}}", "rows": rows, "cols": cols,
+        "expansion_config": {"type": "matrix", "array_mapping": {"r": "rows", "c": "cols"}}
+    }}]}]});
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(code, 0, "{}", result["errors"]);
+    let cells = result["context"]["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 20_000);
+    assert_eq!(cells[19_999]["cell"], "19:999");
+    assert_eq!(
+        result["groups"]["g"]["tasks"]["cells"]["attempts"], 20_000,
+        "no instance ran twice"
+    );
+}
+
+#[test]
+fn a_failing_task_gives_partial_results() {
+    let cluster = Cluster::start("partial");
+    let doc = json!({"session_id": unique("partial"), "groups": [
+        {"id": "fine", "tasks": [{"id": "ok", "executor": "echo", "input": {"n": 1}}]},
+        {"id": "broken", "tasks": [{"id": "bad", "executor": "fail", "input": {"times": 9}, "retry": {"max_retries": 1, "retry_delays": [50]}}]},
+        {"id": "after", "depends_on": ["broken"], "tasks": [{"id": "never", "executor": "noop"}]}
+    ]});
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(code, 1);
+    assert_eq!(result["status"], "partial");
+    assert_eq!(result["context"]["ok"], json!({"n": 1}));
+    assert_eq!(
+        result["groups"]["broken"]["tasks"]["bad"]["failures"][0]["attempts"],
+        2
+    );
+    assert_eq!(result["groups"]["after"]["status"], "skipped");
+}
+
+async fn produce(topic: &str, key: &str, payload: &[u8]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_kafka_producer_and_a_plain_redis_subscriber_are_enough() {
+    let cluster = Cluster::start("plain-clients");
+    // Subscribe to results first, as any client would, with nothing but the redis crate.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("agency:results").await.unwrap();
+    let mut results = pubsub.into_on_message();
+
+    let id = unique("plain");
+    let action = json!({"key": id, "action": "initialize", "context": {"greeting": "hello"},
+        "data": {"groups": [{"id": "g", "tasks": [{"id": "say", "executor": "echo", "input": "{{context.greeting}} world"}]}]}});
+    produce(
+        &format!("{}agency_action", cluster.namespace),
+        &id,
+        action.to_string().as_bytes(),
+    )
+    .await;
+
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        use futures_util::StreamExt as _;
+        loop {
+            let message = results.next().await.expect("subscription open");
+            let result: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap();
+            if result["session_id"] == id {
+                return result;
+            }
+        }
+    })
+    .await
+    .expect("a result within 2 minutes");
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["context"]["say"], "hello world");
+    assert_eq!(result["context"]["greeting"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
+    let cluster = Cluster::start("dead-letters");
+    let topic = format!("{}agency_action", cluster.namespace);
+    produce(&topic, "junk", b"{this is not json").await;
+    produce(&topic, "odd", br#"{"action": "explode", "data": {}}"#).await;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        // The topic appears with the first dead letter; look for it every second, not every 5 min.
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&format!("{}agency_dead_letter", cluster.namespace)])
+        .unwrap();
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while reasons.len() < 2 {
+        let received = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .expect("dead letters within 2 minutes");
+        // The topic is created with the first dead letter; until then the reader is told it is unknown.
+        let Ok(message) = received else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let record: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        assert_eq!(record["topic"], topic);
+        reasons.push(record["reason"].as_str().unwrap().to_string());
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("not an agency action"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1], "unknown action `explode` (expected initialize)");
+
+    // The coordinator is still taking sessions.
+    let doc = json!({"session_id": unique("after-junk"), "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 5}]}]});
+    let (code, result) = tokio::task::spawn_blocking(move || cluster.submit_wait(&doc))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(result["context"]["t"], 5);
+}
+
+#[test]
+fn an_invalid_session_from_kafka_gets_a_failed_result() {
+    let cluster = Cluster::start("invalid");
+    // Submitting validates locally first: the same problem is reported before producing.
+    let doc = json!({"session_id": unique("invalid"), "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "warp"}]}]});
+    let file = cluster.dir.join("invalid.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let output = cluster
+        .command(&["submit", "--wait"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown executor `warp`"));
+}
