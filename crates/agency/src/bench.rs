@@ -40,10 +40,37 @@ pub enum Bench {
         #[arg(long, hide = true)]
         one: Option<u64>,
     },
+    /// Distributed fan-out over real Kafka and Redis: starts a coordinator and two worker
+    /// processes in a fresh namespace, then measures N no-op instances submit to result,
+    /// the latency of one-task sessions, and each process's peak RSS
+    Distributed {
+        /// Instance counts
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+        sizes: Vec<u64>,
+        /// One-task sessions submitted one after another for the latency percentiles
+        #[arg(long, default_value_t = 200)]
+        latency_runs: usize,
+        #[command(flatten)]
+        servers: crate::serve::Servers,
+    },
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
+        Bench::Distributed {
+            sizes,
+            latency_runs,
+            servers,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_distributed::run(
+                &sizes,
+                latency_runs,
+                &servers,
+            ))
+        }
         Bench::Embedded {
             one: Some(n),
             workers,
@@ -222,19 +249,7 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
     }))
 }
 
-/// One session, one `noop` task fanned out over `n` instances (an `n/1000 x 1000` matrix when
-/// it divides, so the session stays small), run to its final result.
-fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
-    let input = if n >= 10_000 && n.is_multiple_of(1000) {
-        let rows: Vec<u64> = (0..n / 1000).collect();
-        let cols: Vec<u64> = (0..1000).collect();
-        json!({"xs": rows, "ys": cols, "expansion_config": {"type": "matrix", "array_mapping": {"x": "xs", "y": "ys"}}})
-    } else {
-        let items: Vec<u64> = (0..n).collect();
-        json!({"xs": items, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}})
-    };
-    let doc = json!({"session_id": format!("bench-{n}"), "groups": [{"id": "g", "tasks": [{"id": "fan_out", "executor": "noop", "input": input}]}]});
-    let text = doc.to_string();
+pub fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -242,9 +257,22 @@ fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
         workers,
         ..Default::default()
     };
+    let text = fan_out_session(&format!("bench-{n}"), n).to_string();
     let started = Instant::now();
     let result = runtime.block_on(agency::embedded::run_session(&text, &options))?;
     let seconds = started.elapsed().as_secs_f64();
+    check_fan_out(&result, n)?;
+    Ok(json!({
+        "instances": n,
+        "workers": workers,
+        "seconds": seconds,
+        "instances_per_s": n as f64 / seconds.max(1e-9),
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// Fails unless a fan-out result completed with all `n` instances.
+pub fn check_fan_out(result: &Value, n: u64) -> anyhow::Result<()> {
     anyhow::ensure!(
         result["status"] == "completed",
         "the bench session did not complete: {}",
@@ -254,13 +282,21 @@ fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
         .as_u64()
         .unwrap_or_default();
     anyhow::ensure!(done == n, "{done} of {n} instances succeeded");
-    Ok(json!({
-        "instances": n,
-        "workers": workers,
-        "seconds": seconds,
-        "instances_per_s": n as f64 / seconds.max(1e-9),
-        "peak_rss_mb": peak_rss_mb(),
-    }))
+    Ok(())
+}
+
+/// One session, one `noop` task fanned out over `n` instances (an `n/1000 x 1000` matrix when
+/// it divides, so the session stays small).
+pub fn fan_out_session(id: &str, n: u64) -> Value {
+    let input = if n >= 10_000 && n.is_multiple_of(1000) {
+        let rows: Vec<u64> = (0..n / 1000).collect();
+        let cols: Vec<u64> = (0..1000).collect();
+        json!({"xs": rows, "ys": cols, "expansion_config": {"type": "matrix", "array_mapping": {"x": "xs", "y": "ys"}}})
+    } else {
+        let items: Vec<u64> = (0..n).collect();
+        json!({"xs": items, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}})
+    };
+    json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "fan_out", "executor": "noop", "input": input}]}]})
 }
 
 /// The process's peak resident set size (`VmHWM`), in MB; 0 where `/proc` is not available.

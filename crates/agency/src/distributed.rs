@@ -232,26 +232,58 @@ pub async fn wait_result(
     id: &str,
     timeout: Option<Duration>,
 ) -> anyhow::Result<Value> {
-    let mut results = store.subscribe(RESULTS_CHANNEL).await?;
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            payload = results.next() => {
-                let payload = payload?;
-                if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
-                    if result["session_id"] == id {
+    ResultWaiter::subscribe(store)
+        .await?
+        .wait(store, id, timeout)
+        .await
+}
+
+/// A subscription to `agency:results`, opened before submitting so waiting adds no connection
+/// setup to a session's latency.
+pub struct ResultWaiter {
+    results: Box<dyn events::Subscription>,
+}
+
+impl std::fmt::Debug for ResultWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResultWaiter")
+    }
+}
+
+impl ResultWaiter {
+    pub async fn subscribe(store: &dyn Store) -> anyhow::Result<Self> {
+        Ok(Self {
+            results: store.subscribe(RESULTS_CHANNEL).await?,
+        })
+    }
+
+    /// The result of session `id`; other sessions' results are skipped.
+    pub async fn wait(
+        &mut self,
+        store: &dyn Store,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<Value> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                payload = self.results.next() => {
+                    let payload = payload?;
+                    if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
+                        if result["session_id"] == id {
+                            return Ok(result);
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    if let Some(result) = store.load_result(id).await? {
                         return Ok(result);
                     }
                 }
-            }
-            _ = poll.tick() => {
-                if let Some(result) = store.load_result(id).await? {
-                    return Ok(result);
+                () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    anyhow::bail!("no result for session {id} within {} s", timeout.unwrap_or_default().as_secs());
                 }
-            }
-            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                anyhow::bail!("no result for session {id} within {} s", timeout.unwrap_or_default().as_secs());
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The `agency` command line: plan sessions and benchmark the engine's parts.
 
 mod bench;
+mod bench_distributed;
 mod plan;
 mod run;
 mod serve;

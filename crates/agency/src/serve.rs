@@ -149,13 +149,15 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 // Validate here first: a bad file is reported at once, not by a failed result later.
                 taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| file.display().to_string())?;
                 let document: Value = serde_json::from_str(&text)?;
+                // Subscribe before producing, so the result cannot be announced unseen.
+                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
                 let id = distributed::submit(broker.as_ref(), store.as_ref(), document).await?;
                 if !wait {
                     println!("{id}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 eprintln!("submitted session {id}; waiting for its result");
-                let result = distributed::wait_result(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
+                let result = waiter.wait(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }

@@ -1,0 +1,149 @@
+//! `agency bench distributed`: the distributed engine over the real Kafka broker and Redis, with
+//! a coordinator and two worker processes started for the run in a fresh namespace.
+
+use crate::bench::{check_fan_out, fan_out_session};
+use crate::serve::Servers;
+use crate::text::thousands;
+use agency::distributed;
+use events::{Broker, KafkaOptions, Namespaced, Store};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The processes under test, killed when dropped.
+struct Processes(Vec<(&'static str, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Processes {
+    /// Peak RSS of each process so far, in MB, from `/proc/<pid>/status`.
+    fn peak_rss(&self) -> Vec<(String, f64)> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, (role, child))| {
+                let kb = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                    .ok()
+                    .and_then(|status| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
+                    })
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_default();
+                (format!("{role}-{i}"), kb / 1024.0)
+            })
+            .collect()
+    }
+}
+
+pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyhow::Result<()> {
+    let namespace = format!(
+        "bench-{}-{}.",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let exe = std::env::current_exe()?;
+    let spawn = |role: &'static str| -> anyhow::Result<(&'static str, Child)> {
+        let child = Command::new(&exe)
+            .arg(role)
+            .env("AGENCY_NAMESPACE", &namespace)
+            .env("AGENCY_KAFKA", &servers.kafka)
+            .env("AGENCY_REDIS", &servers.redis)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok((role, child))
+    };
+    let processes = Processes(vec![
+        spawn("coordinator")?,
+        spawn("worker")?,
+        spawn("worker")?,
+    ]);
+    let kafka: Arc<dyn Broker> =
+        Arc::new(distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?);
+    let broker = Namespaced::new(kafka, &namespace);
+    let store = distributed::connect_store(&servers.redis).await?;
+
+    // Warm-up: the first session waits for the consumer groups to form.
+    let warm = Instant::now();
+    one_session(&broker, &store, &format!("{namespace}warm"), 1).await?;
+    eprintln!(
+        "bench: cluster ready in {:.1} s (consumer groups joined)",
+        warm.elapsed().as_secs_f64()
+    );
+
+    let mut latencies = Vec::with_capacity(latency_runs);
+    for i in 0..latency_runs {
+        let started = Instant::now();
+        one_session(&broker, &store, &format!("{namespace}latency-{i}"), 1).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let (p50, p99) = (percentile(0.50), percentile(0.99));
+    println!(
+        "one-task session, submit to result, {} runs: p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+
+    println!(
+        "{:>12} {:>10} {:>16}",
+        "instances", "seconds", "instances/s"
+    );
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let started = Instant::now();
+        one_session(&broker, &store, &format!("{namespace}fan-{n}"), n).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{:>12} {:>10.3} {:>16}",
+            thousands(n),
+            seconds,
+            thousands((n as f64 / seconds) as u64)
+        );
+        rows.push(
+            json!({"instances": n, "seconds": seconds, "instances_per_s": n as f64 / seconds}),
+        );
+    }
+    for (process, mb) in processes.peak_rss() {
+        println!("peak RSS {process}: {mb:.1} MB");
+    }
+    let summary = json!({"latency_ms": {"p50": p50.as_secs_f64() * 1e3, "p99": p99.as_secs_f64() * 1e3}, "fan_out": rows,
+        "peak_rss_mb": processes.peak_rss().into_iter().map(|(p, mb)| json!({"process": p, "mb": mb})).collect::<Vec<_>>()});
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// Submits a fan-out of `n` no-op instances and waits for its result.
+async fn one_session(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    id: &str,
+    n: u64,
+) -> anyhow::Result<Value> {
+    let document = fan_out_session(id, n);
+    let mut waiter = distributed::ResultWaiter::subscribe(store).await?;
+    let id = distributed::submit(broker, store, document).await?;
+    let result = waiter
+        .wait(store, &id, Some(Duration::from_secs(600)))
+        .await?;
+    check_fan_out(&result, n)?;
+    Ok(result)
+}
