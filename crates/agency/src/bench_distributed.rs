@@ -74,6 +74,15 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
     let broker = Namespaced::new(kafka, &namespace);
     let store = distributed::connect_store(&servers.redis).await?;
 
+    // The floor under a session's latency: one produce-then-consume hop on this broker (a session
+    // crosses two), measured with the same client settings.
+    let hop = kafka_hop(&broker, &format!("{namespace}hop"), 200).await?;
+    println!(
+        "one Kafka hop (publish with delivery report, then consume), 200 runs: p50 {:.2} ms, p99 {:.2} ms",
+        hop.0.as_secs_f64() * 1e3,
+        hop.1.as_secs_f64() * 1e3
+    );
+
     // Warm-up: the first session waits for the consumer groups to form.
     let warm = Instant::now();
     one_session(&broker, &store, &format!("{namespace}warm"), 1).await?;
@@ -146,4 +155,31 @@ async fn one_session(
         .await?;
     check_fan_out(&result, n)?;
     Ok(result)
+}
+
+/// p50 and p99 of publishing one message and receiving it on an already subscribed consumer.
+async fn kafka_hop(
+    broker: &dyn Broker,
+    topic: &str,
+    runs: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut consumer = broker.subscribe(topic, "hop").await?;
+    // Join the group before measuring: the first message waits for the assignment.
+    broker.publish(topic, "k", b"warm".to_vec()).await?;
+    tokio::time::timeout(Duration::from_secs(60), consumer.next()).await??;
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let started = Instant::now();
+        broker
+            .publish(topic, "k", i.to_string().into_bytes())
+            .await?;
+        let message = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await??;
+        anyhow::ensure!(
+            message.payload == i.to_string().into_bytes(),
+            "hop {i} got another message"
+        );
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok((samples[runs / 2], samples[(runs * 99 / 100).min(runs - 1)]))
 }

@@ -31,6 +31,9 @@ pub struct KafkaOptions {
     pub max_poll_interval: Duration,
     /// A consumer that sends no heartbeat for this long leaves its group.
     pub session_timeout: Duration,
+    /// How long a fetch waits for data. librdkafka's default (500 ms) puts that much latency on
+    /// every hop when a broker answers a fetch only at its deadline; a session crosses two hops.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaOptions {
@@ -40,6 +43,7 @@ impl KafkaOptions {
             partitions: 8,
             max_poll_interval: Duration::from_secs(300),
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(5),
         }
     }
 }
@@ -86,7 +90,8 @@ impl KafkaBroker {
             .set("bootstrap.servers", &options.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(|e| kafka_error("creating the producer", e))?;
@@ -185,6 +190,11 @@ impl Broker for KafkaBroker {
                 "max.poll.interval.ms",
                 self.options.max_poll_interval.as_millis().to_string(),
             )
+            .set(
+                "fetch.wait.max.ms",
+                self.options.fetch_wait.as_millis().to_string(),
+            )
+            .set("socket.nagle.disable", "true")
             .create()
             .map_err(|e| kafka_error("creating a consumer", e))?;
         consumer
