@@ -93,3 +93,59 @@ async fn kafka_committed_offsets_survive_a_new_consumer() {
         .unwrap();
     assert_eq!(next.payload, b"second", "the committed message came back");
 }
+
+#[tokio::test]
+async fn a_dropped_redis_subscription_is_restored_and_reported() {
+    use events::{Event, EventManager, Source, Store as _};
+    let store = std::sync::Arc::new(RedisStore::connect(&redis_url()).await.unwrap());
+    let channel = unique("agency:test:flaky");
+    let manager = EventManager::new(store.clone(), None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut events = manager
+        .subscribe(vec![Source::Channel(channel.clone())], stop.clone())
+        .await
+        .unwrap();
+    store.publish(&channel, b"before".to_vec()).await.unwrap();
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Event::Message {
+            source: Source::Channel(channel.clone()),
+            payload: b"before".to_vec()
+        }
+    );
+
+    // Drop every pub/sub connection on the server, as a network break or restart would.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next,
+        Event::Resubscribed {
+            source: Source::Channel(channel.clone())
+        }
+    );
+
+    store.publish(&channel, b"after".to_vec()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next,
+        Event::Message {
+            source: Source::Channel(channel),
+            payload: b"after".to_vec()
+        }
+    );
+    stop.cancel();
+}

@@ -295,3 +295,44 @@ fn an_invalid_session_from_kafka_gets_a_failed_result() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown executor `warp`"));
 }
+
+#[test]
+fn watch_and_status_follow_a_submitted_session() {
+    let cluster = Cluster::start("watch");
+    let id = unique("watched");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "nap", "executor": "sleep", "input": {"ms": 1500}}]}]});
+    let file = cluster.dir.join("watched.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let submitted = cluster.command(&["submit"]).arg(&file).output().unwrap();
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&submitted.stdout).trim(),
+        id,
+        "submit prints the session id"
+    );
+
+    let watched = cluster.command(&["watch", &id]).output().unwrap();
+    assert_eq!(
+        watched.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let result: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(result["context"]["nap"], json!({"slept_ms": 1500}));
+
+    let status = cluster.command(&["status", &id]).output().unwrap();
+    assert_eq!(status.status.code(), Some(0));
+    let stored: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(stored, result);
+    let unknown = cluster
+        .command(&["status", &unique("nobody")])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("is running or has a result"));
+}

@@ -11,8 +11,8 @@
 
 use crate::report;
 use events::{
-    notices_channel, Broker, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem,
-    CONTROL_CHANNEL, DISPATCH_TOPIC, RESULTS_CHANNEL,
+    notices_channel, Broker, Control, Event as Incoming, EventManager, Notice, Source, Status,
+    Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC, RESULTS_CHANNEL,
 };
 use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
 use serde_json::{Map, Value};
@@ -104,7 +104,12 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
-        let mut notices = self.store.subscribe(&notices_channel(id)).await?;
+        // Notices through the EventManager: it resubscribes by itself and says when it did.
+        let stop_notices = CancellationToken::new();
+        let _stop_on_return = stop_notices.clone().drop_guard();
+        let mut notices = EventManager::new(self.store.clone(), None)
+            .subscribe(vec![Source::Channel(notices_channel(id))], stop_notices)
+            .await?;
         let (timer_tx, mut timers) = mpsc::unbounded_channel();
         let mut run = SessionRun::new(self, session, id, progress, timer_tx);
         self.store.save_context(id, &run.context).await?;
@@ -141,22 +146,18 @@ impl Coordinator {
                         }
                     }
                 },
-                payload = notices.next() => match payload {
-                    Ok(payload) => {
+                event = notices.recv() => match event {
+                    Some(Incoming::Message { payload, .. }) => {
                         quiet_ticks = 0;
                         match serde_json::from_slice::<Notice>(&payload) {
                             Ok(notice) => run.notice(notice).await?,
                             Err(error) => tracing::warn!(session = id, %error, "ignoring a malformed notice"),
                         }
                     }
-                    Err(error) if error.is_retryable() => {
-                        // Notices published while unsubscribed are gone: subscribe again, then
-                        // read what was missed from the store.
-                        tracing::warn!(session = id, %error, "notice subscription lost; resubscribing");
-                        notices = self.resubscribe(id).await?;
-                        run.reconcile().await?;
-                    }
-                    Err(error) => return Err(error.into()),
+                    // Notices published while unsubscribed are gone: read them from the store.
+                    Some(Incoming::Resubscribed { .. }) => run.reconcile().await?,
+                    Some(Incoming::Failed { error, .. }) => anyhow::bail!("notices of session {id}: {error}"),
+                    None => anyhow::bail!("notices of session {id} ended"),
                 },
                 _ = reconcile_timer.tick() => {
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the
@@ -180,24 +181,6 @@ impl Coordinator {
             .await?;
         self.store.cleanup(id).await?;
         Ok(result)
-    }
-}
-
-impl Coordinator {
-    /// Subscribes again after the connection dropped, backing off while the store is down.
-    async fn resubscribe(&self, id: &str) -> anyhow::Result<Box<dyn events::Subscription>> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.store.subscribe(&notices_channel(id)).await {
-                Ok(subscription) => return Ok(subscription),
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(session = id, %error, ?delay, "cannot resubscribe yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
     }
 }
 

@@ -8,7 +8,10 @@ use agency::distributed::{self, COORDINATOR_GROUP};
 use agency::worker::WORKER_GROUP;
 use agency::{Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
-use events::{notices_channel, Broker, KafkaOptions, Namespaced, Notice, Store};
+use events::{
+    notices_channel, Broker, Event, EventManager, KafkaOptions, Namespaced, Notice, Source, Store,
+    RESULTS_CHANNEL,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -191,34 +194,52 @@ fn exit_code(result: &Value) -> ExitCode {
 
 /// Prints settled instances and their rate every second until the result is published.
 async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
-    let store = distributed::connect_store(&servers.redis).await?;
-    let mut notices = store.subscribe(&notices_channel(session)).await?;
-    let result = {
-        let store = store.clone();
-        let id = session.to_string();
-        tokio::spawn(async move { distributed::wait_result(&store, &id, None).await })
-    };
+    let store: Arc<dyn Store> = Arc::new(distributed::connect_store(&servers.redis).await?);
+    let notices = Source::Channel(notices_channel(session));
+    let results = Source::Channel(RESULTS_CHANNEL.to_string());
+    let stop = CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
+    let mut events = EventManager::new(store.clone(), None)
+        .subscribe(vec![notices.clone(), results], stop)
+        .await?;
     let started = Instant::now();
     let (mut succeeded, mut failed) = (0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A session that already finished has its result stored.
+    let mut check_stored = true;
     loop {
-        tokio::select! {
-            payload = notices.next() => {
-                if let Ok(notice) = serde_json::from_slice::<Notice>(&payload?) {
-                    succeeded += notice.succeeded.iter().map(|(start, end, _)| end - start).sum::<u64>();
-                    failed += notice.failed.len() as u64;
-                }
+        if check_stored {
+            if let Some(result) = store.load_result(session).await? {
+                print_json(&result)?;
+                return Ok(exit_code(&result));
             }
-            _ = tick.tick() => {
-                if result.is_finished() {
-                    break;
+            check_stored = false;
+        }
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Message { source, payload }) if source == notices => {
+                    if let Ok(notice) = serde_json::from_slice::<Notice>(&payload) {
+                        succeeded += notice.succeeded.iter().map(|(start, end, _)| end - start).sum::<u64>();
+                        failed += notice.failed.len() as u64;
+                    }
                 }
+                Some(Event::Message { payload, .. }) => {
+                    if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
+                        if result["session_id"] == session {
+                            print_json(&result)?;
+                            return Ok(exit_code(&result));
+                        }
+                    }
+                }
+                // The result may have been announced while disconnected.
+                Some(Event::Resubscribed { .. }) => check_stored = true,
+                Some(Event::Failed { error, .. }) => anyhow::bail!("watching {session}: {error}"),
+                None => anyhow::bail!("watching {session}: the event stream ended"),
+            },
+            _ = tick.tick() => {
                 let rate = (succeeded + failed) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 eprintln!("watch {session}: {} succeeded, {} failed attempts, {}/s", thousands(succeeded), thousands(failed), thousands(rate as u64));
             }
         }
     }
-    let result = result.await??;
-    print_json(&result)?;
-    Ok(exit_code(&result))
 }

@@ -8,6 +8,7 @@
 mod broker;
 pub mod conformance;
 mod error;
+mod event_manager;
 mod kafka_broker;
 pub mod messages;
 mod redis_store;
@@ -18,6 +19,7 @@ pub use broker::{
     EVENTS_TOPIC,
 };
 pub use error::{Error, Result};
+pub use event_manager::{Event, EventManager, Source};
 pub use kafka_broker::{KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use redis_store::RedisStore;
