@@ -383,7 +383,7 @@ impl<'a> SessionRun<'a> {
                         .await?;
                     for outcome in page.into_iter().flatten() {
                         match outcome.status {
-                            Status::Succeeded(_) => {
+                            Status::Succeeded(_) | Status::Stored(_) => {
                                 notice.add_success(outcome.instance, outcome.attempt)
                             }
                             Status::Failed(error) | Status::TimedOut(error) => notice
@@ -640,15 +640,28 @@ impl<'a> SessionRun<'a> {
                 .store
                 .outcomes(self.id, TaskRef { group: g, task: t }, start..end)
                 .await?;
-            results.extend(page.into_iter().map(|outcome| match outcome {
-                Some(events::Outcome {
-                    status: Status::Succeeded(value),
-                    ..
-                }) => Some(value),
-                _ => None,
-            }));
+            for outcome in page {
+                results.push(match outcome.map(|o| o.status) {
+                    Some(Status::Succeeded(value)) => Some(value),
+                    Some(Status::Stored(name)) => Some(self.blob(g, t, &name).await?),
+                    _ => None,
+                });
+            }
             start = end;
         }
         Ok(results)
+    }
+
+    /// A result stored by reference.
+    async fn blob(&self, g: usize, t: usize, name: &str) -> anyhow::Result<Value> {
+        let bytes = self
+            .coordinator
+            .store
+            .load_blob(self.id, name)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("result {name} of group {g} task {t} is missing from the store")
+            })?;
+        Ok(serde_json::from_slice(&bytes)?)
     }
 }

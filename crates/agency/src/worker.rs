@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 /// A group's cancellation token and the guard its running ranges hold.
 type GroupCancel = (CancellationToken, Arc<()>);
 
+/// Results larger than this (as JSON) are stored by reference, not inside their outcome.
+pub const BLOB_THRESHOLD: usize = 64 * 1024;
+
 /// Planned tasks and cancellation tokens a worker keeps before it starts over.
 const CACHE_LIMIT: usize = 1024;
 
@@ -278,12 +281,13 @@ impl Worker {
             .iter()
             .map(|outcome| {
                 let error = match &outcome.status {
-                    Status::Succeeded(_) => None,
+                    Status::Succeeded(_) | Status::Stored(_) => None,
                     Status::Failed(error) | Status::TimedOut(error) => Some(error.clone()),
                 };
                 (outcome.instance, outcome.attempt, error)
             })
             .collect();
+        let batch = self.store_large_results(item, batch).await?;
         let accepted = self
             .store
             .record_outcomes(&item.session, item.task, batch)
@@ -303,6 +307,32 @@ impl Worker {
             )
             .await?;
         Ok(())
+    }
+
+    /// Moves results larger than [`BLOB_THRESHOLD`] out of their outcomes into blobs, so the
+    /// outcome hash and the recording calls stay small.
+    async fn store_large_results(
+        &self,
+        item: &WorkItem,
+        mut batch: Vec<Outcome>,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        for outcome in &mut batch {
+            let Status::Succeeded(value) = &outcome.status else {
+                continue;
+            };
+            if expansion::json_len(value) <= BLOB_THRESHOLD {
+                continue;
+            }
+            let name = format!(
+                "{}:{}:{}:{}",
+                item.task.group, item.task.task, outcome.instance, outcome.attempt
+            );
+            self.store
+                .save_blob(&item.session, &name, serde_json::to_vec(value)?)
+                .await?;
+            outcome.status = Status::Stored(name);
+        }
+        Ok(batch)
     }
 
     /// One attempt of one instance; `None` when the group was cancelled meanwhile.

@@ -389,3 +389,26 @@ async fn a_plan_that_fails_at_run_time_fails_its_task() {
     assert_eq!(result["groups"]["b"]["status"], "failed");
     assert_eq!(result["groups"]["b"]["tasks"]["each"]["error"], "task `each` at groups[1].tasks[0].input.expansion_config.array_mapping.u: `context.users` must be an array, found object");
 }
+
+#[tokio::test]
+async fn large_results_are_stored_by_reference_and_combined_whole() {
+    // Each instance returns ~100 KB, over the 64 KiB threshold.
+    let big = "x".repeat(100_000);
+    let engine = engine();
+    let store = engine.store();
+    let result = run_on(&engine, &json!({"session_id": "big", "groups": [{"id": "g", "tasks": [
+        array_task("large", "echo", json!([1, 2]), json!({"payload": big, "n": "{{item}}"}), json!({}))
+    ]}]}))
+    .await;
+    assert_eq!(result["status"], "completed");
+    let results = result["context"]["large"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["n"], 2);
+    assert_eq!(results[1]["payload"].as_str().unwrap().len(), 100_000);
+    assert_eq!(store.blobs_saved(), 2, "both results went by reference");
+    assert_eq!(
+        store.working_sessions(),
+        0,
+        "blobs are cleaned up with the session"
+    );
+}

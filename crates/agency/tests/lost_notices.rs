@@ -69,6 +69,12 @@ impl Store for DeafStore {
     async fn delete_result(&self, s: &str) -> events::Result<()> {
         self.inner.delete_result(s).await
     }
+    async fn save_blob(&self, s: &str, n: &str, b: Vec<u8>) -> events::Result<()> {
+        self.inner.save_blob(s, n, b).await
+    }
+    async fn load_blob(&self, s: &str, n: &str) -> events::Result<Option<Vec<u8>>> {
+        self.inner.load_blob(s, n).await
+    }
     async fn cleanup(&self, s: &str) -> events::Result<()> {
         self.inner.cleanup(s).await
     }

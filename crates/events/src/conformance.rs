@@ -133,7 +133,25 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("save result");
 
+    store
+        .save_blob(session, "0:1:7:1", b"large".to_vec())
+        .await
+        .expect("save blob");
+    assert_eq!(
+        store
+            .load_blob(session, "0:1:7:1")
+            .await
+            .expect("load blob"),
+        Some(b"large".to_vec())
+    );
     store.cleanup(session).await.expect("cleanup");
+    assert_eq!(
+        store
+            .load_blob(session, "0:1:7:1")
+            .await
+            .expect("blob after cleanup"),
+        None
+    );
     assert_eq!(
         store
             .load_task(session, task)

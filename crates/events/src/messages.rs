@@ -79,13 +79,15 @@ pub struct Outcome {
 #[serde(rename_all = "snake_case", tag = "status", content = "value")]
 pub enum Status {
     Succeeded(Value),
+    /// Succeeded with a result too large to keep in the outcome: it is the blob of that name.
+    Stored(String),
     Failed(String),
     TimedOut(String),
 }
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        matches!(self.status, Status::Succeeded(_))
+        matches!(self.status, Status::Succeeded(_) | Status::Stored(_))
     }
 }
 

@@ -7,7 +7,8 @@
 //! | `agency:{S}:outcomes:{g}:{t}` | hash | instance -> `attempt|S or F|outcome JSON` |
 //! | `agency:{S}:context` | hash | context key -> JSON value |
 //! | `agency:{S}:mappings` | hash | task id -> context key |
-//! | `agency:{S}:keys` | set | the session's task and outcome keys, for cleanup |
+//! | `agency:{S}:blob:{g}:{t}:{i}:{attempt}` | string | a large instance result stored by reference |
+//! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //!
 //! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
@@ -295,6 +296,26 @@ impl Store for RedisStore {
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
         self.get_json(&result_key(session)).await
+    }
+
+    async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let blob = key(session, &format!("blob:{name}"));
+        redis::pipe()
+            .atomic()
+            .set(&blob, bytes)
+            .sadd(key(session, "keys"), &blob)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(key(session, &format!("blob:{name}")))
+            .await
+            .map_err(unavailable)
     }
 
     async fn delete_result(&self, session: &str) -> Result<()> {

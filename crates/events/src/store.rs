@@ -55,7 +55,11 @@ pub trait Store: Send + Sync + 'static {
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
     async fn delete_result(&self, session: &str) -> Result<()>;
-    /// Deletes the session's working state (tasks, outcomes, context, mappings), not its result.
+    /// Keeps a large value (an instance result stored by reference) under `name`.
+    async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()>;
+    async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
+    /// result.
     async fn cleanup(&self, session: &str) -> Result<()>;
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>>;
@@ -86,6 +90,7 @@ struct Sessions {
     tasks: HashMap<(String, TaskRef), TaskRecord>,
     outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
     contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
+    blobs: HashMap<(String, String), Vec<u8>>,
     mappings: HashMap<String, Map<String, Value>>,
     results: HashMap<String, Vec<u8>>,
 }
@@ -106,6 +111,7 @@ fn decode(what: &str, bytes: &[u8]) -> Result<Value> {
 pub struct MemoryStore {
     sessions: Arc<Mutex<Sessions>>,
     channels: Arc<Mutex<Channels>>,
+    blobs_saved: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Subscribers by channel.
@@ -122,6 +128,11 @@ impl MemoryStore {
             .map_err(|_| Error::poisoned("memory store"))
     }
 
+    /// How many blobs (results stored by reference) were ever saved.
+    pub fn blobs_saved(&self) -> u64 {
+        self.blobs_saved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many sessions still hold working state (for tests of cleanup).
     pub fn working_sessions(&self) -> usize {
         self.sessions.lock().map_or(0, |s| {
@@ -132,6 +143,7 @@ impl MemoryStore {
                     .chain(s.outcomes.keys())
                     .map(|(name, _)| name),
             );
+            names.extend(s.blobs.keys().map(|(name, _)| name));
             names.sort();
             names.dedup();
             names.len()
@@ -259,10 +271,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.blobs_saved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sessions()?
+            .blobs
+            .insert((session.to_string(), name.to_string()), bytes);
+        Ok(())
+    }
+
+    async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .sessions()?
+            .blobs
+            .get(&(session.to_string(), name.to_string()))
+            .cloned())
+    }
+
     async fn cleanup(&self, session: &str) -> Result<()> {
         let mut sessions = self.sessions()?;
         sessions.tasks.retain(|(name, _), _| name != session);
         sessions.outcomes.retain(|(name, _), _| name != session);
+        sessions.blobs.retain(|(name, _), _| name != session);
         sessions.contexts.remove(session);
         sessions.mappings.remove(session);
         Ok(())
