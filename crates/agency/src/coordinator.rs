@@ -29,6 +29,14 @@ use tokio_util::sync::CancellationToken;
 /// Outcomes loaded from the store at a time when combining a task's results.
 const PAGE: u64 = 65_536;
 
+/// Ranges of at most [`PAGE`] instances covering `0..instances`, for reading outcomes a page at
+/// a time.
+fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    (0..instances)
+        .step_by(PAGE as usize)
+        .map(move |start| start..(start + PAGE).min(instances))
+}
+
 /// How often the coordinator checks whether notices have gone quiet; after quiet intervals it
 /// reconciles running tasks from the store.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -373,13 +381,11 @@ impl<'a> SessionRun<'a> {
                 });
             for (task, instances) in running {
                 let mut notice = Notice::new(self.id, TaskRef { group, task });
-                let mut start = 0;
-                while start < instances {
-                    let end = (start + PAGE).min(instances);
+                for range in pages(instances) {
                     let page = self
                         .coordinator
                         .store
-                        .outcomes(self.id, TaskRef { group, task }, start..end)
+                        .outcomes(self.id, TaskRef { group, task }, range)
                         .await?;
                     for outcome in page.into_iter().flatten() {
                         match outcome.status {
@@ -391,7 +397,6 @@ impl<'a> SessionRun<'a> {
                                 .push((outcome.instance, outcome.attempt, error)),
                         }
                     }
-                    start = end;
                 }
                 if !notice.succeeded.is_empty() || !notice.failed.is_empty() {
                     self.notice(notice).await?;
@@ -632,13 +637,11 @@ impl<'a> SessionRun<'a> {
             .as_ref()
             .map_or(0, |m| m.tasks()[t].instances);
         let mut results = Vec::with_capacity(instances as usize);
-        let mut start = 0;
-        while start < instances {
-            let end = (start + PAGE).min(instances);
+        for range in pages(instances) {
             let page = self
                 .coordinator
                 .store
-                .outcomes(self.id, TaskRef { group: g, task: t }, start..end)
+                .outcomes(self.id, TaskRef { group: g, task: t }, range)
                 .await?;
             for outcome in page {
                 results.push(match outcome.map(|o| o.status) {
@@ -647,7 +650,6 @@ impl<'a> SessionRun<'a> {
                     _ => None,
                 });
             }
-            start = end;
         }
         Ok(results)
     }
