@@ -280,11 +280,13 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
     assert_eq!(result["context"]["t"], 5);
 }
 
-#[test]
-fn an_invalid_session_from_kafka_gets_a_failed_result() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_session_from_kafka_gets_a_failed_result() {
     let cluster = Cluster::start("invalid");
-    // Submitting validates locally first: the same problem is reported before producing.
-    let doc = json!({"session_id": unique("invalid"), "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "warp"}]}]});
+    let id = unique("invalid");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "warp"}]}]});
+
+    // `agency submit` validates first: the problem is reported before anything is produced.
     let file = cluster.dir.join("invalid.json");
     std::fs::write(&file, doc.to_string()).unwrap();
     let output = cluster
@@ -294,6 +296,31 @@ fn an_invalid_session_from_kafka_gets_a_failed_result() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown executor `warp`"));
+
+    // A plain producer skips that check: the coordinator answers with a failed result.
+    let action = json!({"key": id, "action": "initialize", "data": doc});
+    produce(
+        &format!("{}agency_action", cluster.namespace),
+        &id,
+        action.to_string().as_bytes(),
+    )
+    .await;
+    let mut result = None;
+    for _ in 0..240 {
+        let status = cluster.command(&["status", &id]).output().unwrap();
+        if !status.stdout.is_empty() {
+            assert_eq!(status.status.code(), Some(1), "a failed result exits 1");
+            result = Some(serde_json::from_slice::<Value>(&status.stdout).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let result = result.expect("a result within 2 minutes");
+    assert_eq!(result["status"], "failed");
+    assert_eq!(
+        result["errors"],
+        json!(["groups[0].tasks[0].executor: unknown executor `warp` (known: command, echo, emit_event, fail, http_get, noop, sleep)"])
+    );
 }
 
 #[test]
