@@ -299,9 +299,14 @@ pub fn fan_out_session(id: &str, n: u64) -> Value {
     json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "fan_out", "executor": "noop", "input": input}]}]})
 }
 
-/// The process's peak resident set size (`VmHWM`), in MB; 0 where `/proc` is not available.
+/// This process's peak resident set size (`VmHWM`), in MB; 0 where `/proc` is not available.
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("self")
+}
+
+/// The peak resident set size of process `pid` (a number, or `self`), in MB; 0 when unknown.
+pub fn peak_rss_mb_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status

@@ -1,7 +1,7 @@
 //! `agency bench distributed`: the distributed engine over the real Kafka broker and Redis, with
 //! a coordinator and two worker processes started for the run in a fresh namespace.
 
-use crate::bench::{check_fan_out, fan_out_session};
+use crate::bench::{check_fan_out, fan_out_session, peak_rss_mb_of};
 use crate::serve::Servers;
 use crate::text::thousands;
 use agency::distributed;
@@ -30,17 +30,10 @@ impl Processes {
             .iter()
             .enumerate()
             .map(|(i, (role, child))| {
-                let kb = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-                    .ok()
-                    .and_then(|status| {
-                        status
-                            .lines()
-                            .find_map(|l| l.strip_prefix("VmHWM:"))
-                            .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
-                    })
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or_default();
-                (format!("{role}-{i}"), kb / 1024.0)
+                (
+                    format!("{role}-{i}"),
+                    peak_rss_mb_of(&child.id().to_string()),
+                )
             })
             .collect()
     }

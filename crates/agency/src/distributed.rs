@@ -287,7 +287,7 @@ impl ResultWaiter {
                         return Ok(result);
                     }
                 }
-                () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                () = crate::coordinator::sleep_until(deadline) => {
                     anyhow::bail!("no result for session {id} within {} s", timeout.unwrap_or_default().as_secs());
                 }
             }

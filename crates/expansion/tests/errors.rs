@@ -298,17 +298,10 @@ fn custom_errors_point_into_transform_rules() {
 
 #[test]
 fn config_in_two_places_is_ambiguous() {
-    let path = task_path();
     let input =
         json!({"xs": [1], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}});
     let config = json!({"type": "array", "array_mapping": {"x": "xs"}});
-    let task = expansion::Task {
-        id: "t",
-        path: &path,
-        input: &input,
-        expansion_config: Some(&config),
-    };
-    let error = expansion::Expansion::plan(task, &json!({}), &Limits::default()).unwrap_err();
+    let error = plan_task(&input, &config).unwrap_err();
     assert_eq!(
         error.to_string(),
         "task `t` at groups[1].tasks[0].expansion_config: expansion_config is given both on the task and in its input; keep one"
@@ -317,16 +310,9 @@ fn config_in_two_places_is_ambiguous() {
 
 #[test]
 fn an_expansion_needs_an_object_input() {
-    let path = task_path();
     let input = json!(["not", "an", "object"]);
     let config = json!({"type": "array", "array_mapping": {"x": "xs"}});
-    let task = expansion::Task {
-        id: "t",
-        path: &path,
-        input: &input,
-        expansion_config: Some(&config),
-    };
-    let error = expansion::Expansion::plan(task, &json!({}), &Limits::default()).unwrap_err();
+    let error = plan_task(&input, &config).unwrap_err();
     assert_eq!(
         error.to_string(),
         "task `t` at groups[1].tasks[0].input: expected an object, found array"

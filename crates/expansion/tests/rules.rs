@@ -289,16 +289,9 @@ fn custom_zip_and_source_from_the_context() {
 
 #[test]
 fn task_level_expansion_config_is_accepted() {
-    let path = task_path();
     let input = json!({"xs": [1, 2]});
     let config = json!({"type": "array", "array_mapping": {"x": "xs"}, "output_format": "merge"});
-    let task = expansion::Task {
-        id: "t",
-        path: &path,
-        input: &input,
-        expansion_config: Some(&config),
-    };
-    let expansion = expansion::Expansion::plan(task, &json!({}), &Limits::default()).unwrap();
+    let expansion = plan_task(&input, &config).unwrap();
     assert_eq!(expansion.kind(), Some(ExpansionType::Array));
     assert_eq!(expansion.output_format(), OutputFormat::Merge);
     assert_eq!(

@@ -23,6 +23,18 @@ pub fn plan_with(input: &Value, context: &Value, limits: &Limits) -> Result<Expa
     Expansion::plan(task, context, limits)
 }
 
+/// Plans a task whose `expansion_config` sits on the task, beside its input.
+pub fn plan_task(input: &Value, config: &Value) -> Result<Expansion, Error> {
+    let path = task_path();
+    let task = Task {
+        id: "t",
+        path: &path,
+        input,
+        expansion_config: Some(config),
+    };
+    Expansion::plan(task, &json!({}), &Limits::default())
+}
+
 pub fn plan(input: Value) -> Expansion {
     plan_with(&input, &json!({}), &Limits::default()).unwrap_or_else(|e| panic!("plan failed: {e}"))
 }
