@@ -31,7 +31,7 @@ fn agency_bin() -> PathBuf {
     bin
 }
 
-/// A coordinator and two workers, killed when dropped.
+/// Coordinators and workers, killed when dropped.
 struct Cluster {
     namespace: String,
     processes: Vec<Child>,
@@ -39,7 +39,12 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A coordinator and two workers.
     fn start(name: &str) -> Self {
+        Self::start_with(name, &["coordinator", "worker", "worker"])
+    }
+
+    fn start_with(name: &str, roles: &[&str]) -> Self {
         let namespace = format!("{}.", unique(name));
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
@@ -48,7 +53,7 @@ impl Cluster {
             processes: Vec::new(),
             dir,
         };
-        for role in ["coordinator", "worker", "worker"] {
+        for role in roles {
             let log = std::fs::File::create(
                 cluster
                     .dir
@@ -159,6 +164,42 @@ fn a_large_fan_out_completes_with_each_instance_once() {
         result["groups"]["g"]["tasks"]["cells"]["attempts"], 20_000,
         "no instance ran twice"
     );
+}
+
+#[test]
+fn concurrent_sessions_over_two_coordinators_each_get_their_own_result() {
+    // Each coordinator reads every session's notices over one subscription and must act only on
+    // its own sessions'; each session's result must carry its own inputs.
+    let cluster = Cluster::start_with(
+        "concurrent",
+        &["coordinator", "coordinator", "worker", "worker"],
+    );
+    let results: Vec<(u64, i32, Value)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (1..=6u64)
+            .map(|n| {
+                let cluster = &cluster;
+                scope.spawn(move || {
+                    let xs: Vec<u64> = (0..n * 50).collect();
+                    let doc = json!({"session_id": unique(&format!("concurrent-{n}")), "groups": [
+                        {"id": "a", "tasks": [{"id": "xs", "executor": "echo", "input": {
+                            "x": "{{x}}", "xs": xs, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}
+                        }}]},
+                        {"id": "b", "depends_on": ["a"], "tasks": [{"id": "again", "executor": "echo", "input": {"n": n}}]}
+                    ]});
+                    let (code, result) = cluster.submit_wait(&doc);
+                    (n, code, result)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for (n, code, result) in results {
+        assert_eq!(code, 0, "session {n}: {}", result["errors"]);
+        let xs = result["context"]["xs"].as_array().unwrap();
+        assert_eq!(xs.len() as u64, n * 50, "session {n}");
+        assert_eq!(xs.last().unwrap()["x"], json!(n * 50 - 1), "session {n}");
+        assert_eq!(result["context"]["again"]["n"], json!(n), "session {n}");
+    }
 }
 
 #[test]

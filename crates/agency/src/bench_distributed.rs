@@ -5,7 +5,7 @@ use crate::bench::{check_fan_out, fan_out_session, peak_rss_mb_of};
 use crate::serve::Servers;
 use crate::text::thousands;
 use agency::distributed;
-use events::{Broker, KafkaOptions, Namespaced, Store};
+use events::{Broker, Namespaced, Store};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
             .env("AGENCY_NAMESPACE", &namespace)
             .env("AGENCY_KAFKA", &servers.kafka)
             .env("AGENCY_REDIS", &servers.redis)
+            .env(
+                "AGENCY_KAFKA_FETCH_WAIT_MS",
+                servers.kafka_fetch_wait_ms.to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -63,7 +67,7 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
         spawn("worker")?,
     ]);
     let kafka: Arc<dyn Broker> =
-        Arc::new(distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?);
+        Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
     let broker = Namespaced::new(kafka, &namespace);
     let store = distributed::connect_store(&servers.redis).await?;
 

@@ -6,13 +6,15 @@
 //! task is settled, combining its results into the context. When no group can make progress it
 //! publishes the final result (or partial results) and deletes the session's working state.
 //!
-//! Outcomes reach it as notices on the session's channel, always after they were written to the
-//! store; the store, not the notice, holds results.
+//! Outcomes reach it as notices on the session's channel (read through one pattern subscription
+//! per coordinator, see `notice_router`), always after they were written to the store; the
+//! store, not the notice, holds results.
 
+use crate::notice_router::{NoticeRouter, Routed};
 use crate::report;
 use events::{
-    notices_channel, Broker, Control, Event as Incoming, EventManager, Notice, Source, Status,
-    Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC, RESULTS_CHANNEL,
+    Broker, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
+    DISPATCH_TOPIC, RESULTS_CHANNEL,
 };
 use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
 use serde_json::{Map, Value};
@@ -55,6 +57,7 @@ pub struct Progress {
 pub struct Coordinator {
     broker: Arc<dyn Broker>,
     store: Arc<dyn Store>,
+    notices: Arc<NoticeRouter>,
     limits: Limits,
     chunk: u64,
 }
@@ -91,6 +94,7 @@ impl Coordinator {
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn Store>, limits: Limits) -> Self {
         Self {
             broker,
+            notices: Arc::new(NoticeRouter::new(store.clone())),
             store,
             limits,
             chunk: taskgroup::DEFAULT_CHUNK,
@@ -112,16 +116,18 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
-        // Notices through the EventManager: it resubscribes by itself and says when it did.
-        let stop_notices = CancellationToken::new();
-        let _stop_on_return = stop_notices.clone().drop_guard();
-        let mut notices = EventManager::new(self.store.clone(), None)
-            .subscribe(vec![Source::Channel(notices_channel(id))], stop_notices)
-            .await?;
+        // Registered before anything is dispatched, so no notice of this session is missed.
+        let mut notices = self.notices.register(id).await?;
         let (timer_tx, mut timers) = mpsc::unbounded_channel();
         let mut run = SessionRun::new(self, session, id, progress, timer_tx);
-        self.store.save_context(id, &run.context).await?;
-        self.store.save_mappings(id, &run.mappings()).await?;
+        // Independent writes, so one round trip. A result stored under this id by an earlier run
+        // no longer answers.
+        let mappings = run.mappings();
+        tokio::try_join!(
+            self.store.delete_result(id),
+            self.store.save_context(id, &run.context),
+            self.store.save_mappings(id, &mappings),
+        )?;
         run.start_ready_groups().await?;
 
         let deadline = session.timeout.map(|t| Instant::now() + t);
@@ -154,17 +160,14 @@ impl Coordinator {
                         }
                     }
                 },
-                event = notices.recv() => match event {
-                    Some(Incoming::Message { payload, .. }) => {
+                routed = notices.recv() => match routed {
+                    Some(Routed::Notice(notice)) => {
                         quiet_ticks = 0;
-                        match serde_json::from_slice::<Notice>(&payload) {
-                            Ok(notice) => run.notice(notice).await?,
-                            Err(error) => tracing::warn!(session = id, %error, "ignoring a malformed notice"),
-                        }
+                        run.notice(notice).await?;
                     }
                     // Notices published while unsubscribed are gone: read them from the store.
-                    Some(Incoming::Resubscribed { .. }) => run.reconcile().await?,
-                    Some(Incoming::Failed { error, .. }) => anyhow::bail!("notices of session {id}: {error}"),
+                    Some(Routed::Resubscribed) => run.reconcile().await?,
+                    Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
                     None => anyhow::bail!("notices of session {id} ended"),
                 },
                 _ = reconcile_timer.tick() => {

@@ -170,13 +170,8 @@ async fn accept(
         }
     };
     match Session::from_json(&document.to_string(), rules) {
-        Ok(session) => {
-            // Submitted again under the same id: the earlier run's result no longer answers.
-            if let Err(error) = store.delete_result(&id).await {
-                tracing::warn!(session = %id, %error, "cannot delete an earlier result");
-            }
-            Some((id, session))
-        }
+        // The coordinator deletes an earlier run's result under the same id as the session starts.
+        Ok(session) => Some((id, session)),
         Err(error) => {
             // A well-formed action with an invalid session: its submitter waits for a result.
             let errors: Vec<String> = match &error {

@@ -21,6 +21,7 @@ mod dead_letter;
 pub mod distributed;
 pub mod embedded;
 pub mod executors;
+mod notice_router;
 mod report;
 pub mod worker;
 

@@ -32,6 +32,19 @@ pub struct Servers {
     /// A prefix for every Kafka topic and consumer group, so deployments sharing a cluster stay apart
     #[arg(long, env = "AGENCY_NAMESPACE", default_value = "")]
     pub namespace: String,
+    /// How long a Kafka fetch waits for data, in ms. A broker that answers a fetch only at
+    /// its deadline (Tansu) puts about this much on every hop; Apache Kafka answers at once.
+    #[arg(long, env = "AGENCY_KAFKA_FETCH_WAIT_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub kafka_fetch_wait_ms: u64,
+}
+
+impl Servers {
+    pub fn kafka_options(&self) -> KafkaOptions {
+        KafkaOptions {
+            fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
+            ..KafkaOptions::new(&self.kafka)
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -110,7 +123,7 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 
 async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
     let kafka: Arc<dyn Broker> =
-        Arc::new(distributed::connect_broker(KafkaOptions::new(&servers.kafka)).await?);
+        Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
     let broker: Arc<dyn Broker> = if servers.namespace.is_empty() {
         kafka
     } else {

@@ -88,6 +88,9 @@ impl Store for DeafStore {
     async fn subscribe(&self, channel: &str) -> events::Result<Box<dyn Subscription>> {
         self.inner.subscribe(channel).await
     }
+    async fn subscribe_pattern(&self, pattern: &str) -> events::Result<Box<dyn Subscription>> {
+        self.inner.subscribe_pattern(pattern).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -207,6 +207,30 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("message");
         assert_eq!(got, expected);
     }
+
+    // A pattern subscription sees every matching channel and nothing else.
+    let prefix = format!("agency:test:{session}:");
+    let mut matching = store
+        .subscribe_pattern(&format!("{prefix}*"))
+        .await
+        .expect("subscribe to a pattern");
+    for (channel, payload) in [
+        (format!("{prefix}{{a}}"), &b"a"[..]),
+        (format!("agency:other:{session}"), b"other"),
+        (format!("{prefix}b"), b"b"),
+    ] {
+        store
+            .publish(&channel, payload.to_vec())
+            .await
+            .expect("publish");
+    }
+    for expected in [&b"a"[..], b"b"] {
+        let got = tokio::time::timeout(WAIT, matching.next())
+            .await
+            .expect("message within the bound")
+            .expect("message");
+        assert_eq!(got, expected);
+    }
 }
 
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Source {
     /// A Redis pub/sub channel.
     Channel(String),
+    /// Every Redis pub/sub channel matching a glob pattern.
+    Pattern(String),
     /// A Kafka topic, read in consumer group `group` (each message committed once forwarded).
     Topic { topic: String, group: String },
 }
@@ -24,6 +26,7 @@ impl Source {
     fn name(&self) -> String {
         match self {
             Source::Channel(channel) => format!("channel {channel}"),
+            Source::Pattern(pattern) => format!("channels {pattern}"),
             Source::Topic { topic, .. } => format!("topic {topic}"),
         }
     }
@@ -89,6 +92,9 @@ impl EventManager {
     async fn reader(&self, source: &Source) -> Result<Reader> {
         Ok(match source {
             Source::Channel(channel) => Reader::Channel(self.store.subscribe(channel).await?),
+            Source::Pattern(pattern) => {
+                Reader::Channel(self.store.subscribe_pattern(pattern).await?)
+            }
             Source::Topic { topic, group } => match &self.broker {
                 Some(broker) => Reader::Topic(broker.subscribe(topic, group).await?),
                 None => {

@@ -350,6 +350,15 @@ impl Store for RedisStore {
             messages: pubsub.into_on_message(),
         }))
     }
+
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.psubscribe(pattern).await.map_err(unavailable)?;
+        Ok(Box::new(RedisSubscription {
+            channel: pattern.to_string(),
+            messages: pubsub.into_on_message(),
+        }))
+    }
 }
 
 struct RedisSubscription {

@@ -25,6 +25,10 @@ pub fn notices_channel(session: &str) -> String {
     format!("agency:notices:{{{session}}}")
 }
 
+/// Matches every session's notices channel: a coordinator reads all its sessions' notices over
+/// one subscription.
+pub const NOTICES_PATTERN: &str = "agency:notices:*";
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
@@ -63,6 +67,8 @@ pub trait Store: Send + Sync + 'static {
     async fn cleanup(&self, session: &str) -> Result<()>;
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>>;
+    /// Messages of every channel matching `pattern` (Redis glob: `*`, `?`, `\` escapes).
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>>;
 }
 
 #[async_trait]
@@ -114,8 +120,26 @@ pub struct MemoryStore {
     blobs_saved: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Subscribers by channel.
-type Channels = HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>;
+type Subscriber = mpsc::UnboundedSender<Vec<u8>>;
+
+/// Subscribers by channel, and by pattern.
+#[derive(Debug, Default)]
+struct Channels {
+    exact: HashMap<String, Vec<Subscriber>>,
+    patterns: Vec<(String, Subscriber)>,
+}
+
+/// Whether `channel` matches the Redis glob `pattern` (`*`, `?`, `\` escapes; no `[...]`).
+fn glob_matches(pattern: &[u8], channel: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => channel.is_empty(),
+        Some((b'*', rest)) => (0..=channel.len()).any(|skip| glob_matches(rest, &channel[skip..])),
+        Some((b'?', rest)) => !channel.is_empty() && glob_matches(rest, &channel[1..]),
+        Some((b'\\', [literal, rest @ ..])) | Some((literal, rest)) => {
+            channel.first() == Some(literal) && glob_matches(rest, &channel[1..])
+        }
+    }
+}
 
 impl MemoryStore {
     pub fn new() -> Self {
@@ -303,10 +327,14 @@ impl Store for MemoryStore {
             .channels
             .lock()
             .map_err(|_| Error::poisoned("memory pub/sub"))?;
-        if let Some(subscribers) = channels.get_mut(channel) {
-            // Like Redis, a message goes to whoever is subscribed now; closed subscribers are dropped.
+        // Like Redis, a message goes to whoever is subscribed now; closed subscribers are dropped.
+        if let Some(subscribers) = channels.exact.get_mut(channel) {
             subscribers.retain(|subscriber| subscriber.send(payload.clone()).is_ok());
         }
+        channels.patterns.retain(|(pattern, subscriber)| {
+            !glob_matches(pattern.as_bytes(), channel.as_bytes())
+                || subscriber.send(payload.clone()).is_ok()
+        });
         Ok(())
     }
 
@@ -315,11 +343,25 @@ impl Store for MemoryStore {
         self.channels
             .lock()
             .map_err(|_| Error::poisoned("memory pub/sub"))?
+            .exact
             .entry(channel.to_string())
             .or_default()
             .push(sender);
         Ok(Box::new(MemorySubscription {
             channel: channel.to_string(),
+            receiver,
+        }))
+    }
+
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?
+            .patterns
+            .push((pattern.to_string(), sender));
+        Ok(Box::new(MemorySubscription {
+            channel: pattern.to_string(),
             receiver,
         }))
     }
@@ -338,5 +380,26 @@ impl Subscription for MemorySubscription {
             .recv()
             .await
             .ok_or_else(|| Error::Closed(format!("subscription to {}", self.channel)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn glob_patterns_match_like_redis() {
+        let matches =
+            |pattern: &str, channel: &str| glob_matches(pattern.as_bytes(), channel.as_bytes());
+        assert!(matches("agency:notices:*", "agency:notices:{s1}"));
+        assert!(matches("agency:notices:*", "agency:notices:"));
+        assert!(!matches("agency:notices:*", "agency:results"));
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "ac"));
+        assert!(matches("*:{*}", "x:{y}"));
+        assert!(matches(r"a\*", "a*"));
+        assert!(!matches(r"a\*", "ab"));
+        assert!(matches("exact", "exact"));
+        assert!(!matches("exact", "exactly"));
     }
 }
