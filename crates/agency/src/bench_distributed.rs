@@ -4,12 +4,13 @@
 use crate::bench::{check_fan_out, fan_out_session, peak_rss_mb_of};
 use crate::serve::Servers;
 use crate::text::thousands;
-use agency::distributed;
-use events::{Broker, Namespaced, Store};
+use agency::{distributed, Registry, Worker, WorkerOptions};
+use events::{Broker, MemoryBroker, Namespaced, Store};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The processes under test, killed when dropped.
 struct Processes(Vec<(&'static str, Child)>);
@@ -82,31 +83,32 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
 
     // Warm-up: the first session waits for the consumer groups to form.
     let warm = Instant::now();
-    one_session(&broker, &store, &format!("{namespace}warm"), 1).await?;
+    // One subscription to the results for the whole run, as a long-lived client would hold.
+    let mut waiter = distributed::ResultWaiter::subscribe(&store).await?;
+    one_session(&broker, &store, &mut waiter, &format!("{namespace}warm"), 1).await?;
     eprintln!(
         "bench: cluster ready in {:.1} s (consumer groups joined)",
         warm.elapsed().as_secs_f64()
     );
 
-    let mut latencies = Vec::with_capacity(latency_runs);
-    for i in 0..latency_runs {
-        let started = Instant::now();
-        one_session(&broker, &store, &format!("{namespace}latency-{i}"), 1).await?;
-        latencies.push(started.elapsed());
-    }
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    let (p50, p99) = (percentile(0.50), percentile(0.99));
+    let (p50, p99) = latency(
+        &broker,
+        &store,
+        &mut waiter,
+        &format!("{namespace}latency"),
+        latency_runs,
+    )
+    .await?;
     println!(
-        "one-task session, submit to result, {} runs: p50 {:.2} ms, p99 {:.2} ms",
-        latencies.len(),
+        "one-task session, submit to result, {latency_runs} runs: p50 {:.2} ms, p99 {:.2} ms",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
+    );
+    let (bare50, bare99) = latency_without_kafka(&servers.redis, &namespace, latency_runs).await?;
+    println!(
+        "  the same without Kafka (in-process coordinator and worker, in-memory broker, real Redis): p50 {:.2} ms, p99 {:.2} ms",
+        bare50.as_secs_f64() * 1e3,
+        bare99.as_secs_f64() * 1e3
     );
 
     println!(
@@ -116,7 +118,14 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
     let mut rows = Vec::new();
     for &n in sizes {
         let started = Instant::now();
-        one_session(&broker, &store, &format!("{namespace}fan-{n}"), n).await?;
+        one_session(
+            &broker,
+            &store,
+            &mut waiter,
+            &format!("{namespace}fan-{n}"),
+            n,
+        )
+        .await?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "{:>12} {:>10.3} {:>16}",
@@ -131,21 +140,100 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
     for (process, mb) in processes.peak_rss() {
         println!("peak RSS {process}: {mb:.1} MB");
     }
-    let summary = json!({"latency_ms": {"p50": p50.as_secs_f64() * 1e3, "p99": p99.as_secs_f64() * 1e3}, "fan_out": rows,
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let summary = json!({"kafka_fetch_wait_ms": servers.kafka_fetch_wait_ms,
+        "kafka_hop_ms": {"p50": ms(hop.0), "p99": ms(hop.1)},
+        "latency_ms": {"p50": ms(p50), "p99": ms(p99)},
+        "latency_without_kafka_ms": {"p50": ms(bare50), "p99": ms(bare99)},
+        "fan_out": rows,
         "peak_rss_mb": processes.peak_rss().into_iter().map(|(p, mb)| json!({"process": p, "mb": mb})).collect::<Vec<_>>()});
     eprintln!("{summary}");
     Ok(())
+}
+
+/// p50 and p99 of one-task sessions submitted one after another.
+async fn latency(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    waiter: &mut distributed::ResultWaiter,
+    prefix: &str,
+    runs: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let started = Instant::now();
+        one_session(broker, store, waiter, &format!("{prefix}-{i}"), 1).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let percentile = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok((percentile(0.50), percentile(0.99)))
+}
+
+/// The one-task session latency with Kafka taken out: the same coordinator and worker code, in
+/// this process, over the in-memory broker and the real Redis. What is left is the engine's own
+/// share (its Redis round trips and pub/sub); the difference to the full figure is Kafka's.
+async fn latency_without_kafka(
+    redis: &str,
+    namespace: &str,
+    runs: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let store: Arc<dyn Store> = Arc::new(distributed::connect_store(redis).await?);
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let coordinator = tokio::spawn(distributed::run_coordinator(
+        broker.clone(),
+        store.clone(),
+        crate::serve::rules(broker.clone()),
+        distributed::COORDINATOR_GROUP,
+        taskgroup::DEFAULT_CHUNK,
+        shutdown.clone(),
+    ));
+    let worker = Worker::new(
+        broker.clone(),
+        store.clone(),
+        Registry::builtin(broker.clone()),
+        WorkerOptions::default(),
+    );
+    let working = tokio::spawn(worker.run(shutdown.clone()));
+    let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
+    one_session(
+        broker.as_ref(),
+        store.as_ref(),
+        &mut waiter,
+        &format!("{namespace}bare-warm"),
+        1,
+    )
+    .await?;
+    let measured = latency(
+        broker.as_ref(),
+        store.as_ref(),
+        &mut waiter,
+        &format!("{namespace}bare"),
+        runs,
+    )
+    .await;
+    shutdown.cancel();
+    coordinator.await??;
+    working.await??;
+    measured
 }
 
 /// Submits a fan-out of `n` no-op instances and waits for its result.
 async fn one_session(
     broker: &dyn Broker,
     store: &dyn Store,
+    waiter: &mut distributed::ResultWaiter,
     id: &str,
     n: u64,
 ) -> anyhow::Result<Value> {
     let document = fan_out_session(id, n);
-    let mut waiter = distributed::ResultWaiter::subscribe(store).await?;
     let id = distributed::submit(broker, store, document).await?;
     let result = waiter
         .wait(store, &id, Some(Duration::from_secs(600)))

@@ -133,7 +133,7 @@ async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn 
     Ok((broker, Arc::new(store)))
 }
 
-fn rules(broker: Arc<dyn Broker>) -> Rules {
+pub(crate) fn rules(broker: Arc<dyn Broker>) -> Rules {
     Rules {
         executors: Some(Registry::builtin(broker).names()),
         ..Rules::default()
