@@ -6,7 +6,7 @@
 //! schedule a retry, write a task's combined result to the context, cancel, finish).
 //!
 //! Invariants it keeps:
-//! - an instance is counted once: a duplicate or stale outcome (an attempt that is not the
+//! - an instance is counted once: a duplicate or stale outcome (an attempt older than the
 //!   current one) is ignored, which is what makes at-least-once execution safe;
 //! - a task's context is updated only when every one of its instances is terminal;
 //! - a task starts only when every task it depends on has its context written;
@@ -205,12 +205,20 @@ impl TaskRun {
         self.retrying.get(&instance).copied().unwrap_or(1)
     }
 
-    /// An outcome for this instance and attempt counts: in range, not terminal, not stale.
+    /// An outcome for this instance and attempt counts: in range, not terminal, not stale. An
+    /// attempt newer than the one this machine dispatched counts too: a coordinator resuming a
+    /// session finds outcomes of retries its predecessor dispatched.
     fn accepts(&self, instance: u64, attempt: u32) -> bool {
         self.state == TaskState::Running
             && instance < self.instances
             && !self.is_done(instance)
-            && attempt == self.current_attempt(instance)
+            && attempt >= self.current_attempt(instance)
+    }
+
+    /// Counts an accepted outcome of `attempt`, and the failed attempts before it this machine
+    /// did not see.
+    fn count_attempts(&mut self, instance: u64, attempt: u32) {
+        self.attempts += u64::from(attempt - self.current_attempt(instance) + 1);
     }
 
     fn settled(&self) -> bool {
@@ -284,7 +292,7 @@ impl GroupMachine {
                     return out;
                 };
                 if run.accepts(instance, attempt) {
-                    run.attempts += 1;
+                    run.count_attempts(instance, attempt);
                     run.succeeded += 1;
                     run.mark_done(instance);
                     // Most instances never failed: skip the hash lookup for them.
@@ -374,7 +382,7 @@ impl GroupMachine {
         if !run.accepts(instance, attempt) {
             return;
         }
-        run.attempts += 1;
+        run.count_attempts(instance, attempt);
         let next = attempt + 1;
         let delay = run
             .setup

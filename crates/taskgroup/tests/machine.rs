@@ -120,6 +120,36 @@ fn tasks_start_in_dependency_order_and_context_follows_all_instances() {
 }
 
 #[test]
+fn outcomes_of_attempts_newer_than_dispatched_count_with_the_attempts_before_them() {
+    // A resuming coordinator's machine dispatched attempt 1; its predecessor had retried.
+    let mut setup = task("a", &[]);
+    setup.retry = RetryPolicy::with_delays(3, vec![ms(100), ms(100), ms(100)]);
+    let mut machine = GroupMachine::new(vec![setup], FailurePolicy::FailFast);
+    machine.handle(Event::Start);
+    machine.handle(planned(0, 2));
+    assert_eq!(
+        machine.handle(Event::Succeeded {
+            task: 0,
+            instance: 0,
+            attempt: 3
+        }),
+        vec![]
+    );
+    // A failure of attempt 2 is retried as attempt 3, not 2 again.
+    assert_eq!(
+        machine.handle(fail(0, 1, 2)),
+        vec![Command::ScheduleRetry {
+            task: 0,
+            instance: 1,
+            attempt: 3,
+            delay: ms(100)
+        }]
+    );
+    let run = &machine.tasks()[0];
+    assert_eq!((run.succeeded, run.failed, run.attempts), (1, 0, 5));
+}
+
+#[test]
 fn failures_are_retried_with_the_policy_delays_and_stale_attempts_are_ignored() {
     let mut setup = task("a", &[]);
     setup.retry = RetryPolicy::with_delays(2, vec![ms(100), ms(400)]);
