@@ -15,6 +15,28 @@ async fn redis_store_conforms() {
 }
 
 #[tokio::test]
+async fn redis_store_claims_conform() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    let session = unique("claim");
+    conformance::claim_suite(&store, &session).await;
+    // What is left is the origin, which expires like a result.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("agency:{{{session}}}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![format!("agency:{{{session}}}:origin")]);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&left[0])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the origin expires");
+}
+
+#[tokio::test]
 async fn redis_cleanup_leaves_no_working_keys() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("cleanup");

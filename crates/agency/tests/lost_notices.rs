@@ -5,13 +5,14 @@
 use agency::{Coordinator, Progress, Registry, Worker, WorkerOptions};
 use async_trait::async_trait;
 use events::{
-    Broker, MemoryBroker, MemoryStore, Outcome, Store, Subscription, TaskRecord, TaskRef,
+    Broker, Claim, MemoryBroker, MemoryStore, Outcome, Store, Subscription, TaskRecord, TaskRef,
 };
 use expansion::Limits;
 use serde_json::{json, Map, Value};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use taskgroup::{Rules, Session};
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +88,15 @@ impl Store for DeafStore {
     }
     async fn subscribe(&self, channel: &str) -> events::Result<Box<dyn Subscription>> {
         self.inner.subscribe(channel).await
+    }
+    async fn claim(&self, s: &str, o: &str, at: &str, l: Duration) -> events::Result<Claim> {
+        self.inner.claim(s, o, at, l).await
+    }
+    async fn renew(&self, s: &str, o: &str, l: Duration) -> events::Result<bool> {
+        self.inner.renew(s, o, l).await
+    }
+    async fn release(&self, s: &str, o: &str) -> events::Result<()> {
+        self.inner.release(s, o).await
     }
     async fn subscribe_pattern(&self, pattern: &str) -> events::Result<Box<dyn Subscription>> {
         self.inner.subscribe_pattern(pattern).await

@@ -5,7 +5,7 @@
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
-use crate::store::Store;
+use crate::store::{Claim, Store};
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -231,6 +231,54 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("message");
         assert_eq!(got, expected);
     }
+}
+
+/// Leases and origins: one coordinator runs a session at a time, a redelivered action resumes
+/// or is recognised as finished, a resubmission under the same id starts over.
+pub async fn claim_suite(store: &dyn Store, session: &str) {
+    let lease = Duration::from_secs(30);
+    let claim =
+        |owner: &'static str, origin: &'static str| store.claim(session, owner, origin, lease);
+    assert_eq!(claim("a", "intake/0/1").await.expect("claim"), Claim::Fresh);
+    assert_eq!(claim("b", "intake/0/1").await.expect("claim"), Claim::Held);
+    assert!(!store.renew(session, "b", lease).await.expect("renew"));
+    assert!(store.renew(session, "a", lease).await.expect("renew"));
+    // The same action again, no result yet: resume.
+    assert_eq!(
+        claim("a", "intake/0/1").await.expect("claim"),
+        Claim::Resume
+    );
+    let result = json!({"session_id": session, "status": "completed"});
+    store
+        .save_result(session, &result)
+        .await
+        .expect("save result");
+    assert_eq!(
+        claim("a", "intake/0/1").await.expect("claim"),
+        Claim::Finished
+    );
+    // Another action with the same id: the earlier result no longer answers.
+    assert_eq!(claim("a", "intake/3/9").await.expect("claim"), Claim::Stale);
+    assert_eq!(store.load_result(session).await.expect("load result"), None);
+    // Only the holder releases.
+    store.release(session, "b").await.expect("release");
+    assert_eq!(claim("b", "intake/3/9").await.expect("claim"), Claim::Held);
+    store.release(session, "a").await.expect("release");
+    assert_eq!(
+        claim("b", "intake/3/9").await.expect("claim"),
+        Claim::Resume
+    );
+    // A lease nobody renews lapses, and another coordinator takes the session over.
+    let short = Duration::from_millis(50);
+    assert!(store.renew(session, "b", short).await.expect("renew"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        claim("c", "intake/3/9").await.expect("claim"),
+        Claim::Resume
+    );
+    assert!(!store.renew(session, "b", lease).await.expect("renew"));
+    store.release(session, "c").await.expect("release");
+    store.cleanup(session).await.expect("cleanup");
 }
 
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages

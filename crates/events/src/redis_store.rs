@@ -10,6 +10,8 @@
 //! | `agency:{S}:blob:{g}:{t}:{i}:{attempt}` | string | a large instance result stored by reference |
 //! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
+//! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
+//! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
 //!
 //! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
@@ -17,13 +19,14 @@
 
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
-use crate::store::{Store, Subscription};
+use crate::store::{Claim, Store, Subscription};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
 use std::ops::Range;
+use std::time::Duration;
 
 /// How long a session's result stays readable after its working state is deleted.
 const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
@@ -48,11 +51,42 @@ redis.call('SADD', KEYS[2], KEYS[1])
 return accepted
 "#;
 
+/// KEYS: lease, origin, result. ARGV: owner, lease ms, origin, origin TTL s. See `Store::claim`.
+const CLAIM_SCRIPT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 'held' end
+local previous = redis.call('GET', KEYS[2])
+if previous == ARGV[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if previous == ARGV[3] then return 'resume' end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('DEL', KEYS[3])
+if previous then return 'stale' end
+return 'fresh'
+"#;
+
+/// KEYS: lease. ARGV: owner, lease ms. 1 when `owner` holds the lease afterwards.
+const RENEW_SCRIPT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// KEYS: lease. ARGV: owner.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
     connection: ConnectionManager,
     record: redis::Script,
+    claim: redis::Script,
+    renew: redis::Script,
+    release: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -118,6 +152,9 @@ impl RedisStore {
             client,
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+            renew: redis::Script::new(RENEW_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
         })
     }
 
@@ -288,8 +325,13 @@ impl Store for RedisStore {
 
     async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
         let mut connection = self.connection.clone();
-        connection
-            .set_ex::<_, _, ()>(result_key(session), to_json(result)?, RESULT_TTL_SECONDS)
+        // The origin lives as long as the result: a redelivered action is recognised as done.
+        redis::pipe()
+            .set_ex(result_key(session), to_json(result)?, RESULT_TTL_SECONDS)
+            .ignore()
+            .expire(key(session, "origin"), RESULT_TTL_SECONDS as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
     }
@@ -324,6 +366,60 @@ impl Store for RedisStore {
             .del::<_, ()>(result_key(session))
             .await
             .map_err(unavailable)
+    }
+
+    async fn claim(
+        &self,
+        session: &str,
+        owner: &str,
+        origin: &str,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let mut connection = self.connection.clone();
+        let answer: String = self
+            .claim
+            .key(key(session, "lease"))
+            .key(key(session, "origin"))
+            .key(result_key(session))
+            .arg(owner)
+            .arg(lease.as_millis().max(1) as u64)
+            .arg(origin)
+            .arg(RESULT_TTL_SECONDS)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(match answer.as_str() {
+            "fresh" => Claim::Fresh,
+            "stale" => Claim::Stale,
+            "resume" => Claim::Resume,
+            "finished" => Claim::Finished,
+            "held" => Claim::Held,
+            other => return Err(corrupt("the claim script's answer", other)),
+        })
+    }
+
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let mut connection = self.connection.clone();
+        let held: i64 = self
+            .renew
+            .key(key(session, "lease"))
+            .arg(owner)
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, session: &str, owner: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        self.release
+            .key(key(session, "lease"))
+            .arg(owner)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn cleanup(&self, session: &str) -> Result<()> {

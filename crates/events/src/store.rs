@@ -13,7 +13,9 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Where final and partial results are announced.
 pub const RESULTS_CHANNEL: &str = "agency:results";
@@ -28,6 +30,23 @@ pub fn notices_channel(session: &str) -> String {
 /// Matches every session's notices channel: a coordinator reads all its sessions' notices over
 /// one subscription.
 pub const NOTICES_PATTERN: &str = "agency:notices:*";
+
+/// What [`Store::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First run of this session id: the caller holds the lease.
+    Fresh,
+    /// The id ran before from another action; that run's result is deleted and its working
+    /// state, if any is left, must be cleaned up. The caller holds the lease.
+    Stale,
+    /// This very action started the session before and it has no result: a coordinator stopped
+    /// running it. The caller holds the lease and resumes from the stored state.
+    Resume,
+    /// This action's session has its result: nothing to do.
+    Finished,
+    /// Another coordinator holds the lease.
+    Held,
+}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -59,6 +78,22 @@ pub trait Store: Send + Sync + 'static {
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
     async fn delete_result(&self, session: &str) -> Result<()>;
+    /// Takes the session's lease for `owner` unless another owner holds it, and says how the
+    /// session stands for the action at `origin` (its position in the intake topic). For a fresh
+    /// or stale start it records `origin` (kept as long as a result) and deletes an earlier
+    /// result, atomically with taking the lease.
+    async fn claim(
+        &self,
+        session: &str,
+        owner: &str,
+        origin: &str,
+        lease: Duration,
+    ) -> Result<Claim>;
+    /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it); false when
+    /// another owner holds it.
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool>;
+    /// Gives the lease up if `owner` holds it.
+    async fn release(&self, session: &str, owner: &str) -> Result<()>;
     /// Keeps a large value (an instance result stored by reference) under `name`.
     async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()>;
     async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>>;
@@ -99,6 +134,20 @@ struct Sessions {
     blobs: HashMap<(String, String), Vec<u8>>,
     mappings: HashMap<String, Map<String, Value>>,
     results: HashMap<String, Vec<u8>>,
+    /// The action each session id was last started from.
+    origins: HashMap<String, String>,
+    /// Lease holders and until when they hold it.
+    leases: HashMap<String, (String, Instant)>,
+}
+
+impl Sessions {
+    /// Who holds `session`'s lease now, if anyone.
+    fn holder(&self, session: &str) -> Option<&str> {
+        self.leases
+            .get(session)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(owner, _)| owner.as_str())
+    }
 }
 
 fn encode(value: &Value) -> Vec<u8> {
@@ -292,6 +341,67 @@ impl Store for MemoryStore {
 
     async fn delete_result(&self, session: &str) -> Result<()> {
         self.sessions()?.results.remove(session);
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        session: &str,
+        owner: &str,
+        origin: &str,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let mut sessions = self.sessions()?;
+        if sessions
+            .holder(session)
+            .is_some_and(|holder| holder != owner)
+        {
+            return Ok(Claim::Held);
+        }
+        let previous = sessions.origins.get(session).cloned();
+        if previous.as_deref() == Some(origin) && sessions.results.contains_key(session) {
+            return Ok(Claim::Finished);
+        }
+        sessions.leases.insert(
+            session.to_string(),
+            (owner.to_string(), Instant::now() + lease),
+        );
+        Ok(match previous {
+            Some(previous) if previous == origin => Claim::Resume,
+            previous => {
+                sessions
+                    .origins
+                    .insert(session.to_string(), origin.to_string());
+                sessions.results.remove(session);
+                if previous.is_some() {
+                    Claim::Stale
+                } else {
+                    Claim::Fresh
+                }
+            }
+        })
+    }
+
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let mut sessions = self.sessions()?;
+        if sessions
+            .holder(session)
+            .is_some_and(|holder| holder != owner)
+        {
+            return Ok(false);
+        }
+        sessions.leases.insert(
+            session.to_string(),
+            (owner.to_string(), Instant::now() + lease),
+        );
+        Ok(true)
+    }
+
+    async fn release(&self, session: &str, owner: &str) -> Result<()> {
+        let mut sessions = self.sessions()?;
+        if sessions.holder(session) == Some(owner) {
+            sessions.leases.remove(session);
+        }
         Ok(())
     }
 

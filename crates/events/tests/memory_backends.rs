@@ -11,6 +11,11 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test]
+async fn memory_store_claims_conform() {
+    conformance::claim_suite(&MemoryStore::new(), "memory-claim").await;
+}
+
+#[tokio::test]
 async fn memory_broker_conforms() {
     conformance::broker_suite(&MemoryBroker::new(), "memory-topic").await;
 }
