@@ -13,7 +13,7 @@
 use crate::notice_router::{NoticeRouter, Routed};
 use crate::report;
 use events::{
-    Broker, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
+    Broker, Claim, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
     DISPATCH_TOPIC, RESULTS_CHANNEL,
 };
 use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
@@ -39,6 +39,45 @@ fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
         .map(move |start| start..(start + PAGE).min(instances))
 }
 
+/// How long a coordinator's hold on a session lasts unless renewed (every third of it). A
+/// coordinator that dies is replaced after at most this long.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// How a session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Embedded: one coordinator, no lease.
+    Unleased,
+    /// Under a lease, from nothing.
+    Fresh,
+    /// Under a lease, from what an earlier coordinator stored.
+    Resume,
+}
+
+/// A session this coordinator stopped running without a result, for another coordinator to
+/// resume: its lease went to another, or this coordinator is shutting down.
+#[derive(Debug)]
+pub struct HandedOver {
+    pub session: String,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session {} is left to another coordinator: {}", self.session, self.why)
+    }
+}
+
+impl std::error::Error for HandedOver {}
+
+fn handed_over(session: &str, why: &'static str) -> anyhow::Error {
+    HandedOver {
+        session: session.to_string(),
+        why,
+    }
+    .into()
+}
+
 /// How often the coordinator checks whether notices have gone quiet; after quiet intervals it
 /// reconciles running tasks from the store.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,6 +97,8 @@ pub struct Coordinator {
     broker: Arc<dyn Broker>,
     store: Arc<dyn Store>,
     notices: Arc<NoticeRouter>,
+    /// This coordinator's name on the session leases it holds.
+    owner: Arc<str>,
     limits: Limits,
     chunk: u64,
 }
@@ -95,6 +136,7 @@ impl Coordinator {
         Self {
             broker,
             notices: Arc::new(NoticeRouter::new(store.clone())),
+            owner: uuid::Uuid::new_v4().to_string().into(),
             store,
             limits,
             chunk: taskgroup::DEFAULT_CHUNK,
@@ -116,19 +158,110 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
+        self.drive(session, id, Start::Unleased, progress, cancel)
+            .await
+    }
+
+    /// Runs the session that the `agency_action` message at `origin` (`topic/partition/offset`)
+    /// asked for, under a lease, so one coordinator runs it at a time:
+    /// - while another coordinator holds the lease, waits: it finishes the session, or its lease
+    ///   lapses (it died) and this one takes over;
+    /// - if this action's session already has its result (the action was delivered again),
+    ///   returns that result;
+    /// - if it started and has none (its coordinator stopped), resumes it from the store:
+    ///   outcomes already recorded are not executed again.
+    ///
+    /// A session that fails with an error still gets a result: `failed`, with the error. When
+    /// `stop` fires the session is left, without a result, for another coordinator to resume
+    /// (the error is [`HandedOver`]).
+    pub async fn run_action(
+        &self,
+        session: &Session,
+        id: &str,
+        origin: &str,
+        progress: &Progress,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Value> {
+        let start = loop {
+            match self.store.claim(id, &self.owner, origin, LEASE).await? {
+                Claim::Fresh => break Start::Fresh,
+                Claim::Stale => {
+                    // An earlier run under this id may have left working state behind.
+                    self.store.cleanup(id).await?;
+                    break Start::Fresh;
+                }
+                Claim::Resume => {
+                    tracing::info!(session = id, "resuming a session another coordinator left");
+                    break Start::Resume;
+                }
+                Claim::Finished => {
+                    return self.store.load_result(id).await?.ok_or_else(|| {
+                        anyhow::anyhow!("the result of session {id} vanished while reading it")
+                    });
+                }
+                Claim::Held => {
+                    tokio::select! {
+                        () = stop.cancelled() => return Err(handed_over(id, "this coordinator is stopping")),
+                        () = tokio::time::sleep(LEASE / 3) => {}
+                    }
+                }
+            }
+        };
+        let outcome = self.drive(session, id, start, progress, stop).await;
+        match &outcome {
+            Err(error) if error.is::<HandedOver>() => {}
+            Err(error) => self.publish_failure(id, error).await,
+            Ok(_) => {}
+        }
+        if let Err(error) = self.store.release(id, &self.owner).await {
+            tracing::warn!(session = id, %error, "cannot release the session's lease; it lapses by itself");
+        }
+        outcome
+    }
+
+    /// Best effort: whoever waits for the session hears that it failed, and why.
+    async fn publish_failure(&self, id: &str, error: &anyhow::Error) {
+        let result = report::failed_result(id, vec![format!("{error:#}")]);
+        let published = async {
+            self.store.save_result(id, &result).await?;
+            self.store
+                .publish(RESULTS_CHANNEL, serde_json::to_vec(&result).unwrap_or_default())
+                .await
+        };
+        if let Err(error) = published.await {
+            tracing::error!(session = id, %error, "cannot publish the failure of a session");
+        }
+    }
+
+    async fn drive(
+        &self,
+        session: &Session,
+        id: &str,
+        start: Start,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Value> {
         // Registered before anything is dispatched, so no notice of this session is missed.
         let mut notices = self.notices.register(id).await?;
         let (timer_tx, mut timers) = mpsc::unbounded_channel();
         let mut run = SessionRun::new(self, session, id, progress, timer_tx);
+        run.resuming = start == Start::Resume;
         // Independent writes, so one round trip. A result stored under this id by an earlier run
-        // no longer answers.
+        // no longer answers (under a lease, `claim` deleted it).
         let mappings = run.mappings();
         tokio::try_join!(
-            self.store.delete_result(id),
+            async {
+                match start {
+                    Start::Unleased => self.store.delete_result(id).await,
+                    Start::Fresh | Start::Resume => Ok(()),
+                }
+            },
             self.store.save_context(id, &run.context),
             self.store.save_mappings(id, &mappings),
         )?;
         run.start_ready_groups().await?;
+        let mut lease_timer = tokio::time::interval(LEASE / 3);
+        lease_timer.tick().await;
 
         let deadline = session.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
@@ -138,6 +271,9 @@ impl Coordinator {
         while !run.finished() {
             tokio::select! {
                 () = cancel.cancelled(), if !interrupted => {
+                    if start != Start::Unleased {
+                        return Err(handed_over(id, "this coordinator is stopping"));
+                    }
                     interrupted = true;
                     run.errors.push("cancelled before the session finished".into());
                     run.stop_all(Event::Cancelled).await?;
@@ -170,6 +306,14 @@ impl Coordinator {
                     Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
                     None => anyhow::bail!("notices of session {id} ended"),
                 },
+                _ = lease_timer.tick(), if start != Start::Unleased => {
+                    match self.store.renew(id, &self.owner, LEASE).await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(handed_over(id, "its lease went to another coordinator")),
+                        // Nobody can take the lease while the store is unreachable; try again.
+                        Err(error) => tracing::warn!(session = id, %error, "cannot renew the session's lease"),
+                    }
+                }
                 _ = reconcile_timer.tick() => {
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the
                     // store, so a lost notice cannot stall a group.
@@ -219,6 +363,9 @@ pub(crate) struct SessionRun<'a> {
     started: Instant,
     timer_tx: mpsc::UnboundedSender<Timer>,
     timers: Vec<JoinHandle<()>>,
+    /// Taking over from a coordinator that stopped: stored outcomes are read as groups start,
+    /// and ranges whose outcomes are all stored are not dispatched again.
+    resuming: bool,
 }
 
 impl<'a> SessionRun<'a> {
@@ -243,6 +390,7 @@ impl<'a> SessionRun<'a> {
             started: Instant::now(),
             timer_tx,
             timers: Vec::new(),
+            resuming: false,
         }
     }
 
@@ -313,7 +461,11 @@ impl<'a> SessionRun<'a> {
             }));
         }
         tracing::debug!(session = self.id, group = %self.session.spec.groups[g].id, "starting group");
-        self.handle(g, Event::Start).await
+        self.handle(g, Event::Start).await?;
+        if self.resuming {
+            self.reconcile_group(g).await?;
+        }
+        Ok(())
     }
 
     async fn stop_all(&mut self, event: Event) -> anyhow::Result<()> {
@@ -369,42 +521,47 @@ impl<'a> SessionRun<'a> {
     /// already counted are ignored by it, so this is safe to repeat.
     async fn reconcile(&mut self) -> anyhow::Result<()> {
         for group in 0..self.machines.len() {
-            if !self.is_running(group) {
-                continue;
-            }
-            let running: Vec<(usize, u64)> =
-                self.machines[group].as_ref().map_or(Vec::new(), |m| {
-                    m.tasks()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, t)| {
-                            t.state == TaskState::Running && t.succeeded + t.failed < t.instances
-                        })
-                        .map(|(i, t)| (i, t.instances))
-                        .collect()
-                });
-            for (task, instances) in running {
-                let mut notice = Notice::new(self.id, TaskRef { group, task });
-                for range in pages(instances) {
-                    let page = self
-                        .coordinator
-                        .store
-                        .outcomes(self.id, TaskRef { group, task }, range)
-                        .await?;
-                    for outcome in page.into_iter().flatten() {
-                        match outcome.status {
-                            Status::Succeeded(_) | Status::Stored(_) => {
-                                notice.add_success(outcome.instance, outcome.attempt)
-                            }
-                            Status::Failed(error) | Status::TimedOut(error) => notice
-                                .failed
-                                .push((outcome.instance, outcome.attempt, error)),
+            self.reconcile_group(group).await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_group(&mut self, group: usize) -> anyhow::Result<()> {
+        if !self.is_running(group) {
+            return Ok(());
+        }
+        let running: Vec<(usize, u64)> =
+            self.machines[group].as_ref().map_or(Vec::new(), |m| {
+                m.tasks()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| {
+                        t.state == TaskState::Running && t.succeeded + t.failed < t.instances
+                    })
+                    .map(|(i, t)| (i, t.instances))
+                    .collect()
+            });
+        for (task, instances) in running {
+            let mut notice = Notice::new(self.id, TaskRef { group, task });
+            for range in pages(instances) {
+                let page = self
+                    .coordinator
+                    .store
+                    .outcomes(self.id, TaskRef { group, task }, range)
+                    .await?;
+                for outcome in page.into_iter().flatten() {
+                    match outcome.status {
+                        Status::Succeeded(_) | Status::Stored(_) => {
+                            notice.add_success(outcome.instance, outcome.attempt)
                         }
+                        Status::Failed(error) | Status::TimedOut(error) => notice
+                            .failed
+                            .push((outcome.instance, outcome.attempt, error)),
                     }
                 }
-                if !notice.succeeded.is_empty() || !notice.failed.is_empty() {
-                    self.notice(notice).await?;
-                }
+            }
+            if !notice.succeeded.is_empty() || !notice.failed.is_empty() {
+                self.notice(notice).await?;
             }
         }
         Ok(())
@@ -499,7 +656,10 @@ impl<'a> SessionRun<'a> {
     }
 
     /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
-    async fn publish(&self, items: Vec<WorkItem>) -> anyhow::Result<()> {
+    async fn publish(&self, mut items: Vec<WorkItem>) -> anyhow::Result<()> {
+        if self.resuming {
+            items = self.not_yet_done(items).await?;
+        }
         let broker = &self.coordinator.broker;
         // Keyed per range, so a session's ranges spread over partitions and so over workers.
         let keyed: Vec<(String, Vec<u8>)> = items
@@ -519,6 +679,27 @@ impl<'a> SessionRun<'a> {
             sent?;
         }
         Ok(())
+    }
+
+    /// The ranges with an instance whose outcome of this attempt (or a later one) is not stored.
+    async fn not_yet_done(&self, items: Vec<WorkItem>) -> anyhow::Result<Vec<WorkItem>> {
+        let mut left = Vec::with_capacity(items.len());
+        for item in items {
+            let stored = self
+                .coordinator
+                .store
+                .outcomes(self.id, item.task, item.start..item.end)
+                .await?;
+            let done = stored.iter().all(|outcome| {
+                outcome
+                    .as_ref()
+                    .is_some_and(|o| o.succeeded() || o.attempt >= item.attempt)
+            });
+            if !done {
+                left.push(item);
+            }
+        }
+        Ok(left)
     }
 
     fn schedule(&mut self, delay: Duration, timer: Timer) {

@@ -7,11 +7,14 @@
 //! dead-letter topic; a session that does not validate gets a `failed` result with every problem,
 //! published like any other result, so whoever waits for it learns why.
 
-use crate::coordinator::{Coordinator, Progress};
+use crate::coordinator::{Coordinator, HandedOver, Progress};
 use crate::dead_letter;
 use events::{Broker, KafkaBroker, KafkaOptions, Message, RedisStore, Store, RESULTS_CHANNEL};
 use serde::{Deserialize, Serialize};
+use futures_util::FutureExt as _;
 use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskgroup::{Rules, Session};
@@ -106,7 +109,11 @@ pub fn session_document(action: Action) -> Result<(String, Value), String> {
 }
 
 /// The coordinator service: takes actions until `shutdown`, runs each session concurrently.
-/// At shutdown, running sessions are cancelled and publish partial results.
+///
+/// An action's offset is committed only once its session has a result, and only past actions
+/// that all do (a watermark per partition). A coordinator that dies, or stops at `shutdown`,
+/// leaves its unfinished sessions' actions to be delivered again, to a coordinator that resumes
+/// them from the store (see [`Coordinator::run_action`]).
 pub async fn run_coordinator(
     broker: Arc<dyn Broker>,
     store: Arc<dyn Store>,
@@ -119,33 +126,113 @@ pub async fn run_coordinator(
     let coordinator =
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
     let mut sessions = JoinSet::new();
+    let mut watermarks = Watermarks::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(finished) = sessions.join_next() => {
-                if let Err(error) = finished {
-                    tracing::error!(%error, "a session task panicked");
+                let position: Position = finished?;
+                if let Some(next) = watermarks.done(&position) {
+                    consumer.commit(&next).await?;
                 }
             }
             message = consumer.next() => {
                 let message = message?;
-                if let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
-                    let coordinator = coordinator.clone();
-                    let cancel = shutdown.child_token();
-                    sessions.spawn(async move {
-                        tracing::info!(session = %id, "session started");
-                        match coordinator.run(&session, &id, &Progress::default(), cancel).await {
-                            Ok(result) => tracing::info!(session = %id, status = %result["status"], "session finished"),
-                            Err(error) => tracing::error!(session = %id, error = %format!("{error:#}"), "session aborted"),
-                        }
-                    });
-                }
-                consumer.commit(&message).await?;
+                let position = Position::of(&message);
+                watermarks.taken(&position);
+                let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await else {
+                    if let Some(next) = watermarks.done(&position) {
+                        consumer.commit(&next).await?;
+                    }
+                    continue;
+                };
+                let coordinator = coordinator.clone();
+                let stop = shutdown.child_token();
+                sessions.spawn(async move {
+                    let origin = position.origin();
+                    tracing::info!(session = %id, %origin, "session taken");
+                    let progress = Progress::default();
+                    let running = coordinator.run_action(&session, &id, &origin, &progress, stop);
+                    match AssertUnwindSafe(running).catch_unwind().await {
+                        Ok(Ok(result)) => tracing::info!(session = %id, status = %result["status"], "session finished"),
+                        Ok(Err(error)) if error.is::<HandedOver>() => tracing::info!(session = %id, "{error}"),
+                        Ok(Err(error)) => tracing::error!(session = %id, error = %format!("{error:#}"), "session failed"),
+                        Err(_) => tracing::error!(session = %id, "session task panicked"),
+                    }
+                    position
+                });
             }
         }
     }
+    // Sessions stop now and are left to be resumed; their actions stay uncommitted.
     while sessions.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Where an action sits in the intake topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: u64,
+}
+
+impl Position {
+    fn of(message: &Message) -> Self {
+        Self {
+            topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+        }
+    }
+
+    /// How a session records the action that started it: `topic/partition/offset`.
+    fn origin(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// Per partition, the actions taken and not yet finished, so an offset is committed only when
+/// it and every action before it are done.
+#[derive(Debug, Default)]
+struct Watermarks {
+    /// Offset -> runs of it still going (an action delivered again after a rebalance can run
+    /// twice here; the lease keeps one of them waiting).
+    pending: HashMap<(String, i32), BTreeMap<u64, usize>>,
+}
+
+impl Watermarks {
+    fn taken(&mut self, at: &Position) {
+        *self
+            .pending
+            .entry((at.topic.clone(), at.partition))
+            .or_default()
+            .entry(at.offset)
+            .or_default() += 1;
+    }
+
+    /// Marks one run of the action at `at` done; returns the message to commit when the
+    /// partition's watermark moved.
+    fn done(&mut self, at: &Position) -> Option<Message> {
+        let pending = self.pending.get_mut(&(at.topic.clone(), at.partition))?;
+        if let Some(runs) = pending.get_mut(&at.offset) {
+            *runs = runs.saturating_sub(1);
+        }
+        let mut committed = None;
+        while let Some(entry) = pending.first_entry() {
+            if *entry.get() > 0 {
+                break;
+            }
+            committed = Some(entry.remove_entry().0);
+        }
+        committed.map(|offset| Message {
+            topic: at.topic.clone(),
+            key: String::new(),
+            payload: Vec::new(),
+            offset,
+            partition: at.partition,
+        })
+    }
 }
 
 /// Reads one action: a valid session to run, or `None` after dead-lettering or rejecting it.
@@ -180,7 +267,7 @@ async fn accept(
                 }
                 other => vec![other.to_string()],
             };
-            let result = json!({"session_id": id, "status": "failed", "context": {}, "groups": {}, "errors": errors});
+            let result = crate::report::failed_result(&id, errors);
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
             if let Err(error) = store.save_result(&id, &result).await {
                 tracing::error!(session = %id, %error, "cannot store the rejection");
@@ -287,5 +374,38 @@ impl ResultWaiter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Position, Watermarks};
+
+    fn at(partition: i32, offset: u64) -> Position {
+        Position {
+            topic: "agency_action".into(),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn an_offset_is_committed_only_when_it_and_every_earlier_action_are_done() {
+        let mut marks = Watermarks::default();
+        for offset in [4, 5, 6] {
+            marks.taken(&at(0, offset));
+        }
+        marks.taken(&at(1, 9));
+        // 5 finishes first: 4 is still running, nothing moves.
+        assert!(marks.done(&at(0, 5)).is_none());
+        // Another partition moves on its own.
+        assert_eq!(marks.done(&at(1, 9)).map(|m| m.offset), Some(9));
+        // 4 finishes: 4 and 5 are done, the watermark moves past 5.
+        assert_eq!(marks.done(&at(0, 4)).map(|m| m.offset), Some(5));
+        // Delivered again after a rebalance: both runs must finish.
+        marks.taken(&at(0, 6));
+        assert!(marks.done(&at(0, 6)).is_none());
+        let committed = marks.done(&at(0, 6)).expect("moved");
+        assert_eq!((committed.partition, committed.offset), (0, 6));
     }
 }

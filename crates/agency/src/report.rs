@@ -12,6 +12,11 @@ use crate::coordinator::{GroupEnd, SessionRun};
 use serde_json::{json, Map, Value};
 use taskgroup::{GroupStatus, TaskState};
 
+/// The result of a session that never ran or could not go on: `failed`, with why.
+pub(crate) fn failed_result(session: &str, errors: Vec<String>) -> Value {
+    json!({"session_id": session, "status": "failed", "context": {}, "groups": {}, "errors": errors})
+}
+
 /// Builds the result; the context moves into it (the run is over), so it is never copied.
 pub(crate) async fn final_result(run: &mut SessionRun<'_>) -> anyhow::Result<Value> {
     let mut errors = run.errors.clone();
