@@ -54,21 +54,26 @@ impl Cluster {
             dir,
         };
         for role in roles {
-            let log = std::fs::File::create(
-                cluster
-                    .dir
-                    .join(format!("{role}-{}.log", cluster.processes.len())),
-            )
-            .unwrap();
-            let child = cluster
-                .command(&[role])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            cluster.processes.push(child);
+            cluster.spawn(role);
         }
         cluster
+    }
+
+    /// Starts one more process; returns its index in `processes`.
+    fn spawn(&mut self, role: &str) -> usize {
+        let log = std::fs::File::create(
+            self.dir
+                .join(format!("{role}-{}.log", self.processes.len())),
+        )
+        .unwrap();
+        let child = self
+            .command(&[role])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.processes.push(child);
+        self.processes.len() - 1
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -77,7 +82,8 @@ impl Cluster {
             .args(args)
             .env("AGENCY_NAMESPACE", &self.namespace)
             .env("AGENCY_KAFKA", kafka_brokers())
-            .env("AGENCY_REDIS", redis_url());
+            .env("AGENCY_REDIS", redis_url())
+            .env("AGENCY_LOG", "info");
         command
     }
 
@@ -200,6 +206,102 @@ fn concurrent_sessions_over_two_coordinators_each_get_their_own_result() {
         assert_eq!(xs.last().unwrap()["x"], json!(n * 50 - 1), "session {n}");
         assert_eq!(result["context"]["again"]["n"], json!(n), "session {n}");
     }
+}
+
+#[test]
+fn a_killed_coordinators_session_is_resumed_by_another_coordinator() {
+    let mut cluster = Cluster::start("resume");
+    let id = unique("resume");
+    // `first` settles quickly; `second` is still running when the coordinator is killed.
+    let doc = json!({"session_id": id, "groups": [
+        {"id": "first", "tasks": [{"id": "xs", "executor": "echo", "input": {
+            "x": "{{x}}", "xs": [1, 2, 3, 4, 5], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}
+        }}]},
+        {"id": "second", "depends_on": ["first"], "tasks": [{"id": "naps", "executor": "sleep", "input": {
+            "ms": 3000, "ns": [1, 2, 3, 4], "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}
+        }}]}
+    ]});
+    let file = cluster.dir.join("resume.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let submitted = cluster.command(&["submit"]).arg(&file).output().unwrap();
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+
+    // Wait until `first` has written its context, i.e. `second` has been dispatched.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let context = format!("agency:{{{id}}}:context");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !redis::cmd("HEXISTS")
+        .arg(&context)
+        .arg("xs")
+        .query::<bool>(&mut redis)
+        .unwrap()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first group never finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let coordinator = &mut cluster.processes[0];
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let result_key = format!("agency:result:{{{id}}}");
+    let finished: bool = redis::cmd("EXISTS")
+        .arg(&result_key)
+        .query(&mut redis)
+        .unwrap();
+    assert!(
+        !finished,
+        "the session finished before the kill; the test proves nothing"
+    );
+
+    // Another coordinator gets the uncommitted action, waits out the dead one's lease, resumes.
+    cluster.spawn("coordinator");
+    let waited = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(&result_key)
+                .query(&mut redis)
+                .unwrap();
+            if let Some(stored) = stored {
+                break serde_json::from_str::<Value>(&stored).unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the session was never resumed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(waited["status"], "completed", "{waited:#}");
+    assert_eq!(waited["context"]["xs"].as_array().unwrap().len(), 5);
+    assert_eq!(waited["context"]["naps"].as_array().unwrap().len(), 4);
+    let tasks = |group: &str, task: &str| waited["groups"][group]["tasks"][task].clone();
+    assert_eq!(
+        tasks("first", "xs")["attempts"],
+        5,
+        "each instance counted once"
+    );
+    assert_eq!(
+        tasks("second", "naps")["attempts"],
+        4,
+        "each instance counted once"
+    );
+    let log = std::fs::read_to_string(cluster.dir.join("coordinator-3.log")).unwrap();
+    assert!(
+        log.contains("resuming"),
+        "the new coordinator resumed: {log}"
+    );
+    assert!(
+        log.contains("not dispatched again"),
+        "recorded work was not dispatched again: {log}"
+    );
 }
 
 #[test]

@@ -64,7 +64,11 @@ pub struct HandedOver {
 
 impl std::fmt::Display for HandedOver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "session {} is left to another coordinator: {}", self.session, self.why)
+        write!(
+            f,
+            "session {} is left to another coordinator: {}",
+            self.session, self.why
+        )
     }
 }
 
@@ -225,7 +229,10 @@ impl Coordinator {
         let published = async {
             self.store.save_result(id, &result).await?;
             self.store
-                .publish(RESULTS_CHANNEL, serde_json::to_vec(&result).unwrap_or_default())
+                .publish(
+                    RESULTS_CHANNEL,
+                    serde_json::to_vec(&result).unwrap_or_default(),
+                )
                 .await
         };
         if let Err(error) = published.await {
@@ -530,17 +537,16 @@ impl<'a> SessionRun<'a> {
         if !self.is_running(group) {
             return Ok(());
         }
-        let running: Vec<(usize, u64)> =
-            self.machines[group].as_ref().map_or(Vec::new(), |m| {
-                m.tasks()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        t.state == TaskState::Running && t.succeeded + t.failed < t.instances
-                    })
-                    .map(|(i, t)| (i, t.instances))
-                    .collect()
-            });
+        let running: Vec<(usize, u64)> = self.machines[group].as_ref().map_or(Vec::new(), |m| {
+            m.tasks()
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    t.state == TaskState::Running && t.succeeded + t.failed < t.instances
+                })
+                .map(|(i, t)| (i, t.instances))
+                .collect()
+        });
         for (task, instances) in running {
             let mut notice = Notice::new(self.id, TaskRef { group, task });
             for range in pages(instances) {
@@ -554,9 +560,11 @@ impl<'a> SessionRun<'a> {
                         Status::Succeeded(_) | Status::Stored(_) => {
                             notice.add_success(outcome.instance, outcome.attempt)
                         }
-                        Status::Failed(error) | Status::TimedOut(error) => notice
-                            .failed
-                            .push((outcome.instance, outcome.attempt, error)),
+                        Status::Failed(error) | Status::TimedOut(error) => {
+                            notice
+                                .failed
+                                .push((outcome.instance, outcome.attempt, error))
+                        }
                     }
                 }
             }
@@ -684,6 +692,7 @@ impl<'a> SessionRun<'a> {
     /// The ranges with an instance whose outcome of this attempt (or a later one) is not stored.
     async fn not_yet_done(&self, items: Vec<WorkItem>) -> anyhow::Result<Vec<WorkItem>> {
         let mut left = Vec::with_capacity(items.len());
+        let ranges = items.len();
         for item in items {
             let stored = self
                 .coordinator
@@ -698,6 +707,13 @@ impl<'a> SessionRun<'a> {
             if !done {
                 left.push(item);
             }
+        }
+        if left.len() < ranges {
+            tracing::info!(
+                session = self.id,
+                "{} of {ranges} ranges have every outcome stored: not dispatched again",
+                ranges - left.len()
+            );
         }
         Ok(left)
     }

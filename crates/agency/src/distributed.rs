@@ -10,8 +10,8 @@
 use crate::coordinator::{Coordinator, HandedOver, Progress};
 use crate::dead_letter;
 use events::{Broker, KafkaBroker, KafkaOptions, Message, RedisStore, Store, RESULTS_CHANNEL};
-use serde::{Deserialize, Serialize};
 use futures_util::FutureExt as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
