@@ -9,11 +9,13 @@
 
 use crate::coordinator::{Coordinator, HandedOver, Progress};
 use crate::dead_letter;
-use events::{Broker, KafkaBroker, KafkaOptions, Message, RedisStore, Store, RESULTS_CHANNEL};
+use events::{
+    Broker, KafkaBroker, KafkaOptions, Message, Position, RedisStore, Store, Watermarks,
+    RESULTS_CHANNEL,
+};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,72 +171,6 @@ pub async fn run_coordinator(
     Ok(())
 }
 
-/// Where an action sits in the intake topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Position {
-    topic: String,
-    partition: i32,
-    offset: u64,
-}
-
-impl Position {
-    fn of(message: &Message) -> Self {
-        Self {
-            topic: message.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
-        }
-    }
-
-    /// How a session records the action that started it: `topic/partition/offset`.
-    fn origin(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
-    }
-}
-
-/// Per partition, the actions taken and not yet finished, so an offset is committed only when
-/// it and every action before it are done.
-#[derive(Debug, Default)]
-struct Watermarks {
-    /// Offset -> runs of it still going (an action delivered again after a rebalance can run
-    /// twice here; the lease keeps one of them waiting).
-    pending: HashMap<(String, i32), BTreeMap<u64, usize>>,
-}
-
-impl Watermarks {
-    fn taken(&mut self, at: &Position) {
-        *self
-            .pending
-            .entry((at.topic.clone(), at.partition))
-            .or_default()
-            .entry(at.offset)
-            .or_default() += 1;
-    }
-
-    /// Marks one run of the action at `at` done; returns the message to commit when the
-    /// partition's watermark moved.
-    fn done(&mut self, at: &Position) -> Option<Message> {
-        let pending = self.pending.get_mut(&(at.topic.clone(), at.partition))?;
-        if let Some(runs) = pending.get_mut(&at.offset) {
-            *runs = runs.saturating_sub(1);
-        }
-        let mut committed = None;
-        while let Some(entry) = pending.first_entry() {
-            if *entry.get() > 0 {
-                break;
-            }
-            committed = Some(entry.remove_entry().0);
-        }
-        committed.map(|offset| Message {
-            topic: at.topic.clone(),
-            key: String::new(),
-            payload: Vec::new(),
-            offset,
-            partition: at.partition,
-        })
-    }
-}
-
 /// Reads one action: a valid session to run, or `None` after dead-lettering or rejecting it.
 async fn accept(
     broker: &dyn Broker,
@@ -374,38 +310,5 @@ impl ResultWaiter {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Position, Watermarks};
-
-    fn at(partition: i32, offset: u64) -> Position {
-        Position {
-            topic: "agency_action".into(),
-            partition,
-            offset,
-        }
-    }
-
-    #[test]
-    fn an_offset_is_committed_only_when_it_and_every_earlier_action_are_done() {
-        let mut marks = Watermarks::default();
-        for offset in [4, 5, 6] {
-            marks.taken(&at(0, offset));
-        }
-        marks.taken(&at(1, 9));
-        // 5 finishes first: 4 is still running, nothing moves.
-        assert!(marks.done(&at(0, 5)).is_none());
-        // Another partition moves on its own.
-        assert_eq!(marks.done(&at(1, 9)).map(|m| m.offset), Some(9));
-        // 4 finishes: 4 and 5 are done, the watermark moves past 5.
-        assert_eq!(marks.done(&at(0, 4)).map(|m| m.offset), Some(5));
-        // Delivered again after a rebalance: both runs must finish.
-        marks.taken(&at(0, 6));
-        assert!(marks.done(&at(0, 6)).is_none());
-        let committed = marks.done(&at(0, 6)).expect("moved");
-        assert_eq!((committed.partition, committed.offset), (0, 6));
     }
 }

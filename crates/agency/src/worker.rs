@@ -1,6 +1,7 @@
 //! The worker: takes ranges of instances from the dispatch topic, expands its own slice of the
 //! task lazily, executes each instance with its timeout under the task's concurrency limit,
-//! records outcomes in batches (written first), then announces them, then commits the message.
+//! records outcomes in batches (written first), then announces them, then commits the message
+//! (once every earlier message of its partition is done too).
 //!
 //! A malformed dispatch message goes to the dead-letter topic with the reason and the worker
 //! keeps going. A task the worker cannot prepare fails its instances with the reason, so the
@@ -8,13 +9,14 @@
 
 use crate::executors::{Call, Executor, IdempotencyKey, Registry};
 use events::{
-    notices_channel, Broker, Control, Message, Notice, Outcome, Status, Store, TaskRecord, TaskRef,
-    WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
+    notices_channel, Broker, Control, Message, Notice, Outcome, Position, Status, Store,
+    TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, FieldPath, Limits, Task};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -108,32 +110,55 @@ impl Worker {
     }
 
     /// Consumes work until `shutdown` fires.
+    ///
+    /// At most `ranges_in_flight` ranges run at once. At that limit the worker pauses its
+    /// partitions but keeps awaiting the consumer, so the group never takes it for stuck however
+    /// long its tasks run (Kafka's `max.poll.interval.ms`); it resumes at half the limit. Offsets
+    /// are committed per partition only past ranges that all finished.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut consumer = self
             .broker
             .subscribe(DISPATCH_TOPIC, &self.options.group)
             .await?;
         let mut control = self.store.subscribe(CONTROL_CHANNEL).await?;
-        let slots = Arc::new(Semaphore::new(self.options.ranges_in_flight.max(1)));
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
+        let limit = self.options.ranges_in_flight.max(1);
+        let mut in_flight = 0usize;
+        let mut paused = false;
+        let mut watermarks = Watermarks::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Position>();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(message) = done_rx.recv() => consumer.commit(&message).await?,
+                Some(position) = done_rx.recv() => {
+                    in_flight -= 1;
+                    if let Some(next) = watermarks.done(&position) {
+                        consumer.commit(&next).await?;
+                    }
+                    if paused && in_flight <= limit / 2 {
+                        consumer.resume()?;
+                        paused = false;
+                    }
+                }
                 control = control.next() => self.control(&control?),
-                permit = slots.clone().acquire_owned() => {
-                    let permit = permit?;
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        message = consumer.next() => message?,
-                    };
+                message = consumer.next() => {
+                    let message = message?;
+                    let position = Position::of(&message);
+                    watermarks.taken(&position);
+                    in_flight += 1;
                     let worker = self.clone();
                     let done = done_tx.clone();
                     tokio::spawn(async move {
-                        worker.handle(&message).await;
-                        drop(permit);
-                        let _ = done.send(message);
+                        let handled = AssertUnwindSafe(worker.handle(&message)).catch_unwind().await;
+                        if handled.is_err() {
+                            tracing::error!(topic = %message.topic, partition = message.partition, offset = message.offset, "handling a work item panicked");
+                        }
+                        let _ = done.send(position);
                     });
+                    // Also when already paused: a rebalance may have assigned new partitions.
+                    if in_flight >= limit {
+                        consumer.pause()?;
+                        paused = true;
+                    }
                 }
             }
         }

@@ -43,6 +43,11 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Result<Message>;
     /// Marks `message` processed.
     async fn commit(&mut self, message: &Message) -> Result<()>;
+    /// Stops fetching from the partitions assigned now; `next` keeps the membership alive but
+    /// yields nothing from them until `resume`. For a member whose hands are full: it must keep
+    /// calling `next`, or the group decides it is stuck and takes its partitions away.
+    fn pause(&mut self) -> Result<()>;
+    fn resume(&mut self) -> Result<()>;
 }
 
 /// One topic: an append-only log and each group's next offset.
@@ -99,6 +104,7 @@ impl Broker for MemoryBroker {
             name: topic.to_string(),
             topic: target,
             offset,
+            paused: false,
         }))
     }
 }
@@ -109,11 +115,15 @@ struct MemoryConsumer {
     topic: Arc<Topic>,
     /// Shared by the group's members: claiming an offset is one atomic increment.
     offset: Arc<AtomicUsize>,
+    paused: bool,
 }
 
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Result<Message> {
+        if self.paused {
+            return std::future::pending().await;
+        }
         loop {
             // Register interest before looking, so an append between the look and the wait wakes us.
             let appended = self.topic.appended.notified();
@@ -152,6 +162,16 @@ impl Consumer for MemoryConsumer {
 
     async fn commit(&mut self, _message: &Message) -> Result<()> {
         // In one process nothing crashes between processing and commit; offsets are claimed on read.
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.paused = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        self.paused = false;
         Ok(())
     }
 }

@@ -359,4 +359,19 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
         same_key, expected,
         "messages with one key arrive in the order published"
     );
+
+    // A paused member yields nothing, and gets what it missed once resumed.
+    other.pause().expect("pause");
+    broker
+        .publish(topic, "k-paused", b"while paused".to_vec())
+        .await
+        .expect("publish");
+    let early = tokio::time::timeout(Duration::from_secs(1), other.next()).await;
+    assert!(early.is_err(), "a paused member got {early:?}");
+    other.resume().expect("resume");
+    let message = tokio::time::timeout(WAIT, other.next())
+        .await
+        .expect("the message held back by the pause, once resumed")
+        .expect("message");
+    assert_eq!(message.payload, b"while paused");
 }

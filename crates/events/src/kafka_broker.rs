@@ -238,4 +238,24 @@ impl Consumer for KafkaConsumer {
                 )
             })
     }
+
+    fn pause(&mut self) -> Result<()> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| kafka_error("reading the assignment", e))?;
+        self.consumer
+            .pause(&assigned)
+            .map_err(|e| kafka_error("pausing the assigned partitions", e))
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| kafka_error("reading the assignment", e))?;
+        self.consumer
+            .resume(&assigned)
+            .map_err(|e| kafka_error("resuming the assigned partitions", e))
+    }
 }

@@ -13,6 +13,7 @@ mod kafka_broker;
 pub mod messages;
 mod redis_store;
 mod store;
+mod watermarks;
 
 pub use broker::{
     Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
@@ -28,3 +29,4 @@ pub use store::{
     NOTICES_PATTERN, RESULTS_CHANNEL,
 };
 pub use taskgroup;
+pub use watermarks::{Position, Watermarks};
