@@ -14,19 +14,25 @@ async fn redis_store_conforms() {
     conformance::store_suite(&store, &unique("conformance")).await;
 }
 
+/// A Redis connection, and the keys session `session` has in Redis now.
+async fn session_keys(session: &str) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("agency:{{{session}}}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    (connection, keys)
+}
+
 #[tokio::test]
 async fn redis_store_claims_conform() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("claim");
     conformance::claim_suite(&store, &session).await;
     // What is left is the origin, which expires like a result.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("agency:{{{session}}}:*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (mut connection, left) = session_keys(&session).await;
     assert_eq!(left, vec![format!("agency:{{{session}}}:origin")]);
     let ttl: i64 = redis::cmd("TTL")
         .arg(&left[0])
@@ -41,13 +47,7 @@ async fn redis_cleanup_leaves_no_working_keys() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("cleanup");
     conformance::store_suite(&store, &session).await;
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("agency:{{{session}}}:*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (mut connection, left) = session_keys(&session).await;
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
     // A result is kept after cleanup, with an expiry.
     events::Store::save_result(

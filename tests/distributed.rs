@@ -87,6 +87,21 @@ impl Cluster {
         command
     }
 
+    /// `agency submit` without waiting; returns the session id it printed.
+    fn submit(&self, doc: &Value) -> String {
+        let file = self.dir.join(format!("{}.json", unique("session")));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let submitted = self.command(&["submit"]).arg(&file).output().unwrap();
+        assert!(
+            submitted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&submitted.stderr)
+        );
+        String::from_utf8_lossy(&submitted.stdout)
+            .trim()
+            .to_string()
+    }
+
     /// `agency submit --wait`: the exit code and the printed result.
     fn submit_wait(&self, doc: &Value) -> (i32, Value) {
         let file = self.dir.join(format!("{}.json", unique("session")));
@@ -221,14 +236,7 @@ fn a_killed_coordinators_session_is_resumed_by_another_coordinator() {
             "ms": 3000, "ns": [1, 2, 3, 4], "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}
         }}]}
     ]});
-    let file = cluster.dir.join("resume.json");
-    std::fs::write(&file, doc.to_string()).unwrap();
-    let submitted = cluster.command(&["submit"]).arg(&file).output().unwrap();
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
-    );
+    cluster.submit(&doc);
 
     // Wait until `first` has written its context, i.e. `second` has been dispatched.
     let client = redis::Client::open(redis_url()).unwrap();
@@ -471,19 +479,7 @@ fn watch_and_status_follow_a_submitted_session() {
     let cluster = Cluster::start("watch");
     let id = unique("watched");
     let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "nap", "executor": "sleep", "input": {"ms": 1500}}]}]});
-    let file = cluster.dir.join("watched.json");
-    std::fs::write(&file, doc.to_string()).unwrap();
-    let submitted = cluster.command(&["submit"]).arg(&file).output().unwrap();
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&submitted.stdout).trim(),
-        id,
-        "submit prints the session id"
-    );
+    assert_eq!(cluster.submit(&doc), id, "submit prints the session id");
 
     let watched = cluster.command(&["watch", &id]).output().unwrap();
     assert_eq!(

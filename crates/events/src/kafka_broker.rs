@@ -208,6 +208,14 @@ struct KafkaConsumer {
     consumer: StreamConsumer,
 }
 
+impl KafkaConsumer {
+    fn assigned(&self) -> Result<rdkafka::TopicPartitionList> {
+        self.consumer
+            .assignment()
+            .map_err(|e| kafka_error("reading the assignment", e))
+    }
+}
+
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Message> {
@@ -240,22 +248,14 @@ impl Consumer for KafkaConsumer {
     }
 
     fn pause(&mut self) -> Result<()> {
-        let assigned = self
-            .consumer
-            .assignment()
-            .map_err(|e| kafka_error("reading the assignment", e))?;
         self.consumer
-            .pause(&assigned)
+            .pause(&self.assigned()?)
             .map_err(|e| kafka_error("pausing the assigned partitions", e))
     }
 
     fn resume(&mut self) -> Result<()> {
-        let assigned = self
-            .consumer
-            .assignment()
-            .map_err(|e| kafka_error("reading the assignment", e))?;
         self.consumer
-            .resume(&assigned)
+            .resume(&self.assigned()?)
             .map_err(|e| kafka_error("resuming the assigned partitions", e))
     }
 }
