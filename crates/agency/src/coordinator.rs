@@ -54,6 +54,13 @@ enum Start {
     Resume,
 }
 
+/// What taking a session's lease found.
+enum Taken {
+    Run(Start),
+    /// The session already has this result.
+    Finished(Value),
+}
+
 /// A session this coordinator stopped running without a result, for another coordinator to
 /// resume: its lease went to another, or this coordinator is shutting down.
 #[derive(Debug)]
@@ -186,32 +193,11 @@ impl Coordinator {
         progress: &Progress,
         stop: CancellationToken,
     ) -> anyhow::Result<Value> {
-        let start = loop {
-            match self.store.claim(id, &self.owner, origin, LEASE).await? {
-                Claim::Fresh => break Start::Fresh,
-                Claim::Stale => {
-                    // An earlier run under this id may have left working state behind.
-                    self.store.cleanup(id).await?;
-                    break Start::Fresh;
-                }
-                Claim::Resume => {
-                    tracing::info!(session = id, "resuming a session another coordinator left");
-                    break Start::Resume;
-                }
-                Claim::Finished => {
-                    return self.store.load_result(id).await?.ok_or_else(|| {
-                        anyhow::anyhow!("the result of session {id} vanished while reading it")
-                    });
-                }
-                Claim::Held => {
-                    tokio::select! {
-                        () = stop.cancelled() => return Err(handed_over(id, "this coordinator is stopping")),
-                        () = tokio::time::sleep(LEASE / 3) => {}
-                    }
-                }
-            }
+        let outcome = match self.take(id, origin, &stop).await {
+            Ok(Taken::Finished(result)) => return Ok(result),
+            Ok(Taken::Run(start)) => self.drive(session, id, start, progress, stop).await,
+            Err(error) => Err(error),
         };
-        let outcome = self.drive(session, id, start, progress, stop).await;
         match &outcome {
             Err(error) if error.is::<HandedOver>() => {}
             Err(error) => self.publish_failure(id, error).await,
@@ -221,6 +207,78 @@ impl Coordinator {
             tracing::warn!(session = id, %error, "cannot release the session's lease; it lapses by itself");
         }
         outcome
+    }
+
+    /// Takes the session's lease: waits while another coordinator holds it, and while the store
+    /// cannot be reached (the action is not lost to an outage).
+    async fn take(
+        &self,
+        id: &str,
+        origin: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Taken> {
+        let mut unreachable = Duration::from_millis(100);
+        loop {
+            let wait = match self.store.claim(id, &self.owner, origin, LEASE).await {
+                Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
+                Ok(Claim::Stale) => {
+                    // An earlier run under this id may have left working state behind.
+                    self.store.cleanup(id).await?;
+                    return Ok(Taken::Run(Start::Fresh));
+                }
+                Ok(Claim::Resume) => {
+                    tracing::info!(session = id, "resuming a session another coordinator left");
+                    return Ok(Taken::Run(Start::Resume));
+                }
+                Ok(Claim::Finished) => {
+                    let result = self.store.load_result(id).await?.ok_or_else(|| {
+                        anyhow::anyhow!("the result of session {id} vanished while reading it")
+                    })?;
+                    return Ok(Taken::Finished(result));
+                }
+                Ok(Claim::Held) => LEASE / 3,
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(session = id, %error, "cannot take the session's lease yet");
+                    unreachable = (unreachable * 2).min(Duration::from_secs(5));
+                    unreachable
+                }
+                Err(error) => return Err(error.into()),
+            };
+            tokio::select! {
+                () = stop.cancelled() => return Err(handed_over(id, "this coordinator is stopping")),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Renews the session's lease every third of it, in a task of its own so that no long step of
+    /// the session delays it. The returned token fires when another coordinator holds the lease;
+    /// cancelling it stops the renewing.
+    fn keep_lease(&self, id: &str) -> CancellationToken {
+        let lost = CancellationToken::new();
+        let (store, owner, id, fire) = (
+            self.store.clone(),
+            self.owner.clone(),
+            id.to_string(),
+            lost.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = fire.cancelled() => return,
+                    () = tokio::time::sleep(LEASE / 3) => {}
+                }
+                match store.renew(&id, &owner, LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => return fire.cancel(),
+                    // Nobody can take the lease while the store is unreachable; try again.
+                    Err(error) => {
+                        tracing::warn!(session = %id, %error, "cannot renew the session's lease")
+                    }
+                }
+            }
+        });
+        lost
     }
 
     /// Best effort: whoever waits for the session hears that it failed, and why.
@@ -267,8 +325,11 @@ impl Coordinator {
             self.store.save_mappings(id, &mappings),
         )?;
         run.start_ready_groups().await?;
-        let mut lease_timer = tokio::time::interval(LEASE / 3);
-        lease_timer.tick().await;
+        let lost = match start {
+            Start::Unleased => CancellationToken::new(),
+            Start::Fresh | Start::Resume => self.keep_lease(id),
+        };
+        let _stop_renewing = lost.clone().drop_guard();
 
         let deadline = session.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
@@ -313,14 +374,7 @@ impl Coordinator {
                     Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
                     None => anyhow::bail!("notices of session {id} ended"),
                 },
-                _ = lease_timer.tick(), if start != Start::Unleased => {
-                    match self.store.renew(id, &self.owner, LEASE).await {
-                        Ok(true) => {}
-                        Ok(false) => return Err(handed_over(id, "its lease went to another coordinator")),
-                        // Nobody can take the lease while the store is unreachable; try again.
-                        Err(error) => tracing::warn!(session = id, %error, "cannot renew the session's lease"),
-                    }
-                }
+                () = lost.cancelled() => return Err(handed_over(id, "its lease went to another coordinator")),
                 _ = reconcile_timer.tick() => {
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the
                     // store, so a lost notice cannot stall a group.
