@@ -1,7 +1,12 @@
-//! Shared helpers for the integration tests: where the real servers are, and how to tell a
-//! person to start them when they are not there.
+//! Shared helpers for the integration tests: where the real servers are, how to tell a person
+//! to start them when they are not there, and a cluster of `agency` processes.
+// Test helpers: a failure panics the test that called them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use serde_json::Value;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Redis, from `AGENCY_REDIS` (`redis://host:port`), by default 127.0.0.1:6379.
@@ -58,4 +63,123 @@ pub fn redis_url() -> String {
 /// The Kafka bootstrap servers tests use.
 pub fn kafka_brokers() -> String {
     std::env::var("AGENCY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The `agency` binary next to this test's executable, built first if needed.
+pub fn agency_bin() -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("agency");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "agency", "--bin", "agency"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "cannot build the agency binary");
+    }
+    bin
+}
+
+/// Coordinators and workers, killed when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    pub namespace: String,
+    pub processes: Vec<Child>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// A coordinator and two workers.
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, &["coordinator", "worker", "worker"])
+    }
+
+    pub fn start_with(name: &str, roles: &[&str]) -> Self {
+        let namespace = format!("{}.", unique(name));
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self {
+            namespace,
+            processes: Vec::new(),
+            dir,
+        };
+        for role in roles {
+            cluster.spawn(role);
+        }
+        cluster
+    }
+
+    /// Starts one more process; returns its index in `processes`.
+    pub fn spawn(&mut self, role: &str) -> usize {
+        let log = std::fs::File::create(
+            self.dir
+                .join(format!("{role}-{}.log", self.processes.len())),
+        )
+        .unwrap();
+        let child = self
+            .command(&[role])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.processes.push(child);
+        self.processes.len() - 1
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(agency_bin());
+        command
+            .args(args)
+            .env("AGENCY_NAMESPACE", &self.namespace)
+            .env("AGENCY_KAFKA", kafka_brokers())
+            .env("AGENCY_REDIS", redis_url())
+            .env("AGENCY_LOG", "info");
+        command
+    }
+
+    /// `agency submit` without waiting; returns the session id it printed.
+    pub fn submit(&self, doc: &Value) -> String {
+        let file = self.dir.join(format!("{}.json", unique("session")));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let submitted = self.command(&["submit"]).arg(&file).output().unwrap();
+        assert!(
+            submitted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&submitted.stderr)
+        );
+        String::from_utf8_lossy(&submitted.stdout)
+            .trim()
+            .to_string()
+    }
+
+    /// `agency submit --wait`: the exit code and the printed result.
+    pub fn submit_wait(&self, doc: &Value) -> (i32, Value) {
+        let file = self.dir.join(format!("{}.json", unique("session")));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let output = self
+            .command(&["submit", "--wait", "--timeout", "120"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let result = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no result ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code().unwrap_or(-1), result)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! store, not the notice, holds results.
 
 use crate::notice_router::{NoticeRouter, Routed};
+use crate::outage::{is_outage, next_wait};
 use crate::report;
 use events::{
     Broker, Claim, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
@@ -193,10 +194,28 @@ impl Coordinator {
         progress: &Progress,
         stop: CancellationToken,
     ) -> anyhow::Result<Value> {
-        let outcome = match self.take(id, origin, &stop).await {
-            Ok(Taken::Finished(result)) => return Ok(result),
-            Ok(Taken::Run(start)) => self.drive(session, id, start, progress, stop).await,
-            Err(error) => Err(error),
+        let mut wait = None;
+        let outcome = loop {
+            let outcome = match self.take(id, origin, &stop).await {
+                Ok(Taken::Finished(result)) => return Ok(result),
+                Ok(Taken::Run(start)) => {
+                    self.drive(session, id, start, progress, stop.clone()).await
+                }
+                Err(error) => Err(error),
+            };
+            // A server that could not be reached: wait, then resume from what was stored.
+            match outcome {
+                Err(error) if is_outage(&error) && !stop.is_cancelled() => {
+                    let next = next_wait(wait);
+                    tracing::warn!(session = id, error = %format!("{error:#}"), retry_in = ?next, "session interrupted by an outage; resuming it");
+                    tokio::select! {
+                        () = stop.cancelled() => break Err(handed_over(id, "this coordinator is stopping")),
+                        () = tokio::time::sleep(next) => {}
+                    }
+                    wait = Some(next);
+                }
+                outcome => break outcome,
+            }
         };
         match &outcome {
             Err(error) if error.is::<HandedOver>() => {}
@@ -651,7 +670,7 @@ impl<'a> SessionRun<'a> {
         let mut dispatches = Vec::new();
         while let Some(command) = queue.pop_front() {
             let event = match command {
-                Command::Plan { task } => Some(self.plan_task(group, task).await),
+                Command::Plan { task } => Some(self.plan_task(group, task).await?),
                 Command::Dispatch {
                     task,
                     start,
@@ -686,7 +705,7 @@ impl<'a> SessionRun<'a> {
                     );
                     None
                 }
-                Command::UpdateContext { task } => Some(self.update_context(group, task).await),
+                Command::UpdateContext { task } => Some(self.update_context(group, task).await?),
                 Command::Cancel => {
                     let control = Control::CancelGroup {
                         session: self.id.to_string(),
@@ -782,7 +801,8 @@ impl<'a> SessionRun<'a> {
     }
 
     /// Plans a task against the context as it is now and stores what workers need.
-    async fn plan_task(&mut self, g: usize, t: usize) -> Event {
+    /// A store outage is an error (the session waits it out and resumes), not a failed task.
+    async fn plan_task(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
         let spec = &self.session.spec.groups[g].tasks[t];
         let path = FieldPath::root()
             .key("groups")
@@ -803,10 +823,10 @@ impl<'a> SessionRun<'a> {
         let expansion = match planned {
             Ok(expansion) => expansion,
             Err(error) => {
-                return Event::PlanFailed {
+                return Ok(Event::PlanFailed {
                     task: t,
                     error: error.to_string(),
-                }
+                })
             }
         };
         let record = TaskRecord {
@@ -820,39 +840,45 @@ impl<'a> SessionRun<'a> {
             concurrency: spec.concurrency,
             instances: expansion.len(),
         };
-        if let Err(error) = self
+        match self
             .coordinator
             .store
             .save_task(self.id, TaskRef { group: g, task: t }, &record)
             .await
         {
-            return Event::PlanFailed {
-                task: t,
-                error: format!("cannot store the task for workers: {error}"),
-            };
+            Ok(()) => {}
+            Err(error) if error.is_retryable() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Event::PlanFailed {
+                    task: t,
+                    error: format!("cannot store the task for workers: {error}"),
+                })
+            }
         }
         self.formats
             .insert((g, t), expansion.kind().map(|_| expansion.output_format()));
         self.progress
             .planned
             .fetch_add(expansion.len(), Ordering::Relaxed);
-        Event::Planned {
+        Ok(Event::Planned {
             task: t,
             instances: expansion.len(),
             now: self.started.elapsed(),
-        }
+        })
     }
 
     /// Combines a settled task's results in instance order and writes them to the context.
-    async fn update_context(&mut self, g: usize, t: usize) -> Event {
+    /// A store outage is an error (the session waits it out and resumes), not a failed task.
+    async fn update_context(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
         let format = self.formats.get(&(g, t)).copied().flatten();
         let results = match self.results(g, t).await {
             Ok(results) => results,
+            Err(error) if is_outage(&error) => return Err(error),
             Err(error) => {
-                return Event::CombineFailed {
+                return Ok(Event::CombineFailed {
                     task: t,
                     error: format!("cannot load results: {error}"),
-                }
+                })
             }
         };
         let combined = match format {
@@ -862,28 +888,32 @@ impl<'a> SessionRun<'a> {
         let value = match combined {
             Ok(value) => value,
             Err(error) => {
-                return Event::CombineFailed {
+                return Ok(Event::CombineFailed {
                     task: t,
                     error: error.to_string(),
-                }
+                })
             }
         };
         let key = self.session.spec.groups[g].tasks[t]
             .context_key()
             .to_string();
-        if let Err(error) = self
+        match self
             .coordinator
             .store
             .set_context(self.id, &key, &value)
             .await
         {
-            return Event::CombineFailed {
-                task: t,
-                error: format!("cannot store the context: {error}"),
-            };
+            Ok(()) => {}
+            Err(error) if error.is_retryable() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Event::CombineFailed {
+                    task: t,
+                    error: format!("cannot store the context: {error}"),
+                })
+            }
         }
         self.context.insert(key, value);
-        Event::ContextUpdated { task: t }
+        Ok(Event::ContextUpdated { task: t })
     }
 
     /// The task's results in instance order; `None` where an instance has no success.

@@ -22,6 +22,7 @@ pub mod distributed;
 pub mod embedded;
 pub mod executors;
 mod notice_router;
+mod outage;
 mod report;
 pub mod worker;
 

@@ -8,9 +8,11 @@
 //! coordinator learns of it instead of waiting.
 
 use crate::executors::{Call, Executor, IdempotencyKey, Registry};
+use crate::outage::retrying;
 use events::{
-    notices_channel, Broker, Control, Message, Notice, Outcome, Position, Status, Store,
-    TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
+    notices_channel, Broker, Control, Event, EventManager, Message, Notice, Outcome, Position,
+    Source, Status, Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL,
+    DISPATCH_TOPIC,
 };
 use expansion::{Expansion, FieldPath, Limits, Task};
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -126,7 +128,13 @@ impl Worker {
             .broker
             .subscribe(DISPATCH_TOPIC, &self.options.group)
             .await?;
-        let mut control = self.store.subscribe(CONTROL_CHANNEL).await?;
+        // Through the EventManager: a dropped subscription is restored, not fatal.
+        let mut control = EventManager::new(self.store.clone(), None)
+            .subscribe(
+                vec![Source::Channel(CONTROL_CHANNEL.into())],
+                shutdown.child_token(),
+            )
+            .await?;
         let limit = self.options.ranges_in_flight.max(1);
         let mut in_flight = 0usize;
         let mut waiting = VecDeque::new();
@@ -162,7 +170,13 @@ impl Worker {
                         paused = false;
                     }
                 }
-                control = control.next() => self.control(&control?),
+                Some(event) = control.recv() => match event {
+                    Event::Message { payload, .. } => self.control(&payload),
+                    // Cancellations sent meanwhile are lost: that work runs on, and the
+                    // coordinator ignores outcomes of groups that already finished.
+                    Event::Resubscribed { .. } => tracing::warn!("control channel restored; cancellations sent meanwhile were missed"),
+                    Event::Failed { error, .. } => tracing::error!(%error, "control channel failed; cancellations no longer reach this worker"),
+                },
                 message = consumer.next() => {
                     let message = message?;
                     watermarks.taken(&Position::of(&message));
@@ -242,9 +256,7 @@ impl Worker {
         {
             return Ok(Some(found.clone()));
         }
-        let record = self
-            .store
-            .load_task(session, task)
+        let record = retrying("loading a task", || self.store.load_task(session, task))
             .await
             .map_err(|e| format!("cannot load task {task:?} of session {session}: {e}"))?;
         let Some(record) = record else {
@@ -331,10 +343,11 @@ impl Worker {
             })
             .collect();
         let batch = self.store_large_results(item, batch).await?;
-        let accepted = self
-            .store
-            .record_outcomes(&item.session, item.task, batch)
-            .await?;
+        // An outage is waited out: the range's offset is not committed until its outcomes are in.
+        let accepted = retrying("recording outcomes", || {
+            self.store.record_outcomes(&item.session, item.task, &batch)
+        })
+        .await?;
         let mut notice = Notice::new(&item.session, item.task);
         for ((instance, attempt, error), accepted) in summary.into_iter().zip(accepted) {
             match (accepted, error) {
@@ -343,12 +356,12 @@ impl Worker {
                 (true, Some(error)) => notice.failed.push((instance, attempt, error)),
             }
         }
-        self.store
-            .publish(
-                &notices_channel(&item.session),
-                serde_json::to_vec(&notice)?,
-            )
-            .await?;
+        let notice = serde_json::to_vec(&notice)?;
+        let channel = notices_channel(&item.session);
+        retrying("announcing outcomes", || {
+            self.store.publish(&channel, notice.clone())
+        })
+        .await?;
         Ok(())
     }
 
@@ -370,9 +383,11 @@ impl Worker {
                 "{}:{}:{}:{}",
                 item.task.group, item.task.task, outcome.instance, outcome.attempt
             );
-            self.store
-                .save_blob(&item.session, &name, serde_json::to_vec(value)?)
-                .await?;
+            let bytes = serde_json::to_vec(value)?;
+            retrying("storing a large result", || {
+                self.store.save_blob(&item.session, &name, bytes.clone())
+            })
+            .await?;
             outcome.status = Status::Stored(name);
         }
         Ok(batch)

@@ -34,7 +34,7 @@ impl Store for DeafStore {
         &self,
         s: &str,
         t: TaskRef,
-        o: Vec<Outcome>,
+        o: &[Outcome],
     ) -> events::Result<Vec<bool>> {
         self.inner.record_outcomes(s, t, o).await
     }

@@ -62,7 +62,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .record_outcomes(
             session,
             task,
-            vec![
+            &[
                 outcome(0, 1, true),
                 outcome(1, 1, false),
                 outcome(0, 1, true),
@@ -75,7 +75,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .record_outcomes(
             session,
             task,
-            vec![
+            &[
                 outcome(1, 1, true),
                 outcome(1, 2, false),
                 outcome(0, 2, true),
@@ -85,11 +85,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .expect("record retries");
     assert_eq!(accepted, vec![false, true, false]);
     let accepted = store
-        .record_outcomes(
-            session,
-            task,
-            vec![outcome(1, 3, true), outcome(1, 4, false)],
-        )
+        .record_outcomes(session, task, &[outcome(1, 3, true), outcome(1, 4, false)])
         .await
         .expect("record final");
     assert_eq!(accepted, vec![true, false]);

@@ -224,14 +224,14 @@ impl Store for RedisStore {
         &self,
         session: &str,
         task: TaskRef,
-        outcomes: Vec<Outcome>,
+        outcomes: &[Outcome],
     ) -> Result<Vec<bool>> {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
         let mut invocation = self.record.key(outcomes_key(session, task));
         invocation.key(key(session, "keys"));
-        for outcome in &outcomes {
+        for outcome in outcomes {
             invocation
                 .arg(outcome.instance)
                 .arg(outcome.attempt)

@@ -57,7 +57,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session: &str,
         task: TaskRef,
-        outcomes: Vec<Outcome>,
+        outcomes: &[Outcome],
     ) -> Result<Vec<bool>>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
@@ -245,7 +245,7 @@ impl Store for MemoryStore {
         &self,
         session: &str,
         task: TaskRef,
-        outcomes: Vec<Outcome>,
+        outcomes: &[Outcome],
     ) -> Result<Vec<bool>> {
         let mut sessions = self.sessions()?;
         let slots = sessions
@@ -253,13 +253,13 @@ impl Store for MemoryStore {
             .entry((session.to_string(), task))
             .or_default();
         Ok(outcomes
-            .into_iter()
+            .iter()
             .map(|outcome| {
                 let index = outcome.instance as usize;
                 if slots.len() <= index {
                     slots.resize(index + 1, None);
                 }
-                accept(&mut slots[index], outcome)
+                accept(&mut slots[index], outcome.clone())
             })
             .collect())
     }
