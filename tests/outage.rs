@@ -1,6 +1,7 @@
 //! Redis dropping every connection, again and again, while a distributed session runs: workers
 //! wait the outage out instead of dead-lettering or dropping work, the coordinator resumes the
-//! session from what was stored, and the result is complete and counts each instance once.
+//! session from what was stored, the result is complete and counts each instance once, and a
+//! client waiting with `agency submit --wait` gets its result.
 //! Alone in its test binary: it kills every Redis client but its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,25 +25,33 @@ fn a_session_survives_redis_dropping_every_connection() {
         }}]}
     ]});
     cluster.submit(&doc);
+    // A client waiting with `agency submit --wait` through the same outage.
+    let waited_doc = json!({"session_id": unique("outage-waited"), "groups": [{"id": "g", "tasks": [
+        {"id": "nap", "executor": "sleep", "input": {"ms": 2000}}
+    ]}]});
 
     let client = redis::Client::open(redis_url()).unwrap();
     let mut redis = client.get_connection().unwrap();
     let result_key = format!("agency:result:{{{id}}}");
     // Drop every other client's connection (normal and pub/sub) every 100 ms for 4 s.
     let mut kills = 0u64;
-    let outage = Instant::now();
-    while outage.elapsed() < Duration::from_secs(4) {
-        for kind in ["normal", "pubsub"] {
-            let killed: u64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg(kind)
-                .query(&mut redis)
-                .unwrap();
-            kills += killed;
+    let (code, waited) = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| cluster.submit_wait(&waited_doc));
+        let outage = Instant::now();
+        while outage.elapsed() < Duration::from_secs(4) {
+            for kind in ["normal", "pubsub"] {
+                let killed: u64 = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg(kind)
+                    .query(&mut redis)
+                    .unwrap();
+                kills += killed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        waiting.join().unwrap()
+    });
     assert!(
         kills > 0,
         "no connection was dropped; the test proves nothing"
@@ -69,4 +78,6 @@ fn a_session_survives_redis_dropping_every_connection() {
         20_000
     );
     assert_eq!(result["context"]["again"].as_array().unwrap().len(), 3);
+    assert_eq!(code, 0, "{waited:#}");
+    assert_eq!(waited["status"], "completed");
 }

@@ -9,6 +9,7 @@
 
 use crate::coordinator::{Coordinator, HandedOver, Progress};
 use crate::dead_letter;
+use crate::outage::retrying;
 use events::{
     Broker, KafkaBroker, KafkaOptions, Message, Position, RedisStore, Store, Watermarks,
     RESULTS_CHANNEL,
@@ -236,7 +237,7 @@ pub async fn submit(
         context: Map::new(),
     };
     let (id, data) = session_document(action).map_err(anyhow::Error::msg)?;
-    store.delete_result(&id).await?;
+    retrying("deleting an earlier result", || store.delete_result(&id)).await?;
     let action = Action {
         key: Some(id.clone()),
         action: "initialize".into(),
@@ -277,7 +278,10 @@ impl std::fmt::Debug for ResultWaiter {
 impl ResultWaiter {
     pub async fn subscribe(store: &dyn Store) -> anyhow::Result<Self> {
         Ok(Self {
-            results: store.subscribe(RESULTS_CHANNEL).await?,
+            results: retrying("subscribing to results", || {
+                store.subscribe(RESULTS_CHANNEL)
+            })
+            .await?,
         })
     }
 
@@ -292,16 +296,27 @@ impl ResultWaiter {
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                payload = self.results.next() => {
-                    let payload = payload?;
-                    if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
-                        if result["session_id"] == id {
+                payload = self.results.next() => match payload {
+                    Ok(payload) => {
+                        if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
+                            if result["session_id"] == id {
+                                return Ok(result);
+                            }
+                        }
+                    }
+                    // Lost with the connection: subscribe again, then read what was published
+                    // meanwhile from the store.
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "the results subscription dropped; subscribing again");
+                        self.results = retrying("subscribing to results", || store.subscribe(RESULTS_CHANNEL)).await?;
+                        if let Some(result) = retrying("reading a result", || store.load_result(id)).await? {
                             return Ok(result);
                         }
                     }
-                }
+                    Err(error) => return Err(error.into()),
+                },
                 _ = poll.tick() => {
-                    if let Some(result) = store.load_result(id).await? {
+                    if let Some(result) = retrying("reading a result", || store.load_result(id)).await? {
                         return Ok(result);
                     }
                 }
