@@ -58,8 +58,8 @@ enum Start {
 /// What taking a session's lease found.
 enum Taken {
     Run(Start),
-    /// The session already has this result.
-    Finished(Value),
+    /// The action was delivered again and its session is done: its result, if still stored.
+    Done(Option<Value>),
 }
 
 /// A session this coordinator stopped running without a result, for another coordinator to
@@ -170,7 +170,7 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
-        self.drive(session, id, Start::Unleased, progress, cancel)
+        self.drive(session, id, None, Start::Unleased, progress, cancel)
             .await
     }
 
@@ -178,8 +178,9 @@ impl Coordinator {
     /// asked for, under a lease, so one coordinator runs it at a time:
     /// - while another coordinator holds the lease, waits: it finishes the session, or its lease
     ///   lapses (it died) and this one takes over;
-    /// - if this action's session already has its result (the action was delivered again),
-    ///   returns that result;
+    /// - if this action's session already finished (the action was delivered again), returns
+    ///   its result if still stored, `None` otherwise; an older action than the one that last
+    ///   started this session id is skipped (`None`);
     /// - if it started and has none (its coordinator stopped), resumes it from the store:
     ///   outcomes already recorded are not executed again.
     ///
@@ -193,14 +194,18 @@ impl Coordinator {
         origin: &str,
         progress: &Progress,
         stop: CancellationToken,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Option<Value>> {
+        // The lease names the action too, so an older action delivered again to this same
+        // coordinator waits instead of taking over a newer run of the id.
+        let holder = format!("{}@{origin}", self.owner);
         let mut wait = None;
         let outcome = loop {
-            let outcome = match self.take(id, origin, &stop).await {
-                Ok(Taken::Finished(result)) => return Ok(result),
-                Ok(Taken::Run(start)) => {
-                    self.drive(session, id, start, progress, stop.clone()).await
-                }
+            let outcome = match self.take(&holder, id, origin, &stop).await {
+                Ok(Taken::Done(result)) => return Ok(result),
+                Ok(Taken::Run(start)) => self
+                    .drive(session, id, Some(&holder), start, progress, stop.clone())
+                    .await
+                    .map(Some),
                 Err(error) => Err(error),
             };
             // A server that could not be reached: wait, then resume from what was stored.
@@ -222,7 +227,7 @@ impl Coordinator {
             Err(error) => self.publish_failure(id, error).await,
             Ok(_) => {}
         }
-        if let Err(error) = self.store.release(id, &self.owner).await {
+        if let Err(error) = self.store.release(id, &holder).await {
             tracing::warn!(session = id, %error, "cannot release the session's lease; it lapses by itself");
         }
         outcome
@@ -232,13 +237,14 @@ impl Coordinator {
     /// cannot be reached (the action is not lost to an outage).
     async fn take(
         &self,
+        holder: &str,
         id: &str,
         origin: &str,
         stop: &CancellationToken,
     ) -> anyhow::Result<Taken> {
         let mut unreachable = Duration::from_millis(100);
         loop {
-            let wait = match self.store.claim(id, &self.owner, origin, LEASE).await {
+            let wait = match self.store.claim(id, holder, origin, LEASE).await {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
                 Ok(Claim::Stale) => {
                     // An earlier run under this id may have left working state behind.
@@ -249,11 +255,15 @@ impl Coordinator {
                     tracing::info!(session = id, "resuming a session another coordinator left");
                     return Ok(Taken::Run(Start::Resume));
                 }
-                Ok(Claim::Finished) => {
-                    let result = self.store.load_result(id).await?.ok_or_else(|| {
-                        anyhow::anyhow!("the result of session {id} vanished while reading it")
-                    })?;
-                    return Ok(Taken::Finished(result));
+                // Another submission under this id may have deleted the result since.
+                Ok(Claim::Finished) => return Ok(Taken::Done(self.store.load_result(id).await?)),
+                Ok(Claim::Superseded) => {
+                    tracing::info!(
+                        session = id,
+                        origin,
+                        "an older action for this session id, delivered again: skipped"
+                    );
+                    return Ok(Taken::Done(None));
                 }
                 Ok(Claim::Held) => LEASE / 3,
                 Err(error) if error.is_retryable() => {
@@ -273,11 +283,11 @@ impl Coordinator {
     /// Renews the session's lease every third of it, in a task of its own so that no long step of
     /// the session delays it. The returned token fires when another coordinator holds the lease;
     /// cancelling it stops the renewing.
-    fn keep_lease(&self, id: &str) -> CancellationToken {
+    fn keep_lease(&self, id: &str, holder: &str) -> CancellationToken {
         let lost = CancellationToken::new();
         let (store, owner, id, fire) = (
             self.store.clone(),
-            self.owner.clone(),
+            holder.to_string(),
             id.to_string(),
             lost.clone(),
         );
@@ -317,10 +327,12 @@ impl Coordinator {
         }
     }
 
+    /// Runs the session; `holder` is the lease to keep renewed, if any.
     async fn drive(
         &self,
         session: &Session,
         id: &str,
+        holder: Option<&str>,
         start: Start,
         progress: &Progress,
         cancel: CancellationToken,
@@ -344,9 +356,9 @@ impl Coordinator {
             self.store.save_mappings(id, &mappings),
         )?;
         run.start_ready_groups().await?;
-        let lost = match start {
-            Start::Unleased => CancellationToken::new(),
-            Start::Fresh | Start::Resume => self.keep_lease(id),
+        let lost = match holder {
+            None => CancellationToken::new(),
+            Some(holder) => self.keep_lease(id, holder),
         };
         let _stop_renewing = lost.clone().drop_guard();
 

@@ -157,7 +157,8 @@ pub async fn run_coordinator(
                     let progress = Progress::default();
                     let running = coordinator.run_action(&session, &id, &origin, &progress, stop);
                     match AssertUnwindSafe(running).catch_unwind().await {
-                        Ok(Ok(result)) => tracing::info!(session = %id, status = %result["status"], "session finished"),
+                        Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result["status"], "session finished"),
+                        Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
                         Ok(Err(error)) if error.is::<HandedOver>() => tracing::info!(session = %id, "{error}"),
                         Ok(Err(error)) => tracing::error!(session = %id, error = %format!("{error:#}"), "session failed"),
                         Err(_) => tracing::error!(session = %id, "session task panicked"),

@@ -256,6 +256,15 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
     // Another action with the same id: the earlier result no longer answers.
     assert_eq!(claim("a", "intake/3/9").await.expect("claim"), Claim::Stale);
     assert_eq!(store.load_result(session).await.expect("load result"), None);
+    // An older action of the same partition, delivered again, is superseded.
+    assert_eq!(
+        claim("b", "intake/3/8").await.expect("claim"),
+        Claim::Superseded
+    );
+    assert_eq!(
+        claim("a", "intake/3/9").await.expect("claim"),
+        Claim::Resume
+    );
     // Only the holder releases.
     store.release(session, "b").await.expect("release");
     assert_eq!(claim("b", "intake/3/9").await.expect("claim"), Claim::Held);

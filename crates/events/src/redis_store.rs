@@ -53,9 +53,14 @@ return accepted
 
 /// KEYS: lease, origin, result. ARGV: owner, lease ms, origin, origin TTL s. See `Store::claim`.
 const CLAIM_SCRIPT: &str = r#"
+local previous = redis.call('GET', KEYS[2])
+if previous and previous ~= ARGV[3] then
+  local at, offset = string.match(previous, '^(.*)/(%d+)$')
+  local this_at, this_offset = string.match(ARGV[3], '^(.*)/(%d+)$')
+  if at and at == this_at and tonumber(offset) > tonumber(this_offset) then return 'superseded' end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 'held' end
-local previous = redis.call('GET', KEYS[2])
 if previous == ARGV[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if previous == ARGV[3] then return 'resume' end
@@ -394,6 +399,7 @@ impl Store for RedisStore {
             "resume" => Claim::Resume,
             "finished" => Claim::Finished,
             "held" => Claim::Held,
+            "superseded" => Claim::Superseded,
             other => return Err(corrupt("the claim script's answer", other)),
         })
     }

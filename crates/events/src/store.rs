@@ -46,6 +46,23 @@ pub enum Claim {
     Finished,
     /// Another coordinator holds the lease.
     Held,
+    /// A later action of the same topic partition started this session id: this one is old
+    /// (delivered again) and must not run.
+    Superseded,
+}
+
+/// Whether origin `previous` (`topic/partition/offset`) comes after `this` in the same
+/// partition.
+pub fn supersedes(previous: &str, this: &str) -> bool {
+    let split = |origin: &str| {
+        origin
+            .rsplit_once('/')
+            .and_then(|(at, offset)| Some((at.to_string(), offset.parse::<u64>().ok()?)))
+    };
+    match (split(previous), split(this)) {
+        (Some((at, offset)), Some((this_at, this_offset))) => at == this_at && offset > this_offset,
+        _ => false,
+    }
 }
 
 #[async_trait]
@@ -352,13 +369,19 @@ impl Store for MemoryStore {
         lease: Duration,
     ) -> Result<Claim> {
         let mut sessions = self.sessions()?;
+        let previous = sessions.origins.get(session).cloned();
+        if previous
+            .as_deref()
+            .is_some_and(|previous| supersedes(previous, origin))
+        {
+            return Ok(Claim::Superseded);
+        }
         if sessions
             .holder(session)
             .is_some_and(|holder| holder != owner)
         {
             return Ok(Claim::Held);
         }
-        let previous = sessions.origins.get(session).cloned();
         if previous.as_deref() == Some(origin) && sessions.results.contains_key(session) {
             return Ok(Claim::Finished);
         }
