@@ -11,7 +11,7 @@
 //! store, not the notice, holds results.
 
 use crate::notice_router::{NoticeRouter, Routed};
-use crate::outage::{is_outage, next_wait};
+use crate::outage::is_outage;
 use crate::report;
 use events::{
     Broker, Claim, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
@@ -47,11 +47,9 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// How a session starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
-    /// Embedded: one coordinator, no lease.
-    Unleased,
-    /// Under a lease, from nothing.
+    /// From nothing.
     Fresh,
-    /// Under a lease, from what an earlier coordinator stored.
+    /// From what an earlier coordinator stored (only under a lease).
     Resume,
 }
 
@@ -170,7 +168,7 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
-        self.drive(session, id, None, Start::Unleased, progress, cancel)
+        self.drive(session, id, None, Start::Fresh, progress, cancel)
             .await
     }
 
@@ -211,7 +209,7 @@ impl Coordinator {
             // A server that could not be reached: wait, then resume from what was stored.
             match outcome {
                 Err(error) if is_outage(&error) && !stop.is_cancelled() => {
-                    let next = next_wait(wait);
+                    let next = events::backoff(wait);
                     tracing::warn!(session = id, error = %format!("{error:#}"), retry_in = ?next, "session interrupted by an outage; resuming it");
                     tokio::select! {
                         () = stop.cancelled() => break Err(handed_over(id, "this coordinator is stopping")),
@@ -242,7 +240,7 @@ impl Coordinator {
         origin: &str,
         stop: &CancellationToken,
     ) -> anyhow::Result<Taken> {
-        let mut unreachable = Duration::from_millis(100);
+        let mut unreachable = None;
         loop {
             let wait = match self.store.claim(id, holder, origin, LEASE).await {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
@@ -268,8 +266,9 @@ impl Coordinator {
                 Ok(Claim::Held) => LEASE / 3,
                 Err(error) if error.is_retryable() => {
                     tracing::warn!(session = id, %error, "cannot take the session's lease yet");
-                    unreachable = (unreachable * 2).min(Duration::from_secs(5));
-                    unreachable
+                    let next = events::backoff(unreachable);
+                    unreachable = Some(next);
+                    next
                 }
                 Err(error) => return Err(error.into()),
             };
@@ -285,7 +284,7 @@ impl Coordinator {
     /// cancelling it stops the renewing.
     fn keep_lease(&self, id: &str, holder: &str) -> CancellationToken {
         let lost = CancellationToken::new();
-        let (store, owner, id, fire) = (
+        let (store, holder, id, fire) = (
             self.store.clone(),
             holder.to_string(),
             id.to_string(),
@@ -297,7 +296,7 @@ impl Coordinator {
                     () = fire.cancelled() => return,
                     () = tokio::time::sleep(LEASE / 3) => {}
                 }
-                match store.renew(&id, &owner, LEASE).await {
+                match store.renew(&id, &holder, LEASE).await {
                     Ok(true) => {}
                     Ok(false) => return fire.cancel(),
                     // Nobody can take the lease while the store is unreachable; try again.
@@ -310,24 +309,27 @@ impl Coordinator {
         lost
     }
 
+    /// Stores the session's result under its key, then announces it on `agency:results`.
+    async fn announce(&self, id: &str, result: &Value) -> events::Result<()> {
+        self.store.save_result(id, result).await?;
+        self.store
+            .publish(
+                RESULTS_CHANNEL,
+                serde_json::to_vec(result).unwrap_or_default(),
+            )
+            .await
+    }
+
     /// Best effort: whoever waits for the session hears that it failed, and why.
     async fn publish_failure(&self, id: &str, error: &anyhow::Error) {
         let result = report::failed_result(id, vec![format!("{error:#}")]);
-        let published = async {
-            self.store.save_result(id, &result).await?;
-            self.store
-                .publish(
-                    RESULTS_CHANNEL,
-                    serde_json::to_vec(&result).unwrap_or_default(),
-                )
-                .await
-        };
-        if let Err(error) = published.await {
+        if let Err(error) = self.announce(id, &result).await {
             tracing::error!(session = id, %error, "cannot publish the failure of a session");
         }
     }
 
-    /// Runs the session; `holder` is the lease to keep renewed, if any.
+    /// Runs the session; `holder` is the lease to keep renewed, `None` when the session runs
+    /// unleased (embedded: one coordinator).
     async fn drive(
         &self,
         session: &Session,
@@ -347,9 +349,9 @@ impl Coordinator {
         let mappings = run.mappings();
         tokio::try_join!(
             async {
-                match start {
-                    Start::Unleased => self.store.delete_result(id).await,
-                    Start::Fresh | Start::Resume => Ok(()),
+                match holder {
+                    None => self.store.delete_result(id).await,
+                    Some(_) => Ok(()),
                 }
             },
             self.store.save_context(id, &run.context),
@@ -370,7 +372,7 @@ impl Coordinator {
         while !run.finished() {
             tokio::select! {
                 () = cancel.cancelled(), if !interrupted => {
-                    if start != Start::Unleased {
+                    if holder.is_some() {
                         return Err(handed_over(id, "this coordinator is stopping"));
                     }
                     interrupted = true;
@@ -422,10 +424,7 @@ impl Coordinator {
             timer.abort();
         }
         let result = report::final_result(&mut run).await?;
-        self.store.save_result(id, &result).await?;
-        self.store
-            .publish(RESULTS_CHANNEL, serde_json::to_vec(&result)?)
-            .await?;
+        self.announce(id, &result).await?;
         self.store.cleanup(id).await?;
         Ok(result)
     }

@@ -2,15 +2,6 @@
 //! reached are tried again with backoff, instead of failing the work they belong to.
 
 use std::future::Future;
-use std::time::Duration;
-
-const FIRST_WAIT: Duration = Duration::from_millis(100);
-const LONGEST_WAIT: Duration = Duration::from_secs(5);
-
-/// The wait after `previous`: doubling from 100 ms up to 5 s.
-pub(crate) fn next_wait(previous: Option<Duration>) -> Duration {
-    previous.map_or(FIRST_WAIT, |wait| (wait * 2).min(LONGEST_WAIT))
-}
 
 /// Whether `error` comes from a server that could not be reached (retrying may help).
 pub(crate) fn is_outage(error: &anyhow::Error) -> bool {
@@ -32,7 +23,7 @@ where
     loop {
         match operation().await {
             Err(error) if error.is_retryable() => {
-                let next = next_wait(wait);
+                let next = events::backoff(wait);
                 tracing::warn!(%error, retry_in = ?next, "{what}: server unreachable");
                 tokio::time::sleep(next).await;
                 wait = Some(next);
@@ -46,6 +37,7 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
 
     fn unavailable() -> events::Error {
         events::Error::Unavailable {
@@ -84,9 +76,9 @@ mod tests {
         let wrapped = anyhow::Error::from(unavailable()).context("saving the context");
         assert!(is_outage(&wrapped));
         assert!(!is_outage(&anyhow::anyhow!("a bad session")));
-        assert_eq!(next_wait(None), Duration::from_millis(100));
+        assert_eq!(events::backoff(None), Duration::from_millis(100));
         assert_eq!(
-            next_wait(Some(Duration::from_secs(4))),
+            events::backoff(Some(Duration::from_secs(4))),
             Duration::from_secs(5)
         );
     }

@@ -7,7 +7,6 @@ use crate::broker::Broker;
 use crate::error::Result;
 use crate::store::Store;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -61,10 +60,6 @@ impl std::fmt::Debug for EventManager {
         f.debug_struct("EventManager").finish_non_exhaustive()
     }
 }
-
-/// Backoff between resubscription attempts.
-const FIRST_DELAY: Duration = Duration::from_millis(100);
-const MAX_DELAY: Duration = Duration::from_secs(5);
 
 impl EventManager {
     pub fn new(store: Arc<dyn Store>, broker: Option<Arc<dyn Broker>>) -> Self {
@@ -152,7 +147,7 @@ impl EventManager {
     }
 
     async fn resubscribe(&self, source: &Source, stop: &CancellationToken) -> Option<Reader> {
-        let mut delay = FIRST_DELAY;
+        let mut delay = crate::error::backoff(None);
         loop {
             match self.reader(source).await {
                 Ok(reader) => return Some(reader),
@@ -164,7 +159,7 @@ impl EventManager {
                 () = stop.cancelled() => return None,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(MAX_DELAY);
+            delay = crate::error::backoff(Some(delay));
         }
     }
 }

@@ -19,7 +19,7 @@ pub use broker::{
     Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
     EVENTS_TOPIC,
 };
-pub use error::{Error, Result};
+pub use error::{backoff, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
 pub use kafka_broker::{KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
