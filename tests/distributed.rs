@@ -195,6 +195,34 @@ fn a_killed_coordinators_session_is_resumed_by_another_coordinator() {
 }
 
 #[test]
+fn a_session_id_submitted_again_runs_its_new_definition() {
+    // One long-lived worker sees both runs: what it learnt of the first (its planned tasks, the
+    // group cancelled by the timeout) must not leak into the second.
+    let cluster = Cluster::start_with("again", &["coordinator", "worker"]);
+    let id = unique("again");
+    let run = |items: u64, nap_ms: u64| {
+        let xs: Vec<u64> = (0..items).collect();
+        json!({"session_id": id, "groups": [
+            {"id": "echoes", "tasks": [{"id": "xs", "executor": "echo", "input": {
+                "x": "{{x}}", "xs": xs, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}
+            }}]},
+            {"id": "naps", "timeout_ms": 500, "tasks": [{"id": "nap", "executor": "sleep", "input": {"ms": nap_ms}}]}
+        ]})
+    };
+    let (code, first) = cluster.submit_wait(&run(3, 60_000));
+    assert_eq!(code, 1, "{first:#}");
+    assert_eq!(first["groups"]["naps"]["status"], "timed_out", "{first:#}");
+    assert_eq!(first["context"]["xs"].as_array().unwrap().len(), 3);
+
+    let (code, second) = cluster.submit_wait(&run(5, 10));
+    assert_eq!(code, 0, "{second:#}");
+    let xs = second["context"]["xs"].as_array().unwrap();
+    assert_eq!(xs.len(), 5, "the second run's input, not the first's");
+    assert_eq!(xs[4]["x"], 4);
+    assert_eq!(second["groups"]["naps"]["status"], "completed");
+}
+
+#[test]
 fn a_failing_task_gives_partial_results() {
     let cluster = Cluster::start("partial");
     let doc = json!({"session_id": unique("partial"), "groups": [

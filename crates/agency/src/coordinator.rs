@@ -53,6 +53,19 @@ enum Start {
     Resume,
 }
 
+/// One run of a session id.
+#[derive(Debug, Clone, Copy)]
+struct RunOf<'a> {
+    /// Names the run on its work items, task records and cancels, so that workers tell it from
+    /// other runs of the same session id: the intake action's origin (a resumed run keeps it),
+    /// or a fresh id when the session runs unleased.
+    name: &'a str,
+    /// The lease to keep renewed; `None` when the session runs unleased (embedded: one
+    /// coordinator).
+    holder: Option<&'a str>,
+    start: Start,
+}
+
 /// What taking a session's lease found.
 enum Taken {
     Run(Start),
@@ -168,8 +181,13 @@ impl Coordinator {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
-        self.drive(session, id, None, Start::Fresh, progress, cancel)
-            .await
+        let name = uuid::Uuid::new_v4().to_string();
+        let run = RunOf {
+            name: &name,
+            holder: None,
+            start: Start::Fresh,
+        };
+        self.drive(session, id, run, progress, cancel).await
     }
 
     /// Runs the session that the `agency_action` message at `origin` (`topic/partition/offset`)
@@ -200,10 +218,16 @@ impl Coordinator {
         let outcome = loop {
             let outcome = match self.take(&holder, id, origin, &stop).await {
                 Ok(Taken::Done(result)) => return Ok(result),
-                Ok(Taken::Run(start)) => self
-                    .drive(session, id, Some(&holder), start, progress, stop.clone())
-                    .await
-                    .map(Some),
+                Ok(Taken::Run(start)) => {
+                    let run = RunOf {
+                        name: origin,
+                        holder: Some(&holder),
+                        start,
+                    };
+                    self.drive(session, id, run, progress, stop.clone())
+                        .await
+                        .map(Some)
+                }
                 Err(error) => Err(error),
             };
             // A server that could not be reached: wait, then resume from what was stored.
@@ -328,21 +352,23 @@ impl Coordinator {
         }
     }
 
-    /// Runs the session; `holder` is the lease to keep renewed, `None` when the session runs
-    /// unleased (embedded: one coordinator).
+    /// Runs the session.
     async fn drive(
         &self,
         session: &Session,
         id: &str,
-        holder: Option<&str>,
-        start: Start,
+        RunOf {
+            name,
+            holder,
+            start,
+        }: RunOf<'_>,
         progress: &Progress,
         cancel: CancellationToken,
     ) -> anyhow::Result<Value> {
         // Registered before anything is dispatched, so no notice of this session is missed.
         let mut notices = self.notices.register(id).await?;
         let (timer_tx, mut timers) = mpsc::unbounded_channel();
-        let mut run = SessionRun::new(self, session, id, progress, timer_tx);
+        let mut run = SessionRun::new(self, session, id, name, progress, timer_tx);
         run.resuming = start == Start::Resume;
         // Independent writes, so one round trip. A result stored under this id by an earlier run
         // no longer answers (under a lease, `claim` deleted it).
@@ -443,6 +469,8 @@ pub(crate) struct SessionRun<'a> {
     pub coordinator: &'a Coordinator,
     pub session: &'a Session,
     pub id: &'a str,
+    /// See [`RunOf::name`].
+    run: &'a str,
     pub progress: &'a Progress,
     pub context: Map<String, Value>,
     pub machines: Vec<Option<GroupMachine>>,
@@ -464,6 +492,7 @@ impl<'a> SessionRun<'a> {
         coordinator: &'a Coordinator,
         session: &'a Session,
         id: &'a str,
+        run: &'a str,
         progress: &'a Progress,
         timer_tx: mpsc::UnboundedSender<Timer>,
     ) -> Self {
@@ -472,6 +501,7 @@ impl<'a> SessionRun<'a> {
             coordinator,
             session,
             id,
+            run,
             progress,
             context: session.spec.context.clone(),
             machines: (0..groups).map(|_| None).collect(),
@@ -691,6 +721,7 @@ impl<'a> SessionRun<'a> {
                     let item = WorkItem {
                         v: events::messages::VERSION,
                         session: self.id.to_string(),
+                        run: self.run.to_string(),
                         task: TaskRef { group, task },
                         start,
                         end,
@@ -720,6 +751,7 @@ impl<'a> SessionRun<'a> {
                 Command::Cancel => {
                     let control = Control::CancelGroup {
                         session: self.id.to_string(),
+                        run: self.run.to_string(),
                         group,
                     };
                     self.coordinator
@@ -841,6 +873,7 @@ impl<'a> SessionRun<'a> {
             }
         };
         let record = TaskRecord {
+            run: self.run.to_string(),
             task_id: spec.id.clone(),
             group_id: self.session.spec.groups[g].id.clone(),
             executor: spec.executor.clone(),

@@ -85,10 +85,12 @@ pub struct Worker {
     store: Arc<dyn Store>,
     registry: Registry,
     options: WorkerOptions,
-    prepared: Mutex<HashMap<(String, TaskRef), Arc<Prepared>>>,
-    /// Cancellation per (session, group), fired by the coordinator's control messages, with a
-    /// guard counting the ranges that use it.
-    cancels: Mutex<HashMap<(String, usize), GroupCancel>>,
+    /// Planned tasks per (session, run, task). Keyed by run too: a session id submitted again
+    /// may hold other tasks.
+    prepared: Mutex<HashMap<(String, String, TaskRef), Arc<Prepared>>>,
+    /// Cancellation per (session, run, group), fired by the coordinator's control messages, with
+    /// a guard counting the ranges that use it.
+    cancels: Mutex<HashMap<(String, String, usize), GroupCancel>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -199,9 +201,13 @@ impl Worker {
 
     fn control(&self, payload: &[u8]) {
         match serde_json::from_slice::<Control>(payload) {
-            Ok(Control::CancelGroup { session, group }) => {
-                tracing::debug!(session = %session, group, "cancelling group");
-                self.cancel_token(&session, group).0.cancel();
+            Ok(Control::CancelGroup {
+                session,
+                run,
+                group,
+            }) => {
+                tracing::debug!(session = %session, run = %run, group, "cancelling group");
+                self.cancel_token(&session, &run, group).0.cancel();
             }
             Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
         }
@@ -209,12 +215,14 @@ impl Worker {
 
     /// The group's cancellation token, and a guard to hold while running its work: entries no
     /// running range holds are the ones evicted, so a cancel always reaches running work.
-    fn cancel_token(&self, session: &str, group: usize) -> (CancellationToken, Arc<()>) {
+    fn cancel_token(&self, session: &str, run: &str, group: usize) -> (CancellationToken, Arc<()>) {
         let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
         if cancels.len() >= CACHE_LIMIT {
             cancels.retain(|_, (_, in_use)| Arc::strong_count(in_use) > 1);
         }
-        let (token, in_use) = cancels.entry((session.to_string(), group)).or_default();
+        let (token, in_use) = cancels
+            .entry((session.to_string(), run.to_string(), group))
+            .or_default();
         (token.clone(), in_use.clone())
     }
 
@@ -224,15 +232,16 @@ impl Worker {
             Ok(item) => item,
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
-        let (cancel, _in_use) = self.cancel_token(&item.session, item.task.group);
+        let (cancel, _in_use) = self.cancel_token(&item.session, &item.run, item.task.group);
         if cancel.is_cancelled() {
             return;
         }
-        let prepared = match self.prepare(&item.session, item.task).await {
+        let prepared = match self.prepare(&item).await {
             Ok(Some(prepared)) => prepared,
-            // Work for a session that already ended (cancelled, timed out): nothing to do.
+            // Work for a session that already ended (cancelled, timed out), or for an earlier
+            // run of its id: nothing to do.
             Ok(None) => {
-                return tracing::debug!(session = %item.session, group = item.task.group, task = item.task.task, "skipping work of a finished session");
+                return tracing::debug!(session = %item.session, run = %item.run, group = item.task.group, task = item.task.task, "skipping work of a finished run");
             }
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
@@ -245,9 +254,11 @@ impl Worker {
         crate::dead_letter::send(self.broker.as_ref(), message, reason).await;
     }
 
-    /// The task, planned; `None` when the store no longer has it (its session ended).
-    async fn prepare(&self, session: &str, task: TaskRef) -> Result<Option<Arc<Prepared>>, String> {
-        let key = (session.to_string(), task);
+    /// The item's task, planned; `None` when the store no longer has it (its session ended) or
+    /// holds another run's.
+    async fn prepare(&self, item: &WorkItem) -> Result<Option<Arc<Prepared>>, String> {
+        let (session, task) = (item.session.as_str(), item.task);
+        let key = (item.session.clone(), item.run.clone(), task);
         if let Some(found) = self
             .prepared
             .lock()
@@ -259,7 +270,7 @@ impl Worker {
         let record = retrying("loading a task", || self.store.load_task(session, task))
             .await
             .map_err(|e| format!("cannot load task {task:?} of session {session}: {e}"))?;
-        let Some(record) = record else {
+        let Some(record) = record.filter(|record| record.run == item.run) else {
             return Ok(None);
         };
         let prepared = Arc::new(self.plan(session, task, record));

@@ -30,6 +30,7 @@ fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
 pub async fn store_suite(store: &dyn Store, session: &str) {
     let task = TaskRef { group: 0, task: 1 };
     let record = TaskRecord {
+        run: "agency_action/3/14".into(),
         task_id: "t".into(),
         group_id: "g".into(),
         executor: "echo".into(),

@@ -20,6 +20,9 @@ pub struct TaskRef {
 pub struct WorkItem {
     pub v: u32,
     pub session: String,
+    /// Which run of the session id: work of an earlier run, delivered late, is told apart.
+    #[serde(default)]
+    pub run: String,
     pub task: TaskRef,
     pub start: u64,
     pub end: u64,
@@ -55,6 +58,9 @@ impl WorkItem {
 /// when the coordinator plans it. The context is the one the task was planned against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The run of the session that planned the task (see [`WorkItem::run`]).
+    #[serde(default)]
+    pub run: String,
     pub task_id: String,
     pub group_id: String,
     pub executor: String,
@@ -136,7 +142,12 @@ impl Notice {
 #[serde(rename_all = "snake_case", tag = "control")]
 pub enum Control {
     /// Stop the group's running instances and drop its queued work.
-    CancelGroup { session: String, group: usize },
+    CancelGroup {
+        session: String,
+        #[serde(default)]
+        run: String,
+        group: usize,
+    },
 }
 
 #[cfg(test)]
@@ -149,6 +160,7 @@ mod tests {
         let item = WorkItem {
             v: VERSION,
             session: "s".into(),
+            run: "agency_action/0/7".into(),
             task: TaskRef { group: 1, task: 2 },
             start: 0,
             end: 10,
