@@ -50,7 +50,7 @@ async fn redis_cleanup_leaves_no_working_keys() {
     let (mut connection, left) = session_keys(&session).await;
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
     // A result is kept after cleanup, with an expiry.
-    events::Store::save_result(
+    events::Store::publish_result(
         &store,
         &session,
         &serde_json::json!({"status": "completed"}),

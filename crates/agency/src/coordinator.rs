@@ -15,7 +15,7 @@ use crate::outage::is_outage;
 use crate::report;
 use events::{
     Broker, Claim, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
-    DISPATCH_TOPIC, RESULTS_CHANNEL,
+    DISPATCH_TOPIC,
 };
 use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
 use serde_json::{Map, Value};
@@ -335,13 +335,7 @@ impl Coordinator {
 
     /// Stores the session's result under its key, then announces it on `agency:results`.
     async fn announce(&self, id: &str, result: &Value) -> events::Result<()> {
-        self.store.save_result(id, result).await?;
-        self.store
-            .publish(
-                RESULTS_CHANNEL,
-                serde_json::to_vec(result).unwrap_or_default(),
-            )
-            .await
+        self.store.publish_result(id, result).await
     }
 
     /// Best effort: whoever waits for the session hears that it failed, and why.
@@ -370,20 +364,26 @@ impl Coordinator {
         let (timer_tx, mut timers) = mpsc::unbounded_channel();
         let mut run = SessionRun::new(self, session, id, name, progress, timer_tx);
         run.resuming = start == Start::Resume;
-        // Independent writes, so one round trip. A result stored under this id by an earlier run
-        // no longer answers (under a lease, `claim` deleted it).
-        let mappings = run.mappings();
-        tokio::try_join!(
-            async {
-                match holder {
-                    None => self.store.delete_result(id).await,
-                    Some(_) => Ok(()),
-                }
-            },
-            self.store.save_context(id, &run.context),
-            self.store.save_mappings(id, &mappings),
-        )?;
-        run.start_ready_groups().await?;
+        // Independent writes, sent together with the first groups' task records: one round
+        // trip. They are issued first (`join!` polls in order), so a context key the first
+        // groups set comes after the initial context. A result stored under this id by an
+        // earlier run no longer answers (under a lease, `claim` deleted it).
+        let (context, mappings) = (run.context.clone(), run.mappings());
+        let initial = async {
+            tokio::try_join!(
+                async {
+                    match holder {
+                        None => self.store.delete_result(id).await,
+                        Some(_) => Ok(()),
+                    }
+                },
+                self.store.save_context(id, &context),
+                self.store.save_mappings(id, &mappings),
+            )
+        };
+        let (initial, started) = tokio::join!(initial, run.start_ready_groups());
+        initial?;
+        started?;
         let lost = match holder {
             None => CancellationToken::new(),
             Some(holder) => self.keep_lease(id, holder),

@@ -207,16 +207,7 @@ async fn accept(
             };
             let result = crate::report::failed_result(&id, errors);
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
-            if let Err(error) = store.save_result(&id, &result).await {
-                tracing::error!(session = %id, %error, "cannot store the rejection");
-            }
-            if let Err(error) = store
-                .publish(
-                    RESULTS_CHANNEL,
-                    serde_json::to_vec(&result).unwrap_or_default(),
-                )
-                .await
-            {
+            if let Err(error) = store.publish_result(&id, &result).await {
                 tracing::error!(session = %id, %error, "cannot publish the rejection");
             }
             None

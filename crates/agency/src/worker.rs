@@ -354,18 +354,34 @@ impl Worker {
             })
             .collect();
         let batch = self.store_large_results(item, batch).await?;
+        let notice = |accepted: &[bool]| {
+            let mut notice = Notice::new(&item.session, item.task);
+            for ((instance, attempt, error), _) in summary
+                .iter()
+                .zip(accepted)
+                .filter(|(_, &accepted)| accepted)
+            {
+                match error {
+                    None => notice.add_success(*instance, *attempt),
+                    Some(error) => notice.failed.push((*instance, *attempt, error.clone())),
+                }
+            }
+            notice
+        };
+        // Announced with the writes when the whole batch is accepted, as it nearly always is.
+        let whole = serde_json::to_vec(&notice(&vec![true; batch.len()]))?;
         // An outage is waited out: the range's offset is not committed until its outcomes are in.
         let accepted = retrying("recording outcomes", || {
-            self.store.record_outcomes(&item.session, item.task, &batch)
+            self.store
+                .record_outcomes(&item.session, item.task, &batch, Some(&whole))
         })
         .await?;
-        let mut notice = Notice::new(&item.session, item.task);
-        for ((instance, attempt, error), accepted) in summary.into_iter().zip(accepted) {
-            match (accepted, error) {
-                (false, _) => {}
-                (true, None) => notice.add_success(instance, attempt),
-                (true, Some(error)) => notice.failed.push((instance, attempt, error)),
-            }
+        if accepted.iter().all(|&a| a) {
+            return Ok(());
+        }
+        let notice = notice(&accepted);
+        if notice.succeeded.is_empty() && notice.failed.is_empty() {
+            return Ok(());
         }
         let notice = serde_json::to_vec(&notice)?;
         let channel = notices_channel(&item.session);

@@ -5,7 +5,7 @@
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
-use crate::store::{Claim, Store};
+use crate::store::{notices_channel, Claim, Store, RESULTS_CHANNEL};
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -58,7 +58,12 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     );
 
     // Recording rule: first outcome accepted, duplicates refused, failures replaced by newer
-    // attempts only, successes final.
+    // attempts only, successes final. A batch's notice goes out only when all of it was
+    // accepted.
+    let mut notices = store
+        .subscribe(&notices_channel(session))
+        .await
+        .expect("subscribe to notices");
     let accepted = store
         .record_outcomes(
             session,
@@ -68,6 +73,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
                 outcome(1, 1, false),
                 outcome(0, 1, true),
             ],
+            Some(b"partly refused"),
         )
         .await
         .expect("record");
@@ -81,19 +87,40 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
                 outcome(1, 2, false),
                 outcome(0, 2, true),
             ],
+            None,
         )
         .await
         .expect("record retries");
     assert_eq!(accepted, vec![false, true, false]);
     let accepted = store
-        .record_outcomes(session, task, &[outcome(1, 3, true), outcome(1, 4, false)])
+        .record_outcomes(
+            session,
+            task,
+            &[outcome(1, 3, true), outcome(1, 4, false)],
+            Some(b"partly refused"),
+        )
         .await
         .expect("record final");
     assert_eq!(accepted, vec![true, false]);
-    let stored = store.outcomes(session, task, 0..3).await.expect("outcomes");
+    let accepted = store
+        .record_outcomes(session, task, &[outcome(2, 1, false)], Some(b"all in"))
+        .await
+        .expect("record a batch accepted whole");
+    assert_eq!(accepted, vec![true]);
+    let got = tokio::time::timeout(WAIT, notices.next())
+        .await
+        .expect("notice within the bound")
+        .expect("notice");
+    assert_eq!(got, b"all in", "only the batch accepted whole is announced");
+    let stored = store.outcomes(session, task, 0..4).await.expect("outcomes");
     assert_eq!(
         stored,
-        vec![Some(outcome(0, 1, true)), Some(outcome(1, 3, true)), None]
+        vec![
+            Some(outcome(0, 1, true)),
+            Some(outcome(1, 3, true)),
+            Some(outcome(2, 1, false)),
+            None
+        ]
     );
 
     let mut context = Map::new();
@@ -124,11 +151,30 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         store.load_mappings(session).await.expect("load mappings"),
         Some(context)
     );
-    let result = json!({"status": "completed"});
-    store
-        .save_result(session, &result)
+    // A result is announced once stored (other sessions may announce theirs meanwhile).
+    let result = json!({"session_id": session, "status": "completed"});
+    let mut results = store
+        .subscribe(RESULTS_CHANNEL)
         .await
-        .expect("save result");
+        .expect("subscribe to results");
+    store
+        .publish_result(session, &result)
+        .await
+        .expect("publish result");
+    loop {
+        let got = tokio::time::timeout(WAIT, results.next())
+            .await
+            .expect("result within the bound")
+            .expect("result");
+        let got: serde_json::Value = serde_json::from_slice(&got).expect("a JSON result");
+        if got == result {
+            break;
+        }
+    }
+    assert_eq!(
+        store.load_result(session).await.expect("load result"),
+        Some(result.clone())
+    );
 
     store
         .save_blob(session, "0:1:7:1", b"large".to_vec())
@@ -247,9 +293,9 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
     );
     let result = json!({"session_id": session, "status": "completed"});
     store
-        .save_result(session, &result)
+        .publish_result(session, &result)
         .await
-        .expect("save result");
+        .expect("publish result");
     assert_eq!(
         claim("a", "intake/0/1").await.expect("claim"),
         Claim::Finished

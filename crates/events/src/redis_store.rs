@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
-use crate::store::{Claim, Store, Subscription};
+use crate::store::{notices_channel, Claim, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
@@ -31,10 +31,13 @@ use std::time::Duration;
 /// How long a session's result stays readable after its working state is deleted.
 const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
-/// The recording rule, per instance: ARGV holds (instance, attempt, S|F, value) quadruples.
+/// The recording rule, per instance. KEYS: outcomes, keys index. ARGV: notices channel (empty
+/// for none), notice, then (instance, attempt, S|F, value) quadruples. The notice is published
+/// after the writes, when every outcome was accepted.
 const RECORD_SCRIPT: &str = r#"
 local accepted = {}
-for i = 1, #ARGV, 4 do
+local all = true
+for i = 3, #ARGV, 4 do
   local field, attempt = ARGV[i], tonumber(ARGV[i + 1])
   local stored = redis.call('HGET', KEYS[1], field)
   local ok = 1
@@ -44,10 +47,13 @@ for i = 1, #ARGV, 4 do
   end
   if ok == 1 then
     redis.call('HSET', KEYS[1], field, ARGV[i + 1] .. '|' .. ARGV[i + 2] .. '|' .. ARGV[i + 3])
+  else
+    all = false
   end
   accepted[#accepted + 1] = ok
 end
 redis.call('SADD', KEYS[2], KEYS[1])
+if all and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return accepted
 "#;
 
@@ -70,6 +76,15 @@ if previous then return 'stale' end
 return 'fresh'
 "#;
 
+/// KEYS: result, origin. ARGV: result, TTL s, results channel. The origin lives as long as the
+/// result, so a redelivered action is recognised as done; the result is announced once stored.
+const RESULT_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 0
+"#;
+
 /// KEYS: lease. ARGV: owner, lease ms. 1 when `owner` holds the lease afterwards.
 const RENEW_SCRIPT: &str = r#"
 local holder = redis.call('GET', KEYS[1])
@@ -89,6 +104,7 @@ pub struct RedisStore {
     client: redis::Client,
     connection: ConnectionManager,
     record: redis::Script,
+    result: redis::Script,
     claim: redis::Script,
     renew: redis::Script,
     release: redis::Script,
@@ -157,6 +173,7 @@ impl RedisStore {
             client,
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
+            result: redis::Script::new(RESULT_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
             renew: redis::Script::new(RENEW_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
@@ -230,12 +247,17 @@ impl Store for RedisStore {
         session: &str,
         task: TaskRef,
         outcomes: &[Outcome],
+        notice: Option<&[u8]>,
     ) -> Result<Vec<bool>> {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
         let mut invocation = self.record.key(outcomes_key(session, task));
         invocation.key(key(session, "keys"));
+        match notice {
+            Some(notice) => invocation.arg(notices_channel(session)).arg(notice),
+            None => invocation.arg("").arg(""),
+        };
         for outcome in outcomes {
             invocation
                 .arg(outcome.instance)
@@ -328,15 +350,15 @@ impl Store for RedisStore {
         self.hash_json(&key(session, "mappings")).await
     }
 
-    async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
+    async fn publish_result(&self, session: &str, result: &Value) -> Result<()> {
         let mut connection = self.connection.clone();
-        // The origin lives as long as the result: a redelivered action is recognised as done.
-        redis::pipe()
-            .set_ex(result_key(session), to_json(result)?, RESULT_TTL_SECONDS)
-            .ignore()
-            .expire(key(session, "origin"), RESULT_TTL_SECONDS as i64)
-            .ignore()
-            .query_async::<()>(&mut connection)
+        self.result
+            .key(result_key(session))
+            .key(key(session, "origin"))
+            .arg(to_json(result)?)
+            .arg(RESULT_TTL_SECONDS)
+            .arg(RESULTS_CHANNEL)
+            .invoke_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
     }

@@ -70,11 +70,16 @@ pub trait Store: Send + Sync + 'static {
     async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>>;
     /// Records outcomes by the recording rule; returns, per outcome, whether it was accepted.
+    /// With a `notice`, when every outcome was accepted, also publishes it on the session's
+    /// notices channel, after the writes and in the same call, so that a worker's batch costs
+    /// one round trip. When some were refused nothing is published: the caller announces what
+    /// was accepted.
     async fn record_outcomes(
         &self,
         session: &str,
         task: TaskRef,
         outcomes: &[Outcome],
+        notice: Option<&[u8]>,
     ) -> Result<Vec<bool>>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
@@ -90,8 +95,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which context key each task's result is written to (seed 002's result key mappings).
     async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()>;
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
-    /// The session's final or partial result; kept after cleanup.
-    async fn save_result(&self, session: &str, result: &Value) -> Result<()>;
+    /// Stores the session's final or partial result (kept after cleanup), then announces it on
+    /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored.
+    async fn publish_result(&self, session: &str, result: &Value) -> Result<()>;
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
     async fn delete_result(&self, session: &str) -> Result<()>;
@@ -263,22 +269,30 @@ impl Store for MemoryStore {
         session: &str,
         task: TaskRef,
         outcomes: &[Outcome],
+        notice: Option<&[u8]>,
     ) -> Result<Vec<bool>> {
-        let mut sessions = self.sessions()?;
-        let slots = sessions
-            .outcomes
-            .entry((session.to_string(), task))
-            .or_default();
-        Ok(outcomes
-            .iter()
-            .map(|outcome| {
-                let index = outcome.instance as usize;
-                if slots.len() <= index {
-                    slots.resize(index + 1, None);
-                }
-                accept(&mut slots[index], outcome.clone())
-            })
-            .collect())
+        let accepted: Vec<bool> = {
+            let mut sessions = self.sessions()?;
+            let slots = sessions
+                .outcomes
+                .entry((session.to_string(), task))
+                .or_default();
+            outcomes
+                .iter()
+                .map(|outcome| {
+                    let index = outcome.instance as usize;
+                    if slots.len() <= index {
+                        slots.resize(index + 1, None);
+                    }
+                    accept(&mut slots[index], outcome.clone())
+                })
+                .collect()
+        };
+        if let Some(notice) = notice.filter(|_| accepted.iter().all(|&a| a)) {
+            self.publish(&notices_channel(session), notice.to_vec())
+                .await?;
+        }
+        Ok(accepted)
     }
 
     async fn outcomes(
@@ -339,12 +353,12 @@ impl Store for MemoryStore {
         Ok(self.sessions()?.mappings.get(session).cloned())
     }
 
-    async fn save_result(&self, session: &str, result: &Value) -> Result<()> {
+    async fn publish_result(&self, session: &str, result: &Value) -> Result<()> {
         let encoded = encode(result);
         self.sessions()?
             .results
-            .insert(session.to_string(), encoded);
-        Ok(())
+            .insert(session.to_string(), encoded.clone());
+        self.publish(RESULTS_CHANNEL, encoded).await
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
