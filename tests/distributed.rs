@@ -10,7 +10,7 @@ use rdkafka::Message as _;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn with_id(mut doc: Value, id: &str) -> Value {
     doc["session_id"] = json!(id);
@@ -220,6 +220,51 @@ fn a_session_id_submitted_again_runs_its_new_definition() {
     assert_eq!(xs.len(), 5, "the second run's input, not the first's");
     assert_eq!(xs[4]["x"], 4);
     assert_eq!(second["groups"]["naps"]["status"], "completed");
+}
+
+#[test]
+fn a_session_whose_state_the_store_lost_fails_loudly() {
+    // A Redis restarted without persistence comes back without any key; here only this
+    // session's keys go, so that other tests run on. The session must not hang.
+    let cluster = Cluster::start("state-lost");
+    let id = unique("state-lost");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [
+        {"id": "nap", "executor": "sleep", "input": {"ms": 60000}}
+    ]}]});
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (code, result) = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| cluster.submit_wait(&doc));
+        let task_key = format!("agency:{{{id}}}:task:0:0");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !redis::cmd("EXISTS")
+            .arg(&task_key)
+            .query::<bool>(&mut redis)
+            .unwrap()
+        {
+            assert!(Instant::now() < deadline, "the session never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("agency:{{{id}}}:*"))
+            .query(&mut redis)
+            .unwrap();
+        assert!(keys.len() >= 3, "lease, origin and task at least: {keys:?}");
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query::<()>(&mut redis)
+            .unwrap();
+        waiting.join().unwrap()
+    });
+    assert_ne!(code, 0, "{result:#}");
+    assert_eq!(result["status"], "failed", "{result:#}");
+    let error = result["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        error.contains("lost the session's state"),
+        "the error says what happened: {error}"
+    );
 }
 
 #[test]

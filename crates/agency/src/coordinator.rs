@@ -14,8 +14,8 @@ use crate::notice_router::{NoticeRouter, Routed};
 use crate::outage::is_outage;
 use crate::report;
 use events::{
-    Broker, Claim, Control, Notice, Status, Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL,
-    DISPATCH_TOPIC,
+    Broker, Claim, Control, Notice, Renewal, Status, Store, TaskRecord, TaskRef, WorkItem,
+    CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, FieldPath, Limits, OutputFormat, Task};
 use serde_json::{Map, Value};
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Command, Event, GroupMachine, GroupStatus, Session, TaskSetup, TaskState};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -304,25 +304,25 @@ impl Coordinator {
     }
 
     /// Renews the session's lease every third of it, in a task of its own so that no long step of
-    /// the session delays it. The returned token fires when another coordinator holds the lease;
-    /// cancelling it stops the renewing.
-    fn keep_lease(&self, id: &str, holder: &str) -> CancellationToken {
-        let lost = CancellationToken::new();
-        let (store, holder, id, fire) = (
-            self.store.clone(),
-            holder.to_string(),
-            id.to_string(),
-            lost.clone(),
-        );
+    /// the session delays it. The returned receiver gets why the lease ended: another
+    /// coordinator holds it ([`Renewal::Taken`]) or the store lost the session
+    /// ([`Renewal::StateLost`]). Dropping it stops the renewing.
+    fn keep_lease(&self, id: &str, holder: &str) -> oneshot::Receiver<Renewal> {
+        let (mut ended, receiver) = oneshot::channel();
+        let (store, holder, id) = (self.store.clone(), holder.to_string(), id.to_string());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = fire.cancelled() => return,
+                    () = ended.closed() => return,
                     () = tokio::time::sleep(LEASE / 3) => {}
                 }
                 match store.renew(&id, &holder, LEASE).await {
-                    Ok(true) => {}
-                    Ok(false) => return fire.cancel(),
+                    Ok(Renewal::Held) => {}
+                    Ok(end) => {
+                        // The session may have ended meanwhile; then nobody listens.
+                        let _ = ended.send(end);
+                        return;
+                    }
                     // Nobody can take the lease while the store is unreachable; try again.
                     Err(error) => {
                         tracing::warn!(session = %id, %error, "cannot renew the session's lease")
@@ -330,7 +330,7 @@ impl Coordinator {
                 }
             }
         });
-        lost
+        receiver
     }
 
     /// Stores the session's result under its key, then announces it on `agency:results`.
@@ -384,11 +384,14 @@ impl Coordinator {
         let (initial, started) = tokio::join!(initial, run.start_ready_groups());
         initial?;
         started?;
-        let lost = match holder {
-            None => CancellationToken::new(),
-            Some(holder) => self.keep_lease(id, holder),
+        // Unleased, the lease never ends: its sender stays here.
+        let (_unleased, mut lease_ended) = match holder {
+            None => {
+                let (sender, receiver) = oneshot::channel();
+                (Some(sender), receiver)
+            }
+            Some(holder) => (None, self.keep_lease(id, holder)),
         };
-        let _stop_renewing = lost.clone().drop_guard();
 
         let deadline = session.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
@@ -433,7 +436,10 @@ impl Coordinator {
                     Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
                     None => anyhow::bail!("notices of session {id} ended"),
                 },
-                () = lost.cancelled() => return Err(handed_over(id, "its lease went to another coordinator")),
+                ended = &mut lease_ended => return Err(match ended {
+                    Ok(Renewal::StateLost) => anyhow::anyhow!("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished"),
+                    _ => handed_over(id, "its lease went to another coordinator"),
+                }),
                 _ = reconcile_timer.tick() => {
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the
                     // store, so a lost notice cannot stall a group.

@@ -96,7 +96,7 @@ impl Store for DeafStore {
     async fn claim(&self, s: &str, o: &str, at: &str, l: Duration) -> events::Result<Claim> {
         self.inner.claim(s, o, at, l).await
     }
-    async fn renew(&self, s: &str, o: &str, l: Duration) -> events::Result<bool> {
+    async fn renew(&self, s: &str, o: &str, l: Duration) -> events::Result<events::Renewal> {
         self.inner.renew(s, o, l).await
     }
     async fn release(&self, s: &str, o: &str) -> events::Result<()> {

@@ -5,7 +5,7 @@
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
-use crate::store::{notices_channel, Claim, Store, RESULTS_CHANNEL};
+use crate::store::{notices_channel, Claim, Renewal, Store, RESULTS_CHANNEL};
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -282,10 +282,21 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
     let lease = Duration::from_secs(30);
     let claim =
         |owner: &'static str, origin: &'static str| store.claim(session, owner, origin, lease);
+    // A session the store knows nothing of (as after it lost its data) cannot be renewed.
+    assert_eq!(
+        store.renew(session, "a", lease).await.expect("renew"),
+        Renewal::StateLost
+    );
     assert_eq!(claim("a", "intake/0/1").await.expect("claim"), Claim::Fresh);
     assert_eq!(claim("b", "intake/0/1").await.expect("claim"), Claim::Held);
-    assert!(!store.renew(session, "b", lease).await.expect("renew"));
-    assert!(store.renew(session, "a", lease).await.expect("renew"));
+    assert_eq!(
+        store.renew(session, "b", lease).await.expect("renew"),
+        Renewal::Taken
+    );
+    assert_eq!(
+        store.renew(session, "a", lease).await.expect("renew"),
+        Renewal::Held
+    );
     // The same action again, no result yet: resume.
     assert_eq!(
         claim("a", "intake/0/1").await.expect("claim"),
@@ -322,13 +333,19 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
     );
     // A lease nobody renews lapses, and another coordinator takes the session over.
     let short = Duration::from_millis(50);
-    assert!(store.renew(session, "b", short).await.expect("renew"));
+    assert_eq!(
+        store.renew(session, "b", short).await.expect("renew"),
+        Renewal::Held
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         claim("c", "intake/3/9").await.expect("claim"),
         Claim::Resume
     );
-    assert!(!store.renew(session, "b", lease).await.expect("renew"));
+    assert_eq!(
+        store.renew(session, "b", lease).await.expect("renew"),
+        Renewal::Taken
+    );
     store.release(session, "c").await.expect("release");
     store.cleanup(session).await.expect("cleanup");
 }

@@ -25,7 +25,7 @@ pub use kafka_broker::{KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use redis_store::RedisStore;
 pub use store::{
-    accept, notices_channel, Claim, MemoryStore, Store, Subscription, CONTROL_CHANNEL,
+    accept, notices_channel, Claim, MemoryStore, Renewal, Store, Subscription, CONTROL_CHANNEL,
     NOTICES_PATTERN, RESULTS_CHANNEL,
 };
 pub use taskgroup;

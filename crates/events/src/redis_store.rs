@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
-use crate::store::{notices_channel, Claim, Store, Subscription, RESULTS_CHANNEL};
+use crate::store::{notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
@@ -85,10 +85,12 @@ redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 0
 "#;
 
-/// KEYS: lease. ARGV: owner, lease ms. 1 when `owner` holds the lease afterwards.
+/// KEYS: lease, origin. ARGV: owner, lease ms, origin TTL s. 1 when `owner` holds the lease
+/// afterwards, 0 when another owner does, -1 when the origin is gone (see `Renewal::StateLost`).
 const RENEW_SCRIPT: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
+if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 0 then return -1 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
@@ -426,17 +428,23 @@ impl Store for RedisStore {
         })
     }
 
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool> {
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal> {
         let mut connection = self.connection.clone();
-        let held: i64 = self
+        let found: i64 = self
             .renew
             .key(key(session, "lease"))
+            .key(key(session, "origin"))
             .arg(owner)
             .arg(lease.as_millis().max(1) as u64)
+            .arg(RESULT_TTL_SECONDS)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(held == 1)
+        Ok(match found {
+            1 => Renewal::Held,
+            0 => Renewal::Taken,
+            _ => Renewal::StateLost,
+        })
     }
 
     async fn release(&self, session: &str, owner: &str) -> Result<()> {

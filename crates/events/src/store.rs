@@ -51,6 +51,18 @@ pub enum Claim {
     Superseded,
 }
 
+/// What [`Store::renew`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The caller holds the lease (again, if it had lapsed and nobody took it).
+    Held,
+    /// Another coordinator holds the lease.
+    Taken,
+    /// The session's origin is gone from the store, so its state is too: the store lost its data
+    /// (a Redis restarted without persistence, a flush). Nothing can resume the session.
+    StateLost,
+}
+
 /// Whether origin `previous` (`topic/partition/offset`) comes after `this` in the same
 /// partition.
 pub fn supersedes(previous: &str, this: &str) -> bool {
@@ -112,9 +124,9 @@ pub trait Store: Send + Sync + 'static {
         origin: &str,
         lease: Duration,
     ) -> Result<Claim>;
-    /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it); false when
-    /// another owner holds it.
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool>;
+    /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it) and keeps the
+    /// session's origin as long, unless another owner holds the lease or the origin is gone.
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal>;
     /// Gives the lease up if `owner` holds it.
     async fn release(&self, session: &str, owner: &str) -> Result<()>;
     /// Keeps a large value (an instance result stored by reference) under `name`.
@@ -419,19 +431,22 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<bool> {
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal> {
         let mut sessions = self.sessions()?;
         if sessions
             .holder(session)
             .is_some_and(|holder| holder != owner)
         {
-            return Ok(false);
+            return Ok(Renewal::Taken);
+        }
+        if !sessions.origins.contains_key(session) {
+            return Ok(Renewal::StateLost);
         }
         sessions.leases.insert(
             session.to_string(),
             (owner.to_string(), Instant::now() + lease),
         );
-        Ok(true)
+        Ok(Renewal::Held)
     }
 
     async fn release(&self, session: &str, owner: &str) -> Result<()> {
