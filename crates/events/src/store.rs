@@ -125,7 +125,8 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Claim>;
     /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it) and keeps the
-    /// session's origin as long, unless another owner holds the lease or the origin is gone.
+    /// session's origin from expiring, unless another owner holds the lease or the origin is
+    /// gone.
     async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal>;
     /// Gives the lease up if `owner` holds it.
     async fn release(&self, session: &str, owner: &str) -> Result<()>;
