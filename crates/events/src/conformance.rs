@@ -5,7 +5,7 @@
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
-use crate::store::{notices_channel, Claim, Renewal, Store, RESULTS_CHANNEL};
+use crate::store::{notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -24,6 +24,14 @@ fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
         attempt,
         status,
     }
+}
+
+/// The subscription's next message, within [`WAIT`].
+async fn received(subscription: &mut dyn Subscription) -> Vec<u8> {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("message within the bound")
+        .expect("message")
 }
 
 /// Exactly-once recording, state round trips, cleanup and pub/sub, under session `session`.
@@ -107,10 +115,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("record a batch accepted whole");
     assert_eq!(accepted, vec![true]);
-    let got = tokio::time::timeout(WAIT, notices.next())
-        .await
-        .expect("notice within the bound")
-        .expect("notice");
+    let got = received(notices.as_mut()).await;
     assert_eq!(got, b"all in", "only the batch accepted whole is announced");
     let stored = store.outcomes(session, task, 0..4).await.expect("outcomes");
     assert_eq!(
@@ -162,10 +167,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("publish result");
     loop {
-        let got = tokio::time::timeout(WAIT, results.next())
-            .await
-            .expect("result within the bound")
-            .expect("result");
+        let got = received(results.as_mut()).await;
         let got: serde_json::Value = serde_json::from_slice(&got).expect("a JSON result");
         if got == result {
             break;
@@ -244,11 +246,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("publish");
     for expected in [&b"one"[..], b"two"] {
-        let got = tokio::time::timeout(WAIT, subscription.next())
-            .await
-            .expect("message within the bound")
-            .expect("message");
-        assert_eq!(got, expected);
+        assert_eq!(received(subscription.as_mut()).await, expected);
     }
 
     // A pattern subscription sees every matching channel and nothing else.
@@ -268,11 +266,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("publish");
     }
     for expected in [&b"a"[..], b"b"] {
-        let got = tokio::time::timeout(WAIT, matching.next())
-            .await
-            .expect("message within the bound")
-            .expect("message");
-        assert_eq!(got, expected);
+        assert_eq!(received(matching.as_mut()).await, expected);
     }
 }
 
