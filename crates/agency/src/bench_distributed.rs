@@ -57,6 +57,18 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
                 "AGENCY_KAFKA_FETCH_WAIT_MS",
                 servers.kafka_fetch_wait_ms.to_string(),
             )
+            .env(
+                "AGENCY_KAFKA_GROUP_PROTOCOL",
+                servers.kafka_group_protocol.to_string(),
+            )
+            .env(
+                "AGENCY_KAFKA_PARTITIONS",
+                servers.kafka_partitions.to_string(),
+            )
+            .env(
+                "AGENCY_KAFKA_REPLICATION",
+                servers.kafka_replication.to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -142,6 +154,7 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let summary = json!({"kafka_fetch_wait_ms": servers.kafka_fetch_wait_ms,
+        "kafka_group_protocol": servers.kafka_group_protocol.to_string(),
         "kafka_hop_ms": {"p50": ms(hop.0), "p99": ms(hop.1)},
         "latency_ms": {"p50": ms(p50), "p99": ms(p99)},
         "latency_without_kafka_ms": {"p50": ms(bare50), "p99": ms(bare99)},

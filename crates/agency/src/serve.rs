@@ -9,8 +9,8 @@ use agency::worker::WORKER_GROUP;
 use agency::{Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
 use events::{
-    notices_channel, Broker, Event, EventManager, KafkaOptions, Namespaced, Notice, Source, Store,
-    RESULTS_CHANNEL,
+    notices_channel, Broker, Event, EventManager, GroupProtocol, KafkaOptions, Namespaced, Notice,
+    Source, Store, RESULTS_CHANNEL,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -36,12 +36,25 @@ pub struct Servers {
     /// its deadline (Tansu) puts about this much on every hop; Apache Kafka answers at once.
     #[arg(long, env = "AGENCY_KAFKA_FETCH_WAIT_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub kafka_fetch_wait_ms: u64,
+    /// How consumer groups share partitions: `consumer` (KIP-848, Kafka 4; no member stops
+    /// when another joins or leaves) or `classic` (cooperative-sticky, for brokers without it)
+    #[arg(long, env = "AGENCY_KAFKA_GROUP_PROTOCOL", default_value = "consumer")]
+    pub kafka_group_protocol: GroupProtocol,
+    /// Partitions of the topics agency creates
+    #[arg(long, env = "AGENCY_KAFKA_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+    /// Replicas of each partition of the topics agency creates (at most the number of brokers)
+    #[arg(long, env = "AGENCY_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub kafka_replication: i32,
 }
 
 impl Servers {
     pub fn kafka_options(&self) -> KafkaOptions {
         KafkaOptions {
             fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
+            group_protocol: self.kafka_group_protocol,
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
             ..KafkaOptions::new(&self.kafka)
         }
     }

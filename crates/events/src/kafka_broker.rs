@@ -4,8 +4,13 @@
 //! still sees it) and store offsets by hand, only when `commit` is called, which the worker does
 //! after the outcomes are durable in the store; auto-commit then commits stored offsets.
 //!
-//! Topics are created on first use with a fixed partition count, so a consumer group can spread a
-//! topic's messages over its members.
+//! Consumer groups use the KIP-848 protocol by default: the broker assigns partitions and moves
+//! only those that change owner, so a worker joining or leaving never stops the others (the
+//! classic protocol with the `cooperative-sticky` assignor is kept for brokers without it). Each
+//! setting and its reason is listed in `docs/distributed.md`.
+//!
+//! Topics are created on first use with a fixed partition count and replication factor, so a
+//! consumer group can spread a topic's messages over its members.
 
 use crate::broker::{Broker, Consumer, Message};
 use crate::error::{Error, Result};
@@ -19,17 +24,57 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::Message as _;
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+/// How a consumer group shares partitions among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// KIP-848 (Kafka 4): the broker assigns partitions incrementally; session and heartbeat
+    /// timings are the broker's (`group.consumer.session.timeout.ms`).
+    Consumer,
+    /// The classic join/sync protocol with the `cooperative-sticky` assignor, for brokers
+    /// without KIP-848 (Kafka before 4, Tansu); session and heartbeat timings are the client's.
+    Classic,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "consumer" => Ok(Self::Consumer),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!(
+                "unknown consumer group protocol `{other}` (expected consumer or classic)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Consumer => "consumer",
+            Self::Classic => "classic",
+        })
+    }
+}
+
+/// Where the brokers are and how this client talks to them.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
     /// `host:port[,host:port]`.
     pub brokers: String,
     /// Partitions of topics this client creates.
     pub partitions: i32,
+    /// Replicas of each partition of topics this client creates (at most the brokers' count).
+    pub replication: i32,
+    /// How consumer groups assign partitions.
+    pub group_protocol: GroupProtocol,
     /// A consumer that does not poll for this long leaves its group (its work is redelivered).
     pub max_poll_interval: Duration,
-    /// A consumer that sends no heartbeat for this long leaves its group.
+    /// With the classic protocol: a consumer that sends no heartbeat for this long leaves its
+    /// group. With KIP-848 the broker's setting applies.
     pub session_timeout: Duration,
     /// How long a fetch waits for data. librdkafka's default (500 ms) puts that much latency on
     /// every hop when a broker answers a fetch only at its deadline; a session crosses two hops.
@@ -37,10 +82,13 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
+    /// The defaults for `brokers`: 8 partitions, 1 replica, KIP-848 groups.
     pub fn new(brokers: &str) -> Self {
         Self {
             brokers: brokers.to_string(),
             partitions: 8,
+            replication: 1,
+            group_protocol: GroupProtocol::Consumer,
             max_poll_interval: Duration::from_secs(300),
             session_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(5),
@@ -48,6 +96,10 @@ impl KafkaOptions {
     }
 }
 
+/// How long a topic this client created may take to show up in the metadata it reads.
+const TOPIC_VISIBLE: Duration = Duration::from_secs(10);
+
+/// A Kafka producer, admin client and consumer factory.
 pub struct KafkaBroker {
     options: KafkaOptions,
     producer: FutureProducer,
@@ -134,7 +186,11 @@ impl KafkaBroker {
         {
             return Ok(());
         }
-        let new = NewTopic::new(topic, self.options.partitions, TopicReplication::Fixed(1));
+        let new = NewTopic::new(
+            topic,
+            self.options.partitions,
+            TopicReplication::Fixed(self.options.replication),
+        );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
@@ -153,11 +209,54 @@ impl KafkaBroker {
                 }
             }
         }
+        self.await_topic(topic).await?;
         self.topics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(topic.to_string());
         Ok(())
+    }
+
+    /// Waits until the metadata this client reads lists `topic` with a leader for every
+    /// partition. The controller acknowledges a new topic before every broker knows it; a consumer
+    /// that subscribes in between is told the topic does not exist.
+    async fn await_topic(&self, topic: &str) -> Result<()> {
+        let producer = self.producer.clone();
+        let name = topic.to_string();
+        let started = Instant::now();
+        loop {
+            let client = producer.clone();
+            let wanted = name.clone();
+            let ready = tokio::task::spawn_blocking(move || {
+                let metadata = client
+                    .client()
+                    .fetch_metadata(Some(&wanted), Duration::from_secs(3))?;
+                Ok::<bool, KafkaError>(metadata.topics().iter().any(|t| {
+                    t.name() == wanted
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                }))
+            })
+            .await
+            .map_err(|e| Error::Unavailable {
+                backend: "kafka",
+                message: e.to_string(),
+            })?
+            .map_err(|e| kafka_error(&format!("reading the metadata of {name}"), e))?;
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > TOPIC_VISIBLE {
+                return Err(Error::Unavailable {
+                    backend: "kafka",
+                    message: format!(
+                        "topic {name} has no leader for some partition after {TOPIC_VISIBLE:?}"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -175,17 +274,15 @@ impl Broker for KafkaBroker {
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
         self.ensure_topic(topic).await?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &self.options.brokers)
             .set("group.id", group)
+            .set("group.protocol", self.options.group_protocol.to_string())
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
-            .set(
-                "session.timeout.ms",
-                self.options.session_timeout.as_millis().to_string(),
-            )
             .set(
                 "max.poll.interval.ms",
                 self.options.max_poll_interval.as_millis().to_string(),
@@ -194,7 +291,19 @@ impl Broker for KafkaBroker {
                 "fetch.wait.max.ms",
                 self.options.fetch_wait.as_millis().to_string(),
             )
-            .set("socket.nagle.disable", "true")
+            .set("socket.nagle.disable", "true");
+        if self.options.group_protocol == GroupProtocol::Classic {
+            // KIP-848 consumers refuse these: the broker owns the timings and the assignor.
+            let session = self.options.session_timeout;
+            config
+                .set("session.timeout.ms", session.as_millis().to_string())
+                .set(
+                    "heartbeat.interval.ms",
+                    (session / 3).as_millis().to_string(),
+                )
+                .set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        let consumer: StreamConsumer = config
             .create()
             .map_err(|e| kafka_error("creating a consumer", e))?;
         consumer
@@ -219,32 +328,54 @@ impl KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Message> {
-        let message = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| kafka_error("consuming", e))?;
-        Ok(Message {
-            topic: message.topic().to_string(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            offset: message.offset().max(0) as u64,
-            partition: message.partition(),
-        })
+        loop {
+            let message = match self.consumer.recv().await {
+                Ok(message) => message,
+                // librdkafka reports passing trouble (a topic not yet known to the broker answering,
+                // a leader moving, a broker connection lost) as consumer errors and recovers by
+                // itself; only a fatal error ends the consumer.
+                Err(KafkaError::MessageConsumption(code)) => {
+                    tracing::warn!(%code, "kafka consumer: {code}; it recovers by itself");
+                    continue;
+                }
+                Err(error) => return Err(kafka_error("consuming", error)),
+            };
+            return Ok(Message {
+                topic: message.topic().to_string(),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                offset: message.offset().max(0) as u64,
+                partition: message.partition(),
+            });
+        }
     }
 
     async fn commit(&mut self, message: &Message) -> Result<()> {
-        self.consumer
+        match self
+            .consumer
             .store_offset(&message.topic, message.partition, message.offset as i64)
-            .map_err(|e| {
-                kafka_error(
-                    &format!("storing offset {} of {}", message.offset, message.topic),
-                    e,
-                )
-            })
+        {
+            Ok(()) => Ok(()),
+            // The partition moved to another member during a rebalance while this message was
+            // being processed. Its new owner starts from the last committed offset and gets the
+            // message again; what this member recorded stays recorded once.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                tracing::info!(
+                    topic = %message.topic,
+                    partition = message.partition,
+                    offset = message.offset,
+                    "partition revoked before its offset was stored; its new owner will receive the message again"
+                );
+                Ok(())
+            }
+            Err(error) => Err(kafka_error(
+                &format!("storing offset {} of {}", message.offset, message.topic),
+                error,
+            )),
+        }
     }
 
     fn pause(&mut self) -> Result<()> {

@@ -21,7 +21,7 @@ pub use broker::{
 };
 pub use error::{backoff, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
-pub use kafka_broker::{KafkaBroker, KafkaOptions};
+pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use redis_store::RedisStore;
 pub use store::{
