@@ -228,14 +228,15 @@ tansu_up() {
   setsid nohup "$bin" broker \
     --listener-url "tcp://127.0.0.1:$kafka_port" \
     --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine memory://tansu/ >"$state/kafka.log" 2>&1 </dev/null &
-  echo $! >"$state/kafka.pid"
-  wait_for kafka kafka_answers 10
-  log "started kafka (tansu) on 127.0.0.1:$kafka_port (pid $(cat "$state/kafka.pid"))"
+    --storage-engine memory://tansu/ >"$state/tansu.log" 2>&1 </dev/null &
+  echo $! >"$state/tansu.pid"
+  wait_for tansu kafka_answers 10
+  log "started kafka (tansu) on 127.0.0.1:$kafka_port (pid $(cat "$state/tansu.pid"))"
 }
 
 kafka_up() {
   alive kafka || rm -f "$state/kafka.pid"
+  alive tansu || rm -f "$state/tansu.pid"
   if kafka_answers; then
     wait_for kafka kafka_ready 60
     log "kafka answers on 127.0.0.1:$kafka_port"
@@ -268,15 +269,21 @@ case "${1:-}" in
     ;;
   down)
     stop kafka
+    stop tansu
     stop redis
     ;;
   status)
-    for name in redis kafka; do
-      check="${name}_answers"
-      if "$check"; then answer="answers"; else answer="not answering"; fi
-      if alive "$name"; then owner="started by this script, pid $(cat "$state/$name.pid")"; else owner="not started by this script"; fi
-      log "$name: $answer ($owner)"
-    done
+    owner() {
+      local name
+      for name in "$@"; do
+        if alive "$name"; then echo "$name, started by this script, pid $(cat "$state/$name.pid")"; return; fi
+      done
+      echo "not started by this script"
+    }
+    if redis_answers; then answer="answers"; else answer="not answering"; fi
+    log "redis on 127.0.0.1:$redis_port: $answer ($(owner redis))"
+    if kafka_ready; then answer="answers, ready"; elif kafka_answers; then answer="answers, not ready"; else answer="not answering"; fi
+    log "kafka on 127.0.0.1:$kafka_port: $answer ($(owner "$broker"))"
     redis_answers && kafka_answers
     ;;
   *)

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use events::{conformance, Broker as _, KafkaBroker, KafkaOptions, RedisStore};
-use integration_tests::{kafka_brokers, redis_url, unique};
+use integration_tests::{redis_url, unique};
 use std::time::Duration;
 
 #[tokio::test]
@@ -69,7 +69,7 @@ fn kafka_options() -> KafkaOptions {
     KafkaOptions {
         session_timeout: Duration::from_secs(6),
         max_poll_interval: Duration::from_secs(10),
-        ..KafkaOptions::new(&kafka_brokers())
+        ..integration_tests::kafka_options()
     }
 }
 

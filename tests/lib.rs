@@ -65,6 +65,16 @@ pub fn kafka_brokers() -> String {
     std::env::var("AGENCY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// Client settings for the test broker: its address, and the consumer group protocol from
+/// `AGENCY_KAFKA_GROUP_PROTOCOL` (`consumer` by default, `classic` for Tansu).
+pub fn kafka_options() -> events::KafkaOptions {
+    let mut options = events::KafkaOptions::new(&kafka_brokers());
+    if let Ok(protocol) = std::env::var("AGENCY_KAFKA_GROUP_PROTOCOL") {
+        options.group_protocol = protocol.parse().unwrap();
+    }
+    options
+}
+
 /// The `agency` binary next to this test's executable, built first if needed.
 pub fn agency_bin() -> PathBuf {
     let mut dir = std::env::current_exe().unwrap();

@@ -8,7 +8,7 @@ use agency::{Coordinator, Progress, Registry, Worker, WorkerOptions};
 use async_trait::async_trait;
 use events::{Broker, KafkaBroker, KafkaOptions, Namespaced, RedisStore, Store};
 use expansion::Limits;
-use integration_tests::{kafka_brokers, redis_url, unique};
+use integration_tests::{redis_url, unique};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ async fn ranges_longer_than_the_poll_interval_run_once() {
     let options = KafkaOptions {
         session_timeout: Duration::from_secs(6),
         max_poll_interval: Duration::from_secs(6),
-        ..KafkaOptions::new(&kafka_brokers())
+        ..integration_tests::kafka_options()
     };
     let kafka: Arc<dyn Broker> = Arc::new(KafkaBroker::connect(options).unwrap());
     let broker: Arc<dyn Broker> = Arc::new(Namespaced::new(kafka, &format!("{}.", unique("long"))));
