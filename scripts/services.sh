@@ -16,11 +16,12 @@
 #   AGENCY_KAFKA_VERSION         Apache Kafka version from Maven Central (default 4.4.0)
 #   AGENCY_REDIS_PORT, AGENCY_KAFKA_PORT, AGENCY_KAFKA_CONTROLLER_PORT (6379, 9092, 9093)
 #   AGENCY_SERVICES_CACHE        where the broker's jars are kept (default ~/.cache/agency)
-# Broker data lives in .services/kafka-data, formatted once for the cluster id below.
+#   AGENCY_SERVICES_STATE        pid files, logs and broker data (default .services in the checkout)
+# Broker data lives in $AGENCY_SERVICES_STATE/kafka-data, formatted once for the cluster id below.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-state="$root/.services"
+state=${AGENCY_SERVICES_STATE:-$root/.services}
 redis_port=${AGENCY_REDIS_PORT:-6379}
 kafka_port=${AGENCY_KAFKA_PORT:-9092}
 controller_port=${AGENCY_KAFKA_CONTROLLER_PORT:-9093}
@@ -151,10 +152,10 @@ kafka_jars() {
   log "fetching Apache Kafka $kafka_version and its dependencies from Maven Central (log: $fetch_log)"
   rm -rf "$kafka_libs"
   mkdir -p "$kafka_libs"
-  if ! mvn -B -q -f "$root/scripts/kafka/pom.xml" -Dkafka.version="$kafka_version" \
+  if ! mvn -B -q -Dstyle.color=never -f "$root/scripts/kafka/pom.xml" -Dkafka.version="$kafka_version" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_libs" >"$fetch_log" 2>&1; then
-    die "Maven could not fetch org.apache.kafka:kafka_2.13:$kafka_version (is Maven Central reachable, is the version published?); the end of $fetch_log:
-$(grep -E 'ERROR|Could not' "$fetch_log" | head -n 5)"
+    die "Maven could not fetch org.apache.kafka:kafka_2.13:$kafka_version (is Maven Central reachable, is the version published?); Maven said (full log: $fetch_log):
+$(grep -m 1 "ERROR" "$fetch_log" | sed 's/\x1b\[[0-9;]*m//g')"
   fi
   [ -f "$kafka_libs/kafka_2.13-$kafka_version.jar" ] || die "Maven finished but $kafka_libs has no kafka_2.13-$kafka_version.jar"
   touch "$kafka_libs/.complete"

@@ -46,7 +46,10 @@ fn completes_once(cluster: &Cluster, run: &str) -> Duration {
     assert_eq!(result["context"]["xs"].as_array().unwrap().len(), 200);
     let ys = result["context"]["ys"].as_array().unwrap();
     assert_eq!(ys.len(), 200, "{run}");
-    assert_eq!(ys[199]["y"], 199, "{run}: the second group read the first's result");
+    assert_eq!(
+        ys[199]["y"], 199,
+        "{run}: the second group read the first's result"
+    );
     for (group, task, n) in [("first", "xs", 200), ("second", "ys", 200)] {
         assert_eq!(
             result["groups"][group]["tasks"][task]["attempts"], n,

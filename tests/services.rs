@@ -82,3 +82,112 @@ fn kafka_answers_api_versions() {
         );
     }
 }
+
+/// `scripts/services.sh up` in a state folder of its own, with a Kafka port nobody uses unless
+/// `kafka_port` is given; Redis is the running one, so only the Kafka part is exercised.
+fn services_up(state: &std::path::Path, kafka_port: u16, env: &[(&str, &str)]) -> (bool, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg("up")
+        .env("AGENCY_SERVICES_STATE", state)
+        .env("AGENCY_REDIS_PORT", redis_addr().port().to_string())
+        .env("AGENCY_KAFKA_PORT", kafka_port.to_string())
+        .env("AGENCY_KAFKA_CONTROLLER_PORT", free_port().to_string())
+        .env("AGENCY_BROKER", "kafka")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(integration_tests::unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_kafka_port_held_by_something_else_is_named() {
+    // A listener that accepts and never answers the Kafka protocol.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let (ok, stderr) = services_up(&state_dir("squatted"), port, &[]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is taken by"))
+            && stderr.contains("does not answer as a Kafka broker"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn storage_of_another_cluster_is_refused() {
+    let state = state_dir("other-cluster");
+    std::fs::create_dir_all(state.join("kafka-data")).unwrap();
+    std::fs::write(
+        state.join("kafka-data/meta.properties"),
+        "node.id=1\ndirectory.id=abc\nversion=1\ncluster.id=c29tZW9uZS1lbHNlcy0wMQ\n",
+    )
+    .unwrap();
+    let (ok, stderr) = services_up(&state, free_port(), &[]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("formatted for cluster id 'c29tZW9uZS1lbHNlcy0wMQ'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_java_older_than_17_is_refused() {
+    // A `java` that reports version 11, found through JAVA_HOME.
+    let home = state_dir("old-java");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    let java = home.join("bin/java");
+    std::fs::write(
+        &java,
+        "#!/bin/sh\necho 'openjdk version \"11.0.21\" 2023-10-17' >&2\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&java, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, stderr) = services_up(
+        &state_dir("old-java-state"),
+        free_port(),
+        &[("JAVA_HOME", home.to_str().unwrap())],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("needs Java 17 or newer") && stderr.contains("11.0.21"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kafka_version_maven_cannot_fetch_is_named() {
+    let cache = state_dir("no-such-kafka-cache");
+    let (ok, stderr) = services_up(
+        &state_dir("no-such-kafka"),
+        free_port(),
+        &[
+            ("AGENCY_KAFKA_VERSION", "0.0.0-no-such-version"),
+            ("AGENCY_SERVICES_CACHE", cache.to_str().unwrap()),
+        ],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("Maven could not fetch org.apache.kafka:kafka_2.13:0.0.0-no-such-version"),
+        "{stderr}"
+    );
+}
