@@ -1,8 +1,8 @@
 """Replays the Redis command stream the engine sends for N no-op instances with `redis-cli --pipe`,
 to measure how fast Redis alone absorbs it (the ceiling the engine is compared with in
 docs/benchmarks.md). The stream, per batch of 1,024 outcomes: one EVALSHA of the recording script
-(the notices channel and the notice, which the script publishes once the batch is in, then 4
-arguments per outcome, the same values a worker sends for a `noop` result); then the
+(the notices channel and the notice, which the script publishes once the batch is in, then
+each outcome's instance and stored value, the same values a worker sends for a `noop` result); then the
 coordinator's HMGET pages of 65,536 instances.
 
 usage: python3 bench/redis_replay.py N   (Redis on 127.0.0.1:6379; uses keys agency:{replay-*})
@@ -41,11 +41,11 @@ with tempfile.NamedTemporaryFile(delete=False) as out:
         notice = b'{"session":"%s","task":{"group":0,"task":0},"succeeded":[[%d,%d,1]],"failed":[]}' % (session.encode(), start, end)
         args = [f"agency:notices:{{{session}}}", notice]
         for instance in range(start, end):
-            args += [instance, 1, "S", value]
+            args += [instance, b"1|S|" + value]
         out.write(resp("EVALSHA", sha, 2, outcomes, keys, *args))
     for start in range(0, n, PAGE):
         out.write(resp("HMGET", outcomes, *range(start, min(start + PAGE, n))))
-    out.write(resp("DEL", outcomes, keys))
+    out.write(resp("UNLINK", outcomes, keys))
     path = out.name
 
 started = time.time()

@@ -65,12 +65,16 @@ pub fn kafka_brokers() -> String {
     std::env::var("AGENCY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-/// Client settings for the test broker: its address, and the consumer group protocol from
-/// `AGENCY_KAFKA_GROUP_PROTOCOL` (`consumer` by default, `classic` for Tansu).
+/// Client settings for the test broker: its address, the consumer group protocol from
+/// `AGENCY_KAFKA_GROUP_PROTOCOL` (`consumer` by default, `classic` for Tansu) and the fetch wait
+/// from `AGENCY_KAFKA_FETCH_WAIT_MS`, as the `agency` processes read them.
 pub fn kafka_options() -> events::KafkaOptions {
     let mut options = events::KafkaOptions::new(&kafka_brokers());
     if let Ok(protocol) = std::env::var("AGENCY_KAFKA_GROUP_PROTOCOL") {
         options.group_protocol = protocol.parse().unwrap();
+    }
+    if let Ok(ms) = std::env::var("AGENCY_KAFKA_FETCH_WAIT_MS") {
+        options.fetch_wait = Duration::from_millis(ms.parse().unwrap());
     }
     options
 }

@@ -32,9 +32,10 @@ pub struct Servers {
     /// A prefix for every Kafka topic and consumer group, so deployments sharing a cluster stay apart
     #[arg(long, env = "AGENCY_NAMESPACE", default_value = "")]
     pub namespace: String,
-    /// How long a Kafka fetch waits for data, in ms. A broker that answers a fetch only at
-    /// its deadline (Tansu) puts about this much on every hop; Apache Kafka answers at once.
-    #[arg(long, env = "AGENCY_KAFKA_FETCH_WAIT_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// How long a Kafka fetch waits for data, in ms. Apache Kafka answers a fetch as soon as data
+    /// arrives, so this only bounds idle requests (5 ms cost an idle broker a fifth of a core);
+    /// a broker that answers only at the deadline (Tansu) puts about this much on every hop.
+    #[arg(long, env = "AGENCY_KAFKA_FETCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub kafka_fetch_wait_ms: u64,
     /// How consumer groups share partitions: `consumer` (KIP-848, Kafka 4; no member stops
     /// when another joins or leaves) or `classic` (cooperative-sticky, for brokers without it)

@@ -128,6 +128,40 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         ]
     );
 
+    // A batch longer than a store may split it into (Redis judges 512 at a time): each instance
+    // once, except 7, which comes again later in the batch and is refused; the retry of 1,100
+    // after its failure in the same batch is accepted, as if they came one after the other.
+    let long = TaskRef { group: 0, task: 2 };
+    let mut batch: Vec<Outcome> = (0..1_200).map(|i| outcome(i, 1, i != 1_100)).collect();
+    batch.push(outcome(7, 2, true));
+    batch.push(outcome(1_100, 2, true));
+    let accepted = store
+        .record_outcomes(session, long, &batch, None)
+        .await
+        .expect("record a long batch");
+    let refused: Vec<usize> = (0..accepted.len()).filter(|&i| !accepted[i]).collect();
+    assert_eq!(
+        refused,
+        vec![1_200],
+        "only the repeated success of 7 is refused"
+    );
+    let stored = store
+        .outcomes(session, long, 0..1_201)
+        .await
+        .expect("outcomes");
+    assert_eq!(stored[7], Some(outcome(7, 1, true)));
+    assert_eq!(stored[1_100], Some(outcome(1_100, 2, true)));
+    assert_eq!(stored[1_199], Some(outcome(1_199, 1, true)));
+    assert_eq!(stored[1_200], None);
+    let accepted = store
+        .record_outcomes(session, long, &batch[..1_200], None)
+        .await
+        .expect("record the long batch again");
+    assert!(
+        accepted.iter().all(|a| !a),
+        "a batch recorded again is refused whole"
+    );
+
     let mut context = Map::new();
     context.insert("users".into(), json!(["a", "b"]));
     store

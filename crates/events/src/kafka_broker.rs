@@ -76,13 +76,14 @@ pub struct KafkaOptions {
     /// With the classic protocol: a consumer that sends no heartbeat for this long leaves its
     /// group. With KIP-848 the broker's setting applies.
     pub session_timeout: Duration,
-    /// How long a fetch waits for data. librdkafka's default (500 ms) puts that much latency on
-    /// every hop when a broker answers a fetch only at its deadline; a session crosses two hops.
+    /// How long a fetch waits for data when there is none. Apache Kafka answers as soon as data
+    /// arrives, so this bounds only idle requests; a broker that answers only at the deadline
+    /// (Tansu) adds it to every hop, and a session crosses two.
     pub fetch_wait: Duration,
 }
 
 impl KafkaOptions {
-    /// The defaults for `brokers`: 8 partitions, 1 replica, KIP-848 groups.
+    /// The defaults for `brokers`: 8 partitions, 1 replica, KIP-848 groups, 100 ms fetch waits.
     pub fn new(brokers: &str) -> Self {
         Self {
             brokers: brokers.to_string(),
@@ -91,7 +92,7 @@ impl KafkaOptions {
             group_protocol: GroupProtocol::Consumer,
             max_poll_interval: Duration::from_secs(300),
             session_timeout: Duration::from_secs(10),
-            fetch_wait: Duration::from_millis(5),
+            fetch_wait: Duration::from_millis(100),
         }
     }
 }

@@ -32,28 +32,66 @@ use std::time::Duration;
 const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The recording rule, per instance. KEYS: outcomes, keys index. ARGV: notices channel (empty
-/// for none), notice, then (instance, attempt, S|F, value) quadruples. The notice is published
-/// after the writes, when every outcome was accepted.
+/// for none), notice, then (instance, `attempt|S or F|outcome JSON`) pairs: the value as stored.
+/// The notice is published after the writes, when every outcome was accepted. Returns the
+/// number of outcomes when all were accepted, else 1 or 0 per outcome.
+///
+/// An outcome is accepted unless its instance already holds a success or an attempt at least as
+/// new. Per slice of `SLICE` outcomes the stored values are read with one `HMGET`; when none is
+/// stored (a range recorded for the first time, the common case) the slice is written as sent
+/// with one `HSET`, so Lua touches no string per outcome. Otherwise each outcome is judged, and
+/// an instance twice in one batch is judged against the first's outcome, as if they came one
+/// after the other. The slice keeps `unpack` far below Lua's stack limit.
 const RECORD_SCRIPT: &str = r#"
+local SLICE = 512
 local accepted = {}
 local all = true
-for i = 3, #ARGV, 4 do
-  local field, attempt = ARGV[i], tonumber(ARGV[i + 1])
-  local stored = redis.call('HGET', KEYS[1], field)
-  local ok = 1
-  if stored then
-    local stored_attempt, stored_status = string.match(stored, '^(%d+)|(%a)|')
-    if stored_status == 'S' or attempt <= tonumber(stored_attempt) then ok = 0 end
+local decided = {}
+local function attempt_of(value) return tonumber(string.match(value, '^(%d+)|')) end
+local function judge(first, fields, stored)
+  local writes = {}
+  for k = 1, #fields do
+    local i = first + (k - 1) * 2
+    local field, value = ARGV[i], ARGV[i + 1]
+    local previous = decided[field] or stored[k]
+    local ok = 1
+    if previous then
+      local stored_status = string.match(previous, '^%d+|(%a)|')
+      if stored_status == 'S' or attempt_of(value) <= attempt_of(previous) then ok = 0 end
+    end
+    if ok == 1 then
+      decided[field] = value
+      writes[#writes + 1] = field
+      writes[#writes + 1] = value
+    else
+      all = false
+    end
+    accepted[#accepted + 1] = ok
   end
-  if ok == 1 then
-    redis.call('HSET', KEYS[1], field, ARGV[i + 1] .. '|' .. ARGV[i + 2] .. '|' .. ARGV[i + 3])
+  if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
+end
+for first = 3, #ARGV, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #ARGV)
+  local fields = {}
+  for i = first, last, 2 do fields[#fields + 1] = ARGV[i] end
+  local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+  local fresh = true
+  for k = 1, #stored do
+    if stored[k] then fresh = false break end
+  end
+  if not fresh then
+    judge(first, fields, stored)
+  elseif redis.call('HSET', KEYS[1], unpack(ARGV, first, last)) == #fields then
+    for k = 1, #fields do accepted[#accepted + 1] = 1 end
   else
-    all = false
+    -- An instance twice in the slice: nothing was stored before it, so undo and judge each.
+    redis.call('HDEL', KEYS[1], unpack(fields))
+    judge(first, fields, {})
   end
-  accepted[#accepted + 1] = ok
 end
 redis.call('SADD', KEYS[2], KEYS[1])
 if all and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+if all then return #accepted end
 return accepted
 "#;
 
@@ -261,18 +299,37 @@ impl Store for RedisStore {
             None => invocation.arg("").arg(""),
         };
         for outcome in outcomes {
-            invocation
-                .arg(outcome.instance)
-                .arg(outcome.attempt)
-                .arg(if outcome.succeeded() { "S" } else { "F" })
-                .arg(to_json(&outcome.status)?);
+            let mut stored = format!(
+                "{}|{}|",
+                outcome.attempt,
+                if outcome.succeeded() { "S" } else { "F" }
+            )
+            .into_bytes();
+            stored.extend_from_slice(&to_json(&outcome.status)?);
+            invocation.arg(outcome.instance).arg(stored);
         }
         let mut connection = self.connection.clone();
-        let accepted: Vec<i64> = invocation
+        let reply: redis::Value = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(accepted.into_iter().map(|a| a == 1).collect())
+        let what = || format!("the reply recording {}", outcomes_key(session, task));
+        match reply {
+            redis::Value::Int(all) if all as usize == outcomes.len() => {
+                Ok(vec![true; outcomes.len()])
+            }
+            redis::Value::Array(each) if each.len() == outcomes.len() => each
+                .into_iter()
+                .map(|flag| match flag {
+                    redis::Value::Int(flag) => Ok(flag == 1),
+                    other => Err(corrupt(what(), format!("{other:?} is not 0 or 1"))),
+                })
+                .collect(),
+            other => Err(corrupt(
+                what(),
+                format!("{other:?} for {} outcomes", outcomes.len()),
+            )),
+        }
     }
 
     async fn outcomes(
@@ -463,7 +520,9 @@ impl Store for RedisStore {
         let index = key(session, "keys");
         let mut keys: Vec<String> = connection.smembers(&index).await.map_err(unavailable)?;
         keys.extend([index, key(session, "context"), key(session, "mappings")]);
-        connection.del::<_, ()>(keys).await.map_err(unavailable)
+        // UNLINK frees in a background thread: deleting a million-field outcomes hash with DEL
+        // blocks every client of the server for over half a second.
+        connection.unlink::<_, ()>(keys).await.map_err(unavailable)
     }
 
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
