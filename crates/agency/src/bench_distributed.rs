@@ -53,25 +53,8 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
     let spawn = |role: &'static str| -> anyhow::Result<(&'static str, Child)> {
         let child = Command::new(&exe)
             .arg(role)
+            .envs(servers.env())
             .env("AGENCY_NAMESPACE", &namespace)
-            .env("AGENCY_KAFKA", &servers.kafka)
-            .env("AGENCY_REDIS", &servers.redis)
-            .env(
-                "AGENCY_KAFKA_FETCH_WAIT_MS",
-                servers.kafka_fetch_wait_ms.to_string(),
-            )
-            .env(
-                "AGENCY_KAFKA_GROUP_PROTOCOL",
-                servers.kafka_group_protocol.to_string(),
-            )
-            .env(
-                "AGENCY_KAFKA_PARTITIONS",
-                servers.kafka_partitions.to_string(),
-            )
-            .env(
-                "AGENCY_KAFKA_REPLICATION",
-                servers.kafka_replication.to_string(),
-            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;

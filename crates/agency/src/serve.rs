@@ -50,6 +50,28 @@ pub struct Servers {
 }
 
 impl Servers {
+    /// These settings as the `AGENCY_*` variables they are read from, for processes started
+    /// with the same ones.
+    pub fn env(&self) -> [(&'static str, String); 6] {
+        [
+            ("AGENCY_KAFKA", self.kafka.clone()),
+            ("AGENCY_REDIS", self.redis.clone()),
+            (
+                "AGENCY_KAFKA_FETCH_WAIT_MS",
+                self.kafka_fetch_wait_ms.to_string(),
+            ),
+            (
+                "AGENCY_KAFKA_GROUP_PROTOCOL",
+                self.kafka_group_protocol.to_string(),
+            ),
+            ("AGENCY_KAFKA_PARTITIONS", self.kafka_partitions.to_string()),
+            (
+                "AGENCY_KAFKA_REPLICATION",
+                self.kafka_replication.to_string(),
+            ),
+        ]
+    }
+
     pub fn kafka_options(&self) -> KafkaOptions {
         KafkaOptions {
             fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
