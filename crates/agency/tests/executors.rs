@@ -41,6 +41,25 @@ async fn command_runs_a_real_process_with_the_instance_on_stdin() {
 }
 
 #[tokio::test]
+async fn command_that_prints_before_reading_a_large_input_does_not_deadlock() {
+    // The child writes 200 kB (more than a pipe holds) before it reads its 200 kB input: with
+    // stdin written first and stdout read after, each side waits on the other until the timeout.
+    let script = "import sys, json\n\
+        sys.stdout.write(' ' * 200000)\n\
+        sys.stdout.flush()\n\
+        print(len(json.load(sys.stdin)['blob']))";
+    let blob = "x".repeat(200_000);
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["python3", "-c", script], "blob": blob}),
+        json!({"timeout_ms": 20_000}),
+    ))
+    .await;
+    assert_eq!(result["status"], "completed", "{}", first_error(&result));
+    assert_eq!(result["context"]["t"], json!(200_000));
+}
+
+#[tokio::test]
 async fn command_arguments_are_templated_and_never_go_through_a_shell() {
     // `printenv NAME` prints one variable; a shell metacharacter stays a literal argument.
     let result = run(one_task(

@@ -48,12 +48,22 @@ impl Executor for Command {
             .spawn()
             .map_err(|e| format!("cannot start `{program}`: {e}"))?;
         let stdin = serde_json::to_vec(&input).map_err(|e| e.to_string())?;
-        if let Some(mut pipe) = child.stdin.take() {
-            // A program that does not read stdin closes it early; that is not its failure.
-            let _ = pipe.write_all(&stdin).await;
-        }
+        let writer = child.stdin.take();
+        // Stdin is written while stdout and stderr are read: a child that prints more than a
+        // pipe holds before it reads its input would otherwise wait on us as we wait on it.
+        let feed = async move {
+            if let Some(mut pipe) = writer {
+                // A program that does not read stdin closes it early; that is not its failure.
+                let _ = pipe.write_all(&stdin).await;
+                // Dropping the pipe closes it: the child sees the end of its input.
+            }
+        };
+        let run = async {
+            let ((), output) = tokio::join!(feed, child.wait_with_output());
+            output
+        };
         let output = tokio::select! {
-            output = child.wait_with_output() => output.map_err(|e| format!("`{program}`: {e}"))?,
+            output = run => output.map_err(|e| format!("`{program}`: {e}"))?,
             // Dropping the child future kills the process (kill_on_drop).
             () = call.cancel.cancelled() => return Err("cancelled".into()),
         };
