@@ -799,9 +799,9 @@ impl<'a> SessionRun<'a> {
                     "{}/{}/{}/{}",
                     item.session, item.task.group, item.task.task, item.start
                 );
-                (key, item.encode())
+                Ok((key, item.encode()?))
             })
-            .collect();
+            .collect::<events::Result<_>>()?;
         let sends = keyed.into_iter().map(|(key, payload)| async move {
             broker.publish(DISPATCH_TOPIC, &key, payload).await
         });

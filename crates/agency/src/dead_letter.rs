@@ -15,7 +15,14 @@ pub async fn send(broker: &dyn Broker, message: &Message, reason: &str) {
         "reason": reason,
         "payload": String::from_utf8_lossy(&message.payload),
     });
-    let payload = serde_json::to_vec(&record).unwrap_or_default();
+    // A `json!` object of strings and numbers always encodes; were it not to, nothing is sent.
+    let payload = match serde_json::to_vec(&record) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::error!(offset = message.offset, %error, "cannot encode a dead-letter record");
+            return;
+        }
+    };
     if let Err(error) = broker
         .publish(DEAD_LETTER_TOPIC, &message.key, payload)
         .await

@@ -20,12 +20,23 @@ pub enum Error {
     /// Stored data could not be decoded.
     #[error("corrupt {what}: {message}")]
     Corrupt { what: String, message: String },
+    /// A value could not be encoded (JSON that cannot be written); nothing was sent or stored.
+    #[error("cannot encode {what}: {message}")]
+    Encoding { what: String, message: String },
     /// A subscription ended (the backend is shutting down).
     #[error("{0} closed")]
     Closed(String),
 }
 
 impl Error {
+    /// An encoding failure of `what`.
+    pub fn encoding(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Self::Encoding {
+            what: what.into(),
+            message: error.to_string(),
+        }
+    }
+
     pub(crate) fn poisoned(what: &str) -> Self {
         Self::Unavailable {
             backend: "memory",

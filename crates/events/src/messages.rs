@@ -30,8 +30,9 @@ pub struct WorkItem {
 }
 
 impl WorkItem {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The dispatch message; an encoding failure is an error, never an empty message.
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| crate::Error::encoding("a work item", e))
     }
 
     /// Decodes a dispatch message; the error says what is wrong, for the dead-letter record.
@@ -166,7 +167,10 @@ mod tests {
             end: 10,
             attempt: 1,
         };
-        assert_eq!(WorkItem::decode(&item.encode()), Ok(item.clone()));
+        assert_eq!(
+            WorkItem::decode(&item.encode().expect("encodes")),
+            Ok(item.clone())
+        );
         assert!(WorkItem::decode(b"{")
             .unwrap_err()
             .starts_with("not a work item"));
@@ -174,7 +178,7 @@ mod tests {
             v: 9,
             ..item.clone()
         };
-        assert!(WorkItem::decode(&future.encode())
+        assert!(WorkItem::decode(&future.encode().expect("encodes"))
             .unwrap_err()
             .contains("version 9 is not supported"));
         let backwards = WorkItem {
@@ -182,7 +186,7 @@ mod tests {
             end: 1,
             ..item
         };
-        assert!(WorkItem::decode(&backwards.encode())
+        assert!(WorkItem::decode(&backwards.encode().expect("encodes"))
             .unwrap_err()
             .contains("invalid"));
     }

@@ -186,8 +186,8 @@ impl Sessions {
     }
 }
 
-fn encode(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+fn encode(what: &str, value: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::encoding(what, e))
 }
 
 fn decode(what: &str, bytes: &[u8]) -> Result<Value> {
@@ -324,8 +324,8 @@ impl Store for MemoryStore {
     async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
         let entries = context
             .iter()
-            .map(|(key, value)| (key.clone(), encode(value)))
-            .collect();
+            .map(|(key, value)| Ok((key.clone(), encode(&format!("context key {key}"), value)?)))
+            .collect::<Result<_>>()?;
         self.sessions()?
             .contexts
             .insert(session.to_string(), entries);
@@ -333,7 +333,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()> {
-        let encoded = encode(value);
+        let encoded = encode(&format!("context key {key}"), value)?;
         let mut sessions = self.sessions()?;
         let entries = sessions.contexts.entry(session.to_string()).or_default();
         match entries.iter_mut().find(|(k, _)| k == key) {
@@ -367,7 +367,7 @@ impl Store for MemoryStore {
     }
 
     async fn publish_result(&self, session: &str, result: &Value) -> Result<()> {
-        let encoded = encode(result);
+        let encoded = encode("the result", result)?;
         self.sessions()?
             .results
             .insert(session.to_string(), encoded.clone());
