@@ -162,12 +162,18 @@ impl KafkaBroker {
 
     /// Whether the broker answers a metadata request.
     pub async fn check(&self) -> Result<()> {
+        self.metadata(None).await.map(|_| ())
+    }
+
+    /// The cluster's metadata, of one topic or of all, read on a blocking thread (librdkafka's
+    /// call blocks for up to its 3 s timeout).
+    async fn metadata(&self, topic: Option<&str>) -> Result<rdkafka::metadata::Metadata> {
         let producer = self.producer.clone();
+        let wanted = topic.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
-                .fetch_metadata(None, Duration::from_secs(3))
-                .map(|_| ())
+                .fetch_metadata(wanted.as_deref(), Duration::from_secs(3))
         })
         .await
         .map_err(|e| Error::Unavailable {
@@ -222,29 +228,15 @@ impl KafkaBroker {
     /// partition. The controller acknowledges a new topic before every broker knows it; a consumer
     /// that subscribes in between is told the topic does not exist.
     async fn await_topic(&self, topic: &str) -> Result<()> {
-        let producer = self.producer.clone();
-        let name = topic.to_string();
         let started = Instant::now();
         loop {
-            let client = producer.clone();
-            let wanted = name.clone();
-            let ready = tokio::task::spawn_blocking(move || {
-                let metadata = client
-                    .client()
-                    .fetch_metadata(Some(&wanted), Duration::from_secs(3))?;
-                Ok::<bool, KafkaError>(metadata.topics().iter().any(|t| {
-                    t.name() == wanted
-                        && t.error().is_none()
-                        && !t.partitions().is_empty()
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                }))
-            })
-            .await
-            .map_err(|e| Error::Unavailable {
-                backend: "kafka",
-                message: e.to_string(),
-            })?
-            .map_err(|e| kafka_error(&format!("reading the metadata of {name}"), e))?;
+            let metadata = self.metadata(Some(topic)).await?;
+            let ready = metadata.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
             if ready {
                 return Ok(());
             }
@@ -252,7 +244,7 @@ impl KafkaBroker {
                 return Err(Error::Unavailable {
                     backend: "kafka",
                     message: format!(
-                        "topic {name} has no leader for some partition after {TOPIC_VISIBLE:?}"
+                        "topic {topic} has no leader for some partition after {TOPIC_VISIBLE:?}"
                     ),
                 });
             }
