@@ -123,6 +123,9 @@ redis_up() {
   # Debian's package may start its own service on install; use it if it answers.
   if redis_answers; then log "redis answers on 127.0.0.1:$redis_port"; return; fi
   port_open "$redis_port" && die "127.0.0.1:$redis_port is taken by $(holder "$redis_port"), which does not answer as Redis; stop it or set AGENCY_REDIS_PORT"
+  # A pid file left by a process that is gone (a reboot, a kill -9) would read as "died while
+  # starting" before the new server writes its own.
+  rm -f "$state/redis.pid"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
   wait_for redis redis_answers 10
