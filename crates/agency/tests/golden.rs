@@ -48,7 +48,10 @@ fn summary(result: &Value) -> Value {
                     (id.clone(), Value::Object(counts))
                 })
                 .collect();
-            (id.clone(), json!({"status": group["status"], "tasks": tasks}))
+            (
+                id.clone(),
+                json!({"status": group["status"], "tasks": tasks}),
+            )
         })
         .collect();
     json!({"status": result["status"], "context": context, "groups": groups})
@@ -90,7 +93,11 @@ fn every_example_gives_its_recorded_result() {
         let recorded = golden.join(format!("{name}.json"));
         if bless {
             std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&recorded, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+            std::fs::write(
+                &recorded,
+                serde_json::to_string_pretty(&got).unwrap() + "\n",
+            )
+            .unwrap();
         } else {
             let want: Value = serde_json::from_str(
                 &std::fs::read_to_string(&recorded)

@@ -18,7 +18,9 @@ mod error;
 mod graph;
 mod machine;
 mod policy;
+mod result;
 mod session;
+mod session_machine;
 mod spec;
 
 pub use error::{Error, Problem, Result};
@@ -27,5 +29,12 @@ pub use machine::{
     DEFAULT_CHUNK,
 };
 pub use policy::{FailurePolicy, RetryPolicy, Threshold};
+pub use result::{
+    GroupOutcome, GroupSummary, InstanceFailure, InstanceResult, ResultStatus, SessionResult,
+    TaskStatus, TaskSummary,
+};
 pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session};
+pub use session_machine::{
+    Counts, Deadline, GroupSlot, SessionCommand, SessionError, SessionEvent, SessionMachine, Skip,
+};
 pub use spec::{GroupSpec, SessionSpec, TaskSpec};

@@ -166,6 +166,9 @@ pub struct TaskRun {
     pub failures: BTreeMap<u64, Failure>,
     /// A task-level error (planning or combining).
     pub error: Option<String>,
+    /// Stopped before all its instances settled and combined (its group stopped, or it failed
+    /// the group): the results of its succeeded instances are reported on their own.
+    pub cut_short: bool,
     done: Vec<u64>,
     /// Current attempt of instances that failed at least once.
     retrying: HashMap<u64, u32>,
@@ -183,6 +186,7 @@ impl TaskRun {
             attempts: 0,
             failures: BTreeMap::new(),
             error: None,
+            cut_short: false,
             done: Vec::new(),
             retrying: HashMap::new(),
             started: Duration::ZERO,
@@ -416,6 +420,10 @@ impl GroupMachine {
                     },
                 );
                 if !run.setup.continue_on_error && self.policy_exceeded() {
+                    // This task failed the group: it says so, not that it was cut short.
+                    let run = &mut self.tasks[task];
+                    run.state = TaskState::Failed;
+                    run.cut_short = true;
                     self.stop(GroupStatus::Failed, out);
                     return;
                 }
@@ -514,8 +522,10 @@ impl GroupMachine {
 
     fn stop(&mut self, status: GroupStatus, out: &mut Vec<Command>) {
         for run in &mut self.tasks {
-            if run.state == TaskState::Waiting {
-                run.state = TaskState::Skipped;
+            match run.state {
+                TaskState::Waiting => run.state = TaskState::Skipped,
+                TaskState::Running | TaskState::Combining => run.cut_short = true,
+                _ => {}
             }
         }
         self.status = Some(status);

@@ -1,0 +1,186 @@
+//! The final result of a session, the same shape everywhere it is printed or published (`agency
+//! run`, `submit --wait`, `status`, `agency:results`):
+//!
+//! `{"session_id", "status": "completed" | "partial" | "failed", "context", "groups": {id:
+//! {"status", "tasks": {id: {"status", "instances", "succeeded", "failed", "attempts", ...}}}},
+//! "errors": [...]}`
+//!
+//! `completed` means every group completed. Otherwise the result is `partial` when anything
+//! succeeded and `failed` when nothing did. Failed instances are listed with their attempts and
+//! last error; tasks that were cut short list the results of the instances that did succeed.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A session's final result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResult {
+    /// The id the session ran under.
+    pub session_id: String,
+    /// How the session as a whole ended.
+    pub status: ResultStatus,
+    /// The shared context as the session left it.
+    pub context: Map<String, Value>,
+    /// Each group's outcome, in the session's order.
+    pub groups: IndexMap<String, GroupSummary>,
+    /// What went wrong, one line each, in the order it happened.
+    pub errors: Vec<String>,
+}
+
+impl SessionResult {
+    /// The result of a session that never ran or could not go on: `failed`, with why.
+    pub fn failed(session_id: &str, errors: Vec<String>) -> Self {
+        Self {
+            session_id: session_id.to_string(),
+            status: ResultStatus::Failed,
+            context: Map::new(),
+            groups: IndexMap::new(),
+            errors,
+        }
+    }
+
+    /// Whether every group completed.
+    pub fn completed(&self) -> bool {
+        self.status == ResultStatus::Completed
+    }
+
+    /// The JSON a user sees.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|error| {
+            // Every field is plain data: this cannot fail, but a result is never lost to it.
+            serde_json::json!({"session_id": self.session_id, "status": "failed", "errors": [error.to_string()]})
+        })
+    }
+}
+
+/// How a session as a whole ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// Every group completed.
+    Completed,
+    /// Something succeeded, not everything completed.
+    Partial,
+    /// Nothing succeeded.
+    Failed,
+}
+
+impl ResultStatus {
+    /// The status as it appears in the result JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ResultStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One group's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// How the group ended, or `skipped` when it never started.
+    pub status: GroupOutcome,
+    /// Each task's outcome, in the group's order.
+    pub tasks: IndexMap<String, TaskSummary>,
+}
+
+/// How a group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupOutcome {
+    /// Every task completed (within the failure policy).
+    Completed,
+    /// The failure policy was exceeded, or a task failed.
+    Failed,
+    /// The group's or the session's deadline passed.
+    TimedOut,
+    /// The session was cancelled.
+    Cancelled,
+    /// Never started: a dependency did not complete, or the session stopped first.
+    Skipped,
+}
+
+/// One task's outcome and counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// What happened to the task.
+    pub status: TaskStatus,
+    /// Instances the task expanded to (0 when it never planned).
+    pub instances: u64,
+    /// Instances that succeeded.
+    pub succeeded: u64,
+    /// Instances that failed after their last attempt.
+    pub failed: u64,
+    /// Attempts whose outcome arrived.
+    pub attempts: u64,
+    /// A task-level error (planning or combining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed instances with their attempts and last error, by instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<InstanceFailure>,
+    /// For a task cut short: the results of the instances that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<InstanceResult>>,
+}
+
+impl TaskSummary {
+    /// A task that never ran.
+    pub fn skipped() -> Self {
+        Self {
+            status: TaskStatus::Skipped,
+            instances: 0,
+            succeeded: 0,
+            failed: 0,
+            attempts: 0,
+            error: None,
+            failures: Vec::new(),
+            results: None,
+        }
+    }
+}
+
+/// What happened to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Every instance succeeded and the result is in the context.
+    Completed,
+    /// Done, with failed instances its group tolerates (a threshold, `continue_on_error`).
+    CompletedWithFailures,
+    /// The task failed: an instance used up its attempts, or planning or combining failed.
+    Failed,
+    /// Never started.
+    Skipped,
+    /// Cut short while running: its group timed out or was cancelled, or another task failed it.
+    Incomplete,
+}
+
+/// A failed instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceFailure {
+    /// The instance's index in its task.
+    pub instance: u64,
+    /// Attempts it had.
+    pub attempts: u32,
+    /// Its last error.
+    pub error: String,
+}
+
+/// A succeeded instance's result, listed for tasks cut short.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceResult {
+    /// The instance's index in its task.
+    pub instance: u64,
+    /// What it returned.
+    pub result: Value,
+}

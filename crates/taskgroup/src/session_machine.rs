@@ -1,0 +1,579 @@
+//! The session state machine: events in, commands out, no IO and no clock.
+//!
+//! It owns one [`GroupMachine`] per started group and decides what only the session can: which
+//! groups start (every dependency completed) or are skipped (one did not), the session's and each
+//! group's deadline (as data: "arm this deadline after that long"), cancellation, the errors of
+//! the run, and the final [`SessionResult`]. The runtime carries out the group commands it passes
+//! on, and feeds back what happened.
+//!
+//! Invariants it keeps:
+//! - a group starts at most once, and only when every group it depends on completed;
+//! - after a cancel or the session's deadline nothing new starts, and every running group stops;
+//! - [`SessionCommand::Finish`] is sent exactly once, when every group ended or was skipped.
+
+use crate::machine::{Command, Event, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState};
+use crate::result::{
+    GroupOutcome, GroupSummary, InstanceFailure, ResultStatus, SessionResult, TaskStatus,
+    TaskSummary,
+};
+use crate::session::Session;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
+
+/// What happened, fed to [`SessionMachine::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// Start the groups that depend on nothing.
+    Start,
+    /// Something happened in a started group.
+    Group {
+        /// The group's index in the session.
+        group: usize,
+        /// What happened in it.
+        event: Event,
+    },
+    /// A deadline armed by [`SessionCommand::Arm`] passed.
+    Deadline(Deadline),
+    /// Stop everything: running groups end `cancelled`, the rest are skipped.
+    Cancel,
+}
+
+/// A deadline the machine asks the runtime to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deadline {
+    /// The whole session's `timeout_ms`.
+    Session,
+    /// A group's `timeout_ms`, from its start.
+    Group(usize),
+}
+
+/// What to do, returned by [`SessionMachine::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    /// Carry out a group's command (any but [`Command::Finish`], which the machine keeps).
+    Group {
+        /// The group's index in the session.
+        group: usize,
+        /// What to do for it.
+        command: Command,
+    },
+    /// Send [`SessionEvent::Deadline`] after this long.
+    Arm {
+        /// Which deadline.
+        deadline: Deadline,
+        /// From now.
+        after: Duration,
+    },
+    /// Every group ended: build the result ([`SessionMachine::result`]).
+    Finish,
+}
+
+/// Why the session stopped early, or what went wrong in it: the `errors` of the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// The session was cancelled while it ran.
+    Cancelled,
+    /// The session's deadline passed.
+    TimedOut {
+        /// Its `timeout_ms`.
+        limit: Duration,
+    },
+    /// A group's deadline passed.
+    GroupTimedOut {
+        /// The group's id.
+        group: String,
+        /// Its `timeout_ms`.
+        limit: Duration,
+    },
+    /// A task could not be planned or combined.
+    Task {
+        /// The group's id.
+        group: String,
+        /// The task's id.
+        task: String,
+        /// Why.
+        error: String,
+    },
+    /// Instances of a task failed.
+    Failures {
+        /// The group's id.
+        group: String,
+        /// The task's id.
+        task: String,
+        /// How many instances failed.
+        failed: u64,
+        /// The first failed instance.
+        instance: u64,
+        /// Its attempts.
+        attempts: u32,
+        /// Its last error.
+        error: String,
+    },
+    /// A group never started because groups it depends on did not complete.
+    Skipped {
+        /// The group's id.
+        group: String,
+        /// The ids of the dependencies that did not complete.
+        blocked: Vec<String>,
+    },
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cancelled => f.write_str("cancelled before the session finished"),
+            Self::TimedOut { limit } => {
+                write!(f, "session timed out after {} ms", limit.as_millis())
+            }
+            Self::GroupTimedOut { group, limit } => {
+                write!(f, "group `{group}` timed out after {} ms", limit.as_millis())
+            }
+            Self::Task { group, task, error } => write!(f, "group `{group}` task `{task}`: {error}"),
+            Self::Failures {
+                group,
+                task,
+                failed,
+                instance,
+                attempts,
+                error,
+            } => write!(
+                f,
+                "group `{group}` task `{task}`: {} failed; first, instance {instance} after {}: {error}",
+                plural(*failed, "instance"),
+                plural(u64::from(*attempts), "attempt"),
+            ),
+            Self::Skipped { group, blocked } => write!(
+                f,
+                "group `{group}` skipped: {} did not complete",
+                blocked.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Where a group is: one slot per group, instead of parallel vectors of machines and ends.
+#[derive(Debug, Clone)]
+pub enum GroupSlot {
+    /// Not started: its dependencies have not all completed yet.
+    Waiting,
+    /// Started; its machine says whether it has finished.
+    Started(GroupMachine),
+    /// Never started.
+    Skipped(Skip),
+}
+
+/// Why a group never started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A group it depends on did not complete.
+    Blocked,
+    /// The session was cancelled or timed out first.
+    Stopped,
+}
+
+/// A group's fixed facts, taken from the validated session.
+#[derive(Debug, Clone)]
+struct GroupPlan {
+    id: String,
+    depends_on: Vec<usize>,
+    setups: Vec<TaskSetup>,
+    policy: crate::FailurePolicy,
+    timeout: Option<Duration>,
+}
+
+/// Instances planned, settled and failed so far, over every started group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Instances of the tasks planned so far.
+    pub planned: u64,
+    /// Instances with a final outcome.
+    pub settled: u64,
+    /// Instances that failed after their last attempt.
+    pub failed: u64,
+}
+
+/// One session's run, as decisions over events.
+#[derive(Debug, Clone)]
+pub struct SessionMachine {
+    plans: Vec<GroupPlan>,
+    slots: Vec<GroupSlot>,
+    chunk: u64,
+    timeout: Option<Duration>,
+    /// Cancelled or past the session's deadline: nothing new starts.
+    stopped: bool,
+    finished: bool,
+    errors: Vec<SessionError>,
+}
+
+impl SessionMachine {
+    /// A machine for `session`, dispatching ranges of at most `chunk` instances.
+    pub fn new(session: &Session, chunk: u64) -> Self {
+        let plans = session
+            .spec
+            .groups
+            .iter()
+            .zip(&session.groups)
+            .zip(&session.tasks)
+            .map(|((spec, group), tasks)| GroupPlan {
+                id: spec.id.clone(),
+                depends_on: group.depends_on.clone(),
+                setups: spec
+                    .tasks
+                    .iter()
+                    .zip(tasks)
+                    .map(|(task, plan)| TaskSetup {
+                        id: task.id.clone(),
+                        depends_on: plan.depends_on.clone(),
+                        retry: plan.retry.clone(),
+                        continue_on_error: task.continue_on_error,
+                    })
+                    .collect(),
+                policy: group.failure_policy,
+                timeout: group.timeout,
+            })
+            .collect::<Vec<_>>();
+        Self {
+            slots: plans.iter().map(|_| GroupSlot::Waiting).collect(),
+            plans,
+            chunk: chunk.max(1),
+            timeout: session.timeout,
+            stopped: false,
+            finished: false,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Each group's slot, in the session's order.
+    pub fn slots(&self) -> &[GroupSlot] {
+        &self.slots
+    }
+
+    /// The machine of a started group.
+    pub fn group(&self, group: usize) -> Option<&GroupMachine> {
+        match self.slots.get(group) {
+            Some(GroupSlot::Started(machine)) => Some(machine),
+            _ => None,
+        }
+    }
+
+    /// Whether the group started and has not finished.
+    pub fn is_running(&self, group: usize) -> bool {
+        self.group(group).is_some_and(|m| m.status().is_none())
+    }
+
+    /// Whether every group ended or was skipped.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Tasks still waiting for outcomes: `(group, task, instances)` of every running task with
+    /// an instance not yet settled.
+    pub fn unsettled(&self) -> Vec<(usize, usize, u64)> {
+        (0..self.slots.len())
+            .filter(|&g| self.is_running(g))
+            .flat_map(|g| {
+                self.group(g)
+                    .into_iter()
+                    .flat_map(|m| m.tasks().iter().enumerate())
+                    .filter(|(_, t)| {
+                        t.state == TaskState::Running && t.succeeded + t.failed < t.instances
+                    })
+                    .map(move |(t, run)| (g, t, run.instances))
+            })
+            .collect()
+    }
+
+    /// Instances planned, settled and failed so far.
+    pub fn counts(&self) -> Counts {
+        let tasks = self
+            .slots
+            .iter()
+            .filter_map(|slot| match slot {
+                GroupSlot::Started(machine) => Some(machine.tasks()),
+                _ => None,
+            })
+            .flatten();
+        tasks.fold(Counts::default(), |c, t| Counts {
+            planned: c.planned + t.instances,
+            settled: c.settled + t.succeeded + t.failed,
+            failed: c.failed + t.failed,
+        })
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, event: SessionEvent) -> Vec<SessionCommand> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        match event {
+            SessionEvent::Start => {
+                if let Some(after) = self.timeout {
+                    out.push(SessionCommand::Arm {
+                        deadline: Deadline::Session,
+                        after,
+                    });
+                }
+            }
+            SessionEvent::Group { group, event } => self.group_event(group, event, &mut out),
+            SessionEvent::Deadline(Deadline::Group(group)) => {
+                if self.is_running(group) {
+                    if let Some(limit) = self.plans[group].timeout {
+                        self.errors.push(SessionError::GroupTimedOut {
+                            group: self.plans[group].id.clone(),
+                            limit,
+                        });
+                    }
+                    self.group_event(group, Event::TimedOut, &mut out);
+                }
+            }
+            SessionEvent::Deadline(Deadline::Session) => {
+                if let (false, Some(limit)) = (self.stopped, self.timeout) {
+                    self.stop(SessionError::TimedOut { limit }, Event::TimedOut, &mut out);
+                }
+            }
+            SessionEvent::Cancel => {
+                if !self.stopped {
+                    self.stop(SessionError::Cancelled, Event::Cancelled, &mut out);
+                }
+            }
+        }
+        self.start_ready(&mut out);
+        out
+    }
+
+    fn group_event(&mut self, group: usize, event: Event, out: &mut Vec<SessionCommand>) {
+        let Some(GroupSlot::Started(machine)) = self.slots.get_mut(group) else {
+            return;
+        };
+        for command in machine.handle(event) {
+            if !matches!(command, Command::Finish { .. }) {
+                out.push(SessionCommand::Group { group, command });
+            }
+        }
+    }
+
+    /// Ends the session early: what has not started never will, what runs is stopped.
+    fn stop(&mut self, why: SessionError, event: Event, out: &mut Vec<SessionCommand>) {
+        self.stopped = true;
+        self.errors.push(why);
+        for slot in &mut self.slots {
+            if matches!(slot, GroupSlot::Waiting) {
+                *slot = GroupSlot::Skipped(Skip::Stopped);
+            }
+        }
+        for group in 0..self.slots.len() {
+            if self.is_running(group) {
+                self.group_event(group, event.clone(), out);
+            }
+        }
+    }
+
+    /// Starts every group whose dependencies completed, skips those with one that did not, and
+    /// finishes when every group has ended.
+    fn start_ready(&mut self, out: &mut Vec<SessionCommand>) {
+        loop {
+            let mut changed = false;
+            for g in 0..self.slots.len() {
+                if !matches!(self.slots[g], GroupSlot::Waiting) {
+                    continue;
+                }
+                let ends: Vec<Option<GroupOutcome>> = self.plans[g]
+                    .depends_on
+                    .iter()
+                    .map(|&d| self.outcome(d))
+                    .collect();
+                if ends.iter().all(|end| *end == Some(GroupOutcome::Completed)) {
+                    self.start_group(g, out);
+                    changed = true;
+                } else if ends
+                    .iter()
+                    .any(|end| end.is_some_and(|e| e != GroupOutcome::Completed))
+                {
+                    self.slots[g] = GroupSlot::Skipped(Skip::Blocked);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let ended = (0..self.slots.len()).all(|g| self.outcome(g).is_some());
+        if ended && !self.finished {
+            self.finished = true;
+            out.push(SessionCommand::Finish);
+        }
+    }
+
+    fn start_group(&mut self, g: usize, out: &mut Vec<SessionCommand>) {
+        let plan = &self.plans[g];
+        let machine = GroupMachine::new(plan.setups.clone(), plan.policy).with_chunk(self.chunk);
+        if let Some(after) = plan.timeout {
+            out.push(SessionCommand::Arm {
+                deadline: Deadline::Group(g),
+                after,
+            });
+        }
+        self.slots[g] = GroupSlot::Started(machine);
+        self.group_event(g, Event::Start, out);
+    }
+
+    /// How the group ended; `None` while it waits or runs.
+    fn outcome(&self, group: usize) -> Option<GroupOutcome> {
+        match &self.slots[group] {
+            GroupSlot::Waiting => None,
+            GroupSlot::Skipped(_) => Some(GroupOutcome::Skipped),
+            GroupSlot::Started(machine) => machine.status().map(|status| match status {
+                GroupStatus::Completed => GroupOutcome::Completed,
+                GroupStatus::Failed => GroupOutcome::Failed,
+                GroupStatus::TimedOut => GroupOutcome::TimedOut,
+                GroupStatus::Cancelled => GroupOutcome::Cancelled,
+            }),
+        }
+    }
+
+    /// Tasks cut short with instances that succeeded: `(group, task)`. Their results belong in
+    /// the result's `results` (the runtime loads them: they are in the store, not here).
+    pub fn cut_short(&self) -> Vec<(usize, usize)> {
+        (0..self.slots.len())
+            .flat_map(|g| {
+                self.group(g)
+                    .into_iter()
+                    .flat_map(|m| m.tasks().iter().enumerate())
+                    .filter(|(_, t)| t.cut_short && t.succeeded > 0)
+                    .map(move |(t, _)| (g, t))
+            })
+            .collect()
+    }
+
+    /// Every error of the run so far, in order: stops and timeouts as they happened, then per
+    /// group its tasks' errors and failures and why it was skipped.
+    pub fn errors(&self) -> Vec<SessionError> {
+        let mut errors = self.errors.clone();
+        for (g, plan) in self.plans.iter().enumerate() {
+            match &self.slots[g] {
+                GroupSlot::Started(machine) => {
+                    for task in machine.tasks() {
+                        errors.extend(task_errors(&plan.id, task));
+                    }
+                }
+                GroupSlot::Skipped(Skip::Blocked) => errors.push(SessionError::Skipped {
+                    group: plan.id.clone(),
+                    blocked: plan
+                        .depends_on
+                        .iter()
+                        .filter(|&&d| self.outcome(d) != Some(GroupOutcome::Completed))
+                        .map(|&d| self.plans[d].id.clone())
+                        .collect(),
+                }),
+                GroupSlot::Skipped(Skip::Stopped) | GroupSlot::Waiting => {}
+            }
+        }
+        errors
+    }
+
+    /// The result as things stand, with `context` moved in; `results` of tasks cut short are
+    /// left to the runtime (see [`SessionMachine::cut_short`]).
+    pub fn result(&self, session_id: &str, context: Map<String, Value>) -> SessionResult {
+        let mut succeeded_anywhere = false;
+        let groups = self
+            .plans
+            .iter()
+            .enumerate()
+            .map(|(g, plan)| {
+                let tasks = plan
+                    .setups
+                    .iter()
+                    .enumerate()
+                    .map(|(t, setup)| {
+                        let summary = match self.group(g) {
+                            Some(machine) => summary(&machine.tasks()[t]),
+                            None => TaskSummary::skipped(),
+                        };
+                        succeeded_anywhere |= summary.succeeded > 0;
+                        (setup.id.clone(), summary)
+                    })
+                    .collect();
+                let status = self.outcome(g).unwrap_or(GroupOutcome::Skipped);
+                (plan.id.clone(), GroupSummary { status, tasks })
+            })
+            .collect();
+        let completed =
+            (0..self.slots.len()).all(|g| self.outcome(g) == Some(GroupOutcome::Completed));
+        let status = if completed {
+            ResultStatus::Completed
+        } else if succeeded_anywhere {
+            ResultStatus::Partial
+        } else {
+            ResultStatus::Failed
+        };
+        SessionResult {
+            session_id: session_id.to_string(),
+            status,
+            context,
+            groups,
+            errors: self.errors().iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn task_errors(group: &str, task: &TaskRun) -> Vec<SessionError> {
+    let mut errors = Vec::new();
+    if let Some(error) = &task.error {
+        errors.push(SessionError::Task {
+            group: group.to_string(),
+            task: task.setup.id.clone(),
+            error: error.clone(),
+        });
+    }
+    if let Some((&instance, first)) = task.failures.iter().next() {
+        errors.push(SessionError::Failures {
+            group: group.to_string(),
+            task: task.setup.id.clone(),
+            failed: task.failed,
+            instance,
+            attempts: first.attempts,
+            error: first.error.clone(),
+        });
+    }
+    errors
+}
+
+fn summary(task: &TaskRun) -> TaskSummary {
+    let status = match task.state {
+        TaskState::Done if task.failed > 0 => TaskStatus::CompletedWithFailures,
+        TaskState::Done => TaskStatus::Completed,
+        TaskState::Failed => TaskStatus::Failed,
+        TaskState::Waiting | TaskState::Skipped => TaskStatus::Skipped,
+        TaskState::Planning | TaskState::Running | TaskState::Combining => TaskStatus::Incomplete,
+    };
+    TaskSummary {
+        status,
+        instances: task.instances,
+        succeeded: task.succeeded,
+        failed: task.failed,
+        attempts: task.attempts,
+        error: task.error.clone(),
+        failures: task
+            .failures
+            .iter()
+            .map(|(&instance, f)| InstanceFailure {
+                instance,
+                attempts: f.attempts,
+                error: f.error.clone(),
+            })
+            .collect(),
+        results: None,
+    }
+}

@@ -1,0 +1,407 @@
+//! The session state machine, driven directly: which groups start or are skipped, deadlines,
+//! cancel, and the final result, with no runtime, no IO and no clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+use taskgroup::{
+    Command, Deadline, Event, GroupOutcome, GroupSlot, ResultStatus, Rules, Session,
+    SessionCommand, SessionEvent, SessionMachine, SessionResult, Skip, TaskStatus,
+};
+
+fn session(doc: Value) -> Session {
+    Session::from_json(&doc.to_string(), &Rules::default()).unwrap()
+}
+
+fn array_task(id: &str, n: u64) -> Value {
+    let items: Vec<u64> = (0..n).collect();
+    json!({"id": id, "executor": "x", "input": {"xs": items,
+        "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}})
+}
+
+/// A runtime in miniature: plans every task to its known instance count, answers each
+/// dispatched instance with `outcome(task id, instance, attempt)` (`Err` fails it; `None` leaves
+/// it running), makes retries due at once, and records the deadlines armed. Runs until nothing
+/// is left to do.
+struct Driver {
+    machine: SessionMachine,
+    session: Session,
+    armed: Vec<(Deadline, Duration)>,
+    finished: usize,
+}
+
+type Outcome = dyn Fn(&str, u64, u32) -> Option<Result<(), String>>;
+
+impl Driver {
+    fn new(doc: Value) -> Self {
+        let session = session(doc);
+        Self {
+            machine: SessionMachine::new(&session, 2),
+            session,
+            armed: Vec::new(),
+            finished: 0,
+        }
+    }
+
+    fn feed(&mut self, event: SessionEvent, outcome: &Outcome) {
+        let mut queue: VecDeque<SessionEvent> = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for command in self.machine.handle(event) {
+                match command {
+                    SessionCommand::Arm { deadline, after } => self.armed.push((deadline, after)),
+                    SessionCommand::Finish => self.finished += 1,
+                    SessionCommand::Group { group, command } => {
+                        let answer = |event| SessionEvent::Group { group, event };
+                        let spec = &self.session.spec.groups[group];
+                        match command {
+                            Command::Plan { task } => {
+                                let instances = self.session.tasks[group][task]
+                                    .plan
+                                    .instances()
+                                    .unwrap_or(1);
+                                queue.push_back(answer(Event::Planned {
+                                    task,
+                                    instances,
+                                    now: Duration::ZERO,
+                                }));
+                            }
+                            Command::Dispatch {
+                                task,
+                                start,
+                                end,
+                                attempt,
+                            } => {
+                                for instance in start..end {
+                                    let event =
+                                        match outcome(&spec.tasks[task].id, instance, attempt) {
+                                            Some(Ok(())) => Event::Succeeded {
+                                                task,
+                                                instance,
+                                                attempt,
+                                            },
+                                            Some(Err(error)) => Event::Failed {
+                                                task,
+                                                instance,
+                                                attempt,
+                                                error,
+                                                now: Duration::ZERO,
+                                            },
+                                            None => continue,
+                                        };
+                                    queue.push_back(answer(event));
+                                }
+                            }
+                            Command::ScheduleRetry {
+                                task,
+                                instance,
+                                attempt,
+                                ..
+                            } => queue.push_back(answer(Event::RetryDue {
+                                task,
+                                instance,
+                                attempt,
+                            })),
+                            Command::UpdateContext { task } => {
+                                queue.push_back(answer(Event::ContextUpdated { task }))
+                            }
+                            Command::Cancel | Command::Finish { .. } => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn result(&self) -> SessionResult {
+        self.machine.result("s", Map::new())
+    }
+}
+
+fn succeed(_: &str, _: u64, _: u32) -> Option<Result<(), String>> {
+    Some(Ok(()))
+}
+
+fn group_status(result: &SessionResult, group: &str) -> GroupOutcome {
+    result.groups[group].status
+}
+
+#[test]
+fn dependents_start_after_their_dependencies_complete_and_the_result_is_completed() {
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "a", "tasks": [array_task("ta", 3)]},
+        {"id": "b", "depends_on": ["a"], "tasks": [array_task("tb", 2)]},
+        {"id": "c", "depends_on": ["a", "b"], "tasks": [{"id": "tc", "executor": "x"}]}
+    ]}));
+    driver.feed(SessionEvent::Start, &succeed);
+    assert_eq!(driver.finished, 1);
+    assert!(driver.machine.finished());
+    let result = driver.result();
+    assert_eq!(result.status, ResultStatus::Completed);
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    assert_eq!(result.groups["c"].tasks["tc"].status, TaskStatus::Completed);
+    assert_eq!(result.groups["a"].tasks["ta"].attempts, 3);
+    assert_eq!(driver.machine.counts().settled, 6);
+    let json = result.to_json();
+    assert_eq!(
+        json["groups"]["b"]["tasks"]["tb"],
+        json!({"status": "completed", "instances": 2, "succeeded": 2, "failed": 0, "attempts": 2})
+    );
+}
+
+#[test]
+fn a_failed_group_skips_its_dependents_and_says_why() {
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "a", "tasks": [array_task("ta", 4)]},
+        {"id": "ok", "tasks": [array_task("tok", 1)]},
+        {"id": "b", "depends_on": ["a", "ok"], "tasks": [{"id": "tb", "executor": "x"}]},
+        {"id": "c", "depends_on": ["b"], "tasks": [{"id": "tc", "executor": "x"}]}
+    ]}));
+    driver.feed(SessionEvent::Start, &|task, instance, _| {
+        Some(if task == "ta" && instance == 2 {
+            Err("boom".into())
+        } else {
+            Ok(())
+        })
+    });
+    let result = driver.result();
+    assert_eq!(result.status, ResultStatus::Partial);
+    assert_eq!(group_status(&result, "a"), GroupOutcome::Failed);
+    assert_eq!(group_status(&result, "ok"), GroupOutcome::Completed);
+    assert_eq!(group_status(&result, "b"), GroupOutcome::Skipped);
+    assert_eq!(group_status(&result, "c"), GroupOutcome::Skipped);
+    assert!(matches!(
+        driver.machine.slots()[3],
+        GroupSlot::Skipped(Skip::Blocked)
+    ));
+    assert_eq!(
+        result.errors,
+        vec![
+            "group `a` task `ta`: 1 instance failed; first, instance 2 after 1 attempt: boom",
+            "group `b` skipped: a did not complete",
+            "group `c` skipped: b did not complete",
+        ]
+    );
+    // Under fail_fast the task that failed its group says `failed`, and keeps what succeeded.
+    let ta = &result.groups["a"].tasks["ta"];
+    assert_eq!(ta.status, TaskStatus::Failed);
+    assert_eq!(ta.failures[0].instance, 2);
+    assert_eq!(driver.machine.cut_short(), vec![(0, 0)]);
+}
+
+#[test]
+fn an_instance_that_used_up_its_attempts_under_fail_fast_fails_its_task() {
+    let mut driver = Driver::new(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "t", "executor": "x", "retry": {"max_retries": 2, "retry_delays": [0]}}
+    ]}]}));
+    driver.feed(SessionEvent::Start, &|_, _, _| {
+        Some(Err("timed out after 10 ms".into()))
+    });
+    let result = driver.result();
+    let t = &result.groups["g"].tasks["t"];
+    assert_eq!(
+        (t.status, t.attempts, t.failures[0].attempts),
+        (TaskStatus::Failed, 3, 3)
+    );
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert_eq!(
+        result.to_json()["groups"]["g"]["tasks"]["t"]["status"],
+        "failed"
+    );
+}
+
+#[test]
+fn a_group_deadline_stops_only_that_group_and_its_dependents_are_skipped() {
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "slow", "timeout_ms": 500, "tasks": [array_task("naps", 3)]},
+        {"id": "later", "depends_on": ["slow"], "tasks": [{"id": "never", "executor": "x"}]},
+        {"id": "other", "tasks": [array_task("quick", 2)]}
+    ]}));
+    // Instance 1 never answers.
+    let outcome =
+        |task: &str, instance: u64, _| (task != "naps" || instance != 1).then_some(Ok(()));
+    driver.feed(SessionEvent::Start, &outcome);
+    assert_eq!(
+        driver.armed,
+        vec![(Deadline::Group(0), Duration::from_millis(500))]
+    );
+    assert!(!driver.machine.finished(), "naps instance 1 still runs");
+    assert_eq!(driver.machine.unsettled(), vec![(0, 0, 3)]);
+    driver.feed(SessionEvent::Deadline(Deadline::Group(0)), &outcome);
+    assert_eq!(driver.finished, 1);
+    let result = driver.result();
+    assert_eq!(group_status(&result, "slow"), GroupOutcome::TimedOut);
+    assert_eq!(group_status(&result, "other"), GroupOutcome::Completed);
+    assert_eq!(
+        result.groups["slow"].tasks["naps"].status,
+        TaskStatus::Incomplete
+    );
+    assert_eq!(driver.machine.cut_short(), vec![(0, 0)]);
+    assert_eq!(result.status, ResultStatus::Partial);
+    assert_eq!(
+        result.errors,
+        vec![
+            "group `slow` timed out after 500 ms",
+            "group `later` skipped: slow did not complete"
+        ]
+    );
+    // A deadline of a group that already ended changes nothing.
+    driver.feed(SessionEvent::Deadline(Deadline::Group(2)), &outcome);
+    assert_eq!(driver.finished, 1);
+}
+
+#[test]
+fn the_session_deadline_stops_every_group_and_explains_no_skip() {
+    let mut driver = Driver::new(json!({"timeout_ms": 1000, "groups": [
+        {"id": "a", "tasks": [array_task("ta", 2)]},
+        {"id": "b", "depends_on": ["a"], "tasks": [{"id": "tb", "executor": "x"}]}
+    ]}));
+    let outcome = |_: &str, instance: u64, _| (instance == 0).then_some(Ok(()));
+    driver.feed(SessionEvent::Start, &outcome);
+    assert_eq!(
+        driver.armed,
+        vec![(Deadline::Session, Duration::from_millis(1000))]
+    );
+    driver.feed(SessionEvent::Deadline(Deadline::Session), &outcome);
+    let result = driver.result();
+    assert_eq!(group_status(&result, "a"), GroupOutcome::TimedOut);
+    assert_eq!(group_status(&result, "b"), GroupOutcome::Skipped);
+    assert!(matches!(
+        driver.machine.slots()[1],
+        GroupSlot::Skipped(Skip::Stopped)
+    ));
+    assert_eq!(result.errors, vec!["session timed out after 1000 ms"]);
+    assert_eq!(result.status, ResultStatus::Partial);
+    // A second stop is ignored: one error, one finish.
+    driver.feed(SessionEvent::Cancel, &outcome);
+    assert_eq!((driver.finished, driver.result().errors.len()), (1, 1));
+}
+
+#[test]
+fn cancel_stops_running_groups_and_cancels_their_work() {
+    let session = session(json!({"groups": [
+        {"id": "a", "tasks": [array_task("ta", 2)]},
+        {"id": "b", "tasks": [array_task("tb", 2)]}
+    ]}));
+    let mut machine = SessionMachine::new(&session, 10);
+    machine.handle(SessionEvent::Start);
+    for group in 0..2 {
+        machine.handle(SessionEvent::Group {
+            group,
+            event: Event::Planned {
+                task: 0,
+                instances: 2,
+                now: Duration::ZERO,
+            },
+        });
+    }
+    let commands = machine.handle(SessionEvent::Cancel);
+    assert_eq!(
+        commands,
+        vec![
+            SessionCommand::Group {
+                group: 0,
+                command: Command::Cancel
+            },
+            SessionCommand::Group {
+                group: 1,
+                command: Command::Cancel
+            },
+            SessionCommand::Finish,
+        ]
+    );
+    let result = machine.result("s", Map::new());
+    assert_eq!(group_status(&result, "a"), GroupOutcome::Cancelled);
+    assert_eq!(result.status, ResultStatus::Failed, "nothing succeeded");
+    assert_eq!(result.errors, vec!["cancelled before the session finished"]);
+    assert!(
+        machine.handle(SessionEvent::Cancel).is_empty(),
+        "a finished session ignores events"
+    );
+}
+
+#[test]
+fn a_threshold_tolerates_failures_and_the_task_completes_with_failures() {
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "g", "failure_policy": {"threshold": 1}, "tasks": [array_task("t", 4)]},
+        {"id": "after", "depends_on": ["g"], "tasks": [{"id": "u", "executor": "x"}]}
+    ]}));
+    driver.feed(SessionEvent::Start, &|task, instance, _| {
+        Some(if task == "t" && instance == 3 {
+            Err("no".into())
+        } else {
+            Ok(())
+        })
+    });
+    let result = driver.result();
+    assert_eq!(group_status(&result, "g"), GroupOutcome::Completed);
+    assert_eq!(
+        result.groups["g"].tasks["t"].status,
+        TaskStatus::CompletedWithFailures
+    );
+    assert_eq!(
+        result.groups["after"].tasks["u"].status,
+        TaskStatus::Completed
+    );
+    assert_eq!(result.status, ResultStatus::Completed);
+    assert_eq!(
+        result.errors.len(),
+        1,
+        "the failure is still reported: {:?}",
+        result.errors
+    );
+}
+
+#[test]
+fn continue_on_error_lets_dependents_run() {
+    let mut driver = Driver::new(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "flaky", "executor": "x", "continue_on_error": true},
+        {"id": "next", "executor": "x", "depends_on": ["flaky"]}
+    ]}]}));
+    driver.feed(SessionEvent::Start, &|task, _, _| {
+        Some(if task == "flaky" {
+            Err("e".into())
+        } else {
+            Ok(())
+        })
+    });
+    let result = driver.result();
+    assert_eq!(group_status(&result, "g"), GroupOutcome::Completed);
+    assert_eq!(
+        result.groups["g"].tasks["next"].status,
+        TaskStatus::Completed
+    );
+    assert_eq!(
+        result.groups["g"].tasks["flaky"].status,
+        TaskStatus::CompletedWithFailures
+    );
+}
+
+#[test]
+fn the_result_round_trips_through_json_with_the_same_keys() {
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "a", "failure_policy": "all_settled", "tasks": [array_task("ta", 2)]},
+        {"id": "b", "depends_on": ["a"], "tasks": [{"id": "tb", "executor": "x"}]}
+    ]}));
+    driver.feed(SessionEvent::Start, &|_, instance, _| {
+        Some(if instance == 0 {
+            Err("e".into())
+        } else {
+            Ok(())
+        })
+    });
+    let json = driver.result().to_json();
+    assert_eq!(
+        json,
+        json!({"session_id": "s", "status": "partial", "context": {}, "groups": {
+            "a": {"status": "failed", "tasks": {"ta": {"status": "completed_with_failures", "instances": 2,
+                "succeeded": 1, "failed": 1, "attempts": 2, "failures": [{"instance": 0, "attempts": 1, "error": "e"}]}}},
+            "b": {"status": "skipped", "tasks": {"tb": {"status": "skipped", "instances": 0, "succeeded": 0, "failed": 0, "attempts": 0}}}
+        }, "errors": [
+            "group `a` task `ta`: 1 instance failed; first, instance 0 after 1 attempt: e",
+            "group `b` skipped: a did not complete"
+        ]})
+    );
+    let back: SessionResult = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back.to_json(), json);
+}
