@@ -87,7 +87,8 @@ async fn ranges_longer_than_the_poll_interval_run_once() {
     )
     .await
     .expect("the session finishes")
-    .unwrap();
+    .unwrap()
+    .to_json();
     shutdown.cancel();
     working.await.unwrap().unwrap();
 

@@ -6,6 +6,7 @@ use expansion::{Expansion, FieldPath, Limits, Task};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::time::Instant;
+use taskgroup::SessionResult;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Bench {
@@ -272,15 +273,17 @@ pub fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
 }
 
 /// Fails unless a fan-out result completed with all `n` instances.
-pub fn check_fan_out(result: &Value, n: u64) -> anyhow::Result<()> {
+pub fn check_fan_out(result: &SessionResult, n: u64) -> anyhow::Result<()> {
     anyhow::ensure!(
-        result["status"] == "completed",
-        "the bench session did not complete: {}",
-        result["errors"]
+        result.completed(),
+        "the bench session did not complete: {:?}",
+        result.errors
     );
-    let done = result["groups"]["g"]["tasks"]["fan_out"]["succeeded"]
-        .as_u64()
-        .unwrap_or_default();
+    let done = result
+        .groups
+        .get("g")
+        .and_then(|g| g.tasks.get("fan_out"))
+        .map_or(0, |t| t.succeeded);
     anyhow::ensure!(done == n, "{done} of {n} instances succeeded");
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::serve::Servers;
 use crate::text::thousands;
 use agency::{distributed, Registry, Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, Namespaced, Store};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,7 +234,7 @@ async fn one_session(
     waiter: &mut distributed::ResultWaiter,
     id: &str,
     n: u64,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<taskgroup::SessionResult> {
     let document = fan_out_session(id, n);
     let id = distributed::submit(broker, store, document).await?;
     let result = waiter

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskgroup::{Rules, Session};
+use taskgroup::{Rules, Session, SessionResult};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -157,7 +157,7 @@ pub async fn run_coordinator(
                     let progress = Progress::default();
                     let running = coordinator.run_action(&session, &id, &origin, &progress, stop);
                     match AssertUnwindSafe(running).catch_unwind().await {
-                        Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result["status"], "session finished"),
+                        Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
                         Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
                         Ok(Err(error)) if error.is::<HandedOver>() => tracing::info!(session = %id, "{error}"),
                         Ok(Err(error)) => tracing::error!(session = %id, error = %format!("{error:#}"), "session failed"),
@@ -205,7 +205,7 @@ async fn accept(
                 }
                 other => vec![other.to_string()],
             };
-            let result = crate::report::failed_result(&id, errors);
+            let result = taskgroup::SessionResult::failed(&id, errors).to_json();
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
             if let Err(error) = store.publish_result(&id, &result).await {
                 tracing::error!(session = %id, %error, "cannot publish the rejection");
@@ -242,13 +242,28 @@ pub async fn submit(
     Ok(id)
 }
 
+/// A stored or announced result, read back; a value that is not one says so, naming the session.
+pub fn read_result(session: &str, value: Value) -> anyhow::Result<SessionResult> {
+    serde_json::from_value(value).map_err(|error| {
+        anyhow::anyhow!("the stored result of session {session} is not a session result: {error}")
+    })
+}
+
+/// The session's stored result, if it has one, waiting out an unreachable store.
+pub async fn load_result(store: &dyn Store, id: &str) -> anyhow::Result<Option<SessionResult>> {
+    match retrying("reading a result", || store.load_result(id)).await? {
+        Some(value) => Ok(Some(read_result(id, value)?)),
+        None => Ok(None),
+    }
+}
+
 /// Waits for a session's result: announced on `agency:results`, and read from the store too, so
 /// a result published before this call, or an announcement lost, is still found.
 pub async fn wait_result(
     store: &dyn Store,
     id: &str,
     timeout: Option<Duration>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<SessionResult> {
     ResultWaiter::subscribe(store)
         .await?
         .wait(store, id, timeout)
@@ -283,7 +298,7 @@ impl ResultWaiter {
         store: &dyn Store,
         id: &str,
         timeout: Option<Duration>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<SessionResult> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -292,7 +307,7 @@ impl ResultWaiter {
                     Ok(payload) => {
                         if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
                             if result["session_id"] == id {
-                                return Ok(result);
+                                return read_result(id, result);
                             }
                         }
                     }
@@ -301,14 +316,14 @@ impl ResultWaiter {
                     Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, "the results subscription dropped; subscribing again");
                         self.results = retrying("subscribing to results", || store.subscribe(RESULTS_CHANNEL)).await?;
-                        if let Some(result) = retrying("reading a result", || store.load_result(id)).await? {
+                        if let Some(result) = load_result(store, id).await? {
                             return Ok(result);
                         }
                     }
                     Err(error) => return Err(error.into()),
                 },
                 _ = poll.tick() => {
-                    if let Some(result) = retrying("reading a result", || store.load_result(id)).await? {
+                    if let Some(result) = load_result(store, id).await? {
                         return Ok(result);
                     }
                 }

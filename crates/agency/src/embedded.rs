@@ -6,9 +6,8 @@ use crate::executors::Registry;
 use crate::worker::{Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, MemoryStore, Store};
 use expansion::Limits;
-use serde_json::Value;
 use std::sync::Arc;
-use taskgroup::{Rules, Session};
+use taskgroup::{Rules, Session, SessionResult};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -83,7 +82,7 @@ impl Engine {
         session: &Session,
         progress: &Progress,
         cancel: CancellationToken,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<SessionResult> {
         let broker: Arc<dyn Broker> = self.broker.clone();
         let store: Arc<dyn Store> = self.store.clone();
         let shutdown = CancellationToken::new();
@@ -119,7 +118,7 @@ pub fn session_id(session: &Session) -> String {
 }
 
 /// Validates and runs a session document on a fresh embedded engine.
-pub async fn run_session(text: &str, options: &EmbeddedOptions) -> anyhow::Result<Value> {
+pub async fn run_session(text: &str, options: &EmbeddedOptions) -> anyhow::Result<SessionResult> {
     let engine = Engine::new(options.clone());
     let session = engine.validate(text)?;
     engine

@@ -10,8 +10,8 @@
 //! let text = r#"{"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo",
 //!     "input": {"xs": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}}]}]}"#;
 //! let result = run_session(text, &EmbeddedOptions::default()).await.expect("valid session");
-//! assert_eq!(result["status"], "completed");
-//! assert_eq!(result["context"]["t"], serde_json::json!([{"x": 1}, {"x": 2}, {"x": 3}]));
+//! assert_eq!(result.status, taskgroup::ResultStatus::Completed);
+//! assert_eq!(result.context["t"], serde_json::json!([{"x": 1}, {"x": 2}, {"x": 3}]));
 //! # });
 //! # }
 //! ```
@@ -23,7 +23,6 @@ pub mod embedded;
 pub mod executors;
 mod notice_router;
 mod outage;
-mod report;
 pub mod worker;
 
 pub use coordinator::{Coordinator, Progress};

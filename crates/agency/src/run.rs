@@ -51,10 +51,10 @@ pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result
             let _ = display.await;
         }
         let result = result?;
-        print_json(&result)?;
+        print_json(&result.to_json())?;
         Ok(if interrupted.load(Ordering::SeqCst) {
             ExitCode::from(INTERRUPTED)
-        } else if result["status"] == "completed" {
+        } else if result.completed() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskgroup::Rules;
+use taskgroup::{Rules, SessionResult};
 use tokio_util::sync::CancellationToken;
 
 /// Where the servers are.
@@ -210,13 +210,13 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("submitted session {id}; waiting for its result");
                 let result = waiter.wait(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
-                print_json(&result)?;
+                print_json(&result.to_json())?;
                 Ok(exit_code(&result))
             }
             Serve::Status { session, servers } => {
                 let store = distributed::connect_store(&servers.redis).await?;
-                if let Some(result) = store.load_result(&session).await? {
-                    print_json(&result)?;
+                if let Some(result) = distributed::load_result(&store, &session).await? {
+                    print_json(&result.to_json())?;
                     return Ok(exit_code(&result));
                 }
                 match store.load_mappings(&session).await? {
@@ -233,8 +233,8 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
 }
 
 /// Exit code of a final result: 0 only when completed.
-fn exit_code(result: &Value) -> ExitCode {
-    if result["status"] == "completed" {
+fn exit_code(result: &SessionResult) -> ExitCode {
+    if result.completed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -258,8 +258,8 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
     let mut check_stored = true;
     loop {
         if check_stored {
-            if let Some(result) = store.load_result(session).await? {
-                print_json(&result)?;
+            if let Some(result) = distributed::load_result(store.as_ref(), session).await? {
+                print_json(&result.to_json())?;
                 return Ok(exit_code(&result));
             }
             check_stored = false;
@@ -275,7 +275,8 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
                 Some(Event::Message { payload, .. }) => {
                     if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
                         if result["session_id"] == session {
-                            print_json(&result)?;
+                            let result = distributed::read_result(session, result)?;
+                            print_json(&result.to_json())?;
                             return Ok(exit_code(&result));
                         }
                     }

@@ -11,8 +11,13 @@ use std::process::Command;
 /// Context values whose JSON is longer than this are compared by a summary, not in full.
 const LARGE: usize = 2_000;
 
+/// The repository's root: examples name their files from there, as a user runs them.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = root().join("examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -81,6 +86,7 @@ fn every_example_gives_its_recorded_result() {
         let output = Command::new(env!("CARGO_BIN_EXE_agency"))
             .args(["run", "--quiet"])
             .arg(&file)
+            .current_dir(root())
             .output()
             .unwrap();
         let result: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {

@@ -145,7 +145,8 @@ async fn a_session_completes_when_every_notice_is_lost() {
             CancellationToken::new(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     shutdown.cancel();
     running.await.unwrap().unwrap();
 

@@ -51,7 +51,8 @@ pub enum Deadline {
 /// What to do, returned by [`SessionMachine::handle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionCommand {
-    /// Carry out a group's command (any but [`Command::Finish`], which the machine keeps).
+    /// Carry out a group's command (any but [`Command::Finish`], which becomes
+    /// [`SessionCommand::Ended`]).
     Group {
         /// The group's index in the session.
         group: usize,
@@ -64,6 +65,18 @@ pub enum SessionCommand {
         deadline: Deadline,
         /// From now.
         after: Duration,
+    },
+    /// A group started (for logs and live state; nothing to carry out).
+    Started {
+        /// The group's index in the session.
+        group: usize,
+    },
+    /// A group ended (for logs and live state; nothing to carry out).
+    Ended {
+        /// The group's index in the session.
+        group: usize,
+        /// How.
+        status: GroupStatus,
     },
     /// Every group ended: build the result ([`SessionMachine::result`]).
     Finish,
@@ -358,9 +371,10 @@ impl SessionMachine {
             return;
         };
         for command in machine.handle(event) {
-            if !matches!(command, Command::Finish { .. }) {
-                out.push(SessionCommand::Group { group, command });
-            }
+            out.push(match command {
+                Command::Finish { status } => SessionCommand::Ended { group, status },
+                command => SessionCommand::Group { group, command },
+            });
         }
     }
 
@@ -426,6 +440,7 @@ impl SessionMachine {
             });
         }
         self.slots[g] = GroupSlot::Started(machine);
+        out.push(SessionCommand::Started { group: g });
         self.group_event(g, Event::Start, out);
     }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
 use taskgroup::{
-    Command, Deadline, Event, GroupOutcome, GroupSlot, ResultStatus, Rules, Session,
+    Command, Deadline, Event, GroupOutcome, GroupSlot, GroupStatus, ResultStatus, Rules, Session,
     SessionCommand, SessionEvent, SessionMachine, SessionResult, Skip, TaskStatus,
 };
 
@@ -51,6 +51,7 @@ impl Driver {
                 match command {
                     SessionCommand::Arm { deadline, after } => self.armed.push((deadline, after)),
                     SessionCommand::Finish => self.finished += 1,
+                    SessionCommand::Started { .. } | SessionCommand::Ended { .. } => {}
                     SessionCommand::Group { group, command } => {
                         let answer = |event| SessionEvent::Group { group, event };
                         let spec = &self.session.spec.groups[group];
@@ -303,9 +304,17 @@ fn cancel_stops_running_groups_and_cancels_their_work() {
                 group: 0,
                 command: Command::Cancel
             },
+            SessionCommand::Ended {
+                group: 0,
+                status: GroupStatus::Cancelled
+            },
             SessionCommand::Group {
                 group: 1,
                 command: Command::Cancel
+            },
+            SessionCommand::Ended {
+                group: 1,
+                status: GroupStatus::Cancelled
             },
             SessionCommand::Finish,
         ]

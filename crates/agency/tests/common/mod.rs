@@ -21,6 +21,7 @@ pub async fn run_on(engine: &Engine, doc: &Value) -> Value {
         .run(&session, &Progress::default(), CancellationToken::new())
         .await
         .expect("session runs")
+        .to_json()
 }
 
 pub async fn run(doc: Value) -> Value {

@@ -1,0 +1,138 @@
+//! The lease protocol: one coordinator runs a session at a time. Taking the lease decides
+//! whether the session starts fresh, resumes from what a stopped coordinator stored, or was done
+//! already; renewing it in a task of its own tells the run when the lease went to another.
+
+use super::{Coordinator, LEASE};
+use events::{Claim, Renewal};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// How a session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// From nothing.
+    Fresh,
+    /// From what an earlier coordinator stored (only under a lease).
+    Resume,
+}
+
+/// What taking a session's lease found.
+pub(super) enum Taken {
+    Run(Start),
+    /// The action was delivered again and its session is done: its result, if still stored.
+    Done(Option<Value>),
+}
+
+/// A session this coordinator stopped running without a result, for another coordinator to
+/// resume: its lease went to another, or this coordinator is shutting down.
+#[derive(Debug)]
+pub struct HandedOver {
+    /// The session's id.
+    pub session: String,
+    /// Why it was left.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "session {} is left to another coordinator: {}",
+            self.session, self.why
+        )
+    }
+}
+
+impl std::error::Error for HandedOver {}
+
+pub(super) fn handed_over(session: &str, why: &'static str) -> anyhow::Error {
+    HandedOver {
+        session: session.to_string(),
+        why,
+    }
+    .into()
+}
+
+/// Why a coordinator is stopping, as a hand-over.
+pub(super) const STOPPING: &str = "this coordinator is stopping";
+
+impl Coordinator {
+    /// Takes the session's lease: waits while another coordinator holds it, and while the store
+    /// cannot be reached (the action is not lost to an outage).
+    pub(super) async fn take(
+        &self,
+        holder: &str,
+        id: &str,
+        origin: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Taken> {
+        let mut unreachable = None;
+        loop {
+            let wait = match self.store.claim(id, holder, origin, LEASE).await {
+                Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
+                Ok(Claim::Stale) => {
+                    // An earlier run under this id may have left working state behind.
+                    self.store.cleanup(id).await?;
+                    return Ok(Taken::Run(Start::Fresh));
+                }
+                Ok(Claim::Resume) => {
+                    tracing::info!(session = id, "resuming a session another coordinator left");
+                    return Ok(Taken::Run(Start::Resume));
+                }
+                // Another submission under this id may have deleted the result since.
+                Ok(Claim::Finished) => return Ok(Taken::Done(self.store.load_result(id).await?)),
+                Ok(Claim::Superseded) => {
+                    tracing::info!(
+                        session = id,
+                        origin,
+                        "an older action for this session id, delivered again: skipped"
+                    );
+                    return Ok(Taken::Done(None));
+                }
+                Ok(Claim::Held) => LEASE / 3,
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(session = id, %error, "cannot take the session's lease yet");
+                    let next = events::backoff(unreachable);
+                    unreachable = Some(next);
+                    next
+                }
+                Err(error) => return Err(error.into()),
+            };
+            tokio::select! {
+                () = stop.cancelled() => return Err(handed_over(id, STOPPING)),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Renews the session's lease every third of it, in a task of its own so that no long step of
+    /// the session delays it. The returned receiver gets why the lease ended: another
+    /// coordinator holds it ([`Renewal::Taken`]) or the store lost the session
+    /// ([`Renewal::StateLost`]). Dropping it stops the renewing.
+    pub(super) fn keep_lease(&self, id: &str, holder: &str) -> oneshot::Receiver<Renewal> {
+        let (mut ended, receiver) = oneshot::channel();
+        let (store, holder, id) = (self.store.clone(), holder.to_string(), id.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = ended.closed() => return,
+                    () = tokio::time::sleep(LEASE / 3) => {}
+                }
+                match store.renew(&id, &holder, LEASE).await {
+                    Ok(Renewal::Held) => {}
+                    Ok(end) => {
+                        // The session may have ended meanwhile; then nobody listens.
+                        let _ = ended.send(end);
+                        return;
+                    }
+                    // Nobody can take the lease while the store is unreachable; try again.
+                    Err(error) => {
+                        tracing::warn!(session = %id, %error, "cannot renew the session's lease")
+                    }
+                }
+            }
+        });
+        receiver
+    }
+}

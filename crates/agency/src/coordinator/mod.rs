@@ -1,0 +1,238 @@
+//! The coordinator (seed 002's AgencyTaskGroup): runs one session from start to final result.
+//!
+//! It writes the context and the result-key mappings, then carries out what the session's
+//! [`taskgroup::SessionMachine`] decides: planning tasks against the current context,
+//! dispatching instance ranges to workers, keeping retry and deadline timers, and combining a
+//! settled task's results into the context. When every group has ended it publishes the final
+//! result (or partial results) and deletes the session's working state.
+//!
+//! Outcomes reach it as notices on the session's channel (read through one pattern subscription
+//! per coordinator, see `notice_router`), always after they were written to the store; the
+//! store, not the notice, holds results.
+//!
+//! - `lease.rs`: one coordinator per session at a time, taking over from one that died;
+//! - `run.rs`: the loop of one session's run, feeding the machine and carrying out its commands;
+//! - `work.rs`: the IO those commands need (plan and store tasks, publish ranges, combine).
+
+mod lease;
+mod run;
+mod work;
+
+pub use lease::HandedOver;
+
+use crate::notice_router::NoticeRouter;
+use crate::outage::is_outage;
+use events::{Broker, Store};
+use expansion::Limits;
+use lease::{handed_over, Start, Taken, STOPPING};
+use run::SessionRun;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use taskgroup::{Counts, Session, SessionResult};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a coordinator's hold on a session lasts unless renewed (every third of it). A
+/// coordinator that dies is replaced after at most this long.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// One run of a session id.
+#[derive(Debug, Clone, Copy)]
+struct RunOf<'a> {
+    /// Names the run on its work items, task records and cancels, so that workers tell it from
+    /// other runs of the same session id: the intake action's origin (a resumed run keeps it),
+    /// or a fresh id when the session runs unleased.
+    name: &'a str,
+    /// The lease to keep renewed; `None` when the session runs unleased (embedded: one
+    /// coordinator).
+    holder: Option<&'a str>,
+    start: Start,
+}
+
+/// Counters a progress display reads while a session runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Instances of the tasks planned so far.
+    pub planned: AtomicU64,
+    /// Instances with a final outcome.
+    pub settled: AtomicU64,
+    /// Instances that failed after their last attempt.
+    pub failed: AtomicU64,
+}
+
+impl Progress {
+    /// Stores the machine's counts, for readers on other threads.
+    fn record(&self, counts: Counts) {
+        self.planned.store(counts.planned, Ordering::Relaxed);
+        self.settled.store(counts.settled, Ordering::Relaxed);
+        self.failed.store(counts.failed, Ordering::Relaxed);
+    }
+}
+
+/// Runs sessions over a broker and a store: embedded (one coordinator, unleased) or
+/// distributed (under leases, several coordinators sharing the intake).
+#[derive(Clone)]
+pub struct Coordinator {
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    notices: Arc<NoticeRouter>,
+    /// This coordinator's name on the session leases it holds.
+    owner: Arc<str>,
+    limits: Limits,
+    chunk: u64,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("limits", &self.limits)
+            .field("chunk", &self.chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator dispatching over `broker` and recording in `store`.
+    pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self {
+            broker,
+            notices: Arc::new(NoticeRouter::new(store.clone())),
+            owner: uuid::Uuid::new_v4().to_string().into(),
+            store,
+            limits,
+            chunk: taskgroup::DEFAULT_CHUNK,
+        }
+    }
+
+    /// Instances per dispatched range.
+    pub fn with_chunk(mut self, chunk: u64) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Runs `session` under id `id` until it finishes, times out or `cancel` fires; returns the
+    /// final result, which is also stored, published on `agency:results` and left after cleanup.
+    pub async fn run(
+        &self,
+        session: &Session,
+        id: &str,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<SessionResult> {
+        let name = uuid::Uuid::new_v4().to_string();
+        let run = RunOf {
+            name: &name,
+            holder: None,
+            start: Start::Fresh,
+        };
+        self.drive(session, id, run, progress, cancel).await
+    }
+
+    /// Runs the session that the `agency_action` message at `origin` (`topic/partition/offset`)
+    /// asked for, under a lease, so one coordinator runs it at a time:
+    /// - while another coordinator holds the lease, waits: it finishes the session, or its lease
+    ///   lapses (it died) and this one takes over;
+    /// - if this action's session already finished (the action was delivered again), returns
+    ///   its result if still stored, `None` otherwise; an older action than the one that last
+    ///   started this session id is skipped (`None`);
+    /// - if it started and has none (its coordinator stopped), resumes it from the store:
+    ///   outcomes already recorded are not executed again.
+    ///
+    /// A session that fails with an error still gets a result: `failed`, with the error. When
+    /// `stop` fires the session is left, without a result, for another coordinator to resume
+    /// (the error is [`HandedOver`]).
+    pub async fn run_action(
+        &self,
+        session: &Session,
+        id: &str,
+        origin: &str,
+        progress: &Progress,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Option<SessionResult>> {
+        // The lease names the action too, so an older action delivered again to this same
+        // coordinator waits instead of taking over a newer run of the id.
+        let holder = format!("{}@{origin}", self.owner);
+        let mut wait = None;
+        let outcome = loop {
+            let outcome = match self.take(&holder, id, origin, &stop).await {
+                Ok(Taken::Done(result)) => {
+                    return result
+                        .map(|value| crate::distributed::read_result(id, value))
+                        .transpose()
+                }
+                Ok(Taken::Run(start)) => {
+                    let run = RunOf {
+                        name: origin,
+                        holder: Some(&holder),
+                        start,
+                    };
+                    self.drive(session, id, run, progress, stop.clone())
+                        .await
+                        .map(Some)
+                }
+                Err(error) => Err(error),
+            };
+            // A server that could not be reached: wait, then resume from what was stored.
+            match outcome {
+                Err(error) if is_outage(&error) && !stop.is_cancelled() => {
+                    let next = events::backoff(wait);
+                    tracing::warn!(session = id, error = %format!("{error:#}"), retry_in = ?next, "session interrupted by an outage; resuming it");
+                    tokio::select! {
+                        () = stop.cancelled() => break Err(handed_over(id, STOPPING)),
+                        () = tokio::time::sleep(next) => {}
+                    }
+                    wait = Some(next);
+                }
+                outcome => break outcome,
+            }
+        };
+        match &outcome {
+            Err(error) if error.is::<HandedOver>() => {}
+            Err(error) => self.publish_failure(id, error).await,
+            Ok(_) => {}
+        }
+        if let Err(error) = self.store.release(id, &holder).await {
+            tracing::warn!(session = id, %error, "cannot release the session's lease; it lapses by itself");
+        }
+        outcome
+    }
+
+    /// Best effort: whoever waits for the session hears that it failed, and why.
+    async fn publish_failure(&self, id: &str, error: &anyhow::Error) {
+        let result = SessionResult::failed(id, vec![format!("{error:#}")]);
+        if let Err(error) = self.store.publish_result(id, &result.to_json()).await {
+            tracing::error!(session = id, %error, "cannot publish the failure of a session");
+        }
+    }
+
+    /// Runs the session, then stores its result under its key, announces it on
+    /// `agency:results` and deletes the working state.
+    async fn drive(
+        &self,
+        session: &Session,
+        id: &str,
+        RunOf {
+            name,
+            holder,
+            start,
+        }: RunOf<'_>,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<SessionResult> {
+        let mut run = SessionRun::new(self, session, id, name, progress);
+        run.resuming = start == Start::Resume;
+        let result = run.drive(holder, cancel).await?;
+        self.store.publish_result(id, &result.to_json()).await?;
+        self.store.cleanup(id).await?;
+        Ok(result)
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none (a `select!` branch that never fires).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

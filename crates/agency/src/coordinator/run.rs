@@ -1,0 +1,472 @@
+//! One session's run: the loop that feeds the [`SessionMachine`] what happened (notices, due
+//! retries and deadlines, a cancel) and carries out what it decides. The decisions are the
+//! machine's; this file only does the IO they need, through `work.rs`.
+
+use super::lease::{handed_over, STOPPING};
+use super::{Coordinator, Progress};
+use crate::notice_router::Routed;
+use events::{Control, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
+use expansion::OutputFormat;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::task::Poll;
+use std::time::Duration;
+use taskgroup::{
+    Command, Deadline, Event, InstanceResult, Session, SessionCommand, SessionEvent,
+    SessionMachine, SessionResult,
+};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+/// How often the coordinator checks whether notices have gone quiet; after quiet intervals it
+/// reconciles running tasks from the store.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the loop's delay queue holds: retries and deadlines, due at their time.
+#[derive(Debug)]
+enum Due {
+    Retry {
+        group: usize,
+        task: usize,
+        instance: u64,
+        attempt: u32,
+    },
+    Deadline(Deadline),
+}
+
+/// One session's run: the machine, the live context, and what IO needs to remember.
+pub(super) struct SessionRun<'a> {
+    pub(super) coordinator: &'a Coordinator,
+    pub(super) id: &'a str,
+    /// Names the run on its work items, task records and cancels (see `RunOf::name`).
+    pub(super) run: &'a str,
+    pub(super) session: &'a Session,
+    progress: &'a Progress,
+    machine: SessionMachine,
+    pub(super) context: Map<String, Value>,
+    /// How each planned task combines its results; `None` for a task without expansion, whose
+    /// one result is written as it is.
+    pub(super) formats: HashMap<(usize, usize), Option<OutputFormat>>,
+    started: Instant,
+    /// Retries and deadlines, owned by the loop: one timer for all of them.
+    timers: DelayQueue<Due>,
+    /// Taking over from a coordinator that stopped: stored outcomes are read as tasks are
+    /// planned, and ranges whose outcomes are all stored are not dispatched again.
+    pub(super) resuming: bool,
+}
+
+impl<'a> SessionRun<'a> {
+    pub(super) fn new(
+        coordinator: &'a Coordinator,
+        session: &'a Session,
+        id: &'a str,
+        run: &'a str,
+        progress: &'a Progress,
+    ) -> Self {
+        Self {
+            coordinator,
+            id,
+            run,
+            session,
+            progress,
+            machine: SessionMachine::new(session, coordinator.chunk),
+            context: session.spec.context.clone(),
+            formats: HashMap::new(),
+            started: Instant::now(),
+            timers: DelayQueue::new(),
+            resuming: false,
+        }
+    }
+
+    /// The runtime's clock for the machine: time since the run started.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The machine's view of a task's instance count (0 before it is planned).
+    pub(super) fn instances(&self, group: usize, task: usize) -> u64 {
+        self.machine
+            .group(group)
+            .map_or(0, |machine| machine.tasks()[task].instances)
+    }
+
+    /// Runs the session to its result. `holder` is the lease to watch (`None`: unleased, and
+    /// `cancel` ends the session `cancelled`; leased, `cancel` hands it over).
+    pub(super) async fn drive(
+        mut self,
+        holder: Option<&str>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<SessionResult> {
+        let id = self.id;
+        // Registered before anything is dispatched, so no notice of this session is missed.
+        let mut notices = self.coordinator.notices.register(id).await?;
+        // Independent writes, sent together with the first groups' task records: one round
+        // trip. They are issued first (`join!` polls in order), so a context key the first
+        // groups set comes after the initial context. A result stored under this id by an
+        // earlier run no longer answers (under a lease, `claim` deleted it).
+        let store = &self.coordinator.store;
+        let (context, mappings) = (self.context.clone(), mappings(self.session));
+        let initial = async {
+            tokio::try_join!(
+                async {
+                    match holder {
+                        None => store.delete_result(id).await,
+                        Some(_) => Ok(()),
+                    }
+                },
+                store.save_context(id, &context),
+                store.save_mappings(id, &mappings),
+            )
+        };
+        let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));
+        initial?;
+        started?;
+        // Unleased, the lease never ends: its sender stays here.
+        let (_unleased, mut lease_ended) = match holder {
+            None => {
+                let (sender, receiver) = oneshot::channel();
+                (Some(sender), receiver)
+            }
+            Some(holder) => (None, self.coordinator.keep_lease(id, holder)),
+        };
+        let mut reconcile_timer = tokio::time::interval(RECONCILE_INTERVAL);
+        reconcile_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_ticks = 0u32;
+        let mut cancelled = false;
+        while !self.machine.finished() {
+            tokio::select! {
+                () = cancel.cancelled(), if !cancelled => {
+                    if holder.is_some() {
+                        return Err(handed_over(id, STOPPING));
+                    }
+                    cancelled = true;
+                    self.apply(vec![SessionEvent::Cancel]).await?;
+                }
+                Some(due) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
+                    // Everything due by now goes in one batch, so retries due together are
+                    // dispatched together, as ranges.
+                    let mut events = vec![due_event(due.into_inner())];
+                    events.extend(self.expired());
+                    self.apply(events).await?;
+                }
+                routed = notices.recv() => match routed {
+                    Some(Routed::Notice(notice)) => {
+                        quiet_ticks = 0;
+                        let events = self.notice_events(notice);
+                        self.apply(events).await?;
+                    }
+                    // Notices published while unsubscribed are gone: read them from the store.
+                    Some(Routed::Resubscribed) => self.reconcile().await?,
+                    Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
+                    None => anyhow::bail!("notices of session {id} ended"),
+                },
+                ended = &mut lease_ended => return Err(match ended {
+                    Ok(Renewal::StateLost) => anyhow::anyhow!("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished"),
+                    _ => handed_over(id, "its lease went to another coordinator"),
+                }),
+                _ = reconcile_timer.tick() => {
+                    // Pub/sub is only a wake-up: when it has been quiet for a while, read the
+                    // store, so a lost notice cannot stall a group.
+                    // Backing off (2, 4, 8, 16, then every 32 quiet seconds) keeps long, quiet
+                    // tasks from re-reading their outcomes every second.
+                    quiet_ticks += 1;
+                    if quiet_ticks >= 2 && (quiet_ticks.is_power_of_two() || quiet_ticks.is_multiple_of(32)) {
+                        self.reconcile().await?;
+                    }
+                }
+            }
+        }
+        self.result().await
+    }
+
+    /// Everything else already due, without waiting.
+    fn expired(&mut self) -> Vec<SessionEvent> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut events = Vec::new();
+        while let Poll::Ready(Some(due)) = self.timers.poll_expired(&mut cx) {
+            events.push(due_event(due.into_inner()));
+        }
+        events
+    }
+
+    /// A notice's outcomes as events for the machine.
+    fn notice_events(&self, notice: Notice) -> Vec<SessionEvent> {
+        let TaskRef { group, task } = notice.task;
+        if notice.session != self.id {
+            return Vec::new();
+        }
+        let now = self.elapsed();
+        let successes: Vec<Event> = notice
+            .successes()
+            .map(|(instance, attempt)| Event::Succeeded {
+                task,
+                instance,
+                attempt,
+            })
+            .collect();
+        let failures = notice
+            .failed
+            .into_iter()
+            .map(|(instance, attempt, error)| Event::Failed {
+                task,
+                instance,
+                attempt,
+                error,
+                now,
+            });
+        successes
+            .into_iter()
+            .chain(failures)
+            .map(|event| SessionEvent::Group { group, event })
+            .collect()
+    }
+
+    /// Feeds events to the machine and carries out what it decides, until nothing is left:
+    /// commands that answer with an event (plan, combine) feed it back. Ranges to dispatch are
+    /// published together at the end, adjacent ones merged.
+    async fn apply(&mut self, events: Vec<SessionEvent>) -> anyhow::Result<()> {
+        let mut queue: VecDeque<SessionCommand> = VecDeque::new();
+        for event in events {
+            queue.extend(self.machine.handle(event));
+        }
+        loop {
+            let mut dispatches = Vec::new();
+            let mut planned = Vec::new();
+            while let Some(command) = queue.pop_front() {
+                let (group, command) = match command {
+                    SessionCommand::Group { group, command } => (group, command),
+                    SessionCommand::Arm { deadline, after } => {
+                        self.timers.insert(Due::Deadline(deadline), after);
+                        continue;
+                    }
+                    SessionCommand::Started { group } => {
+                        tracing::debug!(session = self.id, group = %self.session.spec.groups[group].id, "starting group");
+                        continue;
+                    }
+                    SessionCommand::Ended { group, status } => {
+                        tracing::debug!(session = self.id, group = %self.session.spec.groups[group].id, status = status.as_str(), "group finished");
+                        continue;
+                    }
+                    SessionCommand::Finish => continue,
+                };
+                let answer = match command {
+                    Command::Plan { task } => {
+                        let event = self.plan_task(group, task).await?;
+                        if matches!(event, Event::Planned { .. }) {
+                            planned.push((group, task));
+                        }
+                        Some(event)
+                    }
+                    Command::Dispatch {
+                        task,
+                        start,
+                        end,
+                        attempt,
+                    } => {
+                        dispatches.push(WorkItem {
+                            v: events::messages::VERSION,
+                            session: self.id.to_string(),
+                            run: self.run.to_string(),
+                            task: TaskRef { group, task },
+                            start,
+                            end,
+                            attempt,
+                        });
+                        None
+                    }
+                    Command::ScheduleRetry {
+                        task,
+                        instance,
+                        attempt,
+                        delay,
+                    } => {
+                        let due = Due::Retry {
+                            group,
+                            task,
+                            instance,
+                            attempt,
+                        };
+                        self.timers.insert(due, delay);
+                        None
+                    }
+                    Command::UpdateContext { task } => {
+                        Some(self.update_context(group, task).await?)
+                    }
+                    Command::Cancel => {
+                        let control = Control::CancelGroup {
+                            session: self.id.to_string(),
+                            run: self.run.to_string(),
+                            group,
+                        };
+                        self.coordinator
+                            .store
+                            .publish(CONTROL_CHANNEL, serde_json::to_vec(&control)?)
+                            .await?;
+                        None
+                    }
+                    Command::Finish { .. } => None,
+                };
+                if let Some(event) = answer {
+                    queue.extend(self.machine.handle(SessionEvent::Group { group, event }));
+                }
+            }
+            self.publish(merge_ranges(dispatches, self.coordinator.chunk))
+                .await?;
+            self.progress.record(self.machine.counts());
+            if !self.resuming || planned.is_empty() {
+                return Ok(());
+            }
+            // Resuming: what the previous coordinator's workers stored counts now.
+            for (group, task) in planned {
+                for events in self.stored_outcomes(group, task).await? {
+                    for event in events {
+                        queue.extend(self.machine.handle(event));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds every stored outcome of every running task to the machine. Outcomes it already
+    /// counted are ignored by it, so this is safe to repeat.
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
+        for (group, task, _) in self.machine.unsettled() {
+            for events in self.stored_outcomes(group, task).await? {
+                self.apply(events).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The final result: the machine's, with the results of tasks cut short loaded from the
+    /// store. The context moves into it (the run is over), so it is never copied.
+    async fn result(mut self) -> anyhow::Result<SessionResult> {
+        let context = std::mem::take(&mut self.context);
+        let mut result = self.machine.result(self.id, context);
+        for (g, t) in self.machine.cut_short() {
+            let results = self
+                .results(g, t)
+                .await?
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    r.map(|result| InstanceResult {
+                        instance: i as u64,
+                        result,
+                    })
+                })
+                .collect();
+            let group = &self.session.spec.groups[g];
+            if let Some(summary) = result
+                .groups
+                .get_mut(&group.id)
+                .and_then(|summary| summary.tasks.get_mut(&group.tasks[t].id))
+            {
+                summary.results = Some(results);
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// What a due timer means to the machine.
+fn due_event(due: Due) -> SessionEvent {
+    match due {
+        Due::Retry {
+            group,
+            task,
+            instance,
+            attempt,
+        } => SessionEvent::Group {
+            group,
+            event: Event::RetryDue {
+                task,
+                instance,
+                attempt,
+            },
+        },
+        Due::Deadline(deadline) => SessionEvent::Deadline(deadline),
+    }
+}
+
+/// Which context key each task writes (seed 002's result key mappings).
+fn mappings(session: &Session) -> Map<String, Value> {
+    session
+        .spec
+        .groups
+        .iter()
+        .flat_map(|group| &group.tasks)
+        .map(|task| (task.id.clone(), Value::from(task.context_key())))
+        .collect()
+}
+
+/// Merges ranges of the same task and attempt that touch, up to `chunk` instances each: retries
+/// due together (one instance each) leave as a few ranges, not one message per instance.
+fn merge_ranges(mut items: Vec<WorkItem>, chunk: u64) -> Vec<WorkItem> {
+    if items.len() < 2 {
+        return items;
+    }
+    items.sort_by_key(|item| (item.task.group, item.task.task, item.attempt, item.start));
+    let mut merged: Vec<WorkItem> = Vec::with_capacity(items.len());
+    for item in items {
+        match merged.last_mut() {
+            Some(last)
+                if last.task == item.task
+                    && last.attempt == item.attempt
+                    && last.end == item.start
+                    && item.end - last.start <= chunk =>
+            {
+                last.end = item.end;
+            }
+            _ => merged.push(item),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(task: usize, start: u64, end: u64, attempt: u32) -> WorkItem {
+        WorkItem {
+            v: events::messages::VERSION,
+            session: "s".into(),
+            run: "r".into(),
+            task: TaskRef { group: 0, task },
+            start,
+            end,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn adjacent_ranges_of_one_task_and_attempt_merge_up_to_the_chunk() {
+        let items = vec![
+            item(0, 3, 4, 2),
+            item(0, 0, 1, 2),
+            item(0, 1, 2, 2),
+            item(0, 2, 3, 2),
+            item(0, 5, 6, 2),
+            item(0, 4, 5, 3),
+            item(1, 4, 5, 2),
+        ];
+        let ranges: Vec<(usize, u64, u64, u32)> = merge_ranges(items, 3)
+            .iter()
+            .map(|i| (i.task.task, i.start, i.end, i.attempt))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0, 0, 3, 2),
+                (0, 3, 4, 2),
+                (0, 5, 6, 2),
+                (0, 4, 5, 3),
+                (1, 4, 5, 2)
+            ]
+        );
+    }
+}

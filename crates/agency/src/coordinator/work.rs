@@ -1,0 +1,267 @@
+//! The IO a session's commands need: planning a task and storing its record for workers,
+//! publishing ranges, reading stored outcomes back, and combining a settled task's results into
+//! the context. A store outage is an error (the session waits it out and resumes), never a
+//! failed task.
+
+use super::run::SessionRun;
+use crate::outage::is_outage;
+use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
+use expansion::{Expansion, FieldPath, Task};
+use serde_json::Value;
+use taskgroup::{Event, SessionEvent};
+
+/// Outcomes loaded from the store at a time when combining a task's results.
+const PAGE: u64 = 65_536;
+
+/// Ranges of at most [`PAGE`] instances covering `0..instances`, for reading outcomes a page at
+/// a time.
+fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    (0..instances)
+        .step_by(PAGE as usize)
+        .map(move |start| start..(start + PAGE).min(instances))
+}
+
+impl SessionRun<'_> {
+    /// Plans a task against the context as it is now and stores what workers need.
+    pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
+        let spec = &self.session.spec.groups[g].tasks[t];
+        let path = FieldPath::root()
+            .key("groups")
+            .index(g)
+            .key("tasks")
+            .index(t);
+        let context = Value::Object(self.context.clone());
+        let planned = Expansion::plan(
+            Task {
+                id: &spec.id,
+                path: &path,
+                input: &spec.input,
+                expansion_config: spec.expansion_config.as_ref(),
+            },
+            &context,
+            &self.coordinator.limits,
+        );
+        let expansion = match planned {
+            Ok(expansion) => expansion,
+            Err(error) => {
+                return Ok(Event::PlanFailed {
+                    task: t,
+                    error: error.to_string(),
+                })
+            }
+        };
+        let record = TaskRecord {
+            run: self.run.to_string(),
+            task_id: spec.id.clone(),
+            group_id: self.session.spec.groups[g].id.clone(),
+            executor: spec.executor.clone(),
+            input: spec.input.clone(),
+            expansion_config: spec.expansion_config.clone(),
+            context,
+            timeout_ms: spec.timeout_ms,
+            concurrency: spec.concurrency,
+            instances: expansion.len(),
+        };
+        match self
+            .coordinator
+            .store
+            .save_task(self.id, TaskRef { group: g, task: t }, &record)
+            .await
+        {
+            Ok(()) => {}
+            Err(error) if error.is_retryable() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Event::PlanFailed {
+                    task: t,
+                    error: format!("cannot store the task for workers: {error}"),
+                })
+            }
+        }
+        self.formats
+            .insert((g, t), expansion.kind().map(|_| expansion.output_format()));
+        Ok(Event::Planned {
+            task: t,
+            instances: expansion.len(),
+            now: self.elapsed(),
+        })
+    }
+
+    /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
+    pub(super) async fn publish(&self, mut items: Vec<WorkItem>) -> anyhow::Result<()> {
+        if self.resuming {
+            items = self.not_yet_done(items).await?;
+        }
+        let broker = &self.coordinator.broker;
+        // Keyed per range, so a session's ranges spread over partitions and so over workers.
+        let keyed: Vec<(String, Vec<u8>)> = items
+            .iter()
+            .map(|item| {
+                let key = format!(
+                    "{}/{}/{}/{}",
+                    item.session, item.task.group, item.task.task, item.start
+                );
+                Ok((key, item.encode()?))
+            })
+            .collect::<events::Result<_>>()?;
+        let sends = keyed.into_iter().map(|(key, payload)| async move {
+            broker.publish(DISPATCH_TOPIC, &key, payload).await
+        });
+        for sent in futures_util::future::join_all(sends).await {
+            sent?;
+        }
+        Ok(())
+    }
+
+    /// The ranges with an instance whose outcome of this attempt (or a later one) is not stored.
+    async fn not_yet_done(&self, items: Vec<WorkItem>) -> anyhow::Result<Vec<WorkItem>> {
+        let mut left = Vec::with_capacity(items.len());
+        let ranges = items.len();
+        for item in items {
+            let stored = self
+                .coordinator
+                .store
+                .outcomes(self.id, item.task, item.start..item.end)
+                .await?;
+            let done = stored.iter().all(|outcome| {
+                outcome
+                    .as_ref()
+                    .is_some_and(|o| o.succeeded() || o.attempt >= item.attempt)
+            });
+            if !done {
+                left.push(item);
+            }
+        }
+        if left.len() < ranges {
+            tracing::info!(
+                session = self.id,
+                "{} of {ranges} ranges have every outcome stored: not dispatched again",
+                ranges - left.len()
+            );
+        }
+        Ok(left)
+    }
+
+    /// Every stored outcome of a task, as events for the machine, a page at a time.
+    pub(super) async fn stored_outcomes(
+        &self,
+        group: usize,
+        task: usize,
+    ) -> anyhow::Result<Vec<Vec<SessionEvent>>> {
+        let now = self.elapsed();
+        let mut pages_of_events = Vec::new();
+        for range in pages(self.instances(group, task)) {
+            let page = self
+                .coordinator
+                .store
+                .outcomes(self.id, TaskRef { group, task }, range)
+                .await?;
+            let events: Vec<SessionEvent> = page
+                .into_iter()
+                .flatten()
+                .map(|outcome| {
+                    let event = match outcome.status {
+                        Status::Succeeded(_) | Status::Stored(_) => Event::Succeeded {
+                            task,
+                            instance: outcome.instance,
+                            attempt: outcome.attempt,
+                        },
+                        Status::Failed(error) | Status::TimedOut(error) => Event::Failed {
+                            task,
+                            instance: outcome.instance,
+                            attempt: outcome.attempt,
+                            error,
+                            now,
+                        },
+                    };
+                    SessionEvent::Group { group, event }
+                })
+                .collect();
+            if !events.is_empty() {
+                pages_of_events.push(events);
+            }
+        }
+        Ok(pages_of_events)
+    }
+
+    /// Combines a settled task's results in instance order and writes them to the context.
+    pub(super) async fn update_context(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
+        let format = self.formats.get(&(g, t)).copied().flatten();
+        let results = match self.results(g, t).await {
+            Ok(results) => results,
+            Err(error) if is_outage(&error) => return Err(error),
+            Err(error) => {
+                return Ok(Event::CombineFailed {
+                    task: t,
+                    error: format!("cannot load results: {error}"),
+                })
+            }
+        };
+        let combined = match format {
+            Some(format) => format.combine(results),
+            None => Ok(results.into_iter().next().flatten().unwrap_or_default()),
+        };
+        let value = match combined {
+            Ok(value) => value,
+            Err(error) => {
+                return Ok(Event::CombineFailed {
+                    task: t,
+                    error: error.to_string(),
+                })
+            }
+        };
+        let key = self.session.spec.groups[g].tasks[t]
+            .context_key()
+            .to_string();
+        match self
+            .coordinator
+            .store
+            .set_context(self.id, &key, &value)
+            .await
+        {
+            Ok(()) => {}
+            Err(error) if error.is_retryable() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Event::CombineFailed {
+                    task: t,
+                    error: format!("cannot store the context: {error}"),
+                })
+            }
+        }
+        self.context.insert(key, value);
+        Ok(Event::ContextUpdated { task: t })
+    }
+
+    /// The task's results in instance order; `None` where an instance has no success.
+    pub(super) async fn results(&self, g: usize, t: usize) -> anyhow::Result<Vec<Option<Value>>> {
+        let instances = self.instances(g, t);
+        let mut results = Vec::with_capacity(instances as usize);
+        for range in pages(instances) {
+            let page = self
+                .coordinator
+                .store
+                .outcomes(self.id, TaskRef { group: g, task: t }, range)
+                .await?;
+            for outcome in page {
+                results.push(match outcome.map(|o| o.status) {
+                    Some(Status::Succeeded(value)) => Some(value),
+                    Some(Status::Stored(name)) => Some(self.blob(g, t, &name).await?),
+                    _ => None,
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    /// A result stored by reference.
+    async fn blob(&self, g: usize, t: usize, name: &str) -> anyhow::Result<Value> {
+        let bytes = self
+            .coordinator
+            .store
+            .load_blob(self.id, name)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("result {name} of group {g} task {t} is missing from the store")
+            })?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
