@@ -50,13 +50,9 @@ async fn redis_cleanup_leaves_no_working_keys() {
     let (mut connection, left) = session_keys(&session).await;
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
     // A result is kept after cleanup, with an expiry.
-    events::Store::publish_result(
-        &store,
-        &session,
-        &serde_json::json!({"status": "completed"}),
-    )
-    .await
-    .unwrap();
+    events::Store::publish_result(&store, &session, br#"{"status": "completed"}"#)
+        .await
+        .unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(format!("agency:result:{{{session}}}"))
         .query_async(&mut connection)

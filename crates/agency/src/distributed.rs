@@ -7,19 +7,20 @@
 //! dead-letter topic; a session that does not validate gets a `failed` result with every problem,
 //! published like any other result, so whoever waits for it learns why.
 
+#[cfg(feature = "kafka")]
+pub use crate::connect::connect_broker;
+#[cfg(feature = "redis")]
+pub use crate::connect::connect_store;
 use crate::coordinator::{Coordinator, HandedOver, Progress};
 use crate::dead_letter;
 use crate::outage::retrying;
-use events::{
-    Broker, KafkaBroker, KafkaOptions, Message, Position, RedisStore, Store, Watermarks,
-    RESULTS_CHANNEL,
-};
+use events::{Broker, Message, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use taskgroup::{Rules, Session, SessionResult};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,45 +41,6 @@ pub struct Action {
     pub data: Value,
     #[serde(default)]
     pub context: Map<String, Value>,
-}
-
-/// How long to keep trying a server that does not answer before giving up with a clear error.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Connects to Redis, retrying with backoff while it does not answer.
-pub async fn connect_store(url: &str) -> anyhow::Result<RedisStore> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match RedisStore::connect(url).await {
-            Ok(store) => return Ok(store),
-            Err(error) if error.is_retryable() && started.elapsed() < CONNECT_DEADLINE => {
-                tracing::warn!(%url, %error, ?delay, "redis is not answering; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => anyhow::bail!("cannot reach redis at {url}: {error}"),
-        }
-    }
-}
-
-/// Creates the Kafka client and checks the broker answers, retrying with backoff.
-pub async fn connect_broker(options: KafkaOptions) -> anyhow::Result<KafkaBroker> {
-    let brokers = options.brokers.clone();
-    let broker = KafkaBroker::connect(options)?;
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match broker.check().await {
-            Ok(()) => return Ok(broker),
-            Err(error) if error.is_retryable() && started.elapsed() < CONNECT_DEADLINE => {
-                tracing::warn!(%brokers, %error, ?delay, "kafka is not answering; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => anyhow::bail!("cannot reach kafka at {brokers}: {error}"),
-        }
-    }
 }
 
 /// Turns an action into a session document and its id, or says what is wrong with it.
@@ -205,9 +167,9 @@ async fn accept(
                 }
                 other => vec![other.to_string()],
             };
-            let result = taskgroup::SessionResult::failed(&id, errors).to_json();
+            let result = SessionResult::failed(&id, errors);
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
-            if let Err(error) = store.publish_result(&id, &result).await {
+            if let Err(error) = crate::coordinator::publish_result(store, &result).await {
                 tracing::error!(session = %id, %error, "cannot publish the rejection");
             }
             None

@@ -16,6 +16,8 @@
 //! # }
 //! ```
 
+#[cfg(any(feature = "redis", feature = "kafka"))]
+mod connect;
 pub mod coordinator;
 mod dead_letter;
 pub mod distributed;

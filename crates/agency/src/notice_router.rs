@@ -134,6 +134,11 @@ impl Route {
     pub(crate) async fn recv(&mut self) -> Option<Routed> {
         self.receiver.recv().await
     }
+
+    /// A notice already queued, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Routed> {
+        self.receiver.try_recv().ok()
+    }
 }
 
 impl Drop for Route {

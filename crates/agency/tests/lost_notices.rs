@@ -65,7 +65,7 @@ impl Store for DeafStore {
     async fn load_mappings(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
         self.inner.load_mappings(s).await
     }
-    async fn publish_result(&self, s: &str, r: &Value) -> events::Result<()> {
+    async fn publish_result(&self, s: &str, r: &[u8]) -> events::Result<()> {
         self.inner.publish_result(s, r).await
     }
     async fn load_result(&self, s: &str) -> events::Result<Option<Value>> {

@@ -197,7 +197,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("subscribe to results");
     store
-        .publish_result(session, &result)
+        .publish_result(session, result.to_string().as_bytes())
         .await
         .expect("publish result");
     loop {
@@ -330,9 +330,9 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
         claim("a", "intake/0/1").await.expect("claim"),
         Claim::Resume
     );
-    let result = json!({"session_id": session, "status": "completed"});
+    let result = json!({"session_id": session, "status": "completed"}).to_string();
     store
-        .publish_result(session, &result)
+        .publish_result(session, result.as_bytes())
         .await
         .expect("publish result");
     assert_eq!(

@@ -49,11 +49,3 @@ impl Error {
         matches!(self, Self::Unavailable { .. })
     }
 }
-
-/// How long to wait before retrying after waiting `previous` (`None` before the first retry):
-/// 100 ms, doubling up to 5 s.
-pub fn backoff(previous: Option<std::time::Duration>) -> std::time::Duration {
-    const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-    const LONGEST: std::time::Duration = std::time::Duration::from_secs(5);
-    previous.map_or(FIRST, |wait| (wait * 2).min(LONGEST))
-}

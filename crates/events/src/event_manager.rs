@@ -147,19 +147,18 @@ impl EventManager {
     }
 
     async fn resubscribe(&self, source: &Source, stop: &CancellationToken) -> Option<Reader> {
-        let mut delay = crate::error::backoff(None);
+        let mut schedule = crate::retry::Backoff::new();
         loop {
             match self.reader(source).await {
                 Ok(reader) => return Some(reader),
+                // Any error: the source was readable before, so it is expected back.
                 Err(error) => {
-                    tracing::warn!(source = %source.name(), %error, ?delay, "cannot resubscribe yet")
+                    tracing::warn!(source = %source.name(), %error, "cannot resubscribe yet")
                 }
             }
-            tokio::select! {
-                () = stop.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
+            if !schedule.wait(stop).await {
+                return None;
             }
-            delay = crate::error::backoff(Some(delay));
         }
     }
 }

@@ -183,6 +183,36 @@ impl KafkaBroker {
         .map_err(|e| kafka_error("fetching metadata", e))
     }
 
+    /// Messages ever produced to `topic`: the sum of its partitions' high watermarks (0 for a
+    /// topic that does not exist). For benchmarks that count what crossed the broker.
+    pub async fn messages_in(&self, topic: &str) -> Result<u64> {
+        let metadata = self.metadata(Some(topic)).await?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            partitions.iter().try_fold(0u64, |total, &partition| {
+                let (_, high) = producer.client().fetch_watermarks(
+                    &topic,
+                    partition,
+                    Duration::from_secs(3),
+                )?;
+                Ok(total + high.max(0) as u64)
+            })
+        })
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: "kafka",
+            message: e.to_string(),
+        })?
+        .map_err(|e| kafka_error("fetching watermarks", e))
+    }
+
     /// Creates `topic` unless this client already did or it exists.
     async fn ensure_topic(&self, topic: &str) -> Result<()> {
         if self

@@ -3,15 +3,21 @@
 //! and pub/sub wake-ups; Redis in distributed mode), each beside its in-memory twin, and the
 //! conformance suite every implementation passes.
 //!
-//! Dependency direction: `agency -> events -> taskgroup -> expansion`.
+//! Features: `redis` ([`RedisStore`]), `kafka` ([`KafkaBroker`]), `testsuite` (the
+//! [`conformance`] suite). Without them the crate builds only the in-memory twins. It depends on
+//! no other crate of the workspace: `agency` uses `events` beside `taskgroup`.
 
 mod broker;
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 mod error;
 mod event_manager;
+#[cfg(feature = "kafka")]
 mod kafka_broker;
 pub mod messages;
+#[cfg(feature = "redis")]
 mod redis_store;
+pub mod retry;
 mod store;
 mod watermarks;
 
@@ -19,14 +25,16 @@ pub use broker::{
     Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
     EVENTS_TOPIC,
 };
-pub use error::{backoff, Error, Result};
+pub use error::{Error, Result};
 pub use event_manager::{Event, EventManager, Source};
+#[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+#[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
+pub use retry::{backoff, retry, Backoff, Retryable};
 pub use store::{
     accept, notices_channel, Claim, MemoryStore, Renewal, Store, Subscription, CONTROL_CHANNEL,
     NOTICES_PATTERN, RESULTS_CHANNEL,
 };
-pub use taskgroup;
 pub use watermarks::{Position, Watermarks};

@@ -409,12 +409,12 @@ impl Store for RedisStore {
         self.hash_json(&key(session, "mappings")).await
     }
 
-    async fn publish_result(&self, session: &str, result: &Value) -> Result<()> {
+    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()> {
         let mut connection = self.connection.clone();
         self.result
             .key(result_key(session))
             .key(key(session, "origin"))
-            .arg(to_json(result)?)
+            .arg(result)
             .arg(RESULT_TTL_SECONDS)
             .arg(RESULTS_CHANNEL)
             .invoke_async::<()>(&mut connection)

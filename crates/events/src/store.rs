@@ -109,7 +109,9 @@ pub trait Store: Send + Sync + 'static {
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Stores the session's final or partial result (kept after cleanup), then announces it on
     /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored.
-    async fn publish_result(&self, session: &str, result: &Value) -> Result<()>;
+    /// `result` is the JSON document, encoded once by the caller (a result can hold a million
+    /// values; it is never copied to be stored).
+    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()>;
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
     async fn delete_result(&self, session: &str) -> Result<()>;
@@ -366,8 +368,8 @@ impl Store for MemoryStore {
         Ok(self.sessions()?.mappings.get(session).cloned())
     }
 
-    async fn publish_result(&self, session: &str, result: &Value) -> Result<()> {
-        let encoded = encode("the result", result)?;
+    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()> {
+        let encoded = result.to_vec();
         self.sessions()?
             .results
             .insert(session.to_string(), encoded.clone());

@@ -67,7 +67,7 @@ impl Coordinator {
         origin: &str,
         stop: &CancellationToken,
     ) -> anyhow::Result<Taken> {
-        let mut unreachable = None;
+        let mut unreachable = events::Backoff::new();
         loop {
             let wait = match self.store.claim(id, holder, origin, LEASE).await {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
@@ -93,15 +93,12 @@ impl Coordinator {
                 Ok(Claim::Held) => LEASE / 3,
                 Err(error) if error.is_retryable() => {
                     tracing::warn!(session = id, %error, "cannot take the session's lease yet");
-                    let next = events::backoff(unreachable);
-                    unreachable = Some(next);
-                    next
+                    unreachable.next_delay()
                 }
                 Err(error) => return Err(error.into()),
             };
-            tokio::select! {
-                () = stop.cancelled() => return Err(handed_over(id, STOPPING)),
-                () = tokio::time::sleep(wait) => {}
+            if !events::retry::sleep_or_stop(wait, stop).await {
+                return Err(handed_over(id, STOPPING));
             }
         }
     }

@@ -12,10 +12,12 @@
 //!
 //! - `lease.rs`: one coordinator per session at a time, taking over from one that died;
 //! - `run.rs`: the loop of one session's run, feeding the machine and carrying out its commands;
+//! - `timers.rs`: its retries and deadlines, in one queue;
 //! - `work.rs`: the IO those commands need (plan and store tasks, publish ranges, combine).
 
 mod lease;
 mod run;
+mod timers;
 mod work;
 
 pub use lease::HandedOver;
@@ -153,7 +155,7 @@ impl Coordinator {
         // The lease names the action too, so an older action delivered again to this same
         // coordinator waits instead of taking over a newer run of the id.
         let holder = format!("{}@{origin}", self.owner);
-        let mut wait = None;
+        let mut outage = events::Backoff::new();
         let outcome = loop {
             let outcome = match self.take(&holder, id, origin, &stop).await {
                 Ok(Taken::Done(result)) => {
@@ -176,13 +178,10 @@ impl Coordinator {
             // A server that could not be reached: wait, then resume from what was stored.
             match outcome {
                 Err(error) if is_outage(&error) && !stop.is_cancelled() => {
-                    let next = events::backoff(wait);
-                    tracing::warn!(session = id, error = %format!("{error:#}"), retry_in = ?next, "session interrupted by an outage; resuming it");
-                    tokio::select! {
-                        () = stop.cancelled() => break Err(handed_over(id, STOPPING)),
-                        () = tokio::time::sleep(next) => {}
+                    tracing::warn!(session = id, error = %format!("{error:#}"), "session interrupted by an outage; resuming it");
+                    if !outage.wait(&stop).await {
+                        break Err(handed_over(id, STOPPING));
                     }
-                    wait = Some(next);
                 }
                 outcome => break outcome,
             }
@@ -201,7 +200,7 @@ impl Coordinator {
     /// Best effort: whoever waits for the session hears that it failed, and why.
     async fn publish_failure(&self, id: &str, error: &anyhow::Error) {
         let result = SessionResult::failed(id, vec![format!("{error:#}")]);
-        if let Err(error) = self.store.publish_result(id, &result.to_json()).await {
+        if let Err(error) = publish_result(self.store.as_ref(), &result).await {
             tracing::error!(session = id, %error, "cannot publish the failure of a session");
         }
     }
@@ -223,10 +222,21 @@ impl Coordinator {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         let result = run.drive(holder, cancel).await?;
-        self.store.publish_result(id, &result.to_json()).await?;
+        publish_result(self.store.as_ref(), &result).await?;
         self.store.cleanup(id).await?;
         Ok(result)
     }
+}
+
+/// Stores a result under its session's key and announces it on `agency:results`.
+pub(crate) async fn publish_result(
+    store: &dyn Store,
+    result: &SessionResult,
+) -> events::Result<()> {
+    let encoded = result
+        .encode()
+        .map_err(|e| events::Error::encoding("the result", e))?;
+    store.publish_result(&result.session_id, &encoded).await
 }
 
 /// Sleeps until `deadline`, or forever when there is none (a `select!` branch that never fires).

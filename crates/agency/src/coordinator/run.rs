@@ -3,13 +3,13 @@
 //! machine's; this file only does the IO they need, through `work.rs`.
 
 use super::lease::{handed_over, STOPPING};
+use super::timers::Timers;
 use super::{Coordinator, Progress};
 use crate::notice_router::Routed;
 use events::{Control, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
 use expansion::OutputFormat;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
-use std::task::Poll;
 use std::time::Duration;
 use taskgroup::{
     Command, Deadline, Event, InstanceResult, Session, SessionCommand, SessionEvent,
@@ -18,11 +18,18 @@ use taskgroup::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::DelayQueue;
 
 /// How often the coordinator checks whether notices have gone quiet; after quiet intervals it
 /// reconciles running tasks from the store.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Retries come due on a grid of this step: those due within one step of each other are
+/// dispatched together, as a few ranges in one publish, instead of one publish per notice of
+/// failures. A retry waits at most this much longer than its policy says.
+const RETRY_STEP: Duration = Duration::from_millis(10);
+
+/// Notices taken into one batch at most.
+const NOTICE_BATCH: usize = 1024;
 
 /// What the loop's delay queue holds: retries and deadlines, due at their time.
 #[derive(Debug)]
@@ -51,7 +58,7 @@ pub(super) struct SessionRun<'a> {
     pub(super) formats: HashMap<(usize, usize), Option<OutputFormat>>,
     started: Instant,
     /// Retries and deadlines, owned by the loop: one timer for all of them.
-    timers: DelayQueue<Due>,
+    timers: Timers<Due>,
     /// Taking over from a coordinator that stopped: stored outcomes are read as tasks are
     /// planned, and ranges whose outcomes are all stored are not dispatched again.
     pub(super) resuming: bool,
@@ -75,7 +82,7 @@ impl<'a> SessionRun<'a> {
             context: session.spec.context.clone(),
             formats: HashMap::new(),
             started: Instant::now(),
-            timers: DelayQueue::new(),
+            timers: Timers::default(),
             resuming: false,
         }
     }
@@ -83,6 +90,13 @@ impl<'a> SessionRun<'a> {
     /// The runtime's clock for the machine: time since the run started.
     pub(super) fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// When a retry `delay` from now comes due: the next point of the [`RETRY_STEP`] grid.
+    fn retry_at(&self, delay: Duration) -> Instant {
+        let due = self.started.elapsed() + delay;
+        let steps = due.as_nanos().div_ceil(RETRY_STEP.as_nanos());
+        self.started + RETRY_STEP * u32::try_from(steps).unwrap_or(u32::MAX)
     }
 
     /// The machine's view of a task's instance count (0 before it is planned).
@@ -144,24 +158,40 @@ impl<'a> SessionRun<'a> {
                     cancelled = true;
                     self.apply(vec![SessionEvent::Cancel]).await?;
                 }
-                Some(due) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
+                () = super::sleep_until(self.timers.next()), if self.timers.next().is_some() => {
                     // Everything due by now goes in one batch, so retries due together are
                     // dispatched together, as ranges.
-                    let mut events = vec![due_event(due.into_inner())];
-                    events.extend(self.expired());
+                    let events = self.expired();
                     self.apply(events).await?;
                 }
-                routed = notices.recv() => match routed {
-                    Some(Routed::Notice(notice)) => {
-                        quiet_ticks = 0;
-                        let events = self.notice_events(notice);
-                        self.apply(events).await?;
+                routed = notices.recv() => {
+                    quiet_ticks = 0;
+                    // What queued up while the last batch was carried out goes in one batch with
+                    // it, and what is due with them: one publish for all the work they start.
+                    let mut batch = vec![routed];
+                    while batch.len() < NOTICE_BATCH {
+                        match notices.try_recv() {
+                            Some(routed) => batch.push(Some(routed)),
+                            None => break,
+                        }
                     }
-                    // Notices published while unsubscribed are gone: read them from the store.
-                    Some(Routed::Resubscribed) => self.reconcile().await?,
-                    Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
-                    None => anyhow::bail!("notices of session {id} ended"),
-                },
+                    let mut events = Vec::new();
+                    let mut resubscribed = false;
+                    for routed in batch {
+                        match routed {
+                            Some(Routed::Notice(notice)) => events.extend(self.notice_events(notice)),
+                            // Notices published while unsubscribed are gone: read them from the store.
+                            Some(Routed::Resubscribed) => resubscribed = true,
+                            Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
+                            None => anyhow::bail!("notices of session {id} ended"),
+                        }
+                    }
+                    events.extend(self.expired());
+                    self.apply(events).await?;
+                    if resubscribed {
+                        self.reconcile().await?;
+                    }
+                }
                 ended = &mut lease_ended => return Err(match ended {
                     Ok(Renewal::StateLost) => anyhow::anyhow!("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished"),
                     _ => handed_over(id, "its lease went to another coordinator"),
@@ -181,15 +211,13 @@ impl<'a> SessionRun<'a> {
         self.result().await
     }
 
-    /// Everything else already due, without waiting.
+    /// Everything due by now, as events for the machine.
     fn expired(&mut self) -> Vec<SessionEvent> {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        let mut events = Vec::new();
-        while let Poll::Ready(Some(due)) = self.timers.poll_expired(&mut cx) {
-            events.push(due_event(due.into_inner()));
-        }
-        events
+        self.timers
+            .take_due(Instant::now())
+            .into_iter()
+            .map(due_event)
+            .collect()
     }
 
     /// A notice's outcomes as events for the machine.
@@ -239,7 +267,8 @@ impl<'a> SessionRun<'a> {
                 let (group, command) = match command {
                     SessionCommand::Group { group, command } => (group, command),
                     SessionCommand::Arm { deadline, after } => {
-                        self.timers.insert(Due::Deadline(deadline), after);
+                        self.timers
+                            .insert(Instant::now() + after, Due::Deadline(deadline));
                         continue;
                     }
                     SessionCommand::Started { group } => {
@@ -289,7 +318,8 @@ impl<'a> SessionRun<'a> {
                             instance,
                             attempt,
                         };
-                        self.timers.insert(due, delay);
+                        let at = self.retry_at(delay);
+                        self.timers.insert(at, due);
                         None
                     }
                     Command::UpdateContext { task } => {

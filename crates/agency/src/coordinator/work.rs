@@ -91,6 +91,15 @@ impl SessionRun<'_> {
         if self.resuming {
             items = self.not_yet_done(items).await?;
         }
+        if items.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            session = self.id,
+            ranges = items.len(),
+            instances = items.iter().map(|i| i.end - i.start).sum::<u64>(),
+            "dispatching"
+        );
         let broker = &self.coordinator.broker;
         // Keyed per range, so a session's ranges spread over partitions and so over workers.
         let keyed: Vec<(String, Vec<u8>)> = items

@@ -210,13 +210,13 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("submitted session {id}; waiting for its result");
                 let result = waiter.wait(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
-                print_json(&result.to_json())?;
+                print_json(&result)?;
                 Ok(exit_code(&result))
             }
             Serve::Status { session, servers } => {
                 let store = distributed::connect_store(&servers.redis).await?;
                 if let Some(result) = distributed::load_result(&store, &session).await? {
-                    print_json(&result.to_json())?;
+                    print_json(&result)?;
                     return Ok(exit_code(&result));
                 }
                 match store.load_mappings(&session).await? {
@@ -259,7 +259,7 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
     loop {
         if check_stored {
             if let Some(result) = distributed::load_result(store.as_ref(), session).await? {
-                print_json(&result.to_json())?;
+                print_json(&result)?;
                 return Ok(exit_code(&result));
             }
             check_stored = false;
@@ -276,7 +276,7 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
                     if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
                         if result["session_id"] == session {
                             let result = distributed::read_result(session, result)?;
-                            print_json(&result.to_json())?;
+                            print_json(&result)?;
                             return Ok(exit_code(&result));
                         }
                     }

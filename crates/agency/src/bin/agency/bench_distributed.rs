@@ -1,11 +1,11 @@
 //! `agency bench distributed`: the distributed engine over the real Kafka broker and Redis, with
 //! a coordinator and two worker processes started for the run in a fresh namespace.
 
-use crate::bench::{check_fan_out, fan_out_session, peak_rss_mb_of};
+use crate::bench::{check_fan_out, check_retries, fan_out_session, peak_rss_mb_of, retry_session};
 use crate::serve::Servers;
 use crate::text::thousands;
 use agency::{distributed, Registry, Worker, WorkerOptions};
-use events::{Broker, MemoryBroker, Namespaced, Store};
+use events::{Broker, MemoryBroker, Namespaced, Store, DISPATCH_TOPIC};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,7 +43,12 @@ impl Processes {
 /// How long the bench lets the consumer groups settle before it measures.
 const SETTLE: Duration = Duration::from_secs(6);
 
-pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyhow::Result<()> {
+pub async fn run(
+    sizes: &[u64],
+    latency_runs: usize,
+    retries: u64,
+    servers: &Servers,
+) -> anyhow::Result<()> {
     let namespace = format!(
         "bench-{}-{}.",
         std::process::id(),
@@ -65,9 +70,8 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
         spawn("worker")?,
         spawn("worker")?,
     ]);
-    let kafka: Arc<dyn Broker> =
-        Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
-    let broker = Namespaced::new(kafka, &namespace);
+    let kafka = Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
+    let broker = Namespaced::new(kafka.clone(), &namespace);
     let store = distributed::connect_store(&servers.redis).await?;
 
     // The floor under a session's latency: one produce-then-consume hop on this broker (a session
@@ -138,6 +142,40 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
             json!({"instances": n, "seconds": seconds, "instances_per_s": n as f64 / seconds}),
         );
     }
+    let mut retry_rows = Vec::new();
+    if retries > 0 {
+        println!(
+            "{:>12} {:>26} {:>10} {:>18}",
+            "instances", "fail executor", "seconds", "dispatch messages"
+        );
+        let dispatch = format!("{namespace}{DISPATCH_TOPIC}");
+        for times in [0u64, 1] {
+            let before = kafka.messages_in(&dispatch).await?;
+            let started = Instant::now();
+            let id = format!("{namespace}retry-{times}");
+            let document = retry_session(&id, retries, times);
+            let id = distributed::submit(&broker, &store, document).await?;
+            let result = waiter
+                .wait(&store, &id, Some(Duration::from_secs(1800)))
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            check_retries(&result, retries, times)?;
+            let messages = kafka.messages_in(&dispatch).await? - before;
+            let label = if times == 0 {
+                "never fails"
+            } else {
+                "fails each instance once"
+            };
+            println!(
+                "{:>12} {:>26} {:>10.3} {:>18}",
+                thousands(retries),
+                label,
+                seconds,
+                thousands(messages)
+            );
+            retry_rows.push(json!({"instances": retries, "fails_times": times, "seconds": seconds, "dispatch_messages": messages}));
+        }
+    }
     for (process, mb) in processes.peak_rss() {
         println!("peak RSS {process}: {mb:.1} MB");
     }
@@ -148,6 +186,7 @@ pub async fn run(sizes: &[u64], latency_runs: usize, servers: &Servers) -> anyho
         "latency_ms": {"p50": ms(p50), "p99": ms(p99)},
         "latency_without_kafka_ms": {"p50": ms(bare50), "p99": ms(bare99)},
         "fan_out": rows,
+        "retries": retry_rows,
         "peak_rss_mb": processes.peak_rss().into_iter().map(|(p, mb)| json!({"process": p, "mb": mb})).collect::<Vec<_>>()});
     eprintln!("{summary}");
     Ok(())

@@ -51,6 +51,10 @@ pub enum Bench {
         /// One-task sessions submitted one after another for the latency percentiles
         #[arg(long, default_value_t = 200)]
         latency_runs: usize,
+        /// Instances of the retry case: a `fail` fan-out that never fails, then one that fails
+        /// every instance once (retried at once); 0 skips it
+        #[arg(long, default_value_t = 100_000)]
+        retries: u64,
         #[command(flatten)]
         servers: crate::serve::Servers,
     },
@@ -61,6 +65,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Distributed {
             sizes,
             latency_runs,
+            retries,
             servers,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +74,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_distributed::run(
                 &sizes,
                 latency_runs,
+                retries,
                 &servers,
             ))
         }
@@ -300,6 +306,28 @@ pub fn fan_out_session(id: &str, n: u64) -> Value {
         json!({"xs": items, "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}})
     };
     json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "fan_out", "executor": "noop", "input": input}]}]})
+}
+
+/// One `fail` task over `n` instances (a `n/1000 x 1000` matrix when it divides) that fails the
+/// first `times` attempts of each, with one retry at no delay.
+pub fn retry_session(id: &str, n: u64, times: u64) -> Value {
+    let mut session = fan_out_session(id, n);
+    let task = &mut session["groups"][0]["tasks"][0];
+    task["executor"] = json!("fail");
+    task["input"]["times"] = json!(times);
+    task["retry"] = json!({"max_retries": 1, "retry_delays": [0]});
+    session
+}
+
+/// Fails unless a retry case completed with every instance, in `n * (times + 1)` attempts.
+pub fn check_retries(result: &SessionResult, n: u64, times: u64) -> anyhow::Result<()> {
+    check_fan_out(result, n)?;
+    let attempts = result.groups["g"].tasks["fan_out"].attempts;
+    anyhow::ensure!(
+        attempts == n * (times + 1),
+        "{attempts} attempts for {n} instances failing {times} times each"
+    );
+    Ok(())
 }
 
 /// This process's peak resident set size (`VmHWM`), in MB; 0 where `/proc` is not available.

@@ -51,7 +51,7 @@ pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result
             let _ = display.await;
         }
         let result = result?;
-        print_json(&result.to_json())?;
+        print_json(&result)?;
         Ok(if interrupted.load(Ordering::SeqCst) {
             ExitCode::from(INTERRUPTED)
         } else if result.completed() {
@@ -64,7 +64,7 @@ pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result
 
 /// Pretty on a terminal, one compact line for pipes and files. A reader that closed the pipe
 /// early (`| head`) is not an error.
-pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write as _;
     let stdout = std::io::stdout();
     let text = if stdout.is_terminal() {
