@@ -286,6 +286,21 @@ fn a_failing_task_gives_partial_results() {
     assert_eq!(result["groups"]["after"]["status"], "skipped");
 }
 
+#[test]
+fn a_permanent_failure_crosses_redis_and_is_not_retried() {
+    let cluster = Cluster::start("permanent");
+    let doc = json!({"session_id": unique("permanent"), "groups": [
+        {"id": "g", "tasks": [{"id": "wrong", "executor": "fail", "input": {"times": 9, "permanent": true},
+            "retry": {"max_retries": 3, "retry_delays": [0]}}]}
+    ]});
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(code, 1);
+    let wrong = &result["groups"]["g"]["tasks"]["wrong"];
+    assert_eq!(wrong["attempts"], 1);
+    assert_eq!(wrong["status"], "failed");
+    assert_eq!(wrong["failures"][0]["permanent"], true);
+}
+
 async fn produce(topic: &str, key: &str, payload: &[u8]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())

@@ -24,7 +24,7 @@ struct CountedNap {
 
 #[async_trait]
 impl agency::executors::Executor for CountedNap {
-    async fn execute(&self, _call: agency::executors::Call) -> Result<Value, String> {
+    async fn execute(&self, _call: agency::executors::Call) -> Result<Value, agency::ExecError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.nap).await;
         Ok(json!("rested"))

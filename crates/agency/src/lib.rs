@@ -28,5 +28,5 @@ mod outage;
 pub mod worker;
 
 pub use coordinator::{Coordinator, Progress};
-pub use executors::{Call, Executor, IdempotencyKey, Registry};
+pub use executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 pub use worker::{Worker, WorkerOptions};

@@ -7,7 +7,7 @@
 //! keeps going. A task the worker cannot prepare fails its instances with the reason, so the
 //! coordinator learns of it instead of waiting.
 
-use crate::executors::{Call, Executor, IdempotencyKey, Registry};
+use crate::executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 use crate::outage::retrying;
 use events::{
     notices_channel, Broker, Control, Event, EventManager, Message, Notice, Outcome, Position,
@@ -343,27 +343,29 @@ impl Worker {
             return Ok(());
         }
         // What the notice needs, taken before the outcomes move into the store.
-        let summary: Vec<(u64, u32, Option<String>)> = batch
+        let summary: Vec<Announced> = batch
             .iter()
             .map(|outcome| {
-                let error = match &outcome.status {
-                    Status::Succeeded(_) | Status::Stored(_) => None,
-                    Status::Failed(error) | Status::TimedOut(error) => Some(error.clone()),
-                };
-                (outcome.instance, outcome.attempt, error)
+                let failure = outcome
+                    .status
+                    .failure()
+                    .map(|(error, permanent)| (error.to_string(), permanent));
+                (outcome.instance, outcome.attempt, failure)
             })
             .collect();
         let batch = self.store_large_results(item, batch).await?;
         let notice = |accepted: &[bool]| {
             let mut notice = Notice::new(&item.session, item.task);
-            for ((instance, attempt, error), _) in summary
+            for ((instance, attempt, failure), _) in summary
                 .iter()
                 .zip(accepted)
                 .filter(|(_, &accepted)| accepted)
             {
-                match error {
+                match failure {
                     None => notice.add_success(*instance, *attempt),
-                    Some(error) => notice.failed.push((*instance, *attempt, error.clone())),
+                    Some((error, permanent)) => {
+                        notice.add_failure(*instance, *attempt, error, *permanent)
+                    }
                 }
             }
             notice
@@ -380,7 +382,7 @@ impl Worker {
             return Ok(());
         }
         let notice = notice(&accepted);
-        if notice.succeeded.is_empty() && notice.failed.is_empty() {
+        if notice.is_empty() {
             return Ok(());
         }
         let notice = serde_json::to_vec(&notice)?;
@@ -432,11 +434,12 @@ impl Worker {
         if cancel.is_cancelled() {
             return None;
         }
+        // Nothing here changes on a retry: the instance's input or the worker is wrong.
         let failed = |error: String| {
             Some(Outcome {
                 instance,
                 attempt,
-                status: Status::Failed(error),
+                status: Status::FailedPermanently(error),
             })
         };
         let expansion = match &prepared.expansion {
@@ -486,13 +489,13 @@ impl Worker {
         let status = match prepared.timeout {
             None => tokio::select! {
                 biased;
-                result = run => result.map_or_else(Status::Failed, Status::Succeeded),
+                result = run => status_of(result),
                 () = cancel.cancelled() => return None,
             },
             Some(limit) => tokio::select! {
                 biased;
                 result = tokio::time::timeout(limit, run) => match result {
-                    Ok(result) => result.map_or_else(Status::Failed, Status::Succeeded),
+                    Ok(result) => status_of(result),
                     Err(_) => {
                         // Tell a cooperative executor to stop; an uncooperative one was dropped already.
                         attempt_cancel.cancel();
@@ -507,5 +510,18 @@ impl Worker {
             attempt,
             status,
         })
+    }
+}
+
+/// What a notice says of one outcome: instance, attempt, and the error (and whether it is
+/// permanent) of a failure.
+type Announced = (u64, u32, Option<(String, bool)>);
+
+/// The outcome of an executor's attempt.
+fn status_of(result: Result<Value, ExecError>) -> Status {
+    match result {
+        Ok(value) => Status::Succeeded(value),
+        Err(error) if error.is_permanent() => Status::FailedPermanently(error.to_string()),
+        Err(error) => Status::Failed(error.to_string()),
     }
 }

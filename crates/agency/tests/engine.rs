@@ -412,3 +412,31 @@ async fn large_results_are_stored_by_reference_and_combined_whole() {
         "blobs are cleaned up with the session"
     );
 }
+
+#[tokio::test]
+async fn a_permanent_failure_is_not_retried_and_is_reported_as_such() {
+    let result = run(
+        json!({"groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [
+            {"id": "wrong", "executor": "fail", "input": {"times": 9, "permanent": true},
+             "retry": {"max_retries": 3, "retry_delays": [0]}},
+            {"id": "no_ms", "executor": "sleep", "input": {"seconds": 1},
+             "retry": {"max_retries": 3, "retry_delays": [0]}},
+            {"id": "flaky", "executor": "fail", "input": {"times": 9},
+             "retry": {"max_retries": 2, "retry_delays": [0]}}
+        ]}]}),
+    )
+    .await;
+    let tasks = &result["groups"]["g"]["tasks"];
+    assert_eq!(
+        tasks["wrong"]["attempts"], 1,
+        "a permanent failure is not retried"
+    );
+    assert_eq!(tasks["wrong"]["failures"][0]["permanent"], true);
+    assert_eq!(tasks["no_ms"]["attempts"], 1, "bad input is permanent");
+    assert_eq!(tasks["no_ms"]["failures"][0]["error"], "sleep needs `ms`");
+    assert_eq!(
+        tasks["flaky"]["attempts"], 3,
+        "a transient failure is retried"
+    );
+    assert_eq!(tasks["flaky"]["failures"][0].get("permanent"), None);
+}

@@ -85,11 +85,27 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "value")]
 pub enum Status {
+    /// Succeeded with this result.
     Succeeded(Value),
     /// Succeeded with a result too large to keep in the outcome: it is the blob of that name.
     Stored(String),
+    /// Failed with this error; a retry may succeed.
     Failed(String),
+    /// Failed with an error retrying cannot fix (bad input, no such executor): not retried.
+    FailedPermanently(String),
+    /// Did not finish within the task's `timeout_ms`.
     TimedOut(String),
+}
+
+impl Status {
+    /// The error of a failed attempt, and whether it is permanent; `None` for a success.
+    pub fn failure(&self) -> Option<(&str, bool)> {
+        match self {
+            Self::Succeeded(_) | Self::Stored(_) => None,
+            Self::Failed(error) | Self::TimedOut(error) => Some((error, false)),
+            Self::FailedPermanently(error) => Some((error, true)),
+        }
+    }
 }
 
 impl Outcome {
@@ -110,6 +126,9 @@ pub struct Notice {
     pub succeeded: Vec<(u64, u64, u32)>,
     /// `(instance, attempt, error)` of accepted failures.
     pub failed: Vec<(u64, u32, String)>,
+    /// `(instance, attempt, error)` of accepted failures that retrying cannot fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permanent: Vec<(u64, u32, String)>,
 }
 
 impl Notice {
@@ -119,6 +138,7 @@ impl Notice {
             task,
             succeeded: Vec::new(),
             failed: Vec::new(),
+            permanent: Vec::new(),
         }
     }
 
@@ -128,6 +148,20 @@ impl Notice {
             Some((_, end, last)) if *end == instance && *last == attempt => *end += 1,
             _ => self.succeeded.push((instance, instance + 1, attempt)),
         }
+    }
+
+    /// Adds one failure.
+    pub fn add_failure(&mut self, instance: u64, attempt: u32, error: &str, permanent: bool) {
+        let entry = (instance, attempt, error.to_string());
+        match permanent {
+            true => self.permanent.push(entry),
+            false => self.failed.push(entry),
+        }
+    }
+
+    /// Whether it announces nothing.
+    pub fn is_empty(&self) -> bool {
+        self.succeeded.is_empty() && self.failed.is_empty() && self.permanent.is_empty()
     }
 
     /// Every success as `(instance, attempt)`.

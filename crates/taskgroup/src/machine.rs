@@ -52,6 +52,8 @@ pub enum Event {
         instance: u64,
         attempt: u32,
         error: String,
+        /// Retrying cannot fix it (the executor said so): the instance fails now.
+        permanent: bool,
         now: Duration,
     },
     /// A retry scheduled by [`Command::ScheduleRetry`] is due.
@@ -146,11 +148,21 @@ impl TaskState {
     }
 }
 
+/// One failed attempt, as the machine takes it.
+struct Failed {
+    instance: u64,
+    attempt: u32,
+    error: String,
+    permanent: bool,
+}
+
 /// A failed instance, kept for partial results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub attempts: u32,
     pub error: String,
+    /// The executor said retrying cannot fix it, so it was not retried.
+    pub permanent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -311,8 +323,19 @@ impl GroupMachine {
                 instance,
                 attempt,
                 error,
+                permanent,
                 now,
-            } => self.failed(task, instance, attempt, error, now, &mut out),
+            } => self.failed(
+                task,
+                Failed {
+                    instance,
+                    attempt,
+                    error,
+                    permanent,
+                },
+                now,
+                &mut out,
+            ),
             Event::RetryDue {
                 task,
                 instance,
@@ -371,15 +394,13 @@ impl GroupMachine {
         }
     }
 
-    fn failed(
-        &mut self,
-        task: usize,
-        instance: u64,
-        attempt: u32,
-        error: String,
-        now: Duration,
-        out: &mut Vec<Command>,
-    ) {
+    fn failed(&mut self, task: usize, failed: Failed, now: Duration, out: &mut Vec<Command>) {
+        let Failed {
+            instance,
+            attempt,
+            error,
+            permanent,
+        } = failed;
         let Some(run) = self.tasks.get_mut(task) else {
             return;
         };
@@ -399,7 +420,7 @@ impl GroupMachine {
                 .is_none_or(|budget| now.saturating_sub(run.started) + delay <= budget)
         };
         match delay {
-            Some(delay) if within_budget(delay) => {
+            Some(delay) if !permanent && within_budget(delay) => {
                 run.retrying.insert(instance, next);
                 out.push(Command::ScheduleRetry {
                     task,
@@ -417,6 +438,7 @@ impl GroupMachine {
                     Failure {
                         attempts: attempt,
                         error,
+                        permanent,
                     },
                 );
                 if !run.setup.continue_on_error && self.policy_exceeded() {

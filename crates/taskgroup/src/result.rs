@@ -179,6 +179,9 @@ pub struct InstanceFailure {
     pub attempts: u32,
     /// Its last error.
     pub error: String,
+    /// The executor said retrying cannot fix it, so it was not retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }
 
 /// A succeeded instance's result, listed for tasks cut short.

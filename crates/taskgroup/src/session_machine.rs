@@ -587,6 +587,7 @@ fn summary(task: &TaskRun) -> TaskSummary {
                 instance,
                 attempts: f.attempts,
                 error: f.error.clone(),
+                permanent: f.permanent,
             })
             .collect(),
         results: None,

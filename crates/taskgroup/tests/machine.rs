@@ -41,6 +41,7 @@ fn fail(task: usize, instance: u64, attempt: u32) -> Event {
         instance,
         attempt,
         error: format!("boom {attempt}"),
+        permanent: false,
         now: Duration::ZERO,
     }
 }
@@ -342,6 +343,7 @@ fn retry_budget_stops_retries() {
         instance: 0,
         attempt: 1,
         error: "x".into(),
+        permanent: false,
         now: ms(100),
     });
     assert!(matches!(
@@ -354,6 +356,7 @@ fn retry_budget_stops_retries() {
         instance: 0,
         attempt: 2,
         error: "x".into(),
+        permanent: false,
         now: ms(1200),
     });
     assert_eq!(second, vec![Command::UpdateContext { task: 0 }]);

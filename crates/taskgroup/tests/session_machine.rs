@@ -81,13 +81,18 @@ impl Driver {
                                                 instance,
                                                 attempt,
                                             },
-                                            Some(Err(error)) => Event::Failed {
-                                                task,
-                                                instance,
-                                                attempt,
-                                                error,
-                                                now: Duration::ZERO,
-                                            },
+                                            Some(Err(error)) => {
+                                                let error_is_permanent =
+                                                    error.starts_with("permanent");
+                                                Event::Failed {
+                                                    task,
+                                                    instance,
+                                                    attempt,
+                                                    error,
+                                                    permanent: error_is_permanent,
+                                                    now: Duration::ZERO,
+                                                }
+                                            }
                                             None => continue,
                                         };
                                     queue.push_back(answer(event));
@@ -413,4 +418,22 @@ fn the_result_round_trips_through_json_with_the_same_keys() {
     );
     let back: SessionResult = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(back.to_json(), json);
+}
+
+#[test]
+fn a_permanent_failure_is_not_retried_and_says_so() {
+    let mut driver = Driver::new(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "t", "executor": "x", "retry": {"max_retries": 5, "retry_delays": [0]}}
+    ]}]}));
+    driver.feed(SessionEvent::Start, &|_, _, _| {
+        Some(Err("permanent: bad input".into()))
+    });
+    let result = driver.result();
+    let t = &result.groups["g"].tasks["t"];
+    assert_eq!((t.status, t.attempts), (TaskStatus::Failed, 1), "no retry");
+    assert!(t.failures[0].permanent);
+    assert_eq!(
+        result.to_json()["groups"]["g"]["tasks"]["t"]["failures"][0],
+        json!({"instance": 0, "attempts": 1, "error": "permanent: bad input", "permanent": true})
+    );
 }

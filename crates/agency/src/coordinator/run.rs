@@ -235,19 +235,22 @@ impl<'a> SessionRun<'a> {
                 attempt,
             })
             .collect();
-        let failures = notice
-            .failed
-            .into_iter()
-            .map(|(instance, attempt, error)| Event::Failed {
+        let failures = |permanent: bool| {
+            move |(instance, attempt, error): (u64, u32, String)| Event::Failed {
                 task,
                 instance,
                 attempt,
                 error,
+                permanent,
                 now,
-            });
+            }
+        };
+        let failed = notice.failed.into_iter().map(failures(false));
+        let permanent = notice.permanent.into_iter().map(failures(true));
         successes
             .into_iter()
-            .chain(failures)
+            .chain(failed)
+            .chain(permanent)
             .map(|event| SessionEvent::Group { group, event })
             .collect()
     }

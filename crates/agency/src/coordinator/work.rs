@@ -168,17 +168,18 @@ impl SessionRun<'_> {
                 .into_iter()
                 .flatten()
                 .map(|outcome| {
-                    let event = match outcome.status {
-                        Status::Succeeded(_) | Status::Stored(_) => Event::Succeeded {
+                    let event = match outcome.status.failure() {
+                        None => Event::Succeeded {
                             task,
                             instance: outcome.instance,
                             attempt: outcome.attempt,
                         },
-                        Status::Failed(error) | Status::TimedOut(error) => Event::Failed {
+                        Some((error, permanent)) => Event::Failed {
                             task,
                             instance: outcome.instance,
                             attempt: outcome.attempt,
-                            error,
+                            error: error.to_string(),
+                            permanent,
                             now,
                         },
                     };

@@ -1,6 +1,6 @@
 //! The small built-in executors: `noop`, `echo`, `sleep`, `fail` and `emit_event`.
 
-use super::{u64_field, Call, Executor};
+use super::{u64_field, Call, ExecError, Executor};
 use async_trait::async_trait;
 use events::{Broker, EVENTS_TOPIC};
 use serde_json::{json, Value};
@@ -17,7 +17,7 @@ impl Executor for Noop {
         false
     }
 
-    async fn execute(&self, _call: Call) -> Result<Value, String> {
+    async fn execute(&self, _call: Call) -> Result<Value, ExecError> {
         Ok(Value::Null)
     }
 }
@@ -28,7 +28,7 @@ pub struct Echo;
 
 #[async_trait]
 impl Executor for Echo {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         Ok(call.input)
     }
 }
@@ -39,8 +39,9 @@ pub struct Sleep;
 
 #[async_trait]
 impl Executor for Sleep {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
-        let ms = u64_field(&call.input, "ms")?.ok_or("sleep needs `ms`")?;
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
+        let ms = u64_field(&call.input, "ms")?
+            .ok_or_else(|| ExecError::permanent("sleep needs `ms`"))?;
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({"slept_ms": ms})),
             () = call.cancel.cancelled() => Err("cancelled".into()),
@@ -49,19 +50,23 @@ impl Executor for Sleep {
 }
 
 /// `{"times": k}`: fails the first k attempts of each instance, then echoes its input. For
-/// exercising retries.
+/// exercising retries; with `"permanent": true` its failures say retrying cannot help.
 #[derive(Debug, Clone, Copy)]
 pub struct Fail;
 
 #[async_trait]
 impl Executor for Fail {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let times = u64_field(&call.input, "times")?.unwrap_or(u64::MAX);
         if u64::from(call.key.attempt) <= times {
-            Err(format!(
+            let message = format!(
                 "failing attempt {} of instance {} on purpose",
                 call.key.attempt, call.key.instance
-            ))
+            );
+            Err(match call.input.get("permanent") {
+                Some(Value::Bool(true)) => ExecError::Permanent(message),
+                _ => ExecError::Transient(message),
+            })
         } else {
             Ok(call.input)
         }
@@ -88,9 +93,10 @@ impl EmitEvent {
 
 #[async_trait]
 impl Executor for EmitEvent {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let event = json!({"key": call.key.to_string(), "event": call.input});
-        let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        let payload =
+            serde_json::to_vec(&event).map_err(|e| ExecError::permanent(e.to_string()))?;
         self.broker
             .publish(EVENTS_TOPIC, &call.key.session, payload)
             .await

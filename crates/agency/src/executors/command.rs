@@ -6,7 +6,7 @@
 //!
 //! `{"argv": ["python3", "agent.py", "--user", "{{user.id}}"], "user": {...}}`
 
-use super::{Call, Executor};
+use super::{Call, ExecError, Executor};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::process::Stdio;
@@ -20,7 +20,7 @@ const STDERR_TAIL: usize = 500;
 
 #[async_trait]
 impl Executor for Command {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let mut input = call.input;
         let argv: Vec<String> = match input.as_object_mut().and_then(|o| o.shift_remove("argv")) {
             Some(Value::Array(items)) => items
@@ -29,11 +29,21 @@ impl Executor for Command {
                     Value::String(s) => Ok(s),
                     other => Ok(other.to_string()),
                 })
-                .collect::<Result<_, String>>()?,
-            Some(other) => return Err(format!("`argv` must be a list of strings, found {other}")),
-            None => return Err("command needs `argv`, a list: program and arguments".into()),
+                .collect::<Result<_, ExecError>>()?,
+            Some(other) => {
+                return Err(ExecError::permanent(format!(
+                    "`argv` must be a list of strings, found {other}"
+                )))
+            }
+            None => {
+                return Err(ExecError::permanent(
+                    "command needs `argv`, a list: program and arguments",
+                ))
+            }
         };
-        let (program, args) = argv.split_first().ok_or("`argv` is empty")?;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| ExecError::permanent("`argv` is empty"))?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("AGENCY_IDEMPOTENCY_KEY", call.key.to_string())
@@ -46,8 +56,17 @@ impl Executor for Command {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start `{program}`: {e}"))?;
-        let stdin = serde_json::to_vec(&input).map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                let message = format!("cannot start `{program}`: {e}");
+                match e.kind() {
+                    // No retry will find or be allowed to run it.
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        ExecError::Permanent(message)
+                    }
+                    _ => ExecError::Transient(message),
+                }
+            })?;
+        let stdin = serde_json::to_vec(&input).map_err(|e| ExecError::permanent(e.to_string()))?;
         let writer = child.stdin.take();
         // Stdin is written while stdout and stderr are read: a child that prints more than a
         // pipe holds before it reads its input would otherwise wait on us as we wait on it.
@@ -63,7 +82,7 @@ impl Executor for Command {
             output
         };
         let output = tokio::select! {
-            output = run => output.map_err(|e| format!("`{program}`: {e}"))?,
+            output = run => output.map_err(|e| ExecError::Transient(format!("`{program}`: {e}")))?,
             // Dropping the child future kills the process (kill_on_drop).
             () = call.cancel.cancelled() => return Err("cancelled".into()),
         };
@@ -77,11 +96,11 @@ impl Executor for Command {
                 .into_iter()
                 .rev()
                 .collect();
-            return Err(format!(
+            return Err(ExecError::Transient(format!(
                 "`{program}` exited with {}: {}",
                 output.status,
                 tail.trim()
-            ));
+            )));
         }
         let stdout = String::from_utf8_lossy(&output.stdout);
         if stdout.trim().is_empty() {
@@ -89,7 +108,9 @@ impl Executor for Command {
         }
         serde_json::from_str(stdout.trim()).map_err(|e| {
             let excerpt: String = stdout.chars().take(200).collect();
-            format!("`{program}` printed something that is not JSON ({e}): {excerpt}")
+            ExecError::Transient(format!(
+                "`{program}` printed something that is not JSON ({e}): {excerpt}"
+            ))
         })
     }
 }

@@ -2,7 +2,7 @@
 //! `{"status", "body"}` with the body as JSON when it parses, as text otherwise; a non-2xx
 //! status is an error.
 
-use super::{u64_field, Call, Executor};
+use super::{u64_field, Call, ExecError, Executor};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -30,12 +30,12 @@ impl Default for HttpGet {
 
 #[async_trait]
 impl Executor for HttpGet {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let url = call
             .input
             .get("url")
             .and_then(Value::as_str)
-            .ok_or("http_get needs a `url` string")?;
+            .ok_or_else(|| ExecError::permanent("http_get needs a `url` string"))?;
         let timeout =
             u64_field(&call.input, "timeout_ms")?.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
         let request = self
@@ -45,17 +45,30 @@ impl Executor for HttpGet {
             .header("Idempotency-Key", call.key.to_string())
             .send();
         let response = tokio::select! {
-            response = request => response.map_err(|e| format!("GET {url}: {e}"))?,
+            response = request => response.map_err(|e| {
+                let message = format!("GET {url}: {e}");
+                // A URL that cannot be requested at all will not work on a retry.
+                if e.is_builder() { ExecError::Permanent(message) } else { ExecError::Transient(message) }
+            })?,
             () = call.cancel.cancelled() => return Err("cancelled".into()),
         };
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+            .map_err(|e| ExecError::Transient(format!("GET {url}: reading the body: {e}")))?;
         if !status.is_success() {
             let excerpt: String = text.chars().take(200).collect();
-            return Err(format!("GET {url} returned {status}: {excerpt}"));
+            let message = format!("GET {url} returned {status}: {excerpt}");
+            // A client error is the request's fault, except a timeout or a rate limit.
+            let permanent = status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            return Err(if permanent {
+                ExecError::Permanent(message)
+            } else {
+                ExecError::Transient(message)
+            });
         }
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok(json!({"status": status.as_u16(), "body": body}))

@@ -50,6 +50,45 @@ pub struct Call {
     pub cancel: CancellationToken,
 }
 
+/// Why an attempt failed, and whether another attempt can succeed. Its text is the error the
+/// result reports. A plain `String` converts to a transient error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// This attempt failed; another may succeed (a server that did not answer, a program that
+    /// exited non-zero): the task's retry policy applies.
+    #[error("{0}")]
+    Transient(String),
+    /// No attempt can succeed (the input is wrong, the program does not exist): the instance
+    /// fails now, without retries, and its failure says `"permanent": true`.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ExecError {
+    /// A failure retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(message.into())
+    }
+
+    /// Whether retrying cannot fix it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent(_))
+    }
+}
+
+impl From<String> for ExecError {
+    fn from(message: String) -> Self {
+        Self::Transient(message)
+    }
+}
+
+impl From<&str> for ExecError {
+    fn from(message: &str) -> Self {
+        Self::Transient(message.to_string())
+    }
+}
+
+/// Runs one instance's attempt: the code behind an executor name in session files.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
     /// Whether the executor reads its input; when not, instances are not rendered at all.
@@ -57,8 +96,8 @@ pub trait Executor: Send + Sync + 'static {
         true
     }
 
-    /// Runs one attempt; an `Err` is the attempt's error message.
-    async fn execute(&self, call: Call) -> Result<Value, String>;
+    /// Runs one attempt; an `Err` says why it failed and whether a retry can help.
+    async fn execute(&self, call: Call) -> Result<Value, ExecError>;
 }
 
 /// Executors by name.
@@ -100,13 +139,15 @@ impl Registry {
     }
 }
 
-/// Reads an optional non-negative integer field of an executor's input.
-pub(crate) fn u64_field(input: &Value, field: &str) -> Result<Option<u64>, String> {
+/// Reads an optional non-negative integer field of an executor's input; a wrong one is a
+/// permanent error (the input will not change on a retry).
+pub(crate) fn u64_field(input: &Value, field: &str) -> Result<Option<u64>, ExecError> {
     match input.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("`{field}` must be a non-negative integer, found {value}")),
+        Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+            ExecError::permanent(format!(
+                "`{field}` must be a non-negative integer, found {value}"
+            ))
+        }),
     }
 }

@@ -45,7 +45,7 @@ pub struct Measured {
 
 #[async_trait]
 impl Executor for Measured {
-    async fn execute(&self, call: Call) -> Result<Value, String> {
+    async fn execute(&self, call: Call) -> Result<Value, agency::ExecError> {
         let now = self.gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.gauge.max.fetch_max(now, Ordering::SeqCst);
         self.gauge.calls.fetch_add(1, Ordering::SeqCst);
@@ -61,7 +61,7 @@ pub struct Stubborn;
 
 #[async_trait]
 impl Executor for Stubborn {
-    async fn execute(&self, _call: Call) -> Result<Value, String> {
+    async fn execute(&self, _call: Call) -> Result<Value, agency::ExecError> {
         std::future::pending::<()>().await;
         Ok(Value::Null)
     }
