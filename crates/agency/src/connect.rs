@@ -1,6 +1,7 @@
 //! Connecting to the real servers, waiting a while for one that does not answer yet (a
 //! service starting beside its broker) before giving up with a clear error.
 
+use crate::error::{Error, Result};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -9,7 +10,7 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Connects to Redis, retrying with backoff while it does not answer.
 #[cfg(feature = "redis")]
-pub async fn connect_store(url: &str) -> anyhow::Result<events::RedisStore> {
+pub async fn connect_store(url: &str) -> Result<events::RedisStore> {
     let what = format!("connecting to redis at {url}");
     let never = CancellationToken::new();
     match events::retry(&what, &never, Some(CONNECT_DEADLINE), || {
@@ -18,21 +19,29 @@ pub async fn connect_store(url: &str) -> anyhow::Result<events::RedisStore> {
     .await
     {
         Some(Ok(store)) => Ok(store),
-        Some(Err(error)) => anyhow::bail!("cannot reach redis at {url}: {error}"),
-        None => anyhow::bail!("{what}: stopped"),
+        Some(Err(source)) => Err(Error::Unreachable {
+            server: "redis",
+            address: url.to_string(),
+            source,
+        }),
+        None => Err(events::Error::Closed(what).into()),
     }
 }
 
 /// Creates the Kafka client and checks the broker answers, retrying with backoff.
 #[cfg(feature = "kafka")]
-pub async fn connect_broker(options: events::KafkaOptions) -> anyhow::Result<events::KafkaBroker> {
+pub async fn connect_broker(options: events::KafkaOptions) -> Result<events::KafkaBroker> {
     let brokers = options.brokers.clone();
     let broker = events::KafkaBroker::connect(options)?;
     let what = format!("connecting to kafka at {brokers}");
     let never = CancellationToken::new();
     match events::retry(&what, &never, Some(CONNECT_DEADLINE), || broker.check()).await {
         Some(Ok(())) => Ok(broker),
-        Some(Err(error)) => anyhow::bail!("cannot reach kafka at {brokers}: {error}"),
-        None => anyhow::bail!("{what}: stopped"),
+        Some(Err(source)) => Err(Error::Unreachable {
+            server: "kafka",
+            address: brokers,
+            source,
+        }),
+        None => Err(events::Error::Closed(what).into()),
     }
 }

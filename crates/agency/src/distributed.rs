@@ -11,8 +11,9 @@
 pub use crate::connect::connect_broker;
 #[cfg(feature = "redis")]
 pub use crate::connect::connect_store;
-use crate::coordinator::{Coordinator, HandedOver, Progress};
+use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
+use crate::error::{Error, Result};
 use crate::outage::retrying;
 use events::{Broker, Message, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
@@ -37,20 +38,70 @@ pub struct Action {
     /// The session id; the session's own `session_id` or a fresh one when absent.
     #[serde(default)]
     pub key: Option<String>,
-    pub action: String,
+    /// What to do.
+    pub action: ActionKind,
+    /// The session document.
     pub data: Value,
+    /// Merged over the session's own context.
     #[serde(default)]
     pub context: Map<String, Value>,
 }
 
-/// Turns an action into a session document and its id, or says what is wrong with it.
-pub fn session_document(action: Action) -> Result<(String, Value), String> {
-    if action.action != "initialize" {
-        return Err(format!(
-            "unknown action `{}` (expected initialize)",
-            action.action
-        ));
+/// What an action asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum ActionKind {
+    /// Start (or resume) the session.
+    Initialize,
+}
+
+impl std::str::FromStr for ActionKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text {
+            "initialize" => Ok(Self::Initialize),
+            other => Err(format!("unknown action `{other}` (expected initialize)")),
+        }
     }
+}
+
+impl TryFrom<String> for ActionKind {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl Action {
+    /// Reads an intake message; the error is the dead-letter reason.
+    pub fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        /// The message as sent, before its `action` is known to be one.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Sent {
+            #[serde(default)]
+            key: Option<String>,
+            action: String,
+            data: Value,
+            #[serde(default)]
+            context: Map<String, Value>,
+        }
+        let sent: Sent = serde_json::from_slice(payload)
+            .map_err(|error| format!("not an agency action: {error}"))?;
+        Ok(Self {
+            key: sent.key,
+            action: sent.action.parse()?,
+            data: sent.data,
+            context: sent.context,
+        })
+    }
+}
+
+/// Turns an action into a session document and its id, or says what is wrong with it.
+pub fn session_document(action: Action) -> std::result::Result<(String, Value), String> {
+    let ActionKind::Initialize = action.action;
     let Value::Object(mut data) = action.data else {
         return Err("`data` must be a session object".into());
     };
@@ -86,7 +137,7 @@ pub async fn run_coordinator(
     group: &str,
     chunk: u64,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut consumer = broker.subscribe(ACTION_TOPIC, group).await?;
     let coordinator =
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
@@ -121,8 +172,8 @@ pub async fn run_coordinator(
                     match AssertUnwindSafe(running).catch_unwind().await {
                         Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
                         Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
-                        Ok(Err(error)) if error.is::<HandedOver>() => tracing::info!(session = %id, "{error}"),
-                        Ok(Err(error)) => tracing::error!(session = %id, error = %format!("{error:#}"), "session failed"),
+                        Ok(Err(error)) if error.is_handed_over() => tracing::info!(session = %id, "{error}"),
+                        Ok(Err(error)) => tracing::error!(session = %id, %error, "session failed"),
                         Err(_) => tracing::error!(session = %id, "session task panicked"),
                     }
                     position
@@ -142,10 +193,10 @@ async fn accept(
     rules: &Rules,
     message: &Message,
 ) -> Option<(String, Session)> {
-    let action = match serde_json::from_slice::<Action>(&message.payload) {
+    let action = match Action::decode(&message.payload) {
         Ok(action) => action,
-        Err(error) => {
-            dead_letter::send(broker, message, &format!("not an agency action: {error}")).await;
+        Err(reason) => {
+            dead_letter::send(broker, message, &reason).await;
             return None;
         }
     };
@@ -179,40 +230,41 @@ async fn accept(
 
 /// Produces a session to `agency_action`; returns its id. A result stored for the same id by an
 /// earlier run is deleted first, so whoever waits for this run's result does not get that one.
-pub async fn submit(
-    broker: &dyn Broker,
-    store: &dyn Store,
-    document: Value,
-) -> anyhow::Result<String> {
+pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> Result<String> {
     let action = Action {
         key: None,
-        action: "initialize".into(),
+        action: ActionKind::Initialize,
         data: document,
         context: Map::new(),
     };
-    let (id, data) = session_document(action).map_err(anyhow::Error::msg)?;
+    let (id, data) = session_document(action).map_err(Error::Action)?;
     retrying("deleting an earlier result", || store.delete_result(&id)).await?;
     let action = Action {
         key: Some(id.clone()),
-        action: "initialize".into(),
+        action: ActionKind::Initialize,
         data,
         context: Map::new(),
     };
     broker
-        .publish(ACTION_TOPIC, &id, serde_json::to_vec(&action)?)
+        .publish(
+            ACTION_TOPIC,
+            &id,
+            serde_json::to_vec(&action).map_err(|e| events::Error::encoding("the action", e))?,
+        )
         .await?;
     Ok(id)
 }
 
 /// A stored or announced result, read back; a value that is not one says so, naming the session.
-pub fn read_result(session: &str, value: Value) -> anyhow::Result<SessionResult> {
-    serde_json::from_value(value).map_err(|error| {
-        anyhow::anyhow!("the stored result of session {session} is not a session result: {error}")
+pub fn read_result(session: &str, value: Value) -> Result<SessionResult> {
+    serde_json::from_value(value).map_err(|error| Error::Corrupt {
+        what: format!("the stored result of session {session}"),
+        message: format!("not a session result: {error}"),
     })
 }
 
 /// The session's stored result, if it has one, waiting out an unreachable store.
-pub async fn load_result(store: &dyn Store, id: &str) -> anyhow::Result<Option<SessionResult>> {
+pub async fn load_result(store: &dyn Store, id: &str) -> Result<Option<SessionResult>> {
     match retrying("reading a result", || store.load_result(id)).await? {
         Some(value) => Ok(Some(read_result(id, value)?)),
         None => Ok(None),
@@ -225,7 +277,7 @@ pub async fn wait_result(
     store: &dyn Store,
     id: &str,
     timeout: Option<Duration>,
-) -> anyhow::Result<SessionResult> {
+) -> Result<SessionResult> {
     ResultWaiter::subscribe(store)
         .await?
         .wait(store, id, timeout)
@@ -245,7 +297,7 @@ impl std::fmt::Debug for ResultWaiter {
 }
 
 impl ResultWaiter {
-    pub async fn subscribe(store: &dyn Store) -> anyhow::Result<Self> {
+    pub async fn subscribe(store: &dyn Store) -> Result<Self> {
         Ok(Self {
             results: retrying("subscribing to results", || {
                 store.subscribe(RESULTS_CHANNEL)
@@ -260,7 +312,7 @@ impl ResultWaiter {
         store: &dyn Store,
         id: &str,
         timeout: Option<Duration>,
-    ) -> anyhow::Result<SessionResult> {
+    ) -> Result<SessionResult> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -290,7 +342,7 @@ impl ResultWaiter {
                     }
                 }
                 () = crate::coordinator::sleep_until(deadline) => {
-                    anyhow::bail!("no result for session {id} within {} s", timeout.unwrap_or_default().as_secs());
+                    return Err(Error::NoResult { session: id.to_string(), seconds: timeout.unwrap_or_default().as_secs() });
                 }
             }
         }

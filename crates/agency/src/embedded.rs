@@ -82,7 +82,7 @@ impl Engine {
         session: &Session,
         progress: &Progress,
         cancel: CancellationToken,
-    ) -> anyhow::Result<SessionResult> {
+    ) -> crate::Result<SessionResult> {
         let broker: Arc<dyn Broker> = self.broker.clone();
         let store: Arc<dyn Store> = self.store.clone();
         let shutdown = CancellationToken::new();
@@ -118,7 +118,7 @@ pub fn session_id(session: &Session) -> String {
 }
 
 /// Validates and runs a session document on a fresh embedded engine.
-pub async fn run_session(text: &str, options: &EmbeddedOptions) -> anyhow::Result<SessionResult> {
+pub async fn run_session(text: &str, options: &EmbeddedOptions) -> crate::Result<SessionResult> {
     let engine = Engine::new(options.clone());
     let session = engine.validate(text)?;
     engine

@@ -22,11 +22,13 @@ pub mod coordinator;
 mod dead_letter;
 pub mod distributed;
 pub mod embedded;
+mod error;
 pub mod executors;
 mod notice_router;
 mod outage;
 pub mod worker;
 
-pub use coordinator::{Coordinator, Progress};
+pub use coordinator::{Coordinator, HandedOver, Progress};
+pub use error::{Error, Result};
 pub use executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 pub use worker::{Worker, WorkerOptions};

@@ -4,15 +4,6 @@
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
-/// Whether `error` comes from a server that could not be reached (retrying may help).
-pub(crate) fn is_outage(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<events::Error>()
-            .is_some_and(events::Error::is_retryable)
-    })
-}
-
 /// Runs `operation` until it succeeds or fails for a reason retrying cannot fix; while the
 /// server is unreachable it waits with backoff and says so, naming `what` was being done. For
 /// work that has no stop of its own: it ends only with the process.
@@ -25,23 +16,4 @@ where
     events::retry(what, &never, None, operation)
         .await
         .unwrap_or_else(|| Err(events::Error::Closed(what.to_string())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unavailable() -> events::Error {
-        events::Error::Unavailable {
-            backend: "redis",
-            message: "connection refused".into(),
-        }
-    }
-
-    #[test]
-    fn outages_are_recognised_through_context() {
-        let wrapped = anyhow::Error::from(unavailable()).context("saving the context");
-        assert!(is_outage(&wrapped));
-        assert!(!is_outage(&anyhow::anyhow!("a bad session")));
-    }
 }

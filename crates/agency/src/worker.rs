@@ -125,7 +125,7 @@ impl Worker {
     /// but keeps awaiting the consumer, so the group never takes it for stuck however long its
     /// tasks run (Kafka's `max.poll.interval.ms`); it resumes when half of them have started.
     /// Offsets are committed per partition only past ranges that all finished.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> crate::Result<()> {
         let mut consumer = self
             .broker
             .subscribe(DISPATCH_TOPIC, &self.options.group)
@@ -246,7 +246,7 @@ impl Worker {
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
         if let Err(error) = self.execute(&item, &prepared, &cancel).await {
-            tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, error = %format!("{error:#}"), "cannot record outcomes");
+            tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, %error, "cannot record outcomes");
         }
     }
 
@@ -322,7 +322,7 @@ impl Worker {
         item: &WorkItem,
         prepared: &Prepared,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let outcomes = futures_util::stream::iter(item.start..item.end)
             .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel))
             .buffer_unordered(prepared.concurrency);
@@ -338,7 +338,7 @@ impl Worker {
     }
 
     /// Writes outcomes, then announces the accepted ones.
-    async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> anyhow::Result<()> {
+    async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> crate::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -371,7 +371,7 @@ impl Worker {
             notice
         };
         // Announced with the writes when the whole batch is accepted, as it nearly always is.
-        let whole = serde_json::to_vec(&notice(&vec![true; batch.len()]))?;
+        let whole = encode("a notice", &notice(&vec![true; batch.len()]))?;
         // An outage is waited out: the range's offset is not committed until its outcomes are in.
         let accepted = retrying("recording outcomes", || {
             self.store
@@ -385,7 +385,7 @@ impl Worker {
         if notice.is_empty() {
             return Ok(());
         }
-        let notice = serde_json::to_vec(&notice)?;
+        let notice = encode("a notice", &notice)?;
         let channel = notices_channel(&item.session);
         retrying("announcing outcomes", || {
             self.store.publish(&channel, notice.clone())
@@ -400,7 +400,7 @@ impl Worker {
         &self,
         item: &WorkItem,
         mut batch: Vec<Outcome>,
-    ) -> anyhow::Result<Vec<Outcome>> {
+    ) -> crate::Result<Vec<Outcome>> {
         for outcome in &mut batch {
             let Status::Succeeded(value) = &outcome.status else {
                 continue;
@@ -412,7 +412,7 @@ impl Worker {
                 "{}:{}:{}:{}",
                 item.task.group, item.task.task, outcome.instance, outcome.attempt
             );
-            let bytes = serde_json::to_vec(value)?;
+            let bytes = encode("a large result", value)?;
             retrying("storing a large result", || {
                 self.store.save_blob(&item.session, &name, bytes.clone())
             })
@@ -511,6 +511,11 @@ impl Worker {
             status,
         })
     }
+}
+
+/// A message as JSON; an encoding failure is an error, never an empty message.
+fn encode(what: &str, value: &impl serde::Serialize) -> crate::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| events::Error::encoding(what, e).into())
 }
 
 /// What a notice says of one outcome: instance, attempt, and the error (and whether it is

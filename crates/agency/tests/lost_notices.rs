@@ -93,7 +93,13 @@ impl Store for DeafStore {
     async fn subscribe(&self, channel: &str) -> events::Result<Box<dyn Subscription>> {
         self.inner.subscribe(channel).await
     }
-    async fn claim(&self, s: &str, o: &str, at: &str, l: Duration) -> events::Result<Claim> {
+    async fn claim(
+        &self,
+        s: &str,
+        o: &str,
+        at: &events::Origin,
+        l: Duration,
+    ) -> events::Result<Claim> {
         self.inner.claim(s, o, at, l).await
     }
     async fn renew(&self, s: &str, o: &str, l: Duration) -> events::Result<events::Renewal> {

@@ -308,8 +308,10 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
 /// or is recognised as finished, a resubmission under the same id starts over.
 pub async fn claim_suite(store: &dyn Store, session: &str) {
     let lease = Duration::from_secs(30);
-    let claim =
-        |owner: &'static str, origin: &'static str| store.claim(session, owner, origin, lease);
+    let claim = |owner: &'static str, origin: &'static str| async move {
+        let origin: crate::Origin = origin.parse().expect("an origin");
+        store.claim(session, owner, &origin, lease).await
+    };
     // A session the store knows nothing of (as after it lost its data) cannot be renewed.
     assert_eq!(
         store.renew(session, "a", lease).await.expect("renew"),

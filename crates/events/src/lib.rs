@@ -15,6 +15,7 @@ mod event_manager;
 #[cfg(feature = "kafka")]
 mod kafka_broker;
 pub mod messages;
+mod origin;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod retry;
@@ -30,6 +31,7 @@ pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+pub use origin::Origin;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use retry::{backoff, retry, Backoff, Retryable};

@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
+use crate::origin::Origin;
 use crate::store::{notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
@@ -458,7 +459,7 @@ impl Store for RedisStore {
         &self,
         session: &str,
         owner: &str,
-        origin: &str,
+        origin: &Origin,
         lease: Duration,
     ) -> Result<Claim> {
         let mut connection = self.connection.clone();
@@ -469,7 +470,7 @@ impl Store for RedisStore {
             .key(result_key(session))
             .arg(owner)
             .arg(lease.as_millis().max(1) as u64)
-            .arg(origin)
+            .arg(origin.to_string())
             .arg(RESULT_TTL_SECONDS)
             .invoke_async(&mut connection)
             .await

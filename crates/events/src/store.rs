@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
+use crate::origin::Origin;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -63,20 +64,6 @@ pub enum Renewal {
     StateLost,
 }
 
-/// Whether origin `previous` (`topic/partition/offset`) comes after `this` in the same
-/// partition.
-pub fn supersedes(previous: &str, this: &str) -> bool {
-    let split = |origin: &str| {
-        origin
-            .rsplit_once('/')
-            .and_then(|(at, offset)| Some((at.to_string(), offset.parse::<u64>().ok()?)))
-    };
-    match (split(previous), split(this)) {
-        (Some((at, offset)), Some((this_at, this_offset))) => at == this_at && offset > this_offset,
-        _ => false,
-    }
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
@@ -123,7 +110,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session: &str,
         owner: &str,
-        origin: &str,
+        origin: &Origin,
         lease: Duration,
     ) -> Result<Claim>;
     /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it) and keeps the
@@ -173,7 +160,7 @@ struct Sessions {
     mappings: HashMap<String, Map<String, Value>>,
     results: HashMap<String, Vec<u8>>,
     /// The action each session id was last started from.
-    origins: HashMap<String, String>,
+    origins: HashMap<String, Origin>,
     /// Lease holders and until when they hold it.
     leases: HashMap<String, (String, Instant)>,
 }
@@ -394,14 +381,14 @@ impl Store for MemoryStore {
         &self,
         session: &str,
         owner: &str,
-        origin: &str,
+        origin: &Origin,
         lease: Duration,
     ) -> Result<Claim> {
         let mut sessions = self.sessions()?;
         let previous = sessions.origins.get(session).cloned();
         if previous
-            .as_deref()
-            .is_some_and(|previous| supersedes(previous, origin))
+            .as_ref()
+            .is_some_and(|previous| previous.supersedes(origin))
         {
             return Ok(Claim::Superseded);
         }
@@ -411,7 +398,7 @@ impl Store for MemoryStore {
         {
             return Ok(Claim::Held);
         }
-        if previous.as_deref() == Some(origin) && sessions.results.contains_key(session) {
+        if previous.as_ref() == Some(origin) && sessions.results.contains_key(session) {
             return Ok(Claim::Finished);
         }
         sessions.leases.insert(
@@ -419,11 +406,9 @@ impl Store for MemoryStore {
             (owner.to_string(), Instant::now() + lease),
         );
         Ok(match previous {
-            Some(previous) if previous == origin => Claim::Resume,
+            Some(previous) if previous == *origin => Claim::Resume,
             previous => {
-                sessions
-                    .origins
-                    .insert(session.to_string(), origin.to_string());
+                sessions.origins.insert(session.to_string(), origin.clone());
                 sessions.results.remove(session);
                 if previous.is_some() {
                     Claim::Stale

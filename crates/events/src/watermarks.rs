@@ -20,9 +20,13 @@ impl Position {
         }
     }
 
-    /// `topic/partition/offset`.
-    pub fn origin(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    /// The message's origin, as a session started from it records it.
+    pub fn origin(&self) -> crate::Origin {
+        crate::Origin {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
     }
 }
 

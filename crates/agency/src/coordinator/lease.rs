@@ -3,7 +3,8 @@
 //! already; renewing it in a task of its own tells the run when the lease went to another.
 
 use super::{Coordinator, LEASE};
-use events::{Claim, Renewal};
+use crate::error::{Error, Result};
+use events::{Claim, Origin, Renewal};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -46,12 +47,29 @@ impl std::fmt::Display for HandedOver {
 
 impl std::error::Error for HandedOver {}
 
-pub(super) fn handed_over(session: &str, why: &'static str) -> anyhow::Error {
+pub(super) fn handed_over(session: &str, why: &'static str) -> Error {
     HandedOver {
         session: session.to_string(),
         why,
     }
     .into()
+}
+
+/// Who holds a session's lease: a coordinator, for one action. Naming the action too makes an
+/// older action delivered again to the same coordinator wait instead of taking over a newer run
+/// of the id. Written `owner@origin`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Holder<'a> {
+    /// The coordinator's name.
+    pub(super) owner: &'a str,
+    /// The action's origin.
+    pub(super) origin: &'a Origin,
+}
+
+impl std::fmt::Display for Holder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.owner, self.origin)
+    }
 }
 
 /// Why a coordinator is stopping, as a hand-over.
@@ -64,9 +82,9 @@ impl Coordinator {
         &self,
         holder: &str,
         id: &str,
-        origin: &str,
+        origin: &Origin,
         stop: &CancellationToken,
-    ) -> anyhow::Result<Taken> {
+    ) -> Result<Taken> {
         let mut unreachable = events::Backoff::new();
         loop {
             let wait = match self.store.claim(id, holder, origin, LEASE).await {
@@ -85,7 +103,7 @@ impl Coordinator {
                 Ok(Claim::Superseded) => {
                     tracing::info!(
                         session = id,
-                        origin,
+                        %origin,
                         "an older action for this session id, delivered again: skipped"
                     );
                     return Ok(Taken::Done(None));

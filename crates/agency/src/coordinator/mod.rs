@@ -22,11 +22,11 @@ mod work;
 
 pub use lease::HandedOver;
 
+use crate::error::{Error, Result};
 use crate::notice_router::NoticeRouter;
-use crate::outage::is_outage;
-use events::{Broker, Store};
+use events::{Broker, Origin, Store};
 use expansion::Limits;
-use lease::{handed_over, Start, Taken, STOPPING};
+use lease::{handed_over, Holder, Start, Taken, STOPPING};
 use run::SessionRun;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,7 +121,7 @@ impl Coordinator {
         id: &str,
         progress: &Progress,
         cancel: CancellationToken,
-    ) -> anyhow::Result<SessionResult> {
+    ) -> Result<SessionResult> {
         let name = uuid::Uuid::new_v4().to_string();
         let run = RunOf {
             name: &name,
@@ -148,13 +148,16 @@ impl Coordinator {
         &self,
         session: &Session,
         id: &str,
-        origin: &str,
+        origin: &Origin,
         progress: &Progress,
         stop: CancellationToken,
-    ) -> anyhow::Result<Option<SessionResult>> {
-        // The lease names the action too, so an older action delivered again to this same
-        // coordinator waits instead of taking over a newer run of the id.
-        let holder = format!("{}@{origin}", self.owner);
+    ) -> Result<Option<SessionResult>> {
+        let holder = Holder {
+            owner: &self.owner,
+            origin,
+        }
+        .to_string();
+        let name = origin.to_string();
         let mut outage = events::Backoff::new();
         let outcome = loop {
             let outcome = match self.take(&holder, id, origin, &stop).await {
@@ -165,7 +168,7 @@ impl Coordinator {
                 }
                 Ok(Taken::Run(start)) => {
                     let run = RunOf {
-                        name: origin,
+                        name: &name,
                         holder: Some(&holder),
                         start,
                     };
@@ -177,8 +180,8 @@ impl Coordinator {
             };
             // A server that could not be reached: wait, then resume from what was stored.
             match outcome {
-                Err(error) if is_outage(&error) && !stop.is_cancelled() => {
-                    tracing::warn!(session = id, error = %format!("{error:#}"), "session interrupted by an outage; resuming it");
+                Err(error) if error.is_retryable() && !stop.is_cancelled() => {
+                    tracing::warn!(session = id, %error, "session interrupted by an outage; resuming it");
                     if !outage.wait(&stop).await {
                         break Err(handed_over(id, STOPPING));
                     }
@@ -187,7 +190,7 @@ impl Coordinator {
             }
         };
         match &outcome {
-            Err(error) if error.is::<HandedOver>() => {}
+            Err(error) if error.is_handed_over() => {}
             Err(error) => self.publish_failure(id, error).await,
             Ok(_) => {}
         }
@@ -198,8 +201,8 @@ impl Coordinator {
     }
 
     /// Best effort: whoever waits for the session hears that it failed, and why.
-    async fn publish_failure(&self, id: &str, error: &anyhow::Error) {
-        let result = SessionResult::failed(id, vec![format!("{error:#}")]);
+    async fn publish_failure(&self, id: &str, error: &Error) {
+        let result = SessionResult::failed(id, vec![error.to_string()]);
         if let Err(error) = publish_result(self.store.as_ref(), &result).await {
             tracing::error!(session = id, %error, "cannot publish the failure of a session");
         }
@@ -218,7 +221,7 @@ impl Coordinator {
         }: RunOf<'_>,
         progress: &Progress,
         cancel: CancellationToken,
-    ) -> anyhow::Result<SessionResult> {
+    ) -> Result<SessionResult> {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         let result = run.drive(holder, cancel).await?;

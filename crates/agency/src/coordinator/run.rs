@@ -5,6 +5,7 @@
 use super::lease::{handed_over, STOPPING};
 use super::timers::Timers;
 use super::{Coordinator, Progress};
+use crate::error::{Error, Result};
 use crate::notice_router::Routed;
 use events::{Control, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
 use expansion::OutputFormat;
@@ -112,7 +113,7 @@ impl<'a> SessionRun<'a> {
         mut self,
         holder: Option<&str>,
         cancel: CancellationToken,
-    ) -> anyhow::Result<SessionResult> {
+    ) -> Result<SessionResult> {
         let id = self.id;
         // Registered before anything is dispatched, so no notice of this session is missed.
         let mut notices = self.coordinator.notices.register(id).await?;
@@ -182,8 +183,8 @@ impl<'a> SessionRun<'a> {
                             Some(Routed::Notice(notice)) => events.extend(self.notice_events(notice)),
                             // Notices published while unsubscribed are gone: read them from the store.
                             Some(Routed::Resubscribed) => resubscribed = true,
-                            Some(Routed::Failed(error)) => anyhow::bail!("notices of session {id}: {error}"),
-                            None => anyhow::bail!("notices of session {id} ended"),
+                            Some(Routed::Failed(error)) => return Err(Error::Notices { session: id.to_string(), message: error.to_string() }),
+                            None => return Err(Error::Notices { session: id.to_string(), message: "the subscription ended".into() }),
                         }
                     }
                     events.extend(self.expired());
@@ -193,7 +194,7 @@ impl<'a> SessionRun<'a> {
                     }
                 }
                 ended = &mut lease_ended => return Err(match ended {
-                    Ok(Renewal::StateLost) => anyhow::anyhow!("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished"),
+                    Ok(Renewal::StateLost) => Error::StateLost { session: id.to_string() },
                     _ => handed_over(id, "its lease went to another coordinator"),
                 }),
                 _ = reconcile_timer.tick() => {
@@ -258,7 +259,7 @@ impl<'a> SessionRun<'a> {
     /// Feeds events to the machine and carries out what it decides, until nothing is left:
     /// commands that answer with an event (plan, combine) feed it back. Ranges to dispatch are
     /// published together at the end, adjacent ones merged.
-    async fn apply(&mut self, events: Vec<SessionEvent>) -> anyhow::Result<()> {
+    async fn apply(&mut self, events: Vec<SessionEvent>) -> Result<()> {
         let mut queue: VecDeque<SessionCommand> = VecDeque::new();
         for event in events {
             queue.extend(self.machine.handle(event));
@@ -336,7 +337,7 @@ impl<'a> SessionRun<'a> {
                         };
                         self.coordinator
                             .store
-                            .publish(CONTROL_CHANNEL, serde_json::to_vec(&control)?)
+                            .publish(CONTROL_CHANNEL, encode("a cancel", &control)?)
                             .await?;
                         None
                     }
@@ -365,7 +366,7 @@ impl<'a> SessionRun<'a> {
 
     /// Feeds every stored outcome of every running task to the machine. Outcomes it already
     /// counted are ignored by it, so this is safe to repeat.
-    async fn reconcile(&mut self) -> anyhow::Result<()> {
+    async fn reconcile(&mut self) -> Result<()> {
         for (group, task, _) in self.machine.unsettled() {
             for events in self.stored_outcomes(group, task).await? {
                 self.apply(events).await?;
@@ -376,7 +377,7 @@ impl<'a> SessionRun<'a> {
 
     /// The final result: the machine's, with the results of tasks cut short loaded from the
     /// store. The context moves into it (the run is over), so it is never copied.
-    async fn result(mut self) -> anyhow::Result<SessionResult> {
+    async fn result(mut self) -> Result<SessionResult> {
         let context = std::mem::take(&mut self.context);
         let mut result = self.machine.result(self.id, context);
         for (g, t) in self.machine.cut_short() {
@@ -403,6 +404,11 @@ impl<'a> SessionRun<'a> {
         }
         Ok(result)
     }
+}
+
+/// A message as JSON; an encoding failure is an error, never an empty message.
+fn encode(what: &str, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| events::Error::encoding(what, e).into())
 }
 
 /// What a due timer means to the machine.

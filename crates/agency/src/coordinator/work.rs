@@ -4,7 +4,7 @@
 //! failed task.
 
 use super::run::SessionRun;
-use crate::outage::is_outage;
+use crate::error::{Error, Result};
 use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
 use expansion::{Expansion, FieldPath, Task};
 use serde_json::Value;
@@ -23,7 +23,7 @@ fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
 
 impl SessionRun<'_> {
     /// Plans a task against the context as it is now and stores what workers need.
-    pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
+    pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> Result<Event> {
         let spec = &self.session.spec.groups[g].tasks[t];
         let path = FieldPath::root()
             .key("groups")
@@ -87,7 +87,7 @@ impl SessionRun<'_> {
     }
 
     /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
-    pub(super) async fn publish(&self, mut items: Vec<WorkItem>) -> anyhow::Result<()> {
+    pub(super) async fn publish(&self, mut items: Vec<WorkItem>) -> Result<()> {
         if self.resuming {
             items = self.not_yet_done(items).await?;
         }
@@ -122,7 +122,7 @@ impl SessionRun<'_> {
     }
 
     /// The ranges with an instance whose outcome of this attempt (or a later one) is not stored.
-    async fn not_yet_done(&self, items: Vec<WorkItem>) -> anyhow::Result<Vec<WorkItem>> {
+    async fn not_yet_done(&self, items: Vec<WorkItem>) -> Result<Vec<WorkItem>> {
         let mut left = Vec::with_capacity(items.len());
         let ranges = items.len();
         for item in items {
@@ -155,7 +155,7 @@ impl SessionRun<'_> {
         &self,
         group: usize,
         task: usize,
-    ) -> anyhow::Result<Vec<Vec<SessionEvent>>> {
+    ) -> Result<Vec<Vec<SessionEvent>>> {
         let now = self.elapsed();
         let mut pages_of_events = Vec::new();
         for range in pages(self.instances(group, task)) {
@@ -194,11 +194,11 @@ impl SessionRun<'_> {
     }
 
     /// Combines a settled task's results in instance order and writes them to the context.
-    pub(super) async fn update_context(&mut self, g: usize, t: usize) -> anyhow::Result<Event> {
+    pub(super) async fn update_context(&mut self, g: usize, t: usize) -> Result<Event> {
         let format = self.formats.get(&(g, t)).copied().flatten();
         let results = match self.results(g, t).await {
             Ok(results) => results,
-            Err(error) if is_outage(&error) => return Err(error),
+            Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {
                 return Ok(Event::CombineFailed {
                     task: t,
@@ -242,7 +242,7 @@ impl SessionRun<'_> {
     }
 
     /// The task's results in instance order; `None` where an instance has no success.
-    pub(super) async fn results(&self, g: usize, t: usize) -> anyhow::Result<Vec<Option<Value>>> {
+    pub(super) async fn results(&self, g: usize, t: usize) -> Result<Vec<Option<Value>>> {
         let instances = self.instances(g, t);
         let mut results = Vec::with_capacity(instances as usize);
         for range in pages(instances) {
@@ -263,15 +263,19 @@ impl SessionRun<'_> {
     }
 
     /// A result stored by reference.
-    async fn blob(&self, g: usize, t: usize, name: &str) -> anyhow::Result<Value> {
+    async fn blob(&self, g: usize, t: usize, name: &str) -> Result<Value> {
         let bytes = self
             .coordinator
             .store
             .load_blob(self.id, name)
             .await?
-            .ok_or_else(|| {
-                anyhow::anyhow!("result {name} of group {g} task {t} is missing from the store")
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("result {name} of group {g} task {t}"),
+                message: "missing from the store".into(),
             })?;
-        Ok(serde_json::from_slice(&bytes)?)
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("result {name} of group {g} task {t}"),
+            message: e.to_string(),
+        })
     }
 }

@@ -40,6 +40,10 @@ pub enum Bench {
         /// Run one size in this process and print its JSON line (used by the other form)
         #[arg(long, hide = true)]
         one: Option<u64>,
+        /// Run the retry case instead: each instance of a `fail` task fails its first `N`
+        /// attempts and is retried at once (0 never fails; compare the two)
+        #[arg(long)]
+        fail_times: Option<u64>,
     },
     /// Distributed fan-out over real Kafka and Redis: starts a coordinator and two worker
     /// processes in a fresh namespace, then measures N no-op instances submit to result,
@@ -81,9 +85,10 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Embedded {
             one: Some(n),
             workers,
+            fail_times,
             ..
         } => {
-            println!("{}", embedded_case(n, workers)?);
+            println!("{}", embedded_case(n, workers, fail_times)?);
             Ok(())
         }
         Bench::Embedded {
@@ -91,6 +96,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             workers,
             json,
             one: None,
+            fail_times,
         } => {
             if !json {
                 println!(
@@ -109,6 +115,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                         "--one",
                         &n.to_string(),
                     ])
+                    .args(fail_times.map(|k| format!("--fail-times={k}")))
                     .output()?;
                 anyhow::ensure!(
                     output.status.success(),
@@ -256,7 +263,7 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
     }))
 }
 
-pub fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
+pub fn embedded_case(n: u64, workers: usize, fail_times: Option<u64>) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -264,11 +271,19 @@ pub fn embedded_case(n: u64, workers: usize) -> anyhow::Result<Value> {
         workers,
         ..Default::default()
     };
-    let text = fan_out_session(&format!("bench-{n}"), n).to_string();
+    let id = format!("bench-{n}");
+    let text = match fail_times {
+        Some(times) => retry_session(&id, n, times),
+        None => fan_out_session(&id, n),
+    }
+    .to_string();
     let started = Instant::now();
     let result = runtime.block_on(agency::embedded::run_session(&text, &options))?;
     let seconds = started.elapsed().as_secs_f64();
-    check_fan_out(&result, n)?;
+    match fail_times {
+        Some(times) => check_retries(&result, n, times)?,
+        None => check_fan_out(&result, n)?,
+    }
     Ok(json!({
         "instances": n,
         "workers": workers,

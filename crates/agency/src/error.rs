@@ -1,0 +1,118 @@
+//! The agency library's error: what went wrong running, submitting or waiting for a session,
+//! and whether trying again can help ([`Error::is_retryable`]: a server that could not be
+//! reached). Bad input never is.
+
+use crate::coordinator::HandedOver;
+
+/// The library's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A store or broker call failed; retryable when the server could not be reached.
+    #[error(transparent)]
+    Backend(#[from] events::Error),
+    /// The session document is not valid.
+    #[error(transparent)]
+    Invalid(#[from] taskgroup::Error),
+    /// An `agency_action` message that cannot be run, with why.
+    #[error("{0}")]
+    Action(String),
+    /// This coordinator stopped running the session without a result, for another to resume.
+    #[error(transparent)]
+    HandedOver(#[from] HandedOver),
+    /// The store lost a running session's state (a Redis restarted without persistence, or was
+    /// flushed): the session cannot be finished.
+    #[error("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished")]
+    StateLost {
+        /// The session's id.
+        session: String,
+    },
+    /// Stored data that should be there is not, or is not what it should be.
+    #[error("{what}: {message}")]
+    Corrupt {
+        /// What was read.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A session's notices stopped arriving.
+    #[error("notices of session {session}: {message}")]
+    Notices {
+        /// The session's id.
+        session: String,
+        /// What happened.
+        message: String,
+    },
+    /// No result arrived within the time given.
+    #[error("no result for session {session} within {seconds} s")]
+    NoResult {
+        /// The session's id.
+        session: String,
+        /// How long was waited.
+        seconds: u64,
+    },
+    /// A server did not answer within the time given for connecting.
+    #[error("cannot reach {server} at {address}: {source}")]
+    Unreachable {
+        /// `redis` or `kafka`.
+        server: &'static str,
+        /// Where it was looked for.
+        address: String,
+        /// The last error.
+        source: events::Error,
+    },
+    /// A task of the engine (a worker loop) panicked or was aborted.
+    #[error("{0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed later: a server that could not be reached.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Backend(error) if error.is_retryable())
+    }
+
+    /// Whether the session was left to another coordinator rather than failed.
+    pub fn is_handed_over(&self) -> bool {
+        matches!(self, Self::HandedOver(_))
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Task(error.to_string())
+    }
+}
+
+impl events::Retryable for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_server_is_retryable() {
+        let unreachable = Error::from(events::Error::Unavailable {
+            backend: "redis",
+            message: "connection refused".into(),
+        });
+        assert!(unreachable.is_retryable());
+        let refused = Error::from(events::Error::Corrupt {
+            what: "x".into(),
+            message: "y".into(),
+        });
+        assert!(!refused.is_retryable());
+        assert!(!Error::Action("unknown action".into()).is_retryable());
+        let left = Error::from(HandedOver {
+            session: "s".into(),
+            why: "stopping",
+        });
+        assert!(left.is_handed_over() && !left.is_retryable());
+    }
+}
