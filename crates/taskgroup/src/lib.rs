@@ -20,6 +20,7 @@ mod machine;
 mod policy;
 mod result;
 mod session;
+mod session_error;
 mod session_machine;
 mod spec;
 

@@ -4,6 +4,7 @@
 
 use super::lease::{handed_over, STOPPING};
 use super::timers::Timers;
+use super::work::merge_ranges;
 use super::{Coordinator, Progress};
 use crate::error::{Error, Result};
 use crate::notice_router::Routed;
@@ -440,72 +441,4 @@ fn mappings(session: &Session) -> Map<String, Value> {
         .flat_map(|group| &group.tasks)
         .map(|task| (task.id.clone(), Value::from(task.context_key())))
         .collect()
-}
-
-/// Merges ranges of the same task and attempt that touch, up to `chunk` instances each: retries
-/// due together (one instance each) leave as a few ranges, not one message per instance.
-fn merge_ranges(mut items: Vec<WorkItem>, chunk: u64) -> Vec<WorkItem> {
-    if items.len() < 2 {
-        return items;
-    }
-    items.sort_by_key(|item| (item.task.group, item.task.task, item.attempt, item.start));
-    let mut merged: Vec<WorkItem> = Vec::with_capacity(items.len());
-    for item in items {
-        match merged.last_mut() {
-            Some(last)
-                if last.task == item.task
-                    && last.attempt == item.attempt
-                    && last.end == item.start
-                    && item.end - last.start <= chunk =>
-            {
-                last.end = item.end;
-            }
-            _ => merged.push(item),
-        }
-    }
-    merged
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(task: usize, start: u64, end: u64, attempt: u32) -> WorkItem {
-        WorkItem {
-            v: events::messages::VERSION,
-            session: "s".into(),
-            run: "r".into(),
-            task: TaskRef { group: 0, task },
-            start,
-            end,
-            attempt,
-        }
-    }
-
-    #[test]
-    fn adjacent_ranges_of_one_task_and_attempt_merge_up_to_the_chunk() {
-        let items = vec![
-            item(0, 3, 4, 2),
-            item(0, 0, 1, 2),
-            item(0, 1, 2, 2),
-            item(0, 2, 3, 2),
-            item(0, 5, 6, 2),
-            item(0, 4, 5, 3),
-            item(1, 4, 5, 2),
-        ];
-        let ranges: Vec<(usize, u64, u64, u32)> = merge_ranges(items, 3)
-            .iter()
-            .map(|i| (i.task.task, i.start, i.end, i.attempt))
-            .collect();
-        assert_eq!(
-            ranges,
-            vec![
-                (0, 0, 3, 2),
-                (0, 3, 4, 2),
-                (0, 5, 6, 2),
-                (0, 4, 5, 3),
-                (1, 4, 5, 2)
-            ]
-        );
-    }
 }
