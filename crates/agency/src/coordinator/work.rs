@@ -21,6 +21,16 @@ fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
         .map(move |start| start..(start + PAGE).min(instances))
 }
 
+/// Sorts a store write's outcome: an unreachable store is the session's error (it waits the
+/// outage out and resumes); a refusal is the task's failure, returned as its message.
+fn refused(written: events::Result<()>, doing: &str) -> Result<Option<String>> {
+    match written {
+        Ok(()) => Ok(None),
+        Err(error) if error.is_retryable() => Err(error.into()),
+        Err(error) => Ok(Some(format!("{doing}: {error}"))),
+    }
+}
+
 impl SessionRun<'_> {
     /// Plans a task against the context as it is now and stores what workers need.
     pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> Result<Event> {
@@ -62,20 +72,13 @@ impl SessionRun<'_> {
             concurrency: spec.concurrency,
             instances: expansion.len(),
         };
-        match self
+        let saved = self
             .coordinator
             .store
             .save_task(self.id, TaskRef { group: g, task: t }, &record)
-            .await
-        {
-            Ok(()) => {}
-            Err(error) if error.is_retryable() => return Err(error.into()),
-            Err(error) => {
-                return Ok(Event::PlanFailed {
-                    task: t,
-                    error: format!("cannot store the task for workers: {error}"),
-                })
-            }
+            .await;
+        if let Some(error) = refused(saved, "cannot store the task for workers")? {
+            return Ok(Event::PlanFailed { task: t, error });
         }
         self.formats
             .insert((g, t), expansion.kind().map(|_| expansion.output_format()));
@@ -222,20 +225,13 @@ impl SessionRun<'_> {
         let key = self.session.spec.groups[g].tasks[t]
             .context_key()
             .to_string();
-        match self
+        let saved = self
             .coordinator
             .store
             .set_context(self.id, &key, &value)
-            .await
-        {
-            Ok(()) => {}
-            Err(error) if error.is_retryable() => return Err(error.into()),
-            Err(error) => {
-                return Ok(Event::CombineFailed {
-                    task: t,
-                    error: format!("cannot store the context: {error}"),
-                })
-            }
+            .await;
+        if let Some(error) = refused(saved, "cannot store the context")? {
+            return Ok(Event::CombineFailed { task: t, error });
         }
         self.context.insert(key, value);
         Ok(Event::ContextUpdated { task: t })
