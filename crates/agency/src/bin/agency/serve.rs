@@ -269,7 +269,7 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
                 Some(Event::Message { source, payload }) if source == notices => {
                     if let Ok(notice) = serde_json::from_slice::<Notice>(&payload) {
                         succeeded += notice.succeeded.iter().map(|(start, end, _)| end - start).sum::<u64>();
-                        failed += notice.failed.len() as u64;
+                        failed += (notice.failed.len() + notice.permanent.len()) as u64;
                     }
                 }
                 Some(Event::Message { payload, .. }) => {
