@@ -246,11 +246,7 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
         context: Map::new(),
     };
     broker
-        .publish(
-            ACTION_TOPIC,
-            &id,
-            serde_json::to_vec(&action).map_err(|e| events::Error::encoding("the action", e))?,
-        )
+        .publish(ACTION_TOPIC, &id, events::encode("the action", &action)?)
         .await?;
     Ok(id)
 }

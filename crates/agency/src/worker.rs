@@ -371,7 +371,7 @@ impl Worker {
             notice
         };
         // Announced with the writes when the whole batch is accepted, as it nearly always is.
-        let whole = encode("a notice", &notice(&vec![true; batch.len()]))?;
+        let whole = events::encode("a notice", &notice(&vec![true; batch.len()]))?;
         // An outage is waited out: the range's offset is not committed until its outcomes are in.
         let accepted = retrying("recording outcomes", || {
             self.store
@@ -385,7 +385,7 @@ impl Worker {
         if notice.is_empty() {
             return Ok(());
         }
-        let notice = encode("a notice", &notice)?;
+        let notice = events::encode("a notice", &notice)?;
         let channel = notices_channel(&item.session);
         retrying("announcing outcomes", || {
             self.store.publish(&channel, notice.clone())
@@ -412,7 +412,7 @@ impl Worker {
                 "{}:{}:{}:{}",
                 item.task.group, item.task.task, outcome.instance, outcome.attempt
             );
-            let bytes = encode("a large result", value)?;
+            let bytes = events::encode("a large result", value)?;
             retrying("storing a large result", || {
                 self.store.save_blob(&item.session, &name, bytes.clone())
             })
@@ -511,11 +511,6 @@ impl Worker {
             status,
         })
     }
-}
-
-/// A message as JSON; an encoding failure is an error, never an empty message.
-fn encode(what: &str, value: &impl serde::Serialize) -> crate::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| events::Error::encoding(what, e).into())
 }
 
 /// What a notice says of one outcome: instance, attempt, and the error (and whether it is

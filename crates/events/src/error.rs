@@ -49,3 +49,9 @@ impl Error {
         matches!(self, Self::Unavailable { .. })
     }
 }
+
+/// `value` as JSON, for a message or a stored value; a failure is [`Error::Encoding`] of
+/// `what`, never an empty message.
+pub fn encode(what: &str, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::encoding(what, e))
+}

@@ -26,7 +26,7 @@ pub use broker::{
     Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
     EVENTS_TOPIC,
 };
-pub use error::{Error, Result};
+pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};

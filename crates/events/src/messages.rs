@@ -32,7 +32,7 @@ pub struct WorkItem {
 impl WorkItem {
     /// The dispatch message; an encoding failure is an error, never an empty message.
     pub fn encode(&self) -> crate::Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| crate::Error::encoding("a work item", e))
+        crate::encode("a work item", self)
     }
 
     /// Decodes a dispatch message; the error says what is wrong, for the dead-letter record.

@@ -262,7 +262,7 @@ impl RedisStore {
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| corrupt("value to store", e))
+    crate::encode("a value to store", value)
 }
 
 #[async_trait]

@@ -6,6 +6,7 @@
 //! replaced by a newer attempt; an outcome whose attempt is not newer than the stored one is
 //! refused. Outcomes are written before they are announced, so a lost announcement loses nothing.
 
+use crate::error::encode;
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -173,10 +174,6 @@ impl Sessions {
             .filter(|(_, until)| *until > Instant::now())
             .map(|(owner, _)| owner.as_str())
     }
-}
-
-fn encode(what: &str, value: &Value) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::encoding(what, e))
 }
 
 fn decode(what: &str, bytes: &[u8]) -> Result<Value> {

@@ -46,11 +46,6 @@ impl SessionResult {
         self.status == ResultStatus::Completed
     }
 
-    /// The JSON document, encoded: the result stored and announced, without copying it first.
-    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
-
     /// The JSON a user sees, as a value (a copy of the context: for tests and small results).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_else(|error| {

@@ -236,9 +236,7 @@ pub(crate) async fn publish_result(
     store: &dyn Store,
     result: &SessionResult,
 ) -> events::Result<()> {
-    let encoded = result
-        .encode()
-        .map_err(|e| events::Error::encoding("the result", e))?;
+    let encoded = events::encode("the result", result)?;
     store.publish_result(&result.session_id, &encoded).await
 }
 

@@ -338,7 +338,7 @@ impl<'a> SessionRun<'a> {
                         };
                         self.coordinator
                             .store
-                            .publish(CONTROL_CHANNEL, encode("a cancel", &control)?)
+                            .publish(CONTROL_CHANNEL, events::encode("a cancel", &control)?)
                             .await?;
                         None
                     }
@@ -405,11 +405,6 @@ impl<'a> SessionRun<'a> {
         }
         Ok(result)
     }
-}
-
-/// A message as JSON; an encoding failure is an error, never an empty message.
-fn encode(what: &str, value: &impl serde::Serialize) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| events::Error::encoding(what, e).into())
 }
 
 /// What a due timer means to the machine.
