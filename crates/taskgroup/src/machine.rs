@@ -75,6 +75,34 @@ pub enum Event {
     Cancelled,
 }
 
+impl Event {
+    /// An attempt's outcome: `failure` is its error and whether it is permanent, `None` for a
+    /// success. `now` is the runtime's clock.
+    pub fn outcome(
+        task: usize,
+        instance: u64,
+        attempt: u32,
+        failure: Option<(String, bool)>,
+        now: Duration,
+    ) -> Self {
+        match failure {
+            None => Self::Succeeded {
+                task,
+                instance,
+                attempt,
+            },
+            Some((error, permanent)) => Self::Failed {
+                task,
+                instance,
+                attempt,
+                error,
+                permanent,
+                now,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Plan the task's expansion against the current context, then send `Planned`.

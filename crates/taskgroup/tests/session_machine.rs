@@ -74,28 +74,22 @@ impl Driver {
                                 attempt,
                             } => {
                                 for instance in start..end {
-                                    let event =
-                                        match outcome(&spec.tasks[task].id, instance, attempt) {
-                                            Some(Ok(())) => Event::Succeeded {
-                                                task,
-                                                instance,
-                                                attempt,
-                                            },
-                                            Some(Err(error)) => {
-                                                let error_is_permanent =
-                                                    error.starts_with("permanent");
-                                                Event::Failed {
-                                                    task,
-                                                    instance,
-                                                    attempt,
-                                                    error,
-                                                    permanent: error_is_permanent,
-                                                    now: Duration::ZERO,
-                                                }
-                                            }
-                                            None => continue,
-                                        };
-                                    queue.push_back(answer(event));
+                                    let Some(answered) =
+                                        outcome(&spec.tasks[task].id, instance, attempt)
+                                    else {
+                                        continue;
+                                    };
+                                    let failure = answered.err().map(|error| {
+                                        let permanent = error.starts_with("permanent");
+                                        (error, permanent)
+                                    });
+                                    queue.push_back(answer(Event::outcome(
+                                        task,
+                                        instance,
+                                        attempt,
+                                        failure,
+                                        Duration::ZERO,
+                                    )));
                                 }
                             }
                             Command::ScheduleRetry {

@@ -231,20 +231,11 @@ impl<'a> SessionRun<'a> {
         let now = self.elapsed();
         let successes: Vec<Event> = notice
             .successes()
-            .map(|(instance, attempt)| Event::Succeeded {
-                task,
-                instance,
-                attempt,
-            })
+            .map(|(instance, attempt)| Event::outcome(task, instance, attempt, None, now))
             .collect();
         let failures = |permanent: bool| {
-            move |(instance, attempt, error): (u64, u32, String)| Event::Failed {
-                task,
-                instance,
-                attempt,
-                error,
-                permanent,
-                now,
+            move |(instance, attempt, error): (u64, u32, String)| {
+                Event::outcome(task, instance, attempt, Some((error, permanent)), now)
             }
         };
         let failed = notice.failed.into_iter().map(failures(false));

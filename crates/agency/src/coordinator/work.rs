@@ -171,21 +171,12 @@ impl SessionRun<'_> {
                 .into_iter()
                 .flatten()
                 .map(|outcome| {
-                    let event = match outcome.status.failure() {
-                        None => Event::Succeeded {
-                            task,
-                            instance: outcome.instance,
-                            attempt: outcome.attempt,
-                        },
-                        Some((error, permanent)) => Event::Failed {
-                            task,
-                            instance: outcome.instance,
-                            attempt: outcome.attempt,
-                            error: error.to_string(),
-                            permanent,
-                            now,
-                        },
-                    };
+                    let failure = outcome
+                        .status
+                        .failure()
+                        .map(|(error, permanent)| (error.to_string(), permanent));
+                    let event =
+                        Event::outcome(task, outcome.instance, outcome.attempt, failure, now);
                     SessionEvent::Group { group, event }
                 })
                 .collect();
