@@ -19,7 +19,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::Message as _;
 use std::collections::HashSet;
@@ -168,19 +168,30 @@ impl KafkaBroker {
     /// The cluster's metadata, of one topic or of all, read on a blocking thread (librdkafka's
     /// call blocks for up to its 3 s timeout).
     async fn metadata(&self, topic: Option<&str>) -> Result<rdkafka::metadata::Metadata> {
-        let producer = self.producer.clone();
         let wanted = topic.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
+        self.blocking("fetching metadata", move |producer| {
             producer
                 .client()
                 .fetch_metadata(wanted.as_deref(), Duration::from_secs(3))
         })
         .await
-        .map_err(|e| Error::Unavailable {
-            backend: "kafka",
-            message: e.to_string(),
-        })?
-        .map_err(|e| kafka_error("fetching metadata", e))
+    }
+
+    /// Runs one of librdkafka's blocking calls through the producer's client on a blocking
+    /// thread, naming `operation` in its error.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &str,
+        call: impl FnOnce(&FutureProducer) -> KafkaResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || call(&producer))
+            .await
+            .map_err(|e| Error::Unavailable {
+                backend: "kafka",
+                message: e.to_string(),
+            })?
+            .map_err(|e| kafka_error(operation, e))
     }
 
     /// Messages ever produced to `topic`: the sum of its partitions' high watermarks (0 for a
@@ -193,9 +204,8 @@ impl KafkaBroker {
             .filter(|t| t.name() == topic && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
-        let producer = self.producer.clone();
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || {
+        self.blocking("fetching watermarks", move |producer| {
             partitions.iter().try_fold(0u64, |total, &partition| {
                 let (_, high) = producer.client().fetch_watermarks(
                     &topic,
@@ -206,11 +216,6 @@ impl KafkaBroker {
             })
         })
         .await
-        .map_err(|e| Error::Unavailable {
-            backend: "kafka",
-            message: e.to_string(),
-        })?
-        .map_err(|e| kafka_error("fetching watermarks", e))
     }
 
     /// Creates `topic` unless this client already did or it exists.
