@@ -345,13 +345,7 @@ impl Worker {
         // What the notice needs, taken before the outcomes move into the store.
         let summary: Vec<Announced> = batch
             .iter()
-            .map(|outcome| {
-                let failure = outcome
-                    .status
-                    .failure()
-                    .map(|(error, permanent)| (error.to_string(), permanent));
-                (outcome.instance, outcome.attempt, failure)
-            })
+            .map(|outcome| (outcome.instance, outcome.attempt, outcome.status.failure()))
             .collect();
         let batch = self.store_large_results(item, batch).await?;
         let notice = |accepted: &[bool]| {

@@ -98,12 +98,13 @@ pub enum Status {
 }
 
 impl Status {
-    /// The error of a failed attempt, and whether it is permanent; `None` for a success.
-    pub fn failure(&self) -> Option<(&str, bool)> {
+    /// The error of a failed attempt, and whether it is permanent; `None` for a success. The
+    /// form a notice and the machine's `Event::outcome` take.
+    pub fn failure(&self) -> Option<(String, bool)> {
         match self {
             Self::Succeeded(_) | Self::Stored(_) => None,
-            Self::Failed(error) | Self::TimedOut(error) => Some((error, false)),
-            Self::FailedPermanently(error) => Some((error, true)),
+            Self::Failed(error) | Self::TimedOut(error) => Some((error.clone(), false)),
+            Self::FailedPermanently(error) => Some((error.clone(), true)),
         }
     }
 }

@@ -171,10 +171,7 @@ impl SessionRun<'_> {
                 .into_iter()
                 .flatten()
                 .map(|outcome| {
-                    let failure = outcome
-                        .status
-                        .failure()
-                        .map(|(error, permanent)| (error.to_string(), permanent));
+                    let failure = outcome.status.failure();
                     let event =
                         Event::outcome(task, outcome.instance, outcome.attempt, failure, now);
                     SessionEvent::Group { group, event }
