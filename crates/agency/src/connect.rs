@@ -2,6 +2,7 @@
 //! service starting beside its broker) before giving up with a clear error.
 
 use crate::error::{Error, Result};
+use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -11,21 +12,7 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Connects to Redis, retrying with backoff while it does not answer.
 #[cfg(feature = "redis")]
 pub async fn connect_store(url: &str) -> Result<events::RedisStore> {
-    let what = format!("connecting to redis at {url}");
-    let never = CancellationToken::new();
-    match events::retry(&what, &never, Some(CONNECT_DEADLINE), || {
-        events::RedisStore::connect(url)
-    })
-    .await
-    {
-        Some(Ok(store)) => Ok(store),
-        Some(Err(source)) => Err(Error::Unreachable {
-            server: "redis",
-            address: url.to_string(),
-            source,
-        }),
-        None => Err(events::Error::Closed(what).into()),
-    }
+    reach("redis", url, || events::RedisStore::connect(url)).await
 }
 
 /// Creates the Kafka client and checks the broker answers, retrying with backoff.
@@ -33,13 +20,24 @@ pub async fn connect_store(url: &str) -> Result<events::RedisStore> {
 pub async fn connect_broker(options: events::KafkaOptions) -> Result<events::KafkaBroker> {
     let brokers = options.brokers.clone();
     let broker = events::KafkaBroker::connect(options)?;
-    let what = format!("connecting to kafka at {brokers}");
+    reach("kafka", &brokers, || broker.check()).await?;
+    Ok(broker)
+}
+
+/// Tries `operation` against `server` at `address` until it answers, or until
+/// [`CONNECT_DEADLINE`] has passed (then the last error, naming both).
+async fn reach<T, F, Fut>(server: &'static str, address: &str, operation: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = events::Result<T>>,
+{
+    let what = format!("connecting to {server} at {address}");
     let never = CancellationToken::new();
-    match events::retry(&what, &never, Some(CONNECT_DEADLINE), || broker.check()).await {
-        Some(Ok(())) => Ok(broker),
+    match events::retry(&what, &never, Some(CONNECT_DEADLINE), operation).await {
+        Some(Ok(value)) => Ok(value),
         Some(Err(source)) => Err(Error::Unreachable {
-            server: "kafka",
-            address: brokers,
+            server,
+            address: address.to_string(),
             source,
         }),
         None => Err(events::Error::Closed(what).into()),
