@@ -237,6 +237,9 @@ impl SessionMachine {
         if self.finished {
             return out;
         }
+        // Which groups can start changes only when a group ends (or the session starts or
+        // stops): an instance's outcome, the common event, does not look at the other groups.
+        let may_start = !matches!(event, SessionEvent::Group { .. });
         match event {
             SessionEvent::Start => {
                 if let Some(after) = self.timeout {
@@ -269,7 +272,13 @@ impl SessionMachine {
                 }
             }
         }
-        self.start_ready(&mut out);
+        if may_start
+            || out
+                .iter()
+                .any(|command| matches!(command, SessionCommand::Ended { .. }))
+        {
+            self.start_ready(&mut out);
+        }
         out
     }
 
