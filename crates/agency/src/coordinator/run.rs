@@ -229,23 +229,24 @@ impl<'a> SessionRun<'a> {
             return Vec::new();
         }
         let now = self.elapsed();
-        let successes: Vec<Event> = notice
-            .successes()
-            .map(|(instance, attempt)| Event::outcome(task, instance, attempt, None, now))
-            .collect();
-        let failures = |permanent: bool| {
-            move |(instance, attempt, error): (u64, u32, String)| {
-                Event::outcome(task, instance, attempt, Some((error, permanent)), now)
-            }
+        let event = |instance, attempt, failure| SessionEvent::Group {
+            group,
+            event: Event::outcome(task, instance, attempt, failure, now),
         };
-        let failed = notice.failed.into_iter().map(failures(false));
-        let permanent = notice.permanent.into_iter().map(failures(true));
-        successes
-            .into_iter()
-            .chain(failed)
-            .chain(permanent)
-            .map(|event| SessionEvent::Group { group, event })
-            .collect()
+        let mut events: Vec<SessionEvent> = notice
+            .successes()
+            .map(|(instance, attempt)| event(instance, attempt, None))
+            .collect();
+        let failed = notice.failed.into_iter().map(|f| (f, false));
+        let permanent = notice.permanent.into_iter().map(|f| (f, true));
+        events.extend(
+            failed
+                .chain(permanent)
+                .map(|((instance, attempt, error), permanent)| {
+                    event(instance, attempt, Some((error, permanent)))
+                }),
+        );
+        events
     }
 
     /// Feeds events to the machine and carries out what it decides, until nothing is left:
