@@ -14,7 +14,7 @@ use events::{
     Source, Status, Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL,
     DISPATCH_TOPIC,
 };
-use expansion::{Expansion, FieldPath, Limits, Task};
+use expansion::{Expansion, Limits};
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -284,18 +284,11 @@ impl Worker {
     }
 
     fn plan(&self, session: &str, task: TaskRef, record: TaskRecord) -> Prepared {
-        let path = FieldPath::root()
-            .key("groups")
-            .index(task.group)
-            .key("tasks")
-            .index(task.task);
-        let expansion = Expansion::plan(
-            Task {
-                id: &record.task_id,
-                path: &path,
-                input: &record.input,
-                expansion_config: record.expansion_config.as_ref(),
-            },
+        let expansion = taskgroup::plan_task(
+            (task.group, task.task),
+            &record.task_id,
+            &record.input,
+            record.expansion_config.as_ref(),
             &record.context,
             &self.options.limits,
         )

@@ -56,7 +56,7 @@ impl WorkItem {
 }
 
 /// Everything a worker needs to expand and execute a task's instances, stored once per task
-/// when the coordinator plans it. The context is the one the task was planned against.
+/// when the coordinator plans it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The run of the session that planned the task (see [`WorkItem::run`]).
@@ -67,7 +67,8 @@ pub struct TaskRecord {
     pub executor: String,
     pub input: Value,
     pub expansion_config: Option<Value>,
-    /// The context object the task was planned against.
+    /// The part of the context the task was planned against that its expansion reads: the
+    /// top-level keys it looks up, so the record does not grow with unrelated context values.
     pub context: Value,
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,

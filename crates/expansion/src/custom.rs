@@ -2,6 +2,7 @@
 //! `field_mappings`), laid out as dimensions and variables for the combination space.
 
 use crate::config::{expect_object, wrong_type, Spec};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result, Site};
 use crate::expansion::{Binding, Source};
 use crate::path::FieldPath;
@@ -13,7 +14,7 @@ use serde_json::{Map, Value};
 pub(crate) fn custom_layout(
     spec: &Spec,
     input: &Value,
-    context: &Value,
+    context: &Context<'_>,
     config_path: &FieldPath,
     site: &Site,
 ) -> Result<Layout> {

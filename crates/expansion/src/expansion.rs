@@ -86,6 +86,8 @@ pub struct Expansion {
     pub(crate) input_path: FieldPath,
     /// `Some(limit)` when an instance could exceed the limit and must be measured after rendering.
     pub(crate) check_size: Option<usize>,
+    /// The top-level context keys planning read (see [`Expansion::context_keys`]).
+    pub(crate) context_keys: Vec<String>,
 }
 
 impl Expansion {

@@ -46,6 +46,7 @@
 //! This crate does no IO; errors name the task and the field path they are about.
 
 mod config;
+mod context;
 mod custom;
 mod error;
 mod expansion;

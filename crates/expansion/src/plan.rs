@@ -2,9 +2,10 @@
 //! an [`Expansion`]. Everything that can be checked before running is checked here, once.
 
 use crate::config::{self, expect_object, ExpansionType, Spec};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result, Site};
 use crate::expansion::{Binding, Expansion, Limits, Source};
-use crate::path::{json_len, lookup, lookup_parts, remove, FieldPath};
+use crate::path::{json_len, lookup, remove, FieldPath};
 use crate::select;
 use crate::space::{Dimension, Space};
 use crate::template::{Resolve, Slot, Template};
@@ -38,6 +39,13 @@ impl Expansion {
     /// Plans `task`'s expansion against `context`. A `context.` reference the context does not
     /// hold gives [`ErrorKind::ContextMissing`], which a caller may treat as "known at run time".
     pub fn plan(task: Task<'_>, context: &Value, limits: &Limits) -> Result<Self> {
+        let context = Context::new(context);
+        let mut expansion = Self::plan_reading(task, &context, limits)?;
+        expansion.context_keys = context.into_keys();
+        Ok(expansion)
+    }
+
+    fn plan_reading(task: Task<'_>, context: &Context<'_>, limits: &Limits) -> Result<Self> {
         let site = Site {
             task: task.id.to_string(),
         };
@@ -119,6 +127,7 @@ impl Expansion {
             len: 0,
             input_path: input_path.clone(),
             check_size: None,
+            context_keys: Vec::new(),
         };
         if !spec.exclude.is_empty() || !conditions.is_empty() {
             let raw = expansion.space.raw_len;
@@ -176,7 +185,7 @@ impl Expansion {
 fn single_instance(
     input: &Value,
     input_path: &FieldPath,
-    context: &Value,
+    context: &Context<'_>,
     site: &Site,
     limits: &Limits,
 ) -> Result<Expansion> {
@@ -199,6 +208,7 @@ fn single_instance(
         len: 1,
         input_path: input_path.clone(),
         check_size: None,
+        context_keys: Vec::new(),
     };
     expansion.check_size = size_check(&expansion, input, names.max_literal.get(), limits);
     Ok(expansion)
@@ -208,7 +218,7 @@ fn single_instance(
 fn mapped_layout(
     spec: &Spec,
     input: &Value,
-    context: &Value,
+    context: &Context<'_>,
     config_path: &FieldPath,
     site: &Site,
 ) -> Result<Layout> {
@@ -339,12 +349,12 @@ pub(crate) fn zipped(
 pub(crate) fn resolve<'v>(
     source: &str,
     input: &'v Value,
-    context: &'v Value,
+    context: &Context<'v>,
     at: &FieldPath,
     site: &Site,
 ) -> Result<&'v Value> {
     match source.strip_prefix("context.") {
-        Some(key) => lookup(context, key).ok_or_else(|| {
+        Some(key) => context.lookup(key).ok_or_else(|| {
             site.error(
                 at,
                 ErrorKind::ContextMissing {
@@ -366,7 +376,7 @@ pub(crate) fn resolve<'v>(
 fn resolve_array<'v>(
     source: &str,
     input: &'v Value,
-    context: &'v Value,
+    context: &Context<'v>,
     at: &FieldPath,
     site: &Site,
 ) -> Result<&'v Vec<Value>> {
@@ -400,12 +410,12 @@ pub(crate) fn unknown_variable(
 /// Resolves template names: the expansion's variables, `index` and `context.*`.
 struct Names<'a> {
     variables: &'a [String],
-    context: &'a Value,
+    context: &'a Context<'a>,
     max_literal: Cell<usize>,
 }
 
 impl<'a> Names<'a> {
-    fn new(variables: &'a [String], context: &'a Value) -> Self {
+    fn new(variables: &'a [String], context: &'a Context<'a>) -> Self {
         Self {
             variables,
             context,
@@ -425,11 +435,12 @@ impl Resolve for Names<'_> {
                 "`index` is a number and has no fields".into(),
             )),
             "context" => {
-                let value = lookup_parts(self.context, rest.iter().copied()).ok_or_else(|| {
-                    ErrorKind::ContextMissing {
+                let value = self
+                    .context
+                    .lookup_parts(rest.iter().copied())
+                    .ok_or_else(|| ErrorKind::ContextMissing {
                         key: rest.join("."),
-                    }
-                })?;
+                    })?;
                 self.max_literal
                     .set(self.max_literal.get().max(json_len(value)));
                 Ok((Slot::Literal(value.clone()), rest.len()))

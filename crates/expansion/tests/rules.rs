@@ -347,3 +347,41 @@ fn a_million_instance_matrix_is_counted_without_building_instances() {
         json!({"row": 999, "col": 999})
     );
 }
+
+#[test]
+fn an_expansion_knows_which_context_keys_it_read_and_plans_the_same_from_them_alone() {
+    let big: Vec<u64> = (0..10_000).collect();
+    let context = json!({
+        "users": {"list": ["ann", "bob"]},
+        "greeting": "hi",
+        "custom": {"size": [1, 2]},
+        "unread": big,
+    });
+    let input = json!({
+        "expansion_config": {"type": "array", "array_mapping": {"u": "context.users.list"}},
+        "p": "{{context.greeting}} {{u}}",
+    });
+    let full = plan_with(&input, &context, &Limits::default()).unwrap();
+    assert_eq!(full.context_keys(), ["users", "greeting"]);
+
+    let serde_json::Value::Object(map) = &context else {
+        unreachable!()
+    };
+    let subset = full.context_subset(map);
+    assert_eq!(subset.keys().collect::<Vec<_>>(), ["users", "greeting"]);
+    let again = plan_with(
+        &input,
+        &serde_json::Value::Object(subset),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(render_all(&again), render_all(&full));
+    assert_eq!(render_all(&full)[1]["p"], "hi bob");
+
+    let custom = json!({
+        "expansion_config": {"type": "custom", "transform_rules": {"source": "context.custom", "combine": ["size"]}},
+    });
+    let planned = plan_with(&custom, &context, &Limits::default()).unwrap();
+    assert_eq!(planned.context_keys(), ["custom"]);
+    assert!(plan(json!({"p": "{{index}}"})).context_keys().is_empty());
+}

@@ -17,6 +17,7 @@
 mod error;
 mod graph;
 mod machine;
+mod planning;
 mod policy;
 mod result;
 mod session;
@@ -29,6 +30,7 @@ pub use machine::{
     Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
     DEFAULT_CHUNK,
 };
+pub use planning::{plan_task, task_path};
 pub use policy::{FailurePolicy, RetryPolicy, Threshold};
 pub use result::{
     GroupOutcome, GroupSummary, InstanceFailure, InstanceResult, ResultStatus, SessionResult,

@@ -3,9 +3,10 @@
 
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
+use crate::planning::{plan_task, task_path};
 use crate::policy::{FailurePolicy, RetryPolicy};
 use crate::spec::{SessionSpec, TaskSpec};
-use expansion::{ErrorKind, Expansion, FieldPath, Limits, Task};
+use expansion::{ErrorKind, Expansion, FieldPath, Limits};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -160,10 +161,6 @@ struct Check {
 
 fn group_path(g: usize) -> FieldPath {
     FieldPath::root().key("groups").index(g)
-}
-
-fn task_path(g: usize, t: usize) -> FieldPath {
-    group_path(g).key("tasks").index(t)
 }
 
 impl Check {
@@ -367,13 +364,11 @@ impl Check {
             let mut group_plans = Vec::with_capacity(group.tasks.len());
             for (t, task) in group.tasks.iter().enumerate() {
                 let path = task_path(g, t);
-                let planned = Expansion::plan(
-                    Task {
-                        id: &task.id,
-                        path: &path,
-                        input: &task.input,
-                        expansion_config: task.expansion_config.as_ref(),
-                    },
+                let planned = plan_task(
+                    (g, t),
+                    &task.id,
+                    &task.input,
+                    task.expansion_config.as_ref(),
                     &context,
                     limits,
                 );

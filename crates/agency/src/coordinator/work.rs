@@ -6,8 +6,8 @@
 use super::run::SessionRun;
 use crate::error::{Error, Result};
 use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
-use expansion::{Expansion, FieldPath, Task};
 use serde_json::Value;
+use std::borrow::Cow;
 use taskgroup::{Event, SessionEvent};
 
 /// Outcomes loaded from the store at a time when combining a task's results.
@@ -32,32 +32,31 @@ fn refused(written: events::Result<()>, doing: &str) -> Result<Option<String>> {
 }
 
 impl SessionRun<'_> {
-    /// Plans a task against the context as it is now and stores what workers need.
+    /// Plans a task (validation's plan when running cannot have changed it, otherwise against
+    /// the context as it is now) and stores what workers need: the task and the context keys its
+    /// expansion reads, not the whole context.
     pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> Result<Event> {
         let spec = &self.session.spec.groups[g].tasks[t];
-        let path = FieldPath::root()
-            .key("groups")
-            .index(g)
-            .key("tasks")
-            .index(t);
-        let context = Value::Object(self.context.clone());
-        let planned = Expansion::plan(
-            Task {
-                id: &spec.id,
-                path: &path,
-                input: &spec.input,
-                expansion_config: spec.expansion_config.as_ref(),
-            },
-            &context,
-            &self.coordinator.limits,
-        );
-        let expansion = match planned {
-            Ok(expansion) => expansion,
-            Err(error) => {
-                return Ok(Event::PlanFailed {
-                    task: t,
-                    error: error.to_string(),
-                })
+        let expansion = match self.session.settled_plan(g, t) {
+            Some(expansion) => Cow::Borrowed(expansion),
+            None => {
+                let planned = taskgroup::plan_task(
+                    (g, t),
+                    &spec.id,
+                    &spec.input,
+                    spec.expansion_config.as_ref(),
+                    &Value::Object(self.context.clone()),
+                    &self.coordinator.limits,
+                );
+                match planned {
+                    Ok(expansion) => Cow::Owned(expansion),
+                    Err(error) => {
+                        return Ok(Event::PlanFailed {
+                            task: t,
+                            error: error.to_string(),
+                        })
+                    }
+                }
             }
         };
         let record = TaskRecord {
@@ -67,11 +66,15 @@ impl SessionRun<'_> {
             executor: spec.executor.clone(),
             input: spec.input.clone(),
             expansion_config: spec.expansion_config.clone(),
-            context,
+            context: Value::Object(expansion.context_subset(&self.context)),
             timeout_ms: spec.timeout_ms,
             concurrency: spec.concurrency,
             instances: expansion.len(),
         };
+        let (instances, format) = (
+            expansion.len(),
+            expansion.kind().map(|_| expansion.output_format()),
+        );
         let saved = self
             .coordinator
             .store
@@ -80,11 +83,10 @@ impl SessionRun<'_> {
         if let Some(error) = refused(saved, "cannot store the task for workers")? {
             return Ok(Event::PlanFailed { task: t, error });
         }
-        self.formats
-            .insert((g, t), expansion.kind().map(|_| expansion.output_format()));
+        self.formats.insert((g, t), format);
         Ok(Event::Planned {
             task: t,
-            instances: expansion.len(),
+            instances,
             now: self.elapsed(),
         })
     }
