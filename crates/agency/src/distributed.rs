@@ -293,6 +293,7 @@ impl std::fmt::Debug for ResultWaiter {
 }
 
 impl ResultWaiter {
+    /// Subscribes to the results channel; do it before submitting, so no result is missed.
     pub async fn subscribe(store: &dyn Store) -> Result<Self> {
         Ok(Self {
             results: retrying("subscribing to results", || {

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use taskgroup::{Rules, Session, SessionResult};
 use tokio_util::sync::CancellationToken;
 
+/// How an embedded engine runs: workers, their options, range size and limits.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
     /// Worker loops in the process.
     pub workers: usize,
+    /// The options every worker loop runs with.
     pub worker: WorkerOptions,
     /// Instances per dispatched range.
     pub chunk: u64,
+    /// Bounds on expansions, checked at validation and planning.
     pub limits: Limits,
 }
 
@@ -41,6 +44,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with the built-in executors and empty in-memory broker and store.
     pub fn new(options: EmbeddedOptions) -> Self {
         let broker = Arc::new(MemoryBroker::new());
         let registry = Registry::builtin(broker.clone());
@@ -52,14 +56,17 @@ impl Engine {
         }
     }
 
+    /// The executors, to register custom ones before running.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }
 
+    /// The in-memory broker the engine runs on (events emitted by tasks land there).
     pub fn broker(&self) -> Arc<MemoryBroker> {
         self.broker.clone()
     }
 
+    /// The in-memory store the engine runs on.
     pub fn store(&self) -> Arc<MemoryStore> {
         self.store.clone()
     }
@@ -69,6 +76,7 @@ impl Engine {
         Session::from_json(text, &self.rules())
     }
 
+    /// What sessions are validated against: this engine's limits and executor names.
     pub fn rules(&self) -> Rules {
         Rules {
             limits: self.options.limits,

@@ -16,6 +16,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 #[cfg(any(feature = "redis", feature = "kafka"))]
 mod connect;
 pub mod coordinator;

@@ -36,6 +36,7 @@ const CACHE_LIMIT: usize = 1024;
 /// The consumer group every worker joins.
 pub const WORKER_GROUP: &str = "agency-workers";
 
+/// How a worker runs: concurrency, batching, limits and its consumer group.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Instances in flight per task when the task sets no `concurrency`.
@@ -44,6 +45,7 @@ pub struct WorkerOptions {
     pub ranges_in_flight: usize,
     /// Outcomes written and announced together.
     pub batch: usize,
+    /// Bounds on expansions, checked when planning a task.
     pub limits: Limits,
     /// The consumer group on the dispatch topic; every worker of a deployment joins the same one.
     pub group: String,
@@ -80,6 +82,7 @@ struct Prepared {
 /// halved the 1M fan-out rate), so pausing is kept for a real backlog.
 pub const WAITING: usize = 64;
 
+/// Takes dispatched ranges, runs their instances, and records and announces outcomes.
 pub struct Worker {
     broker: Arc<dyn Broker>,
     store: Arc<dyn Store>,
@@ -102,6 +105,7 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// A worker taking ranges from `broker`, recording outcomes in `store`, running `registry`'s executors.
     pub fn new(
         broker: Arc<dyn Broker>,
         store: Arc<dyn Store>,

@@ -20,15 +20,22 @@ pub const DEAD_LETTER_TOPIC: &str = "agency_dead_letter";
 /// Events that tasks emit (the `emit_event` executor).
 pub const EVENTS_TOPIC: &str = "agency_events";
 
+/// One message read from a topic, with where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The topic it was read from.
     pub topic: String,
+    /// The key it was published with (it chose the partition).
     pub key: String,
+    /// Its bytes, as published.
     pub payload: Vec<u8>,
+    /// Its offset in the partition.
     pub offset: u64,
+    /// The partition it sits in.
     pub partition: i32,
 }
 
+/// A log of topics read in consumer groups: Kafka, or the in-memory twin.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Appends a message to `topic`; returns when the broker has it.
@@ -37,6 +44,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
 }
 
+/// One member of a consumer group on one topic.
 #[async_trait]
 pub trait Consumer: Send {
     /// The next message for this member; waits until there is one.
@@ -47,6 +55,7 @@ pub trait Consumer: Send {
     /// yields nothing from them until `resume`. For a member whose hands are full: it must keep
     /// calling `next`, or the group decides it is stuck and takes its partitions away.
     fn pause(&mut self) -> Result<()>;
+    /// Fetches again from the partitions paused by [`Consumer::pause`].
     fn resume(&mut self) -> Result<()>;
 }
 
@@ -65,6 +74,7 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// An empty broker: topics appear when first published to or subscribed.
     pub fn new() -> Self {
         Self::default()
     }
@@ -192,6 +202,7 @@ impl std::fmt::Debug for Namespaced {
 }
 
 impl Namespaced {
+    /// Wraps `inner` so every topic and group name starts with `prefix`.
     pub fn new(inner: Arc<dyn Broker>, prefix: &str) -> Self {
         Self {
             inner,

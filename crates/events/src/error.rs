@@ -1,28 +1,45 @@
 //! The events crate's error: which backend operation failed, and whether retrying can help.
 
+/// The events crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A failed store or broker operation.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// The server could not be reached or dropped the connection; retrying may help.
     #[error("{backend} unavailable: {message}")]
     Unavailable {
+        /// Which backend: `redis`, `kafka`, `memory`, ...
         backend: &'static str,
+        /// The client's message.
         message: String,
     },
     /// The server answered with an error for this operation; retrying the same call will not help.
     #[error("{backend} refused {operation}: {message}")]
     Refused {
+        /// Which backend: `redis`, `kafka`, `memory`, ...
         backend: &'static str,
+        /// What was asked, e.g. `creating topic agency_dispatch`.
         operation: String,
+        /// The server's answer.
         message: String,
     },
     /// Stored data could not be decoded.
     #[error("corrupt {what}: {message}")]
-    Corrupt { what: String, message: String },
+    Corrupt {
+        /// What was being read, e.g. `outcome of instance 3`.
+        what: String,
+        /// The decoder's message.
+        message: String,
+    },
     /// A value could not be encoded (JSON that cannot be written); nothing was sent or stored.
     #[error("cannot encode {what}: {message}")]
-    Encoding { what: String, message: String },
+    Encoding {
+        /// What was being written.
+        what: String,
+        /// The encoder's message.
+        message: String,
+    },
     /// A subscription ended (the backend is shutting down).
     #[error("{0} closed")]
     Closed(String),

@@ -18,7 +18,12 @@ pub enum Source {
     /// Every Redis pub/sub channel matching a glob pattern.
     Pattern(String),
     /// A Kafka topic, read in consumer group `group` (each message committed once forwarded).
-    Topic { topic: String, group: String },
+    Topic {
+        /// The topic read.
+        topic: String,
+        /// The consumer group it is read in.
+        group: String,
+    },
 }
 
 impl Source {
@@ -31,19 +36,26 @@ impl Source {
     }
 }
 
+/// What a source gave the manager, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A message arrived.
     Message {
+        /// Where it came from.
         source: Source,
+        /// Its bytes, as published.
         payload: Vec<u8>,
     },
     /// The source's connection dropped and was restored: messages in between may be lost.
     Resubscribed {
+        /// The source that reconnected.
         source: Source,
     },
     /// The source failed in a way retrying does not fix; it is no longer read.
     Failed {
+        /// The source that failed.
         source: Source,
+        /// Why it failed.
         error: String,
     },
 }
@@ -62,6 +74,7 @@ impl std::fmt::Debug for EventManager {
 }
 
 impl EventManager {
+    /// A manager reading channels from `store` and, when given, topics from `broker`.
     pub fn new(store: Arc<dyn Store>, broker: Option<Arc<dyn Broker>>) -> Self {
         Self { store, broker }
     }

@@ -138,6 +138,8 @@ fn kafka_error(operation: &str, error: KafkaError) -> Error {
 }
 
 impl KafkaBroker {
+    /// Creates the producer and admin clients for `options.brokers` (librdkafka connects in the
+    /// background; [`KafkaBroker::check`] says whether the broker answers).
     pub fn connect(options: KafkaOptions) -> Result<Self> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &options.brokers)

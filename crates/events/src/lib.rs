@@ -7,6 +7,8 @@
 //! [`conformance`] suite). Without them the crate builds only the in-memory twins. It depends on
 //! no other crate of the workspace: `agency` uses `events` beside `taskgroup`.
 
+#![warn(missing_docs)]
+
 mod broker;
 #[cfg(feature = "testsuite")]
 pub mod conformance;

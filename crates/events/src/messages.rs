@@ -10,7 +10,9 @@ pub const VERSION: u32 = 1;
 /// Identifies a task within a session: group and task by index in the session file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskRef {
+    /// The group, by index in the session file.
     pub group: usize,
+    /// The task, by index in its group.
     pub task: usize,
 }
 
@@ -18,14 +20,20 @@ pub struct TaskRef {
 /// instances are a few hundred of these, and each worker expands its own slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkItem {
+    /// The message format's version; a worker refuses others.
     pub v: u32,
+    /// The session id.
     pub session: String,
     /// Which run of the session id: work of an earlier run, delivered late, is told apart.
     #[serde(default)]
     pub run: String,
+    /// The task whose instances these are.
     pub task: TaskRef,
+    /// The first instance of the range.
     pub start: u64,
+    /// One past the last instance of the range.
     pub end: u64,
+    /// The attempt every instance of the range runs as.
     pub attempt: u32,
 }
 
@@ -62,27 +70,39 @@ pub struct TaskRecord {
     /// The run of the session that planned the task (see [`WorkItem::run`]).
     #[serde(default)]
     pub run: String,
+    /// The task's id.
     pub task_id: String,
+    /// Its group's id.
     pub group_id: String,
+    /// The executor that runs each instance.
     pub executor: String,
+    /// The task input, as in the session file.
     pub input: Value,
+    /// A task-level `expansion_config`.
     pub expansion_config: Option<Value>,
     /// The part of the context the task was planned against that its expansion reads: the
     /// top-level keys it looks up, so the record does not grow with unrelated context values.
     pub context: Value,
+    /// The deadline of each attempt.
     pub timeout_ms: Option<u64>,
+    /// At most this many instances at once per worker.
     pub concurrency: Option<u32>,
+    /// The instance count the coordinator planned; a worker refuses a range beyond it.
     pub instances: u64,
 }
 
 /// The outcome of one attempt of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The instance, by index in the task.
     pub instance: u64,
+    /// The attempt, from 0.
     pub attempt: u32,
+    /// How it ended.
     pub status: Status,
 }
 
+/// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "value")]
 pub enum Status {
@@ -111,6 +131,7 @@ impl Status {
 }
 
 impl Outcome {
+    /// Whether the attempt succeeded (its result inline or in a blob).
     pub fn succeeded(&self) -> bool {
         matches!(self.status, Status::Succeeded(_) | Status::Stored(_))
     }
@@ -121,7 +142,9 @@ impl Outcome {
 /// state machine needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
+    /// The session id.
     pub session: String,
+    /// The task the outcomes belong to.
     pub task: TaskRef,
     /// Accepted successes as `(start, end, attempt)`: instances `start..end`, all of that
     /// attempt. Instances mostly finish in order, so a batch of a thousand is usually one entry.
@@ -134,6 +157,7 @@ pub struct Notice {
 }
 
 impl Notice {
+    /// A notice with no outcomes yet.
     pub fn new(session: &str, task: TaskRef) -> Self {
         Self {
             session: session.to_string(),
@@ -180,9 +204,12 @@ impl Notice {
 pub enum Control {
     /// Stop the group's running instances and drop its queued work.
     CancelGroup {
+        /// The session id.
         session: String,
+        /// The run the group belongs to; a later run of the same id is not touched.
         #[serde(default)]
         run: String,
+        /// The group, by index in the session file.
         group: usize,
     },
 }

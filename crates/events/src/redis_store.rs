@@ -140,6 +140,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 
+/// The [`Store`] on Redis: every write a Lua call or a single command; see the module's key table.
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,

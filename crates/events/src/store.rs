@@ -65,9 +65,12 @@ pub enum Renewal {
     StateLost,
 }
 
+/// Where a session's state lives (Redis, or the in-memory twin), and its pub/sub.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Stores what workers need to run a task's instances.
     async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
+    /// The task's record, if the session still has one.
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>>;
     /// Records outcomes by the recording rule; returns, per outcome, whether it was accepted.
     /// With a `notice`, when every outcome was accepted, also publishes it on the session's
@@ -88,18 +91,22 @@ pub trait Store: Send + Sync + 'static {
         task: TaskRef,
         range: Range<u64>,
     ) -> Result<Vec<Option<Outcome>>>;
+    /// Stores the session's whole context, replacing what was there.
     async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()>;
     /// Sets one context key (a task's combined result), leaving the others.
     async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()>;
+    /// The session's context, if it has one stored.
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Which context key each task's result is written to (seed 002's result key mappings).
     async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()>;
+    /// The mappings stored by [`Store::save_mappings`].
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Stores the session's final or partial result (kept after cleanup), then announces it on
     /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored.
     /// `result` is the JSON document, encoded once by the caller (a result can hold a million
     /// values; it is never copied to be stored).
     async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()>;
+    /// The session's stored result, if it has one.
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
     async fn delete_result(&self, session: &str) -> Result<()>;
@@ -122,16 +129,20 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, session: &str, owner: &str) -> Result<()>;
     /// Keeps a large value (an instance result stored by reference) under `name`.
     async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()>;
+    /// The blob stored under `name`, if there is one.
     async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>>;
     /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
     /// result.
     async fn cleanup(&self, session: &str) -> Result<()>;
+    /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
+    /// Messages published on `channel` from now on.
     async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>>;
     /// Messages of every channel matching `pattern` (Redis glob: `*`, `?`, `\` escapes).
     async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>>;
 }
 
+/// A pub/sub subscription: messages in the order published.
 #[async_trait]
 pub trait Subscription: Send {
     /// The next message on the channel; waits until there is one.
@@ -213,6 +224,7 @@ fn glob_matches(pattern: &[u8], channel: &[u8]) -> bool {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }

@@ -12,6 +12,7 @@ pub struct Position {
 }
 
 impl Position {
+    /// Where `message` sits.
     pub fn of(message: &Message) -> Self {
         Self {
             topic: message.topic.clone(),
@@ -41,6 +42,7 @@ pub struct Watermarks {
 }
 
 impl Watermarks {
+    /// Notes that the message at `at` is being processed.
     pub fn taken(&mut self, at: &Position) {
         *self
             .pending

@@ -21,6 +21,7 @@ pub enum ExpansionType {
 }
 
 impl ExpansionType {
+    /// The name a session file uses for this kind (`"array"`, `"matrix"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ExpansionType::Array => "array",

@@ -48,6 +48,7 @@ pub(crate) enum Point {
 }
 
 impl Instance {
+    /// The instance's index in the task, `0..len`.
     pub fn index(&self) -> u64 {
         self.index
     }
@@ -101,6 +102,7 @@ impl Expansion {
         self.kind
     }
 
+    /// How the task's results are combined into the context.
     pub fn output_format(&self) -> OutputFormat {
         self.output
     }
@@ -110,6 +112,7 @@ impl Expansion {
         self.len
     }
 
+    /// Whether the task expands to no instance (only with `allow_empty`).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

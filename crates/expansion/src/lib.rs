@@ -45,6 +45,8 @@
 //!
 //! This crate does no IO; errors name the task and the field path they are about.
 
+#![warn(missing_docs)]
+
 mod config;
 mod context;
 mod custom;

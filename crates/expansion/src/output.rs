@@ -21,15 +21,20 @@ use crate::path::type_name;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
+/// How a task's instance results are combined into its context value (`output_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
+    /// One list entry per instance, in instance order (the default).
     #[default]
     Separate,
+    /// Objects merged key by key, or lists concatenated, in instance order.
     Merge,
+    /// The first instance's result alone.
     Single,
 }
 
 impl OutputFormat {
+    /// The format named `name` in a session file, if there is one.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "separate" => Some(Self::Separate),
@@ -39,6 +44,7 @@ impl OutputFormat {
         }
     }
 
+    /// The name a session file uses for this format.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Separate => "separate",
@@ -66,8 +72,11 @@ impl OutputFormat {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot merge results: instance {instance} returned {found} where the earlier results were {expected}")]
 pub struct CombineError {
+    /// The instance whose result does not fit.
     pub instance: u64,
+    /// The JSON type of the results before it.
     pub expected: &'static str,
+    /// The JSON type it returned.
     pub found: &'static str,
 }
 

@@ -45,6 +45,7 @@ impl FieldPath {
             .fold(self.clone(), |path, part| path.key(part))
     }
 
+    /// The path as text, `$` for the root.
     pub fn as_str(&self) -> &str {
         if self.0.is_empty() {
             "$"

@@ -15,9 +15,11 @@ use std::cell::Cell;
 /// What planning needs to know about a task.
 #[derive(Debug, Clone, Copy)]
 pub struct Task<'a> {
+    /// The task's id, named in every error.
     pub id: &'a str,
     /// Where the task sits in its document, e.g. `groups[1].tasks[0]`.
     pub path: &'a FieldPath,
+    /// The task input, holding the arrays mapped and the templates.
     pub input: &'a Value,
     /// A task-level `expansion_config`; seed-style configs inside `input` are found there.
     pub expansion_config: Option<&'a Value>,

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+/// The taskgroup crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// None of these is helped by retrying: the session document has to change.
@@ -10,9 +11,13 @@ pub enum Error {
     /// Malformed JSON, or JSON that does not fit the session format.
     #[error("line {line}, column {column}: {}{message}", .path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
     Parse {
+        /// Line of the problem, from 1.
         line: usize,
+        /// Column of the problem, from 1.
         column: usize,
+        /// The field path, when the JSON is well-formed but does not fit.
         path: Option<String>,
+        /// What is wrong.
         message: String,
     },
     /// Every problem validation found, each with its field path.
@@ -23,7 +28,9 @@ pub enum Error {
 /// One validation problem: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The field at fault, e.g. `groups[0].tasks[1].executor`.
     pub path: String,
+    /// What is wrong, and how to fix it where that is known.
     pub message: String,
 }
 

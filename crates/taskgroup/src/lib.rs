@@ -14,6 +14,8 @@
 //!
 //! This crate does no IO.
 
+#![warn(missing_docs)]
+
 mod error;
 mod graph;
 mod machine;

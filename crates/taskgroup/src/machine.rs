@@ -19,59 +19,85 @@ use std::time::Duration;
 /// What the machine needs to know about one task of its group.
 #[derive(Debug, Clone)]
 pub struct TaskSetup {
+    /// The task's id in the session file.
     pub id: String,
     /// Indices (in the group) of the tasks this one waits for.
     pub depends_on: Vec<usize>,
+    /// When its failed instances are tried again.
     pub retry: RetryPolicy,
     /// Failed instances of this task do not count against the group.
     pub continue_on_error: bool,
 }
 
+/// What happened to a group, fed to [`GroupMachine::handle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The group's dependencies are met: start.
     Start,
     /// A task's expansion is known: `instances` instances. `now` is the runtime's clock.
     Planned {
+        /// The task, by index in the group.
         task: usize,
+        /// How many instances it expands to.
         instances: u64,
+        /// The runtime's clock when it was planned.
         now: Duration,
     },
     /// A task's expansion could not be planned (e.g. the context it maps over is not a list).
     PlanFailed {
+        /// The task, by index in the group.
         task: usize,
+        /// Why planning failed.
         error: String,
     },
+    /// An attempt of an instance succeeded and its result is stored.
     Succeeded {
+        /// The task, by index in the group.
         task: usize,
+        /// The instance, by index in the task.
         instance: u64,
+        /// The attempt, from 0.
         attempt: u32,
     },
+    /// An attempt of an instance failed (or timed out); its error is stored.
     Failed {
+        /// The task, by index in the group.
         task: usize,
+        /// The instance, by index in the task.
         instance: u64,
+        /// The attempt, from 0.
         attempt: u32,
+        /// The attempt's error.
         error: String,
         /// Retrying cannot fix it (the executor said so): the instance fails now.
         permanent: bool,
+        /// The runtime's clock when the outcome arrived (retry budgets count from it).
         now: Duration,
     },
     /// A retry scheduled by [`Command::ScheduleRetry`] is due.
     RetryDue {
+        /// The task, by index in the group.
         task: usize,
+        /// The instance, by index in the task.
         instance: u64,
+        /// The attempt now due.
         attempt: u32,
     },
     /// The task's combined result is in the context.
     ContextUpdated {
+        /// The task, by index in the group.
         task: usize,
     },
     /// The task's results could not be combined (e.g. `merge` over mixed types).
     CombineFailed {
+        /// The task, by index in the group.
         task: usize,
+        /// Why combining failed.
         error: String,
     },
+    /// The group's deadline passed.
     TimedOut,
+    /// The group is stopped from outside (the session ended or was cancelled).
     Cancelled,
 }
 
@@ -103,46 +129,65 @@ impl Event {
     }
 }
 
+/// What a group asks its runtime to do, returned by [`GroupMachine::handle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Plan the task's expansion against the current context, then send `Planned`.
     Plan {
+        /// The task, by index in the group.
         task: usize,
     },
     /// Execute instances `start..end` of the task with this attempt number.
     Dispatch {
+        /// The task, by index in the group.
         task: usize,
+        /// The first instance of the range.
         start: u64,
+        /// One past the last instance of the range.
         end: u64,
+        /// The attempt number every instance of the range runs as.
         attempt: u32,
     },
     /// Send `RetryDue` after `delay`.
     ScheduleRetry {
+        /// The task, by index in the group.
         task: usize,
+        /// The instance to retry.
         instance: u64,
+        /// The attempt it will run as.
         attempt: u32,
+        /// How long to wait first.
         delay: Duration,
     },
     /// Combine the task's results and write them to the context, then send `ContextUpdated`.
     UpdateContext {
+        /// The task, by index in the group.
         task: usize,
     },
     /// Stop the group's running work.
     Cancel,
+    /// The group has ended; nothing more comes from this machine.
     Finish {
+        /// How it ended.
         status: GroupStatus,
     },
 }
 
+/// How a group ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupStatus {
+    /// Every task completed (or failed within its policy).
     Completed,
+    /// Its failure policy was broken.
     Failed,
+    /// Its deadline passed first.
     TimedOut,
+    /// It was stopped from outside.
     Cancelled,
 }
 
 impl GroupStatus {
+    /// The status as the result JSON spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "completed",
@@ -153,19 +198,27 @@ impl GroupStatus {
     }
 }
 
+/// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
+    /// Waiting for the tasks it depends on.
     Waiting,
+    /// Its expansion is being planned.
     Planning,
+    /// Its instances are running.
     Running,
+    /// Every instance settled; its results are being combined into the context.
     Combining,
+    /// Its result is in the context.
     Done,
+    /// It failed and its dependents will not run.
     Failed,
     /// Never started: a task it depends on failed, or the group ended first.
     Skipped,
 }
 
 impl TaskState {
+    /// The task's status as the result JSON spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Waiting | Self::Skipped => "skipped",
@@ -187,18 +240,26 @@ struct Failed {
 /// A failed instance, kept for partial results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// Attempts made, the failed last one included.
     pub attempts: u32,
+    /// The last attempt's error.
     pub error: String,
     /// The executor said retrying cannot fix it, so it was not retried.
     pub permanent: bool,
 }
 
+/// A task as its group machine tracks it: state and counts.
 #[derive(Debug, Clone)]
 pub struct TaskRun {
+    /// What the task was set up with.
     pub setup: TaskSetup,
+    /// Where it is in its life.
     pub state: TaskState,
+    /// Its instance count, once planned.
     pub instances: u64,
+    /// Instances that succeeded.
     pub succeeded: u64,
+    /// Instances that failed for good (attempts used up, or permanent).
     pub failed: u64,
     /// Attempts whose outcome arrived.
     pub attempts: u64,
@@ -274,6 +335,7 @@ impl TaskRun {
 /// several workers share a task.
 pub const DEFAULT_CHUNK: u64 = 4096;
 
+/// One group's state machine: events in, commands out, no IO and no clock.
 #[derive(Debug, Clone)]
 pub struct GroupMachine {
     policy: FailurePolicy,
@@ -283,6 +345,7 @@ pub struct GroupMachine {
 }
 
 impl GroupMachine {
+    /// A machine for a group of these tasks under this failure policy, not started yet.
     pub fn new(tasks: Vec<TaskSetup>, policy: FailurePolicy) -> Self {
         Self {
             policy,
@@ -298,6 +361,7 @@ impl GroupMachine {
         self
     }
 
+    /// The group's tasks, in session-file order.
     pub fn tasks(&self) -> &[TaskRun] {
         &self.tasks
     }
@@ -307,6 +371,7 @@ impl GroupMachine {
         self.status
     }
 
+    /// Takes one event and returns what the runtime must do about it, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         if self.status.is_some() {

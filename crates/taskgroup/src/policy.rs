@@ -16,6 +16,7 @@ use std::time::Duration;
 /// When and how often a failed instance attempt is retried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
+    /// Retries after the first attempt; 0 means none.
     pub max_retries: u32,
     delays: Delays,
     /// Total time from an instance's first attempt after which it is not retried again.
@@ -40,6 +41,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// No retries: an instance's first failure is final.
     pub fn none() -> Self {
         Self {
             max_retries: 0,
@@ -202,13 +204,17 @@ pub enum FailurePolicy {
     Threshold(Threshold),
 }
 
+/// How many failed instances a `threshold` policy tolerates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
+    /// At most this many.
     Count(u64),
+    /// At most this share of the group's instances, from 0 to 1.
     Fraction(f64),
 }
 
 impl FailurePolicy {
+    /// Parses a `failure_policy` value, saying what is wrong with a bad one.
     pub fn parse(value: &Value) -> Result<Self, String> {
         match value {
             Value::String(name) if name == "fail_fast" => Ok(Self::FailFast),

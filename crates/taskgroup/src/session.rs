@@ -14,6 +14,7 @@ use std::time::Duration;
 /// What a session is validated against.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
+    /// Bounds on instance counts and sizes, checked at every expansion.
     pub limits: Limits,
     /// The executors that can run tasks; `None` accepts any name (planning without a registry).
     pub executors: Option<Vec<String>>,
@@ -22,40 +23,53 @@ pub struct Rules {
 /// A validated session: its spec and, per group and task, what running it needs.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The document as parsed.
     pub spec: SessionSpec,
     /// `groups[g]` belongs to `spec.groups[g]`.
     pub groups: Vec<PlannedGroup>,
     /// `tasks[g][t]` is the plan of `spec.groups[g].tasks[t]`.
     pub tasks: Vec<Vec<PlannedTask>>,
+    /// The whole session's deadline (`timeout_ms`).
     pub timeout: Option<Duration>,
 }
 
+/// What running a group needs, from validation.
 #[derive(Debug, Clone)]
 pub struct PlannedGroup {
     /// Indices of the groups this one waits for.
     pub depends_on: Vec<usize>,
+    /// How failures of its instances decide its end.
     pub failure_policy: FailurePolicy,
+    /// Its deadline from its start (`timeout_ms`).
     pub timeout: Option<Duration>,
 }
 
+/// What running a task needs, from validation.
 #[derive(Debug, Clone)]
 pub struct PlannedTask {
+    /// Where it sits in the document, `groups[g].tasks[t]`.
     pub path: FieldPath,
+    /// Its expansion, or what it waits for.
     pub plan: Planned,
     /// Indices (in the group) of the tasks this one waits for.
     pub depends_on: Vec<usize>,
+    /// When its failed instances are tried again.
     pub retry: RetryPolicy,
+    /// The deadline of each attempt (`timeout_ms`).
     pub timeout: Option<Duration>,
 }
 
 /// A task's expansion as far as it can be known before running.
 #[derive(Debug, Clone)]
 pub enum Planned {
+    /// Planned against the initial context.
     Ready(Box<Expansion>),
     /// The expansion reads `context.<key>`, which an upstream task writes; it is planned when
     /// that result exists.
     Deferred {
+        /// The `context.` path it reads.
         key: String,
+        /// The id of the task that writes it.
         producer: String,
     },
 }

@@ -6,27 +6,33 @@ use crate::error::{Error, Result};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// A session document as written: strict, unknown fields refused.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
+    /// The session's id; one is made up when absent.
     #[serde(default)]
     pub session_id: Option<String>,
     /// The shared context; tasks read it with `context.*` and write their results into it.
     #[serde(default)]
     pub context: Map<String, Value>,
+    /// The task groups, run in dependency order.
     pub groups: Vec<GroupSpec>,
     /// The whole session's deadline; past it, partial results are published.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
 
+/// A group of tasks that starts, ends and fails as one.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupSpec {
+    /// Unique in the session.
     pub id: String,
     /// Groups that must complete before this one starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The group's tasks, run in dependency order.
     pub tasks: Vec<TaskSpec>,
     /// The group's deadline from its start.
     #[serde(default)]
@@ -36,12 +42,15 @@ pub struct GroupSpec {
     pub failure_policy: Option<Value>,
 }
 
+/// One task: an executor run over each instance of the task's expansion.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Unique in the session.
     pub id: String,
+    /// The name of the executor that runs each instance (`echo`, `command`, ...).
     pub executor: String,
+    /// The input, with templates and the arrays an expansion maps over.
     #[serde(default)]
     pub input: Value,
     /// Tasks of the same group that must complete before this one starts.

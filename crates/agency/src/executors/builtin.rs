@@ -86,6 +86,7 @@ impl std::fmt::Debug for EmitEvent {
 }
 
 impl EmitEvent {
+    /// An executor publishing on `broker`'s events topic.
     pub fn new(broker: Arc<dyn Broker>) -> Self {
         Self { broker }
     }

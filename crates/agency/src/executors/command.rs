@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 
+/// Runs a program per instance: see the module docs for argv, stdin and stdout.
 #[derive(Debug, Clone, Copy)]
 pub struct Command;
 

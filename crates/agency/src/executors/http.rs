@@ -9,12 +9,14 @@ use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `http_get`: fetches `input.url` and returns the status and body.
 #[derive(Debug, Clone)]
 pub struct HttpGet {
     client: reqwest::Client,
 }
 
 impl HttpGet {
+    /// An executor with one shared HTTP client.
     pub fn new() -> Self {
         Self {
             client: reqwest::Client::new(),

@@ -24,10 +24,15 @@ pub use http::HttpGet;
 /// Identifies one attempt of one instance, the same on every delivery of that attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
+    /// The session id.
     pub session: Arc<str>,
+    /// The group's id.
     pub group: Arc<str>,
+    /// The task's id.
     pub task: Arc<str>,
+    /// The instance, by index in the task.
     pub instance: u64,
+    /// The attempt, from 0.
     pub attempt: u32,
 }
 
@@ -46,7 +51,9 @@ impl fmt::Display for IdempotencyKey {
 pub struct Call {
     /// The instance's rendered input (`null` for executors that do not read it).
     pub input: Value,
+    /// Names this attempt, the same on every delivery of it.
     pub key: IdempotencyKey,
+    /// Fires when the attempt is abandoned (timeout, group cancelled); stop then.
     pub cancel: CancellationToken,
 }
 
@@ -126,14 +133,17 @@ impl Registry {
         registry
     }
 
+    /// Adds `executor` under `name`, replacing one of that name.
     pub fn register(&mut self, name: &str, executor: impl Executor) {
         self.executors.insert(name.to_string(), Arc::new(executor));
     }
 
+    /// The executor registered as `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Executor>> {
         self.executors.get(name).cloned()
     }
 
+    /// Every registered name, sorted.
     pub fn names(&self) -> Vec<String> {
         self.executors.keys().cloned().collect()
     }
