@@ -4,7 +4,7 @@
 //! conformance suite every implementation passes.
 //!
 //! Features: `redis` ([`RedisStore`]), `kafka` ([`KafkaBroker`]), `testsuite` (the
-//! [`conformance`] suite). Without them the crate builds only the in-memory twins. It depends on
+//! `conformance` suite). Without them the crate builds only the in-memory twins. It depends on
 //! no other crate of the workspace: `agency` uses `events` beside `taskgroup`.
 
 #![warn(missing_docs)]
@@ -16,8 +16,11 @@ mod error;
 mod event_manager;
 #[cfg(feature = "kafka")]
 mod kafka_broker;
+mod memory_store;
 pub mod messages;
 mod origin;
+#[cfg(feature = "redis")]
+mod redis_scripts;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod retry;
@@ -32,13 +35,14 @@ pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
+pub use memory_store::MemoryStore;
 pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use origin::Origin;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use retry::{backoff, retry, Backoff, Retryable};
 pub use store::{
-    accept, notices_channel, Claim, MemoryStore, Renewal, Store, Subscription, CONTROL_CHANNEL,
-    NOTICES_PATTERN, RESULTS_CHANNEL,
+    accept, notices_channel, Claim, Renewal, Store, Subscription, CONTROL_CHANNEL, NOTICES_PATTERN,
+    RESULTS_CHANNEL,
 };
 pub use watermarks::{Position, Watermarks};

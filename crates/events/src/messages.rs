@@ -96,7 +96,7 @@ pub struct TaskRecord {
 pub struct Outcome {
     /// The instance, by index in the task.
     pub instance: u64,
-    /// The attempt, from 0.
+    /// The attempt, from 1.
     pub attempt: u32,
     /// How it ended.
     pub status: Status,

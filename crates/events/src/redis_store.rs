@@ -20,6 +20,9 @@
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
+use crate::redis_scripts::{
+    CLAIM_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RESULT_SCRIPT, RESULT_TTL_SECONDS,
+};
 use crate::store::{notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
@@ -28,117 +31,6 @@ use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
 use std::ops::Range;
 use std::time::Duration;
-
-/// How long a session's result stays readable after its working state is deleted.
-const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
-
-/// The recording rule, per instance. KEYS: outcomes, keys index. ARGV: notices channel (empty
-/// for none), notice, then (instance, `attempt|S or F|outcome JSON`) pairs: the value as stored.
-/// The notice is published after the writes, when every outcome was accepted. Returns the
-/// number of outcomes when all were accepted, else 1 or 0 per outcome.
-///
-/// An outcome is accepted unless its instance already holds a success or an attempt at least as
-/// new. Per slice of `SLICE` outcomes the stored values are read with one `HMGET`; when none is
-/// stored (a range recorded for the first time, the common case) the slice is written as sent
-/// with one `HSET`, so Lua touches no string per outcome. Otherwise each outcome is judged, and
-/// an instance twice in one batch is judged against the first's outcome, as if they came one
-/// after the other. The slice keeps `unpack` far below Lua's stack limit.
-const RECORD_SCRIPT: &str = r#"
-local SLICE = 512
-local accepted = {}
-local all = true
-local decided = {}
-local function attempt_of(value) return tonumber(string.match(value, '^(%d+)|')) end
-local function judge(first, fields, stored)
-  local writes = {}
-  for k = 1, #fields do
-    local i = first + (k - 1) * 2
-    local field, value = ARGV[i], ARGV[i + 1]
-    local previous = decided[field] or stored[k]
-    local ok = 1
-    if previous then
-      local stored_status = string.match(previous, '^%d+|(%a)|')
-      if stored_status == 'S' or attempt_of(value) <= attempt_of(previous) then ok = 0 end
-    end
-    if ok == 1 then
-      decided[field] = value
-      writes[#writes + 1] = field
-      writes[#writes + 1] = value
-    else
-      all = false
-    end
-    accepted[#accepted + 1] = ok
-  end
-  if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
-end
-for first = 3, #ARGV, 2 * SLICE do
-  local last = math.min(first + 2 * SLICE - 1, #ARGV)
-  local fields = {}
-  for i = first, last, 2 do fields[#fields + 1] = ARGV[i] end
-  local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-  local fresh = true
-  for k = 1, #stored do
-    if stored[k] then fresh = false break end
-  end
-  if not fresh then
-    judge(first, fields, stored)
-  elseif redis.call('HSET', KEYS[1], unpack(ARGV, first, last)) == #fields then
-    for k = 1, #fields do accepted[#accepted + 1] = 1 end
-  else
-    -- An instance twice in the slice: nothing was stored before it, so undo and judge each.
-    redis.call('HDEL', KEYS[1], unpack(fields))
-    judge(first, fields, {})
-  end
-end
-redis.call('SADD', KEYS[2], KEYS[1])
-if all and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-if all then return #accepted end
-return accepted
-"#;
-
-/// KEYS: lease, origin, result. ARGV: owner, lease ms, origin, origin TTL s. See `Store::claim`.
-const CLAIM_SCRIPT: &str = r#"
-local previous = redis.call('GET', KEYS[2])
-if previous and previous ~= ARGV[3] then
-  local at, offset = string.match(previous, '^(.*)/(%d+)$')
-  local this_at, this_offset = string.match(ARGV[3], '^(.*)/(%d+)$')
-  if at and at == this_at and tonumber(offset) > tonumber(this_offset) then return 'superseded' end
-end
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 'held' end
-if previous == ARGV[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if previous == ARGV[3] then return 'resume' end
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
-redis.call('DEL', KEYS[3])
-if previous then return 'stale' end
-return 'fresh'
-"#;
-
-/// KEYS: result, origin. ARGV: result, TTL s, results channel. The origin lives as long as the
-/// result, so a redelivered action is recognised as done; the result is announced once stored.
-const RESULT_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
-return 0
-"#;
-
-/// KEYS: lease, origin. ARGV: owner, lease ms, origin TTL s. 1 when `owner` holds the lease
-/// afterwards, 0 when another owner does, -1 when the origin is gone (see `Renewal::StateLost`).
-const RENEW_SCRIPT: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 0 then return -1 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"#;
-
-/// KEYS: lease. ARGV: owner.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"#;
 
 /// The [`Store`] on Redis: every write a Lua call or a single command; see the module's key table.
 #[derive(Clone)]

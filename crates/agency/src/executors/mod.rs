@@ -32,7 +32,7 @@ pub struct IdempotencyKey {
     pub task: Arc<str>,
     /// The instance, by index in the task.
     pub instance: u64,
-    /// The attempt, from 0.
+    /// The attempt, from 1.
     pub attempt: u32,
 }
 

@@ -1,0 +1,214 @@
+//! Running a range: each instance rendered and executed with its timeout under the task's
+//! concurrency limit, outcomes recorded in batches (large results as blobs) and then announced.
+
+use super::{Prepared, Worker, BLOB_THRESHOLD};
+use crate::executors::{Call, ExecError, IdempotencyKey};
+use crate::outage::retrying;
+use events::{notices_channel, Notice, Outcome, Status, WorkItem};
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+impl Worker {
+    pub(super) async fn execute(
+        &self,
+        item: &WorkItem,
+        prepared: &Prepared,
+        cancel: &CancellationToken,
+    ) -> crate::Result<()> {
+        let outcomes = futures_util::stream::iter(item.start..item.end)
+            .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel))
+            .buffer_unordered(prepared.concurrency);
+        let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
+        while let Some(batch) = outcomes.next().await {
+            let batch: Vec<Outcome> = batch.into_iter().flatten().collect();
+            if cancel.is_cancelled() {
+                break;
+            }
+            self.record(item, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes outcomes, then announces the accepted ones.
+    async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> crate::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // What the notice needs, taken before the outcomes move into the store.
+        let summary: Vec<Announced> = batch
+            .iter()
+            .map(|outcome| (outcome.instance, outcome.attempt, outcome.status.failure()))
+            .collect();
+        let batch = self.store_large_results(item, batch).await?;
+        let notice = |accepted: &[bool]| {
+            let mut notice = Notice::new(&item.session, item.task);
+            for ((instance, attempt, failure), _) in summary
+                .iter()
+                .zip(accepted)
+                .filter(|(_, &accepted)| accepted)
+            {
+                match failure {
+                    None => notice.add_success(*instance, *attempt),
+                    Some((error, permanent)) => {
+                        notice.add_failure(*instance, *attempt, error, *permanent)
+                    }
+                }
+            }
+            notice
+        };
+        // Announced with the writes when the whole batch is accepted, as it nearly always is.
+        let whole = events::encode("a notice", &notice(&vec![true; batch.len()]))?;
+        // An outage is waited out: the range's offset is not committed until its outcomes are in.
+        let accepted = retrying("recording outcomes", || {
+            self.store
+                .record_outcomes(&item.session, item.task, &batch, Some(&whole))
+        })
+        .await?;
+        if accepted.iter().all(|&a| a) {
+            return Ok(());
+        }
+        let notice = notice(&accepted);
+        if notice.is_empty() {
+            return Ok(());
+        }
+        let notice = events::encode("a notice", &notice)?;
+        let channel = notices_channel(&item.session);
+        retrying("announcing outcomes", || {
+            self.store.publish(&channel, notice.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Moves results larger than [`BLOB_THRESHOLD`] out of their outcomes into blobs, so the
+    /// outcome hash and the recording calls stay small.
+    async fn store_large_results(
+        &self,
+        item: &WorkItem,
+        mut batch: Vec<Outcome>,
+    ) -> crate::Result<Vec<Outcome>> {
+        for outcome in &mut batch {
+            let Status::Succeeded(value) = &outcome.status else {
+                continue;
+            };
+            if expansion::json_len(value) <= BLOB_THRESHOLD {
+                continue;
+            }
+            let name = format!(
+                "{}:{}:{}:{}",
+                item.task.group, item.task.task, outcome.instance, outcome.attempt
+            );
+            let bytes = events::encode("a large result", value)?;
+            retrying("storing a large result", || {
+                self.store.save_blob(&item.session, &name, bytes.clone())
+            })
+            .await?;
+            outcome.status = Status::Stored(name);
+        }
+        Ok(batch)
+    }
+
+    /// One attempt of one instance; `None` when the group was cancelled meanwhile.
+    async fn run_instance(
+        &self,
+        prepared: &Prepared,
+        instance: u64,
+        attempt: u32,
+        cancel: &CancellationToken,
+    ) -> Option<Outcome> {
+        let _permit = prepared.permits.acquire().await.ok()?;
+        if cancel.is_cancelled() {
+            return None;
+        }
+        // Nothing here changes on a retry: the instance's input or the worker is wrong.
+        let failed = |error: String| {
+            Some(Outcome {
+                instance,
+                attempt,
+                status: Status::FailedPermanently(error),
+            })
+        };
+        let expansion = match &prepared.expansion {
+            Ok(expansion) => expansion,
+            Err(error) => return failed(error.clone()),
+        };
+        let Some(executor) = &prepared.executor else {
+            return failed(format!(
+                "this worker has no executor `{}`",
+                prepared.executor_name
+            ));
+        };
+        let input = if executor.reads_input() {
+            let Some(handle) = expansion.get(instance) else {
+                return failed(format!(
+                    "instance {instance} is beyond the task's {} instances",
+                    expansion.len()
+                ));
+            };
+            match expansion.render(&handle) {
+                Ok(input) => input,
+                Err(error) => return failed(error.to_string()),
+            }
+        } else {
+            Value::Null
+        };
+        let call = Call {
+            input,
+            key: IdempotencyKey {
+                session: prepared.session.clone(),
+                group: prepared.group.clone(),
+                task: prepared.task.clone(),
+                instance,
+                attempt,
+            },
+            // An attempt with a timeout gets its own token, so the timeout can stop just this
+            // attempt; otherwise the group's token is enough and costs no allocation.
+            cancel: match prepared.timeout {
+                Some(_) => cancel.child_token(),
+                None => cancel.clone(),
+            },
+        };
+        let attempt_cancel = call.cancel.clone();
+        let run = executor.execute(call);
+        // `biased`: poll the executor first, so an instance that finishes at once never
+        // registers a waiter on the shared cancellation token.
+        let status = match prepared.timeout {
+            None => tokio::select! {
+                biased;
+                result = run => status_of(result),
+                () = cancel.cancelled() => return None,
+            },
+            Some(limit) => tokio::select! {
+                biased;
+                result = tokio::time::timeout(limit, run) => match result {
+                    Ok(result) => status_of(result),
+                    Err(_) => {
+                        // Tell a cooperative executor to stop; an uncooperative one was dropped already.
+                        attempt_cancel.cancel();
+                        Status::TimedOut(format!("timed out after {} ms", limit.as_millis()))
+                    }
+                },
+                () = cancel.cancelled() => return None,
+            },
+        };
+        Some(Outcome {
+            instance,
+            attempt,
+            status,
+        })
+    }
+}
+
+/// What a notice says of one outcome: instance, attempt, and the error (and whether it is
+/// permanent) of a failure.
+type Announced = (u64, u32, Option<(String, bool)>);
+
+/// The outcome of an executor's attempt.
+fn status_of(result: Result<Value, ExecError>) -> Status {
+    match result {
+        Ok(value) => Status::Succeeded(value),
+        Err(error) if error.is_permanent() => Status::FailedPermanently(error.to_string()),
+        Err(error) => Status::Failed(error.to_string()),
+    }
+}

@@ -1,0 +1,417 @@
+//! The in-memory [`Store`]: the embedded default and the test double for Redis. It keeps the
+//! same recording rule, lease and result semantics, checked by the shared conformance suite.
+
+use crate::error::{encode, Error, Result};
+use crate::messages::{Outcome, TaskRecord, TaskRef};
+use crate::origin::Origin;
+use crate::store::{accept, notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Sessions' state. Context values and results are kept serialized, as Redis keeps them: a
+/// million-element context value costs its JSON text here, not a second tree of `Value`s.
+#[derive(Debug, Default)]
+struct Sessions {
+    tasks: HashMap<(String, TaskRef), TaskRecord>,
+    outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
+    contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
+    blobs: HashMap<(String, String), Vec<u8>>,
+    mappings: HashMap<String, Map<String, Value>>,
+    results: HashMap<String, Vec<u8>>,
+    /// The action each session id was last started from.
+    origins: HashMap<String, Origin>,
+    /// Lease holders and until when they hold it.
+    leases: HashMap<String, (String, Instant)>,
+}
+
+impl Sessions {
+    /// Who holds `session`'s lease now, if anyone.
+    fn holder(&self, session: &str) -> Option<&str> {
+        self.leases
+            .get(session)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(owner, _)| owner.as_str())
+    }
+}
+
+fn decode(what: &str, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// State and pub/sub in memory: the embedded default and the test double for Redis.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    sessions: Arc<Mutex<Sessions>>,
+    channels: Arc<Mutex<Channels>>,
+    blobs_saved: Arc<std::sync::atomic::AtomicU64>,
+}
+
+type Subscriber = mpsc::UnboundedSender<Vec<u8>>;
+
+/// Subscribers by channel, and by pattern.
+#[derive(Debug, Default)]
+struct Channels {
+    exact: HashMap<String, Vec<Subscriber>>,
+    patterns: Vec<(String, Subscriber)>,
+}
+
+/// Whether `channel` matches the Redis glob `pattern` (`*`, `?`, `\` escapes; no `[...]`).
+fn glob_matches(pattern: &[u8], channel: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => channel.is_empty(),
+        Some((b'*', rest)) => (0..=channel.len()).any(|skip| glob_matches(rest, &channel[skip..])),
+        Some((b'?', rest)) => !channel.is_empty() && glob_matches(rest, &channel[1..]),
+        Some((b'\\', [literal, rest @ ..])) | Some((literal, rest)) => {
+            channel.first() == Some(literal) && glob_matches(rest, &channel[1..])
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sessions(&self) -> Result<MutexGuard<'_, Sessions>> {
+        self.sessions
+            .lock()
+            .map_err(|_| Error::poisoned("memory store"))
+    }
+
+    /// How many blobs (results stored by reference) were ever saved.
+    pub fn blobs_saved(&self) -> u64 {
+        self.blobs_saved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many sessions still hold working state (for tests of cleanup).
+    pub fn working_sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| {
+            let mut names: Vec<&String> = s.contexts.keys().chain(s.mappings.keys()).collect();
+            names.extend(
+                s.tasks
+                    .keys()
+                    .chain(s.outcomes.keys())
+                    .map(|(name, _)| name),
+            );
+            names.extend(s.blobs.keys().map(|(name, _)| name));
+            names.sort();
+            names.dedup();
+            names.len()
+        })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()> {
+        self.sessions()?
+            .tasks
+            .insert((session.to_string(), task), record.clone());
+        Ok(())
+    }
+
+    async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .sessions()?
+            .tasks
+            .get(&(session.to_string(), task))
+            .cloned())
+    }
+
+    async fn record_outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        outcomes: &[Outcome],
+        notice: Option<&[u8]>,
+    ) -> Result<Vec<bool>> {
+        let accepted: Vec<bool> = {
+            let mut sessions = self.sessions()?;
+            let slots = sessions
+                .outcomes
+                .entry((session.to_string(), task))
+                .or_default();
+            outcomes
+                .iter()
+                .map(|outcome| {
+                    let index = outcome.instance as usize;
+                    if slots.len() <= index {
+                        slots.resize(index + 1, None);
+                    }
+                    accept(&mut slots[index], outcome.clone())
+                })
+                .collect()
+        };
+        if let Some(notice) = notice.filter(|_| accepted.iter().all(|&a| a)) {
+            self.publish(&notices_channel(session), notice.to_vec())
+                .await?;
+        }
+        Ok(accepted)
+    }
+
+    async fn outcomes(
+        &self,
+        session: &str,
+        task: TaskRef,
+        range: Range<u64>,
+    ) -> Result<Vec<Option<Outcome>>> {
+        let sessions = self.sessions()?;
+        let slots = sessions.outcomes.get(&(session.to_string(), task));
+        Ok(range
+            .map(|i| slots.and_then(|s| s.get(i as usize)).cloned().flatten())
+            .collect())
+    }
+
+    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
+        let entries = context
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), encode(&format!("context key {key}"), value)?)))
+            .collect::<Result<_>>()?;
+        self.sessions()?
+            .contexts
+            .insert(session.to_string(), entries);
+        Ok(())
+    }
+
+    async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()> {
+        let encoded = encode(&format!("context key {key}"), value)?;
+        let mut sessions = self.sessions()?;
+        let entries = sessions.contexts.entry(session.to_string()).or_default();
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = encoded,
+            None => entries.push((key.to_string(), encoded)),
+        }
+        Ok(())
+    }
+
+    async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        let sessions = self.sessions()?;
+        let Some(entries) = sessions.contexts.get(session) else {
+            return Ok(None);
+        };
+        entries
+            .iter()
+            .map(|(key, bytes)| Ok((key.clone(), decode(&format!("context key {key}"), bytes)?)))
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
+    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
+        self.sessions()?
+            .mappings
+            .insert(session.to_string(), mappings.clone());
+        Ok(())
+    }
+
+    async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>> {
+        Ok(self.sessions()?.mappings.get(session).cloned())
+    }
+
+    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()> {
+        let encoded = result.to_vec();
+        self.sessions()?
+            .results
+            .insert(session.to_string(), encoded.clone());
+        self.publish(RESULTS_CHANNEL, encoded).await
+    }
+
+    async fn load_result(&self, session: &str) -> Result<Option<Value>> {
+        let sessions = self.sessions()?;
+        sessions
+            .results
+            .get(session)
+            .map(|bytes| decode(&format!("result of session {session}"), bytes))
+            .transpose()
+    }
+
+    async fn delete_result(&self, session: &str) -> Result<()> {
+        self.sessions()?.results.remove(session);
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        session: &str,
+        owner: &str,
+        origin: &Origin,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let mut sessions = self.sessions()?;
+        let previous = sessions.origins.get(session).cloned();
+        if previous
+            .as_ref()
+            .is_some_and(|previous| previous.supersedes(origin))
+        {
+            return Ok(Claim::Superseded);
+        }
+        if sessions
+            .holder(session)
+            .is_some_and(|holder| holder != owner)
+        {
+            return Ok(Claim::Held);
+        }
+        if previous.as_ref() == Some(origin) && sessions.results.contains_key(session) {
+            return Ok(Claim::Finished);
+        }
+        sessions.leases.insert(
+            session.to_string(),
+            (owner.to_string(), Instant::now() + lease),
+        );
+        Ok(match previous {
+            Some(previous) if previous == *origin => Claim::Resume,
+            previous => {
+                sessions.origins.insert(session.to_string(), origin.clone());
+                sessions.results.remove(session);
+                if previous.is_some() {
+                    Claim::Stale
+                } else {
+                    Claim::Fresh
+                }
+            }
+        })
+    }
+
+    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal> {
+        let mut sessions = self.sessions()?;
+        if sessions
+            .holder(session)
+            .is_some_and(|holder| holder != owner)
+        {
+            return Ok(Renewal::Taken);
+        }
+        if !sessions.origins.contains_key(session) {
+            return Ok(Renewal::StateLost);
+        }
+        sessions.leases.insert(
+            session.to_string(),
+            (owner.to_string(), Instant::now() + lease),
+        );
+        Ok(Renewal::Held)
+    }
+
+    async fn release(&self, session: &str, owner: &str) -> Result<()> {
+        let mut sessions = self.sessions()?;
+        if sessions.holder(session) == Some(owner) {
+            sessions.leases.remove(session);
+        }
+        Ok(())
+    }
+
+    async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.blobs_saved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sessions()?
+            .blobs
+            .insert((session.to_string(), name.to_string()), bytes);
+        Ok(())
+    }
+
+    async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .sessions()?
+            .blobs
+            .get(&(session.to_string(), name.to_string()))
+            .cloned())
+    }
+
+    async fn cleanup(&self, session: &str) -> Result<()> {
+        let mut sessions = self.sessions()?;
+        sessions.tasks.retain(|(name, _), _| name != session);
+        sessions.outcomes.retain(|(name, _), _| name != session);
+        sessions.blobs.retain(|(name, _), _| name != session);
+        sessions.contexts.remove(session);
+        sessions.mappings.remove(session);
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?;
+        // Like Redis, a message goes to whoever is subscribed now; closed subscribers are dropped.
+        if let Some(subscribers) = channels.exact.get_mut(channel) {
+            subscribers.retain(|subscriber| subscriber.send(payload.clone()).is_ok());
+        }
+        channels.patterns.retain(|(pattern, subscriber)| {
+            !glob_matches(pattern.as_bytes(), channel.as_bytes())
+                || subscriber.send(payload.clone()).is_ok()
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?
+            .exact
+            .entry(channel.to_string())
+            .or_default()
+            .push(sender);
+        Ok(Box::new(MemorySubscription {
+            channel: channel.to_string(),
+            receiver,
+        }))
+    }
+
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.channels
+            .lock()
+            .map_err(|_| Error::poisoned("memory pub/sub"))?
+            .patterns
+            .push((pattern.to_string(), sender));
+        Ok(Box::new(MemorySubscription {
+            channel: pattern.to_string(),
+            receiver,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct MemorySubscription {
+    channel: String,
+    receiver: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Vec<u8>> {
+        self.receiver
+            .recv()
+            .await
+            .ok_or_else(|| Error::Closed(format!("subscription to {}", self.channel)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn glob_patterns_match_like_redis() {
+        let matches =
+            |pattern: &str, channel: &str| glob_matches(pattern.as_bytes(), channel.as_bytes());
+        assert!(matches("agency:notices:*", "agency:notices:{s1}"));
+        assert!(matches("agency:notices:*", "agency:notices:"));
+        assert!(!matches("agency:notices:*", "agency:results"));
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "ac"));
+        assert!(matches("*:{*}", "x:{y}"));
+        assert!(matches(r"a\*", "a*"));
+        assert!(!matches(r"a\*", "ab"));
+        assert!(matches("exact", "exact"));
+        assert!(!matches("exact", "exactly"));
+    }
+}

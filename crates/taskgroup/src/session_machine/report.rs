@@ -1,0 +1,162 @@
+//! What a session machine reports: how each group ended, the run's errors, and the
+//! [`SessionResult`] built from its group machines.
+
+use super::{GroupSlot, SessionMachine, Skip};
+use crate::machine::{GroupStatus, TaskRun, TaskState};
+use crate::result::{
+    GroupOutcome, GroupSummary, InstanceFailure, ResultStatus, SessionResult, TaskStatus,
+    TaskSummary,
+};
+use crate::session_error::SessionError;
+use serde_json::{Map, Value};
+
+impl SessionMachine {
+    /// How the group ended; `None` while it waits or runs.
+    pub(super) fn outcome(&self, group: usize) -> Option<GroupOutcome> {
+        match &self.slots[group] {
+            GroupSlot::Waiting => None,
+            GroupSlot::Skipped(_) => Some(GroupOutcome::Skipped),
+            GroupSlot::Started(machine) => machine.status().map(|status| match status {
+                GroupStatus::Completed => GroupOutcome::Completed,
+                GroupStatus::Failed => GroupOutcome::Failed,
+                GroupStatus::TimedOut => GroupOutcome::TimedOut,
+                GroupStatus::Cancelled => GroupOutcome::Cancelled,
+            }),
+        }
+    }
+
+    /// Tasks cut short with instances that succeeded: `(group, task)`. Their results belong in
+    /// the result's `results` (the runtime loads them: they are in the store, not here).
+    pub fn cut_short(&self) -> Vec<(usize, usize)> {
+        (0..self.slots.len())
+            .flat_map(|g| {
+                self.group(g)
+                    .into_iter()
+                    .flat_map(|m| m.tasks().iter().enumerate())
+                    .filter(|(_, t)| t.cut_short && t.succeeded > 0)
+                    .map(move |(t, _)| (g, t))
+            })
+            .collect()
+    }
+
+    /// Every error of the run so far, in order: stops and timeouts as they happened, then per
+    /// group its tasks' errors and failures and why it was skipped.
+    pub fn errors(&self) -> Vec<SessionError> {
+        let mut errors = self.errors.clone();
+        for (g, plan) in self.plans.iter().enumerate() {
+            match &self.slots[g] {
+                GroupSlot::Started(machine) => {
+                    for task in machine.tasks() {
+                        errors.extend(task_errors(&plan.id, task));
+                    }
+                }
+                GroupSlot::Skipped(Skip::Blocked) => errors.push(SessionError::Skipped {
+                    group: plan.id.clone(),
+                    blocked: plan
+                        .depends_on
+                        .iter()
+                        .filter(|&&d| self.outcome(d) != Some(GroupOutcome::Completed))
+                        .map(|&d| self.plans[d].id.clone())
+                        .collect(),
+                }),
+                GroupSlot::Skipped(Skip::Stopped) | GroupSlot::Waiting => {}
+            }
+        }
+        errors
+    }
+
+    /// The result as things stand, with `context` moved in; `results` of tasks cut short are
+    /// left to the runtime (see [`SessionMachine::cut_short`]).
+    pub fn result(&self, session_id: &str, context: Map<String, Value>) -> SessionResult {
+        let mut succeeded_anywhere = false;
+        let groups = self
+            .plans
+            .iter()
+            .enumerate()
+            .map(|(g, plan)| {
+                let tasks = plan
+                    .setups
+                    .iter()
+                    .enumerate()
+                    .map(|(t, setup)| {
+                        let summary = match self.group(g) {
+                            Some(machine) => summary(&machine.tasks()[t]),
+                            None => TaskSummary::skipped(),
+                        };
+                        succeeded_anywhere |= summary.succeeded > 0;
+                        (setup.id.clone(), summary)
+                    })
+                    .collect();
+                let status = self.outcome(g).unwrap_or(GroupOutcome::Skipped);
+                (plan.id.clone(), GroupSummary { status, tasks })
+            })
+            .collect();
+        let completed =
+            (0..self.slots.len()).all(|g| self.outcome(g) == Some(GroupOutcome::Completed));
+        let status = if completed {
+            ResultStatus::Completed
+        } else if succeeded_anywhere {
+            ResultStatus::Partial
+        } else {
+            ResultStatus::Failed
+        };
+        SessionResult {
+            session_id: session_id.to_string(),
+            status,
+            context,
+            groups,
+            errors: self.errors().iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn task_errors(group: &str, task: &TaskRun) -> Vec<SessionError> {
+    let mut errors = Vec::new();
+    if let Some(error) = &task.error {
+        errors.push(SessionError::Task {
+            group: group.to_string(),
+            task: task.setup.id.clone(),
+            error: error.clone(),
+        });
+    }
+    if let Some((&instance, first)) = task.failures.iter().next() {
+        errors.push(SessionError::Failures {
+            group: group.to_string(),
+            task: task.setup.id.clone(),
+            failed: task.failed,
+            instance,
+            attempts: first.attempts,
+            error: first.error.clone(),
+        });
+    }
+    errors
+}
+
+fn summary(task: &TaskRun) -> TaskSummary {
+    let status = match task.state {
+        TaskState::Done if task.failed > 0 => TaskStatus::CompletedWithFailures,
+        TaskState::Done => TaskStatus::Completed,
+        TaskState::Failed => TaskStatus::Failed,
+        TaskState::Waiting | TaskState::Skipped => TaskStatus::Skipped,
+        TaskState::Planning | TaskState::Running | TaskState::Combining => TaskStatus::Incomplete,
+    };
+    TaskSummary {
+        status,
+        instances: task.instances,
+        succeeded: task.succeeded,
+        failed: task.failed,
+        attempts: task.attempts,
+        error: task.error.clone(),
+        failures: task
+            .failures
+            .iter()
+            .map(|(&instance, f)| InstanceFailure {
+                instance,
+                attempts: f.attempts,
+                error: f.error.clone(),
+                permanent: f.permanent,
+            })
+            .collect(),
+        results: None,
+    }
+}
