@@ -31,15 +31,24 @@ async fn redis_store_claims_conform() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("claim");
     conformance::claim_suite(&store, &session).await;
-    // What is left is the origin, which expires like a result.
-    let (mut connection, left) = session_keys(&session).await;
-    assert_eq!(left, vec![format!("agency:{{{session}}}:origin")]);
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(&left[0])
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert!(ttl > 0, "the origin expires");
+    // What is left is the origin and the fence, which expire like a result.
+    let (mut connection, mut left) = session_keys(&session).await;
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            format!("agency:{{{session}}}:fence"),
+            format!("agency:{{{session}}}:origin")
+        ]
+    );
+    for key in &left {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} expires");
+    }
 }
 
 #[tokio::test]
@@ -50,9 +59,14 @@ async fn redis_cleanup_leaves_no_working_keys() {
     let (mut connection, left) = session_keys(&session).await;
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
     // A result is kept after cleanup, with an expiry.
-    events::Store::publish_result(&store, &session, br#"{"status": "completed"}"#)
-        .await
-        .unwrap();
+    events::Store::publish_result(
+        &store,
+        &session,
+        br#"{"status": "completed"}"#,
+        events::Fence::Open,
+    )
+    .await
+    .unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(format!("agency:result:{{{session}}}"))
         .query_async(&mut connection)

@@ -15,7 +15,7 @@ use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::outage::retrying;
-use events::{Broker, Message, Position, Store, Watermarks, RESULTS_CHANNEL};
+use events::{Broker, Fence, Message, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -220,7 +220,9 @@ async fn accept(
             };
             let result = SessionResult::failed(&id, errors);
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
-            if let Err(error) = crate::coordinator::publish_result(store, &result).await {
+            if let Err(error) =
+                crate::coordinator::publish_result(store, &result, Fence::Open).await
+            {
                 tracing::error!(session = %id, %error, "cannot publish the rejection");
             }
             None
@@ -238,7 +240,10 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
         context: Map::new(),
     };
     let (id, data) = session_document(action).map_err(Error::Action)?;
-    retrying("deleting an earlier result", || store.delete_result(&id)).await?;
+    retrying("deleting an earlier result", || {
+        store.delete_result(&id, Fence::Open)
+    })
+    .await?;
     let action = Action {
         key: Some(id.clone()),
         action: ActionKind::Initialize,

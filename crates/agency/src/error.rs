@@ -74,9 +74,13 @@ impl Error {
         matches!(self, Self::Backend(error) if error.is_retryable())
     }
 
-    /// Whether the session was left to another coordinator rather than failed.
+    /// Whether the session was left to another coordinator rather than failed: it handed the
+    /// session over, or the store refused a write because another coordinator claimed it since.
     pub fn is_handed_over(&self) -> bool {
-        matches!(self, Self::HandedOver(_))
+        matches!(
+            self,
+            Self::HandedOver(_) | Self::Backend(events::Error::Fenced { .. })
+        )
     }
 }
 

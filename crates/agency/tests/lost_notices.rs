@@ -5,7 +5,8 @@
 use agency::{Coordinator, Progress, Registry, Worker, WorkerOptions};
 use async_trait::async_trait;
 use events::{
-    Broker, Claim, MemoryBroker, MemoryStore, Outcome, Store, Subscription, TaskRecord, TaskRef,
+    Broker, Claim, Fence, MemoryBroker, MemoryStore, Outcome, Store, Subscription, TaskRecord,
+    TaskRef,
 };
 use expansion::Limits;
 use serde_json::{json, Map, Value};
@@ -24,8 +25,14 @@ struct DeafStore {
 
 #[async_trait]
 impl Store for DeafStore {
-    async fn save_task(&self, s: &str, t: TaskRef, r: &TaskRecord) -> events::Result<()> {
-        self.inner.save_task(s, t, r).await
+    async fn save_task(
+        &self,
+        s: &str,
+        t: TaskRef,
+        r: &TaskRecord,
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.save_task(s, t, r, f).await
     }
     async fn load_task(&self, s: &str, t: TaskRef) -> events::Result<Option<TaskRecord>> {
         self.inner.load_task(s, t).await
@@ -50,29 +57,39 @@ impl Store for DeafStore {
     ) -> events::Result<Vec<Option<Outcome>>> {
         self.inner.outcomes(s, t, r).await
     }
-    async fn save_context(&self, s: &str, c: &Map<String, Value>) -> events::Result<()> {
-        self.inner.save_context(s, c).await
+    async fn save_context(
+        &self,
+        s: &str,
+        c: &Map<String, Value>,
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.save_context(s, c, f).await
     }
-    async fn set_context(&self, s: &str, k: &str, v: &Value) -> events::Result<()> {
-        self.inner.set_context(s, k, v).await
+    async fn set_context(&self, s: &str, k: &str, v: &Value, f: Fence<'_>) -> events::Result<()> {
+        self.inner.set_context(s, k, v, f).await
     }
     async fn load_context(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
         self.inner.load_context(s).await
     }
-    async fn save_mappings(&self, s: &str, m: &Map<String, Value>) -> events::Result<()> {
-        self.inner.save_mappings(s, m).await
+    async fn save_mappings(
+        &self,
+        s: &str,
+        m: &Map<String, Value>,
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.save_mappings(s, m, f).await
     }
     async fn load_mappings(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
         self.inner.load_mappings(s).await
     }
-    async fn publish_result(&self, s: &str, r: &[u8]) -> events::Result<()> {
-        self.inner.publish_result(s, r).await
+    async fn publish_result(&self, s: &str, r: &[u8], f: Fence<'_>) -> events::Result<()> {
+        self.inner.publish_result(s, r, f).await
     }
     async fn load_result(&self, s: &str) -> events::Result<Option<Value>> {
         self.inner.load_result(s).await
     }
-    async fn delete_result(&self, s: &str) -> events::Result<()> {
-        self.inner.delete_result(s).await
+    async fn delete_result(&self, s: &str, f: Fence<'_>) -> events::Result<()> {
+        self.inner.delete_result(s, f).await
     }
     async fn save_blob(&self, s: &str, n: &str, b: Vec<u8>) -> events::Result<()> {
         self.inner.save_blob(s, n, b).await
@@ -80,8 +97,8 @@ impl Store for DeafStore {
     async fn load_blob(&self, s: &str, n: &str) -> events::Result<Option<Vec<u8>>> {
         self.inner.load_blob(s, n).await
     }
-    async fn cleanup(&self, s: &str) -> events::Result<()> {
-        self.inner.cleanup(s).await
+    async fn cleanup(&self, s: &str, f: Fence<'_>) -> events::Result<()> {
+        self.inner.cleanup(s, f).await
     }
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> events::Result<()> {
         if channel.starts_with("agency:notices:") {
@@ -98,12 +115,19 @@ impl Store for DeafStore {
         s: &str,
         o: &str,
         at: &events::Origin,
+        token: &str,
         l: Duration,
     ) -> events::Result<Claim> {
-        self.inner.claim(s, o, at, l).await
+        self.inner.claim(s, o, at, token, l).await
     }
-    async fn renew(&self, s: &str, o: &str, l: Duration) -> events::Result<events::Renewal> {
-        self.inner.renew(s, o, l).await
+    async fn renew(
+        &self,
+        s: &str,
+        o: &str,
+        token: &str,
+        l: Duration,
+    ) -> events::Result<events::Renewal> {
+        self.inner.renew(s, o, token, l).await
     }
     async fn release(&self, s: &str, o: &str) -> events::Result<()> {
         self.inner.release(s, o).await

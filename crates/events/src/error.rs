@@ -40,6 +40,14 @@ pub enum Error {
         /// The encoder's message.
         message: String,
     },
+    /// A write for a session by a coordinator whose lease another claim has replaced: the store
+    /// refused it, atomically with checking. Retrying cannot help; the session belongs to the
+    /// coordinator that claimed it since.
+    #[error("session {session}: the write was refused, another coordinator holds the session's lease now")]
+    Fenced {
+        /// The session written to.
+        session: String,
+    },
     /// A subscription ended (the backend is shutting down).
     #[error("{0} closed")]
     Closed(String),

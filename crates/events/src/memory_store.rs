@@ -4,7 +4,9 @@
 use crate::error::{encode, Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
-use crate::store::{accept, notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
+use crate::store::{
+    accept, notices_channel, Claim, Fence, Renewal, Store, Subscription, RESULTS_CHANNEL,
+};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -28,9 +30,22 @@ struct Sessions {
     origins: HashMap<String, Origin>,
     /// Lease holders and until when they hold it.
     leases: HashMap<String, (String, Instant)>,
+    /// The token of each session's latest claim (see [`Fence`]).
+    fences: HashMap<String, String>,
 }
 
 impl Sessions {
+    /// Refuses a write whose token a later claim replaced. With no token stored (the store lost
+    /// the session, see [`Renewal::StateLost`]) nobody claimed it since, so the write goes ahead.
+    fn check(&self, session: &str, fence: Fence<'_>) -> Result<()> {
+        match (fence, self.fences.get(session)) {
+            (Fence::Token(token), Some(current)) if current != token => Err(Error::Fenced {
+                session: session.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Who holds `session`'s lease now, if anyone.
     fn holder(&self, session: &str) -> Option<&str> {
         self.leases
@@ -88,6 +103,13 @@ impl MemoryStore {
             .map_err(|_| Error::poisoned("memory store"))
     }
 
+    /// The sessions' state, for a write with `fence`: refused when a later claim replaced it.
+    fn fenced(&self, session: &str, fence: Fence<'_>) -> Result<MutexGuard<'_, Sessions>> {
+        let sessions = self.sessions()?;
+        sessions.check(session, fence)?;
+        Ok(sessions)
+    }
+
     /// How many blobs (results stored by reference) were ever saved.
     pub fn blobs_saved(&self) -> u64 {
         self.blobs_saved.load(std::sync::atomic::Ordering::Relaxed)
@@ -113,8 +135,14 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()> {
-        self.sessions()?
+    async fn save_task(
+        &self,
+        session: &str,
+        task: TaskRef,
+        record: &TaskRecord,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.fenced(session, fence)?
             .tasks
             .insert((session.to_string(), task), record.clone());
         Ok(())
@@ -172,20 +200,31 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
+    async fn save_context(
+        &self,
+        session: &str,
+        context: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
         let entries = context
             .iter()
             .map(|(key, value)| Ok((key.clone(), encode(&format!("context key {key}"), value)?)))
             .collect::<Result<_>>()?;
-        self.sessions()?
+        self.fenced(session, fence)?
             .contexts
             .insert(session.to_string(), entries);
         Ok(())
     }
 
-    async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()> {
+    async fn set_context(
+        &self,
+        session: &str,
+        key: &str,
+        value: &Value,
+        fence: Fence<'_>,
+    ) -> Result<()> {
         let encoded = encode(&format!("context key {key}"), value)?;
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.fenced(session, fence)?;
         let entries = sessions.contexts.entry(session.to_string()).or_default();
         match entries.iter_mut().find(|(k, _)| k == key) {
             Some((_, slot)) => *slot = encoded,
@@ -206,8 +245,13 @@ impl Store for MemoryStore {
             .map(Some)
     }
 
-    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
-        self.sessions()?
+    async fn save_mappings(
+        &self,
+        session: &str,
+        mappings: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.fenced(session, fence)?
             .mappings
             .insert(session.to_string(), mappings.clone());
         Ok(())
@@ -217,9 +261,9 @@ impl Store for MemoryStore {
         Ok(self.sessions()?.mappings.get(session).cloned())
     }
 
-    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()> {
+    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()> {
         let encoded = result.to_vec();
-        self.sessions()?
+        self.fenced(session, fence)?
             .results
             .insert(session.to_string(), encoded.clone());
         self.publish(RESULTS_CHANNEL, encoded).await
@@ -234,8 +278,8 @@ impl Store for MemoryStore {
             .transpose()
     }
 
-    async fn delete_result(&self, session: &str) -> Result<()> {
-        self.sessions()?.results.remove(session);
+    async fn delete_result(&self, session: &str, fence: Fence<'_>) -> Result<()> {
+        self.fenced(session, fence)?.results.remove(session);
         Ok(())
     }
 
@@ -244,6 +288,7 @@ impl Store for MemoryStore {
         session: &str,
         owner: &str,
         origin: &Origin,
+        token: &str,
         lease: Duration,
     ) -> Result<Claim> {
         let mut sessions = self.sessions()?;
@@ -267,6 +312,9 @@ impl Store for MemoryStore {
             session.to_string(),
             (owner.to_string(), Instant::now() + lease),
         );
+        sessions
+            .fences
+            .insert(session.to_string(), token.to_string());
         Ok(match previous {
             Some(previous) if previous == *origin => Claim::Resume,
             previous => {
@@ -281,11 +329,19 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal> {
+    async fn renew(
+        &self,
+        session: &str,
+        owner: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Renewal> {
         let mut sessions = self.sessions()?;
-        if sessions
-            .holder(session)
-            .is_some_and(|holder| holder != owner)
+        let replaced = sessions.fences.get(session).is_some_and(|t| t != token);
+        if replaced
+            || sessions
+                .holder(session)
+                .is_some_and(|holder| holder != owner)
         {
             return Ok(Renewal::Taken);
         }
@@ -324,8 +380,8 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn cleanup(&self, session: &str) -> Result<()> {
-        let mut sessions = self.sessions()?;
+    async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
+        let mut sessions = self.fenced(session, fence)?;
         sessions.tasks.retain(|(name, _), _| name != session);
         sessions.outcomes.retain(|(name, _), _| name != session);
         sessions.blobs.retain(|(name, _), _| name != session);

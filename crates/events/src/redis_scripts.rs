@@ -68,7 +68,8 @@ if all then return #accepted end
 return accepted
 "#;
 
-/// KEYS: lease, origin, result. ARGV: owner, lease ms, origin, origin TTL s. See `Store::claim`.
+/// KEYS: lease, origin, result, fence. ARGV: owner, lease ms, origin, origin TTL s, token. See
+/// `Store::claim`; whenever it takes the lease, `token` becomes the session's fence.
 pub(crate) const CLAIM_SCRIPT: &str = r#"
 local previous = redis.call('GET', KEYS[2])
 if previous and previous ~= ARGV[3] then
@@ -80,6 +81,7 @@ local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 'held' end
 if previous == ARGV[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[4])
 if previous == ARGV[3] then return 'resume' end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 redis.call('DEL', KEYS[3])
@@ -87,21 +89,78 @@ if previous then return 'stale' end
 return 'fresh'
 "#;
 
-/// KEYS: result, origin. ARGV: result, TTL s, results channel. The origin lives as long as the
-/// result, so a redelivered action is recognised as done; the result is announced once stored.
-pub(crate) const RESULT_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
-return 0
+/// The check every fenced write opens with (see `Fence`). KEYS[1]: the session's fence; ARGV[1]:
+/// the writer's token, `''` for none. A write whose token a later claim replaced answers
+/// `fenced` and changes nothing; with no fence stored (the store lost the session) it goes ahead.
+/// The write itself follows and answers `ok`.
+pub(crate) const FENCE: &str = r#"
+local fence = redis.call('GET', KEYS[1])
+if ARGV[1] ~= '' and fence and fence ~= ARGV[1] then return 'fenced' end
 "#;
 
-/// KEYS: lease, origin. ARGV: owner, lease ms, origin TTL s. 1 when `owner` holds the lease
-/// afterwards, 0 when another owner does, -1 when the origin is gone (see `Renewal::StateLost`).
+/// After [`FENCE`]. KEYS: fence, result, origin. ARGV: token, result, TTL s, results channel. The
+/// origin and fence live as long as the result, so a redelivered action is recognised as done;
+/// the result is announced once stored.
+pub(crate) const RESULT_SCRIPT: &str = r#"
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, task record, keys index. ARGV: token, record.
+pub(crate) const SAVE_TASK_SCRIPT: &str = r#"
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[2])
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, then field and value pairs: the hash becomes
+/// exactly those, written 500 pairs at a time (far below Lua's stack limit).
+pub(crate) const REPLACE_HASH_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[2])
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, field, value.
+pub(crate) const SET_FIELD_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, key. ARGV: token.
+pub(crate) const DELETE_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[2])
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, keys index, context, mappings. ARGV: token. UNLINK frees in a
+/// background thread: deleting a million-field outcomes hash with DEL blocks every client of
+/// the server for over half a second. The keys the index lists share the session's hash tag, so
+/// they sit in the same Cluster slot as the declared ones.
+pub(crate) const CLEANUP_SCRIPT: &str = r#"
+local keys = redis.call('SMEMBERS', KEYS[2])
+for i = 1, #keys, 1000 do
+  redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
+end
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4])
+return 'ok'
+"#;
+
+/// KEYS: lease, origin, fence. ARGV: owner, lease ms, origin TTL s, token. 1 when `owner` holds
+/// the lease afterwards, 0 when another owner does or a later claim replaced `token`, -1 when
+/// the origin is gone (see `Renewal::StateLost`).
 pub(crate) const RENEW_SCRIPT: &str = r#"
+local fence = redis.call('GET', KEYS[3])
+if fence and fence ~= ARGV[4] then return 0 end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 0 then return -1 end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;

@@ -12,6 +12,7 @@
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
 //! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
+//! | `agency:{S}:fence` | string | the token of the latest claim; a coordinator's writes carry theirs and are refused once it is replaced |
 //!
 //! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
@@ -21,9 +22,11 @@ use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::redis_scripts::{
-    CLAIM_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RESULT_SCRIPT, RESULT_TTL_SECONDS,
+    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
+    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, RESULT_TTL_SECONDS, SAVE_TASK_SCRIPT,
+    SET_FIELD_SCRIPT,
 };
-use crate::store::{notices_channel, Claim, Renewal, Store, Subscription, RESULTS_CHANNEL};
+use crate::store::{notices_channel, Claim, Fence, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
@@ -38,8 +41,9 @@ pub struct RedisStore {
     client: redis::Client,
     connection: ConnectionManager,
     record: redis::Script,
-    result: redis::Script,
     claim: redis::Script,
+    /// The fenced writes: each script opens with the [`FENCE`] check.
+    fenced: Fenced,
     renew: redis::Script,
     release: redis::Script,
 }
@@ -78,6 +82,31 @@ fn corrupt(what: impl Into<String>, error: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The scripts of the writes a coordinator fences with its claim's token.
+#[derive(Clone)]
+struct Fenced {
+    result: redis::Script,
+    save_task: redis::Script,
+    replace_hash: redis::Script,
+    set_field: redis::Script,
+    delete: redis::Script,
+    cleanup: redis::Script,
+}
+
+impl Fenced {
+    fn new() -> Self {
+        let fenced = |body: &str| redis::Script::new(&format!("{FENCE}{body}"));
+        Self {
+            result: fenced(RESULT_SCRIPT),
+            save_task: fenced(SAVE_TASK_SCRIPT),
+            replace_hash: fenced(REPLACE_HASH_SCRIPT),
+            set_field: fenced(SET_FIELD_SCRIPT),
+            delete: fenced(DELETE_SCRIPT),
+            cleanup: fenced(CLEANUP_SCRIPT),
+        }
+    }
+}
+
 fn key(session: &str, rest: &str) -> String {
     format!("agency:{{{session}}}:{rest}")
 }
@@ -107,8 +136,8 @@ impl RedisStore {
             client,
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
-            result: redis::Script::new(RESULT_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
+            fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
         })
@@ -141,16 +170,41 @@ impl RedisStore {
             .map(Some)
     }
 
-    async fn set_hash(&self, key: &str, entries: Vec<(String, Vec<u8>)>) -> Result<()> {
+    /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its
+    /// first argument the token, already given) and reads its answer.
+    async fn write_fenced(
+        &self,
+        session: &str,
+        invocation: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<()> {
         let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(key);
-        if !entries.is_empty() {
-            pipe.hset_multiple(key, &entries);
-        }
-        pipe.query_async::<()>(&mut connection)
+        let answer: String = invocation
+            .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "fenced" => Err(Error::Fenced {
+                session: session.to_string(),
+            }),
+            other => Err(corrupt("a fenced write's answer", other)),
+        }
+    }
+
+    /// Replaces the session's hash `name` with `entries`, fenced.
+    async fn replace_hash(
+        &self,
+        session: &str,
+        name: &str,
+        entries: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.replace_hash.key(key(session, "fence"));
+        invocation.key(key(session, name)).arg(fence.token());
+        for (field, value) in entries {
+            invocation.arg(field).arg(to_json(value)?);
+        }
+        self.write_fenced(session, &mut invocation).await
     }
 }
 
@@ -160,16 +214,20 @@ fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()> {
-        let mut connection = self.connection.clone();
-        let task_key = task_key(session, task);
-        redis::pipe()
-            .atomic()
-            .set(&task_key, to_json(record)?)
-            .sadd(key(session, "keys"), &task_key)
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(unavailable)
+    async fn save_task(
+        &self,
+        session: &str,
+        task: TaskRef,
+        record: &TaskRecord,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.save_task.key(key(session, "fence"));
+        invocation
+            .key(task_key(session, task))
+            .key(key(session, "keys"))
+            .arg(fence.token())
+            .arg(to_json(record)?);
+        self.write_fenced(session, &mut invocation).await
     }
 
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
@@ -271,49 +329,59 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()> {
-        let entries = context
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
-            .collect::<Result<_>>()?;
-        self.set_hash(&key(session, "context"), entries).await
+    async fn save_context(
+        &self,
+        session: &str,
+        context: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.replace_hash(session, "context", context, fence).await
     }
 
-    async fn set_context(&self, session: &str, context_key: &str, value: &Value) -> Result<()> {
-        let mut connection = self.connection.clone();
-        connection
-            .hset::<_, _, _, ()>(key(session, "context"), context_key, to_json(value)?)
-            .await
-            .map_err(unavailable)
+    async fn set_context(
+        &self,
+        session: &str,
+        context_key: &str,
+        value: &Value,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.set_field.key(key(session, "fence"));
+        invocation
+            .key(key(session, "context"))
+            .arg(fence.token())
+            .arg(context_key)
+            .arg(to_json(value)?);
+        self.write_fenced(session, &mut invocation).await
     }
 
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
         self.hash_json(&key(session, "context")).await
     }
 
-    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()> {
-        let entries = mappings
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
-            .collect::<Result<_>>()?;
-        self.set_hash(&key(session, "mappings"), entries).await
+    async fn save_mappings(
+        &self,
+        session: &str,
+        mappings: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.replace_hash(session, "mappings", mappings, fence)
+            .await
     }
 
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>> {
         self.hash_json(&key(session, "mappings")).await
     }
 
-    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()> {
-        let mut connection = self.connection.clone();
-        self.result
+    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.result.key(key(session, "fence"));
+        invocation
             .key(result_key(session))
             .key(key(session, "origin"))
+            .arg(fence.token())
             .arg(result)
             .arg(RESULT_TTL_SECONDS)
-            .arg(RESULTS_CHANNEL)
-            .invoke_async::<()>(&mut connection)
-            .await
-            .map_err(unavailable)
+            .arg(RESULTS_CHANNEL);
+        self.write_fenced(session, &mut invocation).await
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
@@ -340,12 +408,10 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn delete_result(&self, session: &str) -> Result<()> {
-        let mut connection = self.connection.clone();
-        connection
-            .del::<_, ()>(result_key(session))
-            .await
-            .map_err(unavailable)
+    async fn delete_result(&self, session: &str, fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.delete.key(key(session, "fence"));
+        invocation.key(result_key(session)).arg(fence.token());
+        self.write_fenced(session, &mut invocation).await
     }
 
     async fn claim(
@@ -353,6 +419,7 @@ impl Store for RedisStore {
         session: &str,
         owner: &str,
         origin: &Origin,
+        token: &str,
         lease: Duration,
     ) -> Result<Claim> {
         let mut connection = self.connection.clone();
@@ -361,10 +428,12 @@ impl Store for RedisStore {
             .key(key(session, "lease"))
             .key(key(session, "origin"))
             .key(result_key(session))
+            .key(key(session, "fence"))
             .arg(owner)
             .arg(lease.as_millis().max(1) as u64)
             .arg(origin.to_string())
             .arg(RESULT_TTL_SECONDS)
+            .arg(token)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -379,15 +448,23 @@ impl Store for RedisStore {
         })
     }
 
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal> {
+    async fn renew(
+        &self,
+        session: &str,
+        owner: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Renewal> {
         let mut connection = self.connection.clone();
         let found: i64 = self
             .renew
             .key(key(session, "lease"))
             .key(key(session, "origin"))
+            .key(key(session, "fence"))
             .arg(owner)
             .arg(lease.as_millis().max(1) as u64)
             .arg(RESULT_TTL_SECONDS)
+            .arg(token)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -409,14 +486,14 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn cleanup(&self, session: &str) -> Result<()> {
-        let mut connection = self.connection.clone();
-        let index = key(session, "keys");
-        let mut keys: Vec<String> = connection.smembers(&index).await.map_err(unavailable)?;
-        keys.extend([index, key(session, "context"), key(session, "mappings")]);
-        // UNLINK frees in a background thread: deleting a million-field outcomes hash with DEL
-        // blocks every client of the server for over half a second.
-        connection.unlink::<_, ()>(keys).await.map_err(unavailable)
+    async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.cleanup.key(key(session, "fence"));
+        invocation
+            .key(key(session, "keys"))
+            .key(key(session, "context"))
+            .key(key(session, "mappings"))
+            .arg(fence.token());
+        self.write_fenced(session, &mut invocation).await
     }
 
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {

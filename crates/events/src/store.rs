@@ -28,6 +28,29 @@ pub fn notices_channel(session: &str) -> String {
 /// one subscription.
 pub const NOTICES_PATTERN: &str = "agency:notices:*";
 
+/// Who may write a session's state. A coordinator running a session under a lease writes with
+/// the token its [`Store::claim`] stored; once another claim replaces the token, every write
+/// with the old one is refused ([`crate::Error::Fenced`]) in the same atomic step that checks it,
+/// so a coordinator that was paused past its lease cannot overwrite what its successor wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence<'a> {
+    /// No lease is involved: an embedded run, or a write outside any run (a client, a rejected
+    /// session).
+    Open,
+    /// The token of the claim the writer holds.
+    Token(&'a str),
+}
+
+impl Fence<'_> {
+    /// The token, or `""` for [`Fence::Open`] (how the Lua scripts take it).
+    pub fn token(&self) -> &str {
+        match self {
+            Self::Open => "",
+            Self::Token(token) => token,
+        }
+    }
+}
+
 /// What [`Store::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -64,7 +87,13 @@ pub enum Renewal {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores what workers need to run a task's instances.
-    async fn save_task(&self, session: &str, task: TaskRef, record: &TaskRecord) -> Result<()>;
+    async fn save_task(
+        &self,
+        session: &str,
+        task: TaskRef,
+        record: &TaskRecord,
+        fence: Fence<'_>,
+    ) -> Result<()>;
     /// The task's record, if the session still has one.
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>>;
     /// Records outcomes by the recording rule; returns, per outcome, whether it was accepted.
@@ -87,39 +116,63 @@ pub trait Store: Send + Sync + 'static {
         range: Range<u64>,
     ) -> Result<Vec<Option<Outcome>>>;
     /// Stores the session's whole context, replacing what was there.
-    async fn save_context(&self, session: &str, context: &Map<String, Value>) -> Result<()>;
+    async fn save_context(
+        &self,
+        session: &str,
+        context: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()>;
     /// Sets one context key (a task's combined result), leaving the others.
-    async fn set_context(&self, session: &str, key: &str, value: &Value) -> Result<()>;
+    async fn set_context(
+        &self,
+        session: &str,
+        key: &str,
+        value: &Value,
+        fence: Fence<'_>,
+    ) -> Result<()>;
     /// The session's context, if it has one stored.
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Which context key each task's result is written to (seed 002's result key mappings).
-    async fn save_mappings(&self, session: &str, mappings: &Map<String, Value>) -> Result<()>;
+    async fn save_mappings(
+        &self,
+        session: &str,
+        mappings: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()>;
     /// The mappings stored by [`Store::save_mappings`].
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Stores the session's final or partial result (kept after cleanup), then announces it on
     /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored.
     /// `result` is the JSON document, encoded once by the caller (a result can hold a million
     /// values; it is never copied to be stored).
-    async fn publish_result(&self, session: &str, result: &[u8]) -> Result<()>;
+    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()>;
     /// The session's stored result, if it has one.
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.
-    async fn delete_result(&self, session: &str) -> Result<()>;
+    async fn delete_result(&self, session: &str, fence: Fence<'_>) -> Result<()>;
     /// Takes the session's lease for `owner` unless another owner holds it, and says how the
     /// session stands for the action at `origin` (its position in the intake topic). For a fresh
     /// or stale start it records `origin` (kept as long as a result) and deletes an earlier
-    /// result, atomically with taking the lease.
+    /// result, atomically with taking the lease. Whenever it takes the lease it stores `token`
+    /// as the session's fence: writes with any earlier token are refused from then on.
     async fn claim(
         &self,
         session: &str,
         owner: &str,
         origin: &Origin,
+        token: &str,
         lease: Duration,
     ) -> Result<Claim>;
     /// Extends `owner`'s lease (or takes it again if it lapsed and nobody took it) and keeps the
-    /// session's origin from expiring, unless another owner holds the lease or the origin is
-    /// gone.
-    async fn renew(&self, session: &str, owner: &str, lease: Duration) -> Result<Renewal>;
+    /// session's origin from expiring, unless another owner holds the lease, a later claim
+    /// replaced `token` (both [`Renewal::Taken`]) or the origin is gone.
+    async fn renew(
+        &self,
+        session: &str,
+        owner: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Renewal>;
     /// Gives the lease up if `owner` holds it.
     async fn release(&self, session: &str, owner: &str) -> Result<()>;
     /// Keeps a large value (an instance result stored by reference) under `name`.
@@ -128,7 +181,7 @@ pub trait Store: Send + Sync + 'static {
     async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>>;
     /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
     /// result.
-    async fn cleanup(&self, session: &str) -> Result<()>;
+    async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
     /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     /// Messages published on `channel` from now on.

@@ -2,9 +2,9 @@
 //! whether the session starts fresh, resumes from what a stopped coordinator stored, or was done
 //! already; renewing it in a task of its own tells the run when the lease went to another.
 
-use super::{Coordinator, LEASE};
+use super::{Coordinator, Lease, LEASE};
 use crate::error::{Error, Result};
-use events::{Claim, Origin, Renewal};
+use events::{Claim, Fence, Origin, Renewal};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -80,18 +80,22 @@ impl Coordinator {
     /// cannot be reached (the action is not lost to an outage).
     pub(super) async fn take(
         &self,
-        holder: &str,
+        lease: Lease<'_>,
         id: &str,
         origin: &Origin,
         stop: &CancellationToken,
     ) -> Result<Taken> {
         let mut unreachable = events::Backoff::new();
         loop {
-            let wait = match self.store.claim(id, holder, origin, LEASE).await {
+            let claimed = self
+                .store
+                .claim(id, lease.holder, origin, lease.token, LEASE)
+                .await;
+            let wait = match claimed {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
                 Ok(Claim::Stale) => {
                     // An earlier run under this id may have left working state behind.
-                    self.store.cleanup(id).await?;
+                    self.store.cleanup(id, Fence::Token(lease.token)).await?;
                     return Ok(Taken::Run(Start::Fresh));
                 }
                 Ok(Claim::Resume) => {
@@ -125,16 +129,17 @@ impl Coordinator {
     /// the session delays it. The returned receiver gets why the lease ended: another
     /// coordinator holds it ([`Renewal::Taken`]) or the store lost the session
     /// ([`Renewal::StateLost`]). Dropping it stops the renewing.
-    pub(super) fn keep_lease(&self, id: &str, holder: &str) -> oneshot::Receiver<Renewal> {
+    pub(super) fn keep_lease(&self, id: &str, lease: Lease<'_>) -> oneshot::Receiver<Renewal> {
         let (mut ended, receiver) = oneshot::channel();
-        let (store, holder, id) = (self.store.clone(), holder.to_string(), id.to_string());
+        let (store, id) = (self.store.clone(), id.to_string());
+        let (holder, token) = (lease.holder.to_string(), lease.token.to_string());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = ended.closed() => return,
                     () = tokio::time::sleep(LEASE / 3) => {}
                 }
-                match store.renew(&id, &holder, LEASE).await {
+                match store.renew(&id, &holder, &token, LEASE).await {
                     Ok(Renewal::Held) => {}
                     Ok(end) => {
                         // The session may have ended meanwhile; then nobody listens.

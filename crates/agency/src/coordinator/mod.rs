@@ -24,7 +24,7 @@ pub use lease::HandedOver;
 
 use crate::error::{Error, Result};
 use crate::notice_router::NoticeRouter;
-use events::{Broker, Origin, Store};
+use events::{Broker, Fence, Origin, Store};
 use expansion::Limits;
 use lease::{handed_over, Holder, Start, Taken, STOPPING};
 use run::SessionRun;
@@ -48,8 +48,23 @@ struct RunOf<'a> {
     name: &'a str,
     /// The lease to keep renewed; `None` when the session runs unleased (embedded: one
     /// coordinator).
-    holder: Option<&'a str>,
+    lease: Option<Lease<'a>>,
     start: Start,
+}
+
+/// A lease this coordinator holds on a session: who holds it, and the token its claim stored as
+/// the session's fence, which every write for the session carries.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease<'a> {
+    /// The holder (`owner@origin`, see [`lease::Holder`]).
+    pub(super) holder: &'a str,
+    /// The claim's token.
+    pub(super) token: &'a str,
+}
+
+/// What a run's writes carry: its lease's token, or no fence when it runs unleased.
+pub(super) fn fence(lease: Option<Lease<'_>>) -> Fence<'_> {
+    lease.map_or(Fence::Open, |lease| Fence::Token(lease.token))
 }
 
 /// Counters a progress display reads while a session runs.
@@ -125,7 +140,7 @@ impl Coordinator {
         let name = uuid::Uuid::new_v4().to_string();
         let run = RunOf {
             name: &name,
-            holder: None,
+            lease: None,
             start: Start::Fresh,
         };
         self.drive(session, id, run, progress, cancel).await
@@ -159,8 +174,16 @@ impl Coordinator {
         .to_string();
         let name = origin.to_string();
         let mut outage = events::Backoff::new();
+        let mut token;
         let outcome = loop {
-            let outcome = match self.take(&holder, id, origin, &stop).await {
+            // Each claim stores a token of its own: a run of this coordinator that an earlier
+            // claim started is fenced out too.
+            token = uuid::Uuid::new_v4().to_string();
+            let lease = Lease {
+                holder: &holder,
+                token: &token,
+            };
+            let outcome = match self.take(lease, id, origin, &stop).await {
                 Ok(Taken::Done(result)) => {
                     return result
                         .map(|value| crate::distributed::read_result(id, value))
@@ -169,7 +192,7 @@ impl Coordinator {
                 Ok(Taken::Run(start)) => {
                     let run = RunOf {
                         name: &name,
-                        holder: Some(&holder),
+                        lease: Some(lease),
                         start,
                     };
                     self.drive(session, id, run, progress, stop.clone())
@@ -191,7 +214,9 @@ impl Coordinator {
         };
         match &outcome {
             Err(error) if error.is_handed_over() => {}
-            Err(error) => self.publish_failure(id, error).await,
+            // Fenced by the last claim: if another coordinator claimed the session since, the
+            // session is its to finish, and this failure is not published.
+            Err(error) => self.publish_failure(id, error, Fence::Token(&token)).await,
             Ok(_) => {}
         }
         if let Err(error) = self.store.release(id, &holder).await {
@@ -201,9 +226,9 @@ impl Coordinator {
     }
 
     /// Best effort: whoever waits for the session hears that it failed, and why.
-    async fn publish_failure(&self, id: &str, error: &Error) {
+    async fn publish_failure(&self, id: &str, error: &Error, fence: Fence<'_>) {
         let result = SessionResult::failed(id, vec![error.to_string()]);
-        if let Err(error) = publish_result(self.store.as_ref(), &result).await {
+        if let Err(error) = publish_result(self.store.as_ref(), &result, fence).await {
             tracing::error!(session = id, %error, "cannot publish the failure of a session");
         }
     }
@@ -214,19 +239,16 @@ impl Coordinator {
         &self,
         session: &Session,
         id: &str,
-        RunOf {
-            name,
-            holder,
-            start,
-        }: RunOf<'_>,
+        RunOf { name, lease, start }: RunOf<'_>,
         progress: &Progress,
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
-        let result = run.drive(holder, cancel).await?;
-        publish_result(self.store.as_ref(), &result).await?;
-        self.store.cleanup(id).await?;
+        run.fence = fence(lease);
+        let result = run.drive(lease, cancel).await?;
+        publish_result(self.store.as_ref(), &result, fence(lease)).await?;
+        self.store.cleanup(id, fence(lease)).await?;
         Ok(result)
     }
 }
@@ -235,9 +257,12 @@ impl Coordinator {
 pub(crate) async fn publish_result(
     store: &dyn Store,
     result: &SessionResult,
+    fence: Fence<'_>,
 ) -> events::Result<()> {
     let encoded = events::encode("the result", result)?;
-    store.publish_result(&result.session_id, &encoded).await
+    store
+        .publish_result(&result.session_id, &encoded, fence)
+        .await
 }
 
 /// Sleeps until `deadline`, or forever when there is none (a `select!` branch that never fires).

@@ -5,10 +5,10 @@
 use super::lease::{handed_over, STOPPING};
 use super::timers::Timers;
 use super::work::merge_ranges;
-use super::{Coordinator, Progress};
+use super::{Coordinator, Lease, Progress};
 use crate::error::{Error, Result};
 use crate::notice_router::Routed;
-use events::{Control, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
+use events::{Control, Fence, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
 use expansion::OutputFormat;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -64,6 +64,8 @@ pub(super) struct SessionRun<'a> {
     /// Taking over from a coordinator that stopped: stored outcomes are read as tasks are
     /// planned, and ranges whose outcomes are all stored are not dispatched again.
     pub(super) resuming: bool,
+    /// What every write for the session carries (see [`Fence`]).
+    pub(super) fence: Fence<'a>,
 }
 
 impl<'a> SessionRun<'a> {
@@ -86,6 +88,7 @@ impl<'a> SessionRun<'a> {
             started: Instant::now(),
             timers: Timers::default(),
             resuming: false,
+            fence: Fence::Open,
         }
     }
 
@@ -108,11 +111,11 @@ impl<'a> SessionRun<'a> {
             .map_or(0, |machine| machine.tasks()[task].instances)
     }
 
-    /// Runs the session to its result. `holder` is the lease to watch (`None`: unleased, and
+    /// Runs the session to its result. `lease` is the lease to watch (`None`: unleased, and
     /// `cancel` ends the session `cancelled`; leased, `cancel` hands it over).
     pub(super) async fn drive(
         mut self,
-        holder: Option<&str>,
+        lease: Option<Lease<'_>>,
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
         let id = self.id;
@@ -124,28 +127,29 @@ impl<'a> SessionRun<'a> {
         // earlier run no longer answers (under a lease, `claim` deleted it).
         let store = &self.coordinator.store;
         let (context, mappings) = (self.context.clone(), mappings(self.session));
+        let fence = self.fence;
         let initial = async {
             tokio::try_join!(
                 async {
-                    match holder {
-                        None => store.delete_result(id).await,
+                    match lease {
+                        None => store.delete_result(id, fence).await,
                         Some(_) => Ok(()),
                     }
                 },
-                store.save_context(id, &context),
-                store.save_mappings(id, &mappings),
+                store.save_context(id, &context, fence),
+                store.save_mappings(id, &mappings, fence),
             )
         };
         let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));
         initial?;
         started?;
         // Unleased, the lease never ends: its sender stays here.
-        let (_unleased, mut lease_ended) = match holder {
+        let (_unleased, mut lease_ended) = match lease {
             None => {
                 let (sender, receiver) = oneshot::channel();
                 (Some(sender), receiver)
             }
-            Some(holder) => (None, self.coordinator.keep_lease(id, holder)),
+            Some(lease) => (None, self.coordinator.keep_lease(id, lease)),
         };
         let mut reconcile_timer = tokio::time::interval(RECONCILE_INTERVAL);
         reconcile_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,7 +158,7 @@ impl<'a> SessionRun<'a> {
         while !self.machine.finished() {
             tokio::select! {
                 () = cancel.cancelled(), if !cancelled => {
-                    if holder.is_some() {
+                    if lease.is_some() {
                         return Err(handed_over(id, STOPPING));
                     }
                     cancelled = true;

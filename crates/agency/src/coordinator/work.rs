@@ -78,7 +78,7 @@ impl SessionRun<'_> {
         let saved = self
             .coordinator
             .store
-            .save_task(self.id, TaskRef { group: g, task: t }, &record)
+            .save_task(self.id, TaskRef { group: g, task: t }, &record, self.fence)
             .await;
         if let Some(error) = refused(saved, "cannot store the task for workers")? {
             return Ok(Event::PlanFailed { task: t, error });
@@ -218,7 +218,7 @@ impl SessionRun<'_> {
         let saved = self
             .coordinator
             .store
-            .set_context(self.id, &key, &value)
+            .set_context(self.id, &key, &value, self.fence)
             .await;
         if let Some(error) = refused(saved, "cannot store the context")? {
             return Ok(Event::CombineFailed { task: t, error });

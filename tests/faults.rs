@@ -1,0 +1,168 @@
+//! The fault matrix, against Apache Kafka and Redis: each case injects one fault into a running
+//! cluster of `agency` processes and checks, with one checker, that every run still ends with
+//! exactly one result, the right one.
+// Test code: a failed step panics the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use integration_tests::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every message published on `agency:results` while the test runs, by session id.
+#[derive(Clone, Default)]
+struct Published(Arc<Mutex<HashMap<String, Vec<Value>>>>);
+
+impl Published {
+    /// Listens on `agency:results` in a thread of its own until the test ends.
+    fn listen() -> Self {
+        let published = Self::default();
+        let into = published.clone();
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pubsub = connection.as_pubsub();
+            pubsub.subscribe("agency:results").unwrap();
+            ready.send(()).unwrap();
+            while let Ok(message) = pubsub.get_message() {
+                let payload: Vec<u8> = message.get_payload().unwrap_or_default();
+                let Ok(result) = serde_json::from_slice::<Value>(&payload) else {
+                    continue;
+                };
+                let id = result["session_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                into.0.lock().unwrap().entry(id).or_default().push(result);
+            }
+        });
+        subscribed.recv().unwrap();
+        published
+    }
+
+    fn of(&self, id: &str) -> Vec<Value> {
+        self.0.lock().unwrap().get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// The stored result of session `id`, waiting up to `patience` for it.
+fn stored_result(id: &str, patience: Duration) -> Value {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let deadline = Instant::now() + patience;
+    loop {
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(format!("agency:result:{{{id}}}"))
+            .query(&mut redis)
+            .unwrap();
+        if let Some(stored) = stored {
+            return serde_json::from_str(&stored).unwrap();
+        }
+        assert!(Instant::now() < deadline, "session {id} has no result");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// A session of `naps` sleeping instances of `ms` each, at most 4 at a time per worker.
+fn naps(id: &str, naps: usize, ms: u64) -> Value {
+    let ns: Vec<usize> = (0..naps).collect();
+    json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps", "executor": "sleep",
+        "concurrency": 4,
+        "input": {"ms": ms, "ns": ns, "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]})
+}
+
+/// The one checker: session `id` has exactly one result published and the stored one is it,
+/// completed, with every instance's own result in the context and each counted once.
+fn check_one_right_result(published: &Published, id: &str, instances: usize, ms: u64) {
+    let stored = stored_result(id, Duration::from_secs(120));
+    let all = published.of(id);
+    assert_eq!(
+        all.len(),
+        1,
+        "session {id}: {} results published",
+        all.len()
+    );
+    assert_eq!(
+        all[0], stored,
+        "session {id}: the stored result is the published one"
+    );
+    assert_eq!(stored["status"], "completed", "session {id}: {stored:#}");
+    let naps = stored["context"]["naps"].as_array().unwrap();
+    assert_eq!(naps.len(), instances, "session {id}");
+    assert!(
+        naps.iter().all(|nap| nap["slept_ms"] == ms),
+        "session {id}: every instance's result is in the context"
+    );
+    assert_eq!(
+        stored["groups"]["g"]["tasks"]["naps"]["succeeded"],
+        json!(instances),
+        "session {id}"
+    );
+}
+
+/// Issue #13, defect 1 (reliability F8): a coordinator paused past its lease while its
+/// sessions run. Another takes them over and finishes them; when the paused one wakes up, the
+/// store refuses every write it tries for them (its lease token was replaced), so it publishes
+/// no second result and overwrites nothing.
+#[test]
+fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing() {
+    let published = Published::listen();
+    let cluster = Cluster::start_with(
+        "paused",
+        &["coordinator", "coordinator", "worker", "worker"],
+    );
+    let (instances, ms) = (240, 250);
+    let ids: Vec<String> = (0..6).map(|n| unique(&format!("paused-{n}"))).collect();
+    for id in &ids {
+        cluster.submit(&naps(id, instances, ms));
+    }
+    // Pause the first coordinator once it runs a session, well before any can finish (each
+    // takes about 240 x 250 ms / 8 = 7.5 s of sleeping alone).
+    let log = cluster.dir.join("coordinator-0.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("session taken")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "coordinator 0 never took a session"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let paused = cluster.processes[0].id();
+    signal(paused, "STOP");
+    // Its group membership and its leases lapse (10 s each); the other coordinator takes its
+    // sessions over and finishes every session.
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| stored_result(id, Duration::from_secs(120)))
+        .collect();
+    assert!(results.iter().all(|r| r["status"] == "completed"));
+    signal(paused, "CONT");
+    // Give the woken coordinator time to act on what it saw before the pause: its notices, its
+    // renewals, its loops.
+    std::thread::sleep(Duration::from_secs(8));
+    let taken: usize = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("session taken")
+        .count();
+    assert!(taken > 0);
+    for id in &ids {
+        check_one_right_result(&published, id, instances, ms);
+    }
+}
