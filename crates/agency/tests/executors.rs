@@ -129,19 +129,89 @@ async fn command_is_killed_at_its_timeout() {
         started.elapsed()
     );
     assert_eq!(first_error(&result), "timed out after 200 ms");
-    let mut alive = true;
+    assert!(
+        gone("sleep 31.4159").await,
+        "the timed-out child process is still running"
+    );
+}
+
+/// Whether no process whose command line contains `pattern` is left, within 5 s.
+async fn gone(pattern: &str) -> bool {
     for _ in 0..50 {
         let found = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 31.4159"])
+            .args(["-f", pattern])
             .output()
             .unwrap();
-        alive = !found.stdout.is_empty();
-        if !alive {
-            break;
+        if found.stdout.is_empty() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!alive, "the timed-out child process is still running");
+    false
+}
+
+#[tokio::test]
+async fn command_ends_when_its_child_exits_and_takes_what_it_started_with_it() {
+    // The background `sleep` holds stdout open: waiting for the pipe to close would wait until
+    // the timeout, and the `sleep` would outlive the attempt.
+    let started = Instant::now();
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["sh", "-c", "sleep 27.1828 & echo '{\"ok\": 1}'"]}),
+        json!({"timeout_ms": 20_000}),
+    ))
+    .await;
+    assert_eq!(result["status"], "completed", "{}", first_error(&result));
+    assert_eq!(result["context"]["t"], json!({"ok": 1}));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        gone("sleep 27.1828").await,
+        "the background process outlived its attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_command_takes_its_whole_process_group_with_it() {
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["sh", "-c", "sleep 29.971 & sleep 29.972"]}),
+        json!({"timeout_ms": 200}),
+    ))
+    .await;
+    assert_eq!(first_error(&result), "timed out after 200 ms");
+    assert!(
+        gone("sleep 29.97").await,
+        "a process of the group is still running"
+    );
+}
+
+#[tokio::test]
+async fn command_output_that_is_empty_or_too_large_is_an_error() {
+    let result = run(one_task("command", json!({"argv": ["true"]}), json!({}))).await;
+    assert_eq!(
+        first_error(&result),
+        "`true` printed nothing on stdout; its result is the JSON it prints"
+    );
+    // 40 MiB of output: read and discarded past the limit, never held whole.
+    let script = "import sys\nfor _ in range(40): sys.stdout.write(' ' * (1 << 20))";
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["python3", "-c", script]}),
+        json!({"timeout_ms": 30_000}),
+    ))
+    .await;
+    assert_eq!(
+        first_error(&result),
+        "`python3` printed more than 32 MiB on stdout, the most a result may be"
+    );
+    assert_eq!(
+        result["groups"]["g"]["tasks"]["t"]["failures"][0]["permanent"],
+        true
+    );
 }
 
 /// Serves one fixed HTTP response per connection on a local port; returns its base URL.

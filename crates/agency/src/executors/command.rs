@@ -1,16 +1,23 @@
 //! `command`: runs a program as an argv list, never through a shell. The instance's input
-//! (without `argv`) goes to its stdin as JSON; its stdout must be JSON (empty means `null`) and
-//! is the result. A non-zero exit is an error carrying the end of stderr. The idempotency key is
-//! in `AGENCY_IDEMPOTENCY_KEY` (and `AGENCY_SESSION`, `AGENCY_TASK`, `AGENCY_INSTANCE`,
-//! `AGENCY_ATTEMPT`). The child is killed when the attempt is cancelled or times out.
+//! (without `argv`) goes to its stdin as JSON; its stdout must be JSON and is the result (empty
+//! stdout is an error; more than 32 MiB is refused). A non-zero exit is an error carrying the
+//! end of stderr. The idempotency key is in `AGENCY_IDEMPOTENCY_KEY` (and `AGENCY_SESSION`,
+//! `AGENCY_TASK`, `AGENCY_INSTANCE`, `AGENCY_ATTEMPT`).
+//!
+//! The child runs in a process group of its own. The attempt ends when the child exits, and
+//! then, or when the attempt is cancelled or times out, the whole group is killed: nothing it
+//! started in the background outlives the attempt or holds its output open.
 //!
 //! `{"argv": ["python3", "agent.py", "--user", "{{user.id}}"], "user": {...}}`
 
 use super::{Call, ExecError, Executor};
 use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Runs a program per instance: see the module docs for argv, stdin and stdout.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +62,9 @@ impl Executor for Command {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // The child leads a process group of its own, so everything it starts can be ended
+            // with it.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -67,6 +77,8 @@ impl Executor for Command {
                     _ => ExecError::Transient(message),
                 }
             })?;
+        // Whatever way this attempt ends (exit, timeout, cancel), the group goes with it.
+        let _group = Group(child.id());
         let stdin = serde_json::to_vec(&input).map_err(|e| ExecError::permanent(e.to_string()))?;
         let writer = child.stdin.take();
         // Stdin is written while stdout and stderr are read: a child that prints more than a
@@ -78,17 +90,24 @@ impl Executor for Command {
                 // Dropping the pipe closes it: the child sees the end of its input.
             }
         };
-        let run = async {
-            let ((), output) = tokio::join!(feed, child.wait_with_output());
-            output
+        let stdout = tokio::spawn(read_capped(child.stdout.take(), STDOUT_LIMIT));
+        let stderr = tokio::spawn(read_tail(child.stderr.take(), STDERR_KEEP));
+        let exited = async {
+            let (status, ()) = tokio::join!(child.wait(), feed);
+            status
         };
-        let output = tokio::select! {
-            output = run => output.map_err(|e| ExecError::Transient(format!("`{program}`: {e}")))?,
-            // Dropping the child future kills the process (kill_on_drop).
+        let status = tokio::select! {
+            status = exited => status.map_err(|e| ExecError::Transient(format!("`{program}`: {e}")))?,
+            // Dropping the child and the group guard kills every process of the group.
             () = call.cancel.cancelled() => return Err("cancelled".into()),
         };
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+        // The attempt is over when the child exits, not when its pipes close: what it left
+        // running in the background (holding them open) is ended now.
+        drop(_group);
+        let stdout = drained(stdout, program).await?;
+        let stderr = drained(stderr, program).await?.bytes;
+        if !status.success() {
+            let stderr = String::from_utf8_lossy(&stderr);
             let tail: String = stderr
                 .chars()
                 .rev()
@@ -98,14 +117,21 @@ impl Executor for Command {
                 .rev()
                 .collect();
             return Err(ExecError::Transient(format!(
-                "`{program}` exited with {}: {}",
-                output.status,
+                "`{program}` exited with {status}: {}",
                 tail.trim()
             )));
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stdout.overflowed {
+            return Err(ExecError::Permanent(format!(
+                "`{program}` printed more than {} MiB on stdout, the most a result may be",
+                STDOUT_LIMIT >> 20
+            )));
+        }
+        let stdout = String::from_utf8_lossy(&stdout.bytes);
         if stdout.trim().is_empty() {
-            return Ok(Value::Null);
+            return Err(ExecError::Transient(format!(
+                "`{program}` printed nothing on stdout; its result is the JSON it prints"
+            )));
         }
         serde_json::from_str(stdout.trim()).map_err(|e| {
             let excerpt: String = stdout.chars().take(200).collect();
@@ -113,5 +139,106 @@ impl Executor for Command {
                 "`{program}` printed something that is not JSON ({e}): {excerpt}"
             ))
         })
+    }
+}
+
+/// The most of stdout kept: a result larger than this is refused (results over 64 KiB are
+/// stored by reference already; this bounds what one attempt can make a worker hold).
+const STDOUT_LIMIT: usize = 32 << 20;
+
+/// How much of the end of stderr is kept, in bytes: more than [`STDERR_TAIL`] characters.
+const STDERR_KEEP: usize = 4 * STDERR_TAIL;
+
+/// How long the pipes may stay open after the child exited and its group was killed (a process
+/// that left the group can hold them).
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// The process group of a child, killed when this is dropped.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(leader) = self.0.and_then(|pid| i32::try_from(pid).ok()) {
+            // The group is the child's own (`process_group(0)`), so nothing outside it is
+            // signalled; a group already gone gives ESRCH, which is the goal anyway.
+            let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
+        }
+    }
+}
+
+/// What was read from a pipe.
+struct Read {
+    bytes: Vec<u8>,
+    /// More than the limit came; `bytes` holds the first part and the rest was discarded.
+    overflowed: bool,
+}
+
+/// Reads `pipe` to its end, keeping at most `limit` bytes (the rest is read and discarded, so
+/// the child never blocks on a full pipe).
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> std::io::Result<Read> {
+    let mut read = Read {
+        bytes: Vec::new(),
+        overflowed: false,
+    };
+    let Some(mut pipe) = pipe else {
+        return Ok(read);
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(read);
+        }
+        let room = limit.saturating_sub(read.bytes.len());
+        read.bytes.extend_from_slice(&chunk[..n.min(room)]);
+        read.overflowed |= n > room;
+    }
+}
+
+/// Reads `pipe` to its end, keeping only its last `keep` bytes.
+async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Read> {
+    let mut read = Read {
+        bytes: Vec::new(),
+        overflowed: false,
+    };
+    let Some(mut pipe) = pipe else {
+        return Ok(read);
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(read);
+        }
+        read.bytes.extend_from_slice(&chunk[..n]);
+        if read.bytes.len() > keep {
+            let excess = read.bytes.len() - keep;
+            read.bytes.drain(..excess);
+            read.overflowed = true;
+        }
+    }
+}
+
+/// What a pipe reader got, once the pipe closed (at most [`PIPE_GRACE`] after the child's
+/// group was killed).
+async fn drained(
+    reader: tokio::task::JoinHandle<std::io::Result<Read>>,
+    program: &str,
+) -> Result<Read, ExecError> {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(PIPE_GRACE, reader).await {
+        Ok(Ok(Ok(read))) => Ok(read),
+        Ok(Ok(Err(e))) => Err(ExecError::Transient(format!(
+            "reading the output of `{program}`: {e}"
+        ))),
+        Ok(Err(e)) => Err(ExecError::Transient(format!(
+            "reading the output of `{program}`: {e}"
+        ))),
+        Err(_) => {
+            abort.abort();
+            Err(ExecError::Transient(format!(
+                "`{program}` exited, but a process it started outside its group still holds its output open"
+            )))
+        }
     }
 }
