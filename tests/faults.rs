@@ -166,3 +166,61 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
         check_one_right_result(&published, id, instances, ms);
     }
 }
+
+/// Issue #13, defect 3 (reliability F13): the broker is killed with `kill -9` mid-session and
+/// started again 10 s later with its log kept. Every process rides the outage out, and the
+/// session completes with each instance once and one result.
+#[test]
+fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
+    let kafka = OwnKafka::start("broker-outage");
+    let published = Published::listen();
+    let mut cluster = Cluster::start_on(
+        "broker-outage",
+        &["coordinator", "worker", "worker"],
+        &kafka.brokers(),
+    );
+    let id = unique("broker-outage");
+    let (instances, ms) = (400, 100);
+    // One range of 400 naps (10 s on one worker, 4 at a time), then a group whose work is
+    // dispatched while the broker is still down.
+    let mut doc = naps(&id, instances, ms);
+    doc["groups"].as_array_mut().unwrap().push(json!({"id": "after", "depends_on": ["g"],
+        "tasks": [{"id": "count", "executor": "echo", "input": {"n": "{{context.naps.0.slept_ms}}"}}]}));
+    cluster.submit(&doc);
+    // Kill the broker once the work is under way.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("HLEN")
+        .arg(&outcomes)
+        .query::<u64>(&mut redis)
+        .unwrap()
+        < 40
+    {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kafka.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    for (n, process) in cluster.processes.iter_mut().enumerate() {
+        assert!(
+            process.try_wait().unwrap().is_none(),
+            "process {n} exited during the outage: {}",
+            std::fs::read_to_string(cluster.dir.join(format!(
+                "{}-{n}.log",
+                if n == 0 { "coordinator" } else { "worker" }
+            )))
+            .unwrap_or_default()
+        );
+    }
+    kafka.up();
+    check_one_right_result(&published, &id, instances, ms);
+    assert_eq!(
+        stored_result(&id, Duration::ZERO)["context"]["count"]["n"],
+        json!(ms)
+    );
+    for (n, process) in cluster.processes.iter_mut().enumerate() {
+        assert!(process.try_wait().unwrap().is_none(), "process {n} exited");
+    }
+}

@@ -104,6 +104,8 @@ pub struct Cluster {
     pub namespace: String,
     pub processes: Vec<Child>,
     pub dir: PathBuf,
+    /// The Kafka bootstrap servers its processes use.
+    pub kafka: String,
 }
 
 impl Cluster {
@@ -113,6 +115,11 @@ impl Cluster {
     }
 
     pub fn start_with(name: &str, roles: &[&str]) -> Self {
+        Self::start_on(name, roles, &kafka_brokers())
+    }
+
+    /// Processes of these roles on the Kafka broker at `kafka` (`host:port`).
+    pub fn start_on(name: &str, roles: &[&str], kafka: &str) -> Self {
         let namespace = format!("{}.", unique(name));
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
@@ -120,6 +127,7 @@ impl Cluster {
             namespace,
             processes: Vec::new(),
             dir,
+            kafka: kafka.to_string(),
         };
         for role in roles {
             cluster.spawn(role);
@@ -149,7 +157,7 @@ impl Cluster {
         command
             .args(args)
             .env("AGENCY_NAMESPACE", &self.namespace)
-            .env("AGENCY_KAFKA", kafka_brokers())
+            .env("AGENCY_KAFKA", &self.kafka)
             .env("AGENCY_REDIS", redis_url())
             .env("AGENCY_LOG", "info");
         command
@@ -196,4 +204,87 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// An Apache Kafka broker of one test's own, started by `scripts/services.sh` in a state folder
+/// of its own on free ports, so the test can kill and restart it without touching the shared
+/// one. Stopped when dropped.
+#[derive(Debug)]
+pub struct OwnKafka {
+    /// Pid file, log and broker data.
+    pub state: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+    controller: u16,
+}
+
+impl OwnKafka {
+    /// Starts it (formatting its storage on first start); panics with the script's message if it
+    /// cannot.
+    pub fn start(name: &str) -> Self {
+        let state = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&state).unwrap();
+        let kafka = Self {
+            state,
+            port: free_port(),
+            controller: free_port(),
+        };
+        kafka.up();
+        kafka
+    }
+
+    /// Its bootstrap address.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, verb: &str) -> std::process::Output {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+        Command::new("bash")
+            .arg(script)
+            .arg(verb)
+            .env("AGENCY_SERVICES_STATE", &self.state)
+            .env("AGENCY_REDIS_PORT", redis_addr().port().to_string())
+            .env("AGENCY_KAFKA_PORT", self.port.to_string())
+            .env("AGENCY_KAFKA_CONTROLLER_PORT", self.controller.to_string())
+            .env("AGENCY_BROKER", "kafka")
+            .output()
+            .unwrap()
+    }
+
+    /// Starts it again on the same ports and data (after [`OwnKafka::kill`]).
+    pub fn up(&self) {
+        let output = self.script("up");
+        assert!(
+            output.status.success(),
+            "cannot start a Kafka broker: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `kill -9` of the broker process; its log is kept.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.state.join("kafka.pid")).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "kill -9 {pid}");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
+}
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

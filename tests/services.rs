@@ -2,6 +2,7 @@
 //! answers the Kafka protocol. Later suites build on the same servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use integration_tests::free_port;
 use integration_tests::{connect, kafka_addr, redis_addr};
 use std::io::{BufRead, BufReader, Read, Write};
 
@@ -102,14 +103,6 @@ fn services_up(state: &std::path::Path, kafka_port: u16, env: &[(&str, &str)]) -
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn state_dir(name: &str) -> std::path::PathBuf {

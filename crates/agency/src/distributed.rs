@@ -15,7 +15,7 @@ use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::outage::retrying;
-use events::{Broker, Fence, Message, Position, Store, Watermarks, RESULTS_CHANNEL};
+use events::{Broker, Fence, Message, Origin, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -218,7 +218,8 @@ async fn accept(
                 }
                 other => vec![other.to_string()],
             };
-            let result = SessionResult::failed(&id, errors);
+            let mut result = SessionResult::failed(&id, errors);
+            result.run = Some(Position::of(message).origin().to_string());
             tracing::warn!(session = %id, %error, "rejecting an invalid session");
             if let Err(error) =
                 crate::coordinator::publish_result(store, &result, Fence::Open).await
@@ -230,9 +231,20 @@ async fn accept(
     }
 }
 
-/// Produces a session to `agency_action`; returns its id. A result stored for the same id by an
-/// earlier run is deleted first, so whoever waits for this run's result does not get that one.
-pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> Result<String> {
+/// A session produced to `agency_action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The session's id.
+    pub id: String,
+    /// The run it starts: the action's position, which its result names
+    /// ([`SessionResult::run`]).
+    pub run: Origin,
+}
+
+/// Produces a session to `agency_action`. A result stored for the same id by an earlier run is
+/// deleted first, and the result of this run names it, so whoever waits for this run's result
+/// gets neither an earlier nor a later run's.
+pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> Result<Submitted> {
     let action = Action {
         key: None,
         action: ActionKind::Initialize,
@@ -250,10 +262,31 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
         data,
         context: Map::new(),
     };
-    broker
+    let position = broker
         .publish(ACTION_TOPIC, &id, events::encode("the action", &action)?)
         .await?;
-    Ok(id)
+    Ok(Submitted {
+        id,
+        run: position.origin(),
+    })
+}
+
+/// Whether `result` answers a wait for run `run` of session `id`: yes when it is that run's, or
+/// when no run is asked for or the result names none; `None` for an earlier run's (keep
+/// waiting); an error when a later submission of the id replaced the run.
+fn answers(id: &str, run: Option<&Origin>, result: SessionResult) -> Result<Option<SessionResult>> {
+    let (Some(run), Some(theirs)) = (run, result.run.as_deref()) else {
+        return Ok(Some(result));
+    };
+    match theirs.parse::<Origin>() {
+        Ok(theirs) if theirs == *run => Ok(Some(result)),
+        Ok(theirs) if theirs.supersedes(run) => Err(Error::Superseded {
+            session: id.to_string(),
+            run: run.to_string(),
+            by: theirs.to_string(),
+        }),
+        _ => Ok(None),
+    }
 }
 
 /// A stored or announced result, read back; a value that is not one says so, naming the session.
@@ -272,16 +305,18 @@ pub async fn load_result(store: &dyn Store, id: &str) -> Result<Option<SessionRe
     }
 }
 
-/// Waits for a session's result: announced on `agency:results`, and read from the store too, so
-/// a result published before this call, or an announcement lost, is still found.
+/// Waits for a session's result (of run `run`, when given): announced on `agency:results`, and
+/// read from the store too, so a result published before this call, or an announcement lost, is
+/// still found.
 pub async fn wait_result(
     store: &dyn Store,
     id: &str,
+    run: Option<&Origin>,
     timeout: Option<Duration>,
 ) -> Result<SessionResult> {
     ResultWaiter::subscribe(store)
         .await?
-        .wait(store, id, timeout)
+        .wait(store, id, run, timeout)
         .await
 }
 
@@ -308,13 +343,20 @@ impl ResultWaiter {
         })
     }
 
-    /// The result of session `id`; other sessions' results are skipped.
+    /// The result of session `id`, of run `run` when given (see [`Submitted::run`]); other
+    /// sessions' and earlier runs' results are skipped, and a later run's is an error
+    /// ([`Error::Superseded`]).
     pub async fn wait(
         &mut self,
         store: &dyn Store,
         id: &str,
+        run: Option<&Origin>,
         timeout: Option<Duration>,
     ) -> Result<SessionResult> {
+        let stored = |result: Option<SessionResult>| match result {
+            Some(result) => answers(id, run, result),
+            None => Ok(None),
+        };
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -323,7 +365,9 @@ impl ResultWaiter {
                     Ok(payload) => {
                         if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
                             if result["session_id"] == id {
-                                return read_result(id, result);
+                                if let Some(result) = answers(id, run, read_result(id, result)?)? {
+                                    return Ok(result);
+                                }
                             }
                         }
                     }
@@ -332,14 +376,14 @@ impl ResultWaiter {
                     Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, "the results subscription dropped; subscribing again");
                         self.results = retrying("subscribing to results", || store.subscribe(RESULTS_CHANNEL)).await?;
-                        if let Some(result) = load_result(store, id).await? {
+                        if let Some(result) = stored(load_result(store, id).await?)? {
                             return Ok(result);
                         }
                     }
                     Err(error) => return Err(error.into()),
                 },
                 _ = poll.tick() => {
-                    if let Some(result) = load_result(store, id).await? {
+                    if let Some(result) = stored(load_result(store, id).await?)? {
                         return Ok(result);
                     }
                 }

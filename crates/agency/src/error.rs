@@ -53,6 +53,17 @@ pub enum Error {
         /// How long was waited.
         seconds: u64,
     },
+    /// The session id was submitted again, and the later run replaced the one waited for: its
+    /// result will never come.
+    #[error("session {session} was submitted again (run {by}) before run {run} finished; that run's result will not come")]
+    Superseded {
+        /// The session's id.
+        session: String,
+        /// The run waited for.
+        run: String,
+        /// The later run.
+        by: String,
+    },
     /// A server did not answer within the time given for connecting.
     #[error("cannot reach {server} at {address}: {source}")]
     Unreachable {

@@ -7,6 +7,7 @@
 //! durable.
 
 use crate::error::{Error, Result};
+use crate::watermarks::Position;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +40,7 @@ pub struct Message {
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Appends a message to `topic`; returns when the broker has it.
-    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()>;
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position>;
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
 }
@@ -90,15 +91,18 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
         let target = self.topic(topic)?;
-        target
-            .log
-            .lock()
-            .map_err(|_| Error::poisoned("memory broker"))?
-            .push((key.to_string(), payload.into()));
+        let offset = {
+            let mut log = target
+                .log
+                .lock()
+                .map_err(|_| Error::poisoned("memory broker"))?;
+            log.push((key.to_string(), payload.into()));
+            log.len() as u64 - 1
+        };
         target.appended.notify_waiters();
-        Ok(())
+        Ok(Position::new(topic, 0, offset))
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
@@ -213,7 +217,7 @@ impl Namespaced {
 
 #[async_trait]
 impl Broker for Namespaced {
-    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
         self.inner
             .publish(&format!("{}{topic}", self.prefix), key, payload)
             .await

@@ -14,6 +14,7 @@
 
 use crate::broker::{Broker, Consumer, Message};
 use crate::error::{Error, Result};
+use crate::watermarks::Position;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -292,13 +293,13 @@ impl KafkaBroker {
 
 #[async_trait]
 impl Broker for KafkaBroker {
-    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
         self.ensure_topic(topic).await?;
         let record = FutureRecord::to(topic).key(key).payload(&payload);
         self.producer
             .send(record, Duration::from_secs(30))
             .await
-            .map(|_| ())
+            .map(|delivery| Position::new(topic, delivery.partition, delivery.offset.max(0) as u64))
             .map_err(|(error, _)| kafka_error(&format!("producing to {topic}"), error))
     }
 

@@ -12,6 +12,15 @@ pub struct Position {
 }
 
 impl Position {
+    /// The position `offset` of `partition` in `topic`.
+    pub fn new(topic: &str, partition: i32, offset: u64) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        }
+    }
+
     /// Where `message` sits.
     pub fn of(message: &Message) -> Self {
         Self {

@@ -19,6 +19,11 @@ use std::fmt;
 pub struct SessionResult {
     /// The id the session ran under.
     pub session_id: String,
+    /// Which run of the id this is the result of: distributed, the position of the action that
+    /// started it (`topic/partition/offset`), so a client waiting for its own submission can
+    /// tell a later submission's result apart. Absent where nobody can submit the id again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// How the session as a whole ended.
     pub status: ResultStatus,
     /// The shared context as the session left it.
@@ -34,6 +39,7 @@ impl SessionResult {
     pub fn failed(session_id: &str, errors: Vec<String>) -> Self {
         Self {
             session_id: session_id.to_string(),
+            run: None,
             status: ResultStatus::Failed,
             context: Map::new(),
             groups: IndexMap::new(),

@@ -216,7 +216,10 @@ impl Coordinator {
             Err(error) if error.is_handed_over() => {}
             // Fenced by the last claim: if another coordinator claimed the session since, the
             // session is its to finish, and this failure is not published.
-            Err(error) => self.publish_failure(id, error, Fence::Token(&token)).await,
+            Err(error) => {
+                self.publish_failure(id, &name, error, Fence::Token(&token))
+                    .await
+            }
             Ok(_) => {}
         }
         if let Err(error) = self.store.release(id, &holder).await {
@@ -226,8 +229,9 @@ impl Coordinator {
     }
 
     /// Best effort: whoever waits for the session hears that it failed, and why.
-    async fn publish_failure(&self, id: &str, error: &Error, fence: Fence<'_>) {
-        let result = SessionResult::failed(id, vec![error.to_string()]);
+    async fn publish_failure(&self, id: &str, run: &str, error: &Error, fence: Fence<'_>) {
+        let mut result = SessionResult::failed(id, vec![error.to_string()]);
+        result.run = Some(run.to_string());
         if let Err(error) = publish_result(self.store.as_ref(), &result, fence).await {
             tracing::error!(session = id, %error, "cannot publish the failure of a session");
         }
@@ -246,7 +250,11 @@ impl Coordinator {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         run.fence = fence(lease);
-        let result = run.drive(lease, cancel).await?;
+        let mut result = run.drive(lease, cancel).await?;
+        if lease.is_some() {
+            // Under a lease the id can be submitted again: the result names its run.
+            result.run = Some(name.to_string());
+        }
         publish_result(self.store.as_ref(), &result, fence(lease)).await?;
         self.store.cleanup(id, fence(lease)).await?;
         Ok(result)

@@ -10,6 +10,7 @@ pub use claims::claim_suite;
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
 use crate::store::{notices_channel, Fence, Store, Subscription, RESULTS_CHANNEL};
+use crate::watermarks::Position;
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -314,11 +315,14 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages
 /// of one key arrive in order, payloads arrive intact, under topic `topic`.
 pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
+    // Where each message landed, as its publisher is told: the position a consumer reads it at.
+    let mut landed = Vec::new();
     for i in 0..6u32 {
-        broker
+        let position = broker
             .publish(topic, &format!("k{i}"), i.to_be_bytes().to_vec())
             .await
             .expect("publish");
+        landed.push(position);
     }
     // Two members of one group share the six messages; a second group sees all six. Group ids
     // are fresh per topic: joining a group a departed process still holds waits for it.
@@ -352,6 +356,11 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
                 .expect("4-byte payload"),
         );
         assert_eq!(message.key, format!("k{value}"));
+        assert_eq!(
+            Position::of(&message),
+            landed[value as usize],
+            "message k{value} is read where its publisher was told it landed"
+        );
         assert!(
             seen.insert(value),
             "message {value} delivered twice within one group"

@@ -102,6 +102,7 @@ impl SessionMachine {
         };
         SessionResult {
             session_id: session_id.to_string(),
+            run: None,
             status,
             context,
             groups,

@@ -154,9 +154,14 @@ pub async fn run(
             let started = Instant::now();
             let id = format!("{namespace}retry-{times}");
             let document = retry_session(&id, retries, times);
-            let id = distributed::submit(&broker, &store, document).await?;
+            let submitted = distributed::submit(&broker, &store, document).await?;
             let result = waiter
-                .wait(&store, &id, Some(Duration::from_secs(1800)))
+                .wait(
+                    &store,
+                    &submitted.id,
+                    Some(&submitted.run),
+                    Some(Duration::from_secs(1800)),
+                )
                 .await?;
             let seconds = started.elapsed().as_secs_f64();
             check_retries(&result, retries, times)?;
@@ -275,9 +280,14 @@ async fn one_session(
     n: u64,
 ) -> anyhow::Result<taskgroup::SessionResult> {
     let document = fan_out_session(id, n);
-    let id = distributed::submit(broker, store, document).await?;
+    let submitted = distributed::submit(broker, store, document).await?;
     let result = waiter
-        .wait(store, &id, Some(Duration::from_secs(600)))
+        .wait(
+            store,
+            &submitted.id,
+            Some(&submitted.run),
+            Some(Duration::from_secs(600)),
+        )
         .await?;
     check_fan_out(&result, n)?;
     Ok(result)

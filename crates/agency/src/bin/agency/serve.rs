@@ -203,13 +203,14 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let document: Value = serde_json::from_str(&text)?;
                 // Subscribe before producing, so the result cannot be announced unseen.
                 let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
-                let id = distributed::submit(broker.as_ref(), store.as_ref(), document).await?;
+                let submitted = distributed::submit(broker.as_ref(), store.as_ref(), document).await?;
+                let id = &submitted.id;
                 if !wait {
                     println!("{id}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                eprintln!("submitted session {id}; waiting for its result");
-                let result = waiter.wait(store.as_ref(), &id, timeout.map(Duration::from_secs)).await?;
+                eprintln!("submitted session {id} (run {}); waiting for its result", submitted.run);
+                let result = waiter.wait(store.as_ref(), id, Some(&submitted.run), timeout.map(Duration::from_secs)).await?;
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }

@@ -1,0 +1,83 @@
+//! Waiting for a submitted run's result: a client gets its own run's result, never an earlier
+//! or a later submission's under the same session id (issue #13, defect 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use agency::distributed::{submit, ResultWaiter};
+use agency::Error;
+use events::{Fence, MemoryBroker, MemoryStore, Store};
+use serde_json::json;
+use std::time::Duration;
+use taskgroup::SessionResult;
+
+async fn publish(store: &MemoryStore, id: &str, run: &str, errors: &[&str]) {
+    let mut result = SessionResult::failed(id, errors.iter().map(ToString::to_string).collect());
+    result.run = Some(run.to_string());
+    let bytes = serde_json::to_vec(&result).unwrap();
+    store.publish_result(id, &bytes, Fence::Open).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiter_takes_its_own_runs_result_and_skips_an_earlier_runs() {
+    let (broker, store) = (MemoryBroker::new(), MemoryStore::new());
+    let doc = json!({"session_id": "same", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop"}]}]});
+    let first = submit(&broker, &store, doc.clone()).await.unwrap();
+    let second = submit(&broker, &store, doc).await.unwrap();
+    assert_eq!(first.id, "same");
+    assert!(
+        second.run.supersedes(&first.run),
+        "{first:?} then {second:?}"
+    );
+
+    let mut waiter = ResultWaiter::subscribe(&store).await.unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let run = second.run.clone();
+        async move {
+            waiter
+                .wait(&store, "same", Some(&run), Some(Duration::from_secs(30)))
+                .await
+        }
+    });
+    // A late result of the first run is not the second's.
+    publish(&store, "same", &first.run.to_string(), &["first"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "took the earlier run's result");
+    publish(&store, "same", &second.run.to_string(), &["second"]).await;
+    let result = waiting.await.unwrap().unwrap();
+    assert_eq!(result.errors, ["second"]);
+    assert_eq!(result.run, Some(second.run.to_string()));
+}
+
+#[tokio::test]
+async fn a_waiter_whose_run_was_replaced_by_a_later_submission_is_told_so() {
+    let (broker, store) = (MemoryBroker::new(), MemoryStore::new());
+    let doc = json!({"session_id": "again", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop"}]}]});
+    let first = submit(&broker, &store, doc.clone()).await.unwrap();
+    let second = submit(&broker, &store, doc).await.unwrap();
+    publish(&store, "again", &second.run.to_string(), &["second"]).await;
+    // Both through the store (the announcement came before the wait) and through the channel.
+    let mut waiter = ResultWaiter::subscribe(&store).await.unwrap();
+    let error = waiter
+        .wait(
+            &store,
+            "again",
+            Some(&first.run),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Superseded { .. }), "{error}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "session again was submitted again (run {}) before run {} finished; that run's result will not come",
+            second.run, first.run
+        )
+    );
+    // Without a run to look for (`agency status`), the stored result is the answer.
+    let any = waiter
+        .wait(&store, "again", None, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(any.errors, ["second"]);
+}
