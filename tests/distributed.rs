@@ -28,8 +28,16 @@ fn a_coordinator_and_two_workers_give_the_same_result_as_agency_run() {
         serde_json::from_str(&std::fs::read_to_string(examples().join("pipeline.json")).unwrap())
             .unwrap();
     let doc = with_id(doc, &unique("pipeline"));
-    let (code, distributed) = cluster.submit_wait(&doc);
+    let (code, mut distributed) = cluster.submit_wait(&doc);
     assert_eq!(code, 0, "{distributed:#}");
+    // The one difference, on purpose: a distributed result names its run, the action's position.
+    let run = distributed
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("run")
+        .unwrap();
+    let run: events::Origin = run.as_str().unwrap().parse().unwrap();
+    assert_eq!(run.topic, format!("{}agency_action", cluster.namespace));
 
     let file = cluster.dir.join("embedded.json");
     std::fs::write(&file, doc.to_string()).unwrap();
