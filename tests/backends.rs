@@ -51,6 +51,69 @@ async fn redis_store_claims_conform() {
     }
 }
 
+/// Working state left behind (a run abandoned for good) does not stay for ever: every working
+/// key expires within 7 days of its last write.
+#[tokio::test]
+async fn redis_working_keys_expire() {
+    use events::{Fence, Outcome, Status, Store as _, TaskRecord, TaskRef};
+    use serde_json::json;
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    let session = unique("expiry");
+    let task = TaskRef { group: 0, task: 0 };
+    let record = TaskRecord {
+        run: "run".into(),
+        task_id: "t".into(),
+        group_id: "g".into(),
+        executor: "echo".into(),
+        input: json!(1),
+        expansion_config: None,
+        context: json!({}),
+        timeout_ms: None,
+        concurrency: None,
+        instances: 1,
+    };
+    let map = json!({"k": 1}).as_object().cloned().unwrap();
+    store
+        .save_task(&session, task, &record, Fence::Open)
+        .await
+        .unwrap();
+    store.start_run(&session, "run", Fence::Open).await.unwrap();
+    store
+        .save_context(&session, &map, Fence::Open)
+        .await
+        .unwrap();
+    store
+        .save_mappings(&session, &map, Fence::Open)
+        .await
+        .unwrap();
+    store
+        .save_blob(&session, "0:0:0:1", b"big".to_vec())
+        .await
+        .unwrap();
+    let outcome = Outcome {
+        instance: 0,
+        attempt: 1,
+        status: Status::Succeeded(json!(1)),
+    };
+    let accepted = store
+        .record_outcomes(&session, task, "run", &[outcome], None)
+        .await
+        .unwrap();
+    assert_eq!(accepted, [true]);
+    let (mut connection, keys) = session_keys(&session).await;
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 7 * 24 * 3600, "{key}: TTL {ttl}");
+    }
+    store.cleanup(&session, Fence::Open).await.unwrap();
+    assert!(session_keys(&session).await.1.is_empty());
+}
+
 #[tokio::test]
 async fn redis_cleanup_leaves_no_working_keys() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();

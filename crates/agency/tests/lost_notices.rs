@@ -41,13 +41,17 @@ impl Store for DeafStore {
         &self,
         s: &str,
         t: TaskRef,
+        run: &str,
         o: &[Outcome],
         notice: Option<&[u8]>,
     ) -> events::Result<Vec<bool>> {
         if notice.is_some() {
             self.dropped.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.record_outcomes(s, t, o, None).await
+        self.inner.record_outcomes(s, t, run, o, None).await
+    }
+    async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> events::Result<()> {
+        self.inner.start_run(s, run, f).await
     }
     async fn outcomes(
         &self,

@@ -32,6 +32,8 @@ struct Sessions {
     leases: HashMap<String, (String, Instant)>,
     /// The token of each session's latest claim (see [`Fence`]).
     fences: HashMap<String, String>,
+    /// Each session's current run (see [`Store::start_run`]).
+    runs: HashMap<String, String>,
 }
 
 impl Sessions {
@@ -160,11 +162,20 @@ impl Store for MemoryStore {
         &self,
         session: &str,
         task: TaskRef,
+        run: &str,
         outcomes: &[Outcome],
         notice: Option<&[u8]>,
     ) -> Result<Vec<bool>> {
         let accepted: Vec<bool> = {
             let mut sessions = self.sessions()?;
+            if !run.is_empty()
+                && sessions
+                    .runs
+                    .get(session)
+                    .is_none_or(|current| current != run)
+            {
+                return Ok(vec![false; outcomes.len()]);
+            }
             let slots = sessions
                 .outcomes
                 .entry((session.to_string(), task))
@@ -380,8 +391,16 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
+        self.fenced(session, fence)?
+            .runs
+            .insert(session.to_string(), run.to_string());
+        Ok(())
+    }
+
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
         let mut sessions = self.fenced(session, fence)?;
+        sessions.runs.remove(session);
         sessions.tasks.retain(|(name, _), _| name != session);
         sessions.outcomes.retain(|(name, _), _| name != session);
         sessions.blobs.retain(|(name, _), _| name != session);

@@ -4,10 +4,17 @@
 /// How long a session's result stays readable after its working state is deleted.
 pub(crate) const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
-/// The recording rule, per instance. KEYS: outcomes, keys index. ARGV: notices channel (empty
-/// for none), notice, then (instance, `attempt|S or F|outcome JSON`) pairs: the value as stored.
-/// The notice is published after the writes, when every outcome was accepted. Returns the
-/// number of outcomes when all were accepted, else 1 or 0 per outcome.
+/// Every working key of a session expires this long after its last write: a backstop, so that
+/// state nothing cleans up (a run abandoned for good) does not stay for ever.
+pub(crate) const WORKING_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The recording rule, per instance. KEYS: outcomes, keys index, the session's current run.
+/// ARGV: notices channel (empty for none), notice, the outcomes' run, the working TTL in
+/// seconds, then (instance, `attempt|S or F|outcome JSON`) pairs: the value as stored. Outcomes
+/// of a run that is not the session's current one (it ended and was cleaned up, or a later run
+/// of the id started) are refused whole: the answer is `stale` and nothing is written. The
+/// notice is published after the writes, when every outcome was accepted. Returns the number of
+/// outcomes when all were accepted, else 1 or 0 per outcome.
 ///
 /// An outcome is accepted unless its instance already holds a success or an attempt at least as
 /// new. Per slice of `SLICE` outcomes the stored values are read with one `HMGET`; when none is
@@ -16,6 +23,7 @@ pub(crate) const RESULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// an instance twice in one batch is judged against the first's outcome, as if they came one
 /// after the other. The slice keeps `unpack` far below Lua's stack limit.
 pub(crate) const RECORD_SCRIPT: &str = r#"
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then return 'stale' end
 local SLICE = 512
 local accepted = {}
 local all = true
@@ -43,7 +51,7 @@ local function judge(first, fields, stored)
   end
   if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
 end
-for first = 3, #ARGV, 2 * SLICE do
+for first = 5, #ARGV, 2 * SLICE do
   local last = math.min(first + 2 * SLICE - 1, #ARGV)
   local fields = {}
   for i = first, last, 2 do fields[#fields + 1] = ARGV[i] end
@@ -62,7 +70,9 @@ for first = 3, #ARGV, 2 * SLICE do
     judge(first, fields, {})
   end
 end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 if all and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 if all then return #accepted end
 return accepted
@@ -109,26 +119,35 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, task record, keys index. ARGV: token, record.
+/// After [`FENCE`]. KEYS: fence, task record, keys index. ARGV: token, record, working TTL s.
 pub(crate) const SAVE_TASK_SCRIPT: &str = r#"
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, then field and value pairs: the hash becomes
-/// exactly those, written 500 pairs at a time (far below Lua's stack limit).
+/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, working TTL s, then field and value pairs:
+/// the hash becomes exactly those, written 500 pairs at a time (far below Lua's stack limit).
 pub(crate) const REPLACE_HASH_SCRIPT: &str = r#"
 redis.call('DEL', KEYS[2])
-for i = 2, #ARGV, 1000 do
+for i = 3, #ARGV, 1000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, field, value.
+/// After [`FENCE`]. KEYS: fence, hash. ARGV: token, working TTL s, field, value.
 pub(crate) const SET_FIELD_SCRIPT: &str = r#"
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, the session's current run. ARGV: token, run, working TTL s.
+pub(crate) const START_RUN_SCRIPT: &str = r#"
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
@@ -138,7 +157,7 @@ redis.call('DEL', KEYS[2])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, keys index, context, mappings. ARGV: token. UNLINK frees in a
+/// After [`FENCE`]. KEYS: fence, keys index, context, mappings, current run. ARGV: token. UNLINK frees in a
 /// background thread: deleting a million-field outcomes hash with DEL blocks every client of
 /// the server for over half a second. The keys the index lists share the session's hash tag, so
 /// they sit in the same Cluster slot as the declared ones.
@@ -147,7 +166,7 @@ local keys = redis.call('SMEMBERS', KEYS[2])
 for i = 1, #keys, 1000 do
   redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
 end
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4])
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok'
 "#;
 

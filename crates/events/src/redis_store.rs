@@ -9,6 +9,7 @@
 //! | `agency:{S}:mappings` | hash | task id -> context key |
 //! | `agency:{S}:blob:{g}:{t}:{i}:{attempt}` | string | a large instance result stored by reference |
 //! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
+//! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
 //! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
@@ -24,7 +25,7 @@ use crate::origin::Origin;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
     RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, RESULT_TTL_SECONDS, SAVE_TASK_SCRIPT,
-    SET_FIELD_SCRIPT,
+    SET_FIELD_SCRIPT, START_RUN_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{notices_channel, Claim, Fence, Renewal, Store, Subscription, RESULTS_CHANNEL};
 use async_trait::async_trait;
@@ -91,6 +92,7 @@ struct Fenced {
     set_field: redis::Script,
     delete: redis::Script,
     cleanup: redis::Script,
+    start_run: redis::Script,
 }
 
 impl Fenced {
@@ -103,6 +105,7 @@ impl Fenced {
             set_field: fenced(SET_FIELD_SCRIPT),
             delete: fenced(DELETE_SCRIPT),
             cleanup: fenced(CLEANUP_SCRIPT),
+            start_run: fenced(START_RUN_SCRIPT),
         }
     }
 }
@@ -200,7 +203,10 @@ impl RedisStore {
         fence: Fence<'_>,
     ) -> Result<()> {
         let mut invocation = self.fenced.replace_hash.key(key(session, "fence"));
-        invocation.key(key(session, name)).arg(fence.token());
+        invocation
+            .key(key(session, name))
+            .arg(fence.token())
+            .arg(WORKING_TTL_SECONDS);
         for (field, value) in entries {
             invocation.arg(field).arg(to_json(value)?);
         }
@@ -226,7 +232,8 @@ impl Store for RedisStore {
             .key(task_key(session, task))
             .key(key(session, "keys"))
             .arg(fence.token())
-            .arg(to_json(record)?);
+            .arg(to_json(record)?)
+            .arg(WORKING_TTL_SECONDS);
         self.write_fenced(session, &mut invocation).await
     }
 
@@ -238,6 +245,7 @@ impl Store for RedisStore {
         &self,
         session: &str,
         task: TaskRef,
+        run: &str,
         outcomes: &[Outcome],
         notice: Option<&[u8]>,
     ) -> Result<Vec<bool>> {
@@ -245,11 +253,14 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut invocation = self.record.key(outcomes_key(session, task));
-        invocation.key(key(session, "keys"));
+        invocation
+            .key(key(session, "keys"))
+            .key(key(session, "run"));
         match notice {
             Some(notice) => invocation.arg(notices_channel(session)).arg(notice),
             None => invocation.arg("").arg(""),
         };
+        invocation.arg(run).arg(WORKING_TTL_SECONDS);
         for outcome in outcomes {
             let mut stored = format!(
                 "{}|{}|",
@@ -269,6 +280,10 @@ impl Store for RedisStore {
         match reply {
             redis::Value::Int(all) if all as usize == outcomes.len() => {
                 Ok(vec![true; outcomes.len()])
+            }
+            // Outcomes of a run that is not the session's current one: nothing was written.
+            redis::Value::BulkString(answer) if answer == b"stale" => {
+                Ok(vec![false; outcomes.len()])
             }
             redis::Value::Array(each) if each.len() == outcomes.len() => each
                 .into_iter()
@@ -349,6 +364,7 @@ impl Store for RedisStore {
         invocation
             .key(key(session, "context"))
             .arg(fence.token())
+            .arg(WORKING_TTL_SECONDS)
             .arg(context_key)
             .arg(to_json(value)?);
         self.write_fenced(session, &mut invocation).await
@@ -393,8 +409,9 @@ impl Store for RedisStore {
         let blob = key(session, &format!("blob:{name}"));
         redis::pipe()
             .atomic()
-            .set(&blob, bytes)
+            .set_ex(&blob, bytes, WORKING_TTL_SECONDS)
             .sadd(key(session, "keys"), &blob)
+            .expire(key(session, "keys"), WORKING_TTL_SECONDS as i64)
             .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
@@ -492,7 +509,18 @@ impl Store for RedisStore {
             .key(key(session, "keys"))
             .key(key(session, "context"))
             .key(key(session, "mappings"))
+            .key(key(session, "run"))
             .arg(fence.token());
+        self.write_fenced(session, &mut invocation).await
+    }
+
+    async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.start_run.key(key(session, "fence"));
+        invocation
+            .key(key(session, "run"))
+            .arg(fence.token())
+            .arg(run)
+            .arg(WORKING_TTL_SECONDS);
         self.write_fenced(session, &mut invocation).await
     }
 

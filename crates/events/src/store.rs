@@ -101,13 +101,22 @@ pub trait Store: Send + Sync + 'static {
     /// notices channel, after the writes and in the same call, so that a worker's batch costs
     /// one round trip. When some were refused nothing is published: the caller announces what
     /// was accepted.
+    ///
+    /// The outcomes belong to run `run` of the session; unless it is the session's current run
+    /// ([`Store::start_run`]) every one is refused and nothing is written, so work of a run that
+    /// ended (delivered late, or redelivered after cleanup) cannot recreate its state or mix into
+    /// a later run. An empty `run` (a work item from before runs were named) is not checked.
     async fn record_outcomes(
         &self,
         session: &str,
         task: TaskRef,
+        run: &str,
         outcomes: &[Outcome],
         notice: Option<&[u8]>,
     ) -> Result<Vec<bool>>;
+    /// Makes `run` the session's current run, whose outcomes [`Store::record_outcomes`]
+    /// accepts. Cleanup forgets it.
+    async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
         &self,

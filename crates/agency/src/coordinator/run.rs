@@ -138,6 +138,8 @@ impl<'a> SessionRun<'a> {
                 },
                 store.save_context(id, &context, fence),
                 store.save_mappings(id, &mappings, fence),
+                // Before any work is dispatched: workers' outcomes of other runs are refused.
+                store.start_run(id, self.run, fence),
             )
         };
         let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));

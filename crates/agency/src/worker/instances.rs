@@ -62,7 +62,7 @@ impl Worker {
         // An outage is waited out: the range's offset is not committed until its outcomes are in.
         let accepted = retrying("recording outcomes", || {
             self.store
-                .record_outcomes(&item.session, item.task, &batch, Some(&whole))
+                .record_outcomes(&item.session, item.task, &item.run, &batch, Some(&whole))
         })
         .await?;
         if accepted.iter().all(|&a| a) {

@@ -39,11 +39,14 @@ async fn received(subscription: &mut dyn Subscription) -> Vec<u8> {
         .expect("message")
 }
 
+/// The run the store suite records outcomes for.
+const RUN: &str = "agency_action/3/14";
+
 /// Exactly-once recording, state round trips, cleanup and pub/sub, under session `session`.
 pub async fn store_suite(store: &dyn Store, session: &str) {
     let task = TaskRef { group: 0, task: 1 };
     let record = TaskRecord {
-        run: "agency_action/3/14".into(),
+        run: RUN.into(),
         task_id: "t".into(),
         group_id: "g".into(),
         executor: "echo".into(),
@@ -58,6 +61,26 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .save_task(session, task, &record, Fence::Open)
         .await
         .expect("save task");
+    store
+        .start_run(session, RUN, Fence::Open)
+        .await
+        .expect("start the run");
+    // Outcomes of another run of the session id are refused whole, and nothing is written.
+    let other = store
+        .record_outcomes(
+            session,
+            task,
+            "agency_action/3/13",
+            &[outcome(0, 1, true)],
+            None,
+        )
+        .await
+        .expect("record another run's outcome");
+    assert_eq!(other, [false]);
+    assert_eq!(
+        store.outcomes(session, task, 0..1).await.expect("outcomes"),
+        [None]
+    );
     assert_eq!(
         store.load_task(session, task).await.expect("load task"),
         Some(record)
@@ -81,6 +104,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .record_outcomes(
             session,
             task,
+            RUN,
             &[
                 outcome(0, 1, true),
                 outcome(1, 1, false),
@@ -95,6 +119,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .record_outcomes(
             session,
             task,
+            RUN,
             &[
                 outcome(1, 1, true),
                 outcome(1, 2, false),
@@ -109,6 +134,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .record_outcomes(
             session,
             task,
+            RUN,
             &[outcome(1, 3, true), outcome(1, 4, false)],
             Some(b"partly refused"),
         )
@@ -116,7 +142,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .expect("record final");
     assert_eq!(accepted, vec![true, false]);
     let accepted = store
-        .record_outcomes(session, task, &[outcome(2, 1, false)], Some(b"all in"))
+        .record_outcomes(session, task, RUN, &[outcome(2, 1, false)], Some(b"all in"))
         .await
         .expect("record a batch accepted whole");
     assert_eq!(accepted, vec![true]);
@@ -141,7 +167,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     batch.push(outcome(7, 2, true));
     batch.push(outcome(1_100, 2, true));
     let accepted = store
-        .record_outcomes(session, long, &batch, None)
+        .record_outcomes(session, long, RUN, &batch, None)
         .await
         .expect("record a long batch");
     let refused: Vec<usize> = (0..accepted.len()).filter(|&i| !accepted[i]).collect();
@@ -159,7 +185,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     assert_eq!(stored[1_199], Some(outcome(1_199, 1, true)));
     assert_eq!(stored[1_200], None);
     let accepted = store
-        .record_outcomes(session, long, &batch[..1_200], None)
+        .record_outcomes(session, long, RUN, &batch[..1_200], None)
         .await
         .expect("record the long batch again");
     assert!(
@@ -229,6 +255,12 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         Some(b"large".to_vec())
     );
     store.cleanup(session, Fence::Open).await.expect("cleanup");
+    // A range of the run delivered after cleanup cannot bring its state back.
+    let late = store
+        .record_outcomes(session, task, RUN, &[outcome(2, 9, true)], None)
+        .await
+        .expect("record after cleanup");
+    assert_eq!(late, [false]);
     assert_eq!(
         store
             .load_blob(session, "0:1:7:1")
