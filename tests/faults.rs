@@ -224,3 +224,57 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         assert!(process.try_wait().unwrap().is_none(), "process {n} exited");
     }
 }
+
+/// One of two workers is stopped by `signal` mid-session; `resume` after 20 s, if given, wakes it
+/// again. The other worker never exits (storing an offset for a partition a rebalance just took
+/// away is normal), it takes the stopped one's ranges over, and the session completes with each
+/// instance once and one result.
+fn one_of_two_workers_stops(name: &str, signal_name: &str, resume: Option<&str>) {
+    let published = Published::listen();
+    let mut cluster = Cluster::start_with(name, &[]);
+    // Ranges of 20 instances, so both workers have several.
+    cluster.spawn_with("coordinator", &["--chunk", "20"]);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
+    let id = unique(name);
+    let (instances, ms) = (400, 100);
+    cluster.submit(&naps(&id, instances, ms));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("HLEN")
+        .arg(&outcomes)
+        .query::<u64>(&mut redis)
+        .unwrap()
+        < 40
+    {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = cluster.processes[1].id();
+    signal(stopped, signal_name);
+    if let Some(resume) = resume {
+        std::thread::sleep(Duration::from_secs(20));
+        signal(stopped, resume);
+    }
+    check_one_right_result(&published, &id, instances, ms);
+    let survivor = &mut cluster.processes[2];
+    assert!(
+        survivor.try_wait().unwrap().is_none(),
+        "the other worker exited: {}",
+        std::fs::read_to_string(cluster.dir.join("worker-2.log")).unwrap_or_default()
+    );
+}
+
+/// Issue #13, defect 2 (reliability F1): `kill -9` of one worker mid-session.
+#[test]
+fn a_worker_killed_mid_session_leaves_the_other_running_and_the_session_completes() {
+    one_of_two_workers_stops("worker-killed", "KILL", None);
+}
+
+/// Issue #13, defect 2 (reliability F3): one worker paused for 20 s, past its group session.
+#[test]
+fn a_worker_paused_past_its_session_leaves_the_other_running_and_the_session_completes() {
+    one_of_two_workers_stops("worker-paused", "STOP", Some("CONT"));
+}

@@ -137,6 +137,12 @@ impl Cluster {
 
     /// Starts one more process; returns its index in `processes`.
     pub fn spawn(&mut self, role: &str) -> usize {
+        self.spawn_with(role, &[])
+    }
+
+    /// Starts one more process with extra arguments; returns its index in `processes`. Its log
+    /// is `{role}-{index}.log` in `dir`.
+    pub fn spawn_with(&mut self, role: &str, args: &[&str]) -> usize {
         let log = std::fs::File::create(
             self.dir
                 .join(format!("{role}-{}.log", self.processes.len())),
@@ -144,6 +150,7 @@ impl Cluster {
         .unwrap();
         let child = self
             .command(&[role])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -149,16 +149,25 @@ pub async fn run_coordinator(
             Some(finished) = sessions.join_next() => {
                 let position: Position = finished?;
                 if let Some(next) = watermarks.done(&position) {
-                    consumer.commit(&next).await?;
+                    crate::outage::commit(consumer.as_mut(), &next).await;
                 }
             }
             message = consumer.next() => {
-                let message = message?;
+                let message = match message {
+                    Ok(message) => message,
+                    // The broker is away: the consumer reconnects by itself; ask again shortly.
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "cannot read from the broker; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let position = Position::of(&message);
                 watermarks.taken(&position);
                 let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await else {
                     if let Some(next) = watermarks.done(&position) {
-                        consumer.commit(&next).await?;
+                        crate::outage::commit(consumer.as_mut(), &next).await;
                     }
                     continue;
                 };

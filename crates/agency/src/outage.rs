@@ -17,3 +17,18 @@ where
         .await
         .unwrap_or_else(|| Err(events::Error::Closed(what.to_string())))
 }
+
+/// Marks `message` processed, never failing the consumer's loop. A position that cannot be
+/// stored (its partition was just revoked in a rebalance, the broker is away) is dropped: the
+/// message is delivered again, to this member or another, and what it records is recorded once.
+pub(crate) async fn commit(consumer: &mut dyn events::Consumer, message: &events::Message) {
+    if let Err(error) = consumer.commit(message).await {
+        tracing::warn!(
+            topic = %message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            %error,
+            "cannot store the offset; the message will be delivered again"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 mod instances;
 
 use crate::executors::{Executor, Registry};
-use crate::outage::retrying;
+use crate::outage::{self, retrying};
 use events::{
     Broker, Control, Event, EventManager, Message, Position, Source, Store, TaskRecord, TaskRef,
     Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
@@ -165,15 +165,18 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 Some(position) = done_rx.recv() => {
                     if let Some(next) = watermarks.done(&position) {
-                        consumer.commit(&next).await?;
+                        outage::commit(consumer.as_mut(), &next).await;
                     }
                     match waiting.pop_front() {
                         Some(message) => start(message),
                         None => in_flight -= 1,
                     }
                     if paused && waiting.len() <= WAITING / 2 {
-                        consumer.resume()?;
-                        paused = false;
+                        if let Err(error) = consumer.resume() {
+                            tracing::warn!(%error, "cannot resume the dispatch partitions; trying again with the next range");
+                        } else {
+                            paused = false;
+                        }
                     }
                 }
                 Some(event) = control.recv() => match event {
@@ -184,7 +187,16 @@ impl Worker {
                     Event::Failed { error, .. } => tracing::error!(%error, "control channel failed; cancellations no longer reach this worker"),
                 },
                 message = consumer.next() => {
-                    let message = message?;
+                    let message = match message {
+                    Ok(message) => message,
+                    // The broker is away: the consumer reconnects by itself; ask again shortly.
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "cannot read from the broker; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                     watermarks.taken(&Position::of(&message));
                     if in_flight < limit {
                         in_flight += 1;
@@ -193,8 +205,10 @@ impl Worker {
                         waiting.push_back(message);
                         // Also when already paused: a rebalance may have assigned new partitions.
                         if waiting.len() >= WAITING {
-                            consumer.pause()?;
-                            paused = true;
+                            match consumer.pause() {
+                                Ok(()) => paused = true,
+                                Err(error) => tracing::warn!(%error, "cannot pause the dispatch partitions"),
+                            }
                         }
                     }
                 }
