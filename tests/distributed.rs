@@ -365,6 +365,9 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
     let topic = format!("{}agency_action", cluster.namespace);
     produce(&topic, "junk", b"{this is not json").await;
     produce(&topic, "odd", br#"{"action": "explode", "data": {}}"#).await;
+    // 900 kB of control characters: copied into a JSON record each would take 6 bytes, 5.4 MB
+    // in all, more than a broker takes. It is dead-lettered by reference instead.
+    produce(&topic, "huge", &vec![1u8; 900_000]).await;
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -380,7 +383,7 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
         .unwrap();
     let mut reasons = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while reasons.len() < 2 {
+    while reasons.len() < 3 {
         let received = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .expect("dead letters within 2 minutes");
@@ -391,6 +394,13 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
         };
         let record: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
         assert_eq!(record["topic"], topic);
+        if record["key"] == "huge" {
+            assert_eq!(record["payload_bytes"], 900_000);
+            assert_eq!(record["payload_head"].as_str().unwrap().len(), 1024);
+            assert!(record.get("payload").is_none(), "by reference, not copied");
+        } else {
+            assert!(record["payload"].is_string());
+        }
         reasons.push(record["reason"].as_str().unwrap().to_string());
     }
     reasons.sort();
@@ -398,7 +408,11 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
         reasons[0].starts_with("not an agency action"),
         "{reasons:?}"
     );
-    assert_eq!(reasons[1], "unknown action `explode` (expected initialize)");
+    assert!(
+        reasons[1].starts_with("not an agency action"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[2], "unknown action `explode` (expected initialize)");
 
     // The coordinator is still taking sessions.
     let doc = json!({"session_id": unique("after-junk"), "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 5}]}]});

@@ -11,9 +11,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Every message published on `agency:results` while the test runs, by session id.
+/// Every message published on `agency:results` while the test runs, by session id, with when
+/// it arrived.
 #[derive(Clone, Default)]
-struct Published(Arc<Mutex<HashMap<String, Vec<Value>>>>);
+struct Published(Arc<Mutex<Arrivals>>);
+
+/// Results by session id, each with when it arrived.
+type Arrivals = HashMap<String, Vec<(Instant, Value)>>;
 
 impl Published {
     /// Listens on `agency:results` in a thread of its own until the test ends.
@@ -36,7 +40,12 @@ impl Published {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                into.0.lock().unwrap().entry(id).or_default().push(result);
+                into.0
+                    .lock()
+                    .unwrap()
+                    .entry(id)
+                    .or_default()
+                    .push((Instant::now(), result));
             }
         });
         subscribed.recv().unwrap();
@@ -44,7 +53,70 @@ impl Published {
     }
 
     fn of(&self, id: &str) -> Vec<Value> {
+        self.arrivals(id)
+            .into_iter()
+            .map(|(_, result)| result)
+            .collect()
+    }
+
+    fn arrivals(&self, id: &str) -> Vec<(Instant, Value)> {
         self.0.lock().unwrap().get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// One fault case, from the moment its fault is injected: what it measured goes to
+/// `target/fault-matrix.jsonl`, which `scripts/fault-table.py` turns into the table of
+/// `docs/reliability.md`.
+struct Case {
+    name: &'static str,
+    fault: &'static str,
+    injected: Instant,
+}
+
+impl Case {
+    /// Call as the fault is injected.
+    fn inject(name: &'static str, fault: &'static str) -> Self {
+        Self {
+            name,
+            fault,
+            injected: Instant::now(),
+        }
+    }
+
+    /// Appends the case's line, once its checks passed: sessions, instances, instances lost and
+    /// recorded twice (from the stored results), results published, and how long after the
+    /// fault the last result came.
+    fn report(&self, published: &Published, sessions: &[&str], instances_each: usize) {
+        let mut succeeded = 0u64;
+        let mut results = 0usize;
+        let mut last = self.injected;
+        for id in sessions {
+            let stored = stored_result(id, Duration::ZERO);
+            succeeded += stored["groups"]["g"]["tasks"]["naps"]["succeeded"]
+                .as_u64()
+                .unwrap();
+            let arrivals = published.arrivals(id);
+            results += arrivals.len();
+            last = arrivals.iter().map(|(at, _)| *at).fold(last, Instant::max);
+        }
+        let instances = (sessions.len() * instances_each) as u64;
+        let line = json!({
+            "case": self.name,
+            "fault": self.fault,
+            "sessions": sessions.len(),
+            "instances": instances,
+            "lost": instances.saturating_sub(succeeded),
+            "recorded_twice": succeeded.saturating_sub(instances),
+            "results_published": results,
+            "recovered_s": (last - self.injected).as_secs_f64(),
+        });
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fault-matrix.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
     }
 }
 
@@ -145,6 +217,10 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
     }
     std::thread::sleep(Duration::from_secs(1));
     let paused = cluster.processes[0].id();
+    let case = Case::inject(
+        "F3 coordinator paused past its lease (zombie coordinator)",
+        "kill -STOP one of two coordinators mid-run until the other finished its sessions, then kill -CONT",
+    );
     signal(paused, "STOP");
     // Its group membership and its leases lapse (10 s each); the other coordinator takes its
     // sessions over and finishes every session.
@@ -165,6 +241,8 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
     for id in &ids {
         check_one_right_result(&published, id, instances, ms);
     }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    case.report(&published, &ids, instances);
 }
 
 /// Issue #13, defect 3 (reliability F13): the broker is killed with `kill -9` mid-session and
@@ -201,6 +279,10 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         assert!(Instant::now() < deadline, "the session never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let case = Case::inject(
+        "F8 broker killed and restarted",
+        "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
+    );
     kafka.kill();
     std::thread::sleep(Duration::from_secs(10));
     for (n, process) in cluster.processes.iter_mut().enumerate() {
@@ -220,6 +302,7 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         stored_result(&id, Duration::ZERO)["context"]["count"]["n"],
         json!(ms)
     );
+    case.report(&published, &[&id], instances);
     for (n, process) in cluster.processes.iter_mut().enumerate() {
         assert!(process.try_wait().unwrap().is_none(), "process {n} exited");
     }
@@ -229,7 +312,16 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
 /// again. The other worker never exits (storing an offset for a partition a rebalance just took
 /// away is normal), it takes the stopped one's ranges over, and the session completes with each
 /// instance once and one result.
-fn one_of_two_workers_stops(name: &str, signal_name: &str, resume: Option<&str>) {
+fn one_of_two_workers_stops(
+    case: (&'static str, &'static str),
+    signal_name: &str,
+    resume: Option<&str>,
+) {
+    let name = if resume.is_some() {
+        "worker-paused"
+    } else {
+        "worker-killed"
+    };
     let published = Published::listen();
     let mut cluster = Cluster::start_with(name, &[]);
     // Ranges of 20 instances, so both workers have several.
@@ -253,6 +345,7 @@ fn one_of_two_workers_stops(name: &str, signal_name: &str, resume: Option<&str>)
         std::thread::sleep(Duration::from_millis(20));
     }
     let stopped = cluster.processes[1].id();
+    let case = Case::inject(case.0, case.1);
     signal(stopped, signal_name);
     if let Some(resume) = resume {
         std::thread::sleep(Duration::from_secs(20));
@@ -265,16 +358,31 @@ fn one_of_two_workers_stops(name: &str, signal_name: &str, resume: Option<&str>)
         "the other worker exited: {}",
         std::fs::read_to_string(cluster.dir.join("worker-2.log")).unwrap_or_default()
     );
+    case.report(&published, &[&id], instances);
 }
 
 /// Issue #13, defect 2 (reliability F1): `kill -9` of one worker mid-session.
 #[test]
 fn a_worker_killed_mid_session_leaves_the_other_running_and_the_session_completes() {
-    one_of_two_workers_stops("worker-killed", "KILL", None);
+    one_of_two_workers_stops(
+        (
+            "F1 worker killed",
+            "kill -9 of one of two workers mid-session",
+        ),
+        "KILL",
+        None,
+    );
 }
 
 /// Issue #13, defect 2 (reliability F3): one worker paused for 20 s, past its group session.
 #[test]
 fn a_worker_paused_past_its_session_leaves_the_other_running_and_the_session_completes() {
-    one_of_two_workers_stops("worker-paused", "STOP", Some("CONT"));
+    one_of_two_workers_stops(
+        (
+            "F3 worker paused past its session",
+            "kill -STOP of one of two workers mid-session for 20 s, then kill -CONT",
+        ),
+        "STOP",
+        Some("CONT"),
+    );
 }

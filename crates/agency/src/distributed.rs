@@ -77,6 +77,10 @@ impl TryFrom<String> for ActionKind {
 impl Action {
     /// Reads an intake message; the error is the dead-letter reason.
     pub fn decode(payload: &[u8]) -> std::result::Result<Self, String> {
+        // Another producer may send more than agency's own would: it is malformed all the same.
+        if let Some(reason) = events::oversized(payload.len()) {
+            return Err(reason);
+        }
         /// The message as sent, before its `action` is known to be one.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -261,19 +265,26 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
         context: Map::new(),
     };
     let (id, data) = session_document(action).map_err(Error::Action)?;
-    retrying("deleting an earlier result", || {
-        store.delete_result(&id, Fence::Open)
-    })
-    .await?;
     let action = Action {
         key: Some(id.clone()),
         action: ActionKind::Initialize,
         data,
         context: Map::new(),
     };
-    let position = broker
-        .publish(ACTION_TOPIC, &id, events::encode("the action", &action)?)
-        .await?;
+    let encoded = events::encode("the action", &action)?;
+    // Refused before anything changes: an earlier result stays.
+    if encoded.len() > events::MAX_MESSAGE_BYTES {
+        return Err(Error::Action(format!(
+            "session {id} is {} bytes as an agency_action message, over the limit of {} bytes; pass large inputs by reference (a URL, a file, a store key) instead",
+            encoded.len(),
+            events::MAX_MESSAGE_BYTES
+        )));
+    }
+    retrying("deleting an earlier result", || {
+        store.delete_result(&id, Fence::Open)
+    })
+    .await?;
+    let position = broker.publish(ACTION_TOPIC, &id, encoded).await?;
     Ok(Submitted {
         id,
         run: position.origin(),

@@ -81,3 +81,24 @@ async fn a_waiter_whose_run_was_replaced_by_a_later_submission_is_told_so() {
         .unwrap();
     assert_eq!(any.errors, ["second"]);
 }
+
+#[tokio::test]
+async fn an_oversize_session_is_refused_at_submit_and_changes_nothing() {
+    let (broker, store) = (MemoryBroker::new(), MemoryStore::new());
+    publish(&store, "big", "agency_action/0/0", &["kept"]).await;
+    let blob = "x".repeat(events::MAX_MESSAGE_BYTES);
+    let doc = json!({"session_id": "big", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": blob}]}]});
+    let error = submit(&broker, &store, doc).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("session big is ")
+            && message
+                .contains("bytes as an agency_action message, over the limit of 1000000 bytes"),
+        "{message}"
+    );
+    let kept = store.load_result("big").await.unwrap().unwrap();
+    assert_eq!(
+        kept["errors"][0], "kept",
+        "the earlier result is still there"
+    );
+}

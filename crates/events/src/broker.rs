@@ -18,6 +18,31 @@ use tokio::sync::Notify;
 pub const DISPATCH_TOPIC: &str = "agency_dispatch";
 /// Where malformed messages go, with the reason; consumers keep running.
 pub const DEAD_LETTER_TOPIC: &str = "agency_dead_letter";
+/// The largest payload of one message on any topic, in bytes: below what an Apache Kafka
+/// broker accepts by default (`message.max.bytes`, 1,048,588 with the record's overhead).
+/// Publishing more is refused before anything is sent, by every [`Broker`]; a consumer treats a
+/// larger message (from another producer) as malformed.
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// Why a payload of `len` bytes cannot be a message, if it cannot: it is over
+/// [`MAX_MESSAGE_BYTES`].
+pub fn oversized(len: usize) -> Option<String> {
+    (len > MAX_MESSAGE_BYTES)
+        .then(|| format!("the message is {len} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes"))
+}
+
+/// Refuses a payload over [`MAX_MESSAGE_BYTES`] for `topic`, naming its size and the limit.
+pub(crate) fn check_size(backend: &'static str, topic: &str, payload: &[u8]) -> Result<()> {
+    match oversized(payload.len()) {
+        None => Ok(()),
+        Some(message) => Err(Error::Refused {
+            backend,
+            operation: format!("producing to {topic}"),
+            message,
+        }),
+    }
+}
+
 /// Events that tasks emit (the `emit_event` executor).
 pub const EVENTS_TOPIC: &str = "agency_events";
 
@@ -92,6 +117,7 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
+        check_size("memory", topic, &payload)?;
         let target = self.topic(topic)?;
         let offset = {
             let mut log = target

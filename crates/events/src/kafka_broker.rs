@@ -12,7 +12,7 @@
 //! Topics are created on first use with a fixed partition count and replication factor, so a
 //! consumer group can spread a topic's messages over its members.
 
-use crate::broker::{Broker, Consumer, Message};
+use crate::broker::{check_size, Broker, Consumer, Message, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::watermarks::Position;
 use async_trait::async_trait;
@@ -149,6 +149,11 @@ impl KafkaBroker {
             .set("linger.ms", "0")
             .set("socket.nagle.disable", "true")
             .set("message.timeout.ms", "30000")
+            // Room for the largest payload with its key and the record's overhead.
+            .set(
+                "message.max.bytes",
+                (MAX_MESSAGE_BYTES + 64 * 1024).to_string(),
+            )
             .create()
             .map_err(|e| kafka_error("creating the producer", e))?;
         let admin = ClientConfig::new()
@@ -294,6 +299,7 @@ impl KafkaBroker {
 #[async_trait]
 impl Broker for KafkaBroker {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
+        check_size("kafka", topic, &payload)?;
         self.ensure_topic(topic).await?;
         let record = FutureRecord::to(topic).key(key).payload(&payload);
         self.producer

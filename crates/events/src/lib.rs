@@ -28,8 +28,8 @@ mod store;
 mod watermarks;
 
 pub use broker::{
-    Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC, DISPATCH_TOPIC,
-    EVENTS_TOPIC,
+    oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC,
+    DISPATCH_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES,
 };
 pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};

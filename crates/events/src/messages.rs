@@ -45,6 +45,9 @@ impl WorkItem {
 
     /// Decodes a dispatch message; the error says what is wrong, for the dead-letter record.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        if let Some(reason) = crate::broker::oversized(payload.len()) {
+            return Err(reason);
+        }
         let item: Self =
             serde_json::from_slice(payload).map_err(|e| format!("not a work item: {e}"))?;
         if item.v != VERSION {

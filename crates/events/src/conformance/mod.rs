@@ -347,6 +347,19 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages
 /// of one key arrive in order, payloads arrive intact, under topic `topic`.
 pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
+    // A payload over the limit is refused before anything is sent, and retrying cannot help;
+    // one at the limit goes through.
+    let refused = broker
+        .publish(topic, "big", vec![b'x'; crate::MAX_MESSAGE_BYTES + 1])
+        .await
+        .expect_err("a payload over the limit");
+    assert!(!refused.is_retryable(), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("over the limit of 1000000 bytes"),
+        "{refused}"
+    );
     // Where each message landed, as its publisher is told: the position a consumer reads it at.
     let mut landed = Vec::new();
     for i in 0..6u32 {

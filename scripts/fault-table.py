@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Turns the fault suite's measurements (target/fault-matrix.jsonl, one line per passing case,
+written by tests/faults.rs) into the Markdown table of docs/reliability.md.
+
+    python3 scripts/fault-table.py [target/fault-matrix.jsonl]
+"""
+import json
+import sys
+
+path = sys.argv[1] if len(sys.argv) > 1 else "target/fault-matrix.jsonl"
+try:
+    with open(path, encoding="utf-8") as lines:
+        cases = [json.loads(line) for line in lines if line.strip()]
+except FileNotFoundError:
+    sys.exit(f"{path}: no measurements; run `cargo test -p integration-tests --test faults` first")
+except json.JSONDecodeError as error:
+    sys.exit(f"{path}: a line is not JSON ({error})")
+
+print("| case | fault, how injected | sessions | instances | lost | recorded twice | results published | last result after the fault |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for case in sorted(cases, key=lambda c: c["case"]):
+    print(
+        f"| {case['case']} | {case['fault']} | {case['sessions']} | {case['instances']:,} "
+        f"| {case['lost']} | {case['recorded_twice']} | {case['results_published']} "
+        f"| {case['recovered_s']:.1f} s |"
+    )
