@@ -368,6 +368,13 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
     // 900 kB of control characters: copied into a JSON record each would take 6 bytes, 5.4 MB
     // in all, more than a broker takes. It is dead-lettered by reference instead.
     produce(&topic, "huge", &vec![1u8; 900_000]).await;
+    // An id that would end its Redis hash tag early.
+    produce(
+        &topic,
+        "brace",
+        br#"{"key": "}x", "action": "initialize", "data": {"groups": []}}"#,
+    )
+    .await;
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -383,7 +390,7 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
         .unwrap();
     let mut reasons = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while reasons.len() < 3 {
+    while reasons.len() < 4 {
         let received = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .expect("dead letters within 2 minutes");
@@ -412,7 +419,11 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
         reasons[1].starts_with("not an agency action"),
         "{reasons:?}"
     );
-    assert_eq!(reasons[2], "unknown action `explode` (expected initialize)");
+    assert_eq!(
+        reasons[2],
+        "session id `}x` must not contain `{` or `}` (they delimit the session's Redis hash tag)"
+    );
+    assert_eq!(reasons[3], "unknown action `explode` (expected initialize)");
 
     // The coordinator is still taking sessions.
     let doc = json!({"session_id": unique("after-junk"), "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 5}]}]});

@@ -117,6 +117,9 @@ pub fn session_document(action: Action) -> std::result::Result<(String, Value), 
                 .map(str::to_string)
         })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Some(problem) = taskgroup::session_id_problem(&id) {
+        return Err(problem);
+    }
     if !action.context.is_empty() {
         let context = data.entry("context").or_insert_with(|| json!({}));
         let Value::Object(context) = context else {

@@ -3,11 +3,11 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `agency:{S}:task:{g}:{t}` | string | the `TaskRecord` workers read |
-//! | `agency:{S}:outcomes:{g}:{t}` | hash | instance -> `attempt|S or F|outcome JSON` |
+//! | `agency:{S}:task:<g>:<t>` | string | the `TaskRecord` workers read |
+//! | `agency:{S}:outcomes:<g>:<t>` | hash | instance -> `attempt|S or F|outcome JSON` |
 //! | `agency:{S}:context` | hash | context key -> JSON value |
 //! | `agency:{S}:mappings` | hash | task id -> context key |
-//! | `agency:{S}:blob:{g}:{t}:{i}:{attempt}` | string | a large instance result stored by reference |
+//! | `agency:{S}:blob:<g>:<t>:<i>:<attempt>` | string | a large instance result stored by reference |
 //! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
 //! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |

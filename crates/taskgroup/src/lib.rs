@@ -42,4 +42,4 @@ pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session};
 pub use session_machine::{
     Counts, Deadline, GroupSlot, SessionCommand, SessionError, SessionEvent, SessionMachine, Skip,
 };
-pub use spec::{GroupSpec, SessionSpec, TaskSpec};
+pub use spec::{session_id_problem, GroupSpec, SessionSpec, TaskSpec};

@@ -5,7 +5,7 @@ use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
 use crate::planning::{plan_task, task_path};
 use crate::policy::{FailurePolicy, RetryPolicy};
-use crate::spec::{SessionSpec, TaskSpec};
+use crate::spec::{session_id_problem, SessionSpec, TaskSpec};
 use expansion::{ErrorKind, Expansion, FieldPath, Limits};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -187,6 +187,9 @@ impl Check {
 
     /// Executors, retry and failure policies, timeouts and concurrency.
     fn settings(&mut self, spec: &SessionSpec, rules: &Rules) {
+        if let Some(problem) = spec.session_id.as_deref().and_then(session_id_problem) {
+            self.problem(&FieldPath::root().key("session_id"), problem);
+        }
         if spec.timeout_ms == Some(0) {
             self.problem(
                 &FieldPath::root().key("timeout_ms"),

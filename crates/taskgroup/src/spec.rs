@@ -76,6 +76,27 @@ pub struct TaskSpec {
     pub concurrency: Option<u32>,
 }
 
+/// Why `id` cannot name a session, if it cannot. Every Redis key of a session carries its id as
+/// a Cluster hash tag (`{id}`), so a brace in it would end the tag early (`}a` gives an empty
+/// tag, and the session's keys would spread over slots); an empty id names nothing, and a control
+/// character makes keys and logs unreadable.
+pub fn session_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("a session id must not be empty".into());
+    }
+    if id.contains(['{', '}']) {
+        return Some(format!(
+            "session id `{id}` must not contain `{{` or `}}` (they delimit the session's Redis hash tag)"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Some(format!(
+            "session id {id:?} must not contain control characters"
+        ));
+    }
+    None
+}
+
 impl TaskSpec {
     /// The context key this task's result is written to.
     pub fn context_key(&self) -> &str {

@@ -246,3 +246,25 @@ fn settings_reach_the_validated_session() {
     );
     assert_eq!(session.tasks[1][1].depends_on, vec![0]);
 }
+
+#[test]
+fn a_session_id_that_would_break_its_hash_tag_is_refused() {
+    // Issue #13: an id starting with `}` gave an empty Redis hash tag, spreading the session's
+    // keys over Cluster slots.
+    for (id, why) in [
+        ("}a", "must not contain `{` or `}`"),
+        ("a{b", "must not contain `{` or `}`"),
+        ("", "must not be empty"),
+        ("a\nb", "must not contain control characters"),
+    ] {
+        let found =
+            problems(json!({"session_id": id, "groups": [{"id": "g", "tasks": [task("t", &[])]}]}));
+        assert_eq!(found.len(), 1, "{id:?}: {found:?}");
+        assert!(found[0].starts_with("session_id: "), "{found:?}");
+        assert!(found[0].contains(why), "{id:?}: {found:?}");
+    }
+    assert!(validate(
+        json!({"session_id": "report-2026.12", "groups": [{"id": "g", "tasks": [task("t", &[])]}]})
+    )
+    .is_ok());
+}
