@@ -386,3 +386,52 @@ fn a_worker_paused_past_its_session_leaves_the_other_running_and_the_session_com
         Some("CONT"),
     );
 }
+
+/// Reliability F2: one of two workers gets SIGTERM mid-session. It starts nothing new, lets the
+/// ranges it runs finish within its grace period (10 s) and stores their offsets, says so, and
+/// exits 0; the other worker does the rest.
+#[test]
+fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
+    let published = Published::listen();
+    let mut cluster = Cluster::start_with("worker-term", &[]);
+    cluster.spawn_with("coordinator", &["--chunk", "20"]);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
+    let id = unique("worker-term");
+    let (instances, ms) = (400, 100);
+    cluster.submit(&naps(&id, instances, ms));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("HLEN")
+        .arg(&outcomes)
+        .query::<u64>(&mut redis)
+        .unwrap()
+        < 40
+    {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let case = Case::inject(
+        "F2 worker stopped with SIGTERM",
+        "kill -TERM of one of two workers mid-session",
+    );
+    signal(cluster.processes[1].id(), "TERM");
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = cluster.processes[1].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(30),
+            "the worker did not stop within its grace period"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(cluster.dir.join("worker-1.log")).unwrap();
+    assert!(log.contains("worker stopping"), "{log}");
+    check_one_right_result(&published, &id, instances, ms);
+    case.report(&published, &[&id], instances);
+}

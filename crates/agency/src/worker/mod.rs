@@ -77,6 +77,9 @@ struct Prepared {
     task: Arc<str>,
 }
 
+/// How long a stopping worker waits for the ranges it is running to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Ranges a worker takes ahead of running them before it pauses its partitions. Pausing drops
 /// what the client had prefetched and resuming fetches again, which is slow (a 4-range queue
 /// halved the 1M fan-out rate), so pausing is kept for a real backlog.
@@ -214,6 +217,31 @@ impl Worker {
                 }
             }
         }
+        // Stopping: nothing new is started. Ranges running get a grace period to finish and have
+        // their offsets stored; what is left (running past it, or queued) is not committed, so
+        // the group delivers it again to another worker, and what was recorded stays recorded.
+        let queued = waiting.len();
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        let mut finished = 0usize;
+        while in_flight > 0 {
+            tokio::select! {
+                Some(position) = done_rx.recv() => {
+                    in_flight -= 1;
+                    finished += 1;
+                    if let Some(next) = watermarks.done(&position) {
+                        outage::commit(consumer.as_mut(), &next).await;
+                    }
+                }
+                () = &mut grace => break,
+            }
+        }
+        tracing::info!(
+            finished,
+            unfinished = in_flight,
+            queued,
+            "worker stopping; ranges not finished are delivered again to the group"
+        );
         Ok(())
     }
 
