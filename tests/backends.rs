@@ -55,23 +55,12 @@ async fn redis_store_claims_conform() {
 /// key expires within 7 days of its last write.
 #[tokio::test]
 async fn redis_working_keys_expire() {
-    use events::{Fence, Outcome, Status, Store as _, TaskRecord, TaskRef};
+    use events::{Fence, Outcome, Status, Store as _, TaskRef};
     use serde_json::json;
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("expiry");
     let task = TaskRef { group: 0, task: 0 };
-    let record = TaskRecord {
-        run: "run".into(),
-        task_id: "t".into(),
-        group_id: "g".into(),
-        executor: "echo".into(),
-        input: json!(1),
-        expansion_config: None,
-        context: json!({}),
-        timeout_ms: None,
-        concurrency: None,
-        instances: 1,
-    };
+    let record = conformance::one_task_record("run");
     let map = json!({"k": 1}).as_object().cloned().unwrap();
     store
         .save_task(&session, task, &record, Fence::Open)

@@ -138,6 +138,23 @@ fn stored_result(id: &str, patience: Duration) -> Value {
     }
 }
 
+/// Waits until session `id`'s first task has `count` outcomes recorded: its work is under way.
+fn wait_for_outcomes(id: &str, count: u64) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("HLEN")
+        .arg(&outcomes)
+        .query::<u64>(&mut redis)
+        .unwrap()
+        < count
+    {
+        assert!(Instant::now() < deadline, "session {id} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to process `pid`.
 fn signal(pid: u32, signal: &str) {
     let sent = Command::new("kill")
@@ -266,19 +283,7 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         "tasks": [{"id": "count", "executor": "echo", "input": {"n": "{{context.naps.0.slept_ms}}"}}]}));
     cluster.submit(&doc);
     // Kill the broker once the work is under way.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("HLEN")
-        .arg(&outcomes)
-        .query::<u64>(&mut redis)
-        .unwrap()
-        < 40
-    {
-        assert!(Instant::now() < deadline, "the session never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_outcomes(&id, 40);
     let case = Case::inject(
         "F8 broker killed and restarted",
         "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
@@ -331,19 +336,7 @@ fn one_of_two_workers_stops(
     let id = unique(name);
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("HLEN")
-        .arg(&outcomes)
-        .query::<u64>(&mut redis)
-        .unwrap()
-        < 40
-    {
-        assert!(Instant::now() < deadline, "the session never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_outcomes(&id, 40);
     let stopped = cluster.processes[1].id();
     let case = Case::inject(case.0, case.1);
     signal(stopped, signal_name);
@@ -400,19 +393,7 @@ fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
     let id = unique("worker-term");
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("HLEN")
-        .arg(&outcomes)
-        .query::<u64>(&mut redis)
-        .unwrap()
-        < 40
-    {
-        assert!(Instant::now() < deadline, "the session never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_outcomes(&id, 40);
     let case = Case::inject(
         "F2 worker stopped with SIGTERM",
         "kill -TERM of one of two workers mid-session",

@@ -14,7 +14,7 @@ pub use crate::connect::connect_store;
 use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};
-use crate::outage::retrying;
+use crate::outage::{self, retrying};
 use events::{Broker, Fence, Message, Origin, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
@@ -156,25 +156,16 @@ pub async fn run_coordinator(
             Some(finished) = sessions.join_next() => {
                 let position: Position = finished?;
                 if let Some(next) = watermarks.done(&position) {
-                    crate::outage::commit(consumer.as_mut(), &next).await;
+                    outage::commit(consumer.as_mut(), &next).await;
                 }
             }
-            message = consumer.next() => {
-                let message = match message {
-                    Ok(message) => message,
-                    // The broker is away: the consumer reconnects by itself; ask again shortly.
-                    Err(error) if error.is_retryable() => {
-                        tracing::warn!(%error, "cannot read from the broker; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    Err(error) => return Err(error.into()),
-                };
+            message = outage::next_message(consumer.as_mut()) => {
+                let message = message?;
                 let position = Position::of(&message);
                 watermarks.taken(&position);
                 let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await else {
                     if let Some(next) = watermarks.done(&position) {
-                        crate::outage::commit(consumer.as_mut(), &next).await;
+                        outage::commit(consumer.as_mut(), &next).await;
                     }
                     continue;
                 };

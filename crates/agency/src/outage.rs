@@ -32,3 +32,19 @@ pub(crate) async fn commit(consumer: &mut dyn events::Consumer, message: &events
         );
     }
 }
+
+/// The consumer's next message, waiting out a broker that is away: the consumer reconnects by
+/// itself, so it is asked again shortly. Only an error retrying cannot fix is returned.
+pub(crate) async fn next_message(
+    consumer: &mut dyn events::Consumer,
+) -> events::Result<events::Message> {
+    loop {
+        match consumer.next().await {
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "cannot read from the broker; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}

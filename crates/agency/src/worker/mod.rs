@@ -189,17 +189,8 @@ impl Worker {
                     Event::Resubscribed { .. } => tracing::warn!("control channel restored; cancellations sent meanwhile were missed"),
                     Event::Failed { error, .. } => tracing::error!(%error, "control channel failed; cancellations no longer reach this worker"),
                 },
-                message = consumer.next() => {
-                    let message = match message {
-                    Ok(message) => message,
-                    // The broker is away: the consumer reconnects by itself; ask again shortly.
-                    Err(error) if error.is_retryable() => {
-                        tracing::warn!(%error, "cannot read from the broker; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    Err(error) => return Err(error.into()),
-                };
+                message = outage::next_message(consumer.as_mut()) => {
+                    let message = message?;
                     watermarks.taken(&Position::of(&message));
                     if in_flight < limit {
                         in_flight += 1;

@@ -2,7 +2,7 @@
 //! relies on.
 
 use crate::error::{Error, Result};
-use crate::messages::{TaskRecord, TaskRef};
+use crate::messages::TaskRef;
 use crate::store::{Claim, Fence, Renewal, Store};
 use serde_json::json;
 use std::time::Duration;
@@ -103,18 +103,7 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
 /// ahead.
 async fn fenced_writes_are_refused(store: &dyn Store, session: &str, stale: &str, current: &str) {
     let task = TaskRef { group: 0, task: 0 };
-    let record = TaskRecord {
-        run: "fenced".into(),
-        task_id: "t".into(),
-        group_id: "g".into(),
-        executor: "echo".into(),
-        input: json!(1),
-        expansion_config: None,
-        context: json!({}),
-        timeout_ms: None,
-        concurrency: None,
-        instances: 1,
-    };
+    let record = super::one_task_record("fenced");
     let context = json!({"k": "current"})
         .as_object()
         .cloned()

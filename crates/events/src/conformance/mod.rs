@@ -39,6 +39,22 @@ async fn received(subscription: &mut dyn Subscription) -> Vec<u8> {
         .expect("message")
 }
 
+/// A one-instance `echo` task's record of run `run`, for tests that need one stored.
+pub fn one_task_record(run: &str) -> TaskRecord {
+    TaskRecord {
+        run: run.into(),
+        task_id: "t".into(),
+        group_id: "g".into(),
+        executor: "echo".into(),
+        input: json!(1),
+        expansion_config: None,
+        context: json!({}),
+        timeout_ms: None,
+        concurrency: None,
+        instances: 1,
+    }
+}
+
 /// The run the store suite records outcomes for.
 const RUN: &str = "agency_action/3/14";
 
