@@ -7,6 +7,7 @@ use crate::worker::{Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, MemoryStore, Store};
 use expansion::Limits;
 use std::sync::Arc;
+use std::time::Duration;
 use taskgroup::{Rules, Session, SessionResult};
 use tokio_util::sync::CancellationToken;
 
@@ -95,12 +96,17 @@ impl Engine {
         let store: Arc<dyn Store> = self.store.clone();
         let shutdown = CancellationToken::new();
         let mut workers = Vec::new();
+        // The session has ended when the workers stop: what they still run is of no use.
+        let options = WorkerOptions {
+            shutdown_grace: Duration::ZERO,
+            ..self.options.worker.clone()
+        };
         for _ in 0..self.options.workers.max(1) {
             let worker = Worker::new(
                 broker.clone(),
                 store.clone(),
                 self.registry.clone(),
-                self.options.worker.clone(),
+                options.clone(),
             );
             workers.push(tokio::spawn(worker.run(shutdown.clone())));
         }

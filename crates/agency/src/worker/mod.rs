@@ -49,6 +49,10 @@ pub struct WorkerOptions {
     pub limits: Limits,
     /// The consumer group on the dispatch topic; every worker of a deployment joins the same one.
     pub group: String,
+    /// How long a stopping worker lets the ranges it runs finish before it hands them back
+    /// ([`SHUTDOWN_GRACE`] by default). An embedded engine stops its workers only once its
+    /// session has ended, when no range left running matters: it waits for none.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -59,6 +63,7 @@ impl Default for WorkerOptions {
             batch: 1024,
             limits: Limits::default(),
             group: WORKER_GROUP.to_string(),
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -77,7 +82,7 @@ struct Prepared {
     task: Arc<str>,
 }
 
-/// How long a stopping worker waits for the ranges it is running to finish.
+/// How long a stopping worker waits for the ranges it is running to finish, by default.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Ranges a worker takes ahead of running them before it pauses its partitions. Pausing drops
@@ -212,7 +217,7 @@ impl Worker {
         // their offsets stored; what is left (running past it, or queued) is not committed, so
         // the group delivers it again to another worker, and what was recorded stays recorded.
         let queued = waiting.len();
-        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        let grace = tokio::time::sleep(self.options.shutdown_grace);
         tokio::pin!(grace);
         let mut finished = 0usize;
         while in_flight > 0 {
