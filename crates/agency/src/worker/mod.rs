@@ -5,7 +5,9 @@
 //!
 //! A malformed dispatch message goes to the dead-letter topic with the reason and the worker
 //! keeps going. A task the worker cannot prepare fails its instances with the reason, so the
-//! coordinator learns of it instead of waiting.
+//! coordinator learns of it instead of waiting. A broker that is away, or an offset that cannot
+//! be stored, is waited out or dropped, never fatal. Stopping, the worker starts nothing new,
+//! gives the ranges it runs [`SHUTDOWN_GRACE`] to finish, and hands the rest back uncommitted.
 
 mod instances;
 
