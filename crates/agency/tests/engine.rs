@@ -308,6 +308,41 @@ async fn an_executor_that_ignores_cancellation_does_not_hang_its_group() {
     );
 }
 
+/// Reliability F14: a panicking executor fails its attempt with the panic's message, the retry
+/// policy applies, and the range's other instances are recorded. Before, the panic took the
+/// whole range down and its offset was committed without outcomes: the session never ended.
+#[tokio::test]
+async fn a_panicking_executor_fails_its_attempt_and_the_session_goes_on() {
+    let mut engine = engine();
+    engine.registry_mut().register("panicky", Panicky);
+    let doc = json!({"groups": [{"id": "g", "tasks": [
+        array_task("t", "panicky", json!([10, 20, 30]), json!({"n": "{{item}}"}),
+            json!({"retry": {"max_retries": 1, "retry_delays": [0]}}))
+    ]}]});
+    let result = tokio::time::timeout(Duration::from_secs(30), run_on(&engine, &doc))
+        .await
+        .expect("the session ends");
+    assert_eq!(result["status"], "completed", "{result:#}");
+    let task = &result["groups"]["g"]["tasks"]["t"];
+    assert_eq!(task["succeeded"], 3);
+    assert_eq!(task["attempts"], 4, "instance 1 ran twice");
+    assert_eq!(result["context"]["t"][1]["n"], 20);
+
+    // Without a retry the attempt's error is the panic's.
+    let doc = json!({"groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [
+        array_task("t", "panicky", json!([10, 20, 30]), json!({"n": "{{item}}"}), json!({}))
+    ]}]});
+    let result = tokio::time::timeout(Duration::from_secs(30), run_on(&engine, &doc))
+        .await
+        .expect("the session ends");
+    let task = &result["groups"]["g"]["tasks"]["t"];
+    assert_eq!(task["succeeded"], 2);
+    assert_eq!(
+        task["failures"][0]["error"],
+        "executor `panicky` panicked: boom at instance 1"
+    );
+}
+
 #[tokio::test]
 async fn cancellation_stops_the_session_with_partial_results() {
     let engine = engine();

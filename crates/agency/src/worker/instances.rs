@@ -5,8 +5,9 @@ use super::{Prepared, Worker, BLOB_THRESHOLD};
 use crate::executors::{Call, ExecError, IdempotencyKey};
 use crate::outage::retrying;
 use events::{notices_channel, Notice, Outcome, Status, WorkItem};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
+use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
 impl Worker {
@@ -170,7 +171,12 @@ impl Worker {
             },
         };
         let attempt_cancel = call.cancel.clone();
-        let run = executor.execute(call);
+        // A panicking executor fails its attempt, with the panic's message; it must not take
+        // the range's other outcomes with it (the message would be committed without them).
+        let name = &prepared.executor_name;
+        let run = AssertUnwindSafe(executor.execute(call))
+            .catch_unwind()
+            .map(|result| result.unwrap_or_else(|panic| Err(panicked(name, panic.as_ref()))));
         // `biased`: poll the executor first, so an instance that finishes at once never
         // registers a waiter on the shared cancellation token.
         let status = match prepared.timeout {
@@ -203,6 +209,16 @@ impl Worker {
 /// What a notice says of one outcome: instance, attempt, and the error (and whether it is
 /// permanent) of a failure.
 type Announced = (u64, u32, Option<(String, bool)>);
+
+/// The error of an attempt whose executor panicked: transient, so the retry policy applies.
+fn panicked(executor: &str, panic: &(dyn std::any::Any + Send)) -> ExecError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|message| message.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string());
+    ExecError::Transient(format!("executor `{executor}` panicked: {message}"))
+}
 
 /// The outcome of an executor's attempt.
 fn status_of(result: Result<Value, ExecError>) -> Status {

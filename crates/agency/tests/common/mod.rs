@@ -66,3 +66,17 @@ impl Executor for Stubborn {
         Ok(Value::Null)
     }
 }
+
+/// An executor that panics on its first attempt of instance 1 and echoes every other input.
+#[derive(Debug, Clone, Copy)]
+pub struct Panicky;
+
+#[async_trait]
+impl Executor for Panicky {
+    async fn execute(&self, call: Call) -> Result<Value, agency::ExecError> {
+        if call.key.instance == 1 && call.key.attempt == 1 {
+            panic!("boom at instance {}", call.key.instance);
+        }
+        Ok(call.input)
+    }
+}
