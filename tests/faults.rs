@@ -416,3 +416,83 @@ fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
     check_one_right_result(&published, &id, instances, ms);
     case.report(&published, &[&id], instances);
 }
+
+/// Reliability F13 (b), issue #13 defect 5: every dispatch message of a finished session is
+/// delivered again (produced anew) to the workers that ran it, which still hold its planned
+/// task. Nothing runs into the store: no working key of the session comes back, and no second
+/// result is published.
+#[test]
+fn dispatch_messages_delivered_again_after_a_session_ended_leave_nothing_behind() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::Message as _;
+
+    let published = Published::listen();
+    let mut cluster = Cluster::start_with("replayed", &[]);
+    cluster.spawn_with("coordinator", &["--chunk", "20"]);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
+    let id = unique("replayed");
+    let (instances, ms) = (200, 10);
+    cluster.submit(&naps(&id, instances, ms));
+    check_one_right_result(&published, &id, instances, ms);
+
+    // Read every dispatch message of the namespace, and produce each again.
+    let topic = format!("{}agency_dispatch", cluster.namespace);
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("replay-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while messages.len() < instances / 20 && Instant::now() < deadline {
+        if let Some(Ok(message)) = reader.poll(Duration::from_millis(200)) {
+            messages.push((
+                message.key().unwrap_or_default().to_vec(),
+                message.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    assert_eq!(
+        messages.len(),
+        instances / 20,
+        "every range was dispatched once"
+    );
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    for (key, payload) in &messages {
+        producer
+            .send(BaseRecord::to(&topic).key(key).payload(payload))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let case = Case::inject(
+        "F13 dispatch delivered again after the session ended",
+        "every dispatch message of a finished session produced again to its workers",
+    );
+
+    // The workers take them (their log says so) and nothing comes back.
+    std::thread::sleep(Duration::from_secs(5));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let mut left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("agency:{{{id}}}:*"))
+        .query(&mut redis)
+        .unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!("agency:{{{id}}}:fence"),
+            format!("agency:{{{id}}}:origin")
+        ],
+        "no working key came back"
+    );
+    check_one_right_result(&published, &id, instances, ms);
+    case.report(&published, &[&id], instances);
+}
