@@ -5,6 +5,7 @@ written by tests/faults.rs) into the Markdown table of docs/reliability.md.
     python3 scripts/fault-table.py [target/fault-matrix.jsonl]
 """
 import json
+import re
 import sys
 
 path = sys.argv[1] if len(sys.argv) > 1 else "target/fault-matrix.jsonl"
@@ -18,9 +19,17 @@ except json.JSONDecodeError as error:
 
 print("| case | fault, how injected | sessions | instances | lost | recorded twice | results published | last result after the fault |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-for case in sorted(cases, key=lambda c: c["case"]):
+def order(case):
+    """By the matrix's number (F2 before F13), then by name."""
+    number = re.match(r"F(\d+)", case["case"])
+    return (int(number.group(1)) if number else 1_000, case["case"])
+
+
+for case in sorted(cases, key=order):
+    recovered = case["recovered_s"]
+    after = "none: it came before the fault" if recovered is None else f"{recovered:.1f} s"
     print(
         f"| {case['case']} | {case['fault']} | {case['sessions']} | {case['instances']:,} "
         f"| {case['lost']} | {case['recorded_twice']} | {case['results_published']} "
-        f"| {case['recovered_s']:.1f} s |"
+        f"| {after} |"
     )

@@ -108,7 +108,8 @@ impl Case {
             "lost": instances.saturating_sub(succeeded),
             "recorded_twice": succeeded.saturating_sub(instances),
             "results_published": results,
-            "recovered_s": (last - self.injected).as_secs_f64(),
+            // `null` when no result came after the fault (the sessions had ended before it).
+            "recovered_s": (last > self.injected).then(|| (last - self.injected).as_secs_f64()),
         });
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fault-matrix.jsonl");
         let mut file = std::fs::OpenOptions::new()
@@ -177,6 +178,12 @@ fn naps(id: &str, naps: usize, ms: u64) -> Value {
 /// completed, with every instance's own result in the context and each counted once.
 fn check_one_right_result(published: &Published, id: &str, instances: usize, ms: u64) {
     let stored = stored_result(id, Duration::from_secs(120));
+    // The result is stored and announced in one step, but the listener's thread may not have
+    // taken the announcement yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while published.of(id).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let all = published.of(id);
     assert_eq!(
         all.len(),
