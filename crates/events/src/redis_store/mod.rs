@@ -1,0 +1,238 @@
+//! The Redis `Store`. Every key of a session carries the session id as a hash tag, so a session
+//! lives in one Redis Cluster slot and its multi-key operations stay legal:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `agency:{S}:task:<g>:<t>` | string | the `TaskRecord` workers read |
+//! | `agency:{S}:outcomes:<g>:<t>` | hash | instance -> `attempt|S or F|outcome JSON` |
+//! | `agency:{S}:context` | hash | context key -> JSON value |
+//! | `agency:{S}:mappings` | hash | task id -> context key |
+//! | `agency:{S}:blob:<g>:<t>:<i>:<attempt>` | string | a large instance result stored by reference |
+//! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
+//! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
+//! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
+//! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
+//! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
+//! | `agency:{S}:fence` | string | the token of the latest claim; a coordinator's writes carry theirs and are refused once it is replaced |
+//!
+//! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
+//! Outcomes are recorded by one Lua script per batch, which applies the recording rule
+//! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
+
+mod store;
+
+use crate::error::{Error, Result};
+use crate::messages::TaskRef;
+use crate::redis_scripts::{
+    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
+    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT,
+    START_RUN_SCRIPT, WORKING_TTL_SECONDS,
+};
+use crate::store::{Fence, Subscription};
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands as _;
+use serde_json::{Map, Value};
+
+/// The [`Store`](crate::Store) on Redis: every write a Lua call or a single command; see the module's key table.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    connection: ConnectionManager,
+    record: redis::Script,
+    claim: redis::Script,
+    /// The fenced writes: each script opens with the [`FENCE`] check.
+    fenced: Fenced,
+    renew: redis::Script,
+    release: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.client.get_connection_info().addr().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> Error {
+    if error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+    {
+        Error::Unavailable {
+            backend: "redis",
+            message: error.to_string(),
+        }
+    } else {
+        Error::Refused {
+            backend: "redis",
+            operation: error.code().unwrap_or("command").to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn corrupt(what: impl Into<String>, error: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        what: what.into(),
+        message: error.to_string(),
+    }
+}
+
+/// The scripts of the writes a coordinator fences with its claim's token.
+#[derive(Clone)]
+struct Fenced {
+    result: redis::Script,
+    save_task: redis::Script,
+    replace_hash: redis::Script,
+    set_field: redis::Script,
+    delete: redis::Script,
+    cleanup: redis::Script,
+    start_run: redis::Script,
+}
+
+impl Fenced {
+    fn new() -> Self {
+        let fenced = |body: &str| redis::Script::new(&format!("{FENCE}{body}"));
+        Self {
+            result: fenced(RESULT_SCRIPT),
+            save_task: fenced(SAVE_TASK_SCRIPT),
+            replace_hash: fenced(REPLACE_HASH_SCRIPT),
+            set_field: fenced(SET_FIELD_SCRIPT),
+            delete: fenced(DELETE_SCRIPT),
+            cleanup: fenced(CLEANUP_SCRIPT),
+            start_run: fenced(START_RUN_SCRIPT),
+        }
+    }
+}
+
+fn key(session: &str, rest: &str) -> String {
+    format!("agency:{{{session}}}:{rest}")
+}
+
+fn task_key(session: &str, task: TaskRef) -> String {
+    key(session, &format!("task:{}:{}", task.group, task.task))
+}
+
+fn outcomes_key(session: &str, task: TaskRef) -> String {
+    key(session, &format!("outcomes:{}:{}", task.group, task.task))
+}
+
+fn result_key(session: &str) -> String {
+    format!("agency:result:{{{session}}}")
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://127.0.0.1:6379`); the connection reconnects by itself.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::Refused {
+            backend: "redis",
+            operation: "open".into(),
+            message: format!("bad address `{url}`: {e}"),
+        })?;
+        let connection = client.get_connection_manager().await.map_err(unavailable)?;
+        Ok(Self {
+            client,
+            connection,
+            record: redis::Script::new(RECORD_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+            fenced: Fenced::new(),
+            renew: redis::Script::new(RENEW_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let mut connection = self.connection.clone();
+        let bytes: Option<Vec<u8>> = connection.get(key).await.map_err(unavailable)?;
+        bytes
+            .map(|b| serde_json::from_slice(&b).map_err(|e| corrupt(key, e)))
+            .transpose()
+    }
+
+    async fn hash_json(&self, key: &str) -> Result<Option<Map<String, Value>>> {
+        let mut connection = self.connection.clone();
+        let entries: Vec<(String, Vec<u8>)> = connection.hgetall(key).await.map_err(unavailable)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        entries
+            .into_iter()
+            .map(|(field, bytes)| {
+                Ok((
+                    field.clone(),
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| corrupt(format!("{key} {field}"), e))?,
+                ))
+            })
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
+    /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its
+    /// first argument the token, already given) and reads its answer.
+    async fn write_fenced(
+        &self,
+        session: &str,
+        invocation: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let answer: String = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "fenced" => Err(Error::Fenced {
+                session: session.to_string(),
+            }),
+            other => Err(corrupt("a fenced write's answer", other)),
+        }
+    }
+
+    /// Replaces the session's hash `name` with `entries`, fenced.
+    async fn replace_hash(
+        &self,
+        session: &str,
+        name: &str,
+        entries: &Map<String, Value>,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.replace_hash.key(key(session, "fence"));
+        invocation
+            .key(key(session, name))
+            .arg(fence.token())
+            .arg(WORKING_TTL_SECONDS);
+        for (field, value) in entries {
+            invocation.arg(field).arg(to_json(value)?);
+        }
+        self.write_fenced(session, &mut invocation).await
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    crate::encode("a value to store", value)
+}
+
+struct RedisSubscription {
+    channel: String,
+    messages: redis::aio::PubSubStream,
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Result<Vec<u8>> {
+        match self.messages.next().await {
+            Some(message) => Ok(message.get_payload_bytes().to_vec()),
+            // The connection dropped: messages published meanwhile are gone, so the caller must
+            // resubscribe and reconcile from the stored state.
+            None => Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("subscription to {} lost its connection", self.channel),
+            }),
+        }
+    }
+}
