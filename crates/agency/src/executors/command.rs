@@ -90,8 +90,8 @@ impl Executor for Command {
                 // Dropping the pipe closes it: the child sees the end of its input.
             }
         };
-        let stdout = tokio::spawn(read_capped(child.stdout.take(), STDOUT_LIMIT));
-        let stderr = tokio::spawn(read_tail(child.stderr.take(), STDERR_KEEP));
+        let stdout = tokio::spawn(read_pipe(child.stdout.take(), STDOUT_LIMIT, Keep::Head));
+        let stderr = tokio::spawn(read_pipe(child.stderr.take(), STDERR_KEEP, Keep::Tail));
         let exited = async {
             let (status, ()) = tokio::join!(child.wait(), feed);
             status
@@ -169,13 +169,26 @@ impl Drop for Group {
 /// What was read from a pipe.
 struct Read {
     bytes: Vec<u8>,
-    /// More than the limit came; `bytes` holds the first part and the rest was discarded.
+    /// More than the limit came; `bytes` holds the part kept and the rest was discarded.
     overflowed: bool,
 }
 
-/// Reads `pipe` to its end, keeping at most `limit` bytes (the rest is read and discarded, so
-/// the child never blocks on a full pipe).
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> std::io::Result<Read> {
+/// Which part of a pipe's output [`read_pipe`] keeps when there is more than its limit.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The first bytes (stdout: the result is refused whole when it is too large).
+    Head,
+    /// The last bytes (stderr: the end says why a program failed).
+    Tail,
+}
+
+/// Reads `pipe` to its end, keeping at most `limit` bytes of it, the first or the last. The
+/// rest is read and discarded, so the child never blocks on a full pipe.
+async fn read_pipe(
+    pipe: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    keep: Keep,
+) -> std::io::Result<Read> {
     let mut read = Read {
         bytes: Vec::new(),
         overflowed: false,
@@ -189,32 +202,18 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> std:
         if n == 0 {
             return Ok(read);
         }
-        let room = limit.saturating_sub(read.bytes.len());
-        read.bytes.extend_from_slice(&chunk[..n.min(room)]);
-        read.overflowed |= n > room;
-    }
-}
-
-/// Reads `pipe` to its end, keeping only its last `keep` bytes.
-async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Read> {
-    let mut read = Read {
-        bytes: Vec::new(),
-        overflowed: false,
-    };
-    let Some(mut pipe) = pipe else {
-        return Ok(read);
-    };
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        let n = pipe.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(read);
-        }
-        read.bytes.extend_from_slice(&chunk[..n]);
-        if read.bytes.len() > keep {
-            let excess = read.bytes.len() - keep;
-            read.bytes.drain(..excess);
-            read.overflowed = true;
+        match keep {
+            Keep::Head => {
+                let room = limit.saturating_sub(read.bytes.len());
+                read.bytes.extend_from_slice(&chunk[..n.min(room)]);
+                read.overflowed |= n > room;
+            }
+            Keep::Tail => {
+                read.bytes.extend_from_slice(&chunk[..n]);
+                let excess = read.bytes.len().saturating_sub(limit);
+                read.bytes.drain(..excess);
+                read.overflowed |= excess > 0;
+            }
         }
     }
 }
