@@ -156,6 +156,16 @@ fn wait_for_outcomes(id: &str, count: u64) {
     }
 }
 
+/// A coordinator dispatching ranges of 20 instances, so each of its two workers has several,
+/// and the two workers (processes 1 and 2).
+fn small_ranges_cluster(name: &str) -> Cluster {
+    let mut cluster = Cluster::start_with(name, &[]);
+    cluster.spawn_with("coordinator", &["--chunk", "20"]);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
+    cluster
+}
+
 /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to process `pid`.
 fn signal(pid: u32, signal: &str) {
     let sent = Command::new("kill")
@@ -335,11 +345,7 @@ fn one_of_two_workers_stops(
         "worker-killed"
     };
     let published = Published::listen();
-    let mut cluster = Cluster::start_with(name, &[]);
-    // Ranges of 20 instances, so both workers have several.
-    cluster.spawn_with("coordinator", &["--chunk", "20"]);
-    cluster.spawn("worker");
-    cluster.spawn("worker");
+    let mut cluster = small_ranges_cluster(name);
     let id = unique(name);
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
@@ -393,10 +399,7 @@ fn a_worker_paused_past_its_session_leaves_the_other_running_and_the_session_com
 #[test]
 fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
     let published = Published::listen();
-    let mut cluster = Cluster::start_with("worker-term", &[]);
-    cluster.spawn_with("coordinator", &["--chunk", "20"]);
-    cluster.spawn("worker");
-    cluster.spawn("worker");
+    let mut cluster = small_ranges_cluster("worker-term");
     let id = unique("worker-term");
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
@@ -435,10 +438,7 @@ fn dispatch_messages_delivered_again_after_a_session_ended_leave_nothing_behind(
     use rdkafka::Message as _;
 
     let published = Published::listen();
-    let mut cluster = Cluster::start_with("replayed", &[]);
-    cluster.spawn_with("coordinator", &["--chunk", "20"]);
-    cluster.spawn("worker");
-    cluster.spawn("worker");
+    let cluster = small_ranges_cluster("replayed");
     let id = unique("replayed");
     let (instances, ms) = (200, 10);
     cluster.submit(&naps(&id, instances, ms));
