@@ -145,7 +145,10 @@ pub async fn run_coordinator(
     chunk: u64,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut consumer = broker.subscribe(ACTION_TOPIC, group).await?;
+    let mut consumer = retrying("joining the coordinator group", || {
+        broker.subscribe(ACTION_TOPIC, group)
+    })
+    .await?;
     let coordinator =
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
     let mut sessions = JoinSet::new();

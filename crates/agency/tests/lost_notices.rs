@@ -104,6 +104,9 @@ impl Store for DeafStore {
     async fn cleanup(&self, s: &str, f: Fence<'_>) -> events::Result<()> {
         self.inner.cleanup(s, f).await
     }
+    async fn cleanup_run(&self, s: &str, run: &str) -> events::Result<()> {
+        self.inner.cleanup_run(s, run).await
+    }
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> events::Result<()> {
         if channel.starts_with("agency:notices:") {
             self.dropped.fetch_add(1, Ordering::SeqCst);

@@ -89,7 +89,17 @@ impl EventManager {
     ) -> Result<mpsc::Receiver<Event>> {
         let (sender, receiver) = mpsc::channel(1024);
         for source in sources {
-            let reader = self.reader(&source).await?;
+            let reader = match self.reader(&source).await {
+                Ok(reader) => reader,
+                // A server away at the start is waited for, as when it goes away later.
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(source = %source.name(), %error, "cannot subscribe yet");
+                    self.resubscribe(&source, &stop)
+                        .await
+                        .ok_or_else(|| crate::Error::Closed(source.name()))?
+                }
+                Err(error) => return Err(error),
+            };
             let manager = self.clone();
             let (sender, stop) = (sender.clone(), stop.clone());
             tokio::spawn(async move { manager.forward(source, reader, sender, stop).await });

@@ -11,6 +11,8 @@
 
 mod broker;
 #[cfg(feature = "testsuite")]
+pub mod chaos;
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 mod error;
 mod event_manager;

@@ -48,6 +48,16 @@ impl Sessions {
         }
     }
 
+    /// Deletes the session's working state, not its result, lease or fence.
+    fn forget(&mut self, session: &str) {
+        self.runs.remove(session);
+        self.tasks.retain(|(name, _), _| name != session);
+        self.outcomes.retain(|(name, _), _| name != session);
+        self.blobs.retain(|(name, _), _| name != session);
+        self.contexts.remove(session);
+        self.mappings.remove(session);
+    }
+
     /// Who holds `session`'s lease now, if anyone.
     fn holder(&self, session: &str) -> Option<&str> {
         self.leases
@@ -274,9 +284,14 @@ impl Store for MemoryStore {
 
     async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()> {
         let encoded = result.to_vec();
-        self.fenced(session, fence)?
+        let earlier = self
+            .fenced(session, fence)?
             .results
             .insert(session.to_string(), encoded.clone());
+        // The same result stored again (a retry whose answer was lost) is not announced again.
+        if earlier.as_deref() == Some(result) {
+            return Ok(());
+        }
         self.publish(RESULTS_CHANNEL, encoded).await
     }
 
@@ -399,13 +414,19 @@ impl Store for MemoryStore {
     }
 
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
-        let mut sessions = self.fenced(session, fence)?;
-        sessions.runs.remove(session);
-        sessions.tasks.retain(|(name, _), _| name != session);
-        sessions.outcomes.retain(|(name, _), _| name != session);
-        sessions.blobs.retain(|(name, _), _| name != session);
-        sessions.contexts.remove(session);
-        sessions.mappings.remove(session);
+        self.fenced(session, fence)?.forget(session);
+        Ok(())
+    }
+
+    async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
+        let mut sessions = self.sessions()?;
+        if sessions
+            .runs
+            .get(session)
+            .is_some_and(|current| current == run)
+        {
+            sessions.forget(session);
+        }
         Ok(())
     }
 

@@ -27,6 +27,11 @@ pub struct WorkItem {
     /// Which run of the session id: work of an earlier run, delivered late, is told apart.
     #[serde(default)]
     pub run: String,
+    /// The claim of the coordinator that dispatched it (its lease's token; empty when it runs
+    /// unleased). A run resumed by another claim keeps the run's name, so this is what a cancel
+    /// is scoped by: a coordinator that lost the session cancels only its own work.
+    #[serde(default)]
+    pub claim: String,
     /// The task whose instances these are.
     pub task: TaskRef,
     /// The first instance of the range.
@@ -212,6 +217,9 @@ pub enum Control {
         /// The run the group belongs to; a later run of the same id is not touched.
         #[serde(default)]
         run: String,
+        /// The claim whose work is cancelled (see [`WorkItem::claim`]).
+        #[serde(default)]
+        claim: String,
         /// The group, by index in the session file.
         group: usize,
     },
@@ -228,6 +236,7 @@ mod tests {
             v: VERSION,
             session: "s".into(),
             run: "agency_action/0/7".into(),
+            claim: "c1".into(),
             task: TaskRef { group: 1, task: 2 },
             start: 0,
             end: 10,

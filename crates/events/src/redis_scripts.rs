@@ -110,12 +110,14 @@ if ARGV[1] ~= '' and fence and fence ~= ARGV[1] then return 'fenced' end
 
 /// After [`FENCE`]. KEYS: fence, result, origin. ARGV: token, result, TTL s, results channel. The
 /// origin and fence live as long as the result, so a redelivered action is recognised as done;
-/// the result is announced once stored.
+/// the result is announced once stored, and not again when the same result is stored again (a
+/// retry of a write whose answer was lost).
 pub(crate) const RESULT_SCRIPT: &str = r#"
+local again = redis.call('GET', KEYS[2]) == ARGV[2]
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[2])
+if not again then redis.call('PUBLISH', ARGV[4], ARGV[2]) end
 return 'ok'
 "#;
 
@@ -168,6 +170,12 @@ for i = 1, #keys, 1000 do
 end
 redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok'
+"#;
+
+/// Before [`CLEANUP_SCRIPT`], in place of [`FENCE`], with the same KEYS; ARGV: the run. Cleans up
+/// only while the session's current run is that one.
+pub(crate) const RUN_CLEANUP: &str = r#"
+if redis.call('GET', KEYS[5]) ~= ARGV[1] then return 'ok' end
 "#;
 
 /// KEYS: lease, origin, fence. ARGV: owner, lease ms, origin TTL s, token. 1 when `owner` holds

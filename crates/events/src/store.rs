@@ -151,7 +151,8 @@ pub trait Store: Send + Sync + 'static {
     /// The mappings stored by [`Store::save_mappings`].
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
     /// Stores the session's final or partial result (kept after cleanup), then announces it on
-    /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored.
+    /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored. Storing the same result
+    /// again (retrying a write whose answer was lost) announces nothing.
     /// `result` is the JSON document, encoded once by the caller (a result can hold a million
     /// values; it is never copied to be stored).
     async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()>;
@@ -191,6 +192,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
     /// result.
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
+    /// Deletes the session's working state, as [`Store::cleanup`], if `run` is still its current
+    /// run ([`Store::start_run`]); otherwise does nothing. For a session found finished whose
+    /// coordinator stopped between storing the result and cleaning up: it needs no claim, and a
+    /// later run of the id (another run name, or none yet) is left alone.
+    async fn cleanup_run(&self, session: &str, run: &str) -> Result<()>;
     /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     /// Messages published on `channel` from now on.

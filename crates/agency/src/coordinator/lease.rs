@@ -102,8 +102,16 @@ impl Coordinator {
                     tracing::info!(session = id, "resuming a session another coordinator left");
                     return Ok(Taken::Run(Start::Resume));
                 }
-                // Another submission under this id may have deleted the result since.
-                Ok(Claim::Finished) => return Ok(Taken::Done(self.store.load_result(id).await?)),
+                Ok(Claim::Finished) => {
+                    // Its coordinator may have stopped between storing the result and cleaning
+                    // up: the working state of this run goes now (a later run's stays).
+                    let run = origin.to_string();
+                    if let Err(error) = self.store.cleanup_run(id, &run).await {
+                        tracing::warn!(session = id, %error, "cannot delete a finished session's working state; it expires by itself");
+                    }
+                    // Another submission under this id may have deleted the result since.
+                    return Ok(Taken::Done(self.store.load_result(id).await?));
+                }
                 Ok(Claim::Superseded) => {
                     tracing::info!(
                         session = id,

@@ -250,15 +250,64 @@ impl Coordinator {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         run.fence = fence(lease);
-        let mut result = run.drive(lease, cancel).await?;
+        let mut result = run.drive(lease, cancel.clone()).await?;
         if lease.is_some() {
             // Under a lease the id can be submitted again: the result names its run.
             result.run = Some(name.to_string());
         }
-        publish_result(self.store.as_ref(), &result, fence(lease)).await?;
-        self.store.cleanup(id, fence(lease)).await?;
+        // Storing the result waits out an outage in place (it is the same write each time): a
+        // write whose answer was lost may have been done, and a run sent round again would find
+        // the session finished and never delete its working state.
+        let encoded = events::encode("the result", &result)?;
+        let published = events::retry("storing the result", &cancel, None, || {
+            self.store.publish_result(id, &encoded, fence(lease))
+        })
+        .await;
+        match published {
+            Some(published) => published?,
+            None => return Err(handed_over(id, STOPPING)),
+        }
+        // The result is out, so the session is over whatever happens next: deleting its working
+        // state waits out an outage too. Left undeleted (a refusal, a stop), it expires by itself.
+        let cleaned = events::retry(
+            "deleting a finished session's working state",
+            &cancel,
+            None,
+            || self.store.cleanup(id, fence(lease)),
+        )
+        .await;
+        match cleaned {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                tracing::warn!(session = id, %error, "cannot delete the session's working state; it expires by itself")
+            }
+            None => tracing::warn!(
+                session = id,
+                "stopping before the session's working state was deleted; it expires by itself"
+            ),
+        }
         Ok(result)
     }
+}
+
+/// How long a coordinator retries one store or broker call in place before it gives the run up
+/// to the outage loop of [`Coordinator::run_action`] (which resumes it from the store once the
+/// server answers).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `operation`, retrying it in place while it fails retryably, for up to [`PATIENCE`]: a
+/// call lost to a dropped connection or a timeout costs a retry, not a restart of the session.
+/// Every call it wraps can be repeated: reads, fenced writes of the same value, dispatches
+/// (a range delivered twice is recorded once).
+pub(super) async fn patiently<T, F, Fut>(what: &str, operation: F) -> events::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = events::Result<T>>,
+{
+    let never = CancellationToken::new();
+    events::retry(what, &never, Some(PATIENCE), operation)
+        .await
+        .unwrap_or_else(|| Err(events::Error::Closed(what.to_string())))
 }
 
 /// Stores a result under its session's key and announces it on `agency:results`.

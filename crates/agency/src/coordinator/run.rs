@@ -5,7 +5,7 @@
 use super::lease::{handed_over, STOPPING};
 use super::timers::Timers;
 use super::work::merge_ranges;
-use super::{Coordinator, Lease, Progress};
+use super::{patiently, Coordinator, Lease, Progress};
 use crate::error::{Error, Result};
 use crate::notice_router::Routed;
 use events::{Control, Fence, Notice, Renewal, TaskRef, WorkItem, CONTROL_CHANNEL};
@@ -121,25 +121,34 @@ impl<'a> SessionRun<'a> {
         let id = self.id;
         // Registered before anything is dispatched, so no notice of this session is missed.
         let mut notices = self.coordinator.notices.register(id).await?;
+        let store = &self.coordinator.store;
+        let fence = self.fence;
+        // Before any work is dispatched, and finished before: workers' outcomes of other runs
+        // are refused, and so would this run's be, recorded before the store knew the run (a
+        // write issued first but delayed, or retried after a lost connection, lands late).
+        patiently("starting the run", || store.start_run(id, self.run, fence)).await?;
         // Independent writes, sent together with the first groups' task records: one round
         // trip. They are issued first (`join!` polls in order), so a context key the first
         // groups set comes after the initial context. A result stored under this id by an
         // earlier run no longer answers (under a lease, `claim` deleted it).
-        let store = &self.coordinator.store;
         let (context, mappings) = (self.context.clone(), mappings(self.session));
-        let fence = self.fence;
         let initial = async {
             tokio::try_join!(
                 async {
                     match lease {
-                        None => store.delete_result(id, fence).await,
+                        None => {
+                            patiently("deleting an earlier result", || {
+                                store.delete_result(id, fence)
+                            })
+                            .await
+                        }
                         Some(_) => Ok(()),
                     }
                 },
-                store.save_context(id, &context, fence),
-                store.save_mappings(id, &mappings, fence),
-                // Before any work is dispatched: workers' outcomes of other runs are refused.
-                store.start_run(id, self.run, fence),
+                patiently("storing the context", || store
+                    .save_context(id, &context, fence)),
+                patiently("storing the mappings", || store
+                    .save_mappings(id, &mappings, fence)),
             )
         };
         let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));
@@ -302,6 +311,7 @@ impl<'a> SessionRun<'a> {
                             v: events::messages::VERSION,
                             session: self.id.to_string(),
                             run: self.run.to_string(),
+                            claim: self.fence.token().to_string(),
                             task: TaskRef { group, task },
                             start,
                             end,
@@ -332,12 +342,15 @@ impl<'a> SessionRun<'a> {
                         let control = Control::CancelGroup {
                             session: self.id.to_string(),
                             run: self.run.to_string(),
+                            claim: self.fence.token().to_string(),
                             group,
                         };
-                        self.coordinator
-                            .store
-                            .publish(CONTROL_CHANNEL, events::encode("a cancel", &control)?)
-                            .await?;
+                        let control = events::encode("a cancel", &control)?;
+                        let store = &self.coordinator.store;
+                        patiently("sending a cancel", || {
+                            store.publish(CONTROL_CHANNEL, control.clone())
+                        })
+                        .await?;
                         None
                     }
                     Command::Finish { .. } => None,

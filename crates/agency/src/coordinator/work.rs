@@ -3,6 +3,7 @@
 //! the context. A store outage is an error (the session waits it out and resumes), never a
 //! failed task.
 
+use super::patiently;
 use super::run::SessionRun;
 use crate::error::{Error, Result};
 use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
@@ -26,7 +27,11 @@ fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
 fn refused(written: events::Result<()>, doing: &str) -> Result<Option<String>> {
     match written {
         Ok(()) => Ok(None),
-        Err(error) if error.is_retryable() => Err(error.into()),
+        // Fenced: the session is another coordinator's now, and nothing of it is this run's to
+        // decide, least of all that a task failed.
+        Err(error) if error.is_retryable() || matches!(error, events::Error::Fenced { .. }) => {
+            Err(error.into())
+        }
         Err(error) => Ok(Some(format!("{doing}: {error}"))),
     }
 }
@@ -75,11 +80,11 @@ impl SessionRun<'_> {
             expansion.len(),
             expansion.kind().map(|_| expansion.output_format()),
         );
-        let saved = self
-            .coordinator
-            .store
-            .save_task(self.id, TaskRef { group: g, task: t }, &record, self.fence)
-            .await;
+        let store = &self.coordinator.store;
+        let saved = patiently("storing a task", || {
+            store.save_task(self.id, TaskRef { group: g, task: t }, &record, self.fence)
+        })
+        .await;
         if let Some(error) = refused(saved, "cannot store the task for workers")? {
             return Ok(Event::PlanFailed { task: t, error });
         }
@@ -117,8 +122,11 @@ impl SessionRun<'_> {
                 Ok((key, item.encode()?))
             })
             .collect::<events::Result<_>>()?;
-        let sends = keyed.into_iter().map(|(key, payload)| async move {
-            broker.publish(DISPATCH_TOPIC, &key, payload).await
+        let sends = keyed.iter().map(|(key, payload)| async move {
+            patiently("dispatching work", || {
+                broker.publish(DISPATCH_TOPIC, key, payload.clone())
+            })
+            .await
         });
         for sent in futures_util::future::join_all(sends).await {
             sent?;
@@ -131,11 +139,11 @@ impl SessionRun<'_> {
         let mut left = Vec::with_capacity(items.len());
         let ranges = items.len();
         for item in items {
-            let stored = self
-                .coordinator
-                .store
-                .outcomes(self.id, item.task, item.start..item.end)
-                .await?;
+            let store = &self.coordinator.store;
+            let stored = patiently("reading outcomes", || {
+                store.outcomes(self.id, item.task, item.start..item.end)
+            })
+            .await?;
             let done = stored.iter().all(|outcome| {
                 outcome
                     .as_ref()
@@ -164,11 +172,11 @@ impl SessionRun<'_> {
         let now = self.elapsed();
         let mut pages_of_events = Vec::new();
         for range in pages(self.instances(group, task)) {
-            let page = self
-                .coordinator
-                .store
-                .outcomes(self.id, TaskRef { group, task }, range)
-                .await?;
+            let store = &self.coordinator.store;
+            let page = patiently("reading outcomes", || {
+                store.outcomes(self.id, TaskRef { group, task }, range.clone())
+            })
+            .await?;
             let events: Vec<SessionEvent> = page
                 .into_iter()
                 .flatten()
@@ -215,11 +223,11 @@ impl SessionRun<'_> {
         let key = self.session.spec.groups[g].tasks[t]
             .context_key()
             .to_string();
-        let saved = self
-            .coordinator
-            .store
-            .set_context(self.id, &key, &value, self.fence)
-            .await;
+        let store = &self.coordinator.store;
+        let saved = patiently("storing the context", || {
+            store.set_context(self.id, &key, &value, self.fence)
+        })
+        .await;
         if let Some(error) = refused(saved, "cannot store the context")? {
             return Ok(Event::CombineFailed { task: t, error });
         }
@@ -232,11 +240,11 @@ impl SessionRun<'_> {
         let instances = self.instances(g, t);
         let mut results = Vec::with_capacity(instances as usize);
         for range in pages(instances) {
-            let page = self
-                .coordinator
-                .store
-                .outcomes(self.id, TaskRef { group: g, task: t }, range)
-                .await?;
+            let store = &self.coordinator.store;
+            let page = patiently("reading results", || {
+                store.outcomes(self.id, TaskRef { group: g, task: t }, range.clone())
+            })
+            .await?;
             for outcome in page {
                 results.push(match outcome.map(|o| o.status) {
                     Some(Status::Succeeded(value)) => Some(value),
@@ -250,10 +258,8 @@ impl SessionRun<'_> {
 
     /// A result stored by reference.
     async fn blob(&self, g: usize, t: usize, name: &str) -> Result<Value> {
-        let bytes = self
-            .coordinator
-            .store
-            .load_blob(self.id, name)
+        let store = &self.coordinator.store;
+        let bytes = patiently("reading a result", || store.load_blob(self.id, name))
             .await?
             .ok_or_else(|| Error::Corrupt {
                 what: format!("result {name} of group {g} task {t}"),
@@ -299,6 +305,7 @@ mod tests {
             v: events::messages::VERSION,
             session: "s".into(),
             run: "r".into(),
+            claim: String::new(),
             task: TaskRef { group: 0, task },
             start,
             end,

@@ -69,6 +69,9 @@ impl Worker {
         if accepted.iter().all(|&a| a) {
             return Ok(());
         }
+        if accepted.iter().all(|&a| !a) {
+            tracing::debug!(session = %item.session, run = %item.run, group = item.task.group, task = item.task.task, start = item.start, "outcomes refused: recorded before, or the run is not the session's current one");
+        }
         let notice = notice(&accepted);
         if notice.is_empty() {
             return Ok(());

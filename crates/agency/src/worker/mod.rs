@@ -26,6 +26,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// What a cancel reaches: one group of one run of a session, as dispatched under one claim
+/// (session, run, claim, group; see [`events::WorkItem::claim`]).
+type CancelScope = (String, String, String, usize);
+
 /// A group's cancellation token and the guard its running ranges hold.
 type GroupCancel = (CancellationToken, Arc<()>);
 
@@ -103,7 +107,7 @@ pub struct Worker {
     prepared: Mutex<HashMap<(String, String, TaskRef), Arc<Prepared>>>,
     /// Cancellation per (session, run, group), fired by the coordinator's control messages, with
     /// a guard counting the ranges that use it.
-    cancels: Mutex<HashMap<(String, String, usize), GroupCancel>>,
+    cancels: Mutex<HashMap<CancelScope, GroupCancel>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -140,10 +144,10 @@ impl Worker {
     /// tasks run (Kafka's `max.poll.interval.ms`); it resumes when half of them have started.
     /// Offsets are committed per partition only past ranges that all finished.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> crate::Result<()> {
-        let mut consumer = self
-            .broker
-            .subscribe(DISPATCH_TOPIC, &self.options.group)
-            .await?;
+        let mut consumer = retrying("joining the dispatch group", || {
+            self.broker.subscribe(DISPATCH_TOPIC, &self.options.group)
+        })
+        .await?;
         // Through the EventManager: a dropped subscription is restored, not fatal.
         let mut control = EventManager::new(self.store.clone(), None)
             .subscribe(
@@ -248,10 +252,11 @@ impl Worker {
             Ok(Control::CancelGroup {
                 session,
                 run,
+                claim,
                 group,
             }) => {
                 tracing::debug!(session = %session, run = %run, group, "cancelling group");
-                self.cancel_token(&session, &run, group).0.cancel();
+                self.cancel_token((session, run, claim, group)).0.cancel();
             }
             Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
         }
@@ -259,14 +264,12 @@ impl Worker {
 
     /// The group's cancellation token, and a guard to hold while running its work: entries no
     /// running range holds are the ones evicted, so a cancel always reaches running work.
-    fn cancel_token(&self, session: &str, run: &str, group: usize) -> (CancellationToken, Arc<()>) {
+    fn cancel_token(&self, scope: CancelScope) -> (CancellationToken, Arc<()>) {
         let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
         if cancels.len() >= CACHE_LIMIT {
             cancels.retain(|_, (_, in_use)| Arc::strong_count(in_use) > 1);
         }
-        let (token, in_use) = cancels
-            .entry((session.to_string(), run.to_string(), group))
-            .or_default();
+        let (token, in_use) = cancels.entry(scope).or_default();
         (token.clone(), in_use.clone())
     }
 
@@ -276,7 +279,12 @@ impl Worker {
             Ok(item) => item,
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
-        let (cancel, _in_use) = self.cancel_token(&item.session, &item.run, item.task.group);
+        let (cancel, _in_use) = self.cancel_token((
+            item.session.clone(),
+            item.run.clone(),
+            item.claim.clone(),
+            item.task.group,
+        ));
         if cancel.is_cancelled() {
             return;
         }

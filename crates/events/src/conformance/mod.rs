@@ -32,6 +32,17 @@ fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
 }
 
 /// The subscription's next message, within [`WAIT`].
+/// The next result announced for `session` (other sessions may announce theirs meanwhile).
+async fn next_result(results: &mut dyn Subscription, session: &str) -> serde_json::Value {
+    loop {
+        let got = received(results).await;
+        let got: serde_json::Value = serde_json::from_slice(&got).expect("a JSON result");
+        if got["session_id"] == session {
+            return got;
+        }
+    }
+}
+
 async fn received(subscription: &mut dyn Subscription) -> Vec<u8> {
     tokio::time::timeout(WAIT, subscription.next())
         .await
@@ -99,7 +110,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     );
     assert_eq!(
         store.load_task(session, task).await.expect("load task"),
-        Some(record)
+        Some(record.clone())
     );
     assert_eq!(
         store
@@ -247,13 +258,27 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .publish_result(session, result.to_string().as_bytes(), Fence::Open)
         .await
         .expect("publish result");
-    loop {
-        let got = received(results.as_mut()).await;
-        let got: serde_json::Value = serde_json::from_slice(&got).expect("a JSON result");
-        if got == result {
-            break;
-        }
-    }
+    assert_eq!(next_result(results.as_mut(), session).await, result);
+    // Stored again (a retry whose answer was lost), it is not announced again: the next
+    // announcement of the session is the next different result.
+    store
+        .publish_result(session, result.to_string().as_bytes(), Fence::Open)
+        .await
+        .expect("publish the same result again");
+    let replaced = json!({"session_id": session, "status": "failed"});
+    store
+        .publish_result(session, replaced.to_string().as_bytes(), Fence::Open)
+        .await
+        .expect("publish another result");
+    assert_eq!(
+        next_result(results.as_mut(), session).await,
+        replaced,
+        "the same result is announced once"
+    );
+    store
+        .publish_result(session, result.to_string().as_bytes(), Fence::Open)
+        .await
+        .expect("publish the first result again");
     assert_eq!(
         store.load_result(session).await.expect("load result"),
         Some(result.clone())
@@ -270,6 +295,28 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("load blob"),
         Some(b"large".to_vec())
     );
+    // Cleaning up another run's state leaves this run's; cleaning up this run's deletes it.
+    store
+        .cleanup_run(session, "agency_action/3/13")
+        .await
+        .expect("clean up another run");
+    assert!(
+        store
+            .load_task(session, task)
+            .await
+            .expect("load")
+            .is_some(),
+        "the state of the current run stays"
+    );
+    store
+        .cleanup_run(session, RUN)
+        .await
+        .expect("clean up the current run");
+    assert_eq!(store.load_task(session, task).await.expect("load"), None);
+    store
+        .save_task(session, task, &record, Fence::Open)
+        .await
+        .expect("save task again");
     store.cleanup(session, Fence::Open).await.expect("cleanup");
     // A range of the run delivered after cleanup cannot bring its state back.
     let late = store

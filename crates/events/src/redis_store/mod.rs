@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 use crate::messages::TaskRef;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
-    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT,
-    START_RUN_SCRIPT, WORKING_TTL_SECONDS,
+    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP, SAVE_TASK_SCRIPT,
+    SET_FIELD_SCRIPT, START_RUN_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -91,6 +91,8 @@ struct Fenced {
     set_field: redis::Script,
     delete: redis::Script,
     cleanup: redis::Script,
+    /// Not fenced by a token: [`RUN_CLEANUP`] checks the run instead.
+    cleanup_run: redis::Script,
     start_run: redis::Script,
 }
 
@@ -104,6 +106,7 @@ impl Fenced {
             set_field: fenced(SET_FIELD_SCRIPT),
             delete: fenced(DELETE_SCRIPT),
             cleanup: fenced(CLEANUP_SCRIPT),
+            cleanup_run: redis::Script::new(&format!("{RUN_CLEANUP}{CLEANUP_SCRIPT}")),
             start_run: fenced(START_RUN_SCRIPT),
         }
     }
@@ -174,6 +177,24 @@ impl RedisStore {
 
     /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its
     /// first argument the token, already given) and reads its answer.
+    /// Runs a cleanup script (fenced by a token, or by the run): KEYS fence, keys index,
+    /// context, mappings, run; ARGV the token or the run.
+    async fn delete_working_state(
+        &self,
+        script: &redis::Script,
+        session: &str,
+        check: &str,
+    ) -> Result<()> {
+        let mut invocation = script.key(key(session, "fence"));
+        invocation
+            .key(key(session, "keys"))
+            .key(key(session, "context"))
+            .key(key(session, "mappings"))
+            .key(key(session, "run"))
+            .arg(check);
+        self.write_fenced(session, &mut invocation).await
+    }
+
     async fn write_fenced(
         &self,
         session: &str,

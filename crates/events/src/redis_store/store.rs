@@ -302,14 +302,13 @@ impl Store for RedisStore {
     }
 
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
-        let mut invocation = self.fenced.cleanup.key(key(session, "fence"));
-        invocation
-            .key(key(session, "keys"))
-            .key(key(session, "context"))
-            .key(key(session, "mappings"))
-            .key(key(session, "run"))
-            .arg(fence.token());
-        self.write_fenced(session, &mut invocation).await
+        self.delete_working_state(&self.fenced.cleanup, session, fence.token())
+            .await
+    }
+
+    async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
+        self.delete_working_state(&self.fenced.cleanup_run, session, run)
+            .await
     }
 
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
