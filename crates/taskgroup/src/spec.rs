@@ -76,6 +76,9 @@ pub struct TaskSpec {
     pub concurrency: Option<u32>,
 }
 
+/// The longest session id accepted, in bytes (as Temporal's workflow ids).
+pub const MAX_ID_BYTES: usize = 1000;
+
 /// Why `id` cannot name a session, if it cannot. Every Redis key of a session carries its id as
 /// a Cluster hash tag (`{id}`), so a brace in it would end the tag early (`}a` gives an empty
 /// tag, and the session's keys would spread over slots); an empty id names nothing, and a control
@@ -87,6 +90,12 @@ pub fn session_id_problem(id: &str) -> Option<String> {
     if id.contains(['{', '}']) {
         return Some(format!(
             "session id `{id}` must not contain `{{` or `}}` (they delimit the session's Redis hash tag)"
+        ));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "a session id is at most {MAX_ID_BYTES} bytes; this one is {} bytes",
+            id.len()
         ));
     }
     if id.chars().any(char::is_control) {

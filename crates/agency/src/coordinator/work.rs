@@ -1,7 +1,8 @@
 //! The IO a session's commands need: planning a task and storing its record for workers,
 //! publishing ranges, reading stored outcomes back, and combining a settled task's results into
-//! the context. A store outage is an error (the session waits it out and resumes), never a
-//! failed task.
+//! the context. Each store and broker call is retried in place for a while (`patiently`); an
+//! outage longer than that is an error (the session waits it out and resumes), never a failed
+//! task.
 
 use super::patiently;
 use super::run::SessionRun;

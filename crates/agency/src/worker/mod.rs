@@ -105,8 +105,8 @@ pub struct Worker {
     /// Planned tasks per (session, run, task). Keyed by run too: a session id submitted again
     /// may hold other tasks.
     prepared: Mutex<HashMap<(String, String, TaskRef), Arc<Prepared>>>,
-    /// Cancellation per (session, run, group), fired by the coordinator's control messages, with
-    /// a guard counting the ranges that use it.
+    /// Cancellation per (session, run, claim, group), fired by the coordinator's control
+    /// messages, with a guard counting the ranges that use it.
     cancels: Mutex<HashMap<CancelScope, GroupCancel>>,
 }
 
