@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns the fault suite's measurements (target/fault-matrix.jsonl, one line per passing case,
-written by tests/faults.rs) into the Markdown table of docs/reliability.md.
+written by tests/faults/) into the Markdown table of docs/reliability.md.
 
     python3 scripts/fault-table.py [target/fault-matrix.jsonl]
 """

@@ -115,6 +115,7 @@ async fn redis_cleanup_leaves_no_working_keys() {
         &store,
         &session,
         br#"{"status": "completed"}"#,
+        br#"{"status": "completed"}"#,
         events::Fence::Open,
     )
     .await

@@ -354,6 +354,15 @@ async fn a_plain_kafka_producer_and_a_plain_redis_subscriber_are_enough() {
     })
     .await
     .expect("a result within 2 minutes");
+    // The announcement names the session and how it ended; the result is a plain GET away.
+    assert_eq!(result["status"], "completed");
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg(format!("agency:result:{{{id}}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(result["status"], "completed");
     assert_eq!(result["context"]["say"], "hello world");
     assert_eq!(result["context"]["greeting"], "hello");

@@ -106,6 +106,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// The Kafka bootstrap servers its processes use.
     pub kafka: String,
+    /// The Redis URL its processes use.
+    pub redis: String,
 }
 
 impl Cluster {
@@ -120,6 +122,11 @@ impl Cluster {
 
     /// Processes of these roles on the Kafka broker at `kafka` (`host:port`).
     pub fn start_on(name: &str, roles: &[&str], kafka: &str) -> Self {
+        Self::start_on_servers(name, roles, kafka, &redis_url())
+    }
+
+    /// Processes of these roles on the Kafka broker at `kafka` and the Redis at `redis` (a URL).
+    pub fn start_on_servers(name: &str, roles: &[&str], kafka: &str, redis: &str) -> Self {
         let namespace = format!("{}.", unique(name));
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
@@ -128,6 +135,7 @@ impl Cluster {
             processes: Vec::new(),
             dir,
             kafka: kafka.to_string(),
+            redis: redis.to_string(),
         };
         for role in roles {
             cluster.spawn(role);
@@ -165,7 +173,7 @@ impl Cluster {
             .args(args)
             .env("AGENCY_NAMESPACE", &self.namespace)
             .env("AGENCY_KAFKA", &self.kafka)
-            .env("AGENCY_REDIS", redis_url())
+            .env("AGENCY_REDIS", &self.redis)
             .env("AGENCY_LOG", "info");
         command
     }
@@ -284,6 +292,98 @@ impl OwnKafka {
 impl Drop for OwnKafka {
     fn drop(&mut self) {
         let _ = self.script("down");
+    }
+}
+
+/// A Redis server of one test's own, on a free port, with its data in a folder of its own and
+/// the append-only file on (`appendfsync everysec`), so the test can stall it, shut it down and
+/// start it again without touching the shared one. `DEBUG` is allowed from loopback. Shut down
+/// when dropped.
+#[derive(Debug)]
+pub struct OwnRedis {
+    /// Its data, pid file and log.
+    pub dir: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl OwnRedis {
+    /// Starts it; panics if it does not answer within 10 s.
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let redis = Self {
+            dir,
+            port: free_port(),
+        };
+        redis.up();
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and data (after [`OwnRedis::shutdown`]).
+    pub fn up(&self) {
+        let port = self.port.to_string();
+        let started = Command::new("redis-server")
+            .args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", &port])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .args(["--enable-debug-command", "local"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--pidfile")
+            .arg(self.dir.join("redis.pid"))
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .status()
+            .unwrap();
+        assert!(started.success(), "cannot start redis-server on {port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.query(&["PING"]).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {port} does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends one command; its answer or the error.
+    pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query(&mut connection)
+    }
+
+    /// `SHUTDOWN` (the append-only file is written and synced first); returns once the server is
+    /// gone.
+    pub fn shutdown(&self) {
+        let _ = self.query(&["SHUTDOWN"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.query(&["PING"]).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "redis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.query(&["SHUTDOWN", "NOSAVE"]);
     }
 }
 

@@ -322,9 +322,9 @@ pub async fn load_result(store: &dyn Store, id: &str) -> Result<Option<SessionRe
     }
 }
 
-/// Waits for a session's result (of run `run`, when given): announced on `agency:results`, and
-/// read from the store too, so a result published before this call, or an announcement lost, is
-/// still found.
+/// Waits for a session's result (of run `run`, when given): read from the store when
+/// `agency:results` announces it, and every second too, so a result published before this
+/// call, or an announcement lost, is still found.
 pub async fn wait_result(
     store: &dyn Store,
     id: &str,
@@ -379,12 +379,13 @@ impl ResultWaiter {
         loop {
             tokio::select! {
                 payload = self.results.next() => match payload {
+                    // An announcement names the session; its result is read from the store (it
+                    // may be too large for pub/sub).
                     Ok(payload) => {
-                        if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
-                            if result["session_id"] == id {
-                                if let Some(result) = answers(id, run, read_result(id, result)?)? {
-                                    return Ok(result);
-                                }
+                        let announced = serde_json::from_slice::<events::Announcement>(&payload);
+                        if announced.is_ok_and(|announced| announced.session_id == id) {
+                            if let Some(result) = stored(load_result(store, id).await?)? {
+                                return Ok(result);
                             }
                         }
                     }

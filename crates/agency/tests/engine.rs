@@ -382,7 +382,11 @@ async fn the_final_result_is_stored_published_and_working_state_cleaned() {
     let result = run_on(&engine, &json!({"session_id": "kept", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 1}]}]})).await;
     assert_eq!(result["context"]["t"], 1);
     let published: Value = serde_json::from_slice(&results.next().await.unwrap()).unwrap();
-    assert_eq!(published, result);
+    assert_eq!(
+        published,
+        json!({"session_id": "kept", "status": "completed"}),
+        "the announcement, not the result, goes on pub/sub"
+    );
     assert_eq!(store.load_result("kept").await.unwrap(), Some(result));
     assert_eq!(
         store.working_sessions(),

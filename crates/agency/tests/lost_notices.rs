@@ -86,8 +86,14 @@ impl Store for DeafStore {
     async fn load_mappings(&self, s: &str) -> events::Result<Option<Map<String, Value>>> {
         self.inner.load_mappings(s).await
     }
-    async fn publish_result(&self, s: &str, r: &[u8], f: Fence<'_>) -> events::Result<()> {
-        self.inner.publish_result(s, r, f).await
+    async fn publish_result(
+        &self,
+        s: &str,
+        r: &[u8],
+        a: &[u8],
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.publish_result(s, r, a, f).await
     }
     async fn load_result(&self, s: &str) -> events::Result<Option<Value>> {
         self.inner.load_result(s).await

@@ -13,7 +13,10 @@ async fn publish(store: &MemoryStore, id: &str, run: &str, errors: &[&str]) {
     let mut result = SessionResult::failed(id, errors.iter().map(ToString::to_string).collect());
     result.run = Some(run.to_string());
     let bytes = serde_json::to_vec(&result).unwrap();
-    store.publish_result(id, &bytes, Fence::Open).await.unwrap();
+    store
+        .publish_result(id, &bytes, br#"{"session_id": "ignored"}"#, Fence::Open)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use memory_store::MemoryStore;
-pub use messages::{Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+pub use messages::{Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use origin::Origin;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;

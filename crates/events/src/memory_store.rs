@@ -282,17 +282,22 @@ impl Store for MemoryStore {
         Ok(self.sessions()?.mappings.get(session).cloned())
     }
 
-    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()> {
-        let encoded = result.to_vec();
+    async fn publish_result(
+        &self,
+        session: &str,
+        result: &[u8],
+        announcement: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()> {
         let earlier = self
             .fenced(session, fence)?
             .results
-            .insert(session.to_string(), encoded.clone());
+            .insert(session.to_string(), result.to_vec());
         // The same result stored again (a retry whose answer was lost) is not announced again.
         if earlier.as_deref() == Some(result) {
             return Ok(());
         }
-        self.publish(RESULTS_CHANNEL, encoded).await
+        self.publish(RESULTS_CHANNEL, announcement.to_vec()).await
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {

@@ -145,6 +145,27 @@ impl Outcome {
     }
 }
 
+/// What `agency:results` carries when a session's result is stored: which session and run it
+/// is, and how it ended. Never the result itself, which can be larger than a subscriber's
+/// pub/sub output buffer (Redis drops a subscriber past it); it is read from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The session id.
+    pub session_id: String,
+    /// The run the result is of (distributed only; see `SessionResult::run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// How the session ended: `completed`, `partial` or `failed`.
+    pub status: String,
+}
+
+impl Announcement {
+    /// The message; an encoding failure is an error, never an empty message.
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        crate::encode("a result announcement", self)
+    }
+}
+
 /// Announces outcomes already written to the store. Only a wake-up: whoever misses it can read
 /// the same facts from the store. Results are not repeated here, only what the coordinator's
 /// state machine needs.

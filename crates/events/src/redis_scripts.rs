@@ -108,7 +108,8 @@ local fence = redis.call('GET', KEYS[1])
 if ARGV[1] ~= '' and fence and fence ~= ARGV[1] then return 'fenced' end
 "#;
 
-/// After [`FENCE`]. KEYS: fence, result, origin. ARGV: token, result, TTL s, results channel. The
+/// After [`FENCE`]. KEYS: fence, result, origin. ARGV: token, result, TTL s, results channel,
+/// announcement. The
 /// origin and fence live as long as the result, so a redelivered action is recognised as done;
 /// the result is announced once stored, and not again when the same result is stored again (a
 /// retry of a write whose answer was lost).
@@ -117,7 +118,7 @@ local again = redis.call('GET', KEYS[2]) == ARGV[2]
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if not again then redis.call('PUBLISH', ARGV[4], ARGV[2]) end
+if not again then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 'ok'
 "#;
 

@@ -150,12 +150,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The mappings stored by [`Store::save_mappings`].
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>>;
-    /// Stores the session's final or partial result (kept after cleanup), then announces it on
-    /// [`RESULTS_CHANNEL`]: in one call, and only once it is stored. Storing the same result
-    /// again (retrying a write whose answer was lost) announces nothing.
-    /// `result` is the JSON document, encoded once by the caller (a result can hold a million
-    /// values; it is never copied to be stored).
-    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()>;
+    /// Stores the session's final or partial result (kept after cleanup), then publishes
+    /// `announcement` (an encoded [`crate::Announcement`]) on [`RESULTS_CHANNEL`]: in one call,
+    /// and only once it is stored. Storing the same result again (retrying a write whose answer
+    /// was lost) announces nothing. `result` is the JSON document, encoded once by the caller (a
+    /// result can hold a million values; it is never copied to be stored, nor sent on pub/sub).
+    async fn publish_result(
+        &self,
+        session: &str,
+        result: &[u8],
+        announcement: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()>;
     /// The session's stored result, if it has one.
     async fn load_result(&self, session: &str) -> Result<Option<Value>>;
     /// Forgets a stored result: a session submitted again under the same id starts fresh.

@@ -1,5 +1,5 @@
-//! The final result of a session, the same shape everywhere it is printed or published (`agency
-//! run`, `submit --wait`, `status`, `agency:results`):
+//! The final result of a session, the same shape everywhere it is printed or stored (`agency
+//! run`, `submit --wait`, `status`, `agency:result:{S}`):
 //!
 //! `{"session_id", "status": "completed" | "partial" | "failed", "context", "groups": {id:
 //! {"status", "tasks": {id: {"status", "instances", "succeeded", "failed", "attempts", ...}}}},

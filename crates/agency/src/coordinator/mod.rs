@@ -129,7 +129,7 @@ impl Coordinator {
     }
 
     /// Runs `session` under id `id` until it finishes, times out or `cancel` fires; returns the
-    /// final result, which is also stored, published on `agency:results` and left after cleanup.
+    /// final result, which is also stored, announced on `agency:results` and left after cleanup.
     pub async fn run(
         &self,
         session: &Session,
@@ -258,9 +258,10 @@ impl Coordinator {
         // Storing the result waits out an outage in place (it is the same write each time): a
         // write whose answer was lost may have been done, and a run sent round again would find
         // the session finished and never delete its working state.
-        let encoded = events::encode("the result", &result)?;
+        let (encoded, announcement) = (events::encode("the result", &result)?, announce(&result)?);
         let published = events::retry("storing the result", &cancel, None, || {
-            self.store.publish_result(id, &encoded, fence(lease))
+            self.store
+                .publish_result(id, &encoded, &announcement, fence(lease))
         })
         .await;
         match published {
@@ -318,8 +319,18 @@ pub(crate) async fn publish_result(
 ) -> events::Result<()> {
     let encoded = events::encode("the result", result)?;
     store
-        .publish_result(&result.session_id, &encoded, fence)
+        .publish_result(&result.session_id, &encoded, &announce(result)?, fence)
         .await
+}
+
+/// What `agency:results` says of `result`: its session, run and status.
+fn announce(result: &SessionResult) -> events::Result<Vec<u8>> {
+    events::Announcement {
+        session_id: result.session_id.clone(),
+        run: result.run.clone(),
+        status: result.status.as_str().to_string(),
+    }
+    .encode()
 }
 
 /// Sleeps until `deadline`, or forever when there is none (a `select!` branch that never fires).

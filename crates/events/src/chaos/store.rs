@@ -215,11 +215,11 @@ impl Store for ChaosStore {
         )
     }
 
-    async fn publish_result(&self, s: &str, r: &[u8], f: Fence<'_>) -> Result<()> {
+    async fn publish_result(&self, s: &str, r: &[u8], a: &[u8], f: Fence<'_>) -> Result<()> {
         faulty!(
             self,
             format!("publishing the result of {s}"),
-            self.inner.publish_result(s, r, f)
+            self.inner.publish_result(s, r, a, f)
         )
     }
 

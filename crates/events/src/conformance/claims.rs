@@ -42,7 +42,7 @@ pub async fn claim_suite(store: &dyn Store, session: &str) {
     );
     let result = json!({"session_id": session, "status": "completed"}).to_string();
     store
-        .publish_result(session, result.as_bytes(), Fence::Token("a2"))
+        .publish_result(session, result.as_bytes(), b"{}", Fence::Token("a2"))
         .await
         .expect("publish result");
     assert_eq!(
@@ -156,7 +156,7 @@ async fn fenced_writes_are_refused(store: &dyn Store, session: &str, stale: &str
         "save_mappings",
     );
     fenced(
-        store.publish_result(session, b"{}", stale).await,
+        store.publish_result(session, b"{}", b"{}", stale).await,
         "publish_result",
     );
     fenced(store.delete_result(session, stale).await, "delete_result");

@@ -11,7 +11,7 @@ use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
 use crate::store::{notices_channel, Fence, Store, Subscription, RESULTS_CHANNEL};
 use crate::watermarks::Position;
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -32,11 +32,24 @@ fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
 }
 
 /// The subscription's next message, within [`WAIT`].
+/// Stores `result` of `session` and announces it as `announced`.
+async fn publish(store: &dyn Store, session: &str, result: &Value, announced: &Value) {
+    store
+        .publish_result(
+            session,
+            result.to_string().as_bytes(),
+            announced.to_string().as_bytes(),
+            Fence::Open,
+        )
+        .await
+        .expect("publish result");
+}
+
 /// The next result announced for `session` (other sessions may announce theirs meanwhile).
-async fn next_result(results: &mut dyn Subscription, session: &str) -> serde_json::Value {
+async fn next_result(results: &mut dyn Subscription, session: &str) -> Value {
     loop {
         let got = received(results).await;
-        let got: serde_json::Value = serde_json::from_slice(&got).expect("a JSON result");
+        let got: Value = serde_json::from_slice(&got).expect("a JSON result");
         if got["session_id"] == session {
             return got;
         }
@@ -248,37 +261,27 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         store.load_mappings(session).await.expect("load mappings"),
         Some(context)
     );
-    // A result is announced once stored (other sessions may announce theirs meanwhile).
-    let result = json!({"session_id": session, "status": "completed"});
+    // A result is stored, then announced (other sessions may announce theirs meanwhile): the
+    // announcement, not the result, goes on pub/sub.
+    let result = json!({"session_id": session, "status": "completed", "context": {"big": [1, 2]}});
+    let announced = json!({"session_id": session, "status": "completed"});
+    let failed = json!({"session_id": session, "status": "failed"});
     let mut results = store
         .subscribe(RESULTS_CHANNEL)
         .await
         .expect("subscribe to results");
-    store
-        .publish_result(session, result.to_string().as_bytes(), Fence::Open)
-        .await
-        .expect("publish result");
-    assert_eq!(next_result(results.as_mut(), session).await, result);
+    publish(store, session, &result, &announced).await;
+    assert_eq!(next_result(results.as_mut(), session).await, announced);
     // Stored again (a retry whose answer was lost), it is not announced again: the next
-    // announcement of the session is the next different result.
-    store
-        .publish_result(session, result.to_string().as_bytes(), Fence::Open)
-        .await
-        .expect("publish the same result again");
-    let replaced = json!({"session_id": session, "status": "failed"});
-    store
-        .publish_result(session, replaced.to_string().as_bytes(), Fence::Open)
-        .await
-        .expect("publish another result");
+    // announcement of the session is the next different result's.
+    publish(store, session, &result, &announced).await;
+    publish(store, session, &failed, &failed).await;
     assert_eq!(
-        next_result(results.as_mut(), session).await,
-        replaced,
+        next_result(results.as_mut(), session).await["status"],
+        "failed",
         "the same result is announced once"
     );
-    store
-        .publish_result(session, result.to_string().as_bytes(), Fence::Open)
-        .await
-        .expect("publish the first result again");
+    publish(store, session, &result, &announced).await;
     assert_eq!(
         store.load_result(session).await.expect("load result"),
         Some(result.clone())

@@ -186,7 +186,13 @@ impl Store for RedisStore {
         self.hash_json(&key(session, "mappings")).await
     }
 
-    async fn publish_result(&self, session: &str, result: &[u8], fence: Fence<'_>) -> Result<()> {
+    async fn publish_result(
+        &self,
+        session: &str,
+        result: &[u8],
+        announcement: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()> {
         let mut invocation = self.fenced.result.key(key(session, "fence"));
         invocation
             .key(result_key(session))
@@ -194,7 +200,8 @@ impl Store for RedisStore {
             .arg(fence.token())
             .arg(result)
             .arg(RESULT_TTL_SECONDS)
-            .arg(RESULTS_CHANNEL);
+            .arg(RESULTS_CHANNEL)
+            .arg(announcement);
         self.write_fenced(session, &mut invocation).await
     }
 

@@ -273,14 +273,10 @@ async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
                         failed += (notice.failed.len() + notice.permanent.len()) as u64;
                     }
                 }
+                // An announcement of this session: its result is in the store.
                 Some(Event::Message { payload, .. }) => {
-                    if let Ok(result) = serde_json::from_slice::<Value>(&payload) {
-                        if result["session_id"] == session {
-                            let result = distributed::read_result(session, result)?;
-                            print_json(&result)?;
-                            return Ok(exit_code(&result));
-                        }
-                    }
+                    let announced = serde_json::from_slice::<events::Announcement>(&payload);
+                    check_stored = announced.is_ok_and(|announced| announced.session_id == session);
                 }
                 // The result may have been announced while disconnected.
                 Some(Event::Resubscribed { .. }) => check_stored = true,

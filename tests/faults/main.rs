@@ -4,220 +4,14 @@
 // Test code: a failed step panics the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod checker;
+mod fleet;
+mod store;
+
+use checker::*;
 use integration_tests::*;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Every message published on `agency:results` while the test runs, by session id, with when
-/// it arrived.
-#[derive(Clone, Default)]
-struct Published(Arc<Mutex<Arrivals>>);
-
-/// Results by session id, each with when it arrived.
-type Arrivals = HashMap<String, Vec<(Instant, Value)>>;
-
-impl Published {
-    /// Listens on `agency:results` in a thread of its own until the test ends.
-    fn listen() -> Self {
-        let published = Self::default();
-        let into = published.clone();
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
-        let (ready, subscribed) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut pubsub = connection.as_pubsub();
-            pubsub.subscribe("agency:results").unwrap();
-            ready.send(()).unwrap();
-            while let Ok(message) = pubsub.get_message() {
-                let payload: Vec<u8> = message.get_payload().unwrap_or_default();
-                let Ok(result) = serde_json::from_slice::<Value>(&payload) else {
-                    continue;
-                };
-                let id = result["session_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                into.0
-                    .lock()
-                    .unwrap()
-                    .entry(id)
-                    .or_default()
-                    .push((Instant::now(), result));
-            }
-        });
-        subscribed.recv().unwrap();
-        published
-    }
-
-    fn of(&self, id: &str) -> Vec<Value> {
-        self.arrivals(id)
-            .into_iter()
-            .map(|(_, result)| result)
-            .collect()
-    }
-
-    fn arrivals(&self, id: &str) -> Vec<(Instant, Value)> {
-        self.0.lock().unwrap().get(id).cloned().unwrap_or_default()
-    }
-}
-
-/// One fault case, from the moment its fault is injected: what it measured goes to
-/// `target/fault-matrix.jsonl`, which `scripts/fault-table.py` turns into the table of
-/// `docs/reliability.md`.
-struct Case {
-    name: &'static str,
-    fault: &'static str,
-    injected: Instant,
-}
-
-impl Case {
-    /// Call as the fault is injected.
-    fn inject(name: &'static str, fault: &'static str) -> Self {
-        Self {
-            name,
-            fault,
-            injected: Instant::now(),
-        }
-    }
-
-    /// Appends the case's line, once its checks passed: sessions, instances, instances lost and
-    /// recorded twice (from the stored results), results published, and how long after the
-    /// fault the last result came.
-    fn report(&self, published: &Published, sessions: &[&str], instances_each: usize) {
-        let mut succeeded = 0u64;
-        let mut results = 0usize;
-        let mut last = self.injected;
-        for id in sessions {
-            let stored = stored_result(id, Duration::ZERO);
-            succeeded += stored["groups"]["g"]["tasks"]["naps"]["succeeded"]
-                .as_u64()
-                .unwrap();
-            let arrivals = published.arrivals(id);
-            results += arrivals.len();
-            last = arrivals.iter().map(|(at, _)| *at).fold(last, Instant::max);
-        }
-        let instances = (sessions.len() * instances_each) as u64;
-        let line = json!({
-            "case": self.name,
-            "fault": self.fault,
-            "sessions": sessions.len(),
-            "instances": instances,
-            "lost": instances.saturating_sub(succeeded),
-            "recorded_twice": succeeded.saturating_sub(instances),
-            "results_published": results,
-            // `null` when no result came after the fault (the sessions had ended before it).
-            "recovered_s": (last > self.injected).then(|| (last - self.injected).as_secs_f64()),
-        });
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fault-matrix.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
-    }
-}
-
-/// The stored result of session `id`, waiting up to `patience` for it.
-fn stored_result(id: &str, patience: Duration) -> Value {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let deadline = Instant::now() + patience;
-    loop {
-        let stored: Option<String> = redis::cmd("GET")
-            .arg(format!("agency:result:{{{id}}}"))
-            .query(&mut redis)
-            .unwrap();
-        if let Some(stored) = stored {
-            return serde_json::from_str(&stored).unwrap();
-        }
-        assert!(Instant::now() < deadline, "session {id} has no result");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until session `id`'s first task has `count` outcomes recorded: its work is under way.
-fn wait_for_outcomes(id: &str, count: u64) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("HLEN")
-        .arg(&outcomes)
-        .query::<u64>(&mut redis)
-        .unwrap()
-        < count
-    {
-        assert!(Instant::now() < deadline, "session {id} never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A coordinator dispatching ranges of 20 instances, so each of its two workers has several,
-/// and the two workers (processes 1 and 2).
-fn small_ranges_cluster(name: &str) -> Cluster {
-    let mut cluster = Cluster::start_with(name, &[]);
-    cluster.spawn_with("coordinator", &["--chunk", "20"]);
-    cluster.spawn("worker");
-    cluster.spawn("worker");
-    cluster
-}
-
-/// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let sent = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{signal} {pid}");
-}
-
-/// A session of `naps` sleeping instances of `ms` each, at most 4 at a time per worker.
-fn naps(id: &str, naps: usize, ms: u64) -> Value {
-    let ns: Vec<usize> = (0..naps).collect();
-    json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps", "executor": "sleep",
-        "concurrency": 4,
-        "input": {"ms": ms, "ns": ns, "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]})
-}
-
-/// The one checker: session `id` has exactly one result published and the stored one is it,
-/// completed, with every instance's own result in the context and each counted once.
-fn check_one_right_result(published: &Published, id: &str, instances: usize, ms: u64) {
-    let stored = stored_result(id, Duration::from_secs(120));
-    // The result is stored and announced in one step, but the listener's thread may not have
-    // taken the announcement yet.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while published.of(id).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let all = published.of(id);
-    assert_eq!(
-        all.len(),
-        1,
-        "session {id}: {} results published",
-        all.len()
-    );
-    assert_eq!(
-        all[0], stored,
-        "session {id}: the stored result is the published one"
-    );
-    assert_eq!(stored["status"], "completed", "session {id}: {stored:#}");
-    let naps = stored["context"]["naps"].as_array().unwrap();
-    assert_eq!(naps.len(), instances, "session {id}");
-    assert!(
-        naps.iter().all(|nap| nap["slept_ms"] == ms),
-        "session {id}: every instance's result is in the context"
-    );
-    assert_eq!(
-        stored["groups"]["g"]["tasks"]["naps"]["succeeded"],
-        json!(instances),
-        "session {id}"
-    );
-}
 
 /// Issue #13, defect 1 (reliability F8): a coordinator paused past its lease while its
 /// sessions run. Another takes them over and finishes them; when the paused one wakes up, the
@@ -260,7 +54,7 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
     // sessions over and finishes every session.
     let results: Vec<Value> = ids
         .iter()
-        .map(|id| stored_result(id, Duration::from_secs(120)))
+        .map(|id| stored_result(&published.redis, id, Duration::from_secs(120)))
         .collect();
     assert!(results.iter().all(|r| r["status"] == "completed"));
     signal(paused, "CONT");
@@ -300,7 +94,7 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         "tasks": [{"id": "count", "executor": "echo", "input": {"n": "{{context.naps.0.slept_ms}}"}}]}));
     cluster.submit(&doc);
     // Kill the broker once the work is under way.
-    wait_for_outcomes(&id, 40);
+    wait_for_outcomes(&published.redis, &id, 40);
     let case = Case::inject(
         "F8 broker killed and restarted",
         "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
@@ -321,7 +115,7 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
     kafka.up();
     check_one_right_result(&published, &id, instances, ms);
     assert_eq!(
-        stored_result(&id, Duration::ZERO)["context"]["count"]["n"],
+        stored_result(&published.redis, &id, Duration::ZERO)["context"]["count"]["n"],
         json!(ms)
     );
     case.report(&published, &[&id], instances);
@@ -349,7 +143,7 @@ fn one_of_two_workers_stops(
     let id = unique(name);
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
-    wait_for_outcomes(&id, 40);
+    wait_for_outcomes(&published.redis, &id, 40);
     let stopped = cluster.processes[1].id();
     let case = Case::inject(case.0, case.1);
     signal(stopped, signal_name);
@@ -403,7 +197,7 @@ fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
     let id = unique("worker-term");
     let (instances, ms) = (400, 100);
     cluster.submit(&naps(&id, instances, ms));
-    wait_for_outcomes(&id, 40);
+    wait_for_outcomes(&published.redis, &id, 40);
     let case = Case::inject(
         "F2 worker stopped with SIGTERM",
         "kill -TERM of one of two workers mid-session",
