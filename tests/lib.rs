@@ -151,6 +151,12 @@ impl Cluster {
     /// Starts one more process with extra arguments; returns its index in `processes`. Its log
     /// is `{role}-{index}.log` in `dir`.
     pub fn spawn_with(&mut self, role: &str, args: &[&str]) -> usize {
+        self.spawn_env(role, args, &[])
+    }
+
+    /// Starts one more process with extra arguments and environment variables (a failpoint,
+    /// `AGENCY_FAILPOINT`); returns its index in `processes`.
+    pub fn spawn_env(&mut self, role: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
         let log = std::fs::File::create(
             self.dir
                 .join(format!("{role}-{}.log", self.processes.len())),
@@ -159,6 +165,7 @@ impl Cluster {
         let child = self
             .command(&[role])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

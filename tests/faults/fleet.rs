@@ -65,3 +65,44 @@ fn a_worker_killed_in_a_hundred_thousand_instance_group_loses_nothing() {
     check_one_right_result(&published, &id, instances, ms);
     case.report(&published, &[&id], instances);
 }
+
+/// Reliability F14: a task that kills the worker running it (`kill -9 $PPID` from its child).
+/// Each start of its range ends a worker; after three, the fourth worker fails the range
+/// instead of running it, and the session ends with one result that says why, instead of the
+/// task taking the whole fleet down one worker at a time.
+#[test]
+fn a_task_that_kills_its_worker_is_failed_after_three_starts() {
+    let published = Published::listen();
+    let mut cluster = Cluster::start_with(
+        "worker-killer",
+        &["coordinator", "worker", "worker", "worker", "worker"],
+    );
+    let id = unique("worker-killer");
+    let (instances, ms) = (20, 10);
+    // The naps first, so no other range is running when the workers die.
+    let mut doc = naps(&id, instances, ms);
+    doc["groups"].as_array_mut().unwrap().push(json!({"id": "deadly", "depends_on": ["g"],
+        "tasks": [{"id": "killer", "executor": "command", "input": {"argv": ["sh", "-c", "kill -9 $PPID"]}}]}));
+    let case = Case::inject(
+        "F14 a task that kills its worker",
+        "a command whose child runs kill -9 $PPID, on four workers",
+    );
+    cluster.submit(&doc);
+    let stored = stored_result(&published.redis, &id, Duration::from_secs(180));
+    assert_eq!(published.of(&id).len(), 1, "one result: {stored:#}");
+    assert_eq!(stored["status"], "partial", "{stored:#}");
+    assert_eq!(stored["groups"]["g"]["status"], "completed", "{stored:#}");
+    let killer = &stored["groups"]["deadly"]["tasks"]["killer"];
+    assert_eq!(killer["failed"], 1, "{stored:#}");
+    assert!(
+        killer
+            .to_string()
+            .contains("was started 3 times and never finished"),
+        "{killer:#}"
+    );
+    let dead = (1..=4)
+        .filter(|&n| cluster.processes[n].try_wait().unwrap().is_some())
+        .count();
+    assert_eq!(dead, 3, "three workers died, the fourth failed the range");
+    case.report(&published, &[&id], instances);
+}

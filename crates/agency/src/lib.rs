@@ -26,6 +26,7 @@ pub mod distributed;
 pub mod embedded;
 mod error;
 pub mod executors;
+mod failpoint;
 mod notice_router;
 mod outage;
 pub mod worker;

@@ -62,10 +62,25 @@ fn b02_typos_and_wrong_types_name_the_field_path() {
 }
 
 #[test]
-fn b03_a_repeated_field_of_the_session_format_is_refused() {
+fn b03_a_repeated_key_is_refused_wherever_it_is() {
     assert_names(
         &refused(r#"{"groups": [{"id": "g", "id": "h", "tasks": []}]}"#),
         &["groups[0]", "duplicate field `id`"],
+    );
+    // In free-form JSON (an input, the context) serde_json would keep the last value.
+    let input = r#"{"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": {"url": "https://a", "url": "https://b"}}]}]}"#;
+    assert_names(
+        &refused(input),
+        &[
+            "line 1",
+            "groups[0].tasks[0].input",
+            "key `url` appears twice in one object",
+        ],
+    );
+    let context = r#"{"context": {"user": {"role": "reader", "role": "admin"}}, "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo"}]}]}"#;
+    assert_names(
+        &refused(context),
+        &["context.user", "key `role` appears twice"],
     );
 }
 

@@ -106,6 +106,24 @@ async fn command_failures_are_clear() {
         "{}",
         first_error(&result)
     );
+    // A child that aborts (SIGABRT, as a failed assertion in C does) fails its attempt, saying
+    // so; the worker goes on.
+    let result = run(one_task(
+        "command",
+        json!({"argv": ["sh", "-c", "echo dying >&2; kill -ABRT $$"]}),
+        json!({}),
+    ))
+    .await;
+    assert!(
+        first_error(&result).starts_with("`sh` exited with signal: 6 (SIGABRT)"),
+        "{}",
+        first_error(&result)
+    );
+    assert!(
+        first_error(&result).contains("dying"),
+        "{}",
+        first_error(&result)
+    );
     let result = run(one_task("command", json!({"args": ["x"]}), json!({}))).await;
     assert_eq!(
         first_error(&result),

@@ -50,6 +50,15 @@ impl Store for DeafStore {
         }
         self.inner.record_outcomes(s, t, run, o, None).await
     }
+    async fn track_range(
+        &self,
+        s: &str,
+        run: &str,
+        item: &str,
+        step: events::RangeStep,
+    ) -> events::Result<Option<u64>> {
+        self.inner.track_range(s, run, item, step).await
+    }
     async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> events::Result<()> {
         self.inner.start_run(s, run, f).await
     }

@@ -5,7 +5,7 @@ use crate::error::{encode, Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::store::{
-    accept, notices_channel, Claim, Fence, Renewal, Store, Subscription, RESULTS_CHANNEL,
+    accept, notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -34,6 +34,8 @@ struct Sessions {
     fences: HashMap<String, String>,
     /// Each session's current run (see [`Store::start_run`]).
     runs: HashMap<String, String>,
+    /// Unfinished starts per work item (see [`Store::track_range`]).
+    starts: HashMap<(String, String), u64>,
 }
 
 impl Sessions {
@@ -56,6 +58,7 @@ impl Sessions {
         self.blobs.retain(|(name, _), _| name != session);
         self.contexts.remove(session);
         self.mappings.remove(session);
+        self.starts.retain(|(name, _), _| name != session);
     }
 
     /// Who holds `session`'s lease now, if anyone.
@@ -416,6 +419,36 @@ impl Store for MemoryStore {
             .runs
             .insert(session.to_string(), run.to_string());
         Ok(())
+    }
+
+    async fn track_range(
+        &self,
+        session: &str,
+        run: &str,
+        item: &str,
+        step: RangeStep,
+    ) -> Result<Option<u64>> {
+        let mut sessions = self.sessions()?;
+        if !run.is_empty()
+            && sessions
+                .runs
+                .get(session)
+                .is_none_or(|current| current != run)
+        {
+            return Ok(None);
+        }
+        let key = (session.to_string(), item.to_string());
+        Ok(Some(match step {
+            RangeStep::Started => {
+                let starts = sessions.starts.entry(key).or_default();
+                *starts += 1;
+                *starts
+            }
+            RangeStep::Finished => {
+                sessions.starts.remove(&key);
+                0
+            }
+        }))
     }
 
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {

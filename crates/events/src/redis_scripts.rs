@@ -154,6 +154,22 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
+/// Unfinished starts of work items. KEYS: the session's current run, starts hash, keys index.
+/// ARGV: run (empty: not checked), item, `start` or `finish`, working TTL s. -1 when the run
+/// is not the current one (nothing written); else the count (0 after `finish`).
+pub(crate) const TRACK_RANGE_SCRIPT: &str = r#"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[3] == 'finish' then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  return 0
+end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return n
+"#;
+
 /// After [`FENCE`]. KEYS: fence, key. ARGV: token.
 pub(crate) const DELETE_SCRIPT: &str = r#"
 redis.call('DEL', KEYS[2])

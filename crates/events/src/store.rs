@@ -117,6 +117,19 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `run` the session's current run, whose outcomes [`Store::record_outcomes`]
     /// accepts. Cleanup forgets it.
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
+    /// Counts the starts of a work item that have not finished: a worker calls it with
+    /// `Started` before it executes the range `item` (`<g>:<t>:<start>:<end>:<attempt>`) of run
+    /// `run` and gets the count, with it included; with `Finished` once the range's outcomes
+    /// are recorded, which clears the count. A range whose starts keep not finishing kills or
+    /// crashes its workers. `None` when `run` is not the session's current run (nothing is
+    /// written: the range is late). The count lives as long as the working state.
+    async fn track_range(
+        &self,
+        session: &str,
+        run: &str,
+        item: &str,
+        step: RangeStep,
+    ) -> Result<Option<u64>>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
         &self,
@@ -209,6 +222,15 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>>;
     /// Messages of every channel matching `pattern` (Redis glob: `*`, `?`, `\` escapes).
     async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>>;
+}
+
+/// What a worker tells [`Store::track_range`] of a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeStep {
+    /// It is about to execute the range.
+    Started,
+    /// The range's outcomes are recorded.
+    Finished,
 }
 
 /// A pub/sub subscription: messages in the order published.

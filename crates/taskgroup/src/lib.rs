@@ -19,6 +19,7 @@
 mod error;
 mod graph;
 mod machine;
+mod no_duplicates;
 mod planning;
 mod policy;
 mod result;

@@ -117,18 +117,27 @@ impl SessionSpec {
     /// Parses a session document. Errors carry line and column, and the field path when the JSON
     /// is well-formed but does not fit the session format.
     pub fn parse(text: &str) -> Result<Self> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let spec: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            let path = (inner.is_data() && path != ".").then_some(path);
-            parse_error(&inner, path)
-        })?;
-        deserializer
-            .end()
-            .map_err(|inner| parse_error(&inner, None))?;
+        let spec: Self = parse_all(text)?;
+        // A key repeated inside an input or the context would silently take its last value
+        // (serde_json's maps do; a JSON parameter rewrote an Argo workflow that way).
+        parse_all::<crate::no_duplicates::NoDuplicates>(text)?;
         Ok(spec)
     }
+}
+
+/// `text` as one `T` and nothing after it; an error names the line, column and field path.
+fn parse_all<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let path = (inner.is_data() && path != ".").then_some(path);
+        parse_error(&inner, path)
+    })?;
+    deserializer
+        .end()
+        .map_err(|inner| parse_error(&inner, None))?;
+    Ok(value)
 }
 
 fn parse_error(inner: &serde_json::Error, path: Option<String>) -> Error {

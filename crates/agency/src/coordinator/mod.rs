@@ -268,6 +268,7 @@ impl Coordinator {
             Some(published) => published?,
             None => return Err(handed_over(id, STOPPING)),
         }
+        crate::failpoint::hit(crate::failpoint::RESULT_STORED);
         // The result is out, so the session is over whatever happens next: deleting its working
         // state waits out an outage too. Left undeleted (a refusal, a stop), it expires by itself.
         let cleaned = events::retry(
@@ -287,6 +288,7 @@ impl Coordinator {
                 "stopping before the session's working state was deleted; it expires by itself"
             ),
         }
+        crate::failpoint::hit(crate::failpoint::CLEANED_UP);
         Ok(result)
     }
 }

@@ -132,6 +132,7 @@ impl SessionRun<'_> {
         for sent in futures_util::future::join_all(sends).await {
             sent?;
         }
+        crate::failpoint::hit(crate::failpoint::DISPATCHED);
         Ok(())
     }
 
@@ -233,6 +234,7 @@ impl SessionRun<'_> {
             return Ok(Event::CombineFailed { task: t, error });
         }
         self.context.insert(key, value);
+        crate::failpoint::hit(crate::failpoint::CONTEXT_WRITTEN);
         Ok(Event::ContextUpdated { task: t })
     }
 

@@ -32,7 +32,7 @@ impl Worker {
     }
 
     /// Writes outcomes, then announces the accepted ones.
-    async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> crate::Result<()> {
+    pub(super) async fn record(&self, item: &WorkItem, batch: Vec<Outcome>) -> crate::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }

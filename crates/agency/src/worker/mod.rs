@@ -14,8 +14,8 @@ mod instances;
 use crate::executors::{Executor, Registry};
 use crate::outage::{self, retrying};
 use events::{
-    Broker, Control, Event, EventManager, Message, Position, Source, Store, TaskRecord, TaskRef,
-    Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
+    Broker, Control, Event, EventManager, Message, Outcome, Position, RangeStep, Source, Status,
+    Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, Limits};
 use futures_util::FutureExt as _;
@@ -59,6 +59,9 @@ pub struct WorkerOptions {
     /// ([`SHUTDOWN_GRACE`] by default). An embedded engine stops its workers only once its
     /// session has ended, when no range left running matters: it waits for none.
     pub shutdown_grace: Duration,
+    /// After this many starts of a range that did not finish (its worker stopped each time), the
+    /// next start fails the range instead of running it ([`MAX_STARTS`] by default).
+    pub max_starts: u64,
 }
 
 impl Default for WorkerOptions {
@@ -70,6 +73,7 @@ impl Default for WorkerOptions {
             limits: Limits::default(),
             group: WORKER_GROUP.to_string(),
             shutdown_grace: SHUTDOWN_GRACE,
+            max_starts: MAX_STARTS,
         }
     }
 }
@@ -87,6 +91,10 @@ struct Prepared {
     group: Arc<str>,
     task: Arc<str>,
 }
+
+/// How many unfinished starts a range gets by default before it is failed: a worker killed, a
+/// rebalance and a stop with SIGTERM can each leave a start unfinished once.
+pub const MAX_STARTS: u64 = 3;
 
 /// How long a stopping worker waits for the ranges it is running to finish, by default.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -297,8 +305,59 @@ impl Worker {
             }
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
+        match self.track(&item, RangeStep::Started).await {
+            // Late: the run ended or another started, and its state is gone.
+            Ok(None) => return,
+            Ok(Some(starts)) if starts > self.options.max_starts => {
+                return self.quarantine(&item, &prepared, starts).await;
+            }
+            Ok(Some(_)) => {}
+            Err(error) => {
+                tracing::warn!(session = %item.session, %error, "cannot count the range's start; running it")
+            }
+        }
         if let Err(error) = self.execute(&item, &prepared, &cancel).await {
             tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, %error, "cannot record outcomes");
+            return;
+        }
+        if let Err(error) = self.track(&item, RangeStep::Finished).await {
+            tracing::warn!(session = %item.session, %error, "cannot clear the range's start count");
+        }
+    }
+
+    /// Counts a start of the item's range, or clears the count once it finished (see
+    /// [`Store::track_range`]).
+    async fn track(&self, item: &WorkItem, step: RangeStep) -> events::Result<Option<u64>> {
+        let range = format!(
+            "{}:{}:{}:{}:{}",
+            item.task.group, item.task.task, item.start, item.end, item.attempt
+        );
+        retrying("tracking a range", || {
+            self.store
+                .track_range(&item.session, &item.run, &range, step)
+        })
+        .await
+    }
+
+    /// Fails a range that started `starts` times without finishing, each time ending its worker
+    /// (a task that kills or crashes the process running it): its instances are recorded as
+    /// permanent failures, so the session goes on to a partial result instead of killing every
+    /// worker in turn. Instances that did succeed keep their success.
+    async fn quarantine(&self, item: &WorkItem, prepared: &Prepared, starts: u64) {
+        let error = format!(
+            "range {}..{} of task `{}` was started {} times and never finished: each time the worker running it stopped (does the task kill or crash the process?); it is not run again",
+            item.start, item.end, prepared.task, starts - 1
+        );
+        tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, "{error}");
+        let outcomes = (item.start..item.end)
+            .map(|instance| Outcome {
+                instance,
+                attempt: item.attempt,
+                status: Status::FailedPermanently(error.clone()),
+            })
+            .collect();
+        if let Err(error) = self.record(item, outcomes).await {
+            tracing::error!(session = %item.session, %error, "cannot record the range's failure");
         }
     }
 

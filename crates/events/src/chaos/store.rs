@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::memory_store::MemoryStore;
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
-use crate::store::{Claim, Fence, Renewal, Store, Subscription};
+use crate::store::{Claim, Fence, RangeStep, Renewal, Store, Subscription};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -157,6 +157,20 @@ impl Store for ChaosStore {
             }
         }
         self.after(&what, Ok(accepted))
+    }
+
+    async fn track_range(
+        &self,
+        s: &str,
+        run: &str,
+        item: &str,
+        step: RangeStep,
+    ) -> Result<Option<u64>> {
+        faulty!(
+            self,
+            format!("tracking range {item} of {s}"),
+            self.inner.track_range(s, run, item, step)
+        )
     }
 
     async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {

@@ -9,7 +9,7 @@ pub use claims::claim_suite;
 
 use crate::broker::Broker;
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
-use crate::store::{notices_channel, Fence, Store, Subscription, RESULTS_CHANNEL};
+use crate::store::{notices_channel, Fence, RangeStep, Store, Subscription, RESULTS_CHANNEL};
 use crate::watermarks::Position;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -105,6 +105,32 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .start_run(session, RUN, Fence::Open)
         .await
         .expect("start the run");
+    // A range's unfinished starts are counted, and cleared when it finishes; another run's
+    // range is late and writes nothing.
+    let range = "0:1:0:3:1";
+    let track = |run: &'static str, step| store.track_range(session, run, range, step);
+    assert_eq!(
+        track(RUN, RangeStep::Started).await.expect("start"),
+        Some(1)
+    );
+    assert_eq!(
+        track(RUN, RangeStep::Started).await.expect("start"),
+        Some(2)
+    );
+    assert_eq!(
+        track(RUN, RangeStep::Finished).await.expect("finish"),
+        Some(0)
+    );
+    assert_eq!(
+        track(RUN, RangeStep::Started).await.expect("start"),
+        Some(1)
+    );
+    assert_eq!(
+        track("agency_action/3/13", RangeStep::Started)
+            .await
+            .expect("another run's start"),
+        None
+    );
     // Outcomes of another run of the session id are refused whole, and nothing is written.
     let other = store
         .record_outcomes(
@@ -327,6 +353,14 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("record after cleanup");
     assert_eq!(late, [false]);
+    assert_eq!(
+        store
+            .track_range(session, RUN, "0:1:0:3:1", RangeStep::Started)
+            .await
+            .expect("track after cleanup"),
+        None,
+        "a range delivered after cleanup counts nothing"
+    );
     assert_eq!(
         store
             .load_blob(session, "0:1:7:1")

@@ -8,7 +8,8 @@
 //! | `agency:{S}:context` | hash | context key -> JSON value |
 //! | `agency:{S}:mappings` | hash | task id -> context key |
 //! | `agency:{S}:blob:<g>:<t>:<i>:<attempt>` | string | a large instance result stored by reference |
-//! | `agency:{S}:keys` | set | the session's task, outcome and blob keys, for cleanup |
+//! | `agency:{S}:keys` | set | the session's task, outcome, blob and starts keys, for cleanup |
+//! | `agency:{S}:starts` | hash | work item (`<g>:<t>:<start>:<end>:<attempt>`) -> starts that have not finished; a range that keeps killing its workers is failed, not run again |
 //! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
@@ -26,7 +27,7 @@ use crate::messages::TaskRef;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
     RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP, SAVE_TASK_SCRIPT,
-    SET_FIELD_SCRIPT, START_RUN_SCRIPT, WORKING_TTL_SECONDS,
+    SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -41,6 +42,7 @@ pub struct RedisStore {
     client: redis::Client,
     connection: ConnectionManager,
     record: redis::Script,
+    track_range: redis::Script,
     claim: redis::Script,
     /// The fenced writes: each script opens with the [`FENCE`] check.
     fenced: Fenced,
@@ -141,6 +143,7 @@ impl RedisStore {
             client,
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
+            track_range: redis::Script::new(TRACK_RANGE_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
             fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),

@@ -9,7 +9,9 @@ use crate::error::Result;
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::redis_scripts::{RESULT_TTL_SECONDS, WORKING_TTL_SECONDS};
-use crate::store::{notices_channel, Claim, Fence, Renewal, Store, Subscription, RESULTS_CHANNEL};
+use crate::store::{
+    notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
+};
 use async_trait::async_trait;
 use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
@@ -316,6 +318,32 @@ impl Store for RedisStore {
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
         self.delete_working_state(&self.fenced.cleanup_run, session, run)
             .await
+    }
+
+    async fn track_range(
+        &self,
+        session: &str,
+        run: &str,
+        item: &str,
+        step: RangeStep,
+    ) -> Result<Option<u64>> {
+        let mut connection = self.connection.clone();
+        let count: i64 = self
+            .track_range
+            .key(key(session, "run"))
+            .key(key(session, "starts"))
+            .key(key(session, "keys"))
+            .arg(run)
+            .arg(item)
+            .arg(match step {
+                RangeStep::Started => "start",
+                RangeStep::Finished => "finish",
+            })
+            .arg(WORKING_TTL_SECONDS)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(count).ok())
     }
 
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
