@@ -97,7 +97,7 @@ fn a_task_that_kills_its_worker_is_failed_after_three_starts() {
     assert!(
         killer
             .to_string()
-            .contains("was started 3 times and never finished"),
+            .contains("was started by 3 workers and none finished it"),
         "{killer:#}"
     );
     let dead = (1..=4)

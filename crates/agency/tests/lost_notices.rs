@@ -55,7 +55,7 @@ impl Store for DeafStore {
         s: &str,
         run: &str,
         item: &str,
-        step: events::RangeStep,
+        step: events::RangeStep<'_>,
     ) -> events::Result<Option<u64>> {
         self.inner.track_range(s, run, item, step).await
     }

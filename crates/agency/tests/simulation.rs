@@ -166,12 +166,14 @@ impl Fleet {
 
     fn worker(&self) -> Process {
         let registry = Registry::builtin(self.broker.clone());
-        let worker = Worker::new(
-            self.broker.clone(),
-            self.store.clone(),
-            registry,
-            WorkerOptions::default(),
-        );
+        // A run kills at most 3 processes and keeps 2 workers alive: up to 5 workers can hold
+        // one range unfinished without its task being the cause, so only a sixth start would
+        // fail it (the check of a task that kills its worker is tests/faults/fleet.rs).
+        let options = WorkerOptions {
+            max_starts: 5,
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::new(self.broker.clone(), self.store.clone(), registry, options);
         let stop = CancellationToken::new();
         let token = stop.clone();
         self.process("a worker", worker.run(token), stop)

@@ -34,8 +34,9 @@ struct Sessions {
     fences: HashMap<String, String>,
     /// Each session's current run (see [`Store::start_run`]).
     runs: HashMap<String, String>,
-    /// Unfinished starts per work item (see [`Store::track_range`]).
-    starts: HashMap<(String, String), u64>,
+    /// The workers that started each work item and did not finish it (see
+    /// [`Store::track_range`]).
+    starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
 
 impl Sessions {
@@ -426,7 +427,7 @@ impl Store for MemoryStore {
         session: &str,
         run: &str,
         item: &str,
-        step: RangeStep,
+        step: RangeStep<'_>,
     ) -> Result<Option<u64>> {
         let mut sessions = self.sessions()?;
         if !run.is_empty()
@@ -439,10 +440,10 @@ impl Store for MemoryStore {
         }
         let key = (session.to_string(), item.to_string());
         Ok(Some(match step {
-            RangeStep::Started => {
+            RangeStep::Started(worker) => {
                 let starts = sessions.starts.entry(key).or_default();
-                *starts += 1;
-                *starts
+                starts.insert(worker.to_string());
+                starts.len() as u64
             }
             RangeStep::Finished => {
                 sessions.starts.remove(&key);

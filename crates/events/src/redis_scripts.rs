@@ -154,20 +154,30 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
-/// Unfinished starts of work items. KEYS: the session's current run, starts hash, keys index.
-/// ARGV: run (empty: not checked), item, `start` or `finish`, working TTL s. -1 when the run
-/// is not the current one (nothing written); else the count (0 after `finish`).
+/// The workers that started each work item and did not finish it. KEYS: the session's current
+/// run, starts hash, keys index. ARGV: run (empty: not checked), item, the worker's name (empty:
+/// the range finished), working TTL s. The hash holds, per item, the JSON list of those
+/// workers. -1 when the run is not the current one (nothing written); else how many (0 after
+/// the finish).
 pub(crate) const TRACK_RANGE_SCRIPT: &str = r#"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if ARGV[3] == 'finish' then
+if ARGV[3] == '' then
   redis.call('HDEL', KEYS[2], ARGV[2])
   return 0
 end
-local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+local workers = {}
+local stored = redis.call('HGET', KEYS[2], ARGV[2])
+if stored then workers = cjson.decode(stored) end
+local known = false
+for _, worker in ipairs(workers) do
+  if worker == ARGV[3] then known = true end
+end
+if not known then table.insert(workers, ARGV[3]) end
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(workers))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
-return n
+return #workers
 "#;
 
 /// After [`FENCE`]. KEYS: fence, key. ARGV: token.

@@ -117,10 +117,12 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `run` the session's current run, whose outcomes [`Store::record_outcomes`]
     /// accepts. Cleanup forgets it.
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
-    /// Counts the starts of a work item that have not finished: a worker calls it with
-    /// `Started` before it executes the range `item` (`<g>:<t>:<start>:<end>:<attempt>`) of run
-    /// `run` and gets the count, with it included; with `Finished` once the range's outcomes
-    /// are recorded, which clears the count. A range whose starts keep not finishing kills or
+    /// Counts the workers that started a work item and did not finish it: a worker calls it with
+    /// `Started(its name)` before it executes the range `item`
+    /// (`<g>:<t>:<start>:<end>:<attempt>`) of run `run` and gets how many distinct workers
+    /// started it since it last finished, itself included (calling it again, after an answer
+    /// was lost, counts nothing more); with `Finished` once the range's outcomes are recorded,
+    /// which clears the count. A range that many workers started and none finished kills or
     /// crashes its workers. `None` when `run` is not the session's current run (nothing is
     /// written: the range is late). The count lives as long as the working state.
     async fn track_range(
@@ -128,7 +130,7 @@ pub trait Store: Send + Sync + 'static {
         session: &str,
         run: &str,
         item: &str,
-        step: RangeStep,
+        step: RangeStep<'_>,
     ) -> Result<Option<u64>>;
     /// The stored outcomes of instances `range`, in index order.
     async fn outcomes(
@@ -226,9 +228,9 @@ pub trait Store: Send + Sync + 'static {
 
 /// What a worker tells [`Store::track_range`] of a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeStep {
-    /// It is about to execute the range.
-    Started,
+pub enum RangeStep<'a> {
+    /// The worker of this name (unique to its process) is about to execute the range.
+    Started(&'a str),
     /// The range's outcomes are recorded.
     Finished,
 }

@@ -59,8 +59,8 @@ pub struct WorkerOptions {
     /// ([`SHUTDOWN_GRACE`] by default). An embedded engine stops its workers only once its
     /// session has ended, when no range left running matters: it waits for none.
     pub shutdown_grace: Duration,
-    /// After this many starts of a range that did not finish (its worker stopped each time), the
-    /// next start fails the range instead of running it ([`MAX_STARTS`] by default).
+    /// Once this many workers started a range and none finished it (each stopped while running
+    /// it), the next worker to start it fails it instead ([`MAX_STARTS`] by default).
     pub max_starts: u64,
 }
 
@@ -92,8 +92,8 @@ struct Prepared {
     task: Arc<str>,
 }
 
-/// How many unfinished starts a range gets by default before it is failed: a worker killed, a
-/// rebalance and a stop with SIGTERM can each leave a start unfinished once.
+/// How many workers may start a range without finishing it, by default, before the next fails
+/// it: a worker killed, a rebalance and a stop with SIGTERM can each leave one start unfinished.
 pub const MAX_STARTS: u64 = 3;
 
 /// How long a stopping worker waits for the ranges it is running to finish, by default.
@@ -116,6 +116,9 @@ pub struct Worker {
     /// Cancellation per (session, run, claim, group), fired by the coordinator's control
     /// messages, with a guard counting the ranges that use it.
     cancels: Mutex<HashMap<CancelScope, GroupCancel>>,
+    /// This worker's name on the ranges it starts (see [`Store::track_range`]): unique to the
+    /// process, so a worker started again counts as another.
+    name: String,
 }
 
 impl std::fmt::Debug for Worker {
@@ -140,6 +143,7 @@ impl Worker {
             registry,
             options,
             prepared: Mutex::new(HashMap::new()),
+            name: uuid::Uuid::new_v4().to_string(),
             cancels: Mutex::new(HashMap::new()),
         })
     }
@@ -305,7 +309,7 @@ impl Worker {
             }
             Err(reason) => return self.dead_letter(message, &reason).await,
         };
-        match self.track(&item, RangeStep::Started).await {
+        match self.track(&item, RangeStep::Started(&self.name)).await {
             // Late: the run ended or another started, and its state is gone.
             Ok(None) => return,
             Ok(Some(starts)) if starts > self.options.max_starts => {
@@ -327,7 +331,7 @@ impl Worker {
 
     /// Counts a start of the item's range, or clears the count once it finished (see
     /// [`Store::track_range`]).
-    async fn track(&self, item: &WorkItem, step: RangeStep) -> events::Result<Option<u64>> {
+    async fn track(&self, item: &WorkItem, step: RangeStep<'_>) -> events::Result<Option<u64>> {
         let range = format!(
             "{}:{}:{}:{}:{}",
             item.task.group, item.task.task, item.start, item.end, item.attempt
@@ -339,13 +343,13 @@ impl Worker {
         .await
     }
 
-    /// Fails a range that started `starts` times without finishing, each time ending its worker
+    /// Fails a range that `starts - 1` workers started without finishing, each ending there
     /// (a task that kills or crashes the process running it): its instances are recorded as
     /// permanent failures, so the session goes on to a partial result instead of killing every
     /// worker in turn. Instances that did succeed keep their success.
     async fn quarantine(&self, item: &WorkItem, prepared: &Prepared, starts: u64) {
         let error = format!(
-            "range {}..{} of task `{}` was started {} times and never finished: each time the worker running it stopped (does the task kill or crash the process?); it is not run again",
+            "range {}..{} of task `{}` was started by {} workers and none finished it: each stopped while running it (does the task kill or crash the process?); it is not run again",
             item.start, item.end, prepared.task, starts - 1
         );
         tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, "{error}");

@@ -164,7 +164,7 @@ impl Store for ChaosStore {
         s: &str,
         run: &str,
         item: &str,
-        step: RangeStep,
+        step: RangeStep<'_>,
     ) -> Result<Option<u64>> {
         faulty!(
             self,

@@ -105,28 +105,24 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .start_run(session, RUN, Fence::Open)
         .await
         .expect("start the run");
-    // A range's unfinished starts are counted, and cleared when it finishes; another run's
-    // range is late and writes nothing.
+    // The workers that started a range and did not finish it are counted, each once, and
+    // cleared when it finishes; another run's range is late and writes nothing.
     let range = "0:1:0:3:1";
     let track = |run: &'static str, step| store.track_range(session, run, range, step);
+    let started = RangeStep::Started;
+    assert_eq!(track(RUN, started("w1")).await.expect("start"), Some(1));
     assert_eq!(
-        track(RUN, RangeStep::Started).await.expect("start"),
+        track(RUN, started("w1")).await.expect("start again"),
         Some(1)
     );
-    assert_eq!(
-        track(RUN, RangeStep::Started).await.expect("start"),
-        Some(2)
-    );
+    assert_eq!(track(RUN, started("w2")).await.expect("start"), Some(2));
     assert_eq!(
         track(RUN, RangeStep::Finished).await.expect("finish"),
         Some(0)
     );
+    assert_eq!(track(RUN, started("w3")).await.expect("start"), Some(1));
     assert_eq!(
-        track(RUN, RangeStep::Started).await.expect("start"),
-        Some(1)
-    );
-    assert_eq!(
-        track("agency_action/3/13", RangeStep::Started)
+        track("agency_action/3/13", started("w4"))
             .await
             .expect("another run's start"),
         None
@@ -355,7 +351,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     assert_eq!(late, [false]);
     assert_eq!(
         store
-            .track_range(session, RUN, "0:1:0:3:1", RangeStep::Started)
+            .track_range(session, RUN, "0:1:0:3:1", RangeStep::Started("w5"))
             .await
             .expect("track after cleanup"),
         None,

@@ -9,7 +9,7 @@
 //! | `agency:{S}:mappings` | hash | task id -> context key |
 //! | `agency:{S}:blob:<g>:<t>:<i>:<attempt>` | string | a large instance result stored by reference |
 //! | `agency:{S}:keys` | set | the session's task, outcome, blob and starts keys, for cleanup |
-//! | `agency:{S}:starts` | hash | work item (`<g>:<t>:<start>:<end>:<attempt>`) -> starts that have not finished; a range that keeps killing its workers is failed, not run again |
+//! | `agency:{S}:starts` | hash | work item (`<g>:<t>:<start>:<end>:<attempt>`) -> JSON list of the workers that started it and did not finish it; a range that keeps killing its workers is failed, not run again |
 //! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |

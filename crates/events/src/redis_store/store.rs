@@ -325,7 +325,7 @@ impl Store for RedisStore {
         session: &str,
         run: &str,
         item: &str,
-        step: RangeStep,
+        step: RangeStep<'_>,
     ) -> Result<Option<u64>> {
         let mut connection = self.connection.clone();
         let count: i64 = self
@@ -336,8 +336,8 @@ impl Store for RedisStore {
             .arg(run)
             .arg(item)
             .arg(match step {
-                RangeStep::Started => "start",
-                RangeStep::Finished => "finish",
+                RangeStep::Started(worker) => worker,
+                RangeStep::Finished => "",
             })
             .arg(WORKING_TTL_SECONDS)
             .invoke_async(&mut connection)
