@@ -51,6 +51,11 @@ impl Sessions {
         }
     }
 
+    /// Whether `run` is the session's current run (an empty run is not checked).
+    fn is_current(&self, session: &str, run: &str) -> bool {
+        run.is_empty() || self.runs.get(session).is_some_and(|current| current == run)
+    }
+
     /// Deletes the session's working state, not its result, lease or fence.
     fn forget(&mut self, session: &str) {
         self.runs.remove(session);
@@ -182,12 +187,7 @@ impl Store for MemoryStore {
     ) -> Result<Vec<bool>> {
         let accepted: Vec<bool> = {
             let mut sessions = self.sessions()?;
-            if !run.is_empty()
-                && sessions
-                    .runs
-                    .get(session)
-                    .is_none_or(|current| current != run)
-            {
+            if !sessions.is_current(session, run) {
                 return Ok(vec![false; outcomes.len()]);
             }
             let slots = sessions
@@ -430,12 +430,7 @@ impl Store for MemoryStore {
         step: RangeStep<'_>,
     ) -> Result<Option<u64>> {
         let mut sessions = self.sessions()?;
-        if !run.is_empty()
-            && sessions
-                .runs
-                .get(session)
-                .is_none_or(|current| current != run)
-        {
+        if !sessions.is_current(session, run) {
             return Ok(None);
         }
         let key = (session.to_string(), item.to_string());

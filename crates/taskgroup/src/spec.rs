@@ -2,7 +2,7 @@
 //! fields are errors) and reports where: line and column for malformed JSON, the field path for
 //! wrong types and unknown fields.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -117,12 +117,103 @@ impl SessionSpec {
     /// Parses a session document. Errors carry line and column, and the field path when the JSON
     /// is well-formed but does not fit the session format.
     pub fn parse(text: &str) -> Result<Self> {
-        let spec: Self = parse_all(text)?;
+        let spec: Self = match parse_all(text) {
+            Ok(spec) => spec,
+            // Well-formed JSON that does not fit: serde stops at the first misfit, so look for
+            // the others too.
+            Err(Error::Parse {
+                line,
+                column,
+                path: Some(path),
+                message,
+            }) => {
+                let first = Problem {
+                    path,
+                    message: format!("{message} (line {line}, column {column})"),
+                };
+                return Err(match every_misfit(text, first) {
+                    Ok(problems) => Error::Invalid(problems),
+                    Err(first) => Error::Parse {
+                        line,
+                        column,
+                        path: Some(first.path),
+                        message: message_of(&first.message, line, column),
+                    },
+                });
+            }
+            Err(error) => return Err(error),
+        };
         // A key repeated inside an input or the context would silently take its last value
         // (serde_json's maps do; a JSON parameter rewrote an Argo workflow that way).
         parse_all::<crate::no_duplicates::NoDuplicates>(text)?;
         Ok(spec)
     }
+}
+
+/// Every place where the well-formed document `text` does not fit the session format, `first`
+/// (serde's, with its position) among them: the top level, each group and each task are read
+/// on their own, so each reports its first misfit. `Err(first)` when it is the only one.
+fn every_misfit(text: &str, first: Problem) -> std::result::Result<Vec<Problem>, Problem> {
+    let Ok(Value::Object(mut top)) = serde_json::from_str::<Value>(text) else {
+        return Err(first);
+    };
+    let mut problems = vec![first];
+    let groups = take_list(&mut top, "groups");
+    misfit::<SessionSpec>(String::new(), Value::Object(top), &mut problems);
+    for (g, group) in groups.into_iter().enumerate() {
+        let Value::Object(mut group) = group else {
+            misfit::<GroupSpec>(format!("groups[{g}]"), group, &mut problems);
+            continue;
+        };
+        let tasks = take_list(&mut group, "tasks");
+        misfit::<GroupSpec>(format!("groups[{g}]"), Value::Object(group), &mut problems);
+        for (t, task) in tasks.into_iter().enumerate() {
+            misfit::<TaskSpec>(format!("groups[{g}].tasks[{t}]"), task, &mut problems);
+        }
+    }
+    if problems.len() == 1 {
+        return Err(problems.remove(0));
+    }
+    Ok(problems)
+}
+
+/// The list under `key`, left empty in its place; nothing when it is not a list (reading the
+/// object reports that).
+fn take_list(object: &mut Map<String, Value>, key: &str) -> Vec<Value> {
+    match object.get_mut(key) {
+        Some(Value::Array(items)) => std::mem::take(items),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads `value`, at `prefix`, as a `T`; its first misfit joins `problems` unless one is
+/// already there for the same path.
+fn misfit<T: serde::de::DeserializeOwned>(
+    prefix: String,
+    value: Value,
+    problems: &mut Vec<Problem>,
+) {
+    let Err(error) = serde_path_to_error::deserialize::<_, T>(value) else {
+        return;
+    };
+    let inner = error.path().to_string();
+    let path = match (prefix.is_empty(), inner.as_str()) {
+        (_, ".") => prefix,
+        (true, inner) => inner.to_string(),
+        (false, inner) => format!("{prefix}.{inner}"),
+    };
+    if problems.iter().all(|known| known.path != path) {
+        let message = error.into_inner().to_string();
+        problems.push(Problem { path, message });
+    }
+}
+
+/// `message` without the position serde_json appended, for a [`Error::Parse`] that reports it.
+fn message_of(message: &str, line: usize, column: usize) -> String {
+    message
+        .strip_suffix(&format!(" (line {line}, column {column})"))
+        .unwrap_or(message)
+        .to_string()
 }
 
 /// `text` as one `T` and nothing after it; an error names the line, column and field path.

@@ -268,3 +268,39 @@ fn a_session_id_that_would_break_its_hash_tag_is_refused() {
     )
     .is_ok());
 }
+
+#[test]
+fn every_type_error_is_listed_not_only_the_first() {
+    // serde stops at the first misfit of a document; each object is read on its own too.
+    let error = validate(json!({"timeout_ms": "soon", "groups": [
+        {"id": "a", "tasks": [
+            {"id": "t1", "executor": "noop", "retires": 1},
+            {"id": "t2", "executor": 5},
+        ]},
+        {"id": 7, "tasks": [{"id": "t3", "executor": "noop", "timeout_ms": -1}]},
+    ]}))
+    .unwrap_err();
+    let Error::Invalid(problems) = &error else {
+        panic!("expected every problem, got {error}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "timeout_ms",
+            "groups[0].tasks[0].retires",
+            "groups[0].tasks[1].executor",
+            "groups[1].id",
+            "groups[1].tasks[0].timeout_ms",
+        ],
+        "{error}"
+    );
+    // The first, found by serde in the text, keeps its position.
+    assert!(problems[0].message.contains("(line 1, column"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid session, 5 problems:"),
+        "{error}"
+    );
+}
