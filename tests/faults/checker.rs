@@ -161,6 +161,34 @@ pub fn stored_result(url: &str, id: &str, patience: Duration) -> Value {
     }
 }
 
+/// The keys of session `id` still in the Redis at `url`, sorted.
+pub fn session_keys(url: &str, id: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("agency:{{{id}}}:*"))
+        .query(&mut redis)
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Waits up to `patience` for `process` to exit; fails the test with `why` if it does not.
+pub fn wait_for_exit(
+    process: &mut std::process::Child,
+    patience: Duration,
+    why: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until session `id`'s first task has `count` outcomes recorded in the Redis at `url`:
 /// its work is under way.
 pub fn wait_for_outcomes(url: &str, id: &str, count: u64) {

@@ -8,18 +8,6 @@ use integration_tests::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// The session's keys that are still there, sorted.
-fn session_keys(url: &str, id: &str) -> Vec<String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("agency:{{{id}}}:*"))
-        .query(&mut redis)
-        .unwrap();
-    keys.sort();
-    keys
-}
-
 /// Runs a session on a coordinator armed with failpoint `point`; once it has exited there,
 /// starts a second coordinator and checks what it makes of the session.
 fn killed_at(point: &str, case: (&'static str, &'static str)) {

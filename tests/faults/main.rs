@@ -204,17 +204,11 @@ fn a_worker_stopped_with_sigterm_finishes_its_ranges_and_hands_back_the_rest() {
         "kill -TERM of one of two workers mid-session",
     );
     signal(cluster.processes[1].id(), "TERM");
-    let stopping = Instant::now();
-    let status = loop {
-        if let Some(status) = cluster.processes[1].try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(30),
-            "the worker did not stop within its grace period"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(
+        &mut cluster.processes[1],
+        Duration::from_secs(30),
+        "the worker did not stop within its grace period",
+    );
     assert!(status.success(), "{status}");
     let log = std::fs::read_to_string(cluster.dir.join("worker-1.log")).unwrap();
     assert!(log.contains("worker stopping"), "{log}");
@@ -280,15 +274,8 @@ fn dispatch_messages_delivered_again_after_a_session_ended_leave_nothing_behind(
 
     // The workers take them (their log says so) and nothing comes back.
     std::thread::sleep(Duration::from_secs(5));
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_connection().unwrap();
-    let mut left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("agency:{{{id}}}:*"))
-        .query(&mut redis)
-        .unwrap();
-    left.sort();
     assert_eq!(
-        left,
+        session_keys(&published.redis, &id),
         [
             format!("agency:{{{id}}}:fence"),
             format!("agency:{{{id}}}:origin")

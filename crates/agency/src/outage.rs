@@ -12,8 +12,21 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = events::Result<T>>,
 {
+    retrying_for(what, None, operation).await
+}
+
+/// As [`retrying`], giving up after `patience` (when given) with the last error.
+pub(crate) async fn retrying_for<T, F, Fut>(
+    what: &str,
+    patience: Option<std::time::Duration>,
+    operation: F,
+) -> events::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = events::Result<T>>,
+{
     let never = CancellationToken::new();
-    events::retry(what, &never, None, operation)
+    events::retry(what, &never, patience, operation)
         .await
         .unwrap_or_else(|| Err(events::Error::Closed(what.to_string())))
 }

@@ -307,10 +307,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = events::Result<T>>,
 {
-    let never = CancellationToken::new();
-    events::retry(what, &never, Some(PATIENCE), operation)
-        .await
-        .unwrap_or_else(|| Err(events::Error::Closed(what.to_string())))
+    crate::outage::retrying_for(what, Some(PATIENCE), operation).await
 }
 
 /// Stores a result under its session's key and announces it on `agency:results`.
