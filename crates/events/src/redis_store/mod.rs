@@ -58,11 +58,16 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// A connection's trouble is `Unavailable`, to be waited out; anything else Redis refused. A
+/// reply cut short by a dropped connection can surface as a parse error rather than an I/O one
+/// (redis-rs's async decoder reports "Unexpected end of input"), and redis-rs itself replaces
+/// the connection on any parse error, so those are the connection's trouble too.
 fn unavailable(error: redis::RedisError) -> Error {
     if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_timeout()
         || error.is_connection_refusal()
+        || error.kind() == redis::ErrorKind::Parse
     {
         Error::Unavailable {
             backend: "redis",
@@ -178,8 +183,6 @@ impl RedisStore {
             .map(Some)
     }
 
-    /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its
-    /// first argument the token, already given) and reads its answer.
     /// Runs a cleanup script (fenced by a token, or by the run): KEYS fence, keys index,
     /// context, mappings, run; ARGV the token or the run.
     async fn delete_working_state(
@@ -198,6 +201,8 @@ impl RedisStore {
         self.write_fenced(session, &mut invocation).await
     }
 
+    /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its
+    /// first argument the token, already given) and reads its answer.
     async fn write_fenced(
         &self,
         session: &str,
@@ -258,5 +263,59 @@ impl Subscription for RedisSubscription {
                 message: format!("subscription to {} lost its connection", self.channel),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A server that answers the first command with the start of a long array and hangs up, as
+    /// Redis does when `CLIENT KILL` lands mid-reply: the client sees the data end inside an element.
+    async fn cut_reply_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("the listener's address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                // The handshake's commands get `+OK` each; the first LRANGE gets the cut reply.
+                while let Ok(read @ 1..) = socket.read(&mut request).await {
+                    let request = String::from_utf8_lossy(&request[..read]);
+                    if request.contains("LRANGE") {
+                        let _ = socket.write_all(b"*20000\r\n$1\r\na\r\n$5\r\nab").await;
+                        break;
+                    }
+                    let commands = request.matches("*").count();
+                    let _ = socket
+                        .write_all("+OK\r\n".repeat(commands).as_bytes())
+                        .await;
+                }
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_is_the_connection_s_trouble() {
+        let address = cut_reply_server().await;
+        let client = redis::Client::open(format!("redis://{address}")).expect("an address");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the handshake is answered");
+        let cut: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
+            .arg("k")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await;
+        let error = cut.expect_err("the reply was cut short");
+        assert!(
+            matches!(unavailable(error), Error::Unavailable { .. }),
+            "a cut reply must be waited out, not refused"
+        );
     }
 }
