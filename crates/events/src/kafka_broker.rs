@@ -98,6 +98,13 @@ impl KafkaOptions {
     }
 }
 
+/// The replicas that must hold a message before the producer's `acks=all` write of it returns:
+/// all but one, so a topic of 3 replicas loses no acknowledged message when a broker dies and
+/// still takes writes while one is down (1 of 1, 1 of 2, 2 of 3, 3 of 4...).
+fn min_in_sync(replication: i32) -> i32 {
+    (replication - 1).max(1)
+}
+
 /// How long a topic this client created may take to show up in the metadata it reads.
 const TOPIC_VISIBLE: Duration = Duration::from_secs(10);
 
@@ -236,11 +243,13 @@ impl KafkaBroker {
         {
             return Ok(());
         }
+        let in_sync = min_in_sync(self.options.replication).to_string();
         let new = NewTopic::new(
             topic,
             self.options.partitions,
             TopicReplication::Fixed(self.options.replication),
-        );
+        )
+        .set("min.insync.replicas", &in_sync);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
