@@ -5,6 +5,7 @@
 #                                          runtime jars come from Maven Central through Maven)
 #
 #   scripts/services.sh up       install if missing, start what is not answering, wait until ready
+#                                (and install ip and nft, which the fault suite's partitions use)
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh kafka-cluster up|status|down
@@ -22,6 +23,7 @@
 #   AGENCY_REDIS_PORT, AGENCY_KAFKA_PORT, AGENCY_KAFKA_CONTROLLER_PORT (6379, 9092, 9093);
 #                                comma-separated Kafka ports (as many controller ports as broker
 #                                ports) start that many nodes as one cluster
+#   AGENCY_KAFKA_HOST            the address Apache Kafka listens on and advertises (127.0.0.1)
 #   AGENCY_SERVICES_CACHE        where the broker's jars are kept (default ~/.cache/agency)
 #   AGENCY_SERVICES_STATE        pid files, logs and broker data (default .services in the checkout)
 # Broker data lives in $AGENCY_SERVICES_STATE/kafka-data (node N of a cluster: kafkaN-data),
@@ -34,6 +36,7 @@ redis_port=${AGENCY_REDIS_PORT:-6379}
 IFS=, read -r -a kafka_ports <<<"${AGENCY_KAFKA_PORT:-9092}"
 IFS=, read -r -a controller_ports <<<"${AGENCY_KAFKA_CONTROLLER_PORT:-9093}"
 nodes=${#kafka_ports[@]}
+kafka_host=${AGENCY_KAFKA_HOST:-127.0.0.1}
 broker=${AGENCY_BROKER:-kafka}
 kafka_version=${AGENCY_KAFKA_VERSION:-4.4.0}
 cache=${AGENCY_SERVICES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agency}
@@ -73,7 +76,7 @@ apt_install() {
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-port_open() { (exec 5<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open() { (exec 5<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 # Who listens on a port, for error messages.
 holder() {
@@ -97,7 +100,7 @@ redis_answers() {
 # correlation id; a bare open port is not enough (something else could hold it).
 kafka_answers() {
   (
-    exec 4<>"/dev/tcp/127.0.0.1/$kafka_port" || exit 1
+    exec 4<>"/dev/tcp/$kafka_host/$kafka_port" || exit 1
     # size 10, api_key 18 (ApiVersions), api_version 0, correlation_id 7, client_id "" (length 0)
     printf '\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x07\x00\x00' >&4
     reply=$(timeout 2 head -c 8 <&4 | od -An -tx1 | tr -d ' \n')
@@ -110,7 +113,7 @@ kafka_answers() {
 # broker: a KRaft node answers ApiVersions before it has registered with its controller.
 kafka_ready() {
   (
-    exec 4<>"/dev/tcp/127.0.0.1/$kafka_port" || exit 1
+    exec 4<>"/dev/tcp/$kafka_host/$kafka_port" || exit 1
     # size 15, api_key 3, api_version 4, correlation_id 9, client_id "", topics [] (none),
     # allow_auto_topic_creation false
     printf '\x00\x00\x00\x0f\x00\x03\x00\x04\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00' >&4
@@ -150,6 +153,13 @@ redis_up() {
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
   wait_for redis redis_answers 10
   log "started redis on 127.0.0.1:$redis_port (pid $(cat "$state/redis.pid"))"
+}
+
+# The fault suite's network partitions run processes in network namespaces (`ip netns`) and cut
+# them off with nftables rules (`nft`); both come from Debian.
+partition_tools() {
+  command -v ip >/dev/null || { log "installing iproute2"; apt_install iproute2; }
+  command -v nft >/dev/null || { log "installing nftables"; apt_install nftables; }
 }
 
 # A Java of at least version 17 (Kafka 4 needs it): $JAVA_HOME's, or the one on PATH.
@@ -193,14 +203,14 @@ kafka_config() {
   {
     cat "$root/scripts/kafka/server.properties"
     echo
-    echo "listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
+    echo "listeners=PLAINTEXT://$kafka_host:$kafka_port,CONTROLLER://$kafka_host:$controller_port"
+    echo "advertised.listeners=PLAINTEXT://$kafka_host:$kafka_port,CONTROLLER://$kafka_host:$controller_port"
     echo "log.dirs=$kafka_data"
     if [ "$nodes" -eq 1 ]; then
-      echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+      echo "controller.quorum.bootstrap.servers=$kafka_host:$controller_port"
     else
       for n in $(seq 1 "$nodes"); do
-        voters="$voters${voters:+,}$n@127.0.0.1:${controller_ports[$((n - 1))]}"
+        voters="$voters${voters:+,}$n@$kafka_host:${controller_ports[$((n - 1))]}"
       done
       echo "node.id=$node"
       echo "controller.quorum.voters=$voters"
@@ -237,7 +247,7 @@ apache_kafka_start() {
   java=$(java_bin)
   kafka_jars
   for port in "$kafka_port" "$controller_port"; do
-    port_open "$port" && die "127.0.0.1:$port is taken by $(holder "$port"), which does not answer as a Kafka broker; stop it or set AGENCY_KAFKA_PORT / AGENCY_KAFKA_CONTROLLER_PORT"
+    port_open "$port" "$kafka_host" && die "$kafka_host:$port is taken by $(holder "$port"), which does not answer as a Kafka broker; stop it or set AGENCY_KAFKA_PORT / AGENCY_KAFKA_CONTROLLER_PORT"
   done
   config=$(kafka_config)
   kafka_format "$java" "$config"
@@ -289,9 +299,9 @@ apache_kafka_up() {
     kafka_node "$n"
     wait_for "$kafka_name" kafka_ready 120
     if [[ " ${fresh[*]} " == *" $n "* ]]; then
-      log "started Apache Kafka $kafka_version on 127.0.0.1:$kafka_port in $(since "$started") s (pid $(cat "$state/$kafka_name.pid"), log $state/$kafka_name.log)"
+      log "started Apache Kafka $kafka_version on $kafka_host:$kafka_port in $(since "$started") s (pid $(cat "$state/$kafka_name.pid"), log $state/$kafka_name.log)"
     else
-      log "kafka answers on 127.0.0.1:$kafka_port"
+      log "kafka answers on $kafka_host:$kafka_port"
     fi
   done
 }
@@ -326,7 +336,7 @@ kafka_status() {
   for n in $(seq 1 "$nodes"); do
     kafka_node "$n"
     if kafka_ready; then answer="answers, ready"; elif kafka_answers; then answer="answers, not ready"; else answer="not answering"; fi
-    log "kafka on 127.0.0.1:$kafka_port: $answer ($(owner "$kafka_name" tansu))"
+    log "kafka on $kafka_host:$kafka_port: $answer ($(owner "$kafka_name" tansu))"
     kafka_answers || return 1
   done
 }
@@ -352,6 +362,7 @@ case "${1:-}" in
   up)
     redis_up
     kafka_up
+    partition_tools
     ;;
   down)
     stop_kafka

@@ -174,13 +174,25 @@ impl Cluster {
     /// Starts one more process with extra arguments and environment variables (a failpoint,
     /// `AGENCY_FAILPOINT`); returns its index in `processes`.
     pub fn spawn_env(&mut self, role: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
+        self.spawn_via(&[], role, args, env)
+    }
+
+    /// Starts one more process through the program `via` (`ip netns exec <name>`), which runs
+    /// `agency` with its arguments; returns its index in `processes`.
+    pub fn spawn_via(
+        &mut self,
+        via: &[&str],
+        role: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let log = std::fs::File::create(
             self.dir
                 .join(format!("{role}-{}.log", self.processes.len())),
         )
         .unwrap();
         let child = self
-            .command(&[role])
+            .command_via(via, &[role])
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -192,7 +204,18 @@ impl Cluster {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(agency_bin());
+        self.command_via(&[], args)
+    }
+
+    fn command_via(&self, via: &[&str], args: &[&str]) -> Command {
+        let mut command = match via.split_first() {
+            None => Command::new(agency_bin()),
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(agency_bin());
+                command
+            }
+        };
         command
             .args(args)
             .env("AGENCY_NAMESPACE", &self.namespace)
@@ -256,6 +279,8 @@ pub struct OwnKafka {
     /// The port each node listens on.
     pub ports: Vec<u16>,
     controllers: Vec<u16>,
+    /// The address every node listens on and advertises.
+    pub host: String,
 }
 
 impl OwnKafka {
@@ -267,12 +292,18 @@ impl OwnKafka {
 
     /// Starts `nodes` nodes as one cluster, each a broker and a KRaft controller.
     pub fn start_nodes(name: &str, nodes: usize) -> Self {
+        Self::start_nodes_on(name, nodes, "127.0.0.1")
+    }
+
+    /// Starts `nodes` nodes listening on `host` (an address of this machine).
+    pub fn start_nodes_on(name: &str, nodes: usize, host: &str) -> Self {
         let state = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&state).unwrap();
         let kafka = Self {
             state,
             ports: (0..nodes).map(|_| free_port()).collect(),
             controllers: (0..nodes).map(|_| free_port()).collect(),
+            host: host.to_string(),
         };
         kafka.up();
         kafka
@@ -280,7 +311,11 @@ impl OwnKafka {
 
     /// Its bootstrap addresses.
     pub fn brokers(&self) -> String {
-        let addresses: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let addresses: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("{}:{p}", self.host))
+            .collect();
         addresses.join(",")
     }
 
@@ -298,6 +333,7 @@ impl OwnKafka {
             .env("AGENCY_REDIS_PORT", redis_addr().port().to_string())
             .env("AGENCY_KAFKA_PORT", list(&self.ports))
             .env("AGENCY_KAFKA_CONTROLLER_PORT", list(&self.controllers))
+            .env("AGENCY_KAFKA_HOST", &self.host)
             .env("AGENCY_BROKER", "kafka")
             .output()
             .unwrap()
@@ -351,16 +387,24 @@ pub struct OwnRedis {
     pub dir: PathBuf,
     /// The port it listens on.
     pub port: u16,
+    /// The address it listens on (besides 127.0.0.1) and its URL names.
+    pub host: String,
 }
 
 impl OwnRedis {
-    /// Starts it; panics if it does not answer within 10 s.
+    /// Starts it on 127.0.0.1; panics if it does not answer within 10 s.
     pub fn start(name: &str) -> Self {
+        Self::start_on(name, "127.0.0.1")
+    }
+
+    /// Starts it listening on `host` too (an address of this machine).
+    pub fn start_on(name: &str, host: &str) -> Self {
         let dir = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&dir).unwrap();
         let redis = Self {
             dir,
             port: free_port(),
+            host: host.to_string(),
         };
         redis.up();
         redis
@@ -368,14 +412,17 @@ impl OwnRedis {
 
     /// Its URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 
     /// Starts it again on the same port and data (after [`OwnRedis::shutdown`]).
     pub fn up(&self) {
         let port = self.port.to_string();
         let started = Command::new("redis-server")
-            .args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", &port])
+            .args(["--daemonize", "yes", "--port", &port])
+            .args(["--bind", "127.0.0.1", &self.host])
+            // Clients on the lab address of the network cases are not loopback to Redis.
+            .args(["--protected-mode", "no"])
             .args([
                 "--save",
                 "",
@@ -432,6 +479,8 @@ impl Drop for OwnRedis {
         let _ = self.query(&["SHUTDOWN", "NOSAVE"]);
     }
 }
+
+pub mod network;
 
 /// A TCP port free on loopback now.
 pub fn free_port() -> u16 {

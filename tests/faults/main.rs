@@ -8,6 +8,7 @@ mod checker;
 mod coordinator;
 mod fleet;
 mod kafka;
+mod network;
 mod store;
 
 use checker::*;
