@@ -420,7 +420,13 @@ impl OwnRedis {
         let port = self.port.to_string();
         let started = Command::new("redis-server")
             .args(["--daemonize", "yes", "--port", &port])
-            .args(["--bind", "127.0.0.1", &self.host])
+            .arg("--bind")
+            .args(
+                ["127.0.0.1", &self.host]
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>(),
+            )
             // Clients on the lab address of the network cases are not loopback to Redis.
             .args(["--protected-mode", "no"])
             .args([

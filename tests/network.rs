@@ -1,7 +1,7 @@
 //! Network partitions on one machine: a [`Lab`] address on loopback where a test's own Redis and
 //! Kafka listen, and [`Netns`] network namespaces whose processes reach that address over a veth
-//! link and can be cut off from chosen ports of it with nftables rules (`drop`: the packets
-//! vanish, nobody is told, as in a real partition). Needs root, `ip` and `nft`
+//! link and can be cut off from chosen ports of it with nftables rules: `drop` (the packets
+//! vanish and nobody is told, as in a real partition) or `reject` (connections are reset). Needs root, `ip` and `nft`
 //! (`scripts/services.sh up` installs them).
 
 use std::process::Command;
@@ -153,24 +153,26 @@ impl Netns {
     }
 
     /// Cuts this namespace's processes off from `ports` of the lab's address: every packet they
-    /// send there is dropped.
+    /// send there is dropped, and nobody is told.
     pub fn cut(&self, ports: &[u16]) {
+        self.rule(ports, &["drop"]);
+    }
+
+    /// Cuts them off answering: every connection there is reset (a TCP RST), as a firewall's
+    /// REJECT does.
+    pub fn refuse(&self, ports: &[u16]) {
+        self.rule(ports, &["reject", "with", "tcp", "reset"]);
+    }
+
+    fn rule(&self, ports: &[u16], verdict: &[&str]) {
         for port in ports {
-            self.exec(&[
-                "nft",
-                "add",
-                "rule",
-                "inet",
-                "agency",
-                "out",
-                "ip",
-                "daddr",
-                &self.lab,
-                "tcp",
-                "dport",
-                &port.to_string(),
-                "drop",
-            ]);
+            let port = port.to_string();
+            let mut rule = vec![
+                "nft", "add", "rule", "inet", "agency", "out", "ip", "daddr", &self.lab, "tcp",
+                "dport", &port,
+            ];
+            rule.extend_from_slice(verdict);
+            self.exec(&rule);
         }
     }
 

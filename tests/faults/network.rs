@@ -1,7 +1,7 @@
 //! Network partitions (reliability F9-F11): one process runs in a network namespace of its own
 //! and is cut off, for 20 s, from Redis or from Kafka while the rest of the cluster reaches both.
 //! The namespace's packets to the cut port are dropped (nftables), so its connections neither
-//! fail nor answer, as in a real partition. Each case runs its own Redis and Kafka on a lab
+//! fail nor answer, as in a real partition; one case resets them instead. Each case runs its own Redis and Kafka on a lab
 //! address the namespace can reach (`integration_tests::network`).
 
 use super::checker::*;
@@ -18,6 +18,15 @@ const CUT: Duration = Duration::from_secs(20);
 enum Server {
     Redis,
     Kafka,
+}
+
+/// How the cut treats what is sent across it.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Dropped without a word.
+    Drop,
+    /// Answered with a TCP reset.
+    Reset,
 }
 
 /// The servers, the namespace and the cluster of one case. Fields drop in order: the processes
@@ -81,6 +90,7 @@ fn one_session_through_a_cut(
     case: (&'static str, &'static str),
     inside: usize,
     server: Server,
+    how: Cut,
 ) {
     let mut lab = Partitioned::start(name, inside);
     let id = unique(name);
@@ -93,7 +103,10 @@ fn one_session_through_a_cut(
     lab.cluster.submit(&doc);
     wait_for_outcomes(&lab.redis.url(), &id, 40);
     let case = Case::inject(case.0, case.1);
-    lab.netns.cut(&[lab.port(server)]);
+    match how {
+        Cut::Drop => lab.netns.cut(&[lab.port(server)]),
+        Cut::Reset => lab.netns.refuse(&[lab.port(server)]),
+    }
     std::thread::sleep(CUT);
     lab.netns.heal();
     check_one_right_result(&lab.published, &id, instances, ms);
@@ -120,6 +133,22 @@ fn a_worker_cut_off_from_redis_loses_nothing() {
         ),
         1,
         Server::Redis,
+        Cut::Drop,
+    );
+}
+
+/// Reliability F9 with REJECT: a worker whose connections to Redis are reset.
+#[test]
+fn a_worker_refused_by_redis_loses_nothing() {
+    one_session_through_a_cut(
+        "refused-worker-redis",
+        (
+            "F9 worker refused by Redis",
+            "one of two workers in a network namespace; its connections to Redis reset (nftables reject with tcp reset) for 20 s mid-session",
+        ),
+        1,
+        Server::Redis,
+        Cut::Reset,
     );
 }
 
@@ -135,6 +164,7 @@ fn a_worker_cut_off_from_kafka_loses_nothing() {
         ),
         1,
         Server::Kafka,
+        Cut::Drop,
     );
 }
 
@@ -151,5 +181,6 @@ fn the_coordinator_cut_off_from_redis_loses_nothing() {
         ),
         0,
         Server::Redis,
+        Cut::Drop,
     );
 }
