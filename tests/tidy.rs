@@ -1,4 +1,5 @@
-//! Tidy checks over the source tree: every Rust file opens with a `//!` line saying what it is for.
+//! Tidy checks over the source tree: every Rust file opens with a `//!` line saying what it is for,
+//! and no crate reads the wall clock.
 
 use std::path::{Path, PathBuf};
 
@@ -34,5 +35,29 @@ fn every_rust_file_opens_with_a_module_doc() {
     assert!(
         missing.is_empty(),
         "files without a `//!` opening line: {missing:?}"
+    );
+}
+
+/// Leases expire by Redis's clock and timeouts run on the monotonic clock, so a host whose wall
+/// clock is wrong or jumps decides nothing differently (reliability F16). A crate that reads the
+/// wall clock would break that quietly.
+#[test]
+fn no_crate_reads_the_wall_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let readers: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            ["SystemTime", "UNIX_EPOCH", "chrono::", "Utc::now", "Local::now"]
+                .iter()
+                .any(|reader| text.contains(reader))
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        readers.is_empty(),
+        "these files read the wall clock: {readers:?}"
     );
 }

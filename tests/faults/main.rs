@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod checker;
+mod clocks;
 mod coordinator;
 mod fleet;
 mod kafka;
