@@ -50,9 +50,15 @@ fn no_crate_reads_the_wall_clock() {
         .iter()
         .filter(|file| {
             let text = std::fs::read_to_string(file).unwrap_or_default();
-            ["SystemTime", "UNIX_EPOCH", "chrono::", "Utc::now", "Local::now"]
-                .iter()
-                .any(|reader| text.contains(reader))
+            [
+                "SystemTime",
+                "UNIX_EPOCH",
+                "chrono::",
+                "Utc::now",
+                "Local::now",
+            ]
+            .iter()
+            .any(|reader| text.contains(reader))
         })
         .map(|file| file.display().to_string())
         .collect();

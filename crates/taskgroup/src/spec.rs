@@ -152,7 +152,7 @@ impl SessionSpec {
 
 /// Every place where the well-formed document `text` does not fit the session format, `first`
 /// (serde's, with its position) among them: the top level, each group and each task are read
-/// on their own, so each reports its first misfit. `Err(first)` when it is the only one.
+/// on their own, each for every misfit it holds. `Err(first)` when it is the only one.
 fn every_misfit(text: &str, first: Problem) -> std::result::Result<Vec<Problem>, Problem> {
     let Ok(Value::Object(mut top)) = serde_json::from_str::<Value>(text) else {
         return Err(first);
@@ -186,26 +186,84 @@ fn take_list(object: &mut Map<String, Value>, key: &str) -> Vec<Value> {
     }
 }
 
-/// Reads `value`, at `prefix`, as a `T`; its first misfit joins `problems` unless one is
-/// already there for the same path.
+/// Reads `value`, at `prefix`, as a `T`; each misfit joins `problems` unless one is already
+/// there for the same path. serde stops at an object's first misfit, so the field holding it
+/// gets a stand-in of the right shape, or is taken out, and the object is read again, until it
+/// fits or what is left cannot tell more: a required field taken out is then missing, which is
+/// no misfit of the document's.
 fn misfit<T: serde::de::DeserializeOwned>(
     prefix: String,
-    value: Value,
+    mut value: Value,
     problems: &mut Vec<Problem>,
 ) {
-    let Err(error) = serde_path_to_error::deserialize::<_, T>(value) else {
-        return;
-    };
-    let inner = error.path().to_string();
-    let path = match (prefix.is_empty(), inner.as_str()) {
-        (_, ".") => prefix,
-        (true, inner) => inner.to_string(),
-        (false, inner) => format!("{prefix}.{inner}"),
-    };
-    if problems.iter().all(|known| known.path != path) {
-        let message = error.into_inner().to_string();
-        problems.push(Problem { path, message });
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let Err(error) = serde_path_to_error::deserialize::<_, T>(value.clone()) else {
+            return;
+        };
+        let message = error.inner().to_string();
+        if removed
+            .iter()
+            .any(|field| message.starts_with(&format!("missing field `{field}`")))
+        {
+            return;
+        }
+        let inner = error.path().to_string();
+        let path = match (prefix.is_empty(), inner.as_str()) {
+            (_, ".") => prefix.clone(),
+            (true, inner) => inner.to_string(),
+            (false, inner) => format!("{prefix}.{inner}"),
+        };
+        if problems.iter().all(|known| known.path != path) {
+            problems.push(Problem { path, message });
+        }
+        let field = match error.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+            _ => return,
+        };
+        if !stand_in::<T>(&mut value, &field) {
+            let Value::Object(object) = &mut value else {
+                return;
+            };
+            if object.remove(&field).is_none() {
+                return;
+            }
+            removed.push(field);
+        }
     }
+}
+
+/// Puts a value of the right shape in place of `value`'s misfit `field` (an empty string, a
+/// zero, an empty object or list, `false`), the first the reading gets past; false when none
+/// fits.
+fn stand_in<T: serde::de::DeserializeOwned>(value: &mut Value, field: &str) -> bool {
+    let Value::Object(object) = value else {
+        return false;
+    };
+    let candidates = [
+        Value::String(String::new()),
+        Value::from(0),
+        Value::Object(Map::new()),
+        Value::Array(Vec::new()),
+        Value::Bool(false),
+    ];
+    for candidate in candidates {
+        let mut trial = object.clone();
+        trial.insert(field.to_string(), candidate);
+        let gets_past = match serde_path_to_error::deserialize::<_, T>(Value::Object(trial.clone()))
+        {
+            Ok(_) => true,
+            Err(error) => !matches!(
+                error.path().iter().next(),
+                Some(serde_path_to_error::Segment::Map { key }) if key == field
+            ),
+        };
+        if gets_past {
+            *object = trial;
+            return true;
+        }
+    }
+    false
 }
 
 /// `message` without the position serde_json appended, for a [`Error::Parse`] that reports it.

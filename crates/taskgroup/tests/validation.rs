@@ -271,11 +271,14 @@ fn a_session_id_that_would_break_its_hash_tag_is_refused() {
 
 #[test]
 fn every_type_error_is_listed_not_only_the_first() {
-    // serde stops at the first misfit of a document; each object is read on its own too.
+    // serde stops at the first misfit of a document; each object is read on its own too, and
+    // read again past each misfit field (a stand-in of the right shape in its place, or
+    // without it), so one task's three misfits are all listed, and a required field's misfit
+    // does not hide the next.
     let error = validate(json!({"timeout_ms": "soon", "groups": [
         {"id": "a", "tasks": [
-            {"id": "t1", "executor": "noop", "retires": 1},
-            {"id": "t2", "executor": 5},
+            {"id": "t1", "executor": "noop", "retires": 1, "timeout_ms": "later", "concurrency": -2},
+            {"id": 2, "executor": 5},
         ]},
         {"id": 7, "tasks": [{"id": "t3", "executor": "noop", "timeout_ms": -1}]},
     ]}))
@@ -289,6 +292,9 @@ fn every_type_error_is_listed_not_only_the_first() {
         [
             "timeout_ms",
             "groups[0].tasks[0].retires",
+            "groups[0].tasks[0].concurrency",
+            "groups[0].tasks[0].timeout_ms",
+            "groups[0].tasks[1].id",
             "groups[0].tasks[1].executor",
             "groups[1].id",
             "groups[1].tasks[0].timeout_ms",
@@ -300,7 +306,7 @@ fn every_type_error_is_listed_not_only_the_first() {
     assert!(
         error
             .to_string()
-            .starts_with("invalid session, 5 problems:"),
+            .starts_with("invalid session, 8 problems:"),
         "{error}"
     );
 }
