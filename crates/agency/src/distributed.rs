@@ -3,9 +3,11 @@
 //!
 //! An action is seed 002's `handle(key, 'initialize', data, context)` as a Kafka message:
 //! `{"key": "session id", "action": "initialize", "data": <session>, "context": {...}}`. The
-//! `context` is merged over the session's own. A message that is not such an action goes to the
-//! dead-letter topic; a session that does not validate gets a `failed` result with every problem,
-//! published like any other result, so whoever waits for it learns why.
+//! `context` is merged over the session's own. `{"key": "session id", "action": "cancel"}` ends
+//! the session's run `cancelled`, with the results of what completed. A message that is not such
+//! an action goes to the dead-letter topic; a session that does not validate gets a `failed`
+//! result with every problem, published like any other result, so whoever waits for it learns
+//! why.
 
 #[cfg(feature = "kafka")]
 pub use crate::connect::connect_broker;
@@ -19,6 +21,7 @@ use events::{Broker, Fence, Message, Origin, Position, Store, Watermarks, RESULT
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +43,8 @@ pub struct Action {
     pub key: Option<String>,
     /// What to do.
     pub action: ActionKind,
-    /// The session document.
+    /// The session document (`initialize`; `null` for `cancel`).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
     /// Merged over the session's own context.
     #[serde(default)]
@@ -53,6 +57,9 @@ pub struct Action {
 pub enum ActionKind {
     /// Start (or resume) the session.
     Initialize,
+    /// Stop the session's run: nothing more is dispatched, running instances are cancelled, and
+    /// the result is `cancelled` with what completed.
+    Cancel,
 }
 
 impl std::str::FromStr for ActionKind {
@@ -61,7 +68,10 @@ impl std::str::FromStr for ActionKind {
     fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
         match text {
             "initialize" => Ok(Self::Initialize),
-            other => Err(format!("unknown action `{other}` (expected initialize)")),
+            "cancel" => Ok(Self::Cancel),
+            other => Err(format!(
+                "unknown action `{other}` (expected initialize or cancel)"
+            )),
         }
     }
 }
@@ -88,6 +98,7 @@ impl Action {
             #[serde(default)]
             key: Option<String>,
             action: String,
+            #[serde(default)]
             data: Value,
             #[serde(default)]
             context: Map<String, Value>,
@@ -103,9 +114,12 @@ impl Action {
     }
 }
 
-/// Turns an action into a session document and its id, or says what is wrong with it.
+/// Turns an `initialize` action into a session document and its id, or says what is wrong with
+/// it.
 pub fn session_document(action: Action) -> std::result::Result<(String, Value), String> {
-    let ActionKind::Initialize = action.action;
+    if action.action != ActionKind::Initialize {
+        return Err("only an `initialize` action carries a session".into());
+    }
     let Value::Object(mut data) = action.data else {
         return Err("`data` must be a session object".into());
     };
@@ -153,11 +167,20 @@ pub async fn run_coordinator(
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
     let mut sessions = JoinSet::new();
     let mut watermarks = Watermarks::default();
+    // The runs this coordinator has under way, by session id, each with the token that cancels
+    // it: a cancel action reaches them at once (others, through the store, within a second).
+    let mut running: HashMap<String, Vec<(Origin, CancellationToken)>> = HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(finished) = sessions.join_next() => {
-                let position: Position = finished?;
+                let (position, id): (Position, String) = finished?;
+                if let Some(runs) = running.get_mut(&id) {
+                    runs.retain(|(origin, _)| *origin != position.origin());
+                    if runs.is_empty() {
+                        running.remove(&id);
+                    }
+                }
                 if let Some(next) = watermarks.done(&position) {
                     outage::commit(consumer.as_mut(), &next).await;
                 }
@@ -166,19 +189,32 @@ pub async fn run_coordinator(
                 let message = message?;
                 let position = Position::of(&message);
                 watermarks.taken(&position);
-                let Some((id, session)) = accept(broker.as_ref(), store.as_ref(), &rules, &message).await else {
-                    if let Some(next) = watermarks.done(&position) {
-                        outage::commit(consumer.as_mut(), &next).await;
+                let (id, session) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
+                    Accepted::Run(id, session) => (id, session),
+                    Accepted::Cancel(id) => {
+                        let here = running.get(&id).map_or(&[][..], Vec::as_slice);
+                        cancel_runs(store.as_ref(), &id, here).await;
+                        if let Some(next) = watermarks.done(&position) {
+                            outage::commit(consumer.as_mut(), &next).await;
+                        }
+                        continue;
                     }
-                    continue;
+                    Accepted::Nothing => {
+                        if let Some(next) = watermarks.done(&position) {
+                            outage::commit(consumer.as_mut(), &next).await;
+                        }
+                        continue;
+                    }
                 };
                 let coordinator = coordinator.clone();
                 let stop = shutdown.child_token();
+                let cancel = CancellationToken::new();
+                running.entry(id.clone()).or_default().push((position.origin(), cancel.clone()));
                 sessions.spawn(async move {
                     let origin = position.origin();
                     tracing::info!(session = %id, %origin, "session taken");
                     let progress = Progress::default();
-                    let running = coordinator.run_action(&session, &id, &origin, &progress, stop);
+                    let running = coordinator.run_action(&session, &id, &origin, &progress, stop, cancel);
                     match AssertUnwindSafe(running).catch_unwind().await {
                         Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
                         Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
@@ -186,7 +222,7 @@ pub async fn run_coordinator(
                         Ok(Err(error)) => tracing::error!(session = %id, %error, "session failed"),
                         Err(_) => tracing::error!(session = %id, "session task panicked"),
                     }
-                    position
+                    (position, id)
                 });
             }
         }
@@ -196,30 +232,56 @@ pub async fn run_coordinator(
     Ok(())
 }
 
-/// Reads one action: a valid session to run, or `None` after dead-lettering or rejecting it.
+/// What an intake message asks of the coordinator.
+enum Accepted {
+    /// Run this valid session.
+    Run(String, Session),
+    /// Cancel this session's run.
+    Cancel(String),
+    /// Nothing more: the message was dead-lettered, or its invalid session rejected.
+    Nothing,
+}
+
+/// Reads one action: a valid session to run, a session to cancel, or nothing after
+/// dead-lettering or rejecting it.
 async fn accept(
     broker: &dyn Broker,
     store: &dyn Store,
     rules: &Rules,
     message: &Message,
-) -> Option<(String, Session)> {
+) -> Accepted {
     let action = match Action::decode(&message.payload) {
         Ok(action) => action,
         Err(reason) => {
             dead_letter::send(broker, message, &reason).await;
-            return None;
+            return Accepted::Nothing;
         }
     };
+    if action.action == ActionKind::Cancel {
+        return match action.key {
+            Some(id) if taskgroup::session_id_problem(&id).is_none() => Accepted::Cancel(id),
+            Some(id) => {
+                let reason = taskgroup::session_id_problem(&id).unwrap_or_default();
+                dead_letter::send(broker, message, &format!("cancel: {reason}")).await;
+                Accepted::Nothing
+            }
+            None => {
+                let reason = "a cancel names its session in `key`";
+                dead_letter::send(broker, message, reason).await;
+                Accepted::Nothing
+            }
+        };
+    }
     let (id, document) = match session_document(action) {
         Ok(parts) => parts,
         Err(reason) => {
             dead_letter::send(broker, message, &reason).await;
-            return None;
+            return Accepted::Nothing;
         }
     };
     match Session::from_json(&document.to_string(), rules) {
         // The coordinator deletes an earlier run's result under the same id as the session starts.
-        Ok(session) => Some((id, session)),
+        Ok(session) => Accepted::Run(id, session),
         Err(error) => {
             // A well-formed action with an invalid session: its submitter waits for a result.
             let errors: Vec<String> = match &error {
@@ -236,9 +298,64 @@ async fn accept(
             {
                 tracing::error!(session = %id, %error, "cannot publish the rejection");
             }
-            None
+            Accepted::Nothing
         }
     }
+}
+
+/// Carries out a cancel action: the session's runs under way here stop at once, and its
+/// current run is marked cancelled in the store, for the coordinator that runs it elsewhere
+/// (it sees the mark within a second). A session with no current run is left as it is.
+async fn cancel_runs(store: &dyn Store, id: &str, here: &[(Origin, CancellationToken)]) {
+    for (_, cancel) in here {
+        cancel.cancel();
+    }
+    match retrying("cancelling a session", || store.request_cancel(id)).await {
+        Ok(Some(run)) => tracing::info!(session = %id, %run, "cancel requested"),
+        Ok(None) if !here.is_empty() => {
+            tracing::info!(session = %id, "cancel requested before the run started")
+        }
+        Ok(None) => {
+            tracing::info!(session = %id, "cancel of a session with no run under way: nothing changed")
+        }
+        Err(error) => tracing::error!(session = %id, %error, "cannot mark the session cancelled"),
+    }
+}
+
+/// What [`cancel`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelAnswer {
+    /// The session's run `run` was under way; the cancel is sent and its result will say
+    /// `cancelled` (unless it finished first).
+    Sent {
+        /// The run the cancel stops.
+        run: String,
+    },
+    /// The session had finished already: nothing changed.
+    Finished(Box<SessionResult>),
+    /// No run of the session is under way and none left a result: nothing changed. (A session
+    /// submitted a moment ago may still be queued for a coordinator.)
+    Unknown,
+}
+
+/// Cancels session `id`: when a run of it is under way, produces `{"key": id, "action":
+/// "cancel"}` to `agency_action`; otherwise says what it found and changes nothing.
+pub async fn cancel(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<CancelAnswer> {
+    if let Some(run) = retrying("reading the current run", || store.current_run(id)).await? {
+        let action = Action {
+            key: Some(id.to_string()),
+            action: ActionKind::Cancel,
+            data: Value::Null,
+            context: Map::new(),
+        };
+        let encoded = events::encode("the action", &action)?;
+        broker.publish(ACTION_TOPIC, id, encoded).await?;
+        return Ok(CancelAnswer::Sent { run });
+    }
+    Ok(match load_result(store, id).await? {
+        Some(result) => CancelAnswer::Finished(Box::new(result)),
+        None => CancelAnswer::Unknown,
+    })
 }
 
 /// A session produced to `agency_action`.

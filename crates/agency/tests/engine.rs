@@ -362,7 +362,7 @@ async fn cancellation_stops_the_session_with_partial_results() {
         trigger.cancel();
     });
     let result = result.unwrap().to_json();
-    assert_eq!(result["status"], "partial");
+    assert_eq!(result["status"], "cancelled");
     assert_eq!(result["groups"]["g"]["status"], "cancelled");
     assert_eq!(result["errors"][0], "cancelled before the session finished");
     assert_eq!(

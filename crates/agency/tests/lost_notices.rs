@@ -62,6 +62,15 @@ impl Store for DeafStore {
     async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> events::Result<()> {
         self.inner.start_run(s, run, f).await
     }
+    async fn current_run(&self, s: &str) -> events::Result<Option<String>> {
+        self.inner.current_run(s).await
+    }
+    async fn request_cancel(&self, s: &str) -> events::Result<Option<String>> {
+        self.inner.request_cancel(s).await
+    }
+    async fn cancel_requested(&self, s: &str, run: &str) -> events::Result<bool> {
+        self.inner.cancel_requested(s, run).await
+    }
     async fn outcomes(
         &self,
         s: &str,

@@ -152,7 +152,7 @@ fn ctrl_c_cancels_and_prints_partial_results() {
         .read_to_string(&mut stdout)
         .unwrap();
     let result: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(result["status"], "partial");
+    assert_eq!(result["status"], "cancelled");
     assert_eq!(result["context"]["quick"], 1);
     assert_eq!(result["errors"][0], "cancelled before the session finished");
 }

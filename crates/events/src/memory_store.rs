@@ -34,6 +34,8 @@ struct Sessions {
     fences: HashMap<String, String>,
     /// Each session's current run (see [`Store::start_run`]).
     runs: HashMap<String, String>,
+    /// The run each session was asked to cancel (see [`Store::request_cancel`]).
+    cancels: HashMap<String, String>,
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
     starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
@@ -59,6 +61,7 @@ impl Sessions {
     /// Deletes the session's working state, not its result, lease or fence.
     fn forget(&mut self, session: &str) {
         self.runs.remove(session);
+        self.cancels.remove(session);
         self.tasks.retain(|(name, _), _| name != session);
         self.outcomes.retain(|(name, _), _| name != session);
         self.blobs.retain(|(name, _), _| name != session);
@@ -420,6 +423,27 @@ impl Store for MemoryStore {
             .runs
             .insert(session.to_string(), run.to_string());
         Ok(())
+    }
+
+    async fn current_run(&self, session: &str) -> Result<Option<String>> {
+        Ok(self.sessions()?.runs.get(session).cloned())
+    }
+
+    async fn request_cancel(&self, session: &str) -> Result<Option<String>> {
+        let mut sessions = self.sessions()?;
+        let Some(run) = sessions.runs.get(session).cloned() else {
+            return Ok(None);
+        };
+        sessions.cancels.insert(session.to_string(), run.clone());
+        Ok(Some(run))
+    }
+
+    async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
+        Ok(self
+            .sessions()?
+            .cancels
+            .get(session)
+            .is_some_and(|cancelled| cancelled == run))
     }
 
     async fn track_range(

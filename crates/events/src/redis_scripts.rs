@@ -154,6 +154,17 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
+/// Marks the session's current run cancelled. KEYS: the current run, the cancel mark, keys
+/// index. ARGV: working TTL s. The run marked, or nil when none is current (nothing written).
+pub(crate) const REQUEST_CANCEL_SCRIPT: &str = r#"
+local run = redis.call('GET', KEYS[1])
+if not run then return false end
+redis.call('SET', KEYS[2], run, 'EX', ARGV[1])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return run
+"#;
+
 /// The workers that started each work item and did not finish it. KEYS: the session's current
 /// run, starts hash, keys index. ARGV: run (empty: not checked), item, the worker's name (empty:
 /// the range finished), working TTL s. The hash holds, per item, the JSON list of those

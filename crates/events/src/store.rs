@@ -117,6 +117,15 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `run` the session's current run, whose outcomes [`Store::record_outcomes`]
     /// accepts. Cleanup forgets it.
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
+    /// The session's current run ([`Store::start_run`]): `None` before one started and after
+    /// cleanup.
+    async fn current_run(&self, session: &str) -> Result<Option<String>>;
+    /// Asks the session's current run to stop: marks it cancelled, for its coordinator to see
+    /// ([`Store::cancel_requested`]) wherever it runs. Returns the run marked, or `None` when no
+    /// run is current (nothing is written). The mark lives as long as the working state.
+    async fn request_cancel(&self, session: &str) -> Result<Option<String>>;
+    /// Whether a cancel of run `run` was requested ([`Store::request_cancel`]).
+    async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool>;
     /// Counts the workers that started a work item and did not finish it: a worker calls it with
     /// `Started(its name)` before it executes the range `item`
     /// (`<g>:<t>:<start>:<end>:<attempt>`) of run `run` and gets how many distinct workers

@@ -71,6 +71,8 @@ pub enum ResultStatus {
     Partial,
     /// Nothing succeeded.
     Failed,
+    /// Cancelled before it completed; the results of what completed are kept.
+    Cancelled,
 }
 
 impl ResultStatus {
@@ -80,6 +82,7 @@ impl ResultStatus {
             Self::Completed => "completed",
             Self::Partial => "partial",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 }

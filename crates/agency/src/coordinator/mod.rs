@@ -143,7 +143,9 @@ impl Coordinator {
             lease: None,
             start: Start::Fresh,
         };
-        self.drive(session, id, run, progress, cancel).await
+        // Unleased, the one token both stops and cancels: the run ends `cancelled`.
+        self.drive(session, id, run, progress, cancel.clone(), cancel)
+            .await
     }
 
     /// Runs the session that the `agency_action` message at `origin` (`topic/partition/offset`)
@@ -158,7 +160,9 @@ impl Coordinator {
     ///
     /// A session that fails with an error still gets a result: `failed`, with the error. When
     /// `stop` fires the session is left, without a result, for another coordinator to resume
-    /// (the error is [`HandedOver`]).
+    /// (the error is [`HandedOver`]). When `cancel` fires, or a cancel of the run is requested
+    /// in the store ([`Store::request_cancel`], seen within a second), the run ends
+    /// `cancelled`, with the results of what completed.
     pub async fn run_action(
         &self,
         session: &Session,
@@ -166,6 +170,7 @@ impl Coordinator {
         origin: &Origin,
         progress: &Progress,
         stop: CancellationToken,
+        cancel: CancellationToken,
     ) -> Result<Option<SessionResult>> {
         let holder = Holder {
             owner: &self.owner,
@@ -195,7 +200,7 @@ impl Coordinator {
                         lease: Some(lease),
                         start,
                     };
-                    self.drive(session, id, run, progress, stop.clone())
+                    self.drive(session, id, run, progress, stop.clone(), cancel.clone())
                         .await
                         .map(Some)
                 }
@@ -238,19 +243,21 @@ impl Coordinator {
     }
 
     /// Runs the session, then stores its result under its key, announces it on
-    /// `agency:results` and deletes the working state.
+    /// `agency:results` and deletes the working state. `stop` leaves a leased run to be resumed
+    /// (an unleased one ends `cancelled`); `cancel` ends the run `cancelled`.
     async fn drive(
         &self,
         session: &Session,
         id: &str,
         RunOf { name, lease, start }: RunOf<'_>,
         progress: &Progress,
+        stop: CancellationToken,
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         run.fence = fence(lease);
-        let mut result = run.drive(lease, cancel.clone()).await?;
+        let mut result = run.drive(lease, stop.clone(), cancel).await?;
         if lease.is_some() {
             // Under a lease the id can be submitted again: the result names its run.
             result.run = Some(name.to_string());
@@ -259,7 +266,7 @@ impl Coordinator {
         // write whose answer was lost may have been done, and a run sent round again would find
         // the session finished and never delete its working state.
         let (encoded, announcement) = (events::encode("the result", &result)?, announce(&result)?);
-        let published = events::retry("storing the result", &cancel, None, || {
+        let published = events::retry("storing the result", &stop, None, || {
             self.store
                 .publish_result(id, &encoded, &announcement, fence(lease))
         })
@@ -273,7 +280,7 @@ impl Coordinator {
         // state waits out an outage too. Left undeleted (a refusal, a stop), it expires by itself.
         let cleaned = events::retry(
             "deleting a finished session's working state",
-            &cancel,
+            &stop,
             None,
             || self.store.cleanup(id, fence(lease)),
         )

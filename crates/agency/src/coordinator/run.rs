@@ -112,10 +112,14 @@ impl<'a> SessionRun<'a> {
     }
 
     /// Runs the session to its result. `lease` is the lease to watch (`None`: unleased, and
-    /// `cancel` ends the session `cancelled`; leased, `cancel` hands it over).
+    /// `stop` ends the session `cancelled`; leased, `stop` hands it over). `cancel`, or a cancel
+    /// of the run requested in the store (read every [`RECONCILE_INTERVAL`] under a lease),
+    /// ends it `cancelled`: nothing more is dispatched, running work is cancelled, and the
+    /// result keeps what completed.
     pub(super) async fn drive(
         mut self,
         lease: Option<Lease<'_>>,
+        stop: CancellationToken,
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
         let id = self.id;
@@ -168,10 +172,15 @@ impl<'a> SessionRun<'a> {
         let mut cancelled = false;
         while !self.machine.finished() {
             tokio::select! {
-                () = cancel.cancelled(), if !cancelled => {
+                () = stop.cancelled(), if !cancelled || lease.is_some() => {
                     if lease.is_some() {
                         return Err(handed_over(id, STOPPING));
                     }
+                    cancelled = true;
+                    self.apply(vec![SessionEvent::Cancel]).await?;
+                }
+                () = cancel.cancelled(), if !cancelled => {
+                    tracing::info!(session = id, "cancelling the session");
                     cancelled = true;
                     self.apply(vec![SessionEvent::Cancel]).await?;
                 }
@@ -214,6 +223,16 @@ impl<'a> SessionRun<'a> {
                     _ => handed_over(id, "its lease went to another coordinator"),
                 }),
                 _ = reconcile_timer.tick() => {
+                    // A cancel sent to the coordinator that took the action may have to reach
+                    // this one through the store.
+                    if lease.is_some() && !cancelled {
+                        let run = self.run;
+                        if patiently("reading whether the session was cancelled", || store.cancel_requested(id, run)).await? {
+                            tracing::info!(session = id, "cancelling the session, as asked through the store");
+                            cancelled = true;
+                            self.apply(vec![SessionEvent::Cancel]).await?;
+                        }
+                    }
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the
                     // store, so a lost notice cannot stall a group.
                     // Backing off (2, 4, 8, 16, then every 32 quiet seconds) keeps long, quiet
@@ -388,12 +407,14 @@ impl<'a> SessionRun<'a> {
     }
 
     /// The final result: the machine's, with the results of tasks cut short loaded from the
-    /// store. The context moves into it (the run is over), so it is never copied.
+    /// store. The context moves into it (the run is over), so it is never copied. A task cut
+    /// short counts as succeeded the results it reports: outcomes recorded after the machine
+    /// stopped (a cancel reaches running instances a moment later) completed all the same.
     async fn result(mut self) -> Result<SessionResult> {
         let context = std::mem::take(&mut self.context);
         let mut result = self.machine.result(self.id, context);
         for (g, t) in self.machine.cut_short() {
-            let results = self
+            let results: Vec<InstanceResult> = self
                 .results(g, t)
                 .await?
                 .into_iter()
@@ -411,7 +432,10 @@ impl<'a> SessionRun<'a> {
                 .get_mut(&group.id)
                 .and_then(|summary| summary.tasks.get_mut(&group.tasks[t].id))
             {
-                summary.results = Some(results);
+                if !results.is_empty() {
+                    summary.succeeded = summary.succeeded.max(results.len() as u64);
+                    summary.results = Some(results);
+                }
             }
         }
         Ok(result)

@@ -181,6 +181,30 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn current_run(&self, s: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("reading the current run of {s}"),
+            self.inner.current_run(s)
+        )
+    }
+
+    async fn request_cancel(&self, s: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("cancelling {s}"),
+            self.inner.request_cancel(s)
+        )
+    }
+
+    async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
+        faulty!(
+            self,
+            format!("reading whether {s} was cancelled"),
+            self.inner.cancel_requested(s, run)
+        )
+    }
+
     async fn outcomes(&self, s: &str, t: TaskRef, r: Range<u64>) -> Result<Vec<Option<Outcome>>> {
         faulty!(
             self,

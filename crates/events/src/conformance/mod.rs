@@ -101,10 +101,21 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .save_task(session, task, &record, Fence::Open)
         .await
         .expect("save task");
+    // No run yet: nothing to cancel, and nothing is written.
+    assert_eq!(store.current_run(session).await.expect("run"), None);
+    assert_eq!(store.request_cancel(session).await.expect("cancel"), None);
     store
         .start_run(session, RUN, Fence::Open)
         .await
         .expect("start the run");
+    assert_eq!(
+        store.current_run(session).await.expect("run"),
+        Some(RUN.to_string())
+    );
+    assert!(!store
+        .cancel_requested(session, RUN)
+        .await
+        .expect("cancelled?"));
     // The workers that started a range and did not finish it are counted, each once, and
     // cleared when it finishes; another run's range is late and writes nothing.
     let range = "0:1:0:3:1";
@@ -320,6 +331,19 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("load blob"),
         Some(b"large".to_vec())
     );
+    // A cancel marks the current run only, and goes with the working state.
+    assert_eq!(
+        store.request_cancel(session).await.expect("cancel"),
+        Some(RUN.to_string())
+    );
+    assert!(store
+        .cancel_requested(session, RUN)
+        .await
+        .expect("cancelled?"));
+    assert!(!store
+        .cancel_requested(session, "agency_action/3/13")
+        .await
+        .expect("another run cancelled?"));
     // Cleaning up another run's state leaves this run's; cleaning up this run's deletes it.
     store
         .cleanup_run(session, "agency_action/3/13")
@@ -338,6 +362,11 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .await
         .expect("clean up the current run");
     assert_eq!(store.load_task(session, task).await.expect("load"), None);
+    assert_eq!(store.current_run(session).await.expect("run"), None);
+    assert!(!store
+        .cancel_requested(session, RUN)
+        .await
+        .expect("cancelled after cleanup?"));
     store
         .save_task(session, task, &record, Fence::Open)
         .await

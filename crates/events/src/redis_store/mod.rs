@@ -11,6 +11,7 @@
 //! | `agency:{S}:keys` | set | the session's task, outcome, blob and starts keys, for cleanup |
 //! | `agency:{S}:starts` | hash | work item (`<g>:<t>:<start>:<end>:<attempt>`) -> JSON list of the workers that started it and did not finish it; a range that keeps killing its workers is failed, not run again |
 //! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
+//! | `agency:{S}:cancel` | string | the run a cancel was asked for; its coordinator, wherever it runs, sees it within a second and ends the run `cancelled` |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
 //! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
@@ -26,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::messages::TaskRef;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
-    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP, SAVE_TASK_SCRIPT,
-    SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
+    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP,
+    SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -43,6 +44,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     record: redis::Script,
     track_range: redis::Script,
+    request_cancel: redis::Script,
     claim: redis::Script,
     /// The fenced writes: each script opens with the [`FENCE`] check.
     fenced: Fenced,
@@ -149,6 +151,7 @@ impl RedisStore {
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
             track_range: redis::Script::new(TRACK_RANGE_SCRIPT),
+            request_cancel: redis::Script::new(REQUEST_CANCEL_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
             fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),

@@ -356,6 +356,35 @@ impl Store for RedisStore {
         self.write_fenced(session, &mut invocation).await
     }
 
+    async fn current_run(&self, session: &str) -> Result<Option<String>> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(key(session, "run"))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn request_cancel(&self, session: &str) -> Result<Option<String>> {
+        let mut connection = self.connection.clone();
+        self.request_cancel
+            .key(key(session, "run"))
+            .key(key(session, "cancel"))
+            .key(key(session, "keys"))
+            .arg(WORKING_TTL_SECONDS)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
+        let mut connection = self.connection.clone();
+        let cancelled: Option<String> = connection
+            .get(key(session, "cancel"))
+            .await
+            .map_err(unavailable)?;
+        Ok(cancelled.is_some_and(|cancelled| cancelled == run))
+    }
+
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
         let mut connection = self.connection.clone();
         connection

@@ -25,15 +25,18 @@ impl SessionMachine {
         }
     }
 
-    /// Tasks cut short with instances that succeeded: `(group, task)`. Their results belong in
-    /// the result's `results` (the runtime loads them: they are in the store, not here).
+    /// Tasks cut short after they were planned: `(group, task)`. The results of their
+    /// instances that succeeded belong in the result's `results`; the runtime loads them, since
+    /// they are in the store, not here. Some may have succeeded that this machine has not heard
+    /// of yet (a cancel can come before their notices), so a task is listed even when it
+    /// counted none.
     pub fn cut_short(&self) -> Vec<(usize, usize)> {
         (0..self.slots.len())
             .flat_map(|g| {
                 self.group(g)
                     .into_iter()
                     .flat_map(|m| m.tasks().iter().enumerate())
-                    .filter(|(_, t)| t.cut_short && t.succeeded > 0)
+                    .filter(|(_, t)| t.cut_short && t.instances > 0)
                     .map(move |(t, _)| (g, t))
             })
             .collect()
@@ -93,8 +96,14 @@ impl SessionMachine {
             .collect();
         let completed =
             (0..self.slots.len()).all(|g| self.outcome(g) == Some(GroupOutcome::Completed));
+        let cancelled = self
+            .errors
+            .iter()
+            .any(|error| matches!(error, SessionError::Cancelled));
         let status = if completed {
             ResultStatus::Completed
+        } else if cancelled {
+            ResultStatus::Cancelled
         } else if succeeded_anywhere {
             ResultStatus::Partial
         } else {

@@ -1,5 +1,5 @@
 //! The distributed commands: `agency coordinator`, `agency worker`, `agency submit`,
-//! `agency status`, `agency watch`, over Kafka (`--kafka`, `AGENCY_KAFKA`) and Redis
+//! `agency cancel`, `agency status`, `agency watch`, over Kafka (`--kafka`, `AGENCY_KAFKA`) and Redis
 //! (`--redis`, `AGENCY_REDIS`).
 
 use crate::run::print_json;
@@ -119,6 +119,19 @@ pub enum Serve {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Cancel a running session: nothing more is dispatched, running instances are cancelled,
+    /// and its result is `cancelled` with what completed
+    Cancel {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+        /// Wait for the cancelled result and print it (exit 0 when it says `cancelled`)
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Print a session's result, or that it is still running
     Status {
         session: String,
@@ -226,6 +239,29 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     None => anyhow::bail!("no session `{session}` is running or has a result in {}", servers.redis),
+                }
+            }
+            Serve::Cancel { session, servers, wait, timeout } => {
+                let (broker, store) = connect(&servers).await?;
+                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
+                match distributed::cancel(broker.as_ref(), store.as_ref(), &session).await? {
+                    distributed::CancelAnswer::Sent { run } => {
+                        eprintln!("cancel of session {session} (run {run}) sent");
+                        if !wait {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        let run: Option<events::Origin> = run.parse().ok();
+                        let result = waiter.wait(store.as_ref(), &session, run.as_ref(), timeout.map(Duration::from_secs)).await?;
+                        print_json(&result)?;
+                        Ok(if result.status == taskgroup::ResultStatus::Cancelled { ExitCode::SUCCESS } else { exit_code(&result) })
+                    }
+                    distributed::CancelAnswer::Finished(result) => {
+                        anyhow::bail!("session `{session}` has already finished ({}); nothing to cancel", result.status)
+                    }
+                    distributed::CancelAnswer::Unknown => anyhow::bail!(
+                        "no session `{session}` is running or has a result in {}; nothing to cancel (one submitted a moment ago may still be queued for a coordinator)",
+                        servers.redis
+                    ),
                 }
             }
             Serve::Watch { session, servers } => watch(&session, &servers).await,
