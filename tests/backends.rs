@@ -68,6 +68,14 @@ async fn redis_working_keys_expire() {
         .unwrap();
     store.start_run(&session, "run", Fence::Open).await.unwrap();
     store
+        .save_document(&session, "run", b"{}", Fence::Open)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.request_cancel(&session).await.unwrap().as_deref(),
+        Some("run")
+    );
+    store
         .save_context(&session, &map, Fence::Open)
         .await
         .unwrap();
@@ -90,7 +98,7 @@ async fn redis_working_keys_expire() {
         .unwrap();
     assert_eq!(accepted, [true]);
     let (mut connection, keys) = session_keys(&session).await;
-    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert_eq!(keys.len(), 9, "{keys:?}");
     for key in &keys {
         let ttl: i64 = redis::cmd("TTL")
             .arg(key)

@@ -1,6 +1,7 @@
 //! The control plane against real Kafka and Redis: cancelling a running session (through
 //! `agency cancel`, which produces a cancel action, and through the store mark another
-//! coordinator would write), and what cancelling an unknown or finished session answers.
+//! coordinator would write), what cancelling an unknown or finished session answers, and one
+//! run per session id (attach, refuse, `--replace`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use integration_tests::{redis_url, unique, Cluster};
@@ -162,4 +163,115 @@ fn a_cancel_marked_in_the_store_reaches_the_coordinator_running_the_session() {
     check_cancelled(&result);
     assert_eq!(result["run"].as_str(), run.as_deref());
     check_workers_free(&cluster);
+}
+
+/// `agency submit` with extra arguments: the exit code, stdout and stderr.
+fn submit_file(cluster: &Cluster, doc: &Value, args: &[&str]) -> (i32, String, String) {
+    let file = cluster.dir.join(format!("{}.json", unique("session")));
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let output = cluster
+        .command(&["submit"])
+        .args(args)
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// A session of one task of `naps` naps of 500 ms, 4 at a time, echoing `tag` too.
+fn naps(id: &str, naps: u32, tag: &str) -> Value {
+    let ns: Vec<u32> = (0..naps).collect();
+    json!({"session_id": id, "groups": [
+        {"id": "g", "tasks": [{"id": "naps", "executor": "sleep", "concurrency": 4,
+            "input": {"ms": 500, "ns": ns, "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]},
+        {"id": "tag", "depends_on": ["g"], "tasks": [{"id": "tag", "executor": "echo", "input": tag}]}
+    ]})
+}
+
+/// One run per session id at a time: the same document again attaches to the run under way,
+/// another is refused and changes nothing, and `--replace` cancels the run and runs the new
+/// document.
+#[test]
+fn a_session_submitted_again_while_it_runs_attaches_is_refused_or_replaces() {
+    let cluster = Cluster::start("again");
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let id = unique("again");
+    let first = naps(&id, 40, "first");
+    assert_eq!(cluster.submit(&first), id);
+    let document = format!("agency:{{{id}}}:document");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !redis::cmd("EXISTS")
+        .arg(&document)
+        .query::<bool>(&mut redis)
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run: String = redis::cmd("HGET")
+        .arg(&document)
+        .arg("run")
+        .query(&mut redis)
+        .unwrap();
+
+    // Another document: refused, nothing produced, the run goes on.
+    let second = naps(&id, 2, "second");
+    let (code, _, said) = submit_file(&cluster, &second, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains(&format!(
+            "session {id} is running (run {run}) with another document"
+        )) && said.contains("--replace"),
+        "{said}"
+    );
+
+    // The same document: attached; waiting gets that run's result.
+    let (code, printed, said) = submit_file(&cluster, &first, &["--wait", "--timeout", "120"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("attached to that run"), "{said}");
+    let result: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(result["run"], json!(run), "the run under way answered");
+    assert_eq!(result["context"]["tag"], "first");
+    assert_eq!(
+        result["groups"]["g"]["tasks"]["naps"]["attempts"], 40,
+        "ran once"
+    );
+
+    // Running again now (the first finished): a new run of the same id.
+    let third = naps(&id, 40, "third");
+    assert_eq!(cluster.submit(&third), id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let current: Option<String> = redis::cmd("HGET")
+            .arg(&document)
+            .arg("run")
+            .query(&mut redis)
+            .unwrap();
+        if current.is_some_and(|current| current != run) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the third run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // --replace: that run is cancelled, then the new document runs.
+    let (code, printed, said) = submit_file(
+        &cluster,
+        &second,
+        &["--replace", "--wait", "--timeout", "120"],
+    );
+    assert_eq!(code, 0, "{said}");
+    let replaced: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(replaced["status"], "completed");
+    assert_eq!(replaced["context"]["tag"], "second");
+    assert_eq!(replaced["groups"]["g"]["tasks"]["naps"]["attempts"], 2);
+    let log = std::fs::read_to_string(cluster.dir.join("coordinator-0.log")).unwrap();
+    assert!(
+        log.contains("cancel requested"),
+        "the third run was cancelled first"
+    );
 }

@@ -77,6 +77,59 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
     case.report(&published, &ids, instances);
 }
 
+/// Reliability F13 (a): the same `initialize` action produced twice to `agency_action`, back
+/// to back (a producer retrying, a client submitting twice). The second is attached to the run
+/// the first started: the session runs once, one result is published, and a note in the store
+/// says what became of the second action.
+#[test]
+fn an_action_produced_twice_runs_its_session_once() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+    let published = Published::listen();
+    let cluster = small_ranges_cluster("twice");
+    let id = unique("twice");
+    let (instances, ms) = (200, 50);
+    let action =
+        serde_json::json!({"key": id, "action": "initialize", "data": naps(&id, instances, ms)});
+    let topic = format!("{}agency_action", cluster.namespace);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    let case = Case::inject(
+        "F13 an action produced twice",
+        "the same initialize action produced twice to agency_action, back to back",
+    );
+    for _ in 0..2 {
+        producer
+            .send(BaseRecord::to(&topic).key(&id).payload(&action.to_string()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    check_one_right_result(&published, &id, instances, ms);
+    let stored = stored_result(&published.redis, &id, Duration::ZERO);
+    assert_eq!(
+        stored["groups"]["g"]["tasks"]["naps"]["attempts"],
+        serde_json::json!(instances),
+        "each instance ran once"
+    );
+    // Nothing more comes of the second action.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(published.of(&id).len(), 1, "one result");
+    let client = redis::Client::open(published.redis.as_str()).unwrap();
+    let notes: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("agency:actions:{{{id}}}"))
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    let run = stored["run"].as_str().unwrap();
+    assert_eq!(
+        notes.values().collect::<Vec<_>>(),
+        [&format!("attached:{run}")],
+        "{notes:?}"
+    );
+    case.report(&published, &[&id], instances);
+}
+
 /// One of two workers is stopped by `signal` mid-session; `resume` after 20 s, if given, wakes it
 /// again. The other worker never exits (storing an offset for a partition a rebalance just took
 /// away is normal), it takes the stopped one's ranges over, and the session completes with each

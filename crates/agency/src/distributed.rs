@@ -167,16 +167,19 @@ pub async fn run_coordinator(
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
     let mut sessions = JoinSet::new();
     let mut watermarks = Watermarks::default();
-    // The runs this coordinator has under way, by session id, each with the token that cancels
-    // it: a cancel action reaches them at once (others, through the store, within a second).
-    let mut running: HashMap<String, Vec<(Origin, CancellationToken)>> = HashMap::new();
+    // The runs this coordinator has under way, by session id: a cancel action reaches them at
+    // once (others, through the store, within a second), and a session submitted again while
+    // one runs is attached to it or refused. Every unfinished action of this coordinator's
+    // partitions is here (its offset stays uncommitted until its run ends), so this decides
+    // for every action of a session id, which its key keeps on one partition.
+    let mut running: HashMap<String, Vec<LocalRun>> = HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(finished) = sessions.join_next() => {
                 let (position, id): (Position, String) = finished?;
                 if let Some(runs) = running.get_mut(&id) {
-                    runs.retain(|(origin, _)| *origin != position.origin());
+                    runs.retain(|run| run.origin != position.origin());
                     if runs.is_empty() {
                         running.remove(&id);
                     }
@@ -189,8 +192,19 @@ pub async fn run_coordinator(
                 let message = message?;
                 let position = Position::of(&message);
                 watermarks.taken(&position);
-                let (id, session) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
-                    Accepted::Run(id, session) => (id, session),
+                let (id, session, document) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
+                    Accepted::Run(id, session, document) => {
+                        let under_way = running.get(&id).and_then(|runs| runs.last());
+                        match under_way {
+                            Some(under_way) if one_run_at_a_time(broker.as_ref(), store.as_ref(), &message, &id, under_way, &document).await => {
+                                if let Some(next) = watermarks.done(&position) {
+                                    outage::commit(consumer.as_mut(), &next).await;
+                                }
+                                continue;
+                            }
+                            _ => (id, session, document),
+                        }
+                    }
                     Accepted::Cancel(id) => {
                         let here = running.get(&id).map_or(&[][..], Vec::as_slice);
                         cancel_runs(store.as_ref(), &id, here).await;
@@ -209,12 +223,16 @@ pub async fn run_coordinator(
                 let coordinator = coordinator.clone();
                 let stop = shutdown.child_token();
                 let cancel = CancellationToken::new();
-                running.entry(id.clone()).or_default().push((position.origin(), cancel.clone()));
+                running.entry(id.clone()).or_default().push(LocalRun {
+                    origin: position.origin(),
+                    cancel: cancel.clone(),
+                    document: document.clone(),
+                });
                 sessions.spawn(async move {
                     let origin = position.origin();
                     tracing::info!(session = %id, %origin, "session taken");
                     let progress = Progress::default();
-                    let running = coordinator.run_action(&session, &id, &origin, &progress, stop, cancel);
+                    let running = coordinator.run_action(&session, &document, &id, &origin, &progress, stop, cancel);
                     match AssertUnwindSafe(running).catch_unwind().await {
                         Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
                         Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
@@ -235,7 +253,7 @@ pub async fn run_coordinator(
 /// What an intake message asks of the coordinator.
 enum Accepted {
     /// Run this valid session.
-    Run(String, Session),
+    Run(String, Box<Session>, Vec<u8>),
     /// Cancel this session's run.
     Cancel(String),
     /// Nothing more: the message was dead-lettered, or its invalid session rejected.
@@ -281,7 +299,13 @@ async fn accept(
     };
     match Session::from_json(&document.to_string(), rules) {
         // The coordinator deletes an earlier run's result under the same id as the session starts.
-        Ok(session) => Accepted::Run(id, session),
+        Ok(session) => match events::encode("the session document", &document) {
+            Ok(encoded) => Accepted::Run(id, Box::new(session), encoded),
+            Err(error) => {
+                dead_letter::send(broker, message, &error.to_string()).await;
+                Accepted::Nothing
+            }
+        },
         Err(error) => {
             // A well-formed action with an invalid session: its submitter waits for a result.
             let errors: Vec<String> = match &error {
@@ -303,12 +327,69 @@ async fn accept(
     }
 }
 
+/// A run this coordinator has under way.
+struct LocalRun {
+    /// Its intake action's position.
+    origin: Origin,
+    /// Cancels it.
+    cancel: CancellationToken,
+    /// The session document it runs, encoded.
+    document: Vec<u8>,
+}
+
+/// An `initialize` of a session id while a run of it is under way: the same document is a
+/// repeat (a client retrying, the action produced twice) and is attached to that run; another
+/// document is refused, dead-lettered with the reason. Either way the action starts nothing,
+/// and a note in the store tells whoever waits for it. False when the run has in fact finished
+/// (its result is stored; its coordinator is only deleting its state): the action runs.
+async fn one_run_at_a_time(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    message: &Message,
+    id: &str,
+    under_way: &LocalRun,
+    document: &[u8],
+) -> bool {
+    let run = under_way.origin.to_string();
+    match load_result(store, id).await {
+        Ok(Some(result)) if result.run.as_deref() == Some(run.as_str()) => return false,
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(session = id, %error, "cannot read whether the run under way finished")
+        }
+    }
+    let origin = Position::of(message).origin().to_string();
+    let same = serde_json::from_slice::<Value>(document).ok()
+        == serde_json::from_slice::<Value>(&under_way.document).ok();
+    let note = if same {
+        tracing::info!(session = id, %origin, run = %under_way.origin, "the session submitted again while it runs: attached to the run under way");
+        format!("attached:{}", under_way.origin)
+    } else {
+        let reason = Error::Running {
+            session: id.to_string(),
+            run: under_way.origin.to_string(),
+        }
+        .to_string();
+        tracing::warn!(session = id, %origin, "{reason}");
+        dead_letter::send(broker, message, &reason).await;
+        format!("refused:{reason}")
+    };
+    if let Err(error) = retrying("noting what became of an action", || {
+        store.note_action(id, &origin, &note)
+    })
+    .await
+    {
+        tracing::error!(session = id, %error, "cannot note what became of the action");
+    }
+    true
+}
+
 /// Carries out a cancel action: the session's runs under way here stop at once, and its
 /// current run is marked cancelled in the store, for the coordinator that runs it elsewhere
 /// (it sees the mark within a second). A session with no current run is left as it is.
-async fn cancel_runs(store: &dyn Store, id: &str, here: &[(Origin, CancellationToken)]) {
-    for (_, cancel) in here {
-        cancel.cancel();
+async fn cancel_runs(store: &dyn Store, id: &str, here: &[LocalRun]) {
+    for run in here {
+        run.cancel.cancel();
     }
     match retrying("cancelling a session", || store.request_cancel(id)).await {
         Ok(Some(run)) => tracing::info!(session = %id, %run, "cancel requested"),
@@ -358,20 +439,50 @@ pub async fn cancel(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<
     })
 }
 
-/// A session produced to `agency_action`.
+/// A session produced to `agency_action`, or attached to its run under way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
     /// The session's id.
     pub id: String,
-    /// The run it starts: the action's position, which its result names
-    /// ([`SessionResult::run`]).
+    /// The run whose result answers this submission: the one it starts (the action's
+    /// position, which its result names, [`SessionResult::run`]), or the one under way it
+    /// attached to.
     pub run: Origin,
+    /// Whether the same document was running under this id already: nothing was produced, and
+    /// `run` is that run.
+    pub attached: bool,
 }
 
-/// Produces a session to `agency_action`. A result stored for the same id by an earlier run is
-/// deleted first, and the result of this run names it, so whoever waits for this run's result
-/// gets neither an earlier nor a later run's.
+/// What [`submit_with`] does when a run of the session id is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resubmit {
+    /// Attach to it when the document is the same; refuse another document
+    /// ([`Error::Running`]).
+    #[default]
+    Attach,
+    /// Cancel it, wait for its result, then submit this document.
+    Replace,
+}
+
+/// How long [`Resubmit::Replace`] waits for the cancelled run's result.
+const REPLACE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Submits a session with [`Resubmit::Attach`]: see [`submit_with`].
 pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> Result<Submitted> {
+    submit_with(broker, store, document, Resubmit::Attach).await
+}
+
+/// Produces a session to `agency_action`, one run per session id at a time: when a run of the
+/// id is under way, the same document attaches to it (nothing is produced) and another is
+/// refused, or replaces it with [`Resubmit::Replace`]. A result stored for the same id by an
+/// earlier run is deleted first, and the result of this run names it, so whoever waits for
+/// this run's result gets neither an earlier nor a later run's.
+pub async fn submit_with(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    document: Value,
+    resubmit: Resubmit,
+) -> Result<Submitted> {
     let action = Action {
         key: None,
         action: ActionKind::Initialize,
@@ -394,6 +505,29 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
             events::MAX_MESSAGE_BYTES
         )));
     }
+    if let Some((run, running)) = under_way(store, &id).await? {
+        let same = serde_json::from_slice::<Value>(&running).ok().as_ref() == Some(&action.data);
+        match resubmit {
+            Resubmit::Attach if same => {
+                let run = run.parse::<Origin>().map_err(|error| Error::Corrupt {
+                    what: format!("the current run of session {id}"),
+                    message: error.to_string(),
+                })?;
+                return Ok(Submitted {
+                    id,
+                    run,
+                    attached: true,
+                });
+            }
+            Resubmit::Attach => return Err(Error::Running { session: id, run }),
+            Resubmit::Replace => {
+                if let CancelAnswer::Sent { run } = cancel(broker, store, &id).await? {
+                    let run: Option<Origin> = run.parse().ok();
+                    wait_result(store, &id, run.as_ref(), Some(REPLACE_PATIENCE)).await?;
+                }
+            }
+        }
+    }
     retrying("deleting an earlier result", || {
         store.delete_result(&id, Fence::Open)
     })
@@ -402,7 +536,31 @@ pub async fn submit(broker: &dyn Broker, store: &dyn Store, document: Value) -> 
     Ok(Submitted {
         id,
         run: position.origin(),
+        attached: false,
     })
+}
+
+/// The run of session `id` under way and the document it runs, if one is: a current run
+/// whose document is kept and which has no result yet.
+async fn under_way(store: &dyn Store, id: &str) -> Result<Option<(String, Vec<u8>)>> {
+    let Some(current) = retrying("reading the current run", || store.current_run(id)).await? else {
+        return Ok(None);
+    };
+    let Some((run, document)) =
+        retrying("reading the session document", || store.load_document(id)).await?
+    else {
+        return Ok(None);
+    };
+    if run != current {
+        return Ok(None);
+    }
+    // Finished, its coordinator only deleting its state.
+    if let Some(result) = load_result(store, id).await? {
+        if result.run.as_deref() == Some(run.as_str()) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((run, document)))
 }
 
 /// Whether `result` answers a wait for run `run` of session `id`: yes when it is that run's, or
@@ -420,6 +578,38 @@ fn answers(id: &str, run: Option<&Origin>, result: SessionResult) -> Result<Opti
             by: theirs.to_string(),
         }),
         _ => Ok(None),
+    }
+}
+
+/// The stored result if it answers a wait for run `run` of session `id` (see [`answers`]).
+/// An action that started no run has a note saying why: one attached to the run under way is
+/// answered by that run's result (`run` becomes it); a refused one ends the wait with the
+/// reason.
+async fn settled(
+    store: &dyn Store,
+    id: &str,
+    run: &mut Option<Origin>,
+) -> Result<Option<SessionResult>> {
+    if let Some(waited) = run.clone() {
+        let waited = waited.to_string();
+        let note = retrying("reading what became of the action", || {
+            store.action_note(id, &waited)
+        })
+        .await?;
+        match note.as_deref().map(|note| note.split_once(':')) {
+            Some(Some(("attached", to))) => *run = to.parse().ok(),
+            Some(Some(("refused", reason))) => {
+                return Err(Error::Refused {
+                    session: id.to_string(),
+                    reason: reason.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    match load_result(store, id).await? {
+        Some(result) => answers(id, run.as_ref(), result),
+        None => Ok(None),
     }
 }
 
@@ -487,10 +677,7 @@ impl ResultWaiter {
         run: Option<&Origin>,
         timeout: Option<Duration>,
     ) -> Result<SessionResult> {
-        let stored = |result: Option<SessionResult>| match result {
-            Some(result) => answers(id, run, result),
-            None => Ok(None),
-        };
+        let mut run = run.cloned();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -501,7 +688,7 @@ impl ResultWaiter {
                     Ok(payload) => {
                         let announced = serde_json::from_slice::<events::Announcement>(&payload);
                         if announced.is_ok_and(|announced| announced.session_id == id) {
-                            if let Some(result) = stored(load_result(store, id).await?)? {
+                            if let Some(result) = settled(store, id, &mut run).await? {
                                 return Ok(result);
                             }
                         }
@@ -511,14 +698,14 @@ impl ResultWaiter {
                     Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, "the results subscription dropped; subscribing again");
                         self.results = retrying("subscribing to results", || store.subscribe(RESULTS_CHANNEL)).await?;
-                        if let Some(result) = stored(load_result(store, id).await?)? {
+                        if let Some(result) = settled(store, id, &mut run).await? {
                             return Ok(result);
                         }
                     }
                     Err(error) => return Err(error.into()),
                 },
                 _ = poll.tick() => {
-                    if let Some(result) = stored(load_result(store, id).await?)? {
+                    if let Some(result) = settled(store, id, &mut run).await? {
                         return Ok(result);
                     }
                 }

@@ -64,6 +64,23 @@ pub enum Error {
         /// The later run.
         by: String,
     },
+    /// The session id has a run under way with another document (one run per session id at a
+    /// time).
+    #[error("session {session} is running (run {run}) with another document; cancel it first (`agency cancel {session}`), or submit with --replace to cancel it and run this one")]
+    Running {
+        /// The session's id.
+        session: String,
+        /// The run under way.
+        run: String,
+    },
+    /// A coordinator refused the submission, which started no run; why.
+    #[error("{reason}")]
+    Refused {
+        /// The session's id.
+        session: String,
+        /// Why.
+        reason: String,
+    },
     /// A server did not answer within the time given for connecting.
     #[error("cannot reach {server} at {address}: {source}")]
     Unreachable {

@@ -71,6 +71,24 @@ impl Store for DeafStore {
     async fn cancel_requested(&self, s: &str, run: &str) -> events::Result<bool> {
         self.inner.cancel_requested(s, run).await
     }
+    async fn save_document(
+        &self,
+        s: &str,
+        run: &str,
+        d: &[u8],
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.save_document(s, run, d, f).await
+    }
+    async fn load_document(&self, s: &str) -> events::Result<Option<(String, Vec<u8>)>> {
+        self.inner.load_document(s).await
+    }
+    async fn note_action(&self, s: &str, run: &str, note: &str) -> events::Result<()> {
+        self.inner.note_action(s, run, note).await
+    }
+    async fn action_note(&self, s: &str, run: &str) -> events::Result<Option<String>> {
+        self.inner.action_note(s, run).await
+    }
     async fn outcomes(
         &self,
         s: &str,

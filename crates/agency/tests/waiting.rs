@@ -105,3 +105,59 @@ async fn an_oversize_session_is_refused_at_submit_and_changes_nothing() {
         "the earlier result is still there"
     );
 }
+
+#[tokio::test]
+async fn a_waiter_of_an_attached_action_gets_the_run_it_joined_and_of_a_refused_one_the_reason() {
+    let (broker, store) = (MemoryBroker::new(), MemoryStore::new());
+    let doc = json!({"session_id": "joined", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop"}]}]});
+    let first = submit(&broker, &store, doc.clone()).await.unwrap();
+    let second = submit(&broker, &store, doc).await.unwrap();
+    // A coordinator attached the second action to the first's run, which then finished.
+    store
+        .note_action(
+            "joined",
+            &second.run.to_string(),
+            &format!("attached:{}", first.run),
+        )
+        .await
+        .unwrap();
+    publish(&store, "joined", &first.run.to_string(), &["first"]).await;
+    let mut waiter = ResultWaiter::subscribe(&store).await.unwrap();
+    let result = waiter
+        .wait(
+            &store,
+            "joined",
+            Some(&second.run),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.errors, ["first"]);
+
+    let refused = submit(
+        &broker,
+        &store,
+        json!({"session_id": "joined", "groups": []}),
+    )
+    .await
+    .unwrap();
+    store
+        .note_action(
+            "joined",
+            &refused.run.to_string(),
+            "refused:session joined is running",
+        )
+        .await
+        .unwrap();
+    let error = waiter
+        .wait(
+            &store,
+            "joined",
+            Some(&refused.run),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Refused { .. }), "{error}");
+    assert_eq!(error.to_string(), "session joined is running");
+}

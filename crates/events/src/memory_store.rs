@@ -36,6 +36,10 @@ struct Sessions {
     runs: HashMap<String, String>,
     /// The run each session was asked to cancel (see [`Store::request_cancel`]).
     cancels: HashMap<String, String>,
+    /// Each session's last run document (see [`Store::save_document`]).
+    documents: HashMap<String, (String, Vec<u8>)>,
+    /// Notes on intake actions that started no run (see [`Store::note_action`]).
+    notes: HashMap<(String, String), String>,
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
     starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
@@ -62,6 +66,7 @@ impl Sessions {
     fn forget(&mut self, session: &str) {
         self.runs.remove(session);
         self.cancels.remove(session);
+        self.documents.remove(session);
         self.tasks.retain(|(name, _), _| name != session);
         self.outcomes.retain(|(name, _), _| name != session);
         self.blobs.retain(|(name, _), _| name != session);
@@ -436,6 +441,38 @@ impl Store for MemoryStore {
         };
         sessions.cancels.insert(session.to_string(), run.clone());
         Ok(Some(run))
+    }
+
+    async fn save_document(
+        &self,
+        session: &str,
+        run: &str,
+        document: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.fenced(session, fence)?
+            .documents
+            .insert(session.to_string(), (run.to_string(), document.to_vec()));
+        Ok(())
+    }
+
+    async fn load_document(&self, session: &str) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self.sessions()?.documents.get(session).cloned())
+    }
+
+    async fn note_action(&self, session: &str, run: &str, note: &str) -> Result<()> {
+        self.sessions()?
+            .notes
+            .insert((session.to_string(), run.to_string()), note.to_string());
+        Ok(())
+    }
+
+    async fn action_note(&self, session: &str, run: &str) -> Result<Option<String>> {
+        Ok(self
+            .sessions()?
+            .notes
+            .get(&(session.to_string(), run.to_string()))
+            .cloned())
     }
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {

@@ -154,6 +154,16 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
+/// After [`FENCE`]. KEYS: fence, document hash, keys index. ARGV: token, working TTL s, run,
+/// document.
+pub(crate) const SAVE_DOCUMENT_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[2], 'run', ARGV[3], 'document', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 'ok'
+"#;
+
 /// Marks the session's current run cancelled. KEYS: the current run, the cancel mark, keys
 /// index. ARGV: working TTL s. The run marked, or nil when none is current (nothing written).
 pub(crate) const REQUEST_CANCEL_SCRIPT: &str = r#"

@@ -126,6 +126,24 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, session: &str) -> Result<Option<String>>;
     /// Whether a cancel of run `run` was requested ([`Store::request_cancel`]).
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool>;
+    /// Keeps the session document run `run` runs (as submitted, id included), so that a client
+    /// submitting the id again can tell a repeat from another document. Part of the working
+    /// state; fenced like every coordinator write.
+    async fn save_document(
+        &self,
+        session: &str,
+        run: &str,
+        document: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()>;
+    /// The run whose document [`Store::save_document`] kept last, and that document.
+    async fn load_document(&self, session: &str) -> Result<Option<(String, Vec<u8>)>>;
+    /// Notes what became of the intake action `run` when it started no run of its own (a
+    /// coordinator attached it to the run under way, or refused it), for whoever waits for it.
+    /// Kept as long as a result.
+    async fn note_action(&self, session: &str, run: &str, note: &str) -> Result<()>;
+    /// The note [`Store::note_action`] left for action `run`, if any.
+    async fn action_note(&self, session: &str, run: &str) -> Result<Option<String>>;
     /// Counts the workers that started a work item and did not finish it: a worker calls it with
     /// `Started(its name)` before it executes the range `item`
     /// (`<g>:<t>:<start>:<end>:<attempt>`) of run `run` and gets how many distinct workers

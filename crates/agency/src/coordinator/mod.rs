@@ -50,6 +50,8 @@ struct RunOf<'a> {
     /// coordinator).
     lease: Option<Lease<'a>>,
     start: Start,
+    /// The session as submitted, kept with the run (distributed only).
+    document: Option<&'a [u8]>,
 }
 
 /// A lease this coordinator holds on a session: who holds it, and the token its claim stored as
@@ -142,6 +144,7 @@ impl Coordinator {
             name: &name,
             lease: None,
             start: Start::Fresh,
+            document: None,
         };
         // Unleased, the one token both stops and cancels: the run ends `cancelled`.
         self.drive(session, id, run, progress, cancel.clone(), cancel)
@@ -162,10 +165,13 @@ impl Coordinator {
     /// `stop` fires the session is left, without a result, for another coordinator to resume
     /// (the error is [`HandedOver`]). When `cancel` fires, or a cancel of the run is requested
     /// in the store ([`Store::request_cancel`], seen within a second), the run ends
-    /// `cancelled`, with the results of what completed.
+    /// `cancelled`, with the results of what completed. `document` is the session as submitted,
+    /// kept with the run ([`Store::save_document`]) for clients submitting the id again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_action(
         &self,
         session: &Session,
+        document: &[u8],
         id: &str,
         origin: &Origin,
         progress: &Progress,
@@ -199,6 +205,7 @@ impl Coordinator {
                         name: &name,
                         lease: Some(lease),
                         start,
+                        document: Some(document),
                     };
                     self.drive(session, id, run, progress, stop.clone(), cancel.clone())
                         .await
@@ -249,7 +256,12 @@ impl Coordinator {
         &self,
         session: &Session,
         id: &str,
-        RunOf { name, lease, start }: RunOf<'_>,
+        RunOf {
+            name,
+            lease,
+            start,
+            document,
+        }: RunOf<'_>,
         progress: &Progress,
         stop: CancellationToken,
         cancel: CancellationToken,
@@ -257,6 +269,7 @@ impl Coordinator {
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start == Start::Resume;
         run.fence = fence(lease);
+        run.document = document;
         let mut result = run.drive(lease, stop.clone(), cancel).await?;
         if lease.is_some() {
             // Under a lease the id can be submitted again: the result names its run.

@@ -66,6 +66,8 @@ pub(super) struct SessionRun<'a> {
     pub(super) resuming: bool,
     /// What every write for the session carries (see [`Fence`]).
     pub(super) fence: Fence<'a>,
+    /// The session as submitted, kept with the run (distributed only).
+    pub(super) document: Option<&'a [u8]>,
 }
 
 impl<'a> SessionRun<'a> {
@@ -89,6 +91,7 @@ impl<'a> SessionRun<'a> {
             timers: Timers::default(),
             resuming: false,
             fence: Fence::Open,
+            document: None,
         }
     }
 
@@ -136,6 +139,7 @@ impl<'a> SessionRun<'a> {
         // groups set comes after the initial context. A result stored under this id by an
         // earlier run no longer answers (under a lease, `claim` deleted it).
         let (context, mappings) = (self.context.clone(), mappings(self.session));
+        let (document, run) = (self.document, self.run);
         let initial = async {
             tokio::try_join!(
                 async {
@@ -153,6 +157,17 @@ impl<'a> SessionRun<'a> {
                     .save_context(id, &context, fence)),
                 patiently("storing the mappings", || store
                     .save_mappings(id, &mappings, fence)),
+                async {
+                    match document {
+                        Some(document) => {
+                            patiently("storing the session document", || {
+                                store.save_document(id, run, document, fence)
+                            })
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
             )
         };
         let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));

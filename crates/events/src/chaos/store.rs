@@ -197,6 +197,38 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn save_document(&self, s: &str, run: &str, d: &[u8], f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("saving the document of run {run} of {s}"),
+            self.inner.save_document(s, run, d, f)
+        )
+    }
+
+    async fn load_document(&self, s: &str) -> Result<Option<(String, Vec<u8>)>> {
+        faulty!(
+            self,
+            format!("loading the document of {s}"),
+            self.inner.load_document(s)
+        )
+    }
+
+    async fn note_action(&self, s: &str, run: &str, note: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("noting action {run} of {s}"),
+            self.inner.note_action(s, run, note)
+        )
+    }
+
+    async fn action_note(&self, s: &str, run: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("reading the note of action {run} of {s}"),
+            self.inner.action_note(s, run)
+        )
+    }
+
     async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
         faulty!(
             self,

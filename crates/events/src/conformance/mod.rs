@@ -331,6 +331,36 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("load blob"),
         Some(b"large".to_vec())
     );
+    // The run's document is kept with the working state; a note on an action outlives it.
+    store
+        .save_document(session, RUN, br#"{"groups": []}"#, Fence::Open)
+        .await
+        .expect("save the document");
+    assert_eq!(
+        store
+            .load_document(session)
+            .await
+            .expect("load the document"),
+        Some((RUN.to_string(), br#"{"groups": []}"#.to_vec()))
+    );
+    store
+        .note_action(session, "agency_action/3/14", &format!("attached:{RUN}"))
+        .await
+        .expect("note an action");
+    assert_eq!(
+        store
+            .action_note(session, "agency_action/3/14")
+            .await
+            .expect("read a note"),
+        Some(format!("attached:{RUN}"))
+    );
+    assert_eq!(
+        store
+            .action_note(session, "agency_action/3/15")
+            .await
+            .expect("read no note"),
+        None
+    );
     // A cancel marks the current run only, and goes with the working state.
     assert_eq!(
         store.request_cancel(session).await.expect("cancel"),
@@ -363,6 +393,12 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         .expect("clean up the current run");
     assert_eq!(store.load_task(session, task).await.expect("load"), None);
     assert_eq!(store.current_run(session).await.expect("run"), None);
+    assert_eq!(store.load_document(session).await.expect("document"), None);
+    assert!(store
+        .action_note(session, "agency_action/3/14")
+        .await
+        .expect("a note after cleanup")
+        .is_some());
     assert!(!store
         .cancel_requested(session, RUN)
         .await

@@ -376,6 +376,58 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn save_document(
+        &self,
+        session: &str,
+        run: &str,
+        document: &[u8],
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.save_document.key(key(session, "fence"));
+        invocation
+            .key(key(session, "document"))
+            .key(key(session, "keys"))
+            .arg(fence.token())
+            .arg(WORKING_TTL_SECONDS)
+            .arg(run)
+            .arg(document);
+        self.write_fenced(session, &mut invocation).await
+    }
+
+    async fn load_document(&self, session: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let mut connection = self.connection.clone();
+        let (run, document): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(key(session, "document"))
+            .arg("run")
+            .arg("document")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(run.zip(document))
+    }
+
+    async fn note_action(&self, session: &str, run: &str, note: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let actions = format!("agency:actions:{{{session}}}");
+        redis::pipe()
+            .atomic()
+            .hset(&actions, run, note)
+            .ignore()
+            .expire(&actions, RESULT_TTL_SECONDS as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn action_note(&self, session: &str, run: &str) -> Result<Option<String>> {
+        let mut connection = self.connection.clone();
+        connection
+            .hget(format!("agency:actions:{{{session}}}"), run)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
         let mut connection = self.connection.clone();
         let cancelled: Option<String> = connection

@@ -118,6 +118,11 @@ pub enum Serve {
         /// With --wait: give up after this many seconds
         #[arg(long)]
         timeout: Option<u64>,
+        /// When the session id is running another document: cancel that run, wait for its
+        /// result, then submit this one (without it such a submission is refused; the same
+        /// document attaches to the run under way)
+        #[arg(long)]
+        replace: bool,
     },
     /// Cancel a running session: nothing more is dispatched, running instances are cancelled,
     /// and its result is `cancelled` with what completed
@@ -208,7 +213,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 Worker::new(broker.clone(), store, Registry::builtin(broker), options).run(shutdown).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Serve::Submit { file, servers, wait, timeout } => {
+            Serve::Submit { file, servers, wait, timeout, replace } => {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let (broker, store) = connect(&servers).await?;
                 // Validate here first: a bad file is reported at once, not by a failed result later.
@@ -216,13 +221,17 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let document: Value = serde_json::from_str(&text)?;
                 // Subscribe before producing, so the result cannot be announced unseen.
                 let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
-                let submitted = distributed::submit(broker.as_ref(), store.as_ref(), document).await?;
+                let resubmit = if replace { distributed::Resubmit::Replace } else { distributed::Resubmit::Attach };
+                let submitted = distributed::submit_with(broker.as_ref(), store.as_ref(), document, resubmit).await?;
                 let id = &submitted.id;
+                if submitted.attached {
+                    eprintln!("session {id} is running this document already (run {}): attached to that run", submitted.run);
+                }
                 if !wait {
                     println!("{id}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                eprintln!("submitted session {id} (run {}); waiting for its result", submitted.run);
+                eprintln!("session {id} (run {}): waiting for its result", submitted.run);
                 let result = waiter.wait(store.as_ref(), id, Some(&submitted.run), timeout.map(Duration::from_secs)).await?;
                 print_json(&result)?;
                 Ok(exit_code(&result))
