@@ -275,3 +275,118 @@ fn a_session_submitted_again_while_it_runs_attaches_is_refused_or_replaces() {
         "the third run was cancelled first"
     );
 }
+
+/// `agency status --json` as a value, and its exit code.
+fn status(cluster: &Cluster, id: &str) -> (i32, Value) {
+    let output = cluster.command(&["status", id, "--json"]).output().unwrap();
+    let shown = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "status printed no JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), shown)
+}
+
+/// Whether `text` is an ISO 8601 UTC time as agency writes them.
+fn is_time(text: &Value) -> bool {
+    text.as_str()
+        .is_some_and(|text| text.len() == 24 && text.ends_with('Z') && text.as_bytes()[10] == b'T')
+}
+
+/// A session's live state while it is pending and running: counts that grow, times, rate and
+/// ETA; `watch --timeout` giving up on time, `watch` then printing the result; `sessions`
+/// listing it with its status.
+#[test]
+fn status_shows_a_session_pending_then_running_with_growing_counts() {
+    let mut cluster = Cluster::start_with("status", &["worker", "worker"]);
+    let id = unique("status");
+    assert_eq!(cluster.submit(&naps(&id, 40, "counted")), id);
+
+    // No coordinator yet: pending, with when it was submitted.
+    let (code, pending) = status(&cluster, &id);
+    assert_eq!(code, 0);
+    assert_eq!(pending["status"], "pending", "{pending:#}");
+    assert!(is_time(&pending["submitted_at"]), "{pending:#}");
+    let listed = cluster
+        .command(&[
+            "sessions", "--json", "--status", "pending", "--limit", "1000",
+        ])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed.stderr)));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["session_id"] == id),
+        "{listed:#}"
+    );
+
+    cluster.spawn("coordinator");
+    let running = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, state) = status(&cluster, &id);
+            if state["status"] == "running"
+                && state["instances"]["succeeded"].as_u64().unwrap_or(0) >= at_least
+            {
+                return state;
+            }
+            assert!(Instant::now() < deadline, "{state:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = running(1);
+    let counted = first["instances"]["succeeded"].as_u64().unwrap();
+    assert_eq!(first["instances"]["total"], 40, "{first:#}");
+    assert_eq!(first["groups"]["g"]["status"], "running");
+    assert_eq!(first["groups"]["tag"]["status"], "waiting");
+    assert_eq!(first["groups"]["g"]["tasks"]["naps"]["total"], 40);
+    assert_eq!(first["submitted_at"], pending["submitted_at"]);
+    assert!(
+        is_time(&first["started_at"]) && is_time(&first["updated_at"]),
+        "{first:#}"
+    );
+    assert!(first["rate_per_s"].as_f64().unwrap() > 0.0, "{first:#}");
+    assert!(first["eta_s"].as_f64().is_some(), "{first:#}");
+    let later = running(counted + 8);
+    assert!(later["updated_at"].as_str() > first["updated_at"].as_str());
+
+    // watch --timeout gives up on time; the session goes on.
+    let asked = Instant::now();
+    let watched = cluster
+        .command(&["watch", &id, "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(watched.status.code(), Some(124));
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&watched.stderr).contains("no result within 1 s"));
+    let watched = cluster.command(&["watch", &id]).output().unwrap();
+    assert_eq!(watched.status.code(), Some(0));
+    let result: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(status(&cluster, &id), (0, result));
+
+    let listed = cluster
+        .command(&["sessions", "--json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed.stderr)));
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["session_id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["status"], "completed");
+    assert!(is_time(&row["listed_at"]));
+}

@@ -473,7 +473,10 @@ async fn an_invalid_session_from_kafka_gets_a_failed_result() {
     .await;
     let mut result = None;
     for _ in 0..240 {
-        let status = cluster.command(&["status", &id]).output().unwrap();
+        let status = cluster
+            .command(&["status", &id, "--json"])
+            .output()
+            .unwrap();
         if !status.stdout.is_empty() {
             assert_eq!(status.status.code(), Some(1), "a failed result exits 1");
             result = Some(serde_json::from_slice::<Value>(&status.stdout).unwrap());
@@ -506,7 +509,10 @@ fn watch_and_status_follow_a_submitted_session() {
     let result: Value = serde_json::from_slice(&watched.stdout).unwrap();
     assert_eq!(result["context"]["nap"], json!({"slept_ms": 1500}));
 
-    let status = cluster.command(&["status", &id]).output().unwrap();
+    let status = cluster
+        .command(&["status", &id, "--json"])
+        .output()
+        .unwrap();
     assert_eq!(status.status.code(), Some(0));
     let stored: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(stored, result);
@@ -515,5 +521,7 @@ fn watch_and_status_follow_a_submitted_session() {
         .output()
         .unwrap();
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("is running or has a result"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("is pending, running or has a result")
+    );
 }

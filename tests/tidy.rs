@@ -48,6 +48,8 @@ fn no_crate_reads_the_wall_clock() {
     rust_files(&root.join("crates"), &mut files);
     let readers: Vec<String> = files
         .iter()
+        // The in-memory store plays Redis, whose clock (`TIME`) stamps the times shown.
+        .filter(|file| !file.ends_with("events/src/memory_store.rs"))
         .filter(|file| {
             let text = std::fs::read_to_string(file).unwrap_or_default();
             [

@@ -532,6 +532,16 @@ pub async fn submit_with(
         store.delete_result(&id, Fence::Open)
     })
     .await?;
+    // Listed as `pending` until a coordinator runs it (never over a run's own state), before
+    // producing, so the coordinator that takes it finds when it was submitted.
+    let submitted_at = retrying("reading the store's clock", || store.now_ms()).await?;
+    let mut pending = taskgroup::LiveState::pending(&id, None);
+    pending.submitted_at = Some(taskgroup::iso8601(submitted_at));
+    let pending = events::encode("the pending state", &pending)?;
+    retrying("listing the session as pending", || {
+        store.save_state(&id, &pending, false, Fence::Open)
+    })
+    .await?;
     let position = broker.publish(ACTION_TOPIC, &id, encoded).await?;
     Ok(Submitted {
         id,

@@ -89,6 +89,24 @@ impl Store for DeafStore {
     async fn action_note(&self, s: &str, run: &str) -> events::Result<Option<String>> {
         self.inner.action_note(s, run).await
     }
+    async fn now_ms(&self) -> events::Result<u64> {
+        self.inner.now_ms().await
+    }
+    async fn save_state(
+        &self,
+        s: &str,
+        state: &[u8],
+        replace: bool,
+        f: Fence<'_>,
+    ) -> events::Result<()> {
+        self.inner.save_state(s, state, replace, f).await
+    }
+    async fn load_state(&self, s: &str) -> events::Result<Option<Vec<u8>>> {
+        self.inner.load_state(s).await
+    }
+    async fn sessions(&self, limit: usize) -> events::Result<Vec<(String, u64)>> {
+        self.inner.sessions(limit).await
+    }
     async fn outcomes(
         &self,
         s: &str,

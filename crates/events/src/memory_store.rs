@@ -40,6 +40,10 @@ struct Sessions {
     documents: HashMap<String, (String, Vec<u8>)>,
     /// Notes on intake actions that started no run (see [`Store::note_action`]).
     notes: HashMap<(String, String), String>,
+    /// Each session's live state (see [`Store::save_state`]).
+    states: HashMap<String, Vec<u8>>,
+    /// Sessions by when they were listed (see [`Store::sessions`]).
+    listed: HashMap<String, u64>,
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
     starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
@@ -67,6 +71,7 @@ impl Sessions {
         self.runs.remove(session);
         self.cancels.remove(session);
         self.documents.remove(session);
+        self.states.remove(session);
         self.tasks.retain(|(name, _), _| name != session);
         self.outcomes.retain(|(name, _), _| name != session);
         self.blobs.retain(|(name, _), _| name != session);
@@ -475,6 +480,46 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    async fn now_ms(&self) -> Result<u64> {
+        Ok(wall_clock_ms())
+    }
+
+    async fn save_state(
+        &self,
+        session: &str,
+        state: &[u8],
+        replace: bool,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut sessions = self.fenced(session, fence)?;
+        if !replace && sessions.states.contains_key(session) {
+            return Ok(());
+        }
+        sessions.states.insert(session.to_string(), state.to_vec());
+        let now = wall_clock_ms();
+        let listed = sessions.listed.entry(session.to_string()).or_insert(now);
+        if !replace {
+            *listed = now;
+        }
+        Ok(())
+    }
+
+    async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.sessions()?.states.get(session).cloned())
+    }
+
+    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let sessions = self.sessions()?;
+        let mut listed: Vec<(String, u64)> = sessions
+            .listed
+            .iter()
+            .map(|(id, at)| (id.clone(), *at))
+            .collect();
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        listed.truncate(limit);
+        Ok(listed)
+    }
+
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
         Ok(self
             .sessions()?
@@ -584,6 +629,16 @@ impl Subscription for MemorySubscription {
             .await
             .ok_or_else(|| Error::Closed(format!("subscription to {}", self.channel)))
     }
+}
+
+/// The machine's wall clock in milliseconds since the Unix epoch: the in-memory twin's stand-in
+/// for Redis's `TIME`, the one clock the store shows times by (for display only).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 #[cfg(test)]

@@ -164,6 +164,16 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 'ok'
 "#;
 
+/// After [`FENCE`]. KEYS: fence, state, keys index. ARGV: token, working TTL s, state, replace
+/// (`1`, or `0`: only when none is stored).
+pub(crate) const SAVE_STATE_SCRIPT: &str = r#"
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return 'ok' end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 'ok'
+"#;
+
 /// Marks the session's current run cancelled. KEYS: the current run, the cancel mark, keys
 /// index. ARGV: working TTL s. The run marked, or nil when none is current (nothing written).
 pub(crate) const REQUEST_CANCEL_SCRIPT: &str = r#"

@@ -144,6 +144,25 @@ pub trait Store: Send + Sync + 'static {
     async fn note_action(&self, session: &str, run: &str, note: &str) -> Result<()>;
     /// The note [`Store::note_action`] left for action `run`, if any.
     async fn action_note(&self, session: &str, run: &str) -> Result<Option<String>>;
+    /// The store's clock, in milliseconds since the Unix epoch (Redis's `TIME`): every process
+    /// stamps the times it shows by this one clock. Only for display; no decision reads it.
+    async fn now_ms(&self) -> Result<u64>;
+    /// Writes the session's live state (JSON, `docs/control.md`). With `replace` false it is
+    /// written only when none is stored: a submission's `pending` must not overwrite the state of
+    /// a run that already started. Part of the working state; fenced. The session is also listed
+    /// among the recent sessions ([`Store::sessions`]): a `pending` state moves it to the newest.
+    async fn save_state(
+        &self,
+        session: &str,
+        state: &[u8],
+        replace: bool,
+        fence: Fence<'_>,
+    ) -> Result<()>;
+    /// The session's live state, if one is stored.
+    async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>>;
+    /// The sessions listed most recently (by [`Store::save_state`]), newest first, with when
+    /// ([`Store::now_ms`]), at most `limit`; a session is listed for as long as a result is kept.
+    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>>;
     /// Counts the workers that started a work item and did not finish it: a worker calls it with
     /// `Started(its name)` before it executes the range `item`
     /// (`<g>:<t>:<start>:<end>:<attempt>`) of run `run` and gets how many distinct workers

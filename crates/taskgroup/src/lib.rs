@@ -18,6 +18,7 @@
 
 mod error;
 mod graph;
+mod live;
 mod machine;
 mod no_duplicates;
 mod planning;
@@ -29,6 +30,7 @@ mod session_machine;
 mod spec;
 
 pub use error::{Error, Problem, Result};
+pub use live::{iso8601, LiveCounts, LiveGroup, LiveGroupStatus, LiveState, LiveStatus};
 pub use machine::{
     Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
     DEFAULT_CHUNK,

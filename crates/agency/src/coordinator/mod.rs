@@ -52,6 +52,8 @@ struct RunOf<'a> {
     start: Start,
     /// The session as submitted, kept with the run (distributed only).
     document: Option<&'a [u8]>,
+    /// When it was submitted, if its submission said.
+    submitted_at: Option<&'a str>,
 }
 
 /// A lease this coordinator holds on a session: who holds it, and the token its claim stored as
@@ -145,6 +147,7 @@ impl Coordinator {
             lease: None,
             start: Start::Fresh,
             document: None,
+            submitted_at: None,
         };
         // Unleased, the one token both stops and cancels: the run ends `cancelled`.
         self.drive(session, id, run, progress, cancel.clone(), cancel)
@@ -184,6 +187,7 @@ impl Coordinator {
         }
         .to_string();
         let name = origin.to_string();
+        let submitted_at = self.submitted_at(id).await;
         let mut outage = events::Backoff::new();
         let mut token;
         let outcome = loop {
@@ -206,6 +210,7 @@ impl Coordinator {
                         lease: Some(lease),
                         start,
                         document: Some(document),
+                        submitted_at: submitted_at.as_deref(),
                     };
                     self.drive(session, id, run, progress, stop.clone(), cancel.clone())
                         .await
@@ -240,6 +245,15 @@ impl Coordinator {
         outcome
     }
 
+    /// When the session was submitted, as its submission's `pending` state says (read before
+    /// the claim, which may delete an earlier run's state with it). Best effort: a time for
+    /// display.
+    async fn submitted_at(&self, id: &str) -> Option<String> {
+        let state = self.store.load_state(id).await.ok()??;
+        let state: taskgroup::LiveState = serde_json::from_slice(&state).ok()?;
+        (state.status == taskgroup::LiveStatus::Pending).then_some(state.submitted_at)?
+    }
+
     /// Best effort: whoever waits for the session hears that it failed, and why.
     async fn publish_failure(&self, id: &str, run: &str, error: &Error, fence: Fence<'_>) {
         let mut result = SessionResult::failed(id, vec![error.to_string()]);
@@ -261,6 +275,7 @@ impl Coordinator {
             lease,
             start,
             document,
+            submitted_at,
         }: RunOf<'_>,
         progress: &Progress,
         stop: CancellationToken,
@@ -270,6 +285,7 @@ impl Coordinator {
         run.resuming = start == Start::Resume;
         run.fence = fence(lease);
         run.document = document;
+        run.submitted_at = submitted_at.map(str::to_string);
         let mut result = run.drive(lease, stop.clone(), cancel).await?;
         if lease.is_some() {
             // Under a lease the id can be submitted again: the result names its run.

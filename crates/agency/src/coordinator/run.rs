@@ -53,7 +53,7 @@ pub(super) struct SessionRun<'a> {
     pub(super) run: &'a str,
     pub(super) session: &'a Session,
     progress: &'a Progress,
-    machine: SessionMachine,
+    pub(super) machine: SessionMachine,
     pub(super) context: Map<String, Value>,
     /// How each planned task combines its results; `None` for a task without expansion, whose
     /// one result is written as it is.
@@ -68,6 +68,12 @@ pub(super) struct SessionRun<'a> {
     pub(super) fence: Fence<'a>,
     /// The session as submitted, kept with the run (distributed only).
     pub(super) document: Option<&'a [u8]>,
+    /// When the session was submitted, if its submission said.
+    pub(super) submitted_at: Option<String>,
+    /// When the run started, by the store's clock ([`events::Store::now_ms`]).
+    pub(super) started_ms: u64,
+    /// When the live state was last written.
+    pub(super) state_written: Instant,
 }
 
 impl<'a> SessionRun<'a> {
@@ -92,6 +98,9 @@ impl<'a> SessionRun<'a> {
             resuming: false,
             fence: Fence::Open,
             document: None,
+            submitted_at: None,
+            started_ms: 0,
+            state_written: Instant::now(),
         }
     }
 
@@ -134,6 +143,7 @@ impl<'a> SessionRun<'a> {
         // are refused, and so would this run's be, recorded before the store knew the run (a
         // write issued first but delayed, or retried after a lost connection, lands late).
         patiently("starting the run", || store.start_run(id, self.run, fence)).await?;
+        self.started_ms = patiently("reading the store's clock", || store.now_ms()).await?;
         // Independent writes, sent together with the first groups' task records: one round
         // trip. They are issued first (`join!` polls in order), so a context key the first
         // groups set comes after the initial context. A result stored under this id by an
@@ -173,6 +183,7 @@ impl<'a> SessionRun<'a> {
         let (initial, started) = tokio::join!(initial, self.apply(vec![SessionEvent::Start]));
         initial?;
         started?;
+        self.write_state().await?;
         // Unleased, the lease never ends: its sender stays here.
         let (_unleased, mut lease_ended) = match lease {
             None => {
@@ -257,6 +268,11 @@ impl<'a> SessionRun<'a> {
                         self.reconcile().await?;
                     }
                 }
+            }
+            if !self.machine.finished()
+                && self.state_written.elapsed() >= super::work::STATE_INTERVAL
+            {
+                self.write_state().await?;
             }
         }
         self.result().await

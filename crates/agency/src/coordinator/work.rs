@@ -10,7 +10,12 @@ use crate::error::{Error, Result};
 use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::time::Duration;
 use taskgroup::{Event, SessionEvent};
+use tokio::time::Instant;
+
+/// How often a run writes its live state at most (and at least, while it runs).
+pub(super) const STATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Outcomes loaded from the store at a time when combining a task's results.
 const PAGE: u64 = 65_536;
@@ -257,6 +262,33 @@ impl SessionRun<'_> {
             }
         }
         Ok(results)
+    }
+
+    /// Writes the session's live state: the machine's counts, the run's times by the store's
+    /// clock, and the rate and ETA since the run started.
+    pub(super) async fn write_state(&mut self) -> Result<()> {
+        let mut state = self.machine.live(self.id);
+        let elapsed = self.elapsed();
+        let settled = state.instances.succeeded + state.instances.failed;
+        let seconds = elapsed.as_secs_f64();
+        if settled > 0 && seconds > 0.0 {
+            let rate = settled as f64 / seconds;
+            state.rate_per_s = Some(rate);
+            state.eta_s = Some(state.instances.total.saturating_sub(settled) as f64 / rate);
+        }
+        state.run = Some(self.run.to_string());
+        state.submitted_at = self.submitted_at.clone();
+        state.started_at = Some(taskgroup::iso8601(self.started_ms));
+        let now = self.started_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        state.updated_at = Some(taskgroup::iso8601(now));
+        let encoded = events::encode("the live state", &state)?;
+        let (store, fence) = (&self.coordinator.store, self.fence);
+        patiently("storing the live state", || {
+            store.save_state(self.id, &encoded, true, fence)
+        })
+        .await?;
+        self.state_written = Instant::now();
+        Ok(())
     }
 
     /// A result stored by reference.

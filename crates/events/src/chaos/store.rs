@@ -229,6 +229,34 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn now_ms(&self) -> Result<u64> {
+        faulty!(self, "reading the clock".to_string(), self.inner.now_ms())
+    }
+
+    async fn save_state(&self, s: &str, state: &[u8], replace: bool, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("saving the state of {s}"),
+            self.inner.save_state(s, state, replace, f)
+        )
+    }
+
+    async fn load_state(&self, s: &str) -> Result<Option<Vec<u8>>> {
+        faulty!(
+            self,
+            format!("loading the state of {s}"),
+            self.inner.load_state(s)
+        )
+    }
+
+    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        faulty!(
+            self,
+            "listing sessions".to_string(),
+            self.inner.sessions(limit)
+        )
+    }
+
     async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
         faulty!(
             self,

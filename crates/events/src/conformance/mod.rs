@@ -361,6 +361,36 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             .expect("read no note"),
         None
     );
+    // The live state: a submission's `pending` does not overwrite a run's state; the session is
+    // listed among the recent ones, with the store's time.
+    let before = store.now_ms().await.expect("the store's clock");
+    store
+        .save_state(session, br#"{"status": "pending"}"#, false, Fence::Open)
+        .await
+        .expect("save the pending state");
+    store
+        .save_state(session, br#"{"status": "running"}"#, true, Fence::Open)
+        .await
+        .expect("save the running state");
+    store
+        .save_state(session, br#"{"status": "pending"}"#, false, Fence::Open)
+        .await
+        .expect("keep the running state");
+    assert_eq!(
+        store.load_state(session).await.expect("load the state"),
+        Some(br#"{"status": "running"}"#.to_vec())
+    );
+    let listed = store.sessions(10_000).await.expect("list sessions");
+    let at = listed
+        .iter()
+        .find(|(id, _)| id == session)
+        .map(|(_, at)| *at)
+        .expect("the session is listed");
+    assert!(at >= before, "listed at {at}, before {before}");
+    assert!(
+        listed.windows(2).all(|pair| pair[0].1 >= pair[1].1),
+        "newest first"
+    );
     // A cancel marks the current run only, and goes with the working state.
     assert_eq!(
         store.request_cancel(session).await.expect("cancel"),
@@ -394,6 +424,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     assert_eq!(store.load_task(session, task).await.expect("load"), None);
     assert_eq!(store.current_run(session).await.expect("run"), None);
     assert_eq!(store.load_document(session).await.expect("document"), None);
+    assert_eq!(store.load_state(session).await.expect("state"), None);
     assert!(store
         .action_note(session, "agency_action/3/14")
         .await

@@ -13,6 +13,8 @@
 //! | `agency:{S}:run` | string | the session's current run; outcomes of any other run are refused whole, so late work of an ended run cannot recreate its state |
 //! | `agency:{S}:document` | hash | `run` and `document`: the session document the current run runs, for a client submitting the id again to tell a repeat (attached to the run) from another document (refused) |
 //! | `agency:actions:{S}` | hash | intake action (`topic/partition/offset`) -> what became of it when it started no run: `attached:<run>` or `refused:<why>`; kept as long as the result |
+//! | `agency:{S}:state` | string | the live state (JSON): status, counts per group and task, times, rate and ETA; `pending` from the submission until a coordinator runs it, then written by the coordinator at most once a second |
+//! | `agency:sessions` | sorted set | session id by when it was listed (ms), for `agency sessions`; entries older than a result is kept are dropped |
 //! | `agency:{S}:cancel` | string | the run a cancel was asked for; its coordinator, wherever it runs, sees it within a second and ends the run `cancelled` |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
@@ -30,8 +32,8 @@ use crate::messages::TaskRef;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
     RENEW_SCRIPT, REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP,
-    SAVE_DOCUMENT_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT,
-    WORKING_TTL_SECONDS,
+    SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT,
+    TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -107,6 +109,7 @@ struct Fenced {
     cleanup_run: redis::Script,
     start_run: redis::Script,
     save_document: redis::Script,
+    save_state: redis::Script,
 }
 
 impl Fenced {
@@ -122,6 +125,7 @@ impl Fenced {
             cleanup_run: redis::Script::new(&format!("{RUN_CLEANUP}{CLEANUP_SCRIPT}")),
             start_run: fenced(START_RUN_SCRIPT),
             save_document: fenced(SAVE_DOCUMENT_SCRIPT),
+            save_state: fenced(SAVE_STATE_SCRIPT),
         }
     }
 }

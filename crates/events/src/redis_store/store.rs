@@ -9,6 +9,9 @@ use crate::error::Result;
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::redis_scripts::{RESULT_TTL_SECONDS, WORKING_TTL_SECONDS};
+
+/// The recent sessions, by when they were listed.
+const SESSIONS: &str = "agency:sessions";
 use crate::store::{
     notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
 };
@@ -426,6 +429,89 @@ impl Store for RedisStore {
             .hget(format!("agency:actions:{{{session}}}"), run)
             .await
             .map_err(unavailable)
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let mut connection = self.connection.clone();
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(seconds * 1000 + micros / 1000)
+    }
+
+    async fn save_state(
+        &self,
+        session: &str,
+        state: &[u8],
+        replace: bool,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        let mut invocation = self.fenced.save_state.key(key(session, "fence"));
+        invocation
+            .key(key(session, "state"))
+            .key(key(session, "keys"))
+            .arg(fence.token())
+            .arg(WORKING_TTL_SECONDS)
+            .arg(state)
+            .arg(if replace { "1" } else { "0" });
+        self.write_fenced(session, &mut invocation).await?;
+        // The index is a key of its own (another Cluster slot): listed apart, not atomically.
+        let now = self.now_ms().await?;
+        let mut connection = self.connection.clone();
+        let mut listing = redis::pipe();
+        if replace {
+            listing
+                .cmd("ZADD")
+                .arg(SESSIONS)
+                .arg("NX")
+                .arg(now)
+                .arg(session)
+                .ignore();
+        } else {
+            let kept_since = now.saturating_sub(RESULT_TTL_SECONDS * 1000);
+            listing
+                .cmd("ZADD")
+                .arg(SESSIONS)
+                .arg(now)
+                .arg(session)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(SESSIONS)
+                .arg("-inf")
+                .arg(kept_since)
+                .ignore();
+        }
+        listing
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(key(session, "state"))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut connection = self.connection.clone();
+        let listed: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(SESSIONS)
+            .arg("+inf")
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(listed)
     }
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {

@@ -12,6 +12,7 @@
 //! - [`SessionCommand::Finish`] is sent exactly once, when every group ended or was skipped.
 
 mod report;
+mod state;
 
 use crate::machine::{Command, Event, GroupMachine, GroupStatus, TaskSetup, TaskState};
 use crate::result::GroupOutcome;

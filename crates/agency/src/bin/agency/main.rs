@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_distributed;
+mod control;
 mod plan;
 mod run;
 mod serve;

@@ -1,23 +1,21 @@
 //! The distributed commands: `agency coordinator`, `agency worker`, `agency submit`,
-//! `agency cancel`, `agency status`, `agency watch`, over Kafka (`--kafka`, `AGENCY_KAFKA`) and Redis
+//! `agency cancel`, `agency status`, `agency watch`, `agency sessions` (the last three in
+//! `control.rs`), over Kafka (`--kafka`, `AGENCY_KAFKA`) and Redis
 //! (`--redis`, `AGENCY_REDIS`).
 
+use crate::control::{self, exit_code};
 use crate::run::print_json;
-use crate::text::thousands;
 use agency::distributed::{self, COORDINATOR_GROUP};
 use agency::worker::WORKER_GROUP;
 use agency::{Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
-use events::{
-    notices_channel, Broker, Event, EventManager, GroupProtocol, KafkaOptions, Namespaced, Notice,
-    Source, Store, RESULTS_CHANNEL,
-};
+use events::{Broker, GroupProtocol, KafkaOptions, Namespaced, Store};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use taskgroup::{Rules, SessionResult};
+use std::time::Duration;
+use taskgroup::Rules;
 use tokio_util::sync::CancellationToken;
 
 /// Where the servers are.
@@ -137,17 +135,39 @@ pub enum Serve {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// Print a session's result, or that it is still running
+    /// Show a session's live state (pending or running: counts per group and task, times, rate,
+    /// ETA), or its result once it has one
     Status {
         session: String,
         #[command(flatten)]
         servers: Servers,
+        /// Print JSON: the live state, or the result
+        #[arg(long)]
+        json: bool,
     },
-    /// Follow a session's progress until its result is published
+    /// Follow a session's progress (total, rate, ETA) until its result, then print it with the
+    /// exit code of `agency run`
     Watch {
         session: String,
         #[command(flatten)]
         servers: Servers,
+        /// Stop watching after this many seconds (exit 124; the session goes on)
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// List the recent sessions, newest first, with their status
+    Sessions {
+        #[command(flatten)]
+        servers: Servers,
+        /// Only those with this status (pending, running, completed, partial, failed, cancelled)
+        #[arg(long)]
+        status: Option<String>,
+        /// Print a JSON list
+        #[arg(long)]
+        json: bool,
+        /// How many at most
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -236,19 +256,9 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }
-            Serve::Status { session, servers } => {
+            Serve::Status { session, servers, json } => {
                 let store = distributed::connect_store(&servers.redis).await?;
-                if let Some(result) = distributed::load_result(&store, &session).await? {
-                    print_json(&result)?;
-                    return Ok(exit_code(&result));
-                }
-                match store.load_mappings(&session).await? {
-                    Some(mappings) => {
-                        print_json(&serde_json::json!({"session_id": session, "status": "running", "tasks": mappings}))?;
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    None => anyhow::bail!("no session `{session}` is running or has a result in {}", servers.redis),
-                }
+                control::status(&store, &session, json, &servers.redis).await
             }
             Serve::Cancel { session, servers, wait, timeout } => {
                 let (broker, store) = connect(&servers).await?;
@@ -273,65 +283,14 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     ),
                 }
             }
-            Serve::Watch { session, servers } => watch(&session, &servers).await,
+            Serve::Watch { session, servers, timeout } => {
+                let store = distributed::connect_store(&servers.redis).await?;
+                control::watch(&store, &session, timeout.map(Duration::from_secs), &servers.redis).await
+            }
+            Serve::Sessions { servers, status, json, limit } => {
+                let store = distributed::connect_store(&servers.redis).await?;
+                control::sessions(&store, status.as_deref(), json, limit).await
+            }
         }
     })
-}
-
-/// Exit code of a final result: 0 only when completed.
-fn exit_code(result: &SessionResult) -> ExitCode {
-    if result.completed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Prints settled instances and their rate every second until the result is published.
-async fn watch(session: &str, servers: &Servers) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn Store> = Arc::new(distributed::connect_store(&servers.redis).await?);
-    let notices = Source::Channel(notices_channel(session));
-    let results = Source::Channel(RESULTS_CHANNEL.to_string());
-    let stop = CancellationToken::new();
-    let _stop_on_return = stop.clone().drop_guard();
-    let mut events = EventManager::new(store.clone(), None)
-        .subscribe(vec![notices.clone(), results], stop)
-        .await?;
-    let started = Instant::now();
-    let (mut succeeded, mut failed) = (0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // A session that already finished has its result stored.
-    let mut check_stored = true;
-    loop {
-        if check_stored {
-            if let Some(result) = distributed::load_result(store.as_ref(), session).await? {
-                print_json(&result)?;
-                return Ok(exit_code(&result));
-            }
-            check_stored = false;
-        }
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(Event::Message { source, payload }) if source == notices => {
-                    if let Ok(notice) = serde_json::from_slice::<Notice>(&payload) {
-                        succeeded += notice.succeeded.iter().map(|(start, end, _)| end - start).sum::<u64>();
-                        failed += (notice.failed.len() + notice.permanent.len()) as u64;
-                    }
-                }
-                // An announcement of this session: its result is in the store.
-                Some(Event::Message { payload, .. }) => {
-                    let announced = serde_json::from_slice::<events::Announcement>(&payload);
-                    check_stored = announced.is_ok_and(|announced| announced.session_id == session);
-                }
-                // The result may have been announced while disconnected.
-                Some(Event::Resubscribed { .. }) => check_stored = true,
-                Some(Event::Failed { error, .. }) => anyhow::bail!("watching {session}: {error}"),
-                None => anyhow::bail!("watching {session}: the event stream ended"),
-            },
-            _ = tick.tick() => {
-                let rate = (succeeded + failed) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                eprintln!("watch {session}: {} succeeded, {} failed attempts, {}/s", thousands(succeeded), thousands(failed), thousands(rate as u64));
-            }
-        }
-    }
 }

@@ -1,0 +1,288 @@
+//! Watching sessions: `agency status` (a session's live state, or its result), `agency watch`
+//! (its progress until the result, or a timeout) and `agency sessions` (the recent ones), all
+//! read from Redis (`docs/control.md`).
+
+use crate::run::print_json;
+use crate::text::thousands;
+use agency::distributed::{self, ResultWaiter};
+use events::Store;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use taskgroup::{LiveCounts, LiveState, SessionResult};
+
+/// The exit code of `agency watch` when its `--timeout` passed first (as `timeout(1)`'s).
+const TIMED_OUT: u8 = 124;
+
+/// Exit code of a final result: 0 only when completed.
+pub fn exit_code(result: &SessionResult) -> ExitCode {
+    if result.completed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The session's live state, if one is stored (and readable).
+async fn live_state(store: &dyn Store, session: &str) -> anyhow::Result<Option<LiveState>> {
+    match store.load_state(session).await? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|error| {
+            anyhow::anyhow!(
+                "the live state of session {session} in the store is not readable: {error}"
+            )
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// `agency status SESSION [--json]`: the result once there is one (exit code as `agency run`),
+/// the live state while it is pending or running (exit 0); an unknown session exits 1.
+pub async fn status(
+    store: &dyn Store,
+    session: &str,
+    json: bool,
+    redis: &str,
+) -> anyhow::Result<ExitCode> {
+    if let Some(result) = distributed::load_result(store, session).await? {
+        if json {
+            print_json(&result)?;
+        } else {
+            print!("{}", describe_result(&result));
+        }
+        return Ok(exit_code(&result));
+    }
+    match live_state(store, session).await? {
+        Some(state) => {
+            if json {
+                print_json(&state)?;
+            } else {
+                print!("{}", describe_state(&state));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}")
+        }
+    }
+}
+
+/// `1,200 of 4,000 settled: 1,197 succeeded, 3 failed, 2,800 running; 1,250 attempts, 50 retries`
+fn describe_counts(counts: &LiveCounts) -> String {
+    format!(
+        "{} of {} settled: {} succeeded, {} failed, {} running; {} attempts, {} retries",
+        thousands(counts.succeeded + counts.failed),
+        thousands(counts.total),
+        thousands(counts.succeeded),
+        thousands(counts.failed),
+        thousands(counts.running),
+        thousands(counts.attempts),
+        thousands(counts.retries)
+    )
+}
+
+/// A running session as lines of text.
+fn describe_state(state: &LiveState) -> String {
+    let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
+    let mut text = format!(
+        "session {}: {}",
+        state.session_id,
+        status.as_str().unwrap_or("?")
+    );
+    if let Some(run) = &state.run {
+        let _ = write!(text, " (run {run})");
+    }
+    for (what, at) in [
+        ("submitted", &state.submitted_at),
+        ("started", &state.started_at),
+        ("updated", &state.updated_at),
+    ] {
+        if let Some(at) = at {
+            let _ = write!(text, ", {what} {at}");
+        }
+    }
+    let _ = writeln!(text);
+    if state.groups.is_empty() {
+        return text;
+    }
+    let _ = write!(text, "  instances: {}", describe_counts(&state.instances));
+    if let Some(rate) = state.rate_per_s {
+        let _ = write!(text, "; {}/s", thousands(rate as u64));
+    }
+    if let Some(eta) = state.eta_s {
+        let _ = write!(text, ", ETA {eta:.0}s");
+    }
+    let _ = writeln!(text);
+    for (group, live) in &state.groups {
+        let status = serde_json::to_value(live.status).unwrap_or(Value::Null);
+        let _ = writeln!(text, "  group {group}: {}", status.as_str().unwrap_or("?"));
+        for (task, counts) in &live.tasks {
+            let _ = writeln!(text, "    task {task}: {}", describe_counts(counts));
+        }
+    }
+    text
+}
+
+/// A final result as lines of text.
+fn describe_result(result: &SessionResult) -> String {
+    let mut text = format!("session {}: {}", result.session_id, result.status);
+    if let Some(run) = &result.run {
+        let _ = write!(text, " (run {run})");
+    }
+    let _ = writeln!(text);
+    for (group, summary) in &result.groups {
+        let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
+        let _ = writeln!(text, "  group {group}: {}", status.as_str().unwrap_or("?"));
+        for (task, summary) in &summary.tasks {
+            let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
+            let _ = writeln!(
+                text,
+                "    task {task}: {}, {} of {} succeeded, {} failed, {} attempts",
+                status.as_str().unwrap_or("?"),
+                thousands(summary.succeeded),
+                thousands(summary.instances),
+                thousands(summary.failed),
+                thousands(summary.attempts)
+            );
+        }
+    }
+    for error in &result.errors {
+        let _ = writeln!(text, "  error: {error}");
+    }
+    text
+}
+
+/// `agency watch SESSION [--timeout S]`: the session's progress from its live state (a bar on
+/// a terminal, a line every 2 s elsewhere: settled of total, rate, ETA), then its result,
+/// printed like `agency run`'s with the same exit code. Past `timeout` it stops watching, says
+/// so, and exits 124; the session goes on.
+pub async fn watch(
+    store: &dyn Store,
+    session: &str,
+    timeout: Option<Duration>,
+    redis: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut waiter = ResultWaiter::subscribe(store).await?;
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} instances, {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last_line = Instant::now();
+    let mut known = false;
+    loop {
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            eprintln!(
+                "watch {session}: no result within {} s; the session goes on (`agency status {session}`)",
+                timeout.unwrap_or_default().as_secs()
+            );
+            return Ok(ExitCode::from(TIMED_OUT));
+        }
+        let wait = left.map_or(Duration::from_millis(500), |left| {
+            left.min(Duration::from_millis(500))
+        });
+        match waiter.wait(store, session, None, Some(wait)).await {
+            Ok(result) => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                print_json(&result)?;
+                return Ok(exit_code(&result));
+            }
+            Err(agency::Error::NoResult { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let Some(state) = live_state(store, session).await? else {
+            if known {
+                continue; // between the state's deletion and the result's arrival
+            }
+            anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}");
+        };
+        known = true;
+        let settled = state.instances.succeeded + state.instances.failed;
+        let rate = state.rate_per_s.map_or("?/s".to_string(), |rate| {
+            format!("{}/s", thousands(rate as u64))
+        });
+        let eta = state
+            .eta_s
+            .map_or("?".to_string(), |eta| format!("{eta:.0}s"));
+        match &bar {
+            Some(bar) => {
+                bar.set_length(state.instances.total);
+                bar.set_position(settled);
+                bar.set_message(format!(
+                    "{} failed, {rate}, ETA {eta}",
+                    thousands(state.instances.failed)
+                ));
+            }
+            None if last_line.elapsed() >= Duration::from_secs(2) => {
+                last_line = Instant::now();
+                let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
+                eprintln!(
+                    "watch {session}: {}, {}/{} instances ({} failed), {rate}, ETA {eta}",
+                    status.as_str().unwrap_or("?"),
+                    thousands(settled),
+                    thousands(state.instances.total),
+                    thousands(state.instances.failed)
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// `agency sessions [--status S] [--json] [--limit N]`: the sessions listed most recently,
+/// newest first, each with its status (its result's, or its live state's), the run and when it
+/// was listed; `--status` keeps those with that status.
+pub async fn sessions(
+    store: &dyn Store,
+    status: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for (session, at) in store.sessions(limit).await? {
+        // One unreadable entry (another program's keys) does not hide the others.
+        let (found, run) = match distributed::load_result(store, &session).await {
+            Err(agency::Error::Corrupt { .. }) => ("unreadable".to_string(), None),
+            Err(error) => return Err(error.into()),
+            Ok(Some(result)) => (result.status.as_str().to_string(), result.run),
+            Ok(None) => match live_state(store, &session).await.ok().flatten() {
+                Some(state) => {
+                    let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
+                    (status.as_str().unwrap_or("?").to_string(), state.run)
+                }
+                None => ("unknown".to_string(), None),
+            },
+        };
+        if status.is_some_and(|wanted| wanted != found) {
+            continue;
+        }
+        rows.push(json!({"session_id": session, "status": found, "run": run, "listed_at": taskgroup::iso8601(at)}));
+    }
+    if json {
+        print_json(&rows)?;
+    } else {
+        for row in &rows {
+            println!(
+                "{}  {:<10} {}",
+                row["listed_at"].as_str().unwrap_or_default(),
+                row["status"].as_str().unwrap_or_default(),
+                row["session_id"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
