@@ -390,3 +390,84 @@ fn status_shows_a_session_pending_then_running_with_growing_counts() {
     assert_eq!(row["status"], "completed");
     assert!(is_time(&row["listed_at"]));
 }
+
+/// `agency health --json` as a value, and its exit code.
+fn health(cluster: &Cluster) -> (i32, Value) {
+    let output = cluster.command(&["health", "--json"]).output().unwrap();
+    let shown = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "health printed no JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), shown)
+}
+
+/// `agency health` is green with a coordinator and two workers, `agency executors` lists what
+/// they run, and after one worker is killed with -9 health turns red within the stale time
+/// (10 s of silence, heartbeats every 2 s) and names it.
+#[test]
+fn health_names_a_worker_killed_with_kill_9() {
+    let cluster = Cluster::start("health");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let green = loop {
+        let (code, shown) = health(&cluster);
+        if code == 0 && shown["workers"].as_array().map_or(0, Vec::len) == 2 {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "never healthy: {shown:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(green["healthy"], true);
+    assert_eq!(green["coordinators"].as_array().unwrap().len(), 1);
+    assert!(green["kafka"]["ok"] == true && green["redis"]["ok"] == true);
+
+    let listed = cluster.command(&["executors", "--json"]).output().unwrap();
+    assert_eq!(listed.status.code(), Some(0));
+    let executors: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let sleep = executors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|executor| executor["name"] == "sleep")
+        .cloned()
+        .unwrap();
+    assert!(sleep["description"].as_str().unwrap().contains("sleeps"));
+
+    let mut cluster = cluster;
+    let killed = cluster.processes[1].id();
+    cluster.processes[1].kill().unwrap();
+    let _ = cluster.processes[1].wait();
+    let killed_at = Instant::now();
+    let red = loop {
+        let (code, shown) = health(&cluster);
+        if code == 1 {
+            break shown;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "still healthy 30 s after the kill: {shown:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = killed_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(8),
+        "red after {took:?}, before the stale time"
+    );
+    let stale = red["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1, "{red:#}");
+    assert_eq!(stale[0]["pid"], killed);
+    let id = stale[0]["id"].as_str().unwrap();
+    assert!(
+        red["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|problem| problem.as_str().unwrap().contains(id)),
+        "{red:#}"
+    );
+    let text = cluster.command(&["health"]).output().unwrap();
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("stale: worker {id}")));
+}

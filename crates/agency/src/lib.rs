@@ -27,6 +27,7 @@ pub mod embedded;
 mod error;
 pub mod executors;
 mod failpoint;
+pub mod health;
 mod notice_router;
 mod outage;
 pub mod worker;

@@ -107,6 +107,15 @@ impl Store for DeafStore {
     async fn sessions(&self, limit: usize) -> events::Result<Vec<(String, u64)>> {
         self.inner.sessions(limit).await
     }
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> events::Result<()> {
+        self.inner.heartbeat(member, info).await
+    }
+    async fn members(&self) -> events::Result<Vec<(String, Vec<u8>, u64)>> {
+        self.inner.members().await
+    }
+    async fn forget_member(&self, member: &str) -> events::Result<()> {
+        self.inner.forget_member(member).await
+    }
     async fn outcomes(
         &self,
         s: &str,

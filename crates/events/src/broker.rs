@@ -68,6 +68,10 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position>;
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
+    /// How many brokers answer, asked now (a health check). An in-process broker is one.
+    async fn brokers(&self) -> Result<usize> {
+        Ok(1)
+    }
 }
 
 /// One member of a consumer group on one topic.
@@ -256,5 +260,9 @@ impl Broker for Namespaced {
                 &format!("{}{group}", self.prefix),
             )
             .await
+    }
+
+    async fn brokers(&self) -> Result<usize> {
+        self.inner.brokers().await
     }
 }

@@ -318,6 +318,11 @@ impl Broker for KafkaBroker {
             .map_err(|(error, _)| kafka_error(&format!("producing to {topic}"), error))
     }
 
+    async fn brokers(&self) -> Result<usize> {
+        // The metadata of one topic, which need not exist: the broker list comes with it.
+        Ok(self.metadata(Some("agency_action")).await?.brokers().len())
+    }
+
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
         self.ensure_topic(topic).await?;
         let mut config = ClientConfig::new();

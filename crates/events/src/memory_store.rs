@@ -44,6 +44,8 @@ struct Sessions {
     states: HashMap<String, Vec<u8>>,
     /// Sessions by when they were listed (see [`Store::sessions`]).
     listed: HashMap<String, u64>,
+    /// Members by id: what they said last and when (see [`Store::heartbeat`]).
+    members: HashMap<String, (Vec<u8>, u64)>,
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
     starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
@@ -520,6 +522,34 @@ impl Store for MemoryStore {
         Ok(listed)
     }
 
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
+        let now = wall_clock_ms();
+        let mut sessions = self.sessions()?;
+        sessions
+            .members
+            .retain(|_, (_, seen)| now.saturating_sub(*seen) < FORGET_MEMBERS_MS);
+        sessions
+            .members
+            .insert(member.to_string(), (info.to_vec(), now));
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        let mut members: Vec<(String, Vec<u8>, u64)> = self
+            .sessions()?
+            .members
+            .iter()
+            .map(|(id, (info, seen))| (id.clone(), info.clone(), *seen))
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    async fn forget_member(&self, member: &str) -> Result<()> {
+        self.sessions()?.members.remove(member);
+        Ok(())
+    }
+
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
         Ok(self
             .sessions()?
@@ -630,6 +660,9 @@ impl Subscription for MemorySubscription {
             .ok_or_else(|| Error::Closed(format!("subscription to {}", self.channel)))
     }
 }
+
+/// Members not heard from for this long are forgotten.
+const FORGET_MEMBERS_MS: u64 = 24 * 3600 * 1000;
 
 /// The machine's wall clock in milliseconds since the Unix epoch: the in-memory twin's stand-in
 /// for Redis's `TIME`, the one clock the store shows times by (for display only).

@@ -174,6 +174,23 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 'ok'
 "#;
 
+/// A member's heartbeat. KEYS: members (id -> info), seen (id -> ms). ARGV: id, info, forget
+/// after ms. Members not seen for that long are forgotten, a few per call.
+pub(crate) const HEARTBEAT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], now)
+local seen = redis.call('HGETALL', KEYS[2])
+for i = 1, #seen, 2 do
+  if now - tonumber(seen[i + 1]) > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], seen[i])
+    redis.call('HDEL', KEYS[2], seen[i])
+  end
+end
+return now
+"#;
+
 /// Marks the session's current run cancelled. KEYS: the current run, the cancel mark, keys
 /// index. ARGV: working TTL s. The run marked, or nil when none is current (nothing written).
 pub(crate) const REQUEST_CANCEL_SCRIPT: &str = r#"

@@ -163,6 +163,13 @@ pub trait Store: Send + Sync + 'static {
     /// The sessions listed most recently (by [`Store::save_state`]), newest first, with when
     /// ([`Store::now_ms`]), at most `limit`; a session is listed for as long as a result is kept.
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>>;
+    /// A process's heartbeat: what it says of itself (`info`, JSON), stamped with the store's
+    /// clock. Members not heard from for a day are forgotten.
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()>;
+    /// Every member heard from: its id, what it said last, and when (ms, [`Store::now_ms`]).
+    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>>;
+    /// Forgets a member that is stopping.
+    async fn forget_member(&self, member: &str) -> Result<()>;
     /// Counts the workers that started a work item and did not finish it: a worker calls it with
     /// `Started(its name)` before it executes the range `item`
     /// (`<g>:<t>:<start>:<end>:<attempt>`) of run `run` and gets how many distinct workers

@@ -13,6 +13,10 @@ pub struct Noop;
 
 #[async_trait]
 impl Executor for Noop {
+    fn description(&self) -> &str {
+        "does nothing and returns null (its input is not rendered)"
+    }
+
     fn reads_input(&self) -> bool {
         false
     }
@@ -28,6 +32,10 @@ pub struct Echo;
 
 #[async_trait]
 impl Executor for Echo {
+    fn description(&self) -> &str {
+        "returns its input"
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         Ok(call.input)
     }
@@ -39,6 +47,10 @@ pub struct Sleep;
 
 #[async_trait]
 impl Executor for Sleep {
+    fn description(&self) -> &str {
+        r#"sleeps {"ms"} milliseconds (stopping early when cancelled) and returns {"slept_ms"}"#
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let ms = u64_field(&call.input, "ms")?
             .ok_or_else(|| ExecError::permanent("sleep needs `ms`"))?;
@@ -56,6 +68,10 @@ pub struct Fail;
 
 #[async_trait]
 impl Executor for Fail {
+    fn description(&self) -> &str {
+        r#"fails attempts 1..{"times"} of each instance (all when absent; permanently with "permanent": true), then echoes its input"#
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let times = u64_field(&call.input, "times")?.unwrap_or(u64::MAX);
         if u64::from(call.key.attempt) <= times {
@@ -94,6 +110,10 @@ impl EmitEvent {
 
 #[async_trait]
 impl Executor for EmitEvent {
+    fn description(&self) -> &str {
+        "publishes its input on the agency_events topic, keyed by session, and returns it"
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let event = json!({"key": call.key.to_string(), "event": call.input});
         let payload =

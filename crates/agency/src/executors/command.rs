@@ -28,6 +28,10 @@ const STDERR_TAIL: usize = 500;
 
 #[async_trait]
 impl Executor for Command {
+    fn description(&self) -> &str {
+        r#"runs {"argv"} directly (no shell), the rest of the input as JSON on stdin; its stdout, parsed as JSON, is the result"#
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let mut input = call.input;
         let argv: Vec<String> = match input.as_object_mut().and_then(|o| o.shift_remove("argv")) {

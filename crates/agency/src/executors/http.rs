@@ -32,6 +32,10 @@ impl Default for HttpGet {
 
 #[async_trait]
 impl Executor for HttpGet {
+    fn description(&self) -> &str {
+        r#"GETs {"url"} (within {"timeout_ms"}, 10 s by default) and returns {"status", "body"}; a non-2xx answer is an error"#
+    }
+
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let url = call
             .input

@@ -98,6 +98,11 @@ impl From<&str> for ExecError {
 /// Runs one instance's attempt: the code behind an executor name in session files.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
+    /// One line saying what it does, for `agency executors`.
+    fn description(&self) -> &str {
+        ""
+    }
+
     /// Whether the executor reads its input; when not, instances are not rendered at all.
     fn reads_input(&self) -> bool {
         true
@@ -141,6 +146,14 @@ impl Registry {
     /// The executor registered as `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Executor>> {
         self.executors.get(name).cloned()
+    }
+
+    /// Every registered name with its description, sorted by name.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        self.executors
+            .iter()
+            .map(|(name, executor)| (name.clone(), executor.description().to_string()))
+            .collect()
     }
 
     /// Every registered name, sorted.

@@ -8,7 +8,24 @@ use events::{notices_channel, Notice, Outcome, Status, WorkItem};
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
+
+/// Counts an executing instance while it lives.
+struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    fn count(running: &'a AtomicU64) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        Self(running)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Worker {
     pub(super) async fn execute(
@@ -125,6 +142,7 @@ impl Worker {
         if cancel.is_cancelled() {
             return None;
         }
+        let _running = Running::count(&self.running);
         // Nothing here changes on a retry: the instance's input or the worker is wrong.
         let failed = |error: String| {
             Some(Outcome {

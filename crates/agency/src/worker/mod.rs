@@ -21,6 +21,7 @@ use expansion::{Expansion, Limits};
 use futures_util::FutureExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -119,6 +120,8 @@ pub struct Worker {
     /// This worker's name on the ranges it starts (see [`Store::track_range`]): unique to the
     /// process, so a worker started again counts as another.
     name: String,
+    /// Instances executing now, for its heartbeats.
+    running: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -145,7 +148,13 @@ impl Worker {
             prepared: Mutex::new(HashMap::new()),
             name: uuid::Uuid::new_v4().to_string(),
             cancels: Mutex::new(HashMap::new()),
+            running: Arc::default(),
         })
+    }
+
+    /// The count of instances executing now (for [`crate::health::heartbeat`]).
+    pub fn running(&self) -> Arc<AtomicU64> {
+        self.running.clone()
     }
 
     /// Consumes work until `shutdown` fires.

@@ -257,6 +257,26 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
+        faulty!(
+            self,
+            format!("heartbeat of {member}"),
+            self.inner.heartbeat(member, info)
+        )
+    }
+
+    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        faulty!(self, "listing members".to_string(), self.inner.members())
+    }
+
+    async fn forget_member(&self, member: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("forgetting {member}"),
+            self.inner.forget_member(member)
+        )
+    }
+
     async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
         faulty!(
             self,

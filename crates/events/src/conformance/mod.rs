@@ -391,6 +391,31 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         listed.windows(2).all(|pair| pair[0].1 >= pair[1].1),
         "newest first"
     );
+    // Heartbeats: the member is listed with what it said last, stamped by the store's clock,
+    // until it is forgotten.
+    let member = format!("{session}-member");
+    store
+        .heartbeat(&member, br#"{"role": "worker"}"#)
+        .await
+        .expect("heartbeat");
+    store
+        .heartbeat(&member, br#"{"role": "worker", "running": 3}"#)
+        .await
+        .expect("heartbeat again");
+    let members = store.members().await.expect("members");
+    let (_, info, seen) = members
+        .iter()
+        .find(|(id, _, _)| *id == member)
+        .expect("the member is listed");
+    assert_eq!(info.as_slice(), br#"{"role": "worker", "running": 3}"#);
+    assert!(*seen >= before, "seen at {seen}, before {before}");
+    store.forget_member(&member).await.expect("forget");
+    assert!(!store
+        .members()
+        .await
+        .expect("members")
+        .iter()
+        .any(|(id, _, _)| *id == member));
     // A cancel marks the current run only, and goes with the working state.
     assert_eq!(
         store.request_cancel(session).await.expect("cancel"),

@@ -15,6 +15,8 @@
 //! | `agency:actions:{S}` | hash | intake action (`topic/partition/offset`) -> what became of it when it started no run: `attached:<run>` or `refused:<why>`; kept as long as the result |
 //! | `agency:{S}:state` | string | the live state (JSON): status, counts per group and task, times, rate and ETA; `pending` from the submission until a coordinator runs it, then written by the coordinator at most once a second |
 //! | `agency:sessions` | sorted set | session id by when it was listed (ms), for `agency sessions`; entries older than a result is kept are dropped |
+//! | `agency:{members}` | hash | coordinator or worker id -> what its last heartbeat said (JSON: role, host, pid, version, executors, running instances) |
+//! | `agency:{members}:seen` | hash | id -> when it was last heard from (ms, Redis's clock); members silent for a day are forgotten |
 //! | `agency:{S}:cancel` | string | the run a cancel was asked for; its coordinator, wherever it runs, sees it within a second and ends the run `cancelled` |
 //! | `agency:result:{S}` | string | the final or partial result, kept 7 days after cleanup |
 //! | `agency:{S}:origin` | string | the `agency_action` position (`topic/partition/offset`) the session id was last started from, kept as long as the result |
@@ -30,10 +32,10 @@ mod store;
 use crate::error::{Error, Result};
 use crate::messages::TaskRef;
 use crate::redis_scripts::{
-    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, RECORD_SCRIPT, RELEASE_SCRIPT,
-    RENEW_SCRIPT, REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP,
-    SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT,
-    TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
+    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, HEARTBEAT_SCRIPT, RECORD_SCRIPT,
+    RELEASE_SCRIPT, RENEW_SCRIPT, REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT,
+    RUN_CLEANUP, SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT,
+    START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -50,6 +52,7 @@ pub struct RedisStore {
     record: redis::Script,
     track_range: redis::Script,
     request_cancel: redis::Script,
+    heartbeat: redis::Script,
     claim: redis::Script,
     /// The fenced writes: each script opens with the [`FENCE`] check.
     fenced: Fenced,
@@ -161,6 +164,7 @@ impl RedisStore {
             record: redis::Script::new(RECORD_SCRIPT),
             track_range: redis::Script::new(TRACK_RANGE_SCRIPT),
             request_cancel: redis::Script::new(REQUEST_CANCEL_SCRIPT),
+            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
             fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),

@@ -12,12 +12,19 @@ use crate::redis_scripts::{RESULT_TTL_SECONDS, WORKING_TTL_SECONDS};
 
 /// The recent sessions, by when they were listed.
 const SESSIONS: &str = "agency:sessions";
+/// What each member said in its last heartbeat; one hash tag, so the two hashes share a slot.
+const MEMBERS: &str = "agency:{members}";
+/// When each member was last heard from.
+const MEMBERS_SEEN: &str = "agency:{members}:seen";
+/// Members silent this long are forgotten.
+const FORGET_MEMBERS_MS: u64 = 24 * 3600 * 1000;
 use crate::store::{
     notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
 };
 use async_trait::async_trait;
 use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -512,6 +519,48 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(listed)
+    }
+
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
+        let mut connection = self.connection.clone();
+        self.heartbeat
+            .key(MEMBERS)
+            .key(MEMBERS_SEEN)
+            .arg(member)
+            .arg(info)
+            .arg(FORGET_MEMBERS_MS)
+            .invoke_async::<u64>(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        let mut connection = self.connection.clone();
+        let (infos, seen): (HashMap<String, Vec<u8>>, HashMap<String, u64>) = redis::pipe()
+            .hgetall(MEMBERS)
+            .hgetall(MEMBERS_SEEN)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut members: Vec<(String, Vec<u8>, u64)> = infos
+            .into_iter()
+            .filter_map(|(id, info)| seen.get(&id).map(|at| (id, info, *at)))
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    async fn forget_member(&self, member: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        redis::pipe()
+            .hdel(MEMBERS, member)
+            .ignore()
+            .hdel(MEMBERS_SEEN, member)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {

@@ -1,6 +1,6 @@
-//! Watching sessions: `agency status` (a session's live state, or its result), `agency watch`
-//! (its progress until the result, or a timeout) and `agency sessions` (the recent ones), all
-//! read from Redis (`docs/control.md`).
+//! Watching sessions and the fleet: `agency status` (a session's live state, or its result),
+//! `agency watch` (its progress until the result, or a timeout), `agency sessions` (the recent
+//! ones), all read from Redis, and the text of `agency health` (`docs/control.md`).
 
 use crate::run::print_json;
 use crate::text::thousands;
@@ -285,4 +285,45 @@ pub async fn sessions(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `agency health` as text: the verdict and each problem, then what answered.
+pub fn describe_health(health: &agency::health::Health) -> String {
+    let mut text = String::new();
+    if health.healthy {
+        let _ = writeln!(text, "healthy");
+    } else {
+        let _ = writeln!(text, "unhealthy:");
+        for problem in &health.problems {
+            let _ = writeln!(text, "  - {problem}");
+        }
+    }
+    let _ = writeln!(text, "redis: {}", health.redis.detail);
+    let _ = writeln!(text, "kafka: {}", health.kafka.detail);
+    for (what, members) in [
+        ("coordinators", &health.coordinators),
+        ("workers", &health.workers),
+        ("stale", &health.stale),
+        ("gone", &health.gone),
+    ] {
+        if members.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "{what}:");
+        for seen in members {
+            let member = &seen.member;
+            let _ = writeln!(
+                text,
+                "  {} on {} (pid {}, {}), last seen {} ({:.0} s ago), {} running",
+                member.id,
+                member.host,
+                member.pid,
+                member.version,
+                seen.last_seen,
+                seen.silent_s,
+                thousands(member.running)
+            );
+        }
+    }
+    text
 }

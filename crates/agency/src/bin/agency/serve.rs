@@ -7,7 +7,7 @@ use crate::control::{self, exit_code};
 use crate::run::print_json;
 use agency::distributed::{self, COORDINATOR_GROUP};
 use agency::worker::WORKER_GROUP;
-use agency::{Registry, Worker, WorkerOptions};
+use agency::{health, Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
 use events::{Broker, GroupProtocol, KafkaOptions, Namespaced, Store};
 use serde_json::Value;
@@ -155,6 +155,26 @@ pub enum Serve {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Check Redis, Kafka and the coordinators' and workers' heartbeats; exit 1 saying what is
+    /// missing or stale
+    Health {
+        #[command(flatten)]
+        servers: Servers,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the executors the live workers run, with what each does
+    Executors {
+        #[command(flatten)]
+        servers: Servers,
+        /// Print a JSON list
+        #[arg(long)]
+        json: bool,
+        /// The executors of the embedded engine (`agency run`), without asking any server
+        #[arg(long)]
+        embedded: bool,
+    },
     /// List the recent sessions, newest first, with their status
     Sessions {
         #[command(flatten)]
@@ -222,7 +242,11 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let shutdown = shutdown_on_signals()?;
                 let (broker, store) = connect(&servers).await?;
                 eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis);
-                distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown).await?;
+                let member = health::Member::here(health::Role::Coordinator, &servers.namespace, Vec::new());
+                let beating = tokio::spawn(health::heartbeat(store.clone(), member, Arc::default(), shutdown.clone()));
+                distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown.clone()).await?;
+                shutdown.cancel();
+                let _ = beating.await;
                 Ok(ExitCode::SUCCESS)
             }
             Serve::Worker { servers, concurrency, group } => {
@@ -230,7 +254,45 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let (broker, store) = connect(&servers).await?;
                 let options = WorkerOptions { concurrency, group, ..Default::default() };
                 eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis);
-                Worker::new(broker.clone(), store, Registry::builtin(broker), options).run(shutdown).await?;
+                let registry = Registry::builtin(broker.clone());
+                let member = health::Member::here(health::Role::Worker, &servers.namespace, registry.describe());
+                let worker = Worker::new(broker, store.clone(), registry, options);
+                let beating = tokio::spawn(health::heartbeat(store, member, worker.running(), shutdown.clone()));
+                worker.run(shutdown.clone()).await?;
+                shutdown.cancel();
+                let _ = beating.await;
+                Ok(ExitCode::SUCCESS)
+            }
+            Serve::Health { servers, json } => {
+                let (broker, store) = connect(&servers).await?;
+                let health = health::check(store.as_ref(), broker.as_ref(), &servers.namespace).await;
+                if json {
+                    print_json(&health)?;
+                } else {
+                    print!("{}", control::describe_health(&health));
+                }
+                Ok(if health.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            Serve::Executors { servers, json, embedded } => {
+                let executors = if embedded {
+                    let broker: Arc<dyn Broker> = Arc::new(events::MemoryBroker::new());
+                    health::Member::here(health::Role::Worker, "", Registry::builtin(broker).describe()).executors
+                } else {
+                    let (broker, store) = connect(&servers).await?;
+                    let health = health::check(store.as_ref(), broker.as_ref(), &servers.namespace).await;
+                    let executors = health::executors(&health);
+                    if executors.is_empty() {
+                        anyhow::bail!("no worker is alive to say which executors it runs (`agency health` says more; `agency executors --embedded` lists the embedded engine's)");
+                    }
+                    executors
+                };
+                if json {
+                    print_json(&executors)?;
+                } else {
+                    for executor in &executors {
+                        println!("{:<12} {}", executor.name, executor.description);
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Serve::Submit { file, servers, wait, timeout, replace } => {
