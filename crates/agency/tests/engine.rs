@@ -47,8 +47,14 @@ async fn dependent_groups_see_upstream_context_and_fan_out_over_it() {
         result["context"]["total"]["all"].as_array().unwrap().len(),
         3
     );
+    let greetings = &result["groups"]["greet"]["tasks"]["greetings"];
+    assert!(
+        greetings["started_at"].as_str() <= greetings["finished_at"].as_str()
+            && greetings["duration_ms"].is_u64(),
+        "{greetings:#}"
+    );
     assert_eq!(
-        result["groups"]["greet"]["tasks"]["greetings"],
+        without_times(greetings.clone()),
         json!({"status": "completed", "instances": 3, "succeeded": 3, "failed": 0, "attempts": 3})
     );
     assert_eq!(result["errors"], json!([]));
@@ -102,8 +108,14 @@ async fn exhausted_retries_report_attempts_and_the_last_error() {
     assert_eq!(result["status"], "failed");
     let task = &result["groups"]["g"]["tasks"]["broken"];
     assert_eq!(task["attempts"], 3);
+    // Retried after 100 and 200 ms: the last attempt failed 300 ms (and a little) after the
+    // task started, and the task ended then.
+    let last = task["failures"][0]["last_attempt_at"].as_str().unwrap();
+    assert!(task["started_at"].as_str().unwrap() < last, "{task:#}");
+    assert_eq!(task["finished_at"].as_str(), Some(last), "{task:#}");
+    assert!(task["duration_ms"].as_u64().unwrap() >= 300, "{task:#}");
     assert_eq!(
-        task["failures"],
+        without_times(task["failures"].clone()),
         json!([{"instance": 0, "attempts": 3, "error": "failing attempt 3 of instance 0 on purpose"}])
     );
     assert_eq!(result["errors"][0], "group `g` task `broken`: 1 instance failed; first, instance 0 after 3 attempts: failing attempt 3 of instance 0 on purpose");
@@ -478,4 +490,29 @@ async fn a_permanent_failure_is_not_retried_and_is_reported_as_such() {
         "a transient failure is retried"
     );
     assert_eq!(tasks["flaky"]["failures"][0].get("permanent"), None);
+}
+
+/// `value` without the times a result carries (they differ from run to run).
+fn without_times(mut value: Value) -> Value {
+    strip_times(&mut value);
+    value
+}
+
+fn strip_times(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            for key in [
+                "submitted_at",
+                "started_at",
+                "finished_at",
+                "duration_ms",
+                "last_attempt_at",
+            ] {
+                object.remove(key);
+            }
+            object.values_mut().for_each(strip_times);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_times),
+        _ => {}
+    }
 }

@@ -32,6 +32,18 @@ pub struct SessionResult {
     pub groups: IndexMap<String, GroupSummary>,
     /// What went wrong, one line each, in the order it happened.
     pub errors: Vec<String>,
+    /// When the session was submitted (ISO 8601, UTC), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<String>,
+    /// When its run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// How long the run took, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl SessionResult {
@@ -44,6 +56,10 @@ impl SessionResult {
             context: Map::new(),
             groups: IndexMap::new(),
             errors,
+            submitted_at: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
         }
     }
 
@@ -140,6 +156,16 @@ pub struct TaskSummary {
     /// For a task cut short: the results of the instances that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<InstanceResult>>,
+    /// When it was planned and started running (ISO 8601, UTC); absent for a task that never
+    /// ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When its last instance settled, or when the session ended for a task cut short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// From `started_at` to `finished_at`, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl TaskSummary {
@@ -154,6 +180,9 @@ impl TaskSummary {
             error: None,
             failures: Vec::new(),
             results: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
         }
     }
 }
@@ -186,6 +215,9 @@ pub struct InstanceFailure {
     /// The executor said retrying cannot fix it, so it was not retried.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
+    /// When its last attempt failed (ISO 8601, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
 }
 
 /// A succeeded instance's result, listed for tasks cut short.

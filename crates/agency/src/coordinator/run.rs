@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use taskgroup::{
     Command, Deadline, Event, InstanceResult, Session, SessionCommand, SessionEvent,
-    SessionMachine, SessionResult,
+    SessionMachine, SessionResult, TaskState,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -74,6 +74,8 @@ pub(super) struct SessionRun<'a> {
     pub(super) started_ms: u64,
     /// When the live state was last written.
     pub(super) state_written: Instant,
+    /// When each task's last instance settled (the runtime's clock, like [`Self::elapsed`]).
+    settled_at: HashMap<(usize, usize), Duration>,
 }
 
 impl<'a> SessionRun<'a> {
@@ -101,6 +103,7 @@ impl<'a> SessionRun<'a> {
             submitted_at: None,
             started_ms: 0,
             state_written: Instant::now(),
+            settled_at: HashMap::new(),
         }
     }
 
@@ -386,6 +389,7 @@ impl<'a> SessionRun<'a> {
                         None
                     }
                     Command::UpdateContext { task } => {
+                        self.settled_at.insert((group, task), self.elapsed());
                         Some(self.update_context(group, task).await?)
                     }
                     Command::Cancel => {
@@ -469,7 +473,52 @@ impl<'a> SessionRun<'a> {
                 }
             }
         }
+        self.stamp(&mut result);
         Ok(result)
+    }
+
+    /// Puts the times in the result, by the store's clock: the run's, each task's that ran
+    /// (started when planned, finished when its last instance settled, or when the run ended
+    /// for a task cut short), and each failed instance's last attempt.
+    fn stamp(&self, result: &mut SessionResult) {
+        let end = self.elapsed();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let at = |d: Duration| taskgroup::iso8601(self.started_ms.saturating_add(ms(d)));
+        result.submitted_at = self.submitted_at.clone();
+        result.started_at = Some(at(Duration::ZERO));
+        result.finished_at = Some(at(end));
+        result.duration_ms = Some(ms(end));
+        for (g, group) in self.session.spec.groups.iter().enumerate() {
+            let (Some(machine), Some(summary)) =
+                (self.machine.group(g), result.groups.get_mut(&group.id))
+            else {
+                continue;
+            };
+            for (t, run) in machine.tasks().iter().enumerate() {
+                let ran = !matches!(
+                    run.state,
+                    TaskState::Waiting | TaskState::Planning | TaskState::Skipped
+                );
+                let Some(task) = summary.tasks.get_mut(&group.tasks[t].id).filter(|_| ran) else {
+                    continue;
+                };
+                let started = run.started();
+                let finished = self
+                    .settled_at
+                    .get(&(g, t))
+                    .copied()
+                    .unwrap_or(end)
+                    .max(started);
+                task.started_at = Some(at(started));
+                task.finished_at = Some(at(finished));
+                task.duration_ms = Some(ms(finished - started));
+                for failure in &mut task.failures {
+                    if let Some(failed) = run.failures.get(&failure.instance) {
+                        failure.last_attempt_at = Some(at(failed.at));
+                    }
+                }
+            }
+        }
     }
 }
 

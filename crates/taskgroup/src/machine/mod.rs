@@ -220,6 +220,7 @@ impl GroupMachine {
                         attempts: attempt,
                         error,
                         permanent,
+                        at: now,
                     },
                 );
                 if !run.setup.continue_on_error && self.policy_exceeded() {

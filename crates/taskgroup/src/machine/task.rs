@@ -91,6 +91,8 @@ pub struct Failure {
     pub error: String,
     /// The executor said retrying cannot fix it, so it was not retried.
     pub permanent: bool,
+    /// When its last attempt failed, by the runtime's clock.
+    pub at: Duration,
 }
 
 /// A task as its group machine tracks it: state and counts.
@@ -140,6 +142,11 @@ impl TaskRun {
     }
 
     /// The task is planned with `instances` instances at `now`: none of them is done yet.
+    /// When it was planned and started running, by the runtime's clock (zero before).
+    pub fn started(&self) -> Duration {
+        self.started
+    }
+
     pub(super) fn start_running(&mut self, instances: u64, now: Duration) {
         self.instances = instances;
         self.started = now;

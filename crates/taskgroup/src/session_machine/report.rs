@@ -116,6 +116,10 @@ impl SessionMachine {
             context,
             groups,
             errors: self.errors().iter().map(ToString::to_string).collect(),
+            submitted_at: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
         }
     }
 }
@@ -165,8 +169,12 @@ fn summary(task: &TaskRun) -> TaskSummary {
                 attempts: f.attempts,
                 error: f.error.clone(),
                 permanent: f.permanent,
+                last_attempt_at: None,
             })
             .collect(),
         results: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
     }
 }
