@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: starts Redis and the Kafka broker (installing them if missing), then runs
-# every test of the workspace against them. Extra arguments go to `cargo test`.
+# every test of the workspace against them, then the Python client's. Extra arguments go to
+# `cargo test`.
 #
 # The broker is Apache Kafka unless AGENCY_BROKER=tansu; Tansu has no KIP-848 consumer groups, so
 # its clients use the classic protocol, and it answers fetches only at their deadline, so they
@@ -14,3 +15,18 @@ if [ "${AGENCY_BROKER:-kafka}" = tansu ]; then
 fi
 scripts/services.sh up
 cargo test --workspace --locked "$@"
+
+# The Python client's tests, against the same servers and the agency binary just built, in a
+# virtual environment of their own (confluent-kafka, redis-py and pytest from PyPI).
+venv=${AGENCY_SERVICES_STATE:-$root/.services}/python
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    echo "test: installing python3-venv" >&2
+    if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv >/dev/null; fi
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root/clients/python[test]"
+cargo build -p agency --bin agency --locked
+AGENCY_BIN="$root/target/debug/agency" "$venv/bin/python" -m pytest -q "$root/clients/python/tests"

@@ -1,0 +1,471 @@
+"""The agency client: talks to a deployment through the same Kafka topics and Redis keys the
+`agency` command does (docs/control.md, docs/distributed.md), with confluent-kafka and redis-py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import redis as redis_py
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+ACTION_TOPIC = "agency_action"
+RESULTS_CHANNEL = "agency:results"
+SESSIONS = "agency:sessions"
+MEMBERS = "agency:{members}"
+MEMBERS_SEEN = "agency:{members}:seen"
+#: How long working state and results are kept, in seconds.
+KEPT_S = 7 * 24 * 3600
+#: The largest `agency_action` message, in bytes.
+MAX_MESSAGE_BYTES = 1_000_000
+#: A member not heard from for this long is stale (a problem); for GONE_AFTER_S, gone.
+STALE_AFTER_S = 10.0
+GONE_AFTER_S = 300.0
+#: How long `submit(..., replace=True)` waits for the cancelled run's result.
+REPLACE_PATIENCE_S = 60.0
+
+Result = Dict[str, Any]
+
+
+class AgencyError(Exception):
+    """Something went wrong talking to agency, or agency refused what was asked."""
+
+
+class Timeout(AgencyError):
+    """No result came within the time given; the session goes on."""
+
+
+class NotFound(AgencyError):
+    """No session of that id is pending, running or has a result."""
+
+
+class SessionRunning(AgencyError):
+    """The session id is running another document (one run per id at a time)."""
+
+
+class SessionRefused(AgencyError):
+    """A coordinator refused the submission; it started no run."""
+
+
+class SessionFailed(AgencyError):
+    """Raised by :func:`check` for a result that is not ``completed``; ``result`` holds it."""
+
+    def __init__(self, result: Result):
+        errors = result.get("errors") or []
+        first = f": {errors[0]}" if errors else ""
+        super().__init__(f"session {result.get('session_id')} ended {result.get('status')}{first}")
+        self.result = result
+
+
+def check(result: Result) -> Result:
+    """Returns ``result`` when it is ``completed``; raises :class:`SessionFailed` for a
+    ``partial``, ``failed`` or ``cancelled`` one."""
+    if result.get("status") != "completed":
+        raise SessionFailed(result)
+    return result
+
+
+def _key(session: str, rest: str) -> str:
+    return f"agency:{{{session}}}:{rest}"
+
+
+def _result_key(session: str) -> str:
+    return f"agency:result:{{{session}}}"
+
+
+def _iso8601(ms: int) -> str:
+    at = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _id_problem(session_id: str) -> Optional[str]:
+    if not session_id:
+        return "a session id must not be empty"
+    if "{" in session_id or "}" in session_id:
+        return f"session id {session_id!r} must not contain `{{` or `}}` (they delimit Redis hash tags)"
+    if len(session_id.encode()) > 1000:
+        return "a session id is at most 1000 bytes"
+    return None
+
+
+def _origin(run: str) -> Tuple[str, int, int]:
+    topic, partition, offset = run.rsplit("/", 2)
+    return topic, int(partition), int(offset)
+
+
+def _supersedes(theirs: str, ours: str) -> bool:
+    """Whether run ``theirs`` is a later submission on the same partition than ``ours``."""
+    try:
+        (t1, p1, o1), (t2, p2, o2) = _origin(theirs), _origin(ours)
+    except ValueError:
+        return False
+    return (t1, p1) == (t2, p2) and o1 > o2
+
+
+class Agency:
+    """A client of one agency deployment.
+
+    >>> agency = Agency()                                  # doctest: +SKIP
+    >>> sid = agency.submit({"groups": [...]})             # doctest: +SKIP
+    >>> result = agency.wait(sid, timeout=60)              # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        kafka: str = "127.0.0.1:9092",
+        redis: str = "redis://127.0.0.1:6379",
+        namespace: str = "",
+    ) -> None:
+        self.kafka = kafka
+        self.namespace = namespace
+        self._redis = redis_py.Redis.from_url(redis)
+        self._producer = Producer(
+            {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all"}
+        )
+        # The run each session id submitted (or attached to) through this client answers to.
+        self._runs: Dict[str, str] = {}
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(
+        self, session: Dict[str, Any], session_id: Optional[str] = None, replace: bool = False
+    ) -> str:
+        """Submits a session document; returns its id (``session_id``, the document's own, or
+        a fresh one).
+
+        One run per session id at a time: while a run of the id is under way, the same document
+        attaches to it (nothing is produced; :meth:`wait` waits for that run), another raises
+        :class:`SessionRunning`, or with ``replace=True`` cancels that run, waits for its
+        result, then submits this one.
+        """
+        document = dict(session)
+        sid = session_id or document.get("session_id") or str(uuid.uuid4())
+        problem = _id_problem(sid)
+        if problem:
+            raise AgencyError(problem)
+        document["session_id"] = sid
+        payload = json.dumps({"key": sid, "action": "initialize", "data": document}).encode()
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise AgencyError(
+                f"session {sid} is {len(payload)} bytes as an agency_action message, over the "
+                f"limit of {MAX_MESSAGE_BYTES} bytes; pass large inputs by reference instead"
+            )
+        under_way = self._under_way(sid)
+        if under_way is not None:
+            run, running = under_way
+            if not replace and running == document:
+                self._runs[sid] = run
+                return sid
+            if not replace:
+                raise SessionRunning(
+                    f"session {sid} is running (run {run}) with another document; cancel it "
+                    f"first, or submit with replace=True to cancel it and run this one"
+                )
+            if self.cancel(sid).get("status") == "sent":
+                self.wait(sid, timeout=REPLACE_PATIENCE_S, run=run)
+        pending = {
+            "session_id": sid,
+            "status": "pending",
+            "instances": {k: 0 for k in ("total", "succeeded", "failed", "running", "attempts", "retries")},
+            "groups": {},
+            "submitted_at": _iso8601(self._now_ms()),
+        }
+        self._save_pending(sid, json.dumps(pending))
+        self._redis.delete(_result_key(sid))
+        self._runs[sid] = self._produce(sid, payload)
+        return sid
+
+    def submit_task(
+        self, executor: str, input: Any = None, session_id: Optional[str] = None, **task_fields: Any
+    ) -> str:
+        """Submits a session of one task (seed 004's ``submit_task``): ``executor`` with
+        ``input``; other task fields (``retry``, ``timeout_ms``, ``expansion_config`` in the
+        input, ...) as keywords. Its result is in the context under the task's id (``task``
+        unless given)."""
+        task = {"id": "task", "executor": executor, "input": input, **task_fields}
+        return self.submit({"groups": [{"id": "task", "tasks": [task]}]}, session_id)
+
+    def submit_workflow(
+        self,
+        tasks: List[Dict[str, Any]],
+        sequential: bool = False,
+        session_id: Optional[str] = None,
+    ) -> str:
+        """Submits tasks (each ``{"executor", "input", ...}``, ids ``step1``, ``step2``, ...
+        unless given) as one session: run in parallel, or with ``sequential=True`` each after the
+        one before (so it can read the results before it from the context)."""
+        steps = []
+        for n, task in enumerate(tasks, 1):
+            step = {"id": f"step{n}", **task}
+            if sequential and steps:
+                step["depends_on"] = [steps[-1]["id"]]
+            steps.append(step)
+        return self.submit({"groups": [{"id": "workflow", "tasks": steps}]}, session_id)
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def status(self, session_id: str) -> Result:
+        """The session's result once it has one, else its live state (``pending`` or
+        ``running``, with counts, times, rate and ETA); :class:`NotFound` otherwise."""
+        result = self._result(session_id)
+        if result is not None:
+            return result
+        state = self._redis.get(_key(session_id, "state"))
+        if state is not None:
+            return json.loads(state)
+        raise NotFound(f"no session {session_id} is pending, running or has a result")
+
+    def wait(
+        self, session_id: str, timeout: Optional[float] = None, run: Optional[str] = None
+    ) -> Result:
+        """Waits for the session's result and returns it, whatever its status (see
+        :func:`check`). The result is the one of the run this client submitted or attached
+        to (or ``run``), or, for an id this client did not submit, any. Raises :class:`Timeout`
+        after ``timeout`` seconds, :class:`SessionRefused` when a coordinator refused the
+        submission, and :class:`AgencyError` when a later submission replaced the run."""
+        run = run or self._runs.get(session_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(RESULTS_CHANNEL)
+        try:
+            while True:
+                run, result = self._settled(session_id, run)
+                if result is not None:
+                    return result
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout(f"no result for session {session_id} within {timeout} s")
+                # An announcement wakes the wait at once; the store is read every second too.
+                pubsub.get_message(timeout=1.0 if left is None else min(1.0, left))
+        finally:
+            pubsub.close()
+
+    def monitor(
+        self,
+        session_id: str,
+        callback: Optional[Callable[[Result], None]] = None,
+        interval: float = 0.5,
+    ) -> Any:
+        """Follows the session: its live state each time it changes, then its result. With
+        ``callback``, calls it with each and returns the result; without, returns an iterator
+        over them (the last item is the result)."""
+        updates = self._updates(session_id, interval)
+        if callback is None:
+            return updates
+        last: Result = {}
+        for update in updates:
+            callback(update)
+            last = update
+        return last
+
+    def _updates(self, session_id: str, interval: float) -> Iterator[Result]:
+        seen = None
+        while True:
+            current = self.status(session_id)
+            if current.get("status") not in ("pending", "running"):
+                yield current
+                return
+            mark = (current.get("status"), current.get("updated_at"), json.dumps(current.get("instances")))
+            if mark != seen:
+                seen = mark
+                yield current
+            time.sleep(interval)
+
+    def sessions(self, status: Optional[str] = None, limit: int = 100) -> List[Dict[str, Any]]:
+        """The sessions listed most recently, newest first: ``session_id``, ``status`` (the
+        result's, else the live state's, ``unknown`` once both are gone), ``run``,
+        ``listed_at``; ``status`` keeps those with that status."""
+        rows = []
+        for member, score in self._redis.zrevrangebyscore(SESSIONS, "+inf", "-inf", start=0, num=limit, withscores=True):
+            sid = member.decode()
+            try:
+                shown = self.status(sid)
+            except NotFound:
+                shown = {"status": "unknown"}
+            except ValueError:
+                shown = {"status": "unreadable"}
+            if status is not None and shown.get("status") != status:
+                continue
+            rows.append(
+                {
+                    "session_id": sid,
+                    "status": shown.get("status"),
+                    "run": shown.get("run"),
+                    "listed_at": _iso8601(int(score)),
+                }
+            )
+        return rows
+
+    # -- controlling ------------------------------------------------------------------------
+
+    def cancel(self, session_id: str) -> Dict[str, Any]:
+        """Cancels the session's run under way: ``{"status": "sent", "run"}``; its result will
+        say ``cancelled``, with what completed. A finished session is left as it is
+        (``{"status": "finished", "result"}``); an unknown one raises :class:`NotFound`."""
+        run = self._redis.get(_key(session_id, "run"))
+        if run is not None:
+            payload = json.dumps({"key": session_id, "action": "cancel"}).encode()
+            self._produce(session_id, payload)
+            return {"status": "sent", "run": run.decode()}
+        result = self._result(session_id)
+        if result is not None:
+            return {"status": "finished", "result": result}
+        raise NotFound(f"no session {session_id} is running or has a result; nothing to cancel")
+
+    # -- the fleet --------------------------------------------------------------------------
+
+    def health(self) -> Dict[str, Any]:
+        """Checks Redis, Kafka and the heartbeats of this namespace's coordinators and workers:
+        ``healthy`` when both answer, a coordinator and a worker are alive and none is stale
+        (silent for 10 s); ``problems`` says what is wrong (the same as ``agency health``)."""
+        problems: List[str] = []
+        now = None
+        try:
+            now = self._now_ms()
+            redis_check = {"ok": True, "detail": "answers"}
+        except redis_py.RedisError as error:
+            problems.append(f"redis: {error}")
+            redis_check = {"ok": False, "detail": str(error)}
+        try:
+            brokers = len(AdminClient({"bootstrap.servers": self.kafka}).list_topics(timeout=5).brokers)
+            kafka_check = {"ok": brokers > 0, "detail": f"{brokers} broker(s) answer"}
+            if not brokers:
+                problems.append("kafka: no broker is listed in its metadata")
+        except KafkaException as error:
+            problems.append(f"kafka: {error}")
+            kafka_check = {"ok": False, "detail": str(error)}
+        groups: Dict[str, List[Dict[str, Any]]] = {"coordinators": [], "workers": [], "stale": [], "gone": []}
+        if now is not None:
+            infos = self._redis.hgetall(MEMBERS)
+            seen = self._redis.hgetall(MEMBERS_SEEN)
+            for member_id, info in infos.items():
+                if member_id not in seen:
+                    continue
+                try:
+                    member = json.loads(info)
+                except ValueError:
+                    problems.append(f"member {member_id.decode()}: its heartbeat is not readable")
+                    continue
+                if member.get("namespace", "") != self.namespace:
+                    continue
+                at = int(seen[member_id])
+                silent = max(0, now - at) / 1000
+                member.update(last_seen=_iso8601(at), silent_s=silent)
+                if silent >= GONE_AFTER_S:
+                    groups["gone"].append(member)
+                elif silent >= STALE_AFTER_S:
+                    groups["stale"].append(member)
+                else:
+                    groups["coordinators" if member.get("role") == "coordinator" else "workers"].append(member)
+            for role in ("coordinator", "worker"):
+                if not groups[role + "s"]:
+                    problems.append(f"no {role} is alive (none heard from within {STALE_AFTER_S:.0f} s)")
+            for member in groups["stale"]:
+                problems.append(
+                    f"stale: {member.get('role')} {member.get('id')} on {member.get('host')} "
+                    f"(pid {member.get('pid')}), silent for {member['silent_s']:.0f} s"
+                )
+        for members in groups.values():
+            members.sort(key=lambda member: member.get("id", ""))
+        return {"healthy": not problems, "problems": problems, "redis": redis_check, "kafka": kafka_check, **groups}
+
+    def executors(self) -> List[Dict[str, str]]:
+        """The executors the live workers run, each once: ``{"name", "description"}``."""
+        found: Dict[str, Dict[str, str]] = {}
+        for worker in self.health()["workers"]:
+            for executor in worker.get("executors", []):
+                found.setdefault(executor["name"], executor)
+        return [found[name] for name in sorted(found)]
+
+    def close(self) -> None:
+        """Sends what is queued and lets the connections go."""
+        self._producer.flush(10)
+        self._redis.close()
+
+    def __enter__(self) -> "Agency":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        seconds, micros = self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _result(self, session_id: str) -> Optional[Result]:
+        stored = self._redis.get(_result_key(session_id))
+        return None if stored is None else json.loads(stored)
+
+    def _under_way(self, session_id: str) -> Optional[Tuple[str, Any]]:
+        """The run of the id under way and the document it runs, if one is."""
+        current = self._redis.get(_key(session_id, "run"))
+        run, document = self._redis.hmget(_key(session_id, "document"), "run", "document")
+        if current is None or run is None or document is None or run != current:
+            return None
+        result = self._result(session_id)
+        if result is not None and result.get("run") == run.decode():
+            return None
+        return run.decode(), json.loads(document)
+
+    def _save_pending(self, session_id: str, state: str) -> None:
+        """The submission's `pending` state, never over a run's own (as `agency submit`)."""
+        key = _key(session_id, "state")
+        if self._redis.set(key, state, nx=True, ex=KEPT_S):
+            pipe = self._redis.pipeline()
+            pipe.sadd(_key(session_id, "keys"), key)
+            pipe.expire(_key(session_id, "keys"), KEPT_S)
+            pipe.execute()
+        now = self._now_ms()
+        pipe = self._redis.pipeline()
+        pipe.zadd(SESSIONS, {session_id: now})
+        pipe.zremrangebyscore(SESSIONS, "-inf", now - KEPT_S * 1000)
+        pipe.execute()
+
+    def _produce(self, session_id: str, payload: bytes) -> str:
+        """Produces to `agency_action`, keyed by the session id; returns where it landed."""
+        landed: Dict[str, Any] = {}
+
+        def delivered(error: Any, message: Any) -> None:
+            landed["error"] = error
+            landed["message"] = message
+
+        topic = f"{self.namespace}{ACTION_TOPIC}"
+        self._producer.produce(topic, key=session_id, value=payload, on_delivery=delivered)
+        self._producer.flush(30)
+        if "message" not in landed:
+            raise AgencyError(f"kafka at {self.kafka} did not acknowledge the action within 30 s")
+        if landed["error"] is not None:
+            raise AgencyError(f"kafka refused the action: {landed['error']}")
+        message = landed["message"]
+        return f"{topic}/{message.partition()}/{message.offset()}"
+
+    def _settled(self, session_id: str, run: Optional[str]) -> Tuple[Optional[str], Optional[Result]]:
+        """The run waited for (an attached action's is the run it joined) and its result, if
+        stored."""
+        if run is not None:
+            note = self._redis.hget(f"agency:actions:{{{session_id}}}", run)
+            if note is not None:
+                kind, _, rest = note.decode().partition(":")
+                if kind == "attached":
+                    run = rest
+                elif kind == "refused":
+                    raise SessionRefused(rest)
+        result = self._result(session_id)
+        if result is None:
+            return run, None
+        theirs = result.get("run")
+        if run is None or theirs is None or theirs == run:
+            return run, result
+        if _supersedes(theirs, run):
+            raise AgencyError(
+                f"session {session_id} was submitted again (run {theirs}) before run {run} "
+                f"finished; that run's result will not come"
+            )
+        return run, None

@@ -1,0 +1,64 @@
+"""A real deployment for the client's tests: an `agency coordinator` and two `agency worker`
+processes of the repository's build, on the Kafka and Redis that `scripts/services.sh` starts
+(AGENCY_KAFKA, AGENCY_REDIS), in a namespace of their own."""
+
+import os
+import pathlib
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from agency_client import Agency
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+KAFKA = os.environ.get("AGENCY_KAFKA", "127.0.0.1:9092")
+REDIS = os.environ.get("AGENCY_REDIS", "redis://127.0.0.1:6379")
+
+
+def agency_bin() -> str:
+    built = pathlib.Path(os.environ.get("AGENCY_BIN", ROOT / "target" / "debug" / "agency"))
+    if not built.exists():
+        pytest.fail(f"no agency binary at {built}: run `cargo build -p agency` first (or set AGENCY_BIN)")
+    return str(built)
+
+
+class Deployment:
+    """Processes of one namespace; a client of it."""
+
+    def __init__(self, tmp: pathlib.Path):
+        self.namespace = f"py-{uuid.uuid4().hex[:12]}."
+        self.tmp = tmp
+        self.processes = []
+        self.env = {**os.environ, "AGENCY_KAFKA": KAFKA, "AGENCY_REDIS": REDIS, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info"}
+        self.client = Agency(kafka=KAFKA, redis=REDIS, namespace=self.namespace)
+
+    def spawn(self, role: str, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{role}-{len(self.processes)}.log", "wb")
+        process = subprocess.Popen([agency_bin(), role, *args], env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def agency(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([agency_bin(), *args], env=self.env, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+        self.client.close()
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployed = Deployment(tmp_path)
+    deployed.spawn("coordinator", "--chunk", "4")
+    deployed.spawn("worker")
+    deployed.spawn("worker")
+    deadline = time.monotonic() + 60
+    while not deployed.client.health()["healthy"]:
+        assert time.monotonic() < deadline, deployed.client.health()
+        time.sleep(0.2)
+    yield deployed
+    deployed.stop()

@@ -1,0 +1,156 @@
+"""The client's whole API against a real deployment: a session with a fan-out, a retry and a
+failure; waiting, status, monitor, sessions; one task and workflows; attach and refuse;
+cancel; health and executors; timeouts."""
+
+import time
+import uuid
+
+import pytest
+
+from agency_client import NotFound, SessionFailed, SessionRunning, Timeout, check
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def fan_out_retry_and_failure():
+    return {
+        "groups": [
+            {
+                "id": "work",
+                "tasks": [
+                    {"id": "greet", "executor": "echo", "input": {"hi": "{{name}}", "names": ["ann", "bob", "cy"],
+                        "expansion_config": {"type": "array", "array_mapping": {"name": "names"}}}},
+                    {"id": "flaky", "executor": "fail", "input": {"times": 1}, "retry": {"max_retries": 2, "retry_delays": [50]}},
+                    {"id": "broken", "executor": "fail", "input": {"times": 99}, "continue_on_error": True},
+                ],
+            }
+        ]
+    }
+
+
+def test_a_session_with_a_fan_out_a_retry_and_a_failure(deployment):
+    agency = deployment.client
+    sid = agency.submit(fan_out_retry_and_failure(), session_id=unique("py"))
+    result = agency.wait(sid, timeout=60)
+    tasks = result["groups"]["work"]["tasks"]
+    assert [greeting["hi"] for greeting in result["context"]["greet"]] == ["ann", "bob", "cy"]
+    assert tasks["greet"]["succeeded"] == 3
+    assert tasks["flaky"]["status"] == "completed" and tasks["flaky"]["attempts"] == 2
+    assert tasks["broken"]["failed"] == 1 and tasks["broken"]["failures"][0]["last_attempt_at"]
+    assert result["status"] == "completed", result
+    assert result["submitted_at"] <= result["started_at"] <= result["finished_at"]
+    assert agency.status(sid) == result
+    listed = {row["session_id"]: row for row in agency.sessions(limit=1000)}
+    assert listed[sid]["status"] == "completed"
+    assert check(result) is result
+
+
+def test_a_failed_session_is_returned_and_check_raises(deployment):
+    agency = deployment.client
+    sid = agency.submit_task("fail", {"times": 9}, retry={"max_retries": 1, "retry_delays": [10]})
+    result = agency.wait(sid, timeout=60)
+    assert result["status"] == "failed"
+    assert result["groups"]["task"]["tasks"]["task"]["attempts"] == 2
+    with pytest.raises(SessionFailed) as raised:
+        check(result)
+    assert raised.value.result is result
+
+
+def test_one_task_and_workflows(deployment):
+    agency = deployment.client
+    sid = agency.submit_task("echo", {"hello": "world"})
+    assert check(agency.wait(sid, timeout=60))["context"]["task"] == {"hello": "world"}
+    parallel = agency.submit_workflow([{"executor": "echo", "input": 1}, {"executor": "echo", "input": 2}])
+    assert agency.wait(parallel, timeout=60)["context"] == {"step1": 1, "step2": 2}
+    sequential = agency.submit_workflow(
+        [{"executor": "echo", "input": {"n": 1}}, {"executor": "echo", "input": {"before": "{{context.step1.n}}"}}],
+        sequential=True,
+    )
+    assert check(agency.wait(sequential, timeout=60))["context"]["step2"] == {"before": 1}
+
+
+def naps(count, ms=200):
+    return {"groups": [{"id": "g", "tasks": [{"id": "naps", "executor": "sleep", "concurrency": 2,
+        "input": {"ms": ms, "ns": list(range(count)), "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]}
+
+
+def test_monitor_follows_the_live_state_to_the_result(deployment):
+    agency = deployment.client
+    sid = agency.submit(naps(60), session_id=unique("watched"))
+    seen = []
+    result = agency.monitor(sid, callback=seen.append)
+    assert result["status"] == "completed" and seen[-1] is result
+    running = [update for update in seen if update["status"] == "running"]
+    assert running, seen
+    counts = [update["instances"]["succeeded"] for update in running]
+    assert counts == sorted(counts) and counts[-1] > counts[0], counts
+    assert running[-1]["instances"]["total"] == 60
+    # Iterating: the last item is the result.
+    assert list(agency.monitor(sid))[-1] == result
+
+
+def test_the_same_document_attaches_and_another_is_refused(deployment):
+    agency = deployment.client
+    sid = unique("again")
+    agency.submit(naps(16), session_id=sid)
+    deadline = time.monotonic() + 30
+    while agency.status(sid)["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert agency.submit(naps(16), session_id=sid) == sid
+    with pytest.raises(SessionRunning, match="with another document"):
+        agency.submit(naps(2), session_id=sid)
+    result = agency.wait(sid, timeout=60)
+    assert result["groups"]["g"]["tasks"]["naps"]["attempts"] == 16, "ran once"
+
+
+def test_cancel_ends_a_session_cancelled_with_what_completed(deployment):
+    agency = deployment.client
+    sid = agency.submit(naps(400, ms=100), session_id=unique("cancelled"))
+    deadline = time.monotonic() + 30
+    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert agency.cancel(sid)["status"] == "sent"
+    result = agency.wait(sid, timeout=60)
+    assert result["status"] == "cancelled"
+    succeeded = result["groups"]["g"]["tasks"]["naps"]["succeeded"]
+    assert 4 <= succeeded < 400
+    assert agency.cancel(sid) == {"status": "finished", "result": result}
+    with pytest.raises(NotFound):
+        agency.cancel(unique("nobody"))
+
+
+def test_wait_times_out_and_the_session_goes_on(deployment):
+    agency = deployment.client
+    sid = agency.submit(naps(8, ms=300), session_id=unique("slow"))
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        agency.wait(sid, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert agency.wait(sid, timeout=60)["status"] == "completed"
+
+
+def test_health_and_executors(deployment):
+    agency = deployment.client
+    health = agency.health()
+    assert health["healthy"], health
+    assert len(health["coordinators"]) == 1 and len(health["workers"]) == 2
+    names = [executor["name"] for executor in agency.executors()]
+    assert {"echo", "sleep", "fail", "command"} <= set(names) and names == sorted(names)
+    # The command line agrees.
+    shown = deployment.agency("health", "--json")
+    assert shown.returncode == 0, shown.stderr
+    # A worker killed: stale within 10 s (heartbeats every 2 s), and named.
+    killed = deployment.processes[1]
+    killed.kill()
+    killed.wait()
+    deadline = time.monotonic() + 30
+    while agency.health()["healthy"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    health = agency.health()
+    assert [member["pid"] for member in health["stale"]] == [killed.pid], health
+    assert any(str(killed.pid) in problem for problem in health["problems"]), health
