@@ -471,3 +471,56 @@ fn health_names_a_worker_killed_with_kill_9() {
     assert_eq!(text.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("stale: worker {id}")));
 }
+
+/// `agency submit --task` and `--workflow [--sequential]`: seed 004's shapes from the command
+/// line; a bad `--input` is refused naming it.
+#[test]
+fn submit_shorthands_run_one_task_and_workflows() {
+    let cluster = Cluster::start("shorthand");
+    let run = |args: &[&str]| {
+        let output = cluster
+            .command(&["submit", "--wait", "--timeout", "120"])
+            .args(args)
+            .output()
+            .unwrap();
+        let result: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), result)
+    };
+    let (code, result) = run(&["--task", "echo", "--input", r#"{"hello": "world"}"#]);
+    assert_eq!(code, Some(0), "{result:#}");
+    assert_eq!(result["context"]["task"], json!({"hello": "world"}));
+
+    let steps = cluster.dir.join("steps.json");
+    std::fs::write(
+        &steps,
+        json!([
+            {"executor": "echo", "input": {"n": 1}},
+            {"executor": "echo", "input": {"before": "{{context.step1.n}}"}}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let steps = steps.to_str().unwrap();
+    let (code, result) = run(&["--workflow", steps, "--sequential"]);
+    assert_eq!(code, Some(0), "{result:#}");
+    assert_eq!(result["context"]["step2"], json!({"before": 1}));
+    // In parallel, step2 would read what no task before it writes: refused before submitting.
+    let parallel = cluster
+        .command(&["submit", "--workflow", steps])
+        .output()
+        .unwrap();
+    assert_eq!(parallel.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&parallel.stderr).contains("step1"),
+        "{}",
+        String::from_utf8_lossy(&parallel.stderr)
+    );
+
+    let bad = cluster
+        .command(&["submit", "--task", "echo", "--input", "{nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--input is not JSON"));
+}

@@ -264,17 +264,24 @@ class Agency:
         return last
 
     def _updates(self, session_id: str, interval: float) -> Iterator[Result]:
-        seen = None
-        while True:
-            current = self.status(session_id)
-            if current.get("status") not in ("pending", "running"):
-                yield current
-                return
-            mark = (current.get("status"), current.get("updated_at"), json.dumps(current.get("instances")))
-            if mark != seen:
-                seen = mark
-                yield current
-            time.sleep(interval)
+        # Each state a run writes is announced on the session's progress channel: it wakes the
+        # loop at once; the stored state (read at least every `interval`) catches up.
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(f"agency:progress:{{{session_id}}}")
+        try:
+            seen = None
+            while True:
+                current = self.status(session_id)
+                if current.get("status") not in ("pending", "running"):
+                    yield current
+                    return
+                mark = (current.get("status"), current.get("updated_at"), json.dumps(current.get("instances")))
+                if mark != seen:
+                    seen = mark
+                    yield current
+                pubsub.get_message(timeout=interval)
+        finally:
+            pubsub.close()
 
     def sessions(self, status: Optional[str] = None, limit: int = 100) -> List[Dict[str, Any]]:
         """The sessions listed most recently, newest first: ``session_id``, ``status`` (the

@@ -44,7 +44,7 @@ pub use origin::Origin;
 pub use redis_store::RedisStore;
 pub use retry::{backoff, retry, Backoff, Retryable};
 pub use store::{
-    accept, notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription,
-    CONTROL_CHANNEL, NOTICES_PATTERN, RESULTS_CHANNEL,
+    accept, notices_channel, progress_channel, Claim, Fence, RangeStep, Renewal, Store,
+    Subscription, CONTROL_CHANNEL, NOTICES_PATTERN, RESULTS_CHANNEL,
 };
 pub use watermarks::{Position, Watermarks};

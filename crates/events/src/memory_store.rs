@@ -493,17 +493,24 @@ impl Store for MemoryStore {
         replace: bool,
         fence: Fence<'_>,
     ) -> Result<()> {
-        let mut sessions = self.fenced(session, fence)?;
-        if !replace && sessions.states.contains_key(session) {
-            return Ok(());
+        {
+            let mut sessions = self.fenced(session, fence)?;
+            let now = wall_clock_ms();
+            if replace {
+                sessions.listed.entry(session.to_string()).or_insert(now);
+            } else {
+                sessions.listed.insert(session.to_string(), now);
+                if sessions.states.contains_key(session) {
+                    return Ok(());
+                }
+            }
+            sessions.states.insert(session.to_string(), state.to_vec());
+            if !replace {
+                return Ok(());
+            }
         }
-        sessions.states.insert(session.to_string(), state.to_vec());
-        let now = wall_clock_ms();
-        let listed = sessions.listed.entry(session.to_string()).or_insert(now);
-        if !replace {
-            *listed = now;
-        }
-        Ok(())
+        self.publish(&crate::store::progress_channel(session), state.to_vec())
+            .await
     }
 
     async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>> {

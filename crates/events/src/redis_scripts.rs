@@ -165,12 +165,14 @@ return 'ok'
 "#;
 
 /// After [`FENCE`]. KEYS: fence, state, keys index. ARGV: token, working TTL s, state, replace
-/// (`1`, or `0`: only when none is stored).
+/// (`1`, also published on the progress channel; or `0`: only when none is stored), progress
+/// channel.
 pub(crate) const SAVE_STATE_SCRIPT: &str = r#"
 if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return 'ok' end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
+if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[5], ARGV[3]) end
 return 'ok'
 "#;
 

@@ -24,6 +24,13 @@ pub fn notices_channel(session: &str) -> String {
     format!("agency:notices:{{{session}}}")
 }
 
+/// The channel a session's live state is announced on each time a run writes it
+/// ([`Store::save_state`] with `replace`): a follower subscribes, then reads the stored state to
+/// catch up.
+pub fn progress_channel(session: &str) -> String {
+    format!("agency:progress:{{{session}}}")
+}
+
 /// Matches every session's notices channel: a coordinator reads all its sessions' notices over
 /// one subscription.
 pub const NOTICES_PATTERN: &str = "agency:notices:*";
@@ -149,8 +156,10 @@ pub trait Store: Send + Sync + 'static {
     async fn now_ms(&self) -> Result<u64>;
     /// Writes the session's live state (JSON, `docs/control.md`). With `replace` false it is
     /// written only when none is stored: a submission's `pending` must not overwrite the state of
-    /// a run that already started. Part of the working state; fenced. The session is also listed
-    /// among the recent sessions ([`Store::sessions`]): a `pending` state moves it to the newest.
+    /// a run that already started. With `replace` it is also published on the session's
+    /// [`progress_channel`], in the same call. Part of the working state; fenced. The session is
+    /// also listed among the recent sessions ([`Store::sessions`]): a `pending` state moves it
+    /// to the newest.
     async fn save_state(
         &self,
         session: &str,

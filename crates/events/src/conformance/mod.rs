@@ -380,6 +380,24 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         store.load_state(session).await.expect("load the state"),
         Some(br#"{"status": "running"}"#.to_vec())
     );
+    // A run's state is also announced on the session's progress channel.
+    let mut progress = store
+        .subscribe(&crate::store::progress_channel(session))
+        .await
+        .expect("subscribe to progress");
+    store
+        .save_state(
+            session,
+            br#"{"status": "running", "n": 2}"#,
+            true,
+            Fence::Open,
+        )
+        .await
+        .expect("save the running state again");
+    assert_eq!(
+        received(progress.as_mut()).await,
+        br#"{"status": "running", "n": 2}"#.to_vec()
+    );
     let listed = store.sessions(10_000).await.expect("list sessions");
     let at = listed
         .iter()

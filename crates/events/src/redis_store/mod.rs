@@ -23,7 +23,8 @@
 //! | `agency:{S}:lease` | string | the coordinator running the session; expires unless renewed |
 //! | `agency:{S}:fence` | string | the token of the latest claim; a coordinator's writes carry theirs and are refused once it is replaced |
 //!
-//! Channels: `agency:notices:{S}` (outcome notices), `agency:control`, `agency:results`.
+//! Channels: `agency:notices:{S}` (outcome notices), `agency:progress:{S}` (each live state a
+//! run writes), `agency:control`, `agency:results`.
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
 //! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
 

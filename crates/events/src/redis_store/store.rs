@@ -461,7 +461,8 @@ impl Store for RedisStore {
             .arg(fence.token())
             .arg(WORKING_TTL_SECONDS)
             .arg(state)
-            .arg(if replace { "1" } else { "0" });
+            .arg(if replace { "1" } else { "0" })
+            .arg(crate::store::progress_channel(session));
         self.write_fenced(session, &mut invocation).await?;
         // The index is a key of its own (another Cluster slot): listed apart, not atomically.
         let now = self.now_ms().await?;

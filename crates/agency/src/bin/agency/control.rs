@@ -4,7 +4,7 @@
 
 use crate::run::print_json;
 use crate::text::thousands;
-use agency::distributed::{self, ResultWaiter};
+use agency::distributed;
 use events::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -154,8 +154,9 @@ fn describe_result(result: &SessionResult) -> String {
     text
 }
 
-/// `agency watch SESSION [--timeout S]`: the session's progress from its live state (a bar on
-/// a terminal, a line every 2 s elsewhere: settled of total, rate, ETA), then its result,
+/// `agency watch SESSION [--timeout S]`: the session's progress from its live state as the
+/// run announces it (a bar on a terminal, a line every 2 s elsewhere: settled of total, rate,
+/// ETA), then its result,
 /// printed like `agency run`'s with the same exit code. Past `timeout` it stops watching, says
 /// so, and exits 124; the session goes on.
 pub async fn watch(
@@ -164,7 +165,9 @@ pub async fn watch(
     timeout: Option<Duration>,
     redis: &str,
 ) -> anyhow::Result<ExitCode> {
-    let mut waiter = ResultWaiter::subscribe(store).await?;
+    // Each state a run writes is announced on its progress channel: followed as it comes, and
+    // read from the store at least once a second (to catch up, and to see the result).
+    let mut progress = store.subscribe(&events::progress_channel(session)).await?;
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
@@ -179,6 +182,13 @@ pub async fn watch(
     let mut last_line = Instant::now();
     let mut known = false;
     loop {
+        if let Some(result) = distributed::load_result(store, session).await? {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            print_json(&result)?;
+            return Ok(exit_code(&result));
+        }
         let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
         if left == Some(Duration::ZERO) {
             if let Some(bar) = &bar {
@@ -190,25 +200,28 @@ pub async fn watch(
             );
             return Ok(ExitCode::from(TIMED_OUT));
         }
-        let wait = left.map_or(Duration::from_millis(500), |left| {
-            left.min(Duration::from_millis(500))
+        let wait = left.map_or(Duration::from_secs(1), |left| {
+            left.min(Duration::from_secs(1))
         });
-        match waiter.wait(store, session, None, Some(wait)).await {
-            Ok(result) => {
-                if let Some(bar) = &bar {
-                    bar.finish_and_clear();
-                }
-                print_json(&result)?;
-                return Ok(exit_code(&result));
+        let announced = match tokio::time::timeout(wait, progress.next()).await {
+            Ok(Ok(payload)) => serde_json::from_slice::<LiveState>(&payload).ok(),
+            Ok(Err(_)) => {
+                // The subscription dropped: follow again; the store has what was missed.
+                progress = store.subscribe(&events::progress_channel(session)).await?;
+                None
             }
-            Err(agency::Error::NoResult { .. }) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let Some(state) = live_state(store, session).await? else {
-            if known {
-                continue; // between the state's deletion and the result's arrival
-            }
-            anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}");
+            Err(_) => None,
+        };
+        let state = match announced {
+            Some(state) => state,
+            None => match live_state(store, session).await? {
+                Some(state) => state,
+                // Between the state's deletion and the result's arrival.
+                None if known => continue,
+                None => anyhow::bail!(
+                    "no session `{session}` is pending, running or has a result in {redis}"
+                ),
+            },
         };
         known = true;
         let settled = state.instances.succeeded + state.instances.failed;

@@ -107,7 +107,23 @@ pub enum Serve {
     },
     /// Validate a session file and produce it to `agency_action`
     Submit {
-        file: PathBuf,
+        /// The session file (JSON); or one of --task, --workflow
+        #[arg(required_unless_present_any = ["task", "workflow"], conflicts_with_all = ["task", "workflow"])]
+        file: Option<PathBuf>,
+        /// Submit a session of one task `task` running this executor (its result in the
+        /// context under `task`)
+        #[arg(long, conflicts_with = "workflow")]
+        task: Option<String>,
+        /// With --task: the task's input, as JSON
+        #[arg(long, requires = "task", default_value = "null")]
+        input: String,
+        /// Submit a session of the tasks listed in this file (a JSON list of
+        /// `{"executor", "input", ...}`, ids `step1`, `step2`, ... unless given), run in parallel
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        /// With --workflow: run each task after the one before
+        #[arg(long, requires = "workflow")]
+        sequential: bool,
         #[command(flatten)]
         servers: Servers,
         /// Wait for the final result and print it like `agency run` (same exit codes)
@@ -234,6 +250,35 @@ pub(crate) fn rules(broker: Arc<dyn Broker>) -> Rules {
     }
 }
 
+/// The session `agency submit` submits, as JSON text, and what to call it in errors: the file,
+/// or the one task of `--task` with `--input`, or the tasks of `--workflow`.
+fn session_text(
+    file: Option<PathBuf>,
+    task: Option<&str>,
+    input: &str,
+    workflow: Option<PathBuf>,
+    sequential: bool,
+) -> anyhow::Result<(String, String)> {
+    let read = |file: &PathBuf| {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+    };
+    if let Some(executor) = task {
+        let input: Value =
+            serde_json::from_str(input).with_context(|| format!("--input is not JSON: {input}"))?;
+        let document = agency::client::one_task(executor, input, serde_json::Map::new());
+        return Ok((document.to_string(), format!("--task {executor}")));
+    }
+    if let Some(file) = workflow {
+        let tasks: Vec<Value> = serde_json::from_str(&read(&file)?)
+            .with_context(|| format!("{}: a workflow is a JSON list of tasks", file.display()))?;
+        let document = agency::client::workflow(tasks, sequential)
+            .with_context(|| file.display().to_string())?;
+        return Ok((document.to_string(), file.display().to_string()));
+    }
+    let file = file.context("a session file, --task or --workflow is needed")?;
+    Ok((read(&file)?, file.display().to_string()))
+}
+
 pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async move {
@@ -295,11 +340,11 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Serve::Submit { file, servers, wait, timeout, replace } => {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            Serve::Submit { file, task, input, workflow, sequential, servers, wait, timeout, replace } => {
+                let (text, what) = session_text(file, task.as_deref(), &input, workflow, sequential)?;
                 let (broker, store) = connect(&servers).await?;
                 // Validate here first: a bad file is reported at once, not by a failed result later.
-                taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| file.display().to_string())?;
+                taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| what.clone())?;
                 let document: Value = serde_json::from_str(&text)?;
                 // Subscribe before producing, so the result cannot be announced unseen.
                 let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
