@@ -190,39 +190,62 @@ impl Client {
         distributed::wait_result(self.store.as_ref(), id, None::<&Origin>, timeout).await
     }
 
-    /// The session's status every `interval` while it changes, ending with its result.
+    /// The session's status each time it changes, ending with its result: woken by each live
+    /// state its run announces on the session's progress channel, and reading the store at
+    /// least every `interval` (an announcement can be lost with a connection).
     pub fn monitor(&self, id: &str, interval: Duration) -> impl Stream<Item = Result<Status>> + '_ {
         let id = id.to_string();
-        futures_util::stream::unfold((None::<String>, false), move |(seen, ended)| {
-            let id = id.clone();
-            async move {
-                if ended {
-                    return None;
-                }
-                let mut seen = seen;
-                loop {
-                    match self.status(&id).await {
-                        Ok(Status::Finished(result)) => {
-                            return Some((Ok(Status::Finished(result)), (seen, true)))
-                        }
-                        Ok(Status::Live(state)) => {
-                            let mark = serde_json::to_string(&(
-                                &state.status,
-                                &state.updated_at,
-                                &state.instances,
-                            ))
-                            .ok();
-                            if mark != seen {
-                                seen = mark;
-                                return Some((Ok(Status::Live(state)), (seen, false)));
-                            }
-                        }
-                        Err(error) => return Some((Err(error), (seen, true))),
+        let progress = events::progress_channel(&id);
+        futures_util::stream::unfold(
+            (None::<Box<dyn events::Subscription>>, None::<String>, false),
+            move |(mut announced, mut seen, ended)| {
+                let (id, progress) = (id.clone(), progress.clone());
+                async move {
+                    if ended {
+                        return None;
                     }
-                    tokio::time::sleep(interval).await;
+                    loop {
+                        if announced.is_none() {
+                            announced = self.store.subscribe(&progress).await.ok();
+                        }
+                        match self.status(&id).await {
+                            Ok(Status::Finished(result)) => {
+                                return Some((
+                                    Ok(Status::Finished(result)),
+                                    (announced, seen, true),
+                                ))
+                            }
+                            Ok(Status::Live(state)) => {
+                                let mark = serde_json::to_string(&(
+                                    &state.status,
+                                    &state.updated_at,
+                                    &state.instances,
+                                ))
+                                .ok();
+                                if mark != seen {
+                                    seen = mark;
+                                    return Some((
+                                        Ok(Status::Live(state)),
+                                        (announced, seen, false),
+                                    ));
+                                }
+                            }
+                            Err(error) => return Some((Err(error), (announced, seen, true))),
+                        }
+                        match announced.as_mut() {
+                            Some(subscription) => {
+                                if let Ok(Err(_)) =
+                                    tokio::time::timeout(interval, subscription.next()).await
+                                {
+                                    announced = None; // dropped: subscribe again
+                                }
+                            }
+                            None => tokio::time::sleep(interval).await,
+                        }
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Calls `callback` with the session's status each time it changes, its result last, and
