@@ -5,46 +5,34 @@ use integration_tests::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// Issue #13, defect 3 (reliability F13): the broker is killed with `kill -9` mid-session and
-/// started again 10 s later with its log kept. Every process rides the outage out, and the
-/// session completes with each instance once and one result.
-#[test]
-fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
-    let kafka = OwnKafka::start("broker-outage");
+/// A session of 400 naps of 100 ms and a dependent group whose work is dispatched after the
+/// fault, on a coordinator and two workers over `kafka`; once 40 naps are recorded, `fault` is
+/// done to Kafka. Every process rides it out, and the session completes with each instance once
+/// and one result. Returns the cluster, for checks of its own.
+fn one_session_through(
+    kafka: &OwnKafka,
+    name: &str,
+    env: &[(&str, &str)],
+    case: (&'static str, &'static str),
+    fault: impl FnOnce(&mut Cluster),
+) -> Cluster {
     let published = Published::listen();
-    let mut cluster = Cluster::start_on(
-        "broker-outage",
+    let mut cluster = Cluster::start_configured(
+        name,
         &["coordinator", "worker", "worker"],
         &kafka.brokers(),
+        &redis_url(),
+        env,
     );
-    let id = unique("broker-outage");
+    let id = unique(name);
     let (instances, ms) = (400, 100);
-    // One range of 400 naps (10 s on one worker, 4 at a time), then a group whose work is
-    // dispatched while the broker is still down.
     let mut doc = naps(&id, instances, ms);
     doc["groups"].as_array_mut().unwrap().push(json!({"id": "after", "depends_on": ["g"],
         "tasks": [{"id": "count", "executor": "echo", "input": {"n": "{{context.naps.0.slept_ms}}"}}]}));
     cluster.submit(&doc);
-    // Kill the broker once the work is under way.
     wait_for_outcomes(&published.redis, &id, 40);
-    let case = Case::inject(
-        "F8 broker killed and restarted",
-        "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
-    );
-    kafka.kill();
-    std::thread::sleep(Duration::from_secs(10));
-    for (n, process) in cluster.processes.iter_mut().enumerate() {
-        assert!(
-            process.try_wait().unwrap().is_none(),
-            "process {n} exited during the outage: {}",
-            std::fs::read_to_string(cluster.dir.join(format!(
-                "{}-{n}.log",
-                if n == 0 { "coordinator" } else { "worker" }
-            )))
-            .unwrap_or_default()
-        );
-    }
-    kafka.up();
+    let case = Case::inject(case.0, case.1);
+    fault(&mut cluster);
     check_one_right_result(&published, &id, instances, ms);
     assert_eq!(
         stored_result(&published.redis, &id, Duration::ZERO)["context"]["count"]["n"],
@@ -54,46 +42,50 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
     for (n, process) in cluster.processes.iter_mut().enumerate() {
         assert!(process.try_wait().unwrap().is_none(), "process {n} exited");
     }
+    cluster
+}
+
+/// Issue #13, defect 3 (reliability F8): the broker is killed with `kill -9` mid-session and
+/// started again 10 s later with its log kept; no process exits meanwhile.
+#[test]
+fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
+    let kafka = OwnKafka::start("broker-outage");
+    let case = (
+        "F8 broker killed and restarted",
+        "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
+    );
+    one_session_through(&kafka, "broker-outage", &[], case, |cluster| {
+        kafka.kill();
+        std::thread::sleep(Duration::from_secs(10));
+        for (n, process) in cluster.processes.iter_mut().enumerate() {
+            assert!(
+                process.try_wait().unwrap().is_none(),
+                "process {n} exited during the outage: {}",
+                std::fs::read_to_string(cluster.dir.join(format!(
+                    "{}-{n}.log",
+                    if n == 0 { "coordinator" } else { "worker" }
+                )))
+                .unwrap_or_default()
+            );
+        }
+        kafka.up();
+    });
 }
 
 /// Reliability F8 on a cluster: three Apache Kafka nodes, agency's topics replicated three ways
 /// (two replicas in sync before a write returns), and one node killed with `kill -9` mid-session
 /// and never started again. Partition leadership and the group coordinators move to the other
-/// two; every process rides it out, and the session completes with each instance once and one
-/// result.
+/// two.
 #[test]
 fn a_kafka_cluster_losing_a_node_mid_session_loses_nothing() {
     let kafka = OwnKafka::start_nodes("kafka-cluster", 3);
-    let published = Published::listen();
-    let mut cluster = Cluster::start_configured(
-        "kafka-cluster",
-        &["coordinator", "worker", "worker"],
-        &kafka.brokers(),
-        &redis_url(),
-        &[("AGENCY_KAFKA_REPLICATION", "3")],
-    );
-    let id = unique("kafka-cluster");
-    let (instances, ms) = (400, 100);
-    let mut doc = naps(&id, instances, ms);
-    doc["groups"].as_array_mut().unwrap().push(json!({"id": "after", "depends_on": ["g"],
-        "tasks": [{"id": "count", "executor": "echo", "input": {"n": "{{context.naps.0.slept_ms}}"}}]}));
-    cluster.submit(&doc);
-    wait_for_outcomes(&published.redis, &id, 40);
-    let case = Case::inject(
+    let case = (
         "F8 a Kafka cluster node lost",
         "kill -9 of one of three Apache Kafka nodes (replication factor 3, min.insync.replicas 2) mid-session, not restarted",
     );
+    let env = [("AGENCY_KAFKA_REPLICATION", "3")];
     // Node 1 is the first bootstrap address every process was given.
-    kafka.kill_node(1);
-    check_one_right_result(&published, &id, instances, ms);
-    assert_eq!(
-        stored_result(&published.redis, &id, Duration::ZERO)["context"]["count"]["n"],
-        json!(ms)
-    );
-    case.report(&published, &[&id], instances);
-    for (n, process) in cluster.processes.iter_mut().enumerate() {
-        assert!(process.try_wait().unwrap().is_none(), "process {n} exited");
-    }
+    let cluster = one_session_through(&kafka, "kafka-cluster", &env, case, |_| kafka.kill_node(1));
     let topic = format!("{}agency_dispatch", cluster.namespace);
     assert_eq!(
         replication_of(&kafka.brokers(), &topic),
