@@ -354,6 +354,17 @@ fn status_shows_a_session_pending_then_running_with_growing_counts() {
     assert!(first["eta_s"].as_f64().is_some(), "{first:#}");
     let later = running(counted + 8);
     assert!(later["updated_at"].as_str() > first["updated_at"].as_str());
+    // As text: the status line, the counts, each group and task.
+    let text = cluster.command(&["status", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with(&format!("session {id}: running (run "))
+            && text.contains("  instances: ")
+            && text.contains("  group g: running")
+            && text.contains("    task naps: ")
+            && text.contains("  group tag: waiting"),
+        "{text}"
+    );
 
     // watch --timeout gives up on time; the session goes on.
     let asked = Instant::now();
