@@ -124,24 +124,37 @@ impl std::fmt::Debug for KafkaBroker {
     }
 }
 
-fn kafka_error(operation: &str, error: KafkaError) -> Error {
-    match error.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::BrokerTransportFailure
+/// Whether `code` says the broker could not be reached or did not answer in time: waited out,
+/// not a refusal.
+fn unreachable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
             | RDKafkaErrorCode::AllBrokersDown
             | RDKafkaErrorCode::MessageTimedOut
             | RDKafkaErrorCode::OperationTimedOut
             | RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::QueueFull,
-        ) => Error::Unavailable {
+            | RDKafkaErrorCode::QueueFull
+    )
+}
+
+fn kafka_error(operation: &str, error: KafkaError) -> Error {
+    // rdkafka gives no code for an admin operation's error, though it carries one: a topic
+    // created while the broker restarts fails with a transport failure, to be waited out.
+    let code = match &error {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    if code.is_some_and(unreachable) {
+        return Error::Unavailable {
             backend: "kafka",
             message: format!("{operation}: {error}"),
-        },
-        _ => Error::Refused {
-            backend: "kafka",
-            operation: operation.to_string(),
-            message: error.to_string(),
-        },
+        };
+    }
+    Error::Refused {
+        backend: "kafka",
+        operation: operation.to_string(),
+        message: error.to_string(),
     }
 }
 
@@ -259,6 +272,12 @@ impl KafkaBroker {
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) if unreachable(code) => {
+                    return Err(Error::Unavailable {
+                        backend: "kafka",
+                        message: format!("creating topic {name}: {code}"),
+                    })
+                }
                 Err((name, code)) => {
                     return Err(Error::Refused {
                         backend: "kafka",
@@ -439,5 +458,29 @@ impl Consumer for KafkaConsumer {
         self.consumer
             .resume(&self.assigned()?)
             .map_err(|e| kafka_error("resuming the assigned partitions", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_out_of_reach_is_waited_out_also_in_admin_operations() {
+        let admin = KafkaError::AdminOp(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(matches!(
+            kafka_error("creating a topic", admin),
+            Error::Unavailable { .. }
+        ));
+        let refused = KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(matches!(
+            kafka_error("creating a topic", refused),
+            Error::Refused { .. }
+        ));
+        let produced = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(matches!(
+            kafka_error("producing", produced),
+            Error::Unavailable { .. }
+        ));
     }
 }
