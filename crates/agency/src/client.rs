@@ -151,23 +151,9 @@ impl Client {
         self.submit(workflow(tasks, sequential)?).await
     }
 
-    /// The session's result once it has one, else its live state; an error naming it when
-    /// it is neither.
+    /// The session's result once it has one, else its live state ([`status`]).
     pub async fn status(&self, id: &str) -> Result<Status> {
-        if let Some(result) = distributed::load_result(self.store.as_ref(), id).await? {
-            return Ok(Status::Finished(Box::new(result)));
-        }
-        match retrying("reading the live state", || self.store.load_state(id)).await? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(|state| Status::Live(Box::new(state)))
-                .map_err(|error| Error::Corrupt {
-                    what: format!("the live state of session {id}"),
-                    message: error.to_string(),
-                }),
-            None => Err(Error::Action(format!(
-                "no session {id} is pending, running or has a result"
-            ))),
-        }
+        status(self.store.as_ref(), id).await
     }
 
     /// Waits for the result of the run `submitted` started or attached to, at most `timeout`.
@@ -284,40 +270,70 @@ impl Client {
         health::executors(&self.health().await)
     }
 
-    /// The sessions listed most recently, newest first, at most `limit`, with `status` only
-    /// when given.
+    /// The sessions listed most recently ([`sessions`]).
     pub async fn sessions(&self, status: Option<&str>, limit: usize) -> Result<Vec<Listed>> {
-        let mut listed = Vec::new();
-        for (session, at) in retrying("listing sessions", || self.store.sessions(limit)).await? {
-            let (found, run) = match self.status(&session).await {
-                Ok(Status::Finished(result)) => {
-                    (result.status.as_str().to_string(), result.run.clone())
-                }
-                Ok(Status::Live(state)) => {
-                    let status = serde_json::to_value(state.status).ok();
-                    let status = status
-                        .as_ref()
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string();
-                    (status, state.run.clone())
-                }
-                Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None),
-                Err(Error::Action(_)) => ("unknown".to_string(), None),
-                Err(error) => return Err(error),
-            };
-            if status.is_some_and(|wanted| wanted != found) {
-                continue;
-            }
-            listed.push(Listed {
-                session_id: session,
-                status: found,
-                run,
-                listed_at: taskgroup::iso8601(at),
-            });
-        }
-        Ok(listed)
+        sessions(self.store.as_ref(), status, limit).await
     }
+}
+
+/// Session `id`'s result once it has one, else its live state; an error naming it when it is
+/// neither (`Error::Action`), or when its state is not readable (`Error::Corrupt`). Needs the
+/// store only, as `agency status` does.
+pub async fn status(store: &dyn Store, id: &str) -> Result<Status> {
+    if let Some(result) = distributed::load_result(store, id).await? {
+        return Ok(Status::Finished(Box::new(result)));
+    }
+    match retrying("reading the live state", || store.load_state(id)).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(|state| Status::Live(Box::new(state)))
+            .map_err(|error| Error::Corrupt {
+                what: format!("the live state of session {id}"),
+                message: error.to_string(),
+            }),
+        None => Err(Error::Action(format!(
+            "no session {id} is pending, running or has a result"
+        ))),
+    }
+}
+
+/// The sessions listed most recently, newest first, at most `limit`, with `status` only when
+/// given; each with its result's status, else its live state's (`unknown` once both are gone,
+/// `unreadable` for another program's keys).
+pub async fn sessions(
+    store: &dyn Store,
+    status: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Listed>> {
+    let mut listed = Vec::new();
+    for (session, at) in retrying("listing sessions", || store.sessions(limit)).await? {
+        let (found, run) = match self::status(store, &session).await {
+            Ok(Status::Finished(result)) => {
+                (result.status.as_str().to_string(), result.run.clone())
+            }
+            Ok(Status::Live(state)) => {
+                let status = serde_json::to_value(state.status).ok();
+                let status = status
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                (status, state.run.clone())
+            }
+            Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None),
+            Err(Error::Action(_)) => ("unknown".to_string(), None),
+            Err(error) => return Err(error),
+        };
+        if status.is_some_and(|wanted| wanted != found) {
+            continue;
+        }
+        listed.push(Listed {
+            session_id: session,
+            status: found,
+            run,
+            listed_at: taskgroup::iso8601(at),
+        });
+    }
+    Ok(listed)
 }
 
 /// A session of one task `task` (seed 004's `submit_task`).

@@ -4,10 +4,11 @@
 
 use crate::run::print_json;
 use crate::text::thousands;
+use agency::client::{self, Status};
 use agency::distributed;
 use events::Store;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -26,18 +27,6 @@ pub fn exit_code(result: &SessionResult) -> ExitCode {
     }
 }
 
-/// The session's live state, if one is stored (and readable).
-async fn live_state(store: &dyn Store, session: &str) -> anyhow::Result<Option<LiveState>> {
-    match store.load_state(session).await? {
-        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|error| {
-            anyhow::anyhow!(
-                "the live state of session {session} in the store is not readable: {error}"
-            )
-        })?)),
-        None => Ok(None),
-    }
-}
-
 /// `agency status SESSION [--json]`: the result once there is one (exit code as `agency run`),
 /// the live state while it is pending or running (exit 0); an unknown session exits 1.
 pub async fn status(
@@ -46,16 +35,16 @@ pub async fn status(
     json: bool,
     redis: &str,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(result) = distributed::load_result(store, session).await? {
-        if json {
-            print_json(&result)?;
-        } else {
-            print!("{}", describe_result(&result));
+    match client::status(store, session).await {
+        Ok(Status::Finished(result)) => {
+            if json {
+                print_json(&result)?;
+            } else {
+                print!("{}", describe_result(&result));
+            }
+            Ok(exit_code(&result))
         }
-        return Ok(exit_code(&result));
-    }
-    match live_state(store, session).await? {
-        Some(state) => {
+        Ok(Status::Live(state)) => {
             if json {
                 print_json(&state)?;
             } else {
@@ -63,10 +52,14 @@ pub async fn status(
             }
             Ok(ExitCode::SUCCESS)
         }
-        None => {
-            anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}")
-        }
+        Err(agency::Error::Action(_)) => unknown(session, redis),
+        Err(error) => Err(error.into()),
     }
+}
+
+/// The error for a session that is neither pending, running nor finished.
+fn unknown<T>(session: &str, redis: &str) -> anyhow::Result<T> {
+    anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}")
 }
 
 /// `1,200 of 4,000 settled: 1,197 succeeded, 3 failed, 2,800 running; 1,250 attempts, 50 retries`
@@ -214,13 +207,14 @@ pub async fn watch(
         };
         let state = match announced {
             Some(state) => state,
-            None => match live_state(store, session).await? {
-                Some(state) => state,
-                // Between the state's deletion and the result's arrival.
-                None if known => continue,
-                None => anyhow::bail!(
-                    "no session `{session}` is pending, running or has a result in {redis}"
-                ),
+            None => match client::status(store, session).await {
+                Ok(Status::Live(state)) => *state,
+                // Its result came (it is read at the top), or it is between the state's
+                // deletion and the result's arrival.
+                Ok(Status::Finished(_)) => continue,
+                Err(agency::Error::Action(_)) if known => continue,
+                Err(agency::Error::Action(_)) => return unknown(session, redis),
+                Err(error) => return Err(error.into()),
             },
         };
         known = true;
@@ -265,36 +259,12 @@ pub async fn sessions(
     json: bool,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
-    let mut rows = Vec::new();
-    for (session, at) in store.sessions(limit).await? {
-        // One unreadable entry (another program's keys) does not hide the others.
-        let (found, run) = match distributed::load_result(store, &session).await {
-            Err(agency::Error::Corrupt { .. }) => ("unreadable".to_string(), None),
-            Err(error) => return Err(error.into()),
-            Ok(Some(result)) => (result.status.as_str().to_string(), result.run),
-            Ok(None) => match live_state(store, &session).await.ok().flatten() {
-                Some(state) => {
-                    let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
-                    (status.as_str().unwrap_or("?").to_string(), state.run)
-                }
-                None => ("unknown".to_string(), None),
-            },
-        };
-        if status.is_some_and(|wanted| wanted != found) {
-            continue;
-        }
-        rows.push(json!({"session_id": session, "status": found, "run": run, "listed_at": taskgroup::iso8601(at)}));
-    }
+    let rows = client::sessions(store, status, limit).await?;
     if json {
         print_json(&rows)?;
     } else {
         for row in &rows {
-            println!(
-                "{}  {:<10} {}",
-                row["listed_at"].as_str().unwrap_or_default(),
-                row["status"].as_str().unwrap_or_default(),
-                row["session_id"].as_str().unwrap_or_default()
-            );
+            println!("{}  {:<10} {}", row.listed_at, row.status, row.session_id);
         }
     }
     Ok(ExitCode::SUCCESS)
