@@ -166,14 +166,16 @@ return 'ok'
 
 /// After [`FENCE`]. KEYS: fence, state, keys index. ARGV: token, working TTL s, state, replace
 /// (`1`, also published on the progress channel; or `0`: only when none is stored), progress
-/// channel.
+/// channel. Answers the server's time in ms (digits), which the sessions index is stamped with.
 pub(crate) const SAVE_STATE_SCRIPT: &str = r#"
-if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return 'ok' end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return now end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[5], ARGV[3]) end
-return 'ok'
+return now
 "#;
 
 /// A member's heartbeat. KEYS: members (id -> info), seen (id -> ms). ARGV: id, info, forget

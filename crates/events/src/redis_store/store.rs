@@ -5,7 +5,7 @@ use super::{
     corrupt, key, outcomes_key, result_key, task_key, to_json, unavailable, RedisStore,
     RedisSubscription,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::redis_scripts::{RESULT_TTL_SECONDS, WORKING_TTL_SECONDS};
@@ -463,10 +463,22 @@ impl Store for RedisStore {
             .arg(state)
             .arg(if replace { "1" } else { "0" })
             .arg(crate::store::progress_channel(session));
-        self.write_fenced(session, &mut invocation).await?;
-        // The index is a key of its own (another Cluster slot): listed apart, not atomically.
-        let now = self.now_ms().await?;
         let mut connection = self.connection.clone();
+        let answer: String = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let now: u64 = match answer.as_str() {
+            "fenced" => {
+                return Err(Error::Fenced {
+                    session: session.to_string(),
+                })
+            }
+            time => time
+                .parse()
+                .map_err(|_| corrupt("the live state write's answer", time))?,
+        };
+        // The index is a key of its own (another Cluster slot): listed apart, not atomically.
         let mut listing = redis::pipe();
         if replace {
             listing
