@@ -18,6 +18,8 @@ pub enum ExpansionType {
     Zip,
     /// `transform_rules`: combine, filter, field mappings and conditions over a source object.
     Custom,
+    /// One instance per number of a range such as `"1-5,10,12"`, in the order written.
+    Range,
 }
 
 impl ExpansionType {
@@ -28,6 +30,7 @@ impl ExpansionType {
             ExpansionType::Matrix => "matrix",
             ExpansionType::Zip => "zip",
             ExpansionType::Custom => "custom",
+            ExpansionType::Range => "range",
         }
     }
 }
@@ -45,6 +48,23 @@ pub(crate) struct CustomRules {
     pub conditions: Conditions,
 }
 
+/// Where a range expansion's numbers come from.
+#[derive(Debug, Clone)]
+pub(crate) enum RangeSource {
+    /// A range written in the config, `"1-5,10"`.
+    Text(String),
+    /// A list of numbers written in the config.
+    List(Vec<Value>),
+    /// A range string or a list of numbers in the session context, at this dotted path.
+    Context(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RangeSpec {
+    pub variable: String,
+    pub source: RangeSource,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
     pub kind: ExpansionType,
@@ -56,6 +76,7 @@ pub(crate) struct Spec {
     pub include: Vec<Map<String, Value>>,
     pub exclude: Vec<Map<String, Value>>,
     pub custom: Option<CustomRules>,
+    pub range: Option<RangeSpec>,
 }
 
 const ARRAY_FIELDS: &[&str] = &[
@@ -84,6 +105,7 @@ const CUSTOM_FIELDS: &[&str] = &[
     "transform_rules",
     "zip",
 ];
+const RANGE_FIELDS: &[&str] = &["type", "output_format", "allow_empty", "range", "variable"];
 const RULE_FIELDS: &[&str] = &[
     "source",
     "combine",
@@ -105,11 +127,12 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
             "matrix" => ExpansionType::Matrix,
             "zip" => ExpansionType::Zip,
             "custom" => ExpansionType::Custom,
+            "range" => ExpansionType::Range,
             other => {
                 return Err(site.invalid(
                     &type_path,
                     format!(
-                        "unknown expansion type `{other}` (expected array, matrix, zip or custom)"
+                        "unknown expansion type `{other}` (expected array, matrix, zip, custom or range)"
                     ),
                 ))
             }
@@ -120,6 +143,7 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
         ExpansionType::Array => ARRAY_FIELDS,
         ExpansionType::Matrix | ExpansionType::Zip => MATRIX_FIELDS,
         ExpansionType::Custom => CUSTOM_FIELDS,
+        ExpansionType::Range => RANGE_FIELDS,
     };
     reject_unknown(object, allowed, path, site)?;
 
@@ -160,6 +184,7 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
         include: object_list(object, "include", path, site)?,
         exclude: object_list(object, "exclude", path, site)?,
         custom: None,
+        range: None,
     };
     if let Some(groups) = object.get("zip") {
         spec.zip = parse_zip(groups, &path.key("zip"), site)?;
@@ -172,7 +197,8 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
                 .ok_or_else(|| site.error(path, ErrorKind::MissingField("transform_rules")))?;
             spec.custom = Some(parse_rules(rules, &at, site)?);
         }
-        _ => {
+        ExpansionType::Range => spec.range = Some(parse_range(object, path, site)?),
+        ExpansionType::Array | ExpansionType::Matrix | ExpansionType::Zip => {
             let at = path.key("array_mapping");
             let mapping = object
                 .get("array_mapping")
@@ -194,6 +220,34 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
         }
     }
     Ok(spec)
+}
+
+fn parse_range(object: &Map<String, Value>, path: &FieldPath, site: &Site) -> Result<RangeSpec> {
+    let variable = match object.get("variable") {
+        None => return Err(site.error(path, ErrorKind::MissingField("variable"))),
+        Some(Value::String(name)) => name.clone(),
+        Some(other) => return Err(wrong_type(site, &path.key("variable"), "a string", other)),
+    };
+    if let Some(problem) = variable_problem(&variable) {
+        return Err(site.invalid(&path.key("variable"), problem));
+    }
+    let source = match object.get("range") {
+        None => return Err(site.error(path, ErrorKind::MissingField("range"))),
+        Some(Value::String(text)) => match text.strip_prefix("context.") {
+            Some(key) if !key.is_empty() => RangeSource::Context(key.to_string()),
+            _ => RangeSource::Text(text.clone()),
+        },
+        Some(Value::Array(items)) => RangeSource::List(items.clone()),
+        Some(other) => {
+            return Err(wrong_type(
+                site,
+                &path.key("range"),
+                "a range string, a list of numbers or a `context.` path",
+                other,
+            ))
+        }
+    };
+    Ok(RangeSpec { variable, source })
 }
 
 fn parse_rules(rules: &Value, path: &FieldPath, site: &Site) -> Result<CustomRules> {
@@ -329,25 +383,23 @@ fn check_variable_names<'a>(
     site: &Site,
 ) -> Result<()> {
     for name in names {
-        let at = path.key(name);
-        if RESERVED.contains(&name) {
-            return Err(site.invalid(
-                &at,
-                format!("`{name}` is reserved and cannot name a variable"),
-            ));
-        }
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid {
-            return Err(site.invalid(
-                &at,
-                format!("`{name}` is not a variable name (letters, digits, `_` and `-` only)"),
-            ));
+        if let Some(problem) = variable_problem(name) {
+            return Err(site.invalid(&path.key(name), problem));
         }
     }
     Ok(())
+}
+
+/// Why `name` cannot name a variable, if it cannot.
+fn variable_problem(name: &str) -> Option<String> {
+    if RESERVED.contains(&name) {
+        return Some(format!("`{name}` is reserved and cannot name a variable"));
+    }
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    (!valid).then(|| format!("`{name}` is not a variable name (letters, digits, `_` and `-` only)"))
 }
 
 pub(crate) fn expect_object<'v>(

@@ -200,6 +200,7 @@ pub(crate) fn custom_layout(
         dims,
         dim_names,
         consumed,
+        numbers: None,
     })
 }
 

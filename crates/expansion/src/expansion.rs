@@ -5,9 +5,11 @@ use crate::config::ExpansionType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::output::OutputFormat;
 use crate::path::{json_len, lookup_parts, FieldPath};
+use crate::range::Numbers;
 use crate::space::Space;
 use crate::template::{Scope, Template};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Bounds that keep a fan-out from exhausting memory or time; every one gives a clear error.
@@ -64,8 +66,15 @@ pub(crate) struct Binding {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
-    Dim { dim: usize, column: usize },
+    Dim {
+        dim: usize,
+        column: usize,
+    },
     Const(usize),
+    /// The number at this dimension's coordinate in the expansion's range.
+    Number {
+        dim: usize,
+    },
 }
 
 /// A task's expansion, planned: see the crate docs for the language.
@@ -77,6 +86,8 @@ pub struct Expansion {
     pub(crate) variables: Vec<String>,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) consts: Vec<Value>,
+    /// A range expansion's numbers, read by coordinate rather than stored as values.
+    pub(crate) numbers: Option<Numbers>,
     pub(crate) space: Space,
     /// `include` entries, values aligned with `variables`.
     pub(crate) includes: Vec<Vec<Value>>,
@@ -158,8 +169,9 @@ impl Expansion {
         }
     }
 
-    /// The value of variable `k` (see [`Expansion::variables`]) for `instance`.
-    pub fn value(&self, instance: &Instance, k: usize) -> Result<&Value> {
+    /// The value of variable `k` (see [`Expansion::variables`]) for `instance`: borrowed from
+    /// the input or the context, or made on the spot for a range's number.
+    pub fn value(&self, instance: &Instance, k: usize) -> Result<Cow<'_, Value>> {
         self.variable(instance.point, k).map_err(|kind| Error {
             task: self.task.clone(),
             path: self.input_path.clone(),
@@ -168,7 +180,7 @@ impl Expansion {
         })
     }
 
-    pub(crate) fn variable(&self, point: Point, k: usize) -> Result<&Value, ErrorKind> {
+    pub(crate) fn variable(&self, point: Point, k: usize) -> Result<Cow<'_, Value>, ErrorKind> {
         let missing = || ErrorKind::UnknownVariable {
             name: format!("#{k}"),
             known: self.variables.clone(),
@@ -178,19 +190,25 @@ impl Expansion {
                 .includes
                 .get(entry)
                 .and_then(|values| values.get(k))
+                .map(Cow::Borrowed)
                 .ok_or_else(missing),
             Point::Product(combination) => {
                 let binding = self.bindings.get(k).ok_or_else(missing)?;
                 let base = match binding.source {
                     Source::Dim { dim, column } => self.space.value(combination, dim, column),
                     Source::Const(i) => &self.consts[i],
+                    Source::Number { dim } => {
+                        let numbers = self.numbers.as_ref().ok_or_else(missing)?;
+                        let position = self.space.coordinate(combination, dim) as u64;
+                        return Ok(Cow::Owned(Value::from(numbers.nth(position))));
+                    }
                 };
-                lookup_parts(base, binding.fields.iter().map(String::as_str)).ok_or_else(|| {
-                    ErrorKind::MissingVariableField {
+                lookup_parts(base, binding.fields.iter().map(String::as_str))
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| ErrorKind::MissingVariableField {
                         name: self.variables[k].clone(),
                         field: binding.fields.join("."),
-                    }
-                })
+                    })
             }
         }
     }
@@ -217,7 +235,7 @@ impl Expansion {
                 let value = self
                     .variable(instance.point, k)
                     .map_err(|kind| fail(self.input_path.clone(), kind))?;
-                map.insert(self.variables[k].clone(), value.clone());
+                map.insert(self.variables[k].clone(), value.into_owned());
             }
         }
         if let Some(limit) = self.check_size {
@@ -239,7 +257,7 @@ struct InstanceScope<'a> {
 }
 
 impl Scope for InstanceScope<'_> {
-    fn var(&self, k: usize) -> Result<&Value, ErrorKind> {
+    fn var(&self, k: usize) -> Result<Cow<'_, Value>, ErrorKind> {
         self.expansion.variable(self.instance.point, k)
     }
 

@@ -13,6 +13,9 @@
 //!   combining; a filtered field that is not combined is passed whole, filtered, to every
 //!   instance), `field_mappings` (rename and project variables), `conditions` (predicates over
 //!   the combined variables; a list of objects means any of them).
+//! - `range`: one instance per number of a range, in the order written:
+//!   `{"type": "range", "range": "1-5,10,12", "variable": "task_id"}`; `range` may also be a list
+//!   of numbers or a `context.` path holding either.
 //! - `include` (extra combinations, appended in order) and `exclude` (combinations removed,
 //!   matched by partial object) for every type.
 //!
@@ -56,6 +59,7 @@ mod output;
 mod path;
 mod plan;
 mod predicate;
+mod range;
 mod select;
 mod space;
 mod template;

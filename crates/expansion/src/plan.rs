@@ -1,11 +1,12 @@
 //! Planning: resolves an `expansion_config` against the task input and the session context into
 //! an [`Expansion`]. Everything that can be checked before running is checked here, once.
 
-use crate::config::{self, expect_object, ExpansionType, Spec};
+use crate::config::{self, expect_object, ExpansionType, RangeSource, Spec};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result, Site};
 use crate::expansion::{Binding, Expansion, Limits, Source};
-use crate::path::{json_len, lookup, remove, FieldPath};
+use crate::path::{json_len, lookup, remove, type_name, FieldPath};
+use crate::range::Numbers;
 use crate::select;
 use crate::space::{Dimension, Space};
 use crate::template::{Resolve, Slot, Template};
@@ -35,6 +36,8 @@ pub(crate) struct Layout {
     pub dim_names: Vec<String>,
     /// Input paths whose arrays the expansion consumed; they are not repeated in every instance.
     pub consumed: Vec<String>,
+    /// A range expansion's numbers.
+    pub numbers: Option<Numbers>,
 }
 
 impl Expansion {
@@ -76,7 +79,10 @@ impl Expansion {
             ExpansionType::Custom => {
                 crate::custom::custom_layout(&spec, task.input, context, &config_path, &site)?
             }
-            _ => mapped_layout(&spec, task.input, context, &config_path, &site)?,
+            ExpansionType::Range => range_layout(&spec, context, &config_path, &site)?,
+            ExpansionType::Array | ExpansionType::Matrix | ExpansionType::Zip => {
+                mapped_layout(&spec, task.input, context, &config_path, &site)?
+            }
         };
 
         let mut base = task.input.clone();
@@ -122,6 +128,7 @@ impl Expansion {
             variables: layout.variables,
             bindings: layout.bindings,
             consts: layout.consts,
+            numbers: layout.numbers.take(),
             space,
             includes,
             template: Template::Static(Value::Null),
@@ -203,6 +210,7 @@ fn single_instance(
         variables: Vec::new(),
         bindings: Vec::new(),
         consts: Vec::new(),
+        numbers: None,
         space,
         includes: Vec::new(),
         template,
@@ -248,6 +256,7 @@ fn mapped_layout(
         dims: Vec::new(),
         dim_names: Vec::new(),
         consumed,
+        numbers: None,
     };
     let mut bindings = vec![None; layout.variables.len()];
     for (d, group) in groups.iter().enumerate() {
@@ -271,6 +280,57 @@ fn mapped_layout(
     }
     layout.bindings = bindings.into_iter().flatten().collect();
     Ok(layout)
+}
+
+/// Range: one variable, one dimension, its values the range's numbers (never stored as values).
+fn range_layout(
+    spec: &Spec,
+    context: &Context<'_>,
+    config_path: &FieldPath,
+    site: &Site,
+) -> Result<Layout> {
+    let Some(range) = &spec.range else {
+        return Err(site.error(config_path, ErrorKind::MissingField("range")));
+    };
+    let at = config_path.key("range");
+    let numbers = match &range.source {
+        RangeSource::Text(text) => Numbers::parse(text),
+        RangeSource::List(items) => Numbers::from_list(items),
+        RangeSource::Context(key) => match context.lookup(key) {
+            None => {
+                return Err(site.error(&at, ErrorKind::ContextMissing { key: key.clone() }));
+            }
+            Some(Value::String(text)) => Numbers::parse(text),
+            Some(Value::Array(items)) => Numbers::from_list(items),
+            Some(other) => Err(format!(
+                "must be a range string or a list of numbers, found {}",
+                type_name(other)
+            )),
+        }
+        .map_err(|message| format!("`context.{key}`: {message}")),
+    }
+    .map_err(|message| site.invalid(&at, message))?;
+    let len = usize::try_from(numbers.len()).map_err(|_| {
+        site.error(
+            &at,
+            ErrorKind::Overflow(format!("{} numbers", numbers.len())),
+        )
+    })?;
+    Ok(Layout {
+        variables: vec![range.variable.clone()],
+        bindings: vec![Binding {
+            source: Source::Number { dim: 0 },
+            fields: Vec::new(),
+        }],
+        consts: Vec::new(),
+        dims: vec![Dimension {
+            columns: Vec::new(),
+            len,
+        }],
+        dim_names: vec!["the range".to_string()],
+        consumed: Vec::new(),
+        numbers: Some(numbers),
+    })
 }
 
 fn describe(group: &[usize], variables: &[String], mapping: &[(String, String)]) -> String {

@@ -93,7 +93,7 @@ pub(crate) fn keep(
         entry.iter().all(|(key, pattern)| {
             let k = expansion.variables.iter().position(|v| v == key);
             k.and_then(value)
-                .is_some_and(|actual| partial_match(actual, pattern))
+                .is_some_and(|actual| partial_match(&actual, pattern))
         })
     });
     if excluded {
@@ -105,7 +105,9 @@ pub(crate) fn keep(
     for alternative in conditions {
         let mut holds = true;
         for condition in alternative {
-            let found = value(condition.var)
+            let base = value(condition.var);
+            let found = base
+                .as_deref()
                 .and_then(|v| lookup_parts(v, condition.fields.iter().map(String::as_str)));
             holds &= match found {
                 None => false,

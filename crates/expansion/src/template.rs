@@ -9,6 +9,7 @@
 use crate::error::ErrorKind;
 use crate::path::{lookup_parts, FieldPath};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// What a placeholder's first name refers to, decided at plan time.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +61,7 @@ pub(crate) trait Resolve {
 
 /// Gives an instance's values while rendering.
 pub(crate) trait Scope {
-    fn var(&self, k: usize) -> Result<&Value, ErrorKind>;
+    fn var(&self, k: usize) -> Result<Cow<'_, Value>, ErrorKind>;
     fn index(&self) -> u64;
 }
 
@@ -185,10 +186,13 @@ impl Placeholder {
         let fail = |kind| (self.path.clone(), kind);
         let base = match &self.slot {
             Slot::Index => return Ok(Value::from(scope.index())),
-            Slot::Literal(value) => value,
+            Slot::Literal(value) => Cow::Borrowed(value),
             Slot::Var(k) => scope.var(*k).map_err(fail)?,
         };
-        lookup_parts(base, self.fields.iter().map(String::as_str))
+        if self.fields.is_empty() {
+            return Ok(base.into_owned());
+        }
+        lookup_parts(&base, self.fields.iter().map(String::as_str))
             .cloned()
             .ok_or_else(|| {
                 fail(ErrorKind::MissingVariableField {

@@ -57,7 +57,7 @@ fn unknown_fields_and_values_list_what_is_allowed() {
         "task `t` at groups[1].tasks[0].input.expansion_config.ouput_format: unknown field `ouput_format` (expected one of: type, output_format, allow_empty, include, exclude, array_mapping, zip)"
     );
     assert!(message(matrix(json!({"row": "rows"}), json!({"type": "grid"})))
-        .ends_with("expansion_config.type: unknown expansion type `grid` (expected array, matrix, zip or custom)"));
+        .ends_with("expansion_config.type: unknown expansion type `grid` (expected array, matrix, zip, custom or range)"));
     assert!(message(matrix(json!({"row": "rows"}), json!({"output_format": "all"})))
         .ends_with("expansion_config.output_format: unknown output format `all` (expected separate, merge or single)"));
     assert!(message(json!({"data": {}, "expansion_config": {"type": "custom", "transform_rules": {"combin": []}}}))

@@ -235,8 +235,8 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
     let mut checksum = 0usize;
     for instance in expansion.iter() {
         for k in 0..variables {
-            checksum =
-                checksum.wrapping_add(expansion.value(&instance, k)? as *const Value as usize);
+            let value = expansion.value(&instance, k)?;
+            checksum = checksum.wrapping_add(&*value as *const Value as usize);
         }
     }
     black_box(checksum);
