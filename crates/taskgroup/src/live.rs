@@ -42,6 +42,12 @@ pub struct LiveState {
     /// Seconds until the instances planned so far are settled, at that rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The session file's `description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The session file's `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Whether a session that has not ended runs yet.
@@ -107,6 +113,9 @@ pub struct LiveGroup {
     pub status: LiveGroupStatus,
     /// Each task's counts (tasks not planned yet count 0).
     pub tasks: IndexMap<String, LiveCounts>,
+    /// The group's `name` in the session file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Where a group is while the session runs.
@@ -143,6 +152,8 @@ impl LiveState {
             updated_at: None,
             rate_per_s: None,
             eta_s: None,
+            description: None,
+            metadata: None,
         }
     }
 }

@@ -44,6 +44,12 @@ pub struct SessionResult {
     /// How long the run took, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The session file's `description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The session file's `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
 }
 
 impl SessionResult {
@@ -60,6 +66,8 @@ impl SessionResult {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            description: None,
+            metadata: None,
         }
     }
 
@@ -116,6 +124,12 @@ pub struct GroupSummary {
     pub status: GroupOutcome,
     /// Each task's outcome, in the group's order.
     pub tasks: IndexMap<String, TaskSummary>,
+    /// The group's `name` in the session file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The group's `description` in the session file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// How a group ended.
@@ -166,6 +180,12 @@ pub struct TaskSummary {
     /// From `started_at` to `finished_at`, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The task's `name` in the session file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The task's `description` in the session file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl TaskSummary {
@@ -183,6 +203,8 @@ impl TaskSummary {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            name: None,
+            description: None,
         }
     }
 }

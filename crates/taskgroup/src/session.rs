@@ -11,6 +11,11 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The longest `name` or `description` accepted, in bytes.
+pub const MAX_LABEL_BYTES: usize = 4096;
+/// The largest `metadata` accepted, in bytes of compact JSON.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
 /// What a session is validated against.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -196,8 +201,20 @@ impl Check {
                 "timeout_ms must be positive",
             );
         }
+        self.label(&FieldPath::root().key("description"), &spec.description);
+        if let Some(metadata) = &spec.metadata {
+            let size = serde_json::to_string(metadata).map_or(usize::MAX, |text| text.len());
+            if size > MAX_METADATA_BYTES {
+                self.problem(
+                    &FieldPath::root().key("metadata"),
+                    format!("metadata is {size} bytes as JSON, over the limit of {MAX_METADATA_BYTES} (it is written with every status update)"),
+                );
+            }
+        }
         for (g, group) in spec.groups.iter().enumerate() {
             let at = group_path(g);
+            self.label(&at.key("name"), &group.name);
+            self.label(&at.key("description"), &group.description);
             if group.timeout_ms == Some(0) {
                 self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
             }
@@ -206,6 +223,8 @@ impl Check {
             }
             for (t, task) in group.tasks.iter().enumerate() {
                 let at = task_path(g, t);
+                self.label(&at.key("name"), &task.name);
+                self.label(&at.key("description"), &task.description);
                 if let Some(known) = &rules.executors {
                     if !task.executor.trim().is_empty() && !known.contains(&task.executor) {
                         self.problem(
@@ -232,6 +251,18 @@ impl Check {
                 if task.concurrency == Some(0) {
                     self.problem(&at.key("concurrency"), "concurrency must be at least 1");
                 }
+            }
+        }
+    }
+
+    /// A name or description: for people, so bounded.
+    fn label(&mut self, at: &FieldPath, label: &Option<String>) {
+        if let Some(text) = label {
+            if text.len() > MAX_LABEL_BYTES {
+                self.problem(
+                    at,
+                    format!("{} bytes, over the limit of {MAX_LABEL_BYTES}", text.len()),
+                );
             }
         }
     }

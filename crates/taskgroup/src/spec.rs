@@ -21,6 +21,12 @@ pub struct SessionSpec {
     /// The whole session's deadline; past it, partial results are published.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What the session is for, carried into its status and result.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Free data about the session (owner, ticket, ...), carried into its status and result.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// A group of tasks that starts, ends and fails as one.
@@ -40,6 +46,12 @@ pub struct GroupSpec {
     /// `"fail_fast"` (default), `"all_settled"` or `{"threshold": N}`; see [`crate::FailurePolicy`].
     #[serde(default)]
     pub failure_policy: Option<Value>,
+    /// A name for people, carried into status and the result (the id stays the key).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the group does, carried into status and the result.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// One task: an executor run over each instance of the task's expansion.
@@ -74,6 +86,12 @@ pub struct TaskSpec {
     /// At most this many instances of the task run at once (per worker).
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// A name for people, carried into the result (the id stays the key).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the task does, carried into the result.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// The longest session id accepted, in bytes (as Temporal's workflow ids).

@@ -431,3 +431,39 @@ fn a_permanent_failure_is_not_retried_and_says_so() {
         json!({"instance": 0, "attempts": 1, "error": "permanent: bad input", "permanent": true})
     );
 }
+
+#[test]
+fn descriptions_names_and_metadata_are_carried_into_live_state_and_the_result() {
+    let mut driver = Driver::new(json!({
+        "description": "nightly report",
+        "metadata": {"owner": "ops", "ticket": 42},
+        "groups": [
+            {"id": "a", "name": "Fetch", "description": "pull the data", "tasks": [
+                {"id": "t", "executor": "x", "name": "Fetch users", "description": "GET /users"}
+            ]},
+            {"id": "b", "depends_on": ["a"], "tasks": [{"id": "u", "executor": "x"}]}
+        ]
+    }));
+    let live = driver.machine.live("s");
+    assert_eq!(live.description.as_deref(), Some("nightly report"));
+    assert_eq!(
+        serde_json::to_value(&live).unwrap()["groups"]["a"]["name"],
+        "Fetch"
+    );
+    driver.feed(SessionEvent::Start, &succeed);
+    let json = driver.result().to_json();
+    assert_eq!(json["description"], "nightly report");
+    assert_eq!(json["metadata"], json!({"owner": "ops", "ticket": 42}));
+    assert_eq!(json["groups"]["a"]["name"], "Fetch");
+    assert_eq!(json["groups"]["a"]["description"], "pull the data");
+    assert_eq!(json["groups"]["a"]["tasks"]["t"]["name"], "Fetch users");
+    assert_eq!(
+        json["groups"]["a"]["tasks"]["t"]["description"],
+        "GET /users"
+    );
+    let unlabelled = json["groups"]["b"].as_object().unwrap();
+    assert!(
+        !unlabelled.contains_key("name") && !unlabelled.contains_key("description"),
+        "absent labels stay absent: {unlabelled:?}"
+    );
+}

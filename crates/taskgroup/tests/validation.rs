@@ -310,3 +310,37 @@ fn every_type_error_is_listed_not_only_the_first() {
         "{error}"
     );
 }
+
+#[test]
+fn labels_and_metadata_are_accepted_and_bounded() {
+    let session = validate(json!({
+        "description": "d", "metadata": {"k": [1, 2]},
+        "groups": [{"id": "g", "name": "G", "description": "gd",
+            "tasks": [{"id": "t", "executor": "noop", "name": "T", "description": "td"}]}]
+    }))
+    .unwrap();
+    assert_eq!(session.spec.groups[0].tasks[0].name.as_deref(), Some("T"));
+    let long = "x".repeat(4097);
+    let found = problems(json!({
+        "description": long, "metadata": {"blob": "y".repeat(70_000)},
+        "groups": [{"id": "g", "name": long,
+            "tasks": [{"id": "t", "executor": "noop", "description": long}]}]
+    }));
+    assert_eq!(
+        found,
+        [
+            "description: 4097 bytes, over the limit of 4096",
+            "metadata: metadata is 70011 bytes as JSON, over the limit of 65536 (it is written with every status update)",
+            "groups[0].name: 4097 bytes, over the limit of 4096",
+            "groups[0].tasks[0].description: 4097 bytes, over the limit of 4096",
+        ]
+    );
+    let error =
+        validate(json!({"metadata": [1], "groups": [{"id": "g", "tasks": [task("t", &[])]}]}))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("metadata: invalid type: sequence, expected a map"),
+        "{error}"
+    );
+}

@@ -105,10 +105,20 @@ pub enum Skip {
 #[derive(Debug, Clone)]
 struct GroupPlan {
     id: String,
+    labels: Labels,
+    /// `task_labels[t]` belongs to `setups[t]`.
+    task_labels: Vec<Labels>,
     depends_on: Vec<usize>,
     setups: Vec<TaskSetup>,
     policy: crate::FailurePolicy,
     timeout: Option<Duration>,
+}
+
+/// The `name` and `description` a session file gives a group or a task, for people.
+#[derive(Debug, Clone, Default)]
+struct Labels {
+    name: Option<String>,
+    description: Option<String>,
 }
 
 /// Instances planned, settled and failed so far, over every started group.
@@ -126,6 +136,9 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct SessionMachine {
     plans: Vec<GroupPlan>,
+    /// The session file's `description` and `metadata`, carried into live state and result.
+    description: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
     slots: Vec<GroupSlot>,
     chunk: u64,
     timeout: Option<Duration>,
@@ -146,6 +159,18 @@ impl SessionMachine {
             .zip(&session.tasks)
             .map(|((spec, group), tasks)| GroupPlan {
                 id: spec.id.clone(),
+                labels: Labels {
+                    name: spec.name.clone(),
+                    description: spec.description.clone(),
+                },
+                task_labels: spec
+                    .tasks
+                    .iter()
+                    .map(|task| Labels {
+                        name: task.name.clone(),
+                        description: task.description.clone(),
+                    })
+                    .collect(),
                 depends_on: group.depends_on.clone(),
                 setups: spec
                     .tasks
@@ -165,6 +190,8 @@ impl SessionMachine {
         Self {
             slots: plans.iter().map(|_| GroupSlot::Waiting).collect(),
             plans,
+            description: session.spec.description.clone(),
+            metadata: session.spec.metadata.clone(),
             chunk: chunk.max(1),
             timeout: session.timeout,
             stopped: false,

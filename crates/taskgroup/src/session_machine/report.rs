@@ -82,16 +82,26 @@ impl SessionMachine {
                     .iter()
                     .enumerate()
                     .map(|(t, setup)| {
-                        let summary = match self.group(g) {
+                        let mut summary = match self.group(g) {
                             Some(machine) => summary(&machine.tasks()[t]),
                             None => TaskSummary::skipped(),
                         };
                         succeeded_anywhere |= summary.succeeded > 0;
+                        summary.name.clone_from(&plan.task_labels[t].name);
+                        summary
+                            .description
+                            .clone_from(&plan.task_labels[t].description);
                         (setup.id.clone(), summary)
                     })
                     .collect();
                 let status = self.outcome(g).unwrap_or(GroupOutcome::Skipped);
-                (plan.id.clone(), GroupSummary { status, tasks })
+                let group = GroupSummary {
+                    status,
+                    tasks,
+                    name: plan.labels.name.clone(),
+                    description: plan.labels.description.clone(),
+                };
+                (plan.id.clone(), group)
             })
             .collect();
         let completed =
@@ -120,6 +130,8 @@ impl SessionMachine {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -176,5 +188,7 @@ fn summary(task: &TaskRun) -> TaskSummary {
         started_at: None,
         finished_at: None,
         duration_ms: None,
+        name: None,
+        description: None,
     }
 }

@@ -39,13 +39,20 @@ impl SessionMachine {
                         (setup.id.clone(), counts)
                     })
                     .collect();
-                (plan.id.clone(), LiveGroup { status, tasks })
+                let group = LiveGroup {
+                    status,
+                    tasks,
+                    name: plan.labels.name.clone(),
+                };
+                (plan.id.clone(), group)
             })
             .collect();
         LiveState {
             instances,
             groups,
             status: LiveStatus::Running,
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
             ..LiveState::pending(session_id, None)
         }
     }

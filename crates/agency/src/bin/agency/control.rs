@@ -97,6 +97,9 @@ fn describe_state(state: &LiveState) -> String {
         }
     }
     let _ = writeln!(text);
+    if let Some(description) = &state.description {
+        let _ = writeln!(text, "  {description}");
+    }
     if state.groups.is_empty() {
         return text;
     }
@@ -110,12 +113,24 @@ fn describe_state(state: &LiveState) -> String {
     let _ = writeln!(text);
     for (group, live) in &state.groups {
         let status = serde_json::to_value(live.status).unwrap_or(Value::Null);
-        let _ = writeln!(text, "  group {group}: {}", status.as_str().unwrap_or("?"));
+        let _ = writeln!(
+            text,
+            "  group {group}{}: {}",
+            named(&live.name),
+            status.as_str().unwrap_or("?")
+        );
         for (task, counts) in &live.tasks {
             let _ = writeln!(text, "    task {task}: {}", describe_counts(counts));
         }
     }
     text
+}
+
+/// ` (Name)` after an id that has a name.
+fn named(name: &Option<String>) -> String {
+    name.as_ref()
+        .map(|name| format!(" ({name})"))
+        .unwrap_or_default()
 }
 
 /// A final result as lines of text.
@@ -125,14 +140,23 @@ fn describe_result(result: &SessionResult) -> String {
         let _ = write!(text, " (run {run})");
     }
     let _ = writeln!(text);
+    if let Some(description) = &result.description {
+        let _ = writeln!(text, "  {description}");
+    }
     for (group, summary) in &result.groups {
         let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
-        let _ = writeln!(text, "  group {group}: {}", status.as_str().unwrap_or("?"));
+        let _ = writeln!(
+            text,
+            "  group {group}{}: {}",
+            named(&summary.name),
+            status.as_str().unwrap_or("?")
+        );
         for (task, summary) in &summary.tasks {
             let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
             let _ = writeln!(
                 text,
-                "    task {task}: {}, {} of {} succeeded, {} failed, {} attempts",
+                "    task {task}{}: {}, {} of {} succeeded, {} failed, {} attempts",
+                named(&summary.name),
                 status.as_str().unwrap_or("?"),
                 thousands(summary.succeeded),
                 thousands(summary.instances),
