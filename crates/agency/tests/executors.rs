@@ -91,7 +91,7 @@ async fn command_failures_are_clear() {
     ))
     .await;
     assert!(
-        first_error(&result).starts_with("`ls` exited with exit status: 2: ls: cannot access"),
+        first_error(&result).starts_with("`ls` exited with code 2: ls: cannot access"),
         "{}",
         first_error(&result)
     );
@@ -115,7 +115,7 @@ async fn command_failures_are_clear() {
     ))
     .await;
     assert!(
-        first_error(&result).starts_with("`sh` exited with signal: 6 (SIGABRT)"),
+        first_error(&result).starts_with("`sh` ended by signal: 6 (SIGABRT)"),
         "{}",
         first_error(&result)
     );
@@ -359,4 +359,76 @@ async fn the_registry_lists_every_builtin_and_validation_uses_it() {
         .validate(&one_task("nope", json!(null), json!({})).to_string())
         .unwrap_err();
     assert!(error.to_string().contains("unknown executor `nope` (known: command, echo, emit_event, fail, http_get, noop, sleep)"), "{error}");
+}
+
+/// `retry.on` and `retry.never_on` by exit code, kind and message, with real programs: each
+/// attempt appends a line to its instance's file, so the files count what really ran.
+#[tokio::test]
+async fn conditional_retries_by_exit_code_kind_and_message() {
+    let dir = std::env::temp_dir().join(format!("agency-conditional-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.to_str().unwrap();
+    let retry = |conditions: Value| {
+        let mut retry = json!({"max_retries": 2, "retry_delays": [1]});
+        retry
+            .as_object_mut()
+            .unwrap()
+            .extend(conditions.as_object().unwrap().clone());
+        retry
+    };
+    let exits = json!({"id": "exits", "executor": "command", "retry": retry(json!({"on": ["exit:1"]})),
+    "input": {
+        "argv": ["sh", "-c", format!("echo ran >> {log}/exit-$0; echo {{}}; exit $0"), "{{code}}"],
+        "codes": [0, 1, 2],
+        "expansion_config": {"type": "array", "array_mapping": {"code": "codes"}}
+    }});
+    let slow = |id: &str, conditions: Value| {
+        json!({"id": id, "executor": "command", "timeout_ms": 50, "retry": retry(conditions),
+            "input": {"argv": ["sh", "-c", format!("echo ran >> {log}/{id}; sleep 5")]}})
+    };
+    let message = |id: &str, conditions: Value| {
+        json!({"id": id, "executor": "command", "retry": retry(conditions),
+            "input": {"argv": ["sh", "-c", format!("echo ran >> {log}/{id}; echo 'quota exceeded' >&2; exit 3")]}})
+    };
+    let result = run(
+        json!({"groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [
+            exits,
+            slow("timeout_retried", json!({"on": ["timeout"]})),
+            slow("timeout_never", json!({"never_on": ["timeout"]})),
+            message("quota_never", json!({"never_on": [{"message": "(?i)QUOTA"}]})),
+            message("quota_on_error", json!({"on": ["error"]})),
+            message("exit_any_never", json!({"never_on": ["exit:*"]}))
+        ]}]}),
+    )
+    .await;
+    let runs = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let tasks = &result["groups"]["g"]["tasks"];
+    assert_eq!(
+        [runs("exit-0"), runs("exit-1"), runs("exit-2")],
+        [1, 3, 1],
+        "exit 1 is retried twice, exit 2 is not: {tasks:#}"
+    );
+    assert_eq!(tasks["exits"]["attempts"], 5);
+    assert_eq!(tasks["exits"]["failed"], 2);
+    for (task, executions) in [
+        ("timeout_retried", 3),
+        ("timeout_never", 1),
+        ("quota_never", 1),
+        ("quota_on_error", 3),
+        ("exit_any_never", 1),
+    ] {
+        assert_eq!(runs(task), executions, "{task}: {:#}", tasks[task]);
+        assert_eq!(tasks[task]["attempts"], executions, "{task}");
+        assert_eq!(tasks[task]["failures"][0]["attempts"], executions, "{task}");
+    }
+    assert_eq!(
+        tasks["quota_never"]["failures"][0]["error"],
+        "`sh` exited with code 3: quota exceeded"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

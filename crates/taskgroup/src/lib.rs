@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod failure;
 mod graph;
 mod live;
 mod machine;
@@ -30,6 +31,7 @@ mod session_machine;
 mod spec;
 
 pub use error::{Error, Problem, Result};
+pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
 pub use live::{iso8601, LiveCounts, LiveGroup, LiveGroupStatus, LiveState, LiveStatus};
 pub use machine::{
     Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,

@@ -4,11 +4,15 @@
 //! `_retry_delays`; the last delay repeats), or `{"max_retries": 3, "backoff": {"initial_ms",
 //! "factor", "max_ms", "jitter"}, "budget_ms"}`. An empty `retry: {}` takes seed 000's defaults:
 //! 3 retries, 30 s initial delay, factor 2, at most 5 min. No `retry` means no retries.
+//! `on` limits retries to the failures it lists, `never_on` excludes some: kinds (`timeout`,
+//! `error`, `permanent`), exit codes of the `command` executor (`exit:1`, `exit:*`), and
+//! `{"message": "regex"}`. Permanent errors are never retried.
 //!
 //! Failure (per group): `"fail_fast"` (default), `"all_settled"`, or `{"threshold": N}` (at most
 //! N failed instances, an integer) / `{"threshold": 0.1}` (at most that fraction, a number below 1
 //! or written with a decimal point).
 
+use crate::failure::{FailureFacts, FailureKind};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -21,6 +25,79 @@ pub struct RetryPolicy {
     delays: Delays,
     /// Total time from an instance's first attempt after which it is not retried again.
     pub budget: Option<Duration>,
+    /// Retry only failures one of these matches (every failure when empty).
+    on: Vec<Condition>,
+    /// Never retry failures one of these matches.
+    never_on: Vec<Condition>,
+}
+
+/// One entry of `retry.on` / `retry.never_on`.
+#[derive(Debug, Clone)]
+enum Condition {
+    /// `"timeout"`, `"error"` or `"permanent"`.
+    Kind(FailureKind),
+    /// `"exit:N"`: the `command` executor's program exited with code N.
+    Exit(i32),
+    /// `"exit:*"`: its program exited with any non-zero code.
+    AnyExit,
+    /// `{"message": "regex"}`: the error matches the pattern somewhere.
+    Message(regex::Regex),
+}
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Kind(a), Self::Kind(b)) => a == b,
+            (Self::Exit(a), Self::Exit(b)) => a == b,
+            (Self::AnyExit, Self::AnyExit) => true,
+            (Self::Message(a), Self::Message(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Condition {
+    fn matches(&self, failure: &FailureFacts<'_>) -> bool {
+        match self {
+            Self::Kind(kind) => failure.kind == *kind,
+            Self::Exit(code) => failure.exit_code == Some(*code),
+            Self::AnyExit => failure.exit_code.is_some(),
+            Self::Message(pattern) => pattern.is_match(failure.message),
+        }
+    }
+
+    /// Parses one entry; the error is the message for its path.
+    fn parse(value: &Value, list: &str) -> Result<Self, String> {
+        match value {
+            Value::String(text) => match text.as_str() {
+                "timeout" => Ok(Self::Kind(FailureKind::Timeout)),
+                "error" => Ok(Self::Kind(FailureKind::Error)),
+                "permanent" if list == "on" => Err(
+                    "an executor's permanent errors are never retried, so `permanent` cannot be in retry.on".into(),
+                ),
+                "permanent" => Ok(Self::Kind(FailureKind::Permanent)),
+                "exit:*" => Ok(Self::AnyExit),
+                other => match other.strip_prefix("exit:") {
+                    Some(code) => code.parse().map(Self::Exit).map_err(|_| {
+                        format!("`{other}`: an exit code is a whole number (or `exit:*` for any)")
+                    }),
+                    None => Err(format!(
+                        "unknown condition `{other}` (expected timeout, error, permanent, exit:N, exit:* or {{\"message\": \"pattern\"}})"
+                    )),
+                },
+            },
+            Value::Object(map) if map.len() == 1 => match map.get("message") {
+                Some(Value::String(pattern)) => regex::Regex::new(pattern)
+                    .map(Self::Message)
+                    .map_err(|error| format!("bad pattern: {error}")),
+                Some(other) => Err(format!("the pattern must be a string, found {other}")),
+                None => Err("a condition object has one field, `message`".into()),
+            },
+            other => Err(format!(
+                "expected a condition string or {{\"message\": \"pattern\"}}, found {other}"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +124,8 @@ impl RetryPolicy {
             max_retries: 0,
             delays: Delays::List(Vec::new()),
             budget: None,
+            on: Vec::new(),
+            never_on: Vec::new(),
         }
     }
 
@@ -56,7 +135,20 @@ impl RetryPolicy {
             max_retries,
             delays: Delays::List(delays),
             budget: None,
+            on: Vec::new(),
+            never_on: Vec::new(),
         }
+    }
+
+    /// Whether a failed attempt may be retried at all, by its kind and error: never a permanent
+    /// one, never one `never_on` matches, and, when `on` is given, only one it matches.
+    pub fn retries(&self, error: &str, permanent: bool) -> bool {
+        if permanent {
+            return false;
+        }
+        let failure = FailureFacts::of(error, permanent);
+        let wanted = self.on.is_empty() || self.on.iter().any(|c| c.matches(&failure));
+        wanted && !self.never_on.iter().any(|c| c.matches(&failure))
     }
 
     /// The delay before attempt `next_attempt` (2 is the first retry), or `None` when the
@@ -95,6 +187,8 @@ struct RetrySpec {
     retry_delays: Option<Vec<u64>>,
     backoff: Option<BackoffSpec>,
     budget_ms: Option<u64>,
+    on: Option<Vec<Value>>,
+    never_on: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,10 +278,22 @@ impl RetryPolicy {
                 }
             }
         };
+        let conditions = |list: Option<Vec<Value>>, name: &str| {
+            list.unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, value)| {
+                    Condition::parse(value, name)
+                        .map_err(|message| (format!("{name}[{i}]"), message))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(Self {
             max_retries,
             delays,
             budget: spec.budget_ms.map(Duration::from_millis),
+            on: conditions(spec.on, "on")?,
+            never_on: conditions(spec.never_on, "never_on")?,
         })
     }
 }
@@ -319,6 +425,70 @@ mod tests {
         assert!(error(json!({"retries": 1}))
             .1
             .contains("unknown field `retries`"));
+    }
+
+    #[test]
+    fn conditions_choose_which_failures_are_retried() {
+        let policy = RetryPolicy::parse(&json!({
+            "max_retries": 2, "retry_delays": [10],
+            "on": ["timeout", "exit:1", {"message": "(?i)connection reset"}],
+            "never_on": [{"message": "quota"}]
+        }))
+        .unwrap();
+        assert!(policy.retries("timed out after 100 ms", false));
+        assert!(policy.retries("`sh` exited with code 1: x", false));
+        assert!(!policy.retries("`sh` exited with code 2: x", false));
+        assert!(policy.retries("read: Connection Reset by peer", false));
+        assert!(!policy.retries("connection reset, quota exceeded", false));
+        assert!(!policy.retries("GET returned 404", false));
+        assert!(
+            !policy.retries("timed out after 100 ms", true),
+            "permanent is never retried"
+        );
+
+        let everything_but =
+            RetryPolicy::parse(&json!({"never_on": ["timeout", "exit:*"]})).unwrap();
+        assert!(everything_but.retries("GET returned 503", false));
+        assert!(!everything_but.retries("timed out after 5 ms", false));
+        assert!(!everything_but.retries("`x` exited with code 7: ", false));
+        assert!(RetryPolicy::parse(&json!({}))
+            .unwrap()
+            .retries("anything", false));
+        assert!(!RetryPolicy::parse(&json!({}))
+            .unwrap()
+            .retries("anything", true));
+    }
+
+    #[test]
+    fn bad_conditions_name_their_entry() {
+        let error = |v| RetryPolicy::parse(&v).unwrap_err();
+        assert_eq!(
+            error(json!({"on": ["error", "timeuot"]})),
+            ("on[1]".into(), "unknown condition `timeuot` (expected timeout, error, permanent, exit:N, exit:* or {\"message\": \"pattern\"})".into())
+        );
+        assert_eq!(
+            error(json!({"on": ["permanent"]})).1,
+            "an executor's permanent errors are never retried, so `permanent` cannot be in retry.on"
+        );
+        assert_eq!(
+            error(json!({"never_on": ["exit:one"]})),
+            (
+                "never_on[0]".into(),
+                "`exit:one`: an exit code is a whole number (or `exit:*` for any)".into()
+            )
+        );
+        assert!(error(json!({"on": [{"message": "("}]}))
+            .1
+            .starts_with("bad pattern: "));
+        assert_eq!(
+            error(json!({"on": [{"pattern": "x"}]})).1,
+            "a condition object has one field, `message`"
+        );
+        assert_eq!(
+            error(json!({"on": [3]})).1,
+            "expected a condition string or {\"message\": \"pattern\"}, found 3"
+        );
+        assert_eq!(error(json!({"on": "timeout"})).0, "on");
     }
 
     #[test]

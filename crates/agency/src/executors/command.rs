@@ -120,10 +120,11 @@ impl Executor for Command {
                 .into_iter()
                 .rev()
                 .collect();
-            return Err(ExecError::Transient(format!(
-                "`{program}` exited with {status}: {}",
-                tail.trim()
-            )));
+            let tail = tail.trim();
+            return Err(ExecError::Transient(match status.code() {
+                Some(code) => taskgroup::exit_error(program, code, tail),
+                None => format!("`{program}` ended by {status}: {tail}"),
+            }));
         }
         if stdout.overflowed {
             return Err(ExecError::Permanent(format!(

@@ -213,7 +213,7 @@ impl Worker {
                     Err(_) => {
                         // Tell a cooperative executor to stop; an uncooperative one was dropped already.
                         attempt_cancel.cancel();
-                        Status::TimedOut(format!("timed out after {} ms", limit.as_millis()))
+                        Status::TimedOut(taskgroup::timeout_error(limit))
                     }
                 },
                 () = cancel.cancelled() => return None,

@@ -201,7 +201,7 @@ impl GroupMachine {
                 .is_none_or(|budget| now.saturating_sub(run.started) + delay <= budget)
         };
         match delay {
-            Some(delay) if !permanent && within_budget(delay) => {
+            Some(delay) if run.setup.retry.retries(&error, permanent) && within_budget(delay) => {
                 run.retrying.insert(instance, next);
                 out.push(Command::ScheduleRetry {
                     task,
