@@ -8,7 +8,8 @@ use integration_tests::{redis_url, unique, Cluster};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// A million naps of 50 ms, 64 at a time per worker: hours of work for two workers.
+/// A million naps of 50 ms, 64 at a time per worker: hours of work for two workers; and an
+/// exit handler that runs a real program however the naps end.
 fn million_naps(id: &str) -> Value {
     let axis: Vec<u32> = (0..1000).collect();
     json!({"session_id": id, "groups": [
@@ -16,7 +17,9 @@ fn million_naps(id: &str) -> Value {
             "ms": 50, "rows": axis, "cols": axis,
             "expansion_config": {"type": "matrix", "array_mapping": {"r": "rows", "c": "cols"}}
         }}]},
-        {"id": "after", "depends_on": ["g"], "tasks": [{"id": "never", "executor": "echo", "input": 1}]}
+        {"id": "after", "depends_on": ["g"], "tasks": [{"id": "never", "executor": "echo", "input": 1}]},
+        {"id": "cleanup", "on_exit": true, "tasks": [{"id": "tidy", "executor": "command",
+            "input": {"argv": ["cat"], "status": "{{context._session.status}}"}}]}
     ]})
 }
 
@@ -40,6 +43,11 @@ fn check_cancelled(result: &Value) -> u64 {
     assert_eq!(result["status"], "cancelled", "{result:#}");
     assert_eq!(result["groups"]["g"]["status"], "cancelled");
     assert_eq!(result["groups"]["after"]["status"], "skipped");
+    assert_eq!(
+        result["groups"]["cleanup"]["status"], "completed",
+        "the exit handler ran after the cancel"
+    );
+    assert_eq!(result["context"]["tidy"], json!({"status": "cancelled"}));
     let task = &result["groups"]["g"]["tasks"]["naps"];
     let succeeded = task["succeeded"].as_u64().unwrap();
     assert!(

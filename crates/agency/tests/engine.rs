@@ -516,3 +516,99 @@ fn strip_times(value: &mut Value) {
         _ => {}
     }
 }
+
+/// A session whose `work` group runs `naps` (sleeps of the given ms), and whose exit handler
+/// `cleanup` runs a real program that hands back what it saw in `context._session`.
+fn with_exit_handler(naps: Value, extra: Value) -> Value {
+    let mut doc = json!({"session_id": "exits", "groups": [
+        {"id": "work", "tasks": [array_task("naps", "sleep", naps, json!({"ms": "{{item}}"}), json!({}))]},
+        {"id": "later", "depends_on": ["work"], "tasks": [{"id": "later", "executor": "echo", "input": 1}]},
+        {"id": "cleanup", "on_exit": true, "tasks": [{"id": "tidy", "executor": "command", "input": {
+            "argv": ["cat"], "seen": "{{context._session}}"
+        }}]}
+    ]});
+    doc.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    doc
+}
+
+#[tokio::test]
+async fn an_exit_handler_runs_after_success_and_after_failure() {
+    let result = run(with_exit_handler(json!([1, 2]), json!({}))).await;
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(
+        result["context"]["tidy"]["seen"],
+        json!({"status": "completed", "errors": [], "groups": {"work": "completed", "later": "completed"}})
+    );
+    assert_eq!(result["groups"]["cleanup"]["status"], "completed");
+
+    // `sleep` without a number fails permanently, at once: `work` fails before anything
+    // succeeded, `later` is skipped.
+    let result = run(with_exit_handler(json!([1, "x"]), json!({}))).await;
+    assert_eq!(result["status"], "failed", "{result:#}");
+    let seen = &result["context"]["tidy"]["seen"];
+    assert_eq!(seen["status"], "failed");
+    assert_eq!(
+        seen["groups"],
+        json!({"work": "failed", "later": "skipped"})
+    );
+    assert!(
+        seen["errors"][0].as_str().unwrap().contains("naps"),
+        "{seen}"
+    );
+    assert_eq!(result["groups"]["cleanup"]["status"], "completed");
+
+    // A failing exit handler is reported and makes a completed session partial.
+    let mut doc = with_exit_handler(json!([1]), json!({}));
+    doc["groups"][2]["tasks"][0]["input"]["argv"] = json!(["sh", "-c", "echo broken >&2; exit 4"]);
+    let result = run(doc).await;
+    assert_eq!(result["status"], "partial", "{result:#}");
+    assert_eq!(result["groups"]["work"]["status"], "completed");
+    assert_eq!(result["groups"]["cleanup"]["status"], "failed");
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 4: broken"),
+        "{result:#}"
+    );
+}
+
+#[tokio::test]
+async fn an_exit_handler_runs_after_a_cancel_and_after_the_session_deadline() {
+    let engine = engine();
+    let session = engine
+        .validate(&with_exit_handler(json!([1, 60000]), json!({})).to_string())
+        .unwrap();
+    let progress = Progress::default();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let (result, ()) = tokio::join!(engine.run(&session, &progress, cancel), async {
+        while progress.settled.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        trigger.cancel();
+    });
+    let result = result.unwrap().to_json();
+    assert_eq!(result["status"], "cancelled", "{result:#}");
+    assert_eq!(result["context"]["tidy"]["seen"]["status"], "cancelled");
+    assert_eq!(
+        result["context"]["tidy"]["seen"]["groups"],
+        json!({"work": "cancelled", "later": "skipped"})
+    );
+    assert_eq!(result["groups"]["cleanup"]["status"], "completed");
+
+    let started = Instant::now();
+    let result = run(with_exit_handler(
+        json!([1, 60000]),
+        json!({"timeout_ms": 300}),
+    ))
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(result["status"], "partial", "{result:#}");
+    let seen = &result["context"]["tidy"]["seen"];
+    assert_eq!(seen["status"], "partial");
+    assert_eq!(seen["errors"][0], "session timed out after 300 ms");
+    assert_eq!(result["groups"]["cleanup"]["status"], "completed");
+}

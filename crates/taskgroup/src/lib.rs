@@ -43,8 +43,8 @@ pub use result::{
     GroupOutcome, GroupSummary, InstanceFailure, InstanceResult, ResultStatus, SessionResult,
     TaskStatus, TaskSummary,
 };
-pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session};
+pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session, SESSION_WRITER};
 pub use session_machine::{
     Counts, Deadline, GroupSlot, SessionCommand, SessionError, SessionEvent, SessionMachine, Skip,
 };
-pub use spec::{session_id_problem, GroupSpec, SessionSpec, TaskSpec};
+pub use spec::{session_id_problem, GroupSpec, SessionSpec, TaskSpec, SESSION_KEY};

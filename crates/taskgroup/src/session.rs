@@ -5,7 +5,7 @@ use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
 use crate::planning::{plan_task, task_path};
 use crate::policy::{FailurePolicy, RetryPolicy};
-use crate::spec::{session_id_problem, SessionSpec, TaskSpec};
+use crate::spec::{session_id_problem, SessionSpec, TaskSpec, SESSION_KEY};
 use expansion::{ErrorKind, Expansion, FieldPath, Limits};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -15,6 +15,9 @@ use std::time::Duration;
 pub const MAX_LABEL_BYTES: usize = 4096;
 /// The largest `metadata` accepted, in bytes of compact JSON.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Who [`Planned::Deferred`] names as writing `context._session`: the engine, not a task.
+pub const SESSION_WRITER: &str = "(the engine, for exit handlers)";
 
 /// What a session is validated against.
 #[derive(Debug, Clone, Default)]
@@ -358,6 +361,32 @@ impl Check {
             graph.tasks.push(task_edges);
         }
 
+        for (g, group) in spec.groups.iter().enumerate() {
+            if group.on_exit && !group.depends_on.is_empty() {
+                self.problem(
+                    &group_path(g).key("depends_on"),
+                    format!("group `{}` is an exit handler (on_exit): it runs after every other group has ended, so it takes no depends_on", group.id),
+                );
+            }
+            for (j, &target) in graph.groups[g].iter().enumerate() {
+                if spec.groups[target].on_exit && !group.on_exit {
+                    self.problem(
+                        &group_path(g).key("depends_on").index(j),
+                        format!(
+                            "group `{}` is an exit handler (on_exit), which runs after every other group; nothing can depend on it",
+                            spec.groups[target].id
+                        ),
+                    );
+                }
+            }
+        }
+        if spec.context.contains_key(SESSION_KEY) {
+            self.problem(
+                &FieldPath::root().key("context").key(SESSION_KEY),
+                format!("`{SESSION_KEY}` is the engine's: exit handlers read the session's status there"),
+            );
+        }
+
         for cycle in cycles(&graph.groups) {
             let names: Vec<&str> = cycle.iter().map(|&g| spec.groups[g].id.as_str()).collect();
             self.problem(
@@ -384,7 +413,12 @@ impl Check {
                 } else {
                     "id"
                 };
-                if let Some(&(pg, pt)) = graph.producers.get(key) {
+                if key == SESSION_KEY {
+                    self.problem(
+                        &task_path(g, t).key(field),
+                        format!("context key `{SESSION_KEY}` is the engine's (exit handlers read the session's status there); set another result_key"),
+                    );
+                } else if let Some(&(pg, pt)) = graph.producers.get(key) {
                     let other = &spec.groups[pg].tasks[pt].id;
                     self.problem(
                         &task_path(g, t).key(field),
@@ -457,6 +491,17 @@ impl Check {
     ) -> Option<String> {
         let head = key.split('.').next().unwrap_or(key);
         let task: &TaskSpec = &spec.groups[g].tasks[t];
+        let exit_handler = spec.groups[g].on_exit;
+        if head == SESSION_KEY {
+            if exit_handler {
+                return Some(SESSION_WRITER.to_string());
+            }
+            self.problem(
+                at,
+                format!("task `{}`: `context.{key}` is there only for exit handlers (groups with \"on_exit\": true)", task.id),
+            );
+            return None;
+        }
         let Some(&(pg, pt)) = graph.producers.get(head) else {
             self.problem(
                 at,
@@ -467,6 +512,9 @@ impl Check {
         let producer = &spec.groups[pg].tasks[pt];
         let upstream = if pg == g {
             reaches(&graph.tasks[g], t, pt)
+        } else if exit_handler {
+            // Every other group has ended before an exit handler starts.
+            !spec.groups[pg].on_exit
         } else {
             reaches(&graph.groups, g, pg)
         };
@@ -475,6 +523,8 @@ impl Check {
         }
         let fix = if pg == g {
             format!("make task `{}` depend on task `{}`", task.id, producer.id)
+        } else if exit_handler {
+            "exit handlers run side by side: put both tasks in one of them".to_string()
         } else {
             format!(
                 "make group `{}` depend on group `{}`",

@@ -52,6 +52,10 @@ pub struct GroupSpec {
     /// What the group does, carried into status and the result.
     #[serde(default)]
     pub description: Option<String>,
+    /// An exit handler: runs after every other group has ended, however they ended, and reads
+    /// `context._session` (the status and errors so far).
+    #[serde(default)]
+    pub on_exit: bool,
 }
 
 /// One task: an executor run over each instance of the task's expansion.
@@ -93,6 +97,9 @@ pub struct TaskSpec {
     #[serde(default)]
     pub description: Option<String>,
 }
+
+/// The context key exit handlers read the session's status and errors from.
+pub const SESSION_KEY: &str = "_session";
 
 /// The longest session id accepted, in bytes (as Temporal's workflow ids).
 pub const MAX_ID_BYTES: usize = 1000;

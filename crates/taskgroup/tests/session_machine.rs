@@ -29,6 +29,10 @@ struct Driver {
     session: Session,
     armed: Vec<(Deadline, Duration)>,
     finished: usize,
+    /// Context written by the machine itself, in order.
+    written: Vec<(String, Value)>,
+    /// Groups started, in order.
+    started: Vec<usize>,
 }
 
 type Outcome = dyn Fn(&str, u64, u32) -> Option<Result<(), String>>;
@@ -41,6 +45,8 @@ impl Driver {
             session,
             armed: Vec::new(),
             finished: 0,
+            written: Vec::new(),
+            started: Vec::new(),
         }
     }
 
@@ -51,7 +57,9 @@ impl Driver {
                 match command {
                     SessionCommand::Arm { deadline, after } => self.armed.push((deadline, after)),
                     SessionCommand::Finish => self.finished += 1,
-                    SessionCommand::Started { .. } | SessionCommand::Ended { .. } => {}
+                    SessionCommand::Started { group } => self.started.push(group),
+                    SessionCommand::Ended { .. } => {}
+                    SessionCommand::WriteContext { key, value } => self.written.push((key, value)),
                     SessionCommand::Group { group, command } => {
                         let answer = |event| SessionEvent::Group { group, event };
                         let spec = &self.session.spec.groups[group];
@@ -466,4 +474,131 @@ fn descriptions_names_and_metadata_are_carried_into_live_state_and_the_result() 
         !unlabelled.contains_key("name") && !unlabelled.contains_key("description"),
         "absent labels stay absent: {unlabelled:?}"
     );
+}
+
+fn exit_session(extra: Value) -> Value {
+    let mut doc = json!({"groups": [
+        {"id": "work", "tasks": [array_task("items", 3)]},
+        {"id": "after", "depends_on": ["work"], "tasks": [{"id": "next", "executor": "x"}]},
+        {"id": "cleanup", "on_exit": true, "tasks": [{"id": "tidy", "executor": "x",
+            "input": {"status": "{{context._session.status}}"}}]}
+    ]});
+    doc.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    doc
+}
+
+#[test]
+fn an_exit_handler_runs_last_after_success_and_sees_the_status() {
+    let mut driver = Driver::new(exit_session(json!({})));
+    driver.feed(SessionEvent::Start, &succeed);
+    assert_eq!(driver.started, [0, 1, 2], "the exit handler starts last");
+    assert_eq!(driver.written.len(), 1);
+    assert_eq!(driver.written[0].0, "_session");
+    assert_eq!(
+        driver.written[0].1,
+        json!({"status": "completed", "errors": [], "groups": {"work": "completed", "after": "completed"}})
+    );
+    let result = driver.result();
+    assert_eq!(result.status, ResultStatus::Completed);
+    assert_eq!(group_status(&result, "cleanup"), GroupOutcome::Completed);
+}
+
+#[test]
+fn an_exit_handler_runs_after_a_failure_and_its_own_failure_never_improves_the_status() {
+    let mut driver = Driver::new(exit_session(json!({})));
+    driver.feed(SessionEvent::Start, &|task, instance, _| {
+        Some(match (task, instance) {
+            ("items", 1) => Err("boom".into()),
+            ("tidy", _) => Err("cleanup broke".into()),
+            _ => Ok(()),
+        })
+    });
+    assert_eq!(
+        driver.started,
+        [0, 2],
+        "`after` is skipped, the exit handler runs"
+    );
+    let seen = &driver.written[0].1;
+    assert_eq!(seen["status"], "partial");
+    assert_eq!(
+        seen["groups"],
+        json!({"work": "failed", "after": "skipped"})
+    );
+    assert!(
+        seen["errors"][0].as_str().unwrap().contains("boom"),
+        "{seen}"
+    );
+    let result = driver.result();
+    assert_eq!(
+        result.status,
+        ResultStatus::Partial,
+        "not better, not worse"
+    );
+    assert_eq!(group_status(&result, "cleanup"), GroupOutcome::Failed);
+    assert!(
+        result.errors.iter().any(|e| e.contains("cleanup broke")),
+        "{:?}",
+        result.errors
+    );
+}
+
+#[test]
+fn a_failing_exit_handler_turns_a_completed_session_partial() {
+    let mut driver = Driver::new(exit_session(json!({})));
+    driver.feed(SessionEvent::Start, &|task, _, _| {
+        Some(if task == "tidy" {
+            Err("no".into())
+        } else {
+            Ok(())
+        })
+    });
+    assert_eq!(driver.written[0].1["status"], "completed");
+    assert_eq!(driver.result().status, ResultStatus::Partial);
+}
+
+#[test]
+fn an_exit_handler_runs_after_a_cancel_and_after_the_session_deadline() {
+    for stop in [
+        SessionEvent::Cancel,
+        SessionEvent::Deadline(Deadline::Session),
+    ] {
+        let mut driver = Driver::new(exit_session(json!({"timeout_ms": 1000})));
+        // `items` never answers: the session is stopped while it runs.
+        driver.feed(SessionEvent::Start, &|task, _, _| {
+            (task != "items").then_some(Ok(()))
+        });
+        assert_eq!(driver.started, [0]);
+        assert_eq!(driver.finished, 0);
+        // The exit handler answers as soon as it is dispatched.
+        driver.feed(stop.clone(), &succeed);
+        assert_eq!(driver.started, [0, 2], "{stop:?}");
+        let expected = if stop == SessionEvent::Cancel {
+            "cancelled"
+        } else {
+            "failed"
+        };
+        assert_eq!(driver.written[0].1["status"], expected, "{stop:?}");
+        assert_eq!(driver.finished, 1);
+        let result = driver.result();
+        assert_eq!(result.status.as_str(), expected);
+        assert_eq!(group_status(&result, "cleanup"), GroupOutcome::Completed);
+        assert_eq!(group_status(&result, "after"), GroupOutcome::Skipped);
+    }
+}
+
+#[test]
+fn a_cancel_or_the_session_deadline_during_the_exit_handler_does_not_stop_it() {
+    let mut driver = Driver::new(exit_session(json!({"timeout_ms": 1000})));
+    // Everything but the exit handler answers.
+    driver.feed(SessionEvent::Start, &|task, _, _| {
+        (task != "tidy").then_some(Ok(()))
+    });
+    assert_eq!(driver.started, [0, 1, 2]);
+    driver.feed(SessionEvent::Cancel, &succeed);
+    driver.feed(SessionEvent::Deadline(Deadline::Session), &succeed);
+    assert_eq!(driver.finished, 0, "the exit handler still runs");
+    assert!(driver.machine.is_running(2));
+    assert!(driver.result().errors.is_empty());
 }

@@ -344,3 +344,49 @@ fn labels_and_metadata_are_accepted_and_bounded() {
         "{error}"
     );
 }
+
+#[test]
+fn exit_handlers_read_the_session_and_every_other_groups_context() {
+    let session = validate(json!({"groups": [
+        {"id": "fetch", "tasks": [{"id": "users", "executor": "echo", "input": ["a"]}]},
+        {"id": "cleanup", "on_exit": true, "tasks": [
+            {"id": "report", "executor": "echo", "input": {"status": "{{context._session.status}}"}},
+            {"id": "per_user", "executor": "echo", "input": {"u": "{{context.users.0}}"}}
+        ]}
+    ]}))
+    .unwrap();
+    match &session.tasks[1][0].plan {
+        Planned::Deferred { key, producer } => {
+            assert_eq!(key, "_session.status");
+            assert_eq!(producer, taskgroup::SESSION_WRITER);
+        }
+        other => panic!("expected a deferred plan, got {other:?}"),
+    }
+    assert!(
+        matches!(&session.tasks[1][1].plan, Planned::Deferred { producer, .. } if producer == "users")
+    );
+    assert_eq!(
+        problems(json!({"groups": [
+            {"id": "a", "tasks": [
+                {"id": "t", "executor": "echo", "input": {"s": "{{context._session}}"}},
+                {"id": "u", "executor": "echo", "result_key": "_session"}
+            ]},
+            {"id": "b", "on_exit": true, "depends_on": ["a"], "tasks": [task("v", &[])]},
+            {"id": "c", "depends_on": ["b"], "tasks": [task("w", &[])]},
+            {"id": "d", "on_exit": true, "tasks": [
+                {"id": "x", "executor": "echo", "input": {"v": "{{context.v}}"}}
+            ]}
+        ]})),
+        [
+            "groups[1].depends_on: group `b` is an exit handler (on_exit): it runs after every other group has ended, so it takes no depends_on",
+            "groups[2].depends_on[0]: group `b` is an exit handler (on_exit), which runs after every other group; nothing can depend on it",
+            "groups[0].tasks[1].result_key: context key `_session` is the engine's (exit handlers read the session's status there); set another result_key",
+            "groups[0].tasks[0].input.s: task `t`: `context._session` is there only for exit handlers (groups with \"on_exit\": true)",
+            "groups[3].tasks[0].input.v: task `x`: `context.v` is written by task `v`, which does not run before it (exit handlers run side by side: put both tasks in one of them)",
+        ]
+    );
+    assert_eq!(
+        problems(json!({"context": {"_session": 1}, "groups": [{"id": "a", "tasks": [task("t", &[])]}]})),
+        ["context._session: `_session` is the engine's: exit handlers read the session's status there"]
+    );
+}

@@ -344,6 +344,10 @@ impl<'a> SessionRun<'a> {
                         tracing::debug!(session = self.id, group = %self.session.spec.groups[group].id, status = status.as_str(), "group finished");
                         continue;
                     }
+                    SessionCommand::WriteContext { key, value } => {
+                        self.write_context(key, value).await?;
+                        continue;
+                    }
                     SessionCommand::Finish => continue,
                 };
                 let answer = match command {

@@ -243,6 +243,22 @@ impl SessionRun<'_> {
         Ok(Event::ContextUpdated { task: t })
     }
 
+    /// Writes a context key the machine sets itself (`_session` for exit handlers). A fenced
+    /// write ends the run (another coordinator has the session); one refused for another reason
+    /// is logged, and the key is still kept here, where planning reads it.
+    pub(super) async fn write_context(&mut self, key: String, value: Value) -> Result<()> {
+        let store = &self.coordinator.store;
+        let saved = patiently("storing the context", || {
+            store.set_context(self.id, &key, &value, self.fence)
+        })
+        .await;
+        if let Some(error) = refused(saved, "cannot store the context")? {
+            tracing::warn!(session = self.id, %key, %error, "context not stored");
+        }
+        self.context.insert(key, value);
+        Ok(())
+    }
+
     /// The task's results in instance order; `None` where an instance has no success.
     pub(super) async fn results(&self, g: usize, t: usize) -> Result<Vec<Option<Value>>> {
         let instances = self.instances(g, t);

@@ -9,6 +9,9 @@
 //! Invariants it keeps:
 //! - a group starts at most once, and only when every group it depends on completed;
 //! - after a cancel or the session's deadline nothing new starts, and every running group stops;
+//! - exit handlers (`on_exit` groups) start once every other group has ended or was skipped,
+//!   however they ended, right after [`SessionCommand::WriteContext`] of `_session`; a cancel or
+//!   the session's deadline does not stop them (their own `timeout_ms` does);
 //! - [`SessionCommand::Finish`] is sent exactly once, when every group ended or was skipped.
 
 mod report;
@@ -77,6 +80,14 @@ pub enum SessionCommand {
         /// How.
         status: GroupStatus,
     },
+    /// Write `value` to the context under `key` before carrying out the commands after this
+    /// one (the session's status and errors for exit handlers, under `_session`).
+    WriteContext {
+        /// The top-level context key.
+        key: String,
+        /// Its value.
+        value: serde_json::Value,
+    },
     /// Every group ended: build the result ([`SessionMachine::result`]).
     Finish,
 }
@@ -112,6 +123,8 @@ struct GroupPlan {
     setups: Vec<TaskSetup>,
     policy: crate::FailurePolicy,
     timeout: Option<Duration>,
+    /// An exit handler: starts when every other group has ended.
+    on_exit: bool,
 }
 
 /// The `name` and `description` a session file gives a group or a task, for people.
@@ -144,6 +157,8 @@ pub struct SessionMachine {
     timeout: Option<Duration>,
     /// Cancelled or past the session's deadline: nothing new starts.
     stopped: bool,
+    /// Every other group has ended and the exit handlers were started.
+    exiting: bool,
     finished: bool,
     errors: Vec<SessionError>,
 }
@@ -185,6 +200,7 @@ impl SessionMachine {
                     .collect(),
                 policy: group.failure_policy,
                 timeout: group.timeout,
+                on_exit: spec.on_exit,
             })
             .collect::<Vec<_>>();
         Self {
@@ -195,6 +211,7 @@ impl SessionMachine {
             chunk: chunk.max(1),
             timeout: session.timeout,
             stopped: false,
+            exiting: false,
             finished: false,
             errors: Vec::new(),
         }
@@ -288,12 +305,12 @@ impl SessionMachine {
                 }
             }
             SessionEvent::Deadline(Deadline::Session) => {
-                if let (false, Some(limit)) = (self.stopped, self.timeout) {
+                if let (false, false, Some(limit)) = (self.stopped, self.exiting, self.timeout) {
                     self.stop(SessionError::TimedOut { limit }, Event::TimedOut, &mut out);
                 }
             }
             SessionEvent::Cancel => {
-                if !self.stopped {
+                if !self.stopped && !self.exiting {
                     self.stop(SessionError::Cancelled, Event::Cancelled, &mut out);
                 }
             }
@@ -324,8 +341,8 @@ impl SessionMachine {
     fn stop(&mut self, why: SessionError, event: Event, out: &mut Vec<SessionCommand>) {
         self.stopped = true;
         self.errors.push(why);
-        for slot in &mut self.slots {
-            if matches!(slot, GroupSlot::Waiting) {
+        for (slot, plan) in self.slots.iter_mut().zip(&self.plans) {
+            if matches!(slot, GroupSlot::Waiting) && !plan.on_exit {
                 *slot = GroupSlot::Skipped(Skip::Stopped);
             }
         }
@@ -342,7 +359,7 @@ impl SessionMachine {
         loop {
             let mut changed = false;
             for g in 0..self.slots.len() {
-                if !matches!(self.slots[g], GroupSlot::Waiting) {
+                if !matches!(self.slots[g], GroupSlot::Waiting) || self.plans[g].on_exit {
                     continue;
                 }
                 let ends: Vec<Option<GroupOutcome>> = self.plans[g]
@@ -363,6 +380,23 @@ impl SessionMachine {
             }
             if !changed {
                 break;
+            }
+        }
+        let others_ended =
+            (0..self.slots.len()).all(|g| self.plans[g].on_exit || self.outcome(g).is_some());
+        if others_ended && !self.exiting {
+            self.exiting = true;
+            let handlers: Vec<usize> = (0..self.plans.len())
+                .filter(|&g| self.plans[g].on_exit)
+                .collect();
+            if !handlers.is_empty() {
+                out.push(SessionCommand::WriteContext {
+                    key: crate::spec::SESSION_KEY.to_string(),
+                    value: self.so_far(),
+                });
+                for g in handlers {
+                    self.start_group(g, out);
+                }
             }
         }
         let ended = (0..self.slots.len()).all(|g| self.outcome(g).is_some());

@@ -68,10 +68,55 @@ impl SessionMachine {
         errors
     }
 
+    /// How the session stands by its groups other than exit handlers.
+    fn status_so_far(&self) -> ResultStatus {
+        let regular = || (0..self.plans.len()).filter(|&g| !self.plans[g].on_exit);
+        let completed = regular().all(|g| self.outcome(g) == Some(GroupOutcome::Completed));
+        let cancelled = self
+            .errors
+            .iter()
+            .any(|error| matches!(error, SessionError::Cancelled));
+        let succeeded = regular().any(|g| {
+            self.group(g)
+                .is_some_and(|machine| machine.tasks().iter().any(|task| task.succeeded > 0))
+        });
+        if completed {
+            ResultStatus::Completed
+        } else if cancelled {
+            ResultStatus::Cancelled
+        } else if succeeded {
+            ResultStatus::Partial
+        } else {
+            ResultStatus::Failed
+        }
+    }
+
+    /// What exit handlers read as `context._session`: the status the session has so far, its
+    /// errors, and how each other group ended.
+    pub(super) fn so_far(&self) -> Value {
+        let groups: Map<String, Value> = (0..self.plans.len())
+            .filter(|&g| !self.plans[g].on_exit)
+            .map(|g| {
+                let outcome = self.outcome(g).unwrap_or(GroupOutcome::Skipped);
+                let outcome = serde_json::to_value(outcome).unwrap_or(Value::Null);
+                (self.plans[g].id.clone(), outcome)
+            })
+            .collect();
+        let errors: Vec<Value> = self
+            .errors()
+            .iter()
+            .map(|error| Value::String(error.to_string()))
+            .collect();
+        serde_json::json!({
+            "status": self.status_so_far().as_str(),
+            "errors": errors,
+            "groups": groups,
+        })
+    }
+
     /// The result as things stand, with `context` moved in; `results` of tasks cut short are
     /// left to the runtime (see [`SessionMachine::cut_short`]).
     pub fn result(&self, session_id: &str, context: Map<String, Value>) -> SessionResult {
-        let mut succeeded_anywhere = false;
         let groups = self
             .plans
             .iter()
@@ -86,7 +131,6 @@ impl SessionMachine {
                             Some(machine) => summary(&machine.tasks()[t]),
                             None => TaskSummary::skipped(),
                         };
-                        succeeded_anywhere |= summary.succeeded > 0;
                         summary.name.clone_from(&plan.task_labels[t].name);
                         summary
                             .description
@@ -104,20 +148,12 @@ impl SessionMachine {
                 (plan.id.clone(), group)
             })
             .collect();
-        let completed =
-            (0..self.slots.len()).all(|g| self.outcome(g) == Some(GroupOutcome::Completed));
-        let cancelled = self
-            .errors
-            .iter()
-            .any(|error| matches!(error, SessionError::Cancelled));
-        let status = if completed {
-            ResultStatus::Completed
-        } else if cancelled {
-            ResultStatus::Cancelled
-        } else if succeeded_anywhere {
-            ResultStatus::Partial
-        } else {
-            ResultStatus::Failed
+        let handler_failed = (0..self.plans.len())
+            .any(|g| self.plans[g].on_exit && self.outcome(g) != Some(GroupOutcome::Completed));
+        // An exit handler's failure is reported, and never makes the status better.
+        let status = match self.status_so_far() {
+            ResultStatus::Completed if handler_failed => ResultStatus::Partial,
+            status => status,
         };
         SessionResult {
             session_id: session_id.to_string(),
