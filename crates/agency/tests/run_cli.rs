@@ -156,3 +156,58 @@ fn ctrl_c_cancels_and_prints_partial_results() {
     assert_eq!(result["context"]["quick"], 1);
     assert_eq!(result["errors"][0], "cancelled before the session finished");
 }
+
+#[test]
+fn only_runs_a_selection_and_what_it_depends_on() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/selection.json");
+    let only = |selection: &str| {
+        Command::new(env!("CARGO_BIN_EXE_agency"))
+            .args(["run", "--only", selection])
+            .arg(&example)
+            .output()
+            .unwrap()
+    };
+    let output = only("report");
+    assert_eq!(output.status.code(), Some(0));
+    let result = result_of(&output);
+    let groups: Vec<&String> = result["groups"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        groups,
+        ["prepare", "report"],
+        "report needs prepare, not extra"
+    );
+    assert_eq!(result["context"]["summary"]["ids"][5]["task_id"], 10);
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--only report: running 2 of 3 groups: prepare, report"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let result = result_of(&only("prepare.selected,extra"));
+    let tasks: Vec<&String> = result["groups"]["prepare"]["tasks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(tasks, ["selected"], "audit is left out");
+    assert_eq!(
+        result["groups"]["extra"]["tasks"]["spot_checks"]["instances"],
+        3
+    );
+
+    let output = only("prepare.audit");
+    let result = result_of(&output);
+    let tasks: Vec<&String> = result["groups"]["prepare"]["tasks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(tasks, ["selected", "audit"], "audit depends on selected");
+
+    let output = only("report.nope");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("--only `report.nope`: group `report` has no task `nope` (tasks: summary)"));
+    assert!(output.stdout.is_empty(), "nothing ran");
+}

@@ -25,6 +25,7 @@ mod no_duplicates;
 mod planning;
 mod policy;
 mod result;
+mod selection;
 mod session;
 mod session_error;
 mod session_machine;

@@ -52,6 +52,10 @@ enum Command {
         /// No progress display on stderr
         #[arg(long, short)]
         quiet: bool,
+        /// Run only these groups and tasks (GROUP or GROUP.TASK, comma-separated) and what
+        /// they depend on
+        #[arg(long, value_name = "GROUP[.TASK],...")]
+        only: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
             workers,
             concurrency,
             quiet,
+            only,
             limits,
         } => {
             let limits = limits.limits();
@@ -125,7 +130,7 @@ fn main() -> ExitCode {
                 limits,
                 ..Default::default()
             };
-            run::run(&file, options, quiet)
+            run::run(&file, options, quiet, only.as_deref())
         }
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),

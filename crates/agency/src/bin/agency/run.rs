@@ -12,18 +12,41 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use taskgroup::{Session, SessionSpec};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code when the run was interrupted with Ctrl-C (128 + SIGINT).
 const INTERRUPTED: u8 = 130;
 
-pub fn run(file: &Path, options: EmbeddedOptions, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    file: &Path,
+    options: EmbeddedOptions,
+    quiet: bool,
+    only: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let engine = Engine::new(options);
-    let session = engine
-        .validate(&text)
-        .with_context(|| file.display().to_string())?;
+    let session = match only {
+        None => engine.validate(&text),
+        Some(only) => {
+            let spec = SessionSpec::parse(&text).with_context(|| file.display().to_string())?;
+            let all = spec.groups.len();
+            let spec = spec
+                .only(only)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+            if !quiet {
+                let ids: Vec<&str> = spec.groups.iter().map(|g| g.id.as_str()).collect();
+                eprintln!(
+                    "--only {only}: running {} of {all} groups: {}",
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }
+            Session::validate(spec, &engine.rules())
+        }
+    }
+    .with_context(|| file.display().to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
