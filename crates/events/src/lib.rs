@@ -16,6 +16,8 @@ pub mod chaos;
 pub mod conformance;
 mod error;
 mod event_manager;
+#[cfg(feature = "file")]
+mod file_store;
 #[cfg(feature = "kafka")]
 mod kafka_broker;
 mod memory_store;
@@ -35,6 +37,8 @@ pub use broker::{
 };
 pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
+#[cfg(feature = "file")]
+pub use file_store::{FileStore, DEFAULT_CHECKPOINT};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use memory_store::MemoryStore;

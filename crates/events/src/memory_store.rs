@@ -19,36 +19,36 @@ use tokio::time::Instant;
 /// Sessions' state. Context values and results are kept serialized, as Redis keeps them: a
 /// million-element context value costs its JSON text here, not a second tree of `Value`s.
 #[derive(Debug, Default)]
-struct Sessions {
-    tasks: HashMap<(String, TaskRef), TaskRecord>,
-    outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
-    contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
-    blobs: HashMap<(String, String), Vec<u8>>,
-    mappings: HashMap<String, Map<String, Value>>,
-    results: HashMap<String, Vec<u8>>,
+pub(crate) struct Sessions {
+    pub(crate) tasks: HashMap<(String, TaskRef), TaskRecord>,
+    pub(crate) outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
+    pub(crate) contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
+    pub(crate) blobs: HashMap<(String, String), Vec<u8>>,
+    pub(crate) mappings: HashMap<String, Map<String, Value>>,
+    pub(crate) results: HashMap<String, Vec<u8>>,
     /// The action each session id was last started from.
-    origins: HashMap<String, Origin>,
+    pub(crate) origins: HashMap<String, Origin>,
     /// Lease holders and until when they hold it.
-    leases: HashMap<String, (String, Instant)>,
+    pub(crate) leases: HashMap<String, (String, Instant)>,
     /// The token of each session's latest claim (see [`Fence`]).
-    fences: HashMap<String, String>,
+    pub(crate) fences: HashMap<String, String>,
     /// Each session's current run (see [`Store::start_run`]).
-    runs: HashMap<String, String>,
+    pub(crate) runs: HashMap<String, String>,
     /// The run each session was asked to cancel (see [`Store::request_cancel`]).
-    cancels: HashMap<String, String>,
+    pub(crate) cancels: HashMap<String, String>,
     /// Each session's last run document (see [`Store::save_document`]).
-    documents: HashMap<String, (String, Vec<u8>)>,
+    pub(crate) documents: HashMap<String, (String, Vec<u8>)>,
     /// Notes on intake actions that started no run (see [`Store::note_action`]).
-    notes: HashMap<(String, String), String>,
+    pub(crate) notes: HashMap<(String, String), String>,
     /// Each session's live state (see [`Store::save_state`]).
-    states: HashMap<String, Vec<u8>>,
+    pub(crate) states: HashMap<String, Vec<u8>>,
     /// Sessions by when they were listed (see [`Store::sessions`]).
-    listed: HashMap<String, u64>,
+    pub(crate) listed: HashMap<String, u64>,
     /// Members by id: what they said last and when (see [`Store::heartbeat`]).
-    members: HashMap<String, (Vec<u8>, u64)>,
+    pub(crate) members: HashMap<String, (Vec<u8>, u64)>,
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
-    starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
+    pub(crate) starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
 
 impl Sessions {
@@ -133,7 +133,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn sessions(&self) -> Result<MutexGuard<'_, Sessions>> {
+    pub(crate) fn state(&self) -> Result<MutexGuard<'_, Sessions>> {
         self.sessions
             .lock()
             .map_err(|_| Error::poisoned("memory store"))
@@ -141,7 +141,7 @@ impl MemoryStore {
 
     /// The sessions' state, for a write with `fence`: refused when a later claim replaced it.
     fn fenced(&self, session: &str, fence: Fence<'_>) -> Result<MutexGuard<'_, Sessions>> {
-        let sessions = self.sessions()?;
+        let sessions = self.state()?;
         sessions.check(session, fence)?;
         Ok(sessions)
     }
@@ -186,7 +186,7 @@ impl Store for MemoryStore {
 
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
         Ok(self
-            .sessions()?
+            .state()?
             .tasks
             .get(&(session.to_string(), task))
             .cloned())
@@ -201,7 +201,7 @@ impl Store for MemoryStore {
         notice: Option<&[u8]>,
     ) -> Result<Vec<bool>> {
         let accepted: Vec<bool> = {
-            let mut sessions = self.sessions()?;
+            let mut sessions = self.state()?;
             if !sessions.is_current(session, run) {
                 return Ok(vec![false; outcomes.len()]);
             }
@@ -233,7 +233,7 @@ impl Store for MemoryStore {
         task: TaskRef,
         range: Range<u64>,
     ) -> Result<Vec<Option<Outcome>>> {
-        let sessions = self.sessions()?;
+        let sessions = self.state()?;
         let slots = sessions.outcomes.get(&(session.to_string(), task));
         Ok(range
             .map(|i| slots.and_then(|s| s.get(i as usize)).cloned().flatten())
@@ -274,7 +274,7 @@ impl Store for MemoryStore {
     }
 
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
-        let sessions = self.sessions()?;
+        let sessions = self.state()?;
         let Some(entries) = sessions.contexts.get(session) else {
             return Ok(None);
         };
@@ -298,7 +298,7 @@ impl Store for MemoryStore {
     }
 
     async fn load_mappings(&self, session: &str) -> Result<Option<Map<String, Value>>> {
-        Ok(self.sessions()?.mappings.get(session).cloned())
+        Ok(self.state()?.mappings.get(session).cloned())
     }
 
     async fn publish_result(
@@ -320,7 +320,7 @@ impl Store for MemoryStore {
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
-        let sessions = self.sessions()?;
+        let sessions = self.state()?;
         sessions
             .results
             .get(session)
@@ -341,7 +341,7 @@ impl Store for MemoryStore {
         token: &str,
         lease: Duration,
     ) -> Result<Claim> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         let previous = sessions.origins.get(session).cloned();
         if previous
             .as_ref()
@@ -386,7 +386,7 @@ impl Store for MemoryStore {
         token: &str,
         lease: Duration,
     ) -> Result<Renewal> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         let replaced = sessions.fences.get(session).is_some_and(|t| t != token);
         if replaced
             || sessions
@@ -406,7 +406,7 @@ impl Store for MemoryStore {
     }
 
     async fn release(&self, session: &str, owner: &str) -> Result<()> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         if sessions.holder(session) == Some(owner) {
             sessions.leases.remove(session);
         }
@@ -416,7 +416,7 @@ impl Store for MemoryStore {
     async fn save_blob(&self, session: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.blobs_saved
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.sessions()?
+        self.state()?
             .blobs
             .insert((session.to_string(), name.to_string()), bytes);
         Ok(())
@@ -424,7 +424,7 @@ impl Store for MemoryStore {
 
     async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .sessions()?
+            .state()?
             .blobs
             .get(&(session.to_string(), name.to_string()))
             .cloned())
@@ -438,11 +438,11 @@ impl Store for MemoryStore {
     }
 
     async fn current_run(&self, session: &str) -> Result<Option<String>> {
-        Ok(self.sessions()?.runs.get(session).cloned())
+        Ok(self.state()?.runs.get(session).cloned())
     }
 
     async fn request_cancel(&self, session: &str) -> Result<Option<String>> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         let Some(run) = sessions.runs.get(session).cloned() else {
             return Ok(None);
         };
@@ -464,11 +464,11 @@ impl Store for MemoryStore {
     }
 
     async fn load_document(&self, session: &str) -> Result<Option<(String, Vec<u8>)>> {
-        Ok(self.sessions()?.documents.get(session).cloned())
+        Ok(self.state()?.documents.get(session).cloned())
     }
 
     async fn note_action(&self, session: &str, run: &str, note: &str) -> Result<()> {
-        self.sessions()?
+        self.state()?
             .notes
             .insert((session.to_string(), run.to_string()), note.to_string());
         Ok(())
@@ -476,7 +476,7 @@ impl Store for MemoryStore {
 
     async fn action_note(&self, session: &str, run: &str) -> Result<Option<String>> {
         Ok(self
-            .sessions()?
+            .state()?
             .notes
             .get(&(session.to_string(), run.to_string()))
             .cloned())
@@ -514,11 +514,11 @@ impl Store for MemoryStore {
     }
 
     async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.sessions()?.states.get(session).cloned())
+        Ok(self.state()?.states.get(session).cloned())
     }
 
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
-        let sessions = self.sessions()?;
+        let sessions = self.state()?;
         let mut listed: Vec<(String, u64)> = sessions
             .listed
             .iter()
@@ -531,7 +531,7 @@ impl Store for MemoryStore {
 
     async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
         let now = wall_clock_ms();
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         sessions
             .members
             .retain(|_, (_, seen)| now.saturating_sub(*seen) < FORGET_MEMBERS_MS);
@@ -543,7 +543,7 @@ impl Store for MemoryStore {
 
     async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
         let mut members: Vec<(String, Vec<u8>, u64)> = self
-            .sessions()?
+            .state()?
             .members
             .iter()
             .map(|(id, (info, seen))| (id.clone(), info.clone(), *seen))
@@ -553,13 +553,13 @@ impl Store for MemoryStore {
     }
 
     async fn forget_member(&self, member: &str) -> Result<()> {
-        self.sessions()?.members.remove(member);
+        self.state()?.members.remove(member);
         Ok(())
     }
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
         Ok(self
-            .sessions()?
+            .state()?
             .cancels
             .get(session)
             .is_some_and(|cancelled| cancelled == run))
@@ -572,7 +572,7 @@ impl Store for MemoryStore {
         item: &str,
         step: RangeStep<'_>,
     ) -> Result<Option<u64>> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         if !sessions.is_current(session, run) {
             return Ok(None);
         }
@@ -596,7 +596,7 @@ impl Store for MemoryStore {
     }
 
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
-        let mut sessions = self.sessions()?;
+        let mut sessions = self.state()?;
         if sessions
             .runs
             .get(session)
