@@ -1,11 +1,13 @@
 //! Embedded mode: the coordinator and a few workers in one process over the in-memory Broker and
-//! Store. The same code runs distributed; only the backends differ.
+//! Store, or a state file store for durable runs (`agency run --state`). The same code runs
+//! distributed; only the backends differ.
 
-use crate::coordinator::{Coordinator, Progress};
+use crate::coordinator::{Coordinator, Durable, Progress};
 use crate::executors::Registry;
 use crate::worker::{Worker, WorkerOptions};
-use events::{Broker, MemoryBroker, MemoryStore, Store};
+use events::{Broker, FileStore, MemoryBroker, MemoryStore, Store};
 use expansion::Limits;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Rules, Session, SessionResult};
@@ -39,9 +41,41 @@ impl Default for EmbeddedOptions {
 #[derive(Debug)]
 pub struct Engine {
     broker: Arc<MemoryBroker>,
-    store: Arc<MemoryStore>,
+    store: Backing,
     registry: Registry,
     options: EmbeddedOptions,
+}
+
+/// Where an engine keeps its state.
+#[derive(Debug, Clone)]
+enum Backing {
+    Memory(Arc<MemoryStore>),
+    File(Arc<FileStore>),
+}
+
+/// What a state file holds of a session: see [`Engine::durable_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableRun {
+    /// The session's id.
+    pub id: String,
+    /// The run to start or resume (empty when finished).
+    pub run: String,
+    /// What will happen.
+    pub start: DurableStart,
+}
+
+/// How [`Engine::run_durably`] goes about a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurableStart {
+    /// The state file held nothing of it: it ran from the start.
+    Started,
+    /// The state file held an unfinished run of it, which went on from what was recorded.
+    Resumed {
+        /// The run resumed.
+        run: String,
+    },
+    /// The state file holds its result already: nothing ran.
+    Finished,
 }
 
 impl Engine {
@@ -51,10 +85,22 @@ impl Engine {
         let registry = Registry::builtin(broker.clone());
         Self {
             broker,
-            store: Arc::new(MemoryStore::new()),
+            store: Backing::Memory(Arc::new(MemoryStore::new())),
             registry,
             options,
         }
+    }
+
+    /// An engine whose state lives in the state file at `path` (created when missing), written
+    /// every `checkpoint`: see [`Engine::run_durably`].
+    pub async fn with_state(
+        options: EmbeddedOptions,
+        path: &Path,
+        checkpoint: Duration,
+    ) -> crate::Result<Self> {
+        let mut engine = Self::new(options);
+        engine.store = Backing::File(Arc::new(FileStore::open(path, checkpoint).await?));
+        Ok(engine)
     }
 
     /// The executors, to register custom ones before running.
@@ -67,9 +113,20 @@ impl Engine {
         self.broker.clone()
     }
 
-    /// The in-memory store the engine runs on.
-    pub fn store(&self) -> Arc<MemoryStore> {
-        self.store.clone()
+    /// The store the engine runs on.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match &self.store {
+            Backing::Memory(store) => store.clone(),
+            Backing::File(store) => store.clone(),
+        }
+    }
+
+    /// The in-memory store the engine runs on, unless it runs on a state file.
+    pub fn memory(&self) -> Option<Arc<MemoryStore>> {
+        match &self.store {
+            Backing::Memory(store) => Some(store.clone()),
+            Backing::File(_) => None,
+        }
     }
 
     /// Validates a session document against this engine's executors and limits.
@@ -92,8 +149,92 @@ impl Engine {
         progress: &Progress,
         cancel: CancellationToken,
     ) -> crate::Result<SessionResult> {
+        let id = session_id(session);
+        self.with_workers(|coordinator| async move {
+            coordinator.run(session, &id, progress, cancel).await
+        })
+        .await
+    }
+
+    /// What this engine's state file (`agency run --state`) holds of a validated session, and
+    /// so how [`Engine::run_durably`] will go about it: resume an unfinished run (the process
+    /// running it was killed), return the result it holds, or start. `document` is the session
+    /// file as given: a run is resumed only for the same document. A session without an id
+    /// takes the one the state file holds, if it holds one.
+    pub async fn durable_run(
+        &self,
+        session: &Session,
+        document: &[u8],
+    ) -> crate::Result<DurableRun> {
+        let store = self.store();
+        let id = match &session.spec.session_id {
+            Some(id) => id.clone(),
+            None => match store.sessions(1).await?.into_iter().next() {
+                Some((id, _)) => id,
+                None => uuid::Uuid::new_v4().to_string(),
+            },
+        };
+        let current = store.current_run(&id).await?;
+        let (run, start) = match current {
+            Some(run) => {
+                let same = store
+                    .load_document(&id)
+                    .await?
+                    .is_some_and(|(kept_run, kept)| kept_run == run && kept == document);
+                if !same {
+                    return Err(crate::Error::OtherDocument { session: id });
+                }
+                (run.clone(), DurableStart::Resumed { run })
+            }
+            None if store.load_result(&id).await?.is_some() => {
+                (String::new(), DurableStart::Finished)
+            }
+            None => (uuid::Uuid::new_v4().to_string(), DurableStart::Started),
+        };
+        Ok(DurableRun { id, run, start })
+    }
+
+    /// Runs `session` as [`Engine::durable_run`] found: recorded instances of a resumed run
+    /// are not executed again, and a finished session's stored result is returned without
+    /// running anything.
+    pub async fn run_durably(
+        &self,
+        session: &Session,
+        found: &DurableRun,
+        document: &[u8],
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> crate::Result<SessionResult> {
+        if found.start == DurableStart::Finished {
+            let stored = self.store().load_result(&found.id).await?;
+            let stored = stored.ok_or_else(|| crate::Error::Corrupt {
+                what: format!("the result of session {}", found.id),
+                message: "gone from the state file".into(),
+            })?;
+            return crate::distributed::read_result(&found.id, stored);
+        }
+        let durable = Durable {
+            id: &found.id,
+            run: &found.run,
+            resume: found.start != DurableStart::Started,
+            document,
+        };
+        self.with_workers(|coordinator| async move {
+            coordinator
+                .run_durably(session, durable, progress, cancel)
+                .await
+        })
+        .await
+    }
+
+    /// Runs `coordinate` with this engine's workers running beside it, and stops them after.
+    async fn with_workers<'a, F, Fut>(&'a self, coordinate: F) -> crate::Result<SessionResult>
+    where
+        F: FnOnce(Coordinator) -> Fut,
+        Fut: std::future::Future<Output = crate::Result<SessionResult>> + 'a,
+    {
         let broker: Arc<dyn Broker> = self.broker.clone();
-        let store: Arc<dyn Store> = self.store.clone();
+        let store = self.store();
         let shutdown = CancellationToken::new();
         let mut workers = Vec::new();
         // The session has ended when the workers stop: what they still run is of no use.
@@ -110,10 +251,9 @@ impl Engine {
             );
             workers.push(tokio::spawn(worker.run(shutdown.clone())));
         }
-        let id = session_id(session);
         let coordinator =
             Coordinator::new(broker, store, self.options.limits).with_chunk(self.options.chunk);
-        let result = coordinator.run(session, &id, progress, cancel).await;
+        let result = coordinate(coordinator).await;
         shutdown.cancel();
         for worker in workers {
             worker.await??;

@@ -91,6 +91,13 @@ pub enum Error {
         /// The last error.
         source: events::Error,
     },
+    /// A state file holds an unfinished run of the session from another document: resuming it
+    /// with this one would mix two sessions.
+    #[error("the state file holds an unfinished run of session {session} from another document; give this one another --state file, or delete the file to start over")]
+    OtherDocument {
+        /// The session's id.
+        session: String,
+    },
     /// A task of the engine (a worker loop) panicked or was aborted.
     #[error("{0}")]
     Task(String),

@@ -33,7 +33,7 @@ mod notice_router;
 mod outage;
 pub mod worker;
 
-pub use coordinator::{Coordinator, HandedOver, Progress};
+pub use coordinator::{Coordinator, Durable, HandedOver, Progress};
 pub use error::{Error, Result};
 pub use executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 pub use worker::{Worker, WorkerOptions};

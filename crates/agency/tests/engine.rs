@@ -389,7 +389,7 @@ async fn cancellation_stops_the_session_with_partial_results() {
 #[tokio::test]
 async fn the_final_result_is_stored_published_and_working_state_cleaned() {
     let engine = engine();
-    let store = engine.store();
+    let store = engine.memory().unwrap();
     let mut results = store.subscribe(events::RESULTS_CHANNEL).await.unwrap();
     let result = run_on(&engine, &json!({"session_id": "kept", "groups": [{"id": "g", "tasks": [{"id": "t", "executor": "echo", "input": 1}]}]})).await;
     assert_eq!(result["context"]["t"], 1);
@@ -446,7 +446,7 @@ async fn large_results_are_stored_by_reference_and_combined_whole() {
     // Each instance returns ~100 KB, over the 64 KiB threshold.
     let big = "x".repeat(100_000);
     let engine = engine();
-    let store = engine.store();
+    let store = engine.memory().unwrap();
     let result = run_on(&engine, &json!({"session_id": "big", "groups": [{"id": "g", "tasks": [
         array_task("large", "echo", json!([1, 2]), json!({"payload": big, "n": "{{item}}"}), json!({}))
     ]}]}))
@@ -490,31 +490,6 @@ async fn a_permanent_failure_is_not_retried_and_is_reported_as_such() {
         "a transient failure is retried"
     );
     assert_eq!(tasks["flaky"]["failures"][0].get("permanent"), None);
-}
-
-/// `value` without the times a result carries (they differ from run to run).
-fn without_times(mut value: Value) -> Value {
-    strip_times(&mut value);
-    value
-}
-
-fn strip_times(value: &mut Value) {
-    match value {
-        Value::Object(object) => {
-            for key in [
-                "submitted_at",
-                "started_at",
-                "finished_at",
-                "duration_ms",
-                "last_attempt_at",
-            ] {
-                object.remove(key);
-            }
-            object.values_mut().for_each(strip_times);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_times),
-        _ => {}
-    }
 }
 
 /// A session whose `work` group runs `naps` (sleeps of the given ms), and whose exit handler

@@ -5,7 +5,7 @@
 mod common;
 use agency::Progress;
 use common::*;
-use events::{Store as _, TaskRef};
+use events::TaskRef;
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) enum Start {
     /// From nothing.
     Fresh,
-    /// From what an earlier coordinator stored (only under a lease).
+    /// From what an earlier coordinator stored (under a lease, or an embedded run resumed from
+    /// its state file).
     Resume,
 }
 

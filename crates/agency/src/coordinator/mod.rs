@@ -56,6 +56,19 @@ struct RunOf<'a> {
     submitted_at: Option<&'a str>,
 }
 
+/// An embedded run kept in a state file ([`Coordinator::run_durably`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Durable<'a> {
+    /// The session id.
+    pub id: &'a str,
+    /// The run's name, kept in the store while it runs.
+    pub run: &'a str,
+    /// Resume the run from what the store holds of it, rather than start it.
+    pub resume: bool,
+    /// The session as given, kept with the run, so a resume can tell it is the same session.
+    pub document: &'a [u8],
+}
+
 /// A lease this coordinator holds on a session: who holds it, and the token its claim stored as
 /// the session's fence, which every write for the session carries.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +164,32 @@ impl Coordinator {
         };
         // Unleased, the one token both stops and cancels: the run ends `cancelled`.
         self.drive(session, id, run, progress, cancel.clone(), cancel)
+            .await
+    }
+
+    /// Runs `session` unleased as `durable` says: keeping the document with the run, and with
+    /// `resume` from what an earlier process recorded under the same run in this coordinator's
+    /// store (a state file), so recorded outcomes are not executed again. Ends as
+    /// [`Coordinator::run`] does.
+    pub async fn run_durably(
+        &self,
+        session: &Session,
+        durable: Durable<'_>,
+        progress: &Progress,
+        cancel: CancellationToken,
+    ) -> Result<SessionResult> {
+        let run = RunOf {
+            name: durable.run,
+            lease: None,
+            start: if durable.resume {
+                Start::Resume
+            } else {
+                Start::Fresh
+            },
+            document: Some(durable.document),
+            submitted_at: None,
+        };
+        self.drive(session, durable.id, run, progress, cancel.clone(), cancel)
             .await
     }
 

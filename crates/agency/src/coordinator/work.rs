@@ -141,30 +141,56 @@ impl SessionRun<'_> {
         Ok(())
     }
 
-    /// The ranges with an instance whose outcome of this attempt (or a later one) is not stored.
+    /// What is left of each range to run: its stretches of instances whose outcome of this
+    /// attempt (or a later one) is not stored. A range of which some instances were recorded
+    /// before a coordinator or a whole process stopped is cut around them, so no recorded
+    /// instance runs again.
     async fn not_yet_done(&self, items: Vec<WorkItem>) -> Result<Vec<WorkItem>> {
         let mut left = Vec::with_capacity(items.len());
-        let ranges = items.len();
+        let (ranges, instances) = (
+            items.len(),
+            items.iter().map(|i| i.end - i.start).sum::<u64>(),
+        );
         for item in items {
             let store = &self.coordinator.store;
             let stored = patiently("reading outcomes", || {
                 store.outcomes(self.id, item.task, item.start..item.end)
             })
             .await?;
-            let done = stored.iter().all(|outcome| {
+            let done = |outcome: &Option<events::Outcome>| {
                 outcome
                     .as_ref()
                     .is_some_and(|o| o.succeeded() || o.attempt >= item.attempt)
-            });
-            if !done {
-                left.push(item);
+            };
+            let mut start = None;
+            for (offset, outcome) in stored.iter().enumerate() {
+                let instance = item.start + offset as u64;
+                match (done(outcome), start) {
+                    (false, None) => start = Some(instance),
+                    (true, Some(from)) => {
+                        left.push(WorkItem {
+                            start: from,
+                            end: instance,
+                            ..item.clone()
+                        });
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(from) = start {
+                left.push(WorkItem {
+                    start: from,
+                    ..item
+                });
             }
         }
-        if left.len() < ranges {
+        let to_run: u64 = left.iter().map(|i| i.end - i.start).sum();
+        if to_run < instances {
             tracing::info!(
                 session = self.id,
-                "{} of {ranges} ranges have every outcome stored: not dispatched again",
-                ranges - left.len()
+                "{} of {instances} instances in {ranges} ranges have their outcome stored: not dispatched again",
+                instances - to_run
             );
         }
         Ok(left)

@@ -56,6 +56,13 @@ enum Command {
         /// they depend on
         #[arg(long, value_name = "GROUP[.TASK],...")]
         only: Option<String>,
+        /// Keep the run in this state file: killed, the same command resumes it where it was
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+        /// With --state: write what was recorded to the file at least this often (a crash
+        /// runs again at most what was recorded since)
+        #[arg(long, value_name = "MS", default_value_t = 250, requires = "state")]
+        checkpoint_ms: u64,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -117,6 +124,8 @@ fn main() -> ExitCode {
             concurrency,
             quiet,
             only,
+            state,
+            checkpoint_ms,
             limits,
         } => {
             let limits = limits.limits();
@@ -130,7 +139,11 @@ fn main() -> ExitCode {
                 limits,
                 ..Default::default()
             };
-            run::run(&file, options, quiet, only.as_deref())
+            let state = state.map(|path| run::State {
+                path,
+                checkpoint: std::time::Duration::from_millis(checkpoint_ms.max(1)),
+            });
+            run::run(&file, options, quiet, only.as_deref(), state)
         }
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),

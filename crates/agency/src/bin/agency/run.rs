@@ -2,12 +2,12 @@
 //! print the final result as one JSON object on stdout. Exit code 0 only when completed.
 
 use crate::text::thousands;
-use agency::embedded::{EmbeddedOptions, Engine};
+use agency::embedded::{DurableRun, DurableStart, EmbeddedOptions, Engine};
 use agency::Progress;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,15 +18,31 @@ use tokio_util::sync::CancellationToken;
 /// Exit code when the run was interrupted with Ctrl-C (128 + SIGINT).
 const INTERRUPTED: u8 = 130;
 
+/// `--state`: where the run is kept, and how often it is written there.
+#[derive(Debug)]
+pub struct State {
+    pub path: PathBuf,
+    pub checkpoint: Duration,
+}
+
 pub fn run(
     file: &Path,
     options: EmbeddedOptions,
     quiet: bool,
     only: Option<&str>,
+    state: Option<State>,
 ) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let engine = Engine::new(options);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let engine = match &state {
+        None => Engine::new(options),
+        Some(state) => runtime
+            .block_on(Engine::with_state(options, &state.path, state.checkpoint))
+            .with_context(|| format!("state file {}", state.path.display()))?,
+    };
     let session = match only {
         None => engine.validate(&text),
         Some(only) => {
@@ -47,9 +63,6 @@ pub fn run(
         }
     }
     .with_context(|| file.display().to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         let progress = Arc::new(Progress::default());
         let cancel = CancellationToken::new();
@@ -67,7 +80,20 @@ pub fn run(
             })
         };
         let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone())));
-        let result = engine.run(&session, &progress, cancel).await;
+        let result = match &state {
+            None => engine.run(&session, &progress, cancel).await,
+            Some(state) => match engine.durable_run(&session, text.as_bytes()).await {
+                Ok(found) => {
+                    if !quiet {
+                        say_how(&found, &state.path);
+                    }
+                    engine
+                        .run_durably(&session, &found, text.as_bytes(), &progress, cancel)
+                        .await
+                }
+                Err(error) => Err(error),
+            },
+        };
         on_interrupt.abort();
         if let Some(display) = display {
             display.abort();
@@ -83,6 +109,22 @@ pub fn run(
             ExitCode::FAILURE
         })
     })
+}
+
+/// What `--state` found, on stderr.
+fn say_how(found: &DurableRun, path: &Path) {
+    let id = &found.id;
+    match &found.start {
+        DurableStart::Started => {}
+        DurableStart::Resumed { run } => eprintln!(
+            "resuming run {run} of session {id} from {}: what it recorded is not run again",
+            path.display()
+        ),
+        DurableStart::Finished => eprintln!(
+            "session {id} already finished in {}; its result follows (nothing runs)",
+            path.display()
+        ),
+    }
 }
 
 /// Pretty on a terminal, one compact line for pipes and files. A reader that closed the pipe

@@ -154,12 +154,17 @@ pub enum Serve {
     /// Show a session's live state (pending or running: counts per group and task, times, rate,
     /// ETA), or its result once it has one
     Status {
-        session: String,
+        /// The session (with --state: the one the file holds when omitted)
+        session: Option<String>,
         #[command(flatten)]
         servers: Servers,
         /// Print JSON: the live state, or the result
         #[arg(long)]
         json: bool,
+        /// Read an embedded run's state file (`agency run --state PATH`) instead of Redis, as
+        /// of its last checkpoint (while the run goes on, too)
+        #[arg(long, value_name = "PATH")]
+        state: Option<std::path::PathBuf>,
     },
     /// Follow a session's progress (total, rate, ETA) until its result, then print it with the
     /// exit code of `agency run`
@@ -363,7 +368,24 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }
-            Serve::Status { session, servers, json } => {
+            Serve::Status { session, servers, json, state: Some(path) } => {
+                let _ = servers;
+                let store = events::FileStore::open_read_only(&path)
+                    .with_context(|| format!("state file {}", path.display()))?;
+                let where_ = format!("state file {}", path.display());
+                let session = match session {
+                    Some(session) => session,
+                    None => match store.sessions(1).await?.into_iter().next() {
+                        Some((session, _)) => session,
+                        None => anyhow::bail!("{where_} holds no session"),
+                    },
+                };
+                control::status(&store, &session, json, &where_).await
+            }
+            Serve::Status { session, servers, json, state: None } => {
+                let Some(session) = session else {
+                    anyhow::bail!("name the session: agency status SESSION (or read a state file: --state PATH)");
+                };
                 let store = distributed::connect_store(&servers.redis).await?;
                 control::status(&store, &session, json, &servers.redis).await
             }

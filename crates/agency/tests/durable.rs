@@ -1,0 +1,199 @@
+//! Durable embedded runs, end to end with the real binary and real programs: `agency run
+//! --state` killed with -9 in the middle resumes, runs no recorded instance again, and ends with
+//! the result an uninterrupted run gives; run again, it prints that result and runs nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::without_times;
+use events::{FileStore, Store, TaskRef};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const INSTANCES: u64 = 600;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("agency-durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Each instance appends its number to `log` (so the log counts executions), naps 20 ms and
+/// returns its number; a dependent group reads them all.
+fn session(log: &Path) -> Value {
+    json!({"session_id": "durable", "groups": [
+        {"id": "g", "tasks": [{"id": "runs", "executor": "command", "concurrency": 8, "input": {
+            "argv": ["sh", "-c", format!("echo $0 >> {}; sleep 0.02; echo \"{{\\\"n\\\": $0}}\"", log.display()), "{{n}}"],
+            "expansion_config": {"type": "range", "range": format!("0-{}", INSTANCES - 1), "variable": "n"}
+        }}]},
+        {"id": "after", "depends_on": ["g"], "tasks": [
+            {"id": "total", "executor": "echo", "input": {"all": "{{context.runs}}"}}
+        ]}
+    ]})
+}
+
+fn agency(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agency"));
+    command.args(args);
+    command
+}
+
+fn run_to_the_end(file: &Path, state: &Path) -> Output {
+    agency(&["run", "--checkpoint-ms", "20"])
+        .arg(file)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .unwrap()
+}
+
+fn executions(log: &Path) -> HashMap<u64, u32> {
+    let mut counts = HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *counts.entry(line.trim().parse().unwrap()).or_default() += 1;
+    }
+    counts
+}
+
+fn result_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_with_kill_9_resumes_and_runs_no_recorded_instance_again() {
+    let dir = Dir::new("kill");
+    let (file, state, log) = (dir.path("s.json"), dir.path("state.db"), dir.path("log"));
+    std::fs::write(&file, session(&log).to_string()).unwrap();
+
+    // What an uninterrupted run gives, for comparison (its own log).
+    let plain_log = dir.path("plain-log");
+    let plain_file = dir.path("plain.json");
+    std::fs::write(&plain_file, session(&plain_log).to_string()).unwrap();
+    let plain = result_of(
+        &agency(&["run", "--quiet"])
+            .arg(&plain_file)
+            .output()
+            .unwrap(),
+    );
+
+    let mut child = agency(&["run", "--quiet", "--checkpoint-ms", "20"])
+        .arg(&file)
+        .arg("--state")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while executions(&log).len() < (INSTANCES / 4) as usize {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The programs it had started finish on their own (they outlive it), then nothing moves.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = executions(&log);
+    assert!(
+        before.len() < INSTANCES as usize,
+        "killed before the end: {} ran",
+        before.len()
+    );
+
+    // What the state file recorded before the resume: none of these may run again.
+    let recorded: Vec<u64> = {
+        let snapshot = FileStore::open_read_only(&state).unwrap();
+        let outcomes = snapshot
+            .outcomes("durable", TaskRef { group: 0, task: 0 }, 0..INSTANCES)
+            .await
+            .unwrap();
+        outcomes.iter().flatten().map(|o| o.instance).collect()
+    };
+    assert!(!recorded.is_empty(), "nothing was recorded before the kill");
+
+    // The state file belongs to this document: another one is refused, and nothing runs.
+    let other = dir.path("other.json");
+    let mut changed = session(&log);
+    changed["groups"][1]["tasks"][0]["input"]["extra"] = json!(1);
+    std::fs::write(&other, changed.to_string()).unwrap();
+    let refused = agency(&["run"])
+        .arg(&other)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("holds an unfinished run of session durable from another document"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let resumed = run_to_the_end(&file, &state);
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("resuming run"),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let result = result_of(&resumed);
+    let after = executions(&log);
+    for instance in 0..INSTANCES {
+        assert!(
+            after.contains_key(&instance),
+            "instance {instance} never ran"
+        );
+    }
+    for instance in &recorded {
+        assert_eq!(
+            after[instance], 1,
+            "instance {instance} was recorded before the kill and ran again"
+        );
+    }
+    let again: u32 = after.values().map(|&n| n - 1).sum();
+    eprintln!(
+        "{} of {INSTANCES} recorded before the kill; {} ran before it; {again} ran twice (in flight or recorded after the last checkpoint)",
+        recorded.len(),
+        before.len()
+    );
+    assert_eq!(
+        without_times(result.clone()),
+        without_times(plain),
+        "the same result as an uninterrupted run"
+    );
+
+    // Run again: the result, nothing executed.
+    let finished = run_to_the_end(&file, &state);
+    assert!(String::from_utf8_lossy(&finished.stderr).contains("already finished"));
+    assert_eq!(result_of(&finished), result);
+    assert_eq!(executions(&log), after, "nothing ran");
+
+    // `agency status --state` reads the file.
+    let status = agency(&["status", "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(result_of(&status), result);
+}
