@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+/// Outcomes are kept in the file by chunks of this many instances, one row each: a million
+/// outcomes are a thousand rows, written a chunk at a time.
+const CHUNK: u64 = 1024;
+
 /// How often changes are written to the file when nothing asks for it sooner.
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_millis(250);
 
@@ -60,7 +64,8 @@ struct Changed {
     context: bool,
     context_keys: BTreeSet<String>,
     tasks: BTreeSet<(usize, usize)>,
-    outcomes: HashMap<(usize, usize), Vec<u64>>,
+    /// Per task, the chunks ([`CHUNK`] instances each) with a changed outcome.
+    outcomes: HashMap<(usize, usize), BTreeSet<u64>>,
     blobs: BTreeSet<String>,
 }
 
@@ -97,9 +102,9 @@ fn task_suffix(group: usize, task: usize) -> Vec<u8> {
     suffix
 }
 
-fn outcome_suffix(group: usize, task: usize, instance: u64) -> Vec<u8> {
+fn chunk_suffix(group: usize, task: usize, chunk: u64) -> Vec<u8> {
     let mut suffix = task_suffix(group, task);
-    suffix.extend_from_slice(&instance.to_be_bytes());
+    suffix.extend_from_slice(&chunk.to_be_bytes());
     suffix
 }
 
@@ -118,6 +123,8 @@ fn be_u32(bytes: &[u8], at: usize) -> Option<usize> {
 /// One change to the file.
 enum Write {
     Put(Vec<u8>, Vec<u8>),
+    /// A chunk of outcomes, copied under the store's lock and encoded after it is released.
+    Chunk(Vec<u8>, Vec<Option<Outcome>>),
     Delete(Vec<u8>),
     /// Every key starting with this.
     DeletePrefix(Vec<u8>),
@@ -195,8 +202,9 @@ impl FileStore {
         db.pragma_update(None, "synchronous", "FULL")
             .map_err(opening)?;
         db.busy_timeout(Duration::from_secs(5)).map_err(opening)?;
+        // A rowid table: context values and results can be megabytes.
         db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS entries (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+            "CREATE TABLE IF NOT EXISTS entries (k BLOB PRIMARY KEY, v BLOB NOT NULL);",
         )
         .map_err(opening)?;
         // One writer: a lock held for as long as the store lives, so a second `agency run
@@ -315,6 +323,7 @@ impl Inner {
         if changed.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let writes = {
             let sessions = memory.state()?;
             let mut writes = Vec::new();
@@ -323,7 +332,9 @@ impl Inner {
             }
             writes
         };
+        let snapshot_took = started.elapsed();
         let written = write(&mut db, &writes);
+        tracing::debug!(writes = writes.len(), ?snapshot_took, took = ?started.elapsed(), "checkpoint written");
         if written.is_err() {
             // Written next time instead, whole: nothing is lost from the file's point of view.
             if let Ok(mut dirty) = self.dirty.lock() {
@@ -353,6 +364,11 @@ fn write(db: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
         for write in writes {
             match write {
                 Write::Put(key, value) => {
+                    put.execute(params![key, value])?;
+                }
+                Write::Chunk(key, outcomes) => {
+                    let value = serde_json::to_vec(outcomes)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                     put.execute(params![key, value])?;
                 }
                 Write::Delete(key) => {
@@ -406,37 +422,38 @@ fn snapshot(
             None => writes.push(Write::Delete(at)),
         }
     }
-    let outcome = |group: usize, task: usize, instance: u64| -> Result<Write> {
-        let at = key(
-            kind::OUTCOME,
-            session,
-            &outcome_suffix(group, task, instance),
-        );
-        let stored = sessions
+    let chunk = |group: usize, task: usize, chunk: u64| -> Write {
+        let at = key(kind::OUTCOME, session, &chunk_suffix(group, task, chunk));
+        let slots = sessions
             .outcomes
             .get(&(name.clone(), TaskRef { group, task }))
-            .and_then(|slots| slots.get(instance as usize))
-            .and_then(Option::as_ref);
-        Ok(match stored {
-            Some(outcome) => Write::Put(at, json("an outcome", outcome)?),
-            None => Write::Delete(at),
-        })
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let start = usize::try_from(chunk * CHUNK)
+            .unwrap_or(usize::MAX)
+            .min(slots.len());
+        let end = usize::try_from((chunk + 1) * CHUNK)
+            .unwrap_or(usize::MAX)
+            .min(slots.len());
+        let part = &slots[start..end];
+        if part.iter().all(Option::is_none) {
+            Write::Delete(at)
+        } else {
+            Write::Chunk(at, part.to_vec())
+        }
     };
     if changed.all {
         for ((s, task), slots) in &sessions.outcomes {
-            if *s != name {
-                continue;
-            }
-            for (instance, slot) in slots.iter().enumerate() {
-                if slot.is_some() {
-                    writes.push(outcome(task.group, task.task, instance as u64)?);
+            if *s == name {
+                for c in 0..(slots.len() as u64).div_ceil(CHUNK) {
+                    writes.push(chunk(task.group, task.task, c));
                 }
             }
         }
     } else {
-        for (&(group, task), instances) in &changed.outcomes {
-            for &instance in instances {
-                writes.push(outcome(group, task, instance)?);
+        for (&(group, task), chunks) in &changed.outcomes {
+            for &c in chunks {
+                writes.push(chunk(group, task, c));
             }
         }
     }
@@ -594,7 +611,7 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
                     .insert((session, TaskRef { group, task }), record);
             }
             kind::OUTCOME => {
-                let (Some(group), Some(task), Some(instance)) = (
+                let (Some(group), Some(task), Some(chunk)) = (
                     be_u32(suffix, 0),
                     be_u32(suffix, 4),
                     suffix
@@ -602,19 +619,21 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
                         .and_then(|b| b.try_into().ok())
                         .map(u64::from_be_bytes),
                 ) else {
-                    return Err(bad("an outcome key without its indices"));
+                    return Err(bad("an outcomes key without its indices"));
                 };
-                let outcome: Outcome =
+                let part: Vec<Option<Outcome>> =
                     serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
                 let slots = sessions
                     .outcomes
                     .entry((session, TaskRef { group, task }))
                     .or_default();
-                let index = usize::try_from(instance).map_err(|_| bad("instance too large"))?;
-                if slots.len() <= index {
-                    slots.resize(index + 1, None);
+                let start = usize::try_from(chunk * CHUNK).map_err(|_| bad("chunk too large"))?;
+                if slots.len() < start + part.len() {
+                    slots.resize(start + part.len(), None);
                 }
-                slots[index] = Some(outcome);
+                for (offset, outcome) in part.into_iter().enumerate() {
+                    slots[start + offset] = outcome;
+                }
             }
             kind::CONTEXT => {
                 let position =
@@ -737,7 +756,7 @@ impl Store for FileStore {
                         .iter()
                         .zip(&accepted)
                         .filter(|(_, &a)| a)
-                        .map(|(outcome, _)| outcome.instance),
+                        .map(|(outcome, _)| outcome.instance / CHUNK),
                 );
             })?;
         }
