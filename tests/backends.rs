@@ -14,6 +14,12 @@ async fn redis_store_conforms() {
     conformance::store_suite(&store, &unique("conformance")).await;
 }
 
+#[tokio::test]
+async fn redis_store_memoizes() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::memo_suite(&store, &format!("{}:", unique("memo"))).await;
+}
+
 /// A Redis connection, and the keys session `session` has in Redis now.
 async fn session_keys(session: &str) -> (redis::aio::MultiplexedConnection, Vec<String>) {
     let client = redis::Client::open(redis_url()).unwrap();

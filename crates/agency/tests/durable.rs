@@ -197,3 +197,84 @@ async fn a_run_killed_with_kill_9_resumes_and_runs_no_recorded_instance_again() 
         .unwrap();
     assert_eq!(result_of(&status), result);
 }
+
+/// Twenty instances memoized by `n-{{n}}`; instance 7 fails (and is never memoized). Each
+/// execution appends its number to `log`.
+fn memoized(id: &str, log: &Path) -> Value {
+    json!({"session_id": id, "groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [
+        {"id": "squares", "executor": "command", "memoize": {"key": "n-{{n}}", "ttl_s": 3600},
+         "input": {
+            "argv": ["sh", "-c", format!("echo $0 >> {}; [ $0 = 7 ] && exit 1; echo $(($0 * $0))", log.display()), "{{n}}"],
+            "expansion_config": {"type": "range", "range": "0-19", "variable": "n"}
+        }}
+    ]}]})
+}
+
+fn run_file(dir: &Dir, doc: &Value, state: &Path) -> Value {
+    let file = dir.path(&format!("{}.json", doc["session_id"].as_str().unwrap()));
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let output = agency(&["run", "--quiet"])
+        .arg(&file)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+#[test]
+fn memoized_instances_run_once_across_sessions_and_failures_are_never_memoized() {
+    let dir = Dir::new("memo");
+    let (state, log) = (dir.path("state.db"), dir.path("log"));
+    let first = run_file(&dir, &memoized("first", &log), &state);
+    let task = &first["groups"]["g"]["tasks"]["squares"];
+    assert_eq!(
+        (task["succeeded"].clone(), task["failed"].clone()),
+        (json!(19), json!(1))
+    );
+    assert_eq!(task.get("cached"), None, "nothing was memoized before");
+    assert_eq!(executions(&log).len(), 20);
+
+    // Another session, the same keys: only the failed instance runs again.
+    let second = run_file(&dir, &memoized("second", &log), &state);
+    let task = &second["groups"]["g"]["tasks"]["squares"];
+    assert_eq!(task["cached"], 19, "{task:#}");
+    assert_eq!(task["succeeded"], 19);
+    assert_eq!(second["context"]["squares"], first["context"]["squares"]);
+    assert_eq!(second["context"]["squares"][12], 144);
+    let counts = executions(&log);
+    assert_eq!(counts[&7], 2, "a failure is never memoized");
+    assert!(
+        counts.iter().all(|(&n, &runs)| n == 7 || runs == 1),
+        "{counts:?}"
+    );
+
+    // Clearing by prefix: n-1 and n-10..n-19 go, and run again in the next session.
+    let cleared = agency(&["cache", "clear", "--prefix", "n-1", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        cleared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleared.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&cleared.stdout)
+            .starts_with("removed 11 memoized results with keys starting \"n-1\""),
+        "{}",
+        String::from_utf8_lossy(&cleared.stdout)
+    );
+    let third = run_file(&dir, &memoized("third", &log), &state);
+    assert_eq!(third["groups"]["g"]["tasks"]["squares"]["cached"], 8);
+    let counts = executions(&log);
+    for n in 0..20u64 {
+        let expected = match n {
+            7 => 3,
+            1 | 10..=19 => 2,
+            _ => 1,
+        };
+        assert_eq!(counts[&n], expected, "instance {n}: {counts:?}");
+    }
+}

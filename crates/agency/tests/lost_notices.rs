@@ -50,6 +50,19 @@ impl Store for DeafStore {
         }
         self.inner.record_outcomes(s, t, run, o, None).await
     }
+    async fn memo_get(&self, keys: &[String]) -> events::Result<Vec<Option<Value>>> {
+        self.inner.memo_get(keys).await
+    }
+    async fn memo_put(
+        &self,
+        entries: &[(String, Value)],
+        ttl: Option<Duration>,
+    ) -> events::Result<()> {
+        self.inner.memo_put(entries, ttl).await
+    }
+    async fn memo_clear(&self, prefix: &str) -> events::Result<u64> {
+        self.inner.memo_clear(prefix).await
+    }
     async fn track_range(
         &self,
         s: &str,

@@ -50,6 +50,15 @@ struct Inner {
     /// Held for the whole of a checkpoint, so checkpoints are written in the order taken.
     db: Mutex<Connection>,
     dirty: Mutex<HashMap<String, Changed>>,
+    memo: Mutex<MemoChanged>,
+}
+
+/// What changed of the memoized results since the last checkpoint.
+#[derive(Debug, Default)]
+struct MemoChanged {
+    /// Prefixes cleared, in order.
+    cleared: Vec<String>,
+    keys: BTreeSet<String>,
 }
 
 /// What changed of one session since the last checkpoint.
@@ -78,6 +87,9 @@ mod kind {
     pub const RESULT: u8 = b'R';
     pub const META: u8 = b'M';
     pub const NOTE: u8 = b'N';
+    /// Memoized results, under the empty session: they belong to none.
+    pub const MEMO: u8 = b'K';
+    /// The kinds a session's entries have.
     pub const ALL: [u8; 7] = [TASK, OUTCOME, CONTEXT, BLOB, RESULT, META, NOTE];
 }
 
@@ -236,6 +248,7 @@ impl FileStore {
                 _lock: lock,
                 db: Mutex::new(db),
                 dirty: Mutex::new(HashMap::new()),
+                memo: Mutex::new(MemoChanged::default()),
             }),
         })
     }
@@ -320,7 +333,13 @@ impl Inner {
                 .lock()
                 .map_err(|_| Error::poisoned("state file changes"))?,
         );
-        if changed.is_empty() {
+        let memo = std::mem::take(
+            &mut *self
+                .memo
+                .lock()
+                .map_err(|_| Error::poisoned("state file changes"))?,
+        );
+        if changed.is_empty() && memo.cleared.is_empty() && memo.keys.is_empty() {
             return Ok(());
         }
         let started = std::time::Instant::now();
@@ -330,6 +349,7 @@ impl Inner {
             for (session, changed) in &changed {
                 snapshot(&sessions, session, changed, &mut writes)?;
             }
+            memo_snapshot(&sessions, &memo, &mut writes);
             writes
         };
         let snapshot_took = started.elapsed();
@@ -341,6 +361,11 @@ impl Inner {
                 for session in changed.into_keys() {
                     dirty.entry(session).or_default().all = true;
                 }
+            }
+            if let Ok(mut again) = self.memo.lock() {
+                let later = std::mem::take(&mut *again);
+                again.cleared = memo.cleared.into_iter().chain(later.cleared).collect();
+                again.keys = memo.keys.into_iter().chain(later.keys).collect();
             }
         }
         written.map_err(|e| {
@@ -502,6 +527,24 @@ fn snapshot(
     Ok(())
 }
 
+/// The memoized results that changed, as they stand: cleared prefixes deleted first.
+fn memo_snapshot(sessions: &Sessions, changed: &MemoChanged, writes: &mut Vec<Write>) {
+    for prefix in &changed.cleared {
+        writes.push(Write::DeletePrefix(key(kind::MEMO, "", prefix.as_bytes())));
+    }
+    for name in &changed.keys {
+        let at = key(kind::MEMO, "", name.as_bytes());
+        match sessions.memo.get(name) {
+            Some((bytes, expires)) => {
+                let mut value = expires.unwrap_or(0).to_be_bytes().to_vec();
+                value.extend_from_slice(bytes);
+                writes.push(Write::Put(at, value));
+            }
+            None => writes.push(Write::Delete(at)),
+        }
+    }
+}
+
 /// The session's small entries and its notes, each written or deleted as it stands.
 fn meta(
     sessions: &Sessions,
@@ -652,6 +695,19 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
             }
             kind::RESULT => {
                 sessions.results.insert(session, value);
+            }
+            kind::MEMO => {
+                let name =
+                    std::str::from_utf8(suffix).map_err(|_| bad("a memo key that is not UTF-8"))?;
+                let expires = value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| bad("a memoized result without its expiry"))?;
+                let expires = (expires != 0).then_some(expires);
+                sessions
+                    .memo
+                    .insert(name.to_string(), (value[8..].to_vec(), expires));
             }
             kind::NOTE => {
                 let run =
@@ -980,6 +1036,33 @@ impl Store for FileStore {
         self.memory.cleanup_run(session, run).await?;
         self.changed(session, |c| c.all = true)?;
         self.checkpoint().await
+    }
+
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
+        self.memory.memo_get(keys).await
+    }
+
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
+        self.memory.memo_put(entries, ttl).await?;
+        let mut memo = self
+            .inner
+            .memo
+            .lock()
+            .map_err(|_| Error::poisoned("state file changes"))?;
+        memo.keys.extend(entries.iter().map(|(key, _)| key.clone()));
+        Ok(())
+    }
+
+    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
+        let removed = self.memory.memo_clear(prefix).await?;
+        self.inner
+            .memo
+            .lock()
+            .map_err(|_| Error::poisoned("state file changes"))?
+            .cleared
+            .push(prefix.to_string());
+        self.checkpoint().await?;
+        Ok(removed)
     }
 
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {

@@ -49,6 +49,9 @@ pub(crate) struct Sessions {
     /// The workers that started each work item and did not finish it (see
     /// [`Store::track_range`]).
     pub(crate) starts: HashMap<(String, String), std::collections::BTreeSet<String>>,
+    /// Memoized results by key: the result's JSON and when it expires (wall-clock ms), if it
+    /// does (see [`Store::memo_get`]).
+    pub(crate) memo: HashMap<String, (Vec<u8>, Option<u64>)>,
 }
 
 impl Sessions {
@@ -605,6 +608,49 @@ impl Store for MemoryStore {
             sessions.forget(session);
         }
         Ok(())
+    }
+
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
+        let now = wall_clock_ms();
+        let memo = &self.state()?.memo;
+        keys.iter()
+            .map(|key| match memo.get(key) {
+                Some((bytes, expires)) if expires.is_none_or(|at| at > now) => {
+                    decode(&format!("memoized result {key}"), bytes).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
+        let expires = ttl.map(|ttl| {
+            wall_clock_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        });
+        let encoded = entries
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), encode("a memoized result", value)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut sessions = self.state()?;
+        for (key, bytes) in encoded {
+            sessions.memo.insert(key, (bytes, expires));
+        }
+        Ok(())
+    }
+
+    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
+        let now = wall_clock_ms();
+        let mut sessions = self.state()?;
+        let mut removed = 0u64;
+        sessions.memo.retain(|key, (_, expires)| {
+            let gone = key.starts_with(prefix);
+            // Expired entries go too, uncounted: they were already not there.
+            if gone && expires.is_none_or(|at| at > now) {
+                removed += 1;
+            }
+            !gone
+        });
+        Ok(removed)
     }
 
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {

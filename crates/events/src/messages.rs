@@ -97,6 +97,12 @@ pub struct TaskRecord {
     pub concurrency: Option<u32>,
     /// The instance count the coordinator planned; a worker refuses a range beyond it.
     pub instances: u64,
+    /// The memoization key's template, when the task memoizes (`memoize.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_key: Option<String>,
+    /// How long a memoized success is used, in seconds; for ever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_ttl_s: Option<u64>,
 }
 
 /// The outcome of one attempt of one instance.
@@ -118,6 +124,8 @@ pub enum Status {
     Succeeded(Value),
     /// Succeeded with a result too large to keep in the outcome: it is the blob of that name.
     Stored(String),
+    /// Not executed: a memoized success of the same key (from an earlier session) is its result.
+    Cached(Value),
     /// Failed with this error; a retry may succeed.
     Failed(String),
     /// Failed with an error retrying cannot fix (bad input, no such executor): not retried.
@@ -131,7 +139,7 @@ impl Status {
     /// form a notice and the machine's `Event::outcome` take.
     pub fn failure(&self) -> Option<(String, bool)> {
         match self {
-            Self::Succeeded(_) | Self::Stored(_) => None,
+            Self::Succeeded(_) | Self::Stored(_) | Self::Cached(_) => None,
             Self::Failed(error) | Self::TimedOut(error) => Some((error.clone(), false)),
             Self::FailedPermanently(error) => Some((error.clone(), true)),
         }
@@ -141,7 +149,10 @@ impl Status {
 impl Outcome {
     /// Whether the attempt succeeded (its result inline or in a blob).
     pub fn succeeded(&self) -> bool {
-        matches!(self.status, Status::Succeeded(_) | Status::Stored(_))
+        matches!(
+            self.status,
+            Status::Succeeded(_) | Status::Stored(_) | Status::Cached(_)
+        )
     }
 }
 

@@ -280,6 +280,15 @@ pub trait Store: Send + Sync + 'static {
     /// coordinator stopped between storing the result and cleaning up: it needs no claim, and a
     /// later run of the id (another run name, or none yet) is left alone.
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()>;
+    /// Memoized results (a task's `memoize`): per key, the stored success, `None` where there is
+    /// none or it expired. Kept apart from every session: any later session reads them.
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>>;
+    /// Stores memoized successes under their keys, each kept for `ttl` (for ever when `None`);
+    /// a key stored again takes the newer value.
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()>;
+    /// Removes the memoized results whose key starts with `prefix` (every one for `""`);
+    /// returns how many were removed.
+    async fn memo_clear(&self, prefix: &str) -> Result<u64>;
     /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     /// Messages published on `channel` from now on.

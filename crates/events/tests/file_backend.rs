@@ -37,6 +37,35 @@ async fn file_store_conforms() {
 }
 
 #[tokio::test]
+async fn file_store_memoizes_and_keeps_what_it_memoized() {
+    let path = state_file("memo.db");
+    let store = open(&path).await;
+    conformance::memo_suite(&store, "memo:").await;
+    store
+        .memo_put(&[("kept".into(), json!({"v": 1}))], None)
+        .await
+        .unwrap();
+    store
+        .memo_put(
+            &[("going".into(), json!(2)), ("gone".into(), json!(3))],
+            None,
+        )
+        .await
+        .unwrap();
+    store.memo_clear("go").await.unwrap();
+    store.checkpoint().await.unwrap();
+    drop(store);
+    let again = open(&path).await;
+    assert_eq!(
+        again
+            .memo_get(&["kept".into(), "going".into(), "gone".into()])
+            .await
+            .unwrap(),
+        [Some(json!({"v": 1})), None, None]
+    );
+}
+
+#[tokio::test]
 async fn file_store_claims_conform() {
     let store = open(&state_file("claims.db")).await;
     conformance::claim_suite(&store, "file-claim").await;
@@ -54,6 +83,8 @@ fn record() -> TaskRecord {
         timeout_ms: None,
         concurrency: None,
         instances: 3,
+        memo_key: None,
+        memo_ttl_s: None,
     }
 }
 

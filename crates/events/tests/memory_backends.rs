@@ -11,6 +11,11 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test]
+async fn memory_store_memoizes() {
+    conformance::memo_suite(&MemoryStore::new(), "memo:").await;
+}
+
+#[tokio::test]
 async fn memory_store_claims_conform() {
     conformance::claim_suite(&MemoryStore::new(), "memory-claim").await;
 }

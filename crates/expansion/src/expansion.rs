@@ -100,6 +100,8 @@ pub struct Expansion {
     pub(crate) check_size: Option<usize>,
     /// The top-level context keys planning read (see [`Expansion::context_keys`]).
     pub(crate) context_keys: Vec<String>,
+    /// The memoization key's template, when the task memoizes.
+    pub(crate) memo_key: Option<Template>,
 }
 
 impl Expansion {
@@ -211,6 +213,30 @@ impl Expansion {
                     })
             }
         }
+    }
+
+    /// The instance's memoization key, when the task has one: its template rendered for the
+    /// instance (a value that is not a string is written as JSON).
+    pub fn memo_key(&self, instance: &Instance) -> Option<Result<String>> {
+        let template = self.memo_key.as_ref()?;
+        let scope = InstanceScope {
+            expansion: self,
+            instance: *instance,
+        };
+        Some(
+            template
+                .render(&scope)
+                .map(|key| match key {
+                    Value::String(key) => key,
+                    other => other.to_string(),
+                })
+                .map_err(|(path, kind)| Error {
+                    task: self.task.clone(),
+                    path,
+                    instance: Some(instance.index),
+                    kind,
+                }),
+        )
     }
 
     /// The instance's input: the task input with every placeholder filled in and the instance's

@@ -24,6 +24,9 @@ pub struct Task<'a> {
     pub input: &'a Value,
     /// A task-level `expansion_config`; seed-style configs inside `input` are found there.
     pub expansion_config: Option<&'a Value>,
+    /// A memoization key, a template over the instance's variables, `index` and `context.*`
+    /// (at `memoize.key` beside the input): see [`Expansion::memo_key`].
+    pub memo_key: Option<&'a str>,
 }
 
 /// The variables and where their values come from, before the space is built.
@@ -71,7 +74,9 @@ impl Expansion {
             (None, None) => (None, FieldPath::root()),
         };
         let Some(config) = config else {
-            return single_instance(task.input, &input_path, context, &site, limits);
+            let mut expansion = single_instance(task.input, &input_path, context, &site, limits)?;
+            expansion.memo_key = memo_template(task, &Names::new(&[], context), &site)?;
+            return Ok(expansion);
         };
         let spec = config::parse(config, &config_path, &site)?;
         expect_object(task.input, &input_path, &site)?;
@@ -137,6 +142,7 @@ impl Expansion {
             input_path: input_path.clone(),
             check_size: None,
             context_keys: Vec::new(),
+            memo_key: None,
         };
         if !spec.exclude.is_empty() || !conditions.is_empty() {
             let raw = expansion.space.raw_len;
@@ -181,12 +187,24 @@ impl Expansion {
         let names = Names::new(&expansion.variables, context);
         expansion.template = Template::parse(&base, &input_path, &names)
             .map_err(|(path, kind)| site.error(&path, kind))?;
+        expansion.memo_key = memo_template(task, &names, &site)?;
         expansion.appended = (0..expansion.variables.len())
             .filter(|&k| base.get(&expansion.variables[k]).is_none())
             .collect();
         expansion.check_size = size_check(&expansion, &base, names.max_literal.get(), limits);
         Ok(expansion)
     }
+}
+
+/// The task's memoization key, parsed against the names its instances have.
+fn memo_template(task: Task<'_>, names: &Names<'_>, site: &Site) -> Result<Option<Template>> {
+    let Some(key) = task.memo_key else {
+        return Ok(None);
+    };
+    let path = task.path.key("memoize").key("key");
+    Template::parse(&Value::String(key.to_string()), &path, names)
+        .map(Some)
+        .map_err(|(path, kind)| site.error(&path, kind))
 }
 
 /// A task without `expansion_config` is one instance: its input with `{{context.*}}` and
@@ -219,6 +237,7 @@ fn single_instance(
         input_path: input_path.clone(),
         check_size: None,
         context_keys: Vec::new(),
+        memo_key: None,
     };
     expansion.check_size = size_check(&expansion, input, names.max_literal.get(), limits);
     Ok(expansion)

@@ -21,6 +21,7 @@ mod failure;
 mod graph;
 mod live;
 mod machine;
+mod memoize;
 mod no_duplicates;
 mod planning;
 mod policy;
@@ -38,6 +39,7 @@ pub use machine::{
     Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
     DEFAULT_CHUNK,
 };
+pub use memoize::Memoize;
 pub use planning::{plan_task, task_path};
 pub use policy::{FailurePolicy, RetryPolicy, Threshold};
 pub use result::{

@@ -15,13 +15,14 @@ pub fn task_path(g: usize, t: usize) -> FieldPath {
         .index(t)
 }
 
-/// Plans task `(g, t)`, given its id, input and task-level `expansion_config`, against
-/// `context`. Errors name the task and the field at fault.
+/// Plans task `(g, t)`, given its id, input, task-level `expansion_config` and memoization
+/// key, against `context`. Errors name the task and the field at fault.
 pub fn plan_task(
     (g, t): (usize, usize),
     id: &str,
     input: &Value,
     expansion_config: Option<&Value>,
+    memo_key: Option<&str>,
     context: &Value,
     limits: &Limits,
 ) -> expansion::Result<Expansion> {
@@ -31,6 +32,7 @@ pub fn plan_task(
         path: &path,
         input,
         expansion_config,
+        memo_key,
     };
     Expansion::plan(task, context, limits)
 }

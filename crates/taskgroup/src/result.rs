@@ -161,6 +161,10 @@ pub struct TaskSummary {
     pub failed: u64,
     /// Attempts whose outcome arrived.
     pub attempts: u64,
+    /// Instances not executed: a memoized success of their key (`memoize`) is their result.
+    /// Counted among `succeeded`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached: u64,
     /// A task-level error (planning or combining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -188,6 +192,10 @@ pub struct TaskSummary {
     pub description: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl TaskSummary {
     /// A task that never ran.
     pub fn skipped() -> Self {
@@ -197,6 +205,7 @@ impl TaskSummary {
             succeeded: 0,
             failed: 0,
             attempts: 0,
+            cached: 0,
             error: None,
             failures: Vec::new(),
             results: None,

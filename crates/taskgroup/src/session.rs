@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
+use crate::memoize::Memoize;
 use crate::planning::{plan_task, task_path};
 use crate::policy::{FailurePolicy, RetryPolicy};
 use crate::spec::{session_id_problem, SessionSpec, TaskSpec, SESSION_KEY};
@@ -65,6 +66,8 @@ pub struct PlannedTask {
     pub retry: RetryPolicy,
     /// The deadline of each attempt (`timeout_ms`).
     pub timeout: Option<Duration>,
+    /// How its instances are memoized, if they are.
+    pub memoize: Option<Memoize>,
 }
 
 /// A task's expansion as far as it can be known before running.
@@ -140,6 +143,7 @@ impl Session {
                                 .and_then(|r| RetryPolicy::parse(r).ok())
                                 .unwrap_or_default(),
                             timeout: task.timeout_ms.map(Duration::from_millis),
+                            memoize: task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok()),
                         }
                     })
                     .collect()
@@ -253,6 +257,14 @@ impl Check {
                 }
                 if task.concurrency == Some(0) {
                     self.problem(&at.key("concurrency"), "concurrency must be at least 1");
+                }
+                if let Some(Err((field, message))) = task.memoize.as_ref().map(Memoize::parse) {
+                    let path = if field.is_empty() {
+                        at.key("memoize")
+                    } else {
+                        at.key("memoize").dotted(&field)
+                    };
+                    self.problem(&path, message);
                 }
             }
         }
@@ -446,11 +458,13 @@ impl Check {
             let mut group_plans = Vec::with_capacity(group.tasks.len());
             for (t, task) in group.tasks.iter().enumerate() {
                 let path = task_path(g, t);
+                let memoize = task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok());
                 let planned = plan_task(
                     (g, t),
                     &task.id,
                     &task.input,
                     task.expansion_config.as_ref(),
+                    memoize.as_ref().map(|m| m.key.as_str()),
                     &context,
                     limits,
                 );

@@ -90,6 +90,9 @@ pub struct TaskSpec {
     /// At most this many instances of the task run at once (per worker).
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// `{"key": "<template>", "ttl_s": N}`: see [`crate::Memoize`].
+    #[serde(default)]
+    pub memoize: Option<Value>,
     /// A name for people, carried into the result (the id stays the key).
     #[serde(default)]
     pub name: Option<String>,

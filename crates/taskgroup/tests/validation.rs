@@ -390,3 +390,21 @@ fn exit_handlers_read_the_session_and_every_other_groups_context() {
         ["context._session: `_session` is the engine's: exit handlers read the session's status there"]
     );
 }
+
+#[test]
+fn memoize_is_checked_with_its_key_template() {
+    let task = |memoize: Value| {
+        json!({"groups": [{"id": "g", "tasks": [{"id": "t", "executor": "noop", "memoize": memoize,
+            "input": {"xs": [1, 2], "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}}]}]})
+    };
+    let session = validate(task(json!({"key": "x-{{x}}", "ttl_s": 60}))).unwrap();
+    assert_eq!(session.tasks[0][0].memoize.as_ref().unwrap().key, "x-{{x}}");
+    assert_eq!(
+        problems(task(json!({"key": "y-{{y}}"}))),
+        ["groups[0].tasks[0].memoize.key: task `t`: unknown variable `y` in template (known: x, index, context.<key>)"]
+    );
+    assert_eq!(
+        problems(task(json!({"key": "k", "ttl_s": 0}))),
+        ["groups[0].tasks[0].memoize.ttl_s: ttl_s must be positive (leave it out to keep results for ever)"]
+    );
+}

@@ -477,8 +477,42 @@ impl<'a> SessionRun<'a> {
                 }
             }
         }
+        self.count_cached(&mut result).await?;
         self.stamp(&mut result);
         Ok(result)
+    }
+
+    /// Puts in each memoizing task's summary how many of its instances were not executed,
+    /// their memoized result used instead: read from the stored outcomes.
+    async fn count_cached(&self, result: &mut SessionResult) -> Result<()> {
+        for (g, group) in self.session.spec.groups.iter().enumerate() {
+            for (t, task) in group.tasks.iter().enumerate() {
+                if self.session.tasks[g][t].memoize.is_none() {
+                    continue;
+                }
+                let mut cached = 0;
+                for range in super::work::pages(self.instances(g, t)) {
+                    let store = &self.coordinator.store;
+                    let page = super::patiently("reading outcomes", || {
+                        store.outcomes(self.id, TaskRef { group: g, task: t }, range.clone())
+                    })
+                    .await?;
+                    cached += page
+                        .iter()
+                        .flatten()
+                        .filter(|o| matches!(o.status, events::Status::Cached(_)))
+                        .count() as u64;
+                }
+                if let Some(summary) = result
+                    .groups
+                    .get_mut(&group.id)
+                    .and_then(|summary| summary.tasks.get_mut(&task.id))
+                {
+                    summary.cached = cached;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Puts the times in the result, by the store's clock: the run's, each task's that ran

@@ -22,7 +22,7 @@ const PAGE: u64 = 65_536;
 
 /// Ranges of at most [`PAGE`] instances covering `0..instances`, for reading outcomes a page at
 /// a time.
-fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+pub(super) fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
     (0..instances)
         .step_by(PAGE as usize)
         .map(move |start| start..(start + PAGE).min(instances))
@@ -48,6 +48,7 @@ impl SessionRun<'_> {
     /// expansion reads, not the whole context.
     pub(super) async fn plan_task(&mut self, g: usize, t: usize) -> Result<Event> {
         let spec = &self.session.spec.groups[g].tasks[t];
+        let memoize = self.session.tasks[g][t].memoize.as_ref();
         let expansion = match self.session.settled_plan(g, t) {
             Some(expansion) => Cow::Borrowed(expansion),
             None => {
@@ -56,6 +57,7 @@ impl SessionRun<'_> {
                     &spec.id,
                     &spec.input,
                     spec.expansion_config.as_ref(),
+                    memoize.map(|m| m.key.as_str()),
                     &Value::Object(self.context.clone()),
                     &self.coordinator.limits,
                 );
@@ -81,6 +83,8 @@ impl SessionRun<'_> {
             timeout_ms: spec.timeout_ms,
             concurrency: spec.concurrency,
             instances: expansion.len(),
+            memo_key: memoize.map(|m| m.key.clone()),
+            memo_ttl_s: memoize.and_then(|m| m.ttl).map(|ttl| ttl.as_secs()),
         };
         let (instances, format) = (
             expansion.len(),
@@ -297,7 +301,7 @@ impl SessionRun<'_> {
             .await?;
             for outcome in page {
                 results.push(match outcome.map(|o| o.status) {
-                    Some(Status::Succeeded(value)) => Some(value),
+                    Some(Status::Succeeded(value) | Status::Cached(value)) => Some(value),
                     Some(Status::Stored(name)) => Some(self.blob(g, t, &name).await?),
                     _ => None,
                 });

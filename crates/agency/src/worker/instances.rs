@@ -11,6 +11,16 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
+/// Memoization keys read per store call.
+const MEMO_PAGE: usize = 1024;
+
+/// A memoizing range: the instances left to run, and their keys.
+#[derive(Debug, Default)]
+struct Memo {
+    to_run: Vec<u64>,
+    keys: std::collections::HashMap<u64, String>,
+}
+
 /// Counts an executing instance while it lives.
 struct Running<'a>(&'a AtomicU64);
 
@@ -34,7 +44,15 @@ impl Worker {
         prepared: &Prepared,
         cancel: &CancellationToken,
     ) -> crate::Result<()> {
-        let outcomes = futures_util::stream::iter(item.start..item.end)
+        let memo = match prepared.memo {
+            Some(_) => Some(self.memoized(item, prepared).await?),
+            None => None,
+        };
+        let to_run: Vec<u64> = match &memo {
+            None => (item.start..item.end).collect(),
+            Some(memo) => memo.to_run.clone(),
+        };
+        let outcomes = futures_util::stream::iter(to_run)
             .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel))
             .buffer_unordered(prepared.concurrency);
         let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
@@ -43,8 +61,85 @@ impl Worker {
             if cancel.is_cancelled() {
                 break;
             }
+            if let (Some(memo), Some(ttl)) = (&memo, prepared.memo) {
+                self.memoize(memo, &batch, ttl).await?;
+            }
             self.record(item, batch).await?;
         }
+        Ok(())
+    }
+
+    /// Looks the range's memoization keys up: instances with a stored success are recorded as
+    /// `cached` now, the others are left to run (with their keys, to store what succeeds).
+    async fn memoized(&self, item: &WorkItem, prepared: &Prepared) -> crate::Result<Memo> {
+        let mut memo = Memo::default();
+        let Ok(expansion) = &prepared.expansion else {
+            // Every instance fails with the planning error when it runs.
+            memo.to_run = (item.start..item.end).collect();
+            return Ok(memo);
+        };
+        let mut unkeyed = Vec::new();
+        let mut keyed: Vec<(u64, String)> = Vec::new();
+        for instance in expansion.range(item.start..item.end) {
+            match expansion.memo_key(&instance) {
+                Some(Ok(key)) => keyed.push((instance.index(), key)),
+                Some(Err(error)) => unkeyed.push(Outcome {
+                    instance: instance.index(),
+                    attempt: item.attempt,
+                    status: Status::FailedPermanently(format!("memoize.key: {error}")),
+                }),
+                None => memo.to_run.push(instance.index()),
+            }
+        }
+        let mut cached = unkeyed;
+        for page in keyed.chunks(MEMO_PAGE) {
+            let keys: Vec<String> = page.iter().map(|(_, key)| key.clone()).collect();
+            let found = retrying("reading memoized results", || self.store.memo_get(&keys)).await?;
+            for ((instance, key), found) in page.iter().zip(found) {
+                match found {
+                    Some(value) => cached.push(Outcome {
+                        instance: *instance,
+                        attempt: item.attempt,
+                        status: Status::Cached(value),
+                    }),
+                    None => {
+                        memo.to_run.push(*instance);
+                        memo.keys.insert(*instance, key.clone());
+                    }
+                }
+            }
+        }
+        memo.to_run.sort_unstable();
+        for batch in cached.chunks(self.options.batch.max(1)) {
+            self.record(item, batch.to_vec()).await?;
+        }
+        Ok(memo)
+    }
+
+    /// Stores the batch's successes under their memoization keys (failures never).
+    async fn memoize(
+        &self,
+        memo: &Memo,
+        batch: &[Outcome],
+        ttl: Option<std::time::Duration>,
+    ) -> crate::Result<()> {
+        let entries: Vec<(String, Value)> = batch
+            .iter()
+            .filter_map(|outcome| match &outcome.status {
+                Status::Succeeded(value) => memo
+                    .keys
+                    .get(&outcome.instance)
+                    .map(|key| (key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        retrying("storing memoized results", || {
+            self.store.memo_put(&entries, ttl)
+        })
+        .await?;
         Ok(())
     }
 

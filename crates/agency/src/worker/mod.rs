@@ -88,6 +88,9 @@ struct Prepared {
     /// The task's instances in flight per worker; `permits` enforces it across ranges.
     concurrency: usize,
     timeout: Option<Duration>,
+    /// The task memoizes its instances (its expansion renders their keys), for this long (for
+    /// ever when `None`).
+    memo: Option<Option<Duration>>,
     session: Arc<str>,
     group: Arc<str>,
     task: Arc<str>,
@@ -413,6 +416,7 @@ impl Worker {
             &record.task_id,
             &record.input,
             record.expansion_config.as_ref(),
+            record.memo_key.as_deref(),
             &record.context,
             &self.options.limits,
         )
@@ -428,6 +432,10 @@ impl Worker {
             permits: Arc::new(Semaphore::new(permits)),
             concurrency: permits,
             timeout: record.timeout_ms.map(Duration::from_millis),
+            memo: record
+                .memo_key
+                .is_some()
+                .then(|| record.memo_ttl_s.map(Duration::from_secs)),
             session: session.into(),
             group: record.group_id.into(),
             task: record.task_id.into(),

@@ -265,6 +265,30 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
+        faulty!(
+            self,
+            format!("reading {} memoized results", keys.len()),
+            self.inner.memo_get(keys)
+        )
+    }
+
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
+        faulty!(
+            self,
+            format!("storing {} memoized results", entries.len()),
+            self.inner.memo_put(entries, ttl)
+        )
+    }
+
+    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
+        faulty!(
+            self,
+            format!("clearing memoized results under {prefix:?}"),
+            self.inner.memo_clear(prefix)
+        )
+    }
+
     async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
         faulty!(self, "listing members".to_string(), self.inner.members())
     }

@@ -76,6 +76,8 @@ pub fn one_task_record(run: &str) -> TaskRecord {
         timeout_ms: None,
         concurrency: None,
         instances: 1,
+        memo_key: None,
+        memo_ttl_s: None,
     }
 }
 
@@ -96,6 +98,8 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         timeout_ms: Some(5),
         concurrency: None,
         instances: 3,
+        memo_key: None,
+        memo_ttl_s: None,
     };
     store
         .save_task(session, task, &record, Fence::Open)
@@ -577,6 +581,79 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     for expected in [&b"a"[..], b"b"] {
         assert_eq!(received(matching.as_mut()).await, expected);
     }
+}
+
+/// Memoized results: stored apart from sessions, read back, replaced, expired after their TTL,
+/// and cleared by a literal prefix. `prefix` keeps this run's keys apart from others'.
+pub async fn memo_suite(store: &dyn Store, prefix: &str) {
+    let key = |name: &str| format!("{prefix}{name}");
+    let keys = [key("a"), key("b"), key("missing")];
+    assert_eq!(
+        store.memo_get(&keys).await.expect("memo get"),
+        [None, None, None]
+    );
+    store
+        .memo_put(&[(key("a"), json!({"n": 1})), (key("b"), json!([2]))], None)
+        .await
+        .expect("memo put");
+    assert_eq!(
+        store.memo_get(&keys).await.expect("memo get"),
+        [Some(json!({"n": 1})), Some(json!([2])), None]
+    );
+    store
+        .memo_put(&[(key("a"), json!("newer"))], None)
+        .await
+        .expect("memo put again");
+    assert_eq!(
+        store.memo_get(&keys[..1]).await.expect("memo get"),
+        [Some(json!("newer"))]
+    );
+    // A short TTL: gone after it, while the others stay.
+    store
+        .memo_put(
+            &[(key("brief"), json!(true))],
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .expect("memo put with a ttl");
+    assert_eq!(
+        store.memo_get(&[key("brief")]).await.expect("memo get"),
+        [Some(json!(true))]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store
+            .memo_get(&[key("brief"), key("a")])
+            .await
+            .expect("memo get"),
+        [None, Some(json!("newer"))]
+    );
+    // A prefix is literal: `*` in it matches only `*`.
+    store
+        .memo_put(
+            &[
+                (key("x*1"), json!(1)),
+                (key("xy1"), json!(2)),
+                (key("x*2"), json!(3)),
+            ],
+            None,
+        )
+        .await
+        .expect("memo put");
+    assert_eq!(store.memo_clear(&key("x*")).await.expect("memo clear"), 2);
+    assert_eq!(
+        store
+            .memo_get(&[key("x*1"), key("xy1"), key("x*2")])
+            .await
+            .expect("memo get"),
+        [None, Some(json!(2)), None]
+    );
+    assert_eq!(store.memo_clear(prefix).await.expect("memo clear"), 3);
+    assert_eq!(
+        store.memo_get(&keys).await.expect("memo get"),
+        [None, None, None]
+    );
+    assert_eq!(store.memo_get(&[]).await.expect("memo get of nothing"), []);
 }
 
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages

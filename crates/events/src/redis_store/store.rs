@@ -16,6 +16,21 @@ const SESSIONS: &str = "agency:sessions";
 const MEMBERS: &str = "agency:{members}";
 /// When each member was last heard from.
 const MEMBERS_SEEN: &str = "agency:{members}:seen";
+/// Memoized results live under this prefix, one string key each, apart from every session.
+const MEMO_PREFIX: &str = "agency:memo:";
+
+/// `text` with Redis glob's special characters escaped, to match it literally in `SCAN MATCH`.
+fn glob_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Members silent this long are forgotten.
 const FORGET_MEMBERS_MS: u64 = 24 * 3600 * 1000;
 use crate::store::{
@@ -532,6 +547,84 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(listed)
+    }
+
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        // One GET per key in one pipeline: the keys need not share a Cluster slot.
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.get(format!("{MEMO_PREFIX}{key}"));
+        }
+        let found: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        keys.iter()
+            .zip(found)
+            .map(|(key, bytes)| match bytes {
+                None => Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| corrupt(format!("memoized result {key}"), e)),
+            })
+            .collect()
+    }
+
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        for (key, value) in entries {
+            let key = format!("{MEMO_PREFIX}{key}");
+            let value = to_json(value)?;
+            match ttl {
+                Some(ttl) => pipe.pset_ex(
+                    key,
+                    value,
+                    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+                ),
+                None => pipe.set(key, value),
+            };
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
+        let mut connection = self.connection.clone();
+        let pattern = format!("{MEMO_PREFIX}{}*", glob_literal(prefix));
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                let gone: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+                removed += gone;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {

@@ -19,6 +19,7 @@ pub fn plan_with(input: &Value, context: &Value, limits: &Limits) -> Result<Expa
         path: &path,
         input,
         expansion_config: None,
+        memo_key: None,
     };
     Expansion::plan(task, context, limits)
 }
@@ -31,6 +32,7 @@ pub fn plan_task(input: &Value, config: &Value) -> Result<Expansion, Error> {
         path: &path,
         input,
         expansion_config: Some(config),
+        memo_key: None,
     };
     Expansion::plan(task, &json!({}), &Limits::default())
 }

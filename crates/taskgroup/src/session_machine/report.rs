@@ -208,6 +208,7 @@ fn summary(task: &TaskRun) -> TaskSummary {
         succeeded: task.succeeded,
         failed: task.failed,
         attempts: task.attempts,
+        cached: 0,
         error: task.error.clone(),
         failures: task
             .failures

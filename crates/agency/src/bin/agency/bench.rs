@@ -215,6 +215,7 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
         path: &path,
         input: &input,
         expansion_config: None,
+        memo_key: None,
     };
 
     let started = Instant::now();

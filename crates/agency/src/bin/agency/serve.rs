@@ -138,6 +138,11 @@ pub enum Serve {
         #[arg(long)]
         replace: bool,
     },
+    /// Memoized results (a task's `memoize`): `agency cache clear [--prefix P]`
+    Cache {
+        #[command(subcommand)]
+        what: Cache,
+    },
     /// Cancel a running session: nothing more is dispatched, running instances are cancelled,
     /// and its result is `cancelled` with what completed
     Cancel {
@@ -284,6 +289,23 @@ fn session_text(
     Ok((read(&file)?, file.display().to_string()))
 }
 
+/// What `agency cache` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum Cache {
+    /// Remove memoized results (every one, or those whose key starts with --prefix), from Redis
+    /// or from an embedded run's state file
+    Clear {
+        /// Only keys starting with this (literally: no patterns)
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        servers: Servers,
+        /// The state file of embedded runs (`agency run --state PATH`) instead of Redis
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+    },
+}
+
 pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async move {
@@ -367,6 +389,23 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let result = waiter.wait(store.as_ref(), id, Some(&submitted.run), timeout.map(Duration::from_secs)).await?;
                 print_json(&result)?;
                 Ok(exit_code(&result))
+            }
+            Serve::Cache { what: Cache::Clear { prefix, servers, state } } => {
+                let (removed, from) = match state {
+                    Some(path) => {
+                        let store = events::FileStore::open(&path, events::DEFAULT_CHECKPOINT)
+                            .await
+                            .with_context(|| format!("state file {}", path.display()))?;
+                        (store.memo_clear(&prefix).await?, format!("state file {}", path.display()))
+                    }
+                    None => {
+                        let store = distributed::connect_store(&servers.redis).await?;
+                        (store.memo_clear(&prefix).await?, servers.redis.clone())
+                    }
+                };
+                let under = if prefix.is_empty() { String::new() } else { format!(" with keys starting {prefix:?}") };
+                println!("removed {removed} memoized results{under} from {from}");
+                Ok(ExitCode::SUCCESS)
             }
             Serve::Status { session, servers, json, state: Some(path) } => {
                 let _ = servers;
