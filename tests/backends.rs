@@ -15,6 +15,12 @@ async fn redis_store_conforms() {
 }
 
 #[tokio::test]
+async fn redis_store_keeps_successes_for_a_rerun() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::rerun_suite(&store, &unique("rerun")).await;
+}
+
+#[tokio::test]
 async fn redis_store_memoizes() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     conformance::memo_suite(&store, &format!("{}:", unique("memo"))).await;

@@ -50,6 +50,9 @@ impl Store for DeafStore {
         }
         self.inner.record_outcomes(s, t, run, o, None).await
     }
+    async fn keep_successes(&self, s: &str, f: Fence<'_>) -> events::Result<u64> {
+        self.inner.keep_successes(s, f).await
+    }
     async fn memo_get(&self, keys: &[String]) -> events::Result<Vec<Option<Value>>> {
         self.inner.memo_get(keys).await
     }

@@ -1032,6 +1032,13 @@ impl Store for FileStore {
         self.checkpoint().await
     }
 
+    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
+        let kept = self.memory.keep_successes(session, fence).await?;
+        self.changed(session, |c| c.all = true)?;
+        self.checkpoint().await?;
+        Ok(kept)
+    }
+
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
         self.memory.cleanup_run(session, run).await?;
         self.changed(session, |c| c.all = true)?;

@@ -598,6 +598,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
+        let mut sessions = self.fenced(session, fence)?;
+        let mut kept = 0u64;
+        for ((name, _), slots) in sessions.outcomes.iter_mut() {
+            if name != session {
+                continue;
+            }
+            for slot in slots.iter_mut() {
+                match slot {
+                    Some(outcome) if outcome.succeeded() => kept += 1,
+                    _ => *slot = None,
+                }
+            }
+        }
+        sessions.cancels.remove(session);
+        sessions.starts.retain(|(name, _), _| name != session);
+        Ok(kept)
+    }
+
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
         let mut sessions = self.state()?;
         if sessions

@@ -251,6 +251,28 @@ redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok'
 "#;
 
+/// After [`FENCE`]. KEYS: fence, keys index, cancel, starts. ARGV: token. Every outcome but a
+/// success is deleted from the session's outcome hashes (the index lists them), with the cancel
+/// mark and the range counts; answers how many successes are kept. One pass over the hashes, a
+/// rare step (a rerun), so it may take a while for millions of outcomes.
+pub(crate) const KEEP_SUCCESSES_SCRIPT: &str = r#"
+local kept = 0
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if string.find(name, ':outcomes:', 1, true) then
+    local all = redis.call('HGETALL', name)
+    local gone = {}
+    for i = 1, #all, 2 do
+      if string.match(all[i + 1], '^%d+|S|') then kept = kept + 1 else gone[#gone + 1] = all[i] end
+    end
+    for i = 1, #gone, 1000 do
+      redis.call('HDEL', name, unpack(gone, i, math.min(i + 999, #gone)))
+    end
+  end
+end
+redis.call('DEL', KEYS[3], KEYS[4])
+return kept
+"#;
+
 /// Before [`CLEANUP_SCRIPT`], in place of [`FENCE`], with the same KEYS; ARGV: the run. Cleans up
 /// only while the session's current run is that one.
 pub(crate) const RUN_CLEANUP: &str = r#"

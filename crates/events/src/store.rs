@@ -275,6 +275,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
     /// result.
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
+    /// Keeps the session's recorded successes for a new run of it that reuses them (a rerun of
+    /// what failed): deletes every other outcome, the cancel mark and the range counts, and
+    /// returns how many successes are kept. Fenced like every coordinator write.
+    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64>;
     /// Deletes the session's working state, as [`Store::cleanup`], if `run` is still its current
     /// run ([`Store::start_run`]); otherwise does nothing. For a session found finished whose
     /// coordinator stopped between storing the result and cleaning up: it needs no claim, and a

@@ -66,6 +66,12 @@ async fn file_store_memoizes_and_keeps_what_it_memoized() {
 }
 
 #[tokio::test]
+async fn file_store_keeps_successes_for_a_rerun() {
+    let path = state_file("rerun.db");
+    conformance::rerun_suite(&open(&path).await, "file-rerun").await;
+}
+
+#[tokio::test]
 async fn file_store_claims_conform() {
     let store = open(&state_file("claims.db")).await;
     conformance::claim_suite(&store, "file-claim").await;

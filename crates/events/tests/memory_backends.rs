@@ -11,6 +11,11 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test]
+async fn memory_store_keeps_successes_for_a_rerun() {
+    conformance::rerun_suite(&MemoryStore::new(), "memory-rerun").await;
+}
+
+#[tokio::test]
 async fn memory_store_memoizes() {
     conformance::memo_suite(&MemoryStore::new(), "memo:").await;
 }

@@ -265,6 +265,14 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn keep_successes(&self, s: &str, f: Fence<'_>) -> Result<u64> {
+        faulty!(
+            self,
+            format!("keeping the successes of {s}"),
+            self.inner.keep_successes(s, f)
+        )
+    }
+
     async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
         faulty!(
             self,

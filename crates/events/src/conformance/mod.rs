@@ -583,6 +583,68 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     }
 }
 
+/// What a rerun keeps ([`Store::keep_successes`]): the successes, and nothing else of the
+/// outcomes, so a new run's first attempts are taken for the rest and a success stays final.
+pub async fn rerun_suite(store: &dyn Store, session: &str) {
+    let task = TaskRef { group: 0, task: 0 };
+    store
+        .start_run(session, "first", Fence::Open)
+        .await
+        .expect("start the run");
+    let mut permanent = outcome(2, 1, false);
+    permanent.status = Status::FailedPermanently("no".into());
+    let outcomes = [
+        outcome(0, 1, true),
+        outcome(1, 2, false),
+        permanent,
+        outcome(3, 1, true),
+    ];
+    store
+        .record_outcomes(session, task, "first", &outcomes, None)
+        .await
+        .expect("record");
+    store.request_cancel(session).await.expect("cancel");
+    assert_eq!(
+        store
+            .keep_successes(session, Fence::Open)
+            .await
+            .expect("keep successes"),
+        2
+    );
+    let kept = store.outcomes(session, task, 0..4).await.expect("outcomes");
+    assert_eq!(
+        kept,
+        [
+            Some(outcomes[0].clone()),
+            None,
+            None,
+            Some(outcomes[3].clone())
+        ]
+    );
+    store
+        .start_run(session, "second", Fence::Open)
+        .await
+        .expect("start the rerun");
+    assert!(!store
+        .cancel_requested(session, "first")
+        .await
+        .expect("cancel mark"));
+    let again = [
+        outcome(1, 1, true),
+        outcome(2, 1, true),
+        outcome(0, 1, false),
+    ];
+    assert_eq!(
+        store
+            .record_outcomes(session, task, "second", &again, None)
+            .await
+            .expect("record again"),
+        [true, true, false],
+        "the failed instances start over at attempt 1; a kept success stays final"
+    );
+    store.cleanup(session, Fence::Open).await.expect("cleanup");
+}
+
 /// Memoized results: stored apart from sessions, read back, replaced, expired after their TTL,
 /// and cleared by a literal prefix. `prefix` keeps this run's keys apart from others'.
 pub async fn memo_suite(store: &dyn Store, prefix: &str) {

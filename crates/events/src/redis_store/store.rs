@@ -340,6 +340,27 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
+        let mut connection = self.connection.clone();
+        let answer: redis::Value = self
+            .fenced
+            .keep_successes
+            .key(key(session, "fence"))
+            .key(key(session, "keys"))
+            .key(key(session, "cancel"))
+            .key(key(session, "starts"))
+            .arg(fence.token())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match answer {
+            redis::Value::Int(kept) => Ok(u64::try_from(kept).unwrap_or(0)),
+            _ => Err(Error::Fenced {
+                session: session.to_string(),
+            }),
+        }
+    }
+
     async fn cleanup_run(&self, session: &str, run: &str) -> Result<()> {
         self.delete_working_state(&self.fenced.cleanup_run, session, run)
             .await
