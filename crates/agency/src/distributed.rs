@@ -60,6 +60,9 @@ pub enum ActionKind {
     /// Stop the session's run: nothing more is dispatched, running instances are cancelled, and
     /// the result is `cancelled` with what completed.
     Cancel,
+    /// Run the session (its document in `data`, as the run before ran it) again, reusing every
+    /// success its run before recorded: only what failed or never finished is executed.
+    Rerun,
 }
 
 impl std::str::FromStr for ActionKind {
@@ -69,8 +72,9 @@ impl std::str::FromStr for ActionKind {
         match text {
             "initialize" => Ok(Self::Initialize),
             "cancel" => Ok(Self::Cancel),
+            "rerun" => Ok(Self::Rerun),
             other => Err(format!(
-                "unknown action `{other}` (expected initialize or cancel)"
+                "unknown action `{other}` (expected initialize, cancel or rerun)"
             )),
         }
     }
@@ -114,11 +118,11 @@ impl Action {
     }
 }
 
-/// Turns an `initialize` action into a session document and its id, or says what is wrong with
-/// it.
+/// Turns an `initialize` (or `rerun`) action into a session document and its id, or says what
+/// is wrong with it.
 pub fn session_document(action: Action) -> std::result::Result<(String, Value), String> {
-    if action.action != ActionKind::Initialize {
-        return Err("only an `initialize` action carries a session".into());
+    if action.action == ActionKind::Cancel {
+        return Err("only an `initialize` or `rerun` action carries a session".into());
     }
     let Value::Object(mut data) = action.data else {
         return Err("`data` must be a session object".into());
@@ -192,8 +196,8 @@ pub async fn run_coordinator(
                 let message = message?;
                 let position = Position::of(&message);
                 watermarks.taken(&position);
-                let (id, session, document) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
-                    Accepted::Run(id, session, document) => {
+                let (id, session, document, rerun) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
+                    Accepted::Run(id, session, document, rerun) => {
                         let under_way = running.get(&id).and_then(|runs| runs.last());
                         match under_way {
                             Some(under_way) if one_run_at_a_time(broker.as_ref(), store.as_ref(), &message, &id, under_way, &document).await => {
@@ -202,7 +206,7 @@ pub async fn run_coordinator(
                                 }
                                 continue;
                             }
-                            _ => (id, session, document),
+                            _ => (id, session, document, rerun),
                         }
                     }
                     Accepted::Cancel(id) => {
@@ -232,7 +236,7 @@ pub async fn run_coordinator(
                     let origin = position.origin();
                     tracing::info!(session = %id, %origin, "session taken");
                     let progress = Progress::default();
-                    let running = coordinator.run_action(&session, &document, &id, &origin, &progress, stop, cancel);
+                    let running = coordinator.run_action(&session, &document, &id, &origin, rerun, &progress, stop, cancel);
                     match AssertUnwindSafe(running).catch_unwind().await {
                         Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
                         Ok(Ok(None)) => tracing::info!(session = %id, "action delivered again; its session was done"),
@@ -252,8 +256,8 @@ pub async fn run_coordinator(
 
 /// What an intake message asks of the coordinator.
 enum Accepted {
-    /// Run this valid session.
-    Run(String, Box<Session>, Vec<u8>),
+    /// Run this valid session (a rerun of what failed when the flag says so).
+    Run(String, Box<Session>, Vec<u8>, bool),
     /// Cancel this session's run.
     Cancel(String),
     /// Nothing more: the message was dead-lettered, or its invalid session rejected.
@@ -290,6 +294,7 @@ async fn accept(
             }
         };
     }
+    let rerun = action.action == ActionKind::Rerun;
     let (id, document) = match session_document(action) {
         Ok(parts) => parts,
         Err(reason) => {
@@ -300,7 +305,7 @@ async fn accept(
     match Session::from_json(&document.to_string(), rules) {
         // The coordinator deletes an earlier run's result under the same id as the session starts.
         Ok(session) => match events::encode("the session document", &document) {
-            Ok(encoded) => Accepted::Run(id, Box::new(session), encoded),
+            Ok(encoded) => Accepted::Run(id, Box::new(session), encoded, rerun),
             Err(error) => {
                 dead_letter::send(broker, message, &error.to_string()).await;
                 Accepted::Nothing

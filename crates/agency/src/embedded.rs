@@ -76,6 +76,9 @@ pub enum DurableStart {
     },
     /// The state file holds its result already: nothing ran.
     Finished,
+    /// The state file holds its result, which is not `completed`, and what failed is to run
+    /// again: the successes recorded are reused, the rest is executed.
+    Rerun,
 }
 
 impl Engine {
@@ -160,11 +163,14 @@ impl Engine {
     /// so how [`Engine::run_durably`] will go about it: resume an unfinished run (the process
     /// running it was killed), return the result it holds, or start. `document` is the session
     /// file as given: a run is resumed only for the same document. A session without an id
-    /// takes the one the state file holds, if it holds one.
+    /// takes the one the state file holds, if it holds one. With `retry_failed`, a session whose
+    /// result is not `completed` is rerun ([`DurableStart::Rerun`]); a completed one is left as
+    /// it is.
     pub async fn durable_run(
         &self,
         session: &Session,
         document: &[u8],
+        retry_failed: bool,
     ) -> crate::Result<DurableRun> {
         let store = self.store();
         let id = match &session.spec.session_id {
@@ -175,6 +181,28 @@ impl Engine {
             },
         };
         let current = store.current_run(&id).await?;
+        // Finished: its result is stored (a run deletes the one before when it starts). What
+        // did not complete keeps its working state, for a rerun.
+        if let Some(result) = store.load_result(&id).await? {
+            let completed = result["status"] == "completed";
+            if retry_failed && !completed {
+                let kept = store.load_document(&id).await?;
+                if kept.is_none_or(|(_, kept)| kept != document) {
+                    return Err(crate::Error::OtherDocument { session: id });
+                }
+                let run = uuid::Uuid::new_v4().to_string();
+                return Ok(DurableRun {
+                    id,
+                    run,
+                    start: DurableStart::Rerun,
+                });
+            }
+            return Ok(DurableRun {
+                id,
+                run: String::new(),
+                start: DurableStart::Finished,
+            });
+        }
         let (run, start) = match current {
             Some(run) => {
                 let same = store
@@ -185,9 +213,6 @@ impl Engine {
                     return Err(crate::Error::OtherDocument { session: id });
                 }
                 (run.clone(), DurableStart::Resumed { run })
-            }
-            None if store.load_result(&id).await?.is_some() => {
-                (String::new(), DurableStart::Finished)
             }
             None => (uuid::Uuid::new_v4().to_string(), DurableStart::Started),
         };
@@ -213,10 +238,19 @@ impl Engine {
             })?;
             return crate::distributed::read_result(&found.id, stored);
         }
+        let reused = match found.start {
+            DurableStart::Rerun => Some(
+                self.store()
+                    .keep_successes(&found.id, events::Fence::Open)
+                    .await?,
+            ),
+            _ => None,
+        };
         let durable = Durable {
             id: &found.id,
             run: &found.run,
             resume: found.start != DurableStart::Started,
+            reused,
             document,
         };
         self.with_workers(|coordinator| async move {

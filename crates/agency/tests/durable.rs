@@ -278,3 +278,72 @@ fn memoized_instances_run_once_across_sessions_and_failures_are_never_memoized()
         assert_eq!(counts[&n], expected, "instance {n}: {counts:?}");
     }
 }
+
+/// Twenty instances; those with `n % 5 == 0` fail until `flag` exists. A dependent group sums
+/// them. Each execution appends its number to `log`.
+fn flaky(log: &Path, flag: &Path) -> Value {
+    let script = format!(
+        "echo $0 >> {log}; if [ $(($0 % 5)) = 0 ] && [ ! -f {flag} ]; then exit 3; fi; echo $0",
+        log = log.display(),
+        flag = flag.display()
+    );
+    json!({"session_id": "flaky", "groups": [
+        {"id": "g", "failure_policy": "all_settled", "tasks": [{"id": "items", "executor": "command",
+            "input": {"argv": ["sh", "-c", script, "{{n}}"],
+                      "expansion_config": {"type": "range", "range": "0-19", "variable": "n"}}}]},
+        {"id": "after", "depends_on": ["g"], "tasks": [
+            {"id": "all", "executor": "echo", "input": {"items": "{{context.items}}"}}
+        ]}
+    ]})
+}
+
+#[test]
+fn retry_failed_reruns_only_what_failed_and_completes() {
+    let dir = Dir::new("rerun");
+    let (state, log, flag) = (dir.path("state.db"), dir.path("log"), dir.path("flag"));
+    let doc = flaky(&log, &flag);
+    let file = dir.path("flaky.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let run = |extra: &[&str]| {
+        agency(&["run", "--quiet"])
+            .arg(&file)
+            .arg("--state")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert_eq!(first.status.code(), Some(1));
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["status"], "partial");
+    assert_eq!(first["groups"]["g"]["tasks"]["items"]["failed"], 4);
+    assert_eq!(first["groups"]["after"]["status"], "skipped");
+    assert_eq!(executions(&log).len(), 20);
+
+    std::fs::write(&flag, "").unwrap();
+    let rerun = run(&["--retry-failed"]);
+    assert!(
+        String::from_utf8_lossy(&rerun.stderr).is_empty(),
+        "quiet: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let rerun = result_of(&rerun);
+    assert_eq!(rerun["status"], "completed", "{rerun:#}");
+    assert_eq!(rerun["reused"], 16);
+    let counts = executions(&log);
+    for n in 0..20u64 {
+        let expected = if n % 5 == 0 { 2 } else { 1 };
+        assert_eq!(counts[&n], expected, "instance {n}: {counts:?}");
+    }
+    assert_eq!(
+        rerun["context"]["all"]["items"],
+        json!((0..20).collect::<Vec<u64>>()),
+        "the context is recomputed from every success, reused or new"
+    );
+
+    // Completed now: run again, with or without the flag, nothing runs.
+    let again = result_of(&run(&["--retry-failed"]));
+    assert_eq!(again, rerun);
+    assert_eq!(executions(&log), counts);
+}

@@ -50,6 +50,10 @@ pub struct SessionResult {
     /// The session file's `metadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// A rerun of what failed (`agency rerun`, `--retry-failed`): how many instances' successes
+    /// were taken from the run before instead of being executed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<u64>,
 }
 
 impl SessionResult {
@@ -68,6 +72,7 @@ impl SessionResult {
             duration_ms: None,
             description: None,
             metadata: None,
+            reused: None,
         }
     }
 

@@ -17,6 +17,12 @@ pub(super) enum Start {
     /// From what an earlier coordinator stored (under a lease, or an embedded run resumed from
     /// its state file).
     Resume,
+    /// A rerun of what failed: from the successes an earlier run recorded, `kept` of them (the
+    /// rest of its outcomes are gone, see `Store::keep_successes`).
+    Rerun {
+        /// How many successes are reused.
+        kept: u64,
+    },
 }
 
 /// What taking a session's lease found.
@@ -79,11 +85,14 @@ pub(super) const STOPPING: &str = "this coordinator is stopping";
 impl Coordinator {
     /// Takes the session's lease: waits while another coordinator holds it, and while the store
     /// cannot be reached (the action is not lost to an outage).
+    /// A `rerun` keeps the successes an earlier run of the id left instead of deleting its
+    /// working state.
     pub(super) async fn take(
         &self,
         lease: Lease<'_>,
         id: &str,
         origin: &Origin,
+        rerun: bool,
         stop: &CancellationToken,
     ) -> Result<Taken> {
         let mut unreachable = events::Backoff::new();
@@ -94,6 +103,18 @@ impl Coordinator {
                 .await;
             let wait = match claimed {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
+                Ok(Claim::Stale) if rerun => {
+                    let kept = self
+                        .store
+                        .keep_successes(id, Fence::Token(lease.token))
+                        .await?;
+                    tracing::info!(
+                        session = id,
+                        kept,
+                        "rerunning what failed: the earlier run's successes are reused"
+                    );
+                    return Ok(Taken::Run(Start::Rerun { kept }));
+                }
                 Ok(Claim::Stale) => {
                     // An earlier run under this id may have left working state behind.
                     self.store.cleanup(id, Fence::Token(lease.token)).await?;
@@ -104,14 +125,21 @@ impl Coordinator {
                     return Ok(Taken::Run(Start::Resume));
                 }
                 Ok(Claim::Finished) => {
-                    // Its coordinator may have stopped between storing the result and cleaning
-                    // up: the working state of this run goes now (a later run's stays).
-                    let run = origin.to_string();
-                    if let Err(error) = self.store.cleanup_run(id, &run).await {
-                        tracing::warn!(session = id, %error, "cannot delete a finished session's working state; it expires by itself");
-                    }
                     // Another submission under this id may have deleted the result since.
-                    return Ok(Taken::Done(self.store.load_result(id).await?));
+                    let result = self.store.load_result(id).await?;
+                    // Its coordinator may have stopped between storing the result and cleaning
+                    // up: the working state of this run goes now (a later run's stays), unless
+                    // it is kept for a rerun (the session did not complete).
+                    let completed = result
+                        .as_ref()
+                        .is_some_and(|result| result["status"] == "completed");
+                    if completed {
+                        let run = origin.to_string();
+                        if let Err(error) = self.store.cleanup_run(id, &run).await {
+                            tracing::warn!(session = id, %error, "cannot delete a finished session's working state; it expires by itself");
+                        }
+                    }
+                    return Ok(Taken::Done(result));
                 }
                 Ok(Claim::Superseded) => {
                     tracing::info!(

@@ -65,6 +65,9 @@ pub struct Durable<'a> {
     pub run: &'a str,
     /// Resume the run from what the store holds of it, rather than start it.
     pub resume: bool,
+    /// A rerun of what failed: the store keeps this many successes of the run before (see
+    /// [`events::Store::keep_successes`]), which the result reports as reused.
+    pub reused: Option<u64>,
     /// The session as given, kept with the run, so a resume can tell it is the same session.
     pub document: &'a [u8],
 }
@@ -181,10 +184,10 @@ impl Coordinator {
         let run = RunOf {
             name: durable.run,
             lease: None,
-            start: if durable.resume {
-                Start::Resume
-            } else {
-                Start::Fresh
+            start: match (durable.reused, durable.resume) {
+                (Some(kept), _) => Start::Rerun { kept },
+                (None, true) => Start::Resume,
+                (None, false) => Start::Fresh,
             },
             document: Some(durable.document),
             submitted_at: None,
@@ -209,6 +212,8 @@ impl Coordinator {
     /// in the store ([`Store::request_cancel`], seen within a second), the run ends
     /// `cancelled`, with the results of what completed. `document` is the session as submitted,
     /// kept with the run ([`Store::save_document`]) for clients submitting the id again.
+    /// With `rerun`, a run of the id that did not complete is rerun: its recorded successes are
+    /// reused and only what failed or never finished is executed.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_action(
         &self,
@@ -216,6 +221,7 @@ impl Coordinator {
         document: &[u8],
         id: &str,
         origin: &Origin,
+        rerun: bool,
         progress: &Progress,
         stop: CancellationToken,
         cancel: CancellationToken,
@@ -237,7 +243,7 @@ impl Coordinator {
                 holder: &holder,
                 token: &token,
             };
-            let outcome = match self.take(lease, id, origin, &stop).await {
+            let outcome = match self.take(lease, id, origin, rerun, &stop).await {
                 Ok(Taken::Done(result)) => {
                     return result
                         .map(|value| crate::distributed::read_result(id, value))
@@ -321,7 +327,10 @@ impl Coordinator {
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
         let mut run = SessionRun::new(self, session, id, name, progress);
-        run.resuming = start == Start::Resume;
+        run.resuming = start != Start::Fresh;
+        if let Start::Rerun { kept } = start {
+            run.reused = Some(kept);
+        }
         run.fence = fence(lease);
         run.document = document;
         run.submitted_at = submitted_at.map(str::to_string);
@@ -344,6 +353,12 @@ impl Coordinator {
             None => return Err(handed_over(id, STOPPING)),
         }
         crate::failpoint::hit(crate::failpoint::RESULT_STORED);
+        if !result.completed() {
+            // Kept for a rerun of what failed (`agency rerun`); it expires by itself, and a new
+            // submission of the id deletes it.
+            tracing::info!(session = id, status = %result.status, "the session's working state is kept for a rerun");
+            return Ok(result);
+        }
         // The result is out, so the session is over whatever happens next: deleting its working
         // state waits out an outage too. Left undeleted (a refusal, a stop), it expires by itself.
         let cleaned = events::retry(

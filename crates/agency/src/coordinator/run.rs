@@ -76,6 +76,8 @@ pub(super) struct SessionRun<'a> {
     pub(super) state_written: Instant,
     /// When each task's last instance settled (the runtime's clock, like [`Self::elapsed`]).
     settled_at: HashMap<(usize, usize), Duration>,
+    /// A rerun: how many successes of the run before it reuses.
+    pub(super) reused: Option<u64>,
 }
 
 impl<'a> SessionRun<'a> {
@@ -104,6 +106,7 @@ impl<'a> SessionRun<'a> {
             started_ms: 0,
             state_written: Instant::now(),
             settled_at: HashMap::new(),
+            reused: None,
         }
     }
 
@@ -478,6 +481,7 @@ impl<'a> SessionRun<'a> {
             }
         }
         self.count_cached(&mut result).await?;
+        result.reused = self.reused;
         self.stamp(&mut result);
         Ok(result)
     }

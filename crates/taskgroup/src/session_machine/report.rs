@@ -168,6 +168,7 @@ impl SessionMachine {
             duration_ms: None,
             description: self.description.clone(),
             metadata: self.metadata.clone(),
+            reused: None,
         }
     }
 }

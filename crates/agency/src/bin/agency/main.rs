@@ -63,6 +63,10 @@ enum Command {
         /// runs again at most what was recorded since)
         #[arg(long, value_name = "MS", default_value_t = 250, requires = "state")]
         checkpoint_ms: u64,
+        /// With --state: when the session in the file did not complete, run again only what
+        /// failed or never finished, reusing every success recorded
+        #[arg(long, requires = "state")]
+        retry_failed: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             only,
             state,
             checkpoint_ms,
+            retry_failed,
             limits,
         } => {
             let limits = limits.limits();
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
             let state = state.map(|path| run::State {
                 path,
                 checkpoint: std::time::Duration::from_millis(checkpoint_ms.max(1)),
+                retry_failed,
             });
             run::run(&file, options, quiet, only.as_deref(), state)
         }

@@ -23,6 +23,8 @@ const INTERRUPTED: u8 = 130;
 pub struct State {
     pub path: PathBuf,
     pub checkpoint: Duration,
+    /// `--retry-failed`.
+    pub retry_failed: bool,
 }
 
 pub fn run(
@@ -82,7 +84,10 @@ pub fn run(
         let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone())));
         let result = match &state {
             None => engine.run(&session, &progress, cancel).await,
-            Some(state) => match engine.durable_run(&session, text.as_bytes()).await {
+            Some(state) => match engine
+                .durable_run(&session, text.as_bytes(), state.retry_failed)
+                .await
+            {
                 Ok(found) => {
                     if !quiet {
                         say_how(&found, &state.path);
@@ -121,7 +126,11 @@ fn say_how(found: &DurableRun, path: &Path) {
             path.display()
         ),
         DurableStart::Finished => eprintln!(
-            "session {id} already finished in {}; its result follows (nothing runs)",
+            "session {id} already finished in {}; its result follows (nothing runs; --retry-failed reruns what failed)",
+            path.display()
+        ),
+        DurableStart::Rerun => eprintln!(
+            "rerunning what failed of session {id} from {}: every recorded success is reused",
             path.display()
         ),
     }
