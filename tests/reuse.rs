@@ -62,3 +62,73 @@ fn a_later_session_takes_memoized_results_from_redis_and_executes_nothing() {
     assert_eq!(counts[&3], 1);
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn agency_rerun_executes_only_what_failed_and_completes() {
+    let cluster = Cluster::start("rerun");
+    let log = std::env::temp_dir().join(unique("rerun-log"));
+    let flag = std::env::temp_dir().join(unique("rerun-flag"));
+    let script = format!(
+        "echo $0 >> {log}; if [ $(($0 % 4)) = 0 ] && [ ! -f {flag} ]; then exit 2; fi; echo $0",
+        log = log.display(),
+        flag = flag.display()
+    );
+    let id = unique("rerun");
+    let doc = json!({"session_id": id, "groups": [
+        {"id": "g", "failure_policy": "all_settled", "tasks": [{"id": "items", "executor": "command",
+            "input": {"argv": ["sh", "-c", script, "{{n}}"],
+                      "expansion_config": {"type": "range", "range": "1-24", "variable": "n"}}}]},
+        {"id": "after", "depends_on": ["g"], "tasks": [
+            {"id": "all", "executor": "echo", "input": {"items": "{{context.items}}"}}
+        ]}
+    ]});
+    let (code, first) = cluster.submit_wait(&doc);
+    assert_eq!(code, 1);
+    assert_eq!(first["status"], "partial", "{first:#}");
+    assert_eq!(first["groups"]["g"]["tasks"]["items"]["failed"], 6);
+
+    // Nothing to rerun for a session nobody ran.
+    let unknown = cluster
+        .command(&["rerun", &unique("nobody")])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no result to rerun"));
+
+    std::fs::write(&flag, "").unwrap();
+    let rerun = cluster
+        .command(&["rerun", &id, "--wait", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(result["reused"], 18);
+    assert_ne!(result["run"], first["run"], "a run of its own");
+    assert_eq!(
+        result["context"]["all"]["items"],
+        json!((1..=24).collect::<Vec<u64>>())
+    );
+    let counts = executions(&log);
+    for n in 1..=24u64 {
+        let expected = if n % 4 == 0 { 2 } else { 1 };
+        assert_eq!(counts[&n], expected, "instance {n}: {counts:?}");
+    }
+
+    // Completed now: nothing to rerun, and its working state is gone.
+    let again = cluster.command(&["rerun", &id]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("completed: nothing failed, nothing to rerun"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&flag);
+}

@@ -537,6 +537,16 @@ pub async fn submit_with(
         store.delete_result(&id, Fence::Open)
     })
     .await?;
+    produce(broker, store, id, encoded).await
+}
+
+/// Lists session `id` as pending and produces its action to `agency_action`.
+async fn produce(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    id: String,
+    encoded: Vec<u8>,
+) -> Result<Submitted> {
     // Listed as `pending` until a coordinator runs it (never over a run's own state), before
     // producing, so the coordinator that takes it finds when it was submitted.
     let submitted_at = retrying("reading the store's clock", || store.now_ms()).await?;
@@ -553,6 +563,50 @@ pub async fn submit_with(
         run: position.origin(),
         attached: false,
     })
+}
+
+/// Reruns what failed of session `id`, which ended without completing: produces a `rerun`
+/// action with the document its last run ran (kept with its outcomes), so the coordinator that
+/// takes it reuses every recorded success and executes only what failed or never finished.
+/// Refused, with why, while a run is under way, when the session completed, and when its
+/// outcomes are no longer kept (they expire a week after its last run).
+pub async fn rerun(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<Submitted> {
+    if let Some((run, _)) = under_way(store, id).await? {
+        return Err(Error::Running {
+            session: id.to_string(),
+            run,
+        });
+    }
+    let Some(result) = load_result(store, id).await? else {
+        return Err(Error::Action(format!(
+            "session {id} has no result to rerun (it never ran, is still queued, or its result expired)"
+        )));
+    };
+    if result.completed() {
+        return Err(Error::Action(format!(
+            "session {id} completed: nothing failed, nothing to rerun"
+        )));
+    }
+    let Some((_, document)) =
+        retrying("reading the session document", || store.load_document(id)).await?
+    else {
+        return Err(Error::Action(format!(
+            "session {id} ({}) kept no recorded outcomes to reuse (they expire a week after its last run); submit it again to run it whole",
+            result.status
+        )));
+    };
+    let data: Value = serde_json::from_slice(&document).map_err(|error| Error::Corrupt {
+        what: format!("the kept document of session {id}"),
+        message: error.to_string(),
+    })?;
+    let action = Action {
+        key: Some(id.to_string()),
+        action: ActionKind::Rerun,
+        data,
+        context: Map::new(),
+    };
+    let encoded = events::encode("the action", &action)?;
+    produce(broker, store, id.to_string(), encoded).await
 }
 
 /// The run of session `id` under way and the document it runs, if one is: a current run

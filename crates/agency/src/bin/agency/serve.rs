@@ -138,6 +138,19 @@ pub enum Serve {
         #[arg(long)]
         replace: bool,
     },
+    /// Run a session that did not complete again, reusing every success it recorded: only what
+    /// failed or never finished is executed
+    Rerun {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+        /// Wait for the result and print it, with the exit code of `agency run`
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Memoized results (a task's `memoize`): `agency cache clear [--prefix P]`
     Cache {
         #[command(subcommand)]
@@ -387,6 +400,19 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("session {id} (run {}): waiting for its result", submitted.run);
                 let result = waiter.wait(store.as_ref(), id, Some(&submitted.run), timeout.map(Duration::from_secs)).await?;
+                print_json(&result)?;
+                Ok(exit_code(&result))
+            }
+            Serve::Rerun { session, servers, wait, timeout } => {
+                let (broker, store) = connect(&servers).await?;
+                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
+                let submitted = distributed::rerun(broker.as_ref(), store.as_ref(), &session).await?;
+                if !wait {
+                    println!("{}", submitted.id);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!("session {session} (run {}): rerunning what failed, waiting for its result", submitted.run);
+                let result = waiter.wait(store.as_ref(), &session, Some(&submitted.run), timeout.map(Duration::from_secs)).await?;
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }
