@@ -1,11 +1,15 @@
 //! Work that is never done twice, distributed over real Kafka and Redis: memoized instances
-//! are not executed again by a later session.
+//! are not executed again by a later session, a rerun executes only what failed, a paused
+//! session starts nothing until it is resumed. One worker per test, so no rebalance between
+//! workers delivers a range twice (at least once is the rule then) and the counts are exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use integration_tests::{unique, Cluster};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
+
+const ONE_WORKER: &[&str] = &["coordinator", "worker"];
 
 /// How often each instance number was executed, from the lines the programs appended.
 fn executions(log: &Path) -> HashMap<u64, u32> {
@@ -18,7 +22,7 @@ fn executions(log: &Path) -> HashMap<u64, u32> {
 
 #[test]
 fn a_later_session_takes_memoized_results_from_redis_and_executes_nothing() {
-    let cluster = Cluster::start("memo");
+    let cluster = Cluster::start_with("memo", ONE_WORKER);
     let log = std::env::temp_dir().join(unique("memo-log"));
     let prefix = unique("cube");
     let session = |id: &str| {
@@ -65,7 +69,7 @@ fn a_later_session_takes_memoized_results_from_redis_and_executes_nothing() {
 
 #[test]
 fn agency_rerun_executes_only_what_failed_and_completes() {
-    let cluster = Cluster::start("rerun");
+    let cluster = Cluster::start_with("rerun", ONE_WORKER);
     let log = std::env::temp_dir().join(unique("rerun-log"));
     let flag = std::env::temp_dir().join(unique("rerun-flag"));
     let script = format!(
@@ -131,4 +135,95 @@ fn agency_rerun_executes_only_what_failed_and_completes() {
     );
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&flag);
+}
+
+/// The session's live status, as `agency status --json` prints it.
+fn live_status(cluster: &Cluster, id: &str) -> String {
+    let output = cluster.command(&["status", id, "--json"]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    state["status"].as_str().unwrap_or("").to_string()
+}
+
+/// Outcomes recorded so far for the session's first task.
+fn recorded(id: &str) -> u64 {
+    let client = redis::Client::open(integration_tests::redis_url()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    redis::cmd("HLEN")
+        .arg(format!("agency:{{{id}}}:outcomes:0:0"))
+        .query(&mut redis)
+        .unwrap()
+}
+
+#[test]
+fn a_paused_session_starts_nothing_and_resumed_it_completes_with_each_instance_run_once() {
+    let cluster = Cluster::start_with("pause", ONE_WORKER);
+    let log = std::env::temp_dir().join(unique("pause-log"));
+    let id = unique("pause");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [
+        {"id": "naps", "executor": "command", "concurrency": 4, "input": {
+            "argv": ["sh", "-c", format!("echo $0 >> {}; sleep 0.1; echo 1", log.display()), "{{n}}"],
+            "expansion_config": {"type": "range", "range": "0-399", "variable": "n"}
+        }}
+    ]}]});
+    cluster.submit(&doc);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while recorded(&id) < 40 {
+        assert!(std::time::Instant::now() < deadline, "never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let paused = cluster.command(&["pause", &id]).output().unwrap();
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    while live_status(&cluster, &id) != "paused" {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // What was running when the pause arrived finishes (naps of 100 ms); then nothing moves.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = recorded(&id);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = recorded(&id);
+    assert_eq!(before, after, "nothing was started while paused");
+    assert!(after < 400, "paused before the end: {after} recorded");
+    let at_pause = executions(&log);
+    assert_eq!(at_pause.len() as u64, after, "every execution was recorded");
+
+    let resumed = cluster.command(&["resume", &id]).output().unwrap();
+    assert!(resumed.status.success());
+    let watched = cluster
+        .command(&["watch", &id, "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        watched.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&watched.stdout).unwrap();
+    let task = &result["groups"]["g"]["tasks"]["naps"];
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(
+        (task["succeeded"].clone(), task["attempts"].clone()),
+        (json!(400), json!(400))
+    );
+    // What ran before the pause did not run again; the rest ran once. (A range delivered again
+    // by a rebalance before the pause may have run an instance twice then: at least once.)
+    let counts = executions(&log);
+    assert_eq!(counts.len(), 400);
+    for (n, &runs) in &counts {
+        let expected = at_pause.get(n).copied().unwrap_or(1);
+        assert_eq!(
+            runs, expected,
+            "instance {n}: {runs} runs, {expected} expected"
+        );
+    }
+    let again = cluster.command(&["pause", &id]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("has already finished (completed); nothing to pause"));
+    let _ = std::fs::remove_file(&log);
 }

@@ -63,6 +63,23 @@ pub enum ActionKind {
     /// Run the session (its document in `data`, as the run before ran it) again, reusing every
     /// success its run before recorded: only what failed or never finished is executed.
     Rerun,
+    /// Pause the session's run: nothing new is dispatched or started; what runs finishes.
+    Pause,
+    /// Resume a paused run.
+    Resume,
+}
+
+impl ActionKind {
+    /// The action as it is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initialize => "initialize",
+            Self::Cancel => "cancel",
+            Self::Rerun => "rerun",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
 }
 
 impl std::str::FromStr for ActionKind {
@@ -73,8 +90,10 @@ impl std::str::FromStr for ActionKind {
             "initialize" => Ok(Self::Initialize),
             "cancel" => Ok(Self::Cancel),
             "rerun" => Ok(Self::Rerun),
+            "pause" => Ok(Self::Pause),
+            "resume" => Ok(Self::Resume),
             other => Err(format!(
-                "unknown action `{other}` (expected initialize, cancel or rerun)"
+                "unknown action `{other}` (expected initialize, cancel, rerun, pause or resume)"
             )),
         }
     }
@@ -121,7 +140,7 @@ impl Action {
 /// Turns an `initialize` (or `rerun`) action into a session document and its id, or says what
 /// is wrong with it.
 pub fn session_document(action: Action) -> std::result::Result<(String, Value), String> {
-    if action.action == ActionKind::Cancel {
+    if !matches!(action.action, ActionKind::Initialize | ActionKind::Rerun) {
         return Err("only an `initialize` or `rerun` action carries a session".into());
     }
     let Value::Object(mut data) = action.data else {
@@ -217,6 +236,17 @@ pub async fn run_coordinator(
                         }
                         continue;
                     }
+                    Accepted::Pause(id, paused) => {
+                        match retrying("pausing a session", || store.request_pause(&id, paused)).await {
+                            Ok(Some(run)) => tracing::info!(session = %id, %run, paused, "pause requested"),
+                            Ok(None) => tracing::info!(session = %id, "pause of a session with no run under way: nothing changed"),
+                            Err(error) => tracing::error!(session = %id, %error, "cannot mark the session paused"),
+                        }
+                        if let Some(next) = watermarks.done(&position) {
+                            outage::commit(consumer.as_mut(), &next).await;
+                        }
+                        continue;
+                    }
                     Accepted::Nothing => {
                         if let Some(next) = watermarks.done(&position) {
                             outage::commit(consumer.as_mut(), &next).await;
@@ -260,6 +290,8 @@ enum Accepted {
     Run(String, Box<Session>, Vec<u8>, bool),
     /// Cancel this session's run.
     Cancel(String),
+    /// Pause (true) or resume this session's run.
+    Pause(String, bool),
     /// Nothing more: the message was dead-lettered, or its invalid session rejected.
     Nothing,
 }
@@ -279,17 +311,25 @@ async fn accept(
             return Accepted::Nothing;
         }
     };
-    if action.action == ActionKind::Cancel {
+    if matches!(
+        action.action,
+        ActionKind::Cancel | ActionKind::Pause | ActionKind::Resume
+    ) {
+        let kind = action.action;
         return match action.key {
-            Some(id) if taskgroup::session_id_problem(&id).is_none() => Accepted::Cancel(id),
+            Some(id) if taskgroup::session_id_problem(&id).is_none() => match kind {
+                ActionKind::Pause => Accepted::Pause(id, true),
+                ActionKind::Resume => Accepted::Pause(id, false),
+                _ => Accepted::Cancel(id),
+            },
             Some(id) => {
                 let reason = taskgroup::session_id_problem(&id).unwrap_or_default();
-                dead_letter::send(broker, message, &format!("cancel: {reason}")).await;
+                dead_letter::send(broker, message, &format!("{}: {reason}", kind.as_str())).await;
                 Accepted::Nothing
             }
             None => {
-                let reason = "a cancel names its session in `key`";
-                dead_letter::send(broker, message, reason).await;
+                let reason = format!("a {} names its session in `key`", kind.as_str());
+                dead_letter::send(broker, message, &reason).await;
                 Accepted::Nothing
             }
         };
@@ -427,10 +467,46 @@ pub enum CancelAnswer {
 /// Cancels session `id`: when a run of it is under way, produces `{"key": id, "action":
 /// "cancel"}` to `agency_action`; otherwise says what it found and changes nothing.
 pub async fn cancel(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<CancelAnswer> {
-    if let Some(run) = retrying("reading the current run", || store.current_run(id)).await? {
+    control_run(broker, store, id, ActionKind::Cancel).await
+}
+
+/// Pauses session `id`'s run under way (`paused`), or resumes it: produces a `pause` (or
+/// `resume`) action; the coordinator that takes it marks the run, and the coordinator running
+/// it sees the mark within a second. What is answered is as for [`cancel`].
+pub async fn pause(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    id: &str,
+    paused: bool,
+) -> Result<CancelAnswer> {
+    let kind = if paused {
+        ActionKind::Pause
+    } else {
+        ActionKind::Resume
+    };
+    control_run(broker, store, id, kind).await
+}
+
+/// Produces the action `kind` for session `id`'s run under way: one that is current and has no
+/// result of its own yet.
+async fn control_run(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    id: &str,
+    kind: ActionKind,
+) -> Result<CancelAnswer> {
+    let current = retrying("reading the current run", || store.current_run(id)).await?;
+    let result = load_result(store, id).await?;
+    // A session that did not complete keeps its current run with its state, for a rerun.
+    let finished = |run: &str| {
+        result
+            .as_ref()
+            .is_some_and(|result| result.run.as_deref().is_none_or(|theirs| theirs == run))
+    };
+    if let Some(run) = current.filter(|run| !finished(run)) {
         let action = Action {
             key: Some(id.to_string()),
-            action: ActionKind::Cancel,
+            action: kind,
             data: Value::Null,
             context: Map::new(),
         };
@@ -438,7 +514,7 @@ pub async fn cancel(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<
         broker.publish(ACTION_TOPIC, id, encoded).await?;
         return Ok(CancelAnswer::Sent { run });
     }
-    Ok(match load_result(store, id).await? {
+    Ok(match result {
         Some(result) => CancelAnswer::Finished(Box::new(result)),
         None => CancelAnswer::Unknown,
     })

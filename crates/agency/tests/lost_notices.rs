@@ -50,6 +50,12 @@ impl Store for DeafStore {
         }
         self.inner.record_outcomes(s, t, run, o, None).await
     }
+    async fn request_pause(&self, s: &str, paused: bool) -> events::Result<Option<String>> {
+        self.inner.request_pause(s, paused).await
+    }
+    async fn pause_requested(&self, s: &str, run: &str) -> events::Result<bool> {
+        self.inner.pause_requested(s, run).await
+    }
     async fn keep_successes(&self, s: &str, f: Fence<'_>) -> events::Result<u64> {
         self.inner.keep_successes(s, f).await
     }

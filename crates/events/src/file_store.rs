@@ -721,6 +721,9 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
                 b"cancel" => {
                     sessions.cancels.insert(session, text()?);
                 }
+                b"pause" => {
+                    sessions.pauses.insert(session, text()?);
+                }
                 b"document" => {
                     let len = be_u32(&value, 0).ok_or_else(|| bad("a document without its run"))?;
                     let run = value
@@ -836,6 +839,16 @@ impl Store for FileStore {
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {
         self.memory.cancel_requested(session, run).await
+    }
+
+    async fn request_pause(&self, session: &str, paused: bool) -> Result<Option<String>> {
+        let run = self.memory.request_pause(session, paused).await?;
+        self.meta_changed(session)?;
+        Ok(run)
+    }
+
+    async fn pause_requested(&self, session: &str, run: &str) -> Result<bool> {
+        self.memory.pause_requested(session, run).await
     }
 
     async fn save_document(

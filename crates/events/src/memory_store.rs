@@ -36,6 +36,8 @@ pub(crate) struct Sessions {
     pub(crate) runs: HashMap<String, String>,
     /// The run each session was asked to cancel (see [`Store::request_cancel`]).
     pub(crate) cancels: HashMap<String, String>,
+    /// The run each session was asked to pause (see [`Store::request_pause`]).
+    pub(crate) pauses: HashMap<String, String>,
     /// Each session's last run document (see [`Store::save_document`]).
     pub(crate) documents: HashMap<String, (String, Vec<u8>)>,
     /// Notes on intake actions that started no run (see [`Store::note_action`]).
@@ -75,6 +77,7 @@ impl Sessions {
     fn forget(&mut self, session: &str) {
         self.runs.remove(session);
         self.cancels.remove(session);
+        self.pauses.remove(session);
         self.documents.remove(session);
         self.states.remove(session);
         self.tasks.retain(|(name, _), _| name != session);
@@ -453,6 +456,26 @@ impl Store for MemoryStore {
         Ok(Some(run))
     }
 
+    async fn request_pause(&self, session: &str, paused: bool) -> Result<Option<String>> {
+        let mut sessions = self.state()?;
+        let Some(run) = sessions.runs.get(session).cloned() else {
+            return Ok(None);
+        };
+        match paused {
+            true => sessions.pauses.insert(session.to_string(), run.clone()),
+            false => sessions.pauses.remove(session),
+        };
+        Ok(Some(run))
+    }
+
+    async fn pause_requested(&self, session: &str, run: &str) -> Result<bool> {
+        Ok(self
+            .state()?
+            .pauses
+            .get(session)
+            .is_some_and(|paused| paused == run))
+    }
+
     async fn save_document(
         &self,
         session: &str,
@@ -613,6 +636,7 @@ impl Store for MemoryStore {
             }
         }
         sessions.cancels.remove(session);
+        sessions.pauses.remove(session);
         sessions.starts.retain(|(name, _), _| name != session);
         Ok(kept)
     }

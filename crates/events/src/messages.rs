@@ -255,6 +255,21 @@ pub enum Control {
         /// The group, by index in the session file.
         group: usize,
     },
+    /// Start no more instances of the run: those running finish and are recorded, ranges not
+    /// started yet are dropped (the coordinator dispatches what is left when the run resumes).
+    PauseRun {
+        /// The session id.
+        session: String,
+        /// The run paused.
+        run: String,
+    },
+    /// Start instances of the run again (the coordinator dispatches what is left of it).
+    ResumeRun {
+        /// The session id.
+        session: String,
+        /// The run resumed.
+        run: String,
+    },
 }
 
 #[cfg(test)]

@@ -195,7 +195,7 @@ end
 return now
 "#;
 
-/// Marks the session's current run cancelled. KEYS: the current run, the cancel mark, keys
+/// Marks the session's current run cancelled (or paused). KEYS: the current run, the mark, keys
 /// index. ARGV: working TTL s. The run marked, or nil when none is current (nothing written).
 pub(crate) const REQUEST_CANCEL_SCRIPT: &str = r#"
 local run = redis.call('GET', KEYS[1])
@@ -251,7 +251,7 @@ redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, keys index, cancel, starts. ARGV: token. Every outcome but a
+/// After [`FENCE`]. KEYS: fence, keys index, cancel, starts, pause. ARGV: token. Every outcome but a
 /// success is deleted from the session's outcome hashes (the index lists them), with the cancel
 /// mark and the range counts; answers how many successes are kept. One pass over the hashes, a
 /// rare step (a rerun), so it may take a while for millions of outcomes.
@@ -269,7 +269,7 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     end
   end
 end
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 return kept
 "#;
 

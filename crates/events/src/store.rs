@@ -133,6 +133,13 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, session: &str) -> Result<Option<String>>;
     /// Whether a cancel of run `run` was requested ([`Store::request_cancel`]).
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool>;
+    /// Pauses (`paused`) the session's current run, or resumes it: marks it paused for its
+    /// coordinator to see ([`Store::pause_requested`]), or removes the mark. Returns the run, or
+    /// `None` when no run is current (nothing is written). The mark lives as long as the working
+    /// state.
+    async fn request_pause(&self, session: &str, paused: bool) -> Result<Option<String>>;
+    /// Whether run `run` is marked paused ([`Store::request_pause`]).
+    async fn pause_requested(&self, session: &str, run: &str) -> Result<bool>;
     /// Keeps the session document run `run` runs (as submitted, id included), so that a client
     /// submitting the id again can tell a repeat from another document. Part of the working
     /// state; fenced like every coordinator write.
@@ -276,7 +283,7 @@ pub trait Store: Send + Sync + 'static {
     /// result.
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
     /// Keeps the session's recorded successes for a new run of it that reuses them (a rerun of
-    /// what failed): deletes every other outcome, the cancel mark and the range counts, and
+    /// what failed): deletes every other outcome, the cancel and pause marks and the range counts, and
     /// returns how many successes are kept. Fenced like every coordinator write.
     async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64>;
     /// Deletes the session's working state, as [`Store::cleanup`], if `run` is still its current

@@ -2,7 +2,7 @@
 //! status, instance counts for the session and per group and task, and the times and rate the
 //! runtime adds. The shape stored as `agency:{S}:state`:
 //!
-//! `{"session_id", "run", "status": "pending" | "running", "instances": {"total", "succeeded",
+//! `{"session_id", "run", "status": "pending" | "running" | "paused", "instances": {"total", "succeeded",
 //! "failed", "running", "attempts", "retries"}, "groups": {id: {"status", "tasks": {id:
 //! {counts}}}}, "submitted_at", "started_at", "updated_at", "rate_per_s", "eta_s"}`
 //!
@@ -58,6 +58,8 @@ pub enum LiveStatus {
     Pending,
     /// A coordinator runs it.
     Running,
+    /// Paused (`agency pause`): nothing new is dispatched or started; what ran was recorded.
+    Paused,
 }
 
 /// Instance counts.

@@ -35,7 +35,7 @@ const NOTICE_BATCH: usize = 1024;
 
 /// What the loop's delay queue holds: retries and deadlines, due at their time.
 #[derive(Debug)]
-enum Due {
+pub(super) enum Due {
     Retry {
         group: usize,
         task: usize,
@@ -60,7 +60,7 @@ pub(super) struct SessionRun<'a> {
     pub(super) formats: HashMap<(usize, usize), Option<OutputFormat>>,
     started: Instant,
     /// Retries and deadlines, owned by the loop: one timer for all of them.
-    timers: Timers<Due>,
+    pub(super) timers: Timers<Due>,
     /// Taking over from a coordinator that stopped: stored outcomes are read as tasks are
     /// planned, and ranges whose outcomes are all stored are not dispatched again.
     pub(super) resuming: bool,
@@ -78,6 +78,9 @@ pub(super) struct SessionRun<'a> {
     settled_at: HashMap<(usize, usize), Duration>,
     /// A rerun: how many successes of the run before it reuses.
     pub(super) reused: Option<u64>,
+    /// Paused (`agency pause`): ranges to dispatch wait in `held` until it resumes.
+    pub(super) paused: bool,
+    pub(super) held: Vec<WorkItem>,
 }
 
 impl<'a> SessionRun<'a> {
@@ -107,6 +110,8 @@ impl<'a> SessionRun<'a> {
             state_written: Instant::now(),
             settled_at: HashMap::new(),
             reused: None,
+            paused: false,
+            held: Vec::new(),
         }
     }
 
@@ -256,13 +261,17 @@ impl<'a> SessionRun<'a> {
                 }),
                 _ = reconcile_timer.tick() => {
                     // A cancel sent to the coordinator that took the action may have to reach
-                    // this one through the store.
+                    // this one through the store; a pause always does.
                     if lease.is_some() && !cancelled {
                         let run = self.run;
                         if patiently("reading whether the session was cancelled", || store.cancel_requested(id, run)).await? {
                             tracing::info!(session = id, "cancelling the session, as asked through the store");
                             cancelled = true;
                             self.apply(vec![SessionEvent::Cancel]).await?;
+                        }
+                        let paused = patiently("reading whether the session is paused", || store.pause_requested(id, run)).await?;
+                        if paused != self.paused && !cancelled {
+                            self.set_paused(paused).await?;
                         }
                     }
                     // Pub/sub is only a wake-up: when it has been quiet for a while, read the

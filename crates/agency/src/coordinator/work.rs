@@ -5,11 +5,12 @@
 //! task.
 
 use super::patiently;
-use super::run::SessionRun;
+use super::run::{Due, SessionRun};
 use crate::error::{Error, Result};
-use events::{Status, TaskRecord, TaskRef, WorkItem, DISPATCH_TOPIC};
+use events::{Control, Status, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::time::Duration;
 use taskgroup::{Event, SessionEvent};
 use tokio::time::Instant;
@@ -107,7 +108,12 @@ impl SessionRun<'_> {
     }
 
     /// Publishes work concurrently: awaiting each delivery in turn would serialize on the broker.
-    pub(super) async fn publish(&self, mut items: Vec<WorkItem>) -> Result<()> {
+    /// While the run is paused, the work waits until it resumes.
+    pub(super) async fn publish(&mut self, mut items: Vec<WorkItem>) -> Result<()> {
+        if self.paused {
+            self.held.extend(items);
+            return Ok(());
+        }
         if self.resuming {
             items = self.not_yet_done(items).await?;
         }
@@ -143,6 +149,91 @@ impl SessionRun<'_> {
         }
         crate::failpoint::hit(crate::failpoint::DISPATCHED);
         Ok(())
+    }
+
+    /// Pauses the run (workers start no more of its instances, and what it would dispatch
+    /// waits), or resumes it: workers start its instances again, and everything not settled is
+    /// dispatched, what waited and what paused workers dropped, less what is recorded. Retries
+    /// waiting for their delay are left to it. Deadlines are not stopped by a pause.
+    pub(super) async fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let control = if paused {
+            Control::PauseRun {
+                session: self.id.to_string(),
+                run: self.run.to_string(),
+            }
+        } else {
+            Control::ResumeRun {
+                session: self.id.to_string(),
+                run: self.run.to_string(),
+            }
+        };
+        let control = events::encode("a pause", &control)?;
+        let store = &self.coordinator.store;
+        patiently("sending a pause", || {
+            store.publish(CONTROL_CHANNEL, control.clone())
+        })
+        .await?;
+        self.paused = paused;
+        tracing::info!(session = self.id, paused, "pause changed");
+        if !paused {
+            let waiting: HashSet<(usize, usize, u64)> = self
+                .timers
+                .values()
+                .filter_map(|due| match *due {
+                    Due::Retry {
+                        group,
+                        task,
+                        instance,
+                        ..
+                    } => Some((group, task, instance)),
+                    Due::Deadline(_) => None,
+                })
+                .collect();
+            let mut items = std::mem::take(&mut self.held);
+            for (group, task, _) in self.machine.unsettled() {
+                let Some(machine) = self.machine.group(group) else {
+                    continue;
+                };
+                for (start, end, attempt) in machine.tasks()[task].undone() {
+                    let mut from = start;
+                    for instance in start..=end {
+                        if instance == end || waiting.contains(&(group, task, instance)) {
+                            if from < instance {
+                                items.push(self.work_item(group, task, from, instance, attempt));
+                            }
+                            from = instance + 1;
+                        }
+                    }
+                }
+            }
+            // Only groups still running: what a cancel or deadline stopped meanwhile stays stopped.
+            items.retain(|item| self.machine.is_running(item.task.group));
+            let left = self.not_yet_done(items).await?;
+            self.publish(merge_ranges(left, self.coordinator.chunk))
+                .await?;
+        }
+        self.write_state().await
+    }
+
+    /// A range of a task of this run, to dispatch.
+    pub(super) fn work_item(
+        &self,
+        group: usize,
+        task: usize,
+        start: u64,
+        end: u64,
+        attempt: u32,
+    ) -> WorkItem {
+        WorkItem {
+            v: events::messages::VERSION,
+            session: self.id.to_string(),
+            run: self.run.to_string(),
+            claim: self.fence.token().to_string(),
+            task: TaskRef { group, task },
+            start,
+            end,
+            attempt,
+        }
     }
 
     /// What is left of each range to run: its stretches of instances whose outcome of this
@@ -323,6 +414,9 @@ impl SessionRun<'_> {
             state.eta_s = Some(state.instances.total.saturating_sub(settled) as f64 / rate);
         }
         state.run = Some(self.run.to_string());
+        if self.paused {
+            state.status = taskgroup::LiveStatus::Paused;
+        }
         state.submitted_at = self.submitted_at.clone();
         state.started_at = Some(taskgroup::iso8601(self.started_ms));
         let now = self.started_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);

@@ -38,11 +38,14 @@ impl Drop for Running<'_> {
 }
 
 impl Worker {
+    /// Runs the range's instances; once `paused` fires no more start (those running finish and
+    /// are recorded), once `cancel` fires nothing more is recorded either.
     pub(super) async fn execute(
         &self,
         item: &WorkItem,
         prepared: &Prepared,
         cancel: &CancellationToken,
+        paused: &CancellationToken,
     ) -> crate::Result<()> {
         let memo = match prepared.memo {
             Some(_) => Some(self.memoized(item, prepared).await?),
@@ -53,7 +56,7 @@ impl Worker {
             Some(memo) => memo.to_run.clone(),
         };
         let outcomes = futures_util::stream::iter(to_run)
-            .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel))
+            .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel, paused))
             .buffer_unordered(prepared.concurrency);
         let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
         while let Some(batch) = outcomes.next().await {
@@ -225,16 +228,18 @@ impl Worker {
         Ok(batch)
     }
 
-    /// One attempt of one instance; `None` when the group was cancelled meanwhile.
+    /// One attempt of one instance; `None` when the group was cancelled or the run paused
+    /// before it started.
     async fn run_instance(
         &self,
         prepared: &Prepared,
         instance: u64,
         attempt: u32,
         cancel: &CancellationToken,
+        paused: &CancellationToken,
     ) -> Option<Outcome> {
         let _permit = prepared.permits.acquire().await.ok()?;
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || paused.is_cancelled() {
             return None;
         }
         let _running = Running::count(&self.running);

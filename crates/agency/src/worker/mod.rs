@@ -120,6 +120,9 @@ pub struct Worker {
     /// Cancellation per (session, run, claim, group), fired by the coordinator's control
     /// messages, with a guard counting the ranges that use it.
     cancels: Mutex<HashMap<CancelScope, GroupCancel>>,
+    /// Per run (session, run): a token cancelled while the run is paused, and the guard its
+    /// running ranges hold.
+    pauses: Mutex<HashMap<(String, String), GroupCancel>>,
     /// This worker's name on the ranges it starts (see [`Store::track_range`]): unique to the
     /// process, so a worker started again counts as another.
     name: String,
@@ -151,6 +154,7 @@ impl Worker {
             prepared: Mutex::new(HashMap::new()),
             name: uuid::Uuid::new_v4().to_string(),
             cancels: Mutex::new(HashMap::new()),
+            pauses: Mutex::new(HashMap::new()),
             running: Arc::default(),
         })
     }
@@ -282,8 +286,32 @@ impl Worker {
                 tracing::debug!(session = %session, run = %run, group, "cancelling group");
                 self.cancel_token((session, run, claim, group)).0.cancel();
             }
+            Ok(Control::PauseRun { session, run }) => {
+                tracing::debug!(session = %session, run = %run, "pausing run");
+                self.pause_token(session, run).0.cancel();
+            }
+            Ok(Control::ResumeRun { session, run }) => {
+                tracing::debug!(session = %session, run = %run, "resuming run");
+                // Ranges running keep the cancelled token and start nothing more; new ones run.
+                self.pauses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(session, run));
+            }
             Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
         }
+    }
+
+    /// The run's pause token (cancelled while it is paused), and a guard to hold while running
+    /// its work. Entries no running range holds are evicted, except paused ones.
+    fn pause_token(&self, session: String, run: String) -> GroupCancel {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        if pauses.len() >= CACHE_LIMIT {
+            pauses
+                .retain(|_, (token, in_use)| token.is_cancelled() || Arc::strong_count(in_use) > 1);
+        }
+        let (token, in_use) = pauses.entry((session, run)).or_default();
+        (token.clone(), in_use.clone())
     }
 
     /// The group's cancellation token, and a guard to hold while running its work: entries no
@@ -312,6 +340,11 @@ impl Worker {
         if cancel.is_cancelled() {
             return;
         }
+        let (paused, _running) = self.pause_token(item.session.clone(), item.run.clone());
+        if paused.is_cancelled() {
+            // Dropped: the coordinator dispatches what is left of the run when it resumes.
+            return tracing::debug!(session = %item.session, run = %item.run, "skipping work of a paused run");
+        }
         let prepared = match self.prepare(&item).await {
             Ok(Some(prepared)) => prepared,
             // Work for a session that already ended (cancelled, timed out), or for an earlier
@@ -332,7 +365,7 @@ impl Worker {
                 tracing::warn!(session = %item.session, %error, "cannot count the range's start; running it")
             }
         }
-        if let Err(error) = self.execute(&item, &prepared, &cancel).await {
+        if let Err(error) = self.execute(&item, &prepared, &cancel, &paused).await {
             tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, %error, "cannot record outcomes");
             return;
         }

@@ -265,6 +265,22 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn request_pause(&self, s: &str, paused: bool) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("pausing {s}: {paused}"),
+            self.inner.request_pause(s, paused)
+        )
+    }
+
+    async fn pause_requested(&self, s: &str, run: &str) -> Result<bool> {
+        faulty!(
+            self,
+            format!("reading whether {s} is paused"),
+            self.inner.pause_requested(s, run)
+        )
+    }
+
     async fn keep_successes(&self, s: &str, f: Fence<'_>) -> Result<u64> {
         faulty!(
             self,

@@ -604,6 +604,34 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         .await
         .expect("record");
     store.request_cancel(session).await.expect("cancel");
+    // Pausing marks the current run; resuming takes the mark away.
+    let nobody = format!("{session}-nobody");
+    assert_eq!(
+        store.request_pause(&nobody, true).await.expect("pause"),
+        None
+    );
+    assert!(!store
+        .pause_requested(&nobody, "first")
+        .await
+        .expect("paused"));
+    assert_eq!(
+        store.request_pause(session, true).await.expect("pause"),
+        Some("first".to_string())
+    );
+    assert!(store
+        .pause_requested(session, "first")
+        .await
+        .expect("paused"));
+    assert!(!store
+        .pause_requested(session, "other")
+        .await
+        .expect("paused"));
+    store.request_pause(session, false).await.expect("resume");
+    assert!(!store
+        .pause_requested(session, "first")
+        .await
+        .expect("paused"));
+    store.request_pause(session, true).await.expect("pause");
     assert_eq!(
         store
             .keep_successes(session, Fence::Open)
@@ -629,6 +657,10 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         .cancel_requested(session, "first")
         .await
         .expect("cancel mark"));
+    assert!(!store
+        .pause_requested(session, "first")
+        .await
+        .expect("pause mark"));
     let again = [
         outcome(1, 1, true),
         outcome(2, 1, true),

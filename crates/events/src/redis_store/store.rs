@@ -349,6 +349,7 @@ impl Store for RedisStore {
             .key(key(session, "keys"))
             .key(key(session, "cancel"))
             .key(key(session, "starts"))
+            .key(key(session, "pause"))
             .arg(fence.token())
             .invoke_async(&mut connection)
             .await
@@ -688,6 +689,39 @@ impl Store for RedisStore {
             .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn request_pause(&self, session: &str, paused: bool) -> Result<Option<String>> {
+        let mut connection = self.connection.clone();
+        if paused {
+            return self
+                .request_cancel
+                .key(key(session, "run"))
+                .key(key(session, "pause"))
+                .key(key(session, "keys"))
+                .arg(WORKING_TTL_SECONDS)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable);
+        }
+        let (run,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .get(key(session, "run"))
+            .del(key(session, "pause"))
+            .ignore()
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(run)
+    }
+
+    async fn pause_requested(&self, session: &str, run: &str) -> Result<bool> {
+        let mut connection = self.connection.clone();
+        let paused: Option<String> = connection
+            .get(key(session, "pause"))
+            .await
+            .map_err(unavailable)?;
+        Ok(paused.is_some_and(|paused| paused == run))
     }
 
     async fn cancel_requested(&self, session: &str, run: &str) -> Result<bool> {

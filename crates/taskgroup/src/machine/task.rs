@@ -166,6 +166,27 @@ impl TaskRun {
         }
     }
 
+    /// The instances without a final outcome, as `(start, end, attempt)`: consecutive ones of
+    /// the same current attempt together. What a runtime dispatches again when work it sent may
+    /// have been dropped (a paused run resuming).
+    pub fn undone(&self) -> Vec<(u64, u64, u32)> {
+        let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
+        if self.state != TaskState::Running {
+            return ranges;
+        }
+        for instance in 0..self.instances {
+            if self.is_done(instance) {
+                continue;
+            }
+            let attempt = self.current_attempt(instance);
+            match ranges.last_mut() {
+                Some((_, end, last)) if *end == instance && *last == attempt => *end += 1,
+                _ => ranges.push((instance, instance + 1, attempt)),
+            }
+        }
+        ranges
+    }
+
     pub(super) fn current_attempt(&self, instance: u64) -> u32 {
         self.retrying.get(&instance).copied().unwrap_or(1)
     }

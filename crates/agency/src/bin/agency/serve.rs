@@ -138,6 +138,19 @@ pub enum Serve {
         #[arg(long)]
         replace: bool,
     },
+    /// Pause a running session: nothing new is dispatched or started, running instances finish
+    /// and are recorded, its status is `paused`; its deadlines keep counting
+    Pause {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
+    /// Resume a paused session: what is left of it is dispatched again
+    Resume {
+        session: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
     /// Run a session that did not complete again, reusing every success it recorded: only what
     /// failed or never finished is executed
     Rerun {
@@ -302,6 +315,28 @@ fn session_text(
     Ok((read(&file)?, file.display().to_string()))
 }
 
+/// `agency pause` (`paused`) and `agency resume`.
+async fn pause(session: &str, servers: &Servers, paused: bool) -> anyhow::Result<ExitCode> {
+    let what = if paused { "pause" } else { "resume" };
+    let (broker, store) = connect(servers).await?;
+    match distributed::pause(broker.as_ref(), store.as_ref(), session, paused).await? {
+        distributed::CancelAnswer::Sent { run } => {
+            eprintln!("{what} of session {session} (run {run}) sent");
+            Ok(ExitCode::SUCCESS)
+        }
+        distributed::CancelAnswer::Finished(result) => {
+            anyhow::bail!(
+                "session `{session}` has already finished ({}); nothing to {what}",
+                result.status
+            )
+        }
+        distributed::CancelAnswer::Unknown => anyhow::bail!(
+            "no session `{session}` is running in {}; nothing to {what}",
+            servers.redis
+        ),
+    }
+}
+
 /// What `agency cache` does.
 #[derive(Debug, clap::Subcommand)]
 pub enum Cache {
@@ -403,6 +438,8 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
                 Ok(exit_code(&result))
             }
+            Serve::Pause { session, servers } => pause(&session, &servers, true).await,
+            Serve::Resume { session, servers } => pause(&session, &servers, false).await,
             Serve::Rerun { session, servers, wait, timeout } => {
                 let (broker, store) = connect(&servers).await?;
                 let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
