@@ -50,6 +50,9 @@ impl Store for DeafStore {
         }
         self.inner.record_outcomes(s, t, run, o, None).await
     }
+    async fn end_run(&self, s: &str, run: &str, f: Fence<'_>) -> events::Result<()> {
+        self.inner.end_run(s, run, f).await
+    }
     async fn request_pause(&self, s: &str, paused: bool) -> events::Result<Option<String>> {
         self.inner.request_pause(s, paused).await
     }

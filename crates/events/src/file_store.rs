@@ -827,6 +827,12 @@ impl Store for FileStore {
         self.meta_changed(session)
     }
 
+    async fn end_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
+        self.memory.end_run(session, run, fence).await?;
+        self.meta_changed(session)?;
+        self.checkpoint().await
+    }
+
     async fn current_run(&self, session: &str) -> Result<Option<String>> {
         self.memory.current_run(session).await
     }

@@ -443,6 +443,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn end_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
+        let mut sessions = self.fenced(session, fence)?;
+        if sessions
+            .runs
+            .get(session)
+            .is_some_and(|current| current == run)
+        {
+            sessions.runs.remove(session);
+            sessions.cancels.remove(session);
+            sessions.pauses.remove(session);
+        }
+        Ok(())
+    }
+
     async fn current_run(&self, session: &str) -> Result<Option<String>> {
         Ok(self.state()?.runs.get(session).cloned())
     }

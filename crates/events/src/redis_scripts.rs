@@ -154,6 +154,13 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 'ok'
 "#;
 
+/// After [`FENCE`]. KEYS: fence, current run, cancel mark, pause mark. ARGV: token, run. The
+/// run stops being the current one (its working state stays), if it still is.
+pub(crate) const END_RUN_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) end
+return 'ok'
+"#;
+
 /// After [`FENCE`]. KEYS: fence, document hash, keys index. ARGV: token, working TTL s, run,
 /// document.
 pub(crate) const SAVE_DOCUMENT_SCRIPT: &str = r#"

@@ -124,6 +124,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `run` the session's current run, whose outcomes [`Store::record_outcomes`]
     /// accepts. Cleanup forgets it.
     async fn start_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
+    /// Ends run `run` while keeping the session's working state (a session that did not
+    /// complete keeps it for a rerun): it is no longer the current run, so late work of it is
+    /// refused like work of any ended run, and its cancel and pause marks go. Nothing changes
+    /// when another run is current.
+    async fn end_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()>;
     /// The session's current run ([`Store::start_run`]): `None` before one started and after
     /// cleanup.
     async fn current_run(&self, session: &str) -> Result<Option<String>>;

@@ -355,7 +355,14 @@ impl Coordinator {
         crate::failpoint::hit(crate::failpoint::RESULT_STORED);
         if !result.completed() {
             // Kept for a rerun of what failed (`agency rerun`); it expires by itself, and a new
-            // submission of the id deletes it.
+            // submission of the id deletes it. The run ends, so late work of it is refused.
+            let ended = events::retry("ending the run", &stop, None, || {
+                self.store.end_run(id, name, fence(lease))
+            })
+            .await;
+            if let Some(Err(error)) = ended {
+                tracing::warn!(session = id, %error, "cannot end the run; its working state expires by itself");
+            }
             tracing::info!(session = id, status = %result.status, "the session's working state is kept for a rerun");
             return Ok(result);
         }

@@ -265,6 +265,14 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn end_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("ending run {run} of {s}"),
+            self.inner.end_run(s, run, f)
+        )
+    }
+
     async fn request_pause(&self, s: &str, paused: bool) -> Result<Option<String>> {
         faulty!(
             self,

@@ -674,6 +674,39 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         [true, true, false],
         "the failed instances start over at attempt 1; a kept success stays final"
     );
+    // Ended while its state is kept: late work of it is refused, and what is kept stays.
+    store
+        .end_run(session, "other", Fence::Open)
+        .await
+        .expect("end another run");
+    assert_eq!(
+        store.current_run(session).await.expect("run"),
+        Some("second".to_string()),
+        "ending a run that is not current changes nothing"
+    );
+    store.request_pause(session, true).await.expect("pause");
+    store
+        .end_run(session, "second", Fence::Open)
+        .await
+        .expect("end the run");
+    assert_eq!(store.current_run(session).await.expect("run"), None);
+    assert!(!store
+        .pause_requested(session, "second")
+        .await
+        .expect("paused"));
+    let late = [outcome(3, 2, false)];
+    assert_eq!(
+        store
+            .record_outcomes(session, task, "second", &late, None)
+            .await
+            .expect("record late"),
+        [false]
+    );
+    assert_eq!(
+        store.outcomes(session, task, 0..4).await.expect("outcomes")[1],
+        Some(again[0].clone()),
+        "the kept outcomes stay"
+    );
     store.cleanup(session, Fence::Open).await.expect("cleanup");
 }
 

@@ -33,10 +33,10 @@ mod store;
 use crate::error::{Error, Result};
 use crate::messages::TaskRef;
 use crate::redis_scripts::{
-    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, FENCE, HEARTBEAT_SCRIPT, KEEP_SUCCESSES_SCRIPT,
-    RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT,
-    RESULT_SCRIPT, RUN_CLEANUP, SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT, SAVE_TASK_SCRIPT,
-    SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
+    CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, END_RUN_SCRIPT, FENCE, HEARTBEAT_SCRIPT,
+    KEEP_SUCCESSES_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, REPLACE_HASH_SCRIPT,
+    REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP, SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT,
+    SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -115,6 +115,7 @@ struct Fenced {
     save_document: redis::Script,
     save_state: redis::Script,
     keep_successes: redis::Script,
+    end_run: redis::Script,
 }
 
 impl Fenced {
@@ -132,6 +133,7 @@ impl Fenced {
             save_document: fenced(SAVE_DOCUMENT_SCRIPT),
             save_state: fenced(SAVE_STATE_SCRIPT),
             keep_successes: fenced(KEEP_SUCCESSES_SCRIPT),
+            end_run: fenced(END_RUN_SCRIPT),
         }
     }
 }

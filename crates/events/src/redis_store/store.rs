@@ -403,6 +403,17 @@ impl Store for RedisStore {
         self.write_fenced(session, &mut invocation).await
     }
 
+    async fn end_run(&self, session: &str, run: &str, fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.end_run.key(key(session, "fence"));
+        invocation
+            .key(key(session, "run"))
+            .key(key(session, "cancel"))
+            .key(key(session, "pause"))
+            .arg(fence.token())
+            .arg(run);
+        self.write_fenced(session, &mut invocation).await
+    }
+
     async fn current_run(&self, session: &str) -> Result<Option<String>> {
         let mut connection = self.connection.clone();
         connection
