@@ -241,7 +241,11 @@ impl Engine {
         let reused = match found.start {
             DurableStart::Rerun => Some(
                 self.store()
-                    .keep_successes(&found.id, events::Fence::Open)
+                    .keep_successes(
+                        &found.id,
+                        &crate::coordinator::exit_handlers(session),
+                        events::Fence::Open,
+                    )
                     .await?,
             ),
             _ => None,

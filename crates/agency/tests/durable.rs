@@ -293,7 +293,9 @@ fn flaky(log: &Path, flag: &Path) -> Value {
                       "expansion_config": {"type": "range", "range": "0-19", "variable": "n"}}}]},
         {"id": "after", "depends_on": ["g"], "tasks": [
             {"id": "all", "executor": "echo", "input": {"items": "{{context.items}}"}}
-        ]}
+        ]},
+        {"id": "cleanup", "on_exit": true, "tasks": [{"id": "tidy", "executor": "command",
+            "input": {"argv": ["sh", "-c", format!("echo 99 >> {}.exit; echo '{{}}'", log.display())]}}]}
     ]})
 }
 
@@ -341,6 +343,13 @@ fn retry_failed_reruns_only_what_failed_and_completes() {
         json!((0..20).collect::<Vec<u64>>()),
         "the context is recomputed from every success, reused or new"
     );
+    let exit_log = PathBuf::from(format!("{}.exit", log.display()));
+    assert_eq!(
+        executions(&exit_log)[&99],
+        2,
+        "the exit handler ran at the end of each run, not reused"
+    );
+    assert_eq!(rerun["context"]["_session"]["status"], "completed");
 
     // Completed now: run again, with or without the flag, nothing runs.
     let again = result_of(&run(&["--retry-failed"]));

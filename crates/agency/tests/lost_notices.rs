@@ -59,8 +59,13 @@ impl Store for DeafStore {
     async fn pause_requested(&self, s: &str, run: &str) -> events::Result<bool> {
         self.inner.pause_requested(s, run).await
     }
-    async fn keep_successes(&self, s: &str, f: Fence<'_>) -> events::Result<u64> {
-        self.inner.keep_successes(s, f).await
+    async fn keep_successes(
+        &self,
+        s: &str,
+        forget: &[TaskRef],
+        f: Fence<'_>,
+    ) -> events::Result<u64> {
+        self.inner.keep_successes(s, forget, f).await
     }
     async fn memo_get(&self, keys: &[String]) -> events::Result<Vec<Option<Value>>> {
         self.inner.memo_get(keys).await

@@ -227,17 +227,29 @@ impl FileStore {
             operation: format!("opening {}", path.display()),
             message: e.to_string(),
         })?;
-        if let Err(error) = lock.try_lock() {
-            return Err(Error::Refused {
-                backend: "state file",
-                operation: format!("opening {}", path.display()),
-                message: match error {
-                    std::fs::TryLockError::WouldBlock => {
-                        "another process has it open for writing (one run per state file)".into()
-                    }
-                    std::fs::TryLockError::Error(error) => error.to_string(),
-                },
-            });
+        // A store of this process just dropped may hold the lock a moment longer (a checkpoint
+        // it was writing): wait for that, not for another writer.
+        let patience = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < patience => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => {
+                    return Err(Error::Refused {
+                        backend: "state file",
+                        operation: format!("opening {}", path.display()),
+                        message: match error {
+                            std::fs::TryLockError::WouldBlock => {
+                                "another process has it open for writing (one run per state file)"
+                                    .into()
+                            }
+                            std::fs::TryLockError::Error(error) => error.to_string(),
+                        },
+                    })
+                }
+            }
         }
         let memory = MemoryStore::new();
         load(&db, &mut *memory.state()?, path)?;
@@ -1051,8 +1063,13 @@ impl Store for FileStore {
         self.checkpoint().await
     }
 
-    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
-        let kept = self.memory.keep_successes(session, fence).await?;
+    async fn keep_successes(
+        &self,
+        session: &str,
+        forget: &[TaskRef],
+        fence: Fence<'_>,
+    ) -> Result<u64> {
+        let kept = self.memory.keep_successes(session, forget, fence).await?;
         self.changed(session, |c| c.all = true)?;
         self.checkpoint().await?;
         Ok(kept)

@@ -635,8 +635,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
+    async fn keep_successes(
+        &self,
+        session: &str,
+        forget: &[TaskRef],
+        fence: Fence<'_>,
+    ) -> Result<u64> {
         let mut sessions = self.fenced(session, fence)?;
+        sessions
+            .outcomes
+            .retain(|(name, task), _| name != session || !forget.contains(task));
         let mut kept = 0u64;
         for ((name, _), slots) in sessions.outcomes.iter_mut() {
             if name != session {

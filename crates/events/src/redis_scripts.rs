@@ -258,11 +258,16 @@ redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, keys index, cancel, starts, pause. ARGV: token. Every outcome but a
-/// success is deleted from the session's outcome hashes (the index lists them), with the cancel
-/// mark and the range counts; answers how many successes are kept. One pass over the hashes, a
+/// After [`FENCE`]. KEYS: fence, keys index, cancel, starts, pause, then the outcome hashes to
+/// delete whole. ARGV: token. Those hashes go; every outcome but a success is deleted from the
+/// session's other outcome hashes (the index lists them), with the cancel mark and the range
+/// counts; answers how many successes are kept. One pass over the hashes, a
 /// rare step (a rerun), so it may take a while for millions of outcomes.
 pub(crate) const KEEP_SUCCESSES_SCRIPT: &str = r#"
+for i = 6, #KEYS do
+  redis.call('UNLINK', KEYS[i])
+  redis.call('SREM', KEYS[2], KEYS[i])
+end
 local kept = 0
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if string.find(name, ':outcomes:', 1, true) then

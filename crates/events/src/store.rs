@@ -288,9 +288,15 @@ pub trait Store: Send + Sync + 'static {
     /// result.
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
     /// Keeps the session's recorded successes for a new run of it that reuses them (a rerun of
-    /// what failed): deletes every other outcome, the cancel and pause marks and the range counts, and
-    /// returns how many successes are kept. Fenced like every coordinator write.
-    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64>;
+    /// what failed): deletes every other outcome, every outcome of the tasks in `forget` (exit
+    /// handlers, which run again whatever they did), the cancel and pause marks and the range
+    /// counts, and returns how many successes are kept. Fenced like every coordinator write.
+    async fn keep_successes(
+        &self,
+        session: &str,
+        forget: &[TaskRef],
+        fence: Fence<'_>,
+    ) -> Result<u64>;
     /// Deletes the session's working state, as [`Store::cleanup`], if `run` is still its current
     /// run ([`Store::start_run`]); otherwise does nothing. For a session found finished whose
     /// coordinator stopped between storing the result and cleaning up: it needs no claim, and a

@@ -25,13 +25,7 @@ struct MemoizeSpec {
 impl Memoize {
     /// Parses a `memoize` value; errors are `(field below memoize, message)`.
     pub fn parse(value: &Value) -> Result<Self, (String, String)> {
-        let spec: MemoizeSpec = serde_path_to_error::deserialize(value).map_err(|error| {
-            let path = error.path().to_string();
-            (
-                if path == "." { String::new() } else { path },
-                error.into_inner().to_string(),
-            )
-        })?;
+        let spec: MemoizeSpec = crate::policy::read_at(value)?;
         if spec.key.trim().is_empty() {
             return Err((
                 "key".into(),

@@ -208,16 +208,24 @@ const DEFAULT_MAX_MS: u64 = 300_000;
 /// More retries than this is a mistake in a session file, not a policy.
 const MAX_RETRIES: u32 = 1000;
 
+/// `value` read as a `T`; an error is `(field below value, message)`, the field empty for the
+/// value itself.
+pub(crate) fn read_at<T: serde::de::DeserializeOwned>(
+    value: &Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        (
+            if path == "." { String::new() } else { path },
+            error.into_inner().to_string(),
+        )
+    })
+}
+
 impl RetryPolicy {
     /// Parses a `retry` value; errors are `(field below retry, message)`.
     pub fn parse(value: &Value) -> Result<Self, (String, String)> {
-        let spec: RetrySpec = serde_path_to_error::deserialize(value).map_err(|error| {
-            let path = error.path().to_string();
-            (
-                if path == "." { String::new() } else { path },
-                error.into_inner().to_string(),
-            )
-        })?;
+        let spec: RetrySpec = read_at(value)?;
         let max_retries = spec.max_retries.unwrap_or(DEFAULT_RETRIES);
         if max_retries > MAX_RETRIES {
             return Err((

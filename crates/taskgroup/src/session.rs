@@ -244,13 +244,8 @@ impl Check {
                         );
                     }
                 }
-                if let Some(Err((field, message))) = task.retry.as_ref().map(RetryPolicy::parse) {
-                    let path = if field.is_empty() {
-                        at.key("retry")
-                    } else {
-                        at.key("retry").dotted(&field)
-                    };
-                    self.problem(&path, message);
+                if let Some(Err(problem)) = task.retry.as_ref().map(RetryPolicy::parse) {
+                    self.field_problem(&at.key("retry"), problem);
                 }
                 if task.timeout_ms == Some(0) {
                     self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
@@ -258,16 +253,21 @@ impl Check {
                 if task.concurrency == Some(0) {
                     self.problem(&at.key("concurrency"), "concurrency must be at least 1");
                 }
-                if let Some(Err((field, message))) = task.memoize.as_ref().map(Memoize::parse) {
-                    let path = if field.is_empty() {
-                        at.key("memoize")
-                    } else {
-                        at.key("memoize").dotted(&field)
-                    };
-                    self.problem(&path, message);
+                if let Some(Err(problem)) = task.memoize.as_ref().map(Memoize::parse) {
+                    self.field_problem(&at.key("memoize"), problem);
                 }
             }
         }
+    }
+
+    /// A problem `(field below at, message)` of the value at `at`.
+    fn field_problem(&mut self, at: &FieldPath, (field, message): (String, String)) {
+        let path = if field.is_empty() {
+            at.clone()
+        } else {
+            at.dotted(&field)
+        };
+        self.problem(&path, message);
     }
 
     /// A name or description: for people, so bounded.

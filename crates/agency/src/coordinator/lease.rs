@@ -4,10 +4,23 @@
 
 use super::{Coordinator, Lease, LEASE};
 use crate::error::{Error, Result};
-use events::{Claim, Fence, Origin, Renewal};
+use events::{Claim, Fence, Origin, Renewal, TaskRef};
 use serde_json::Value;
+use taskgroup::Session;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+/// The tasks of the session's exit handlers: a rerun runs them again, whatever they did.
+pub(crate) fn exit_handlers(session: &Session) -> Vec<TaskRef> {
+    session
+        .spec
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, group)| group.on_exit)
+        .flat_map(|(g, group)| (0..group.tasks.len()).map(move |t| TaskRef { group: g, task: t }))
+        .collect()
+}
 
 /// How a session starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +98,14 @@ pub(super) const STOPPING: &str = "this coordinator is stopping";
 impl Coordinator {
     /// Takes the session's lease: waits while another coordinator holds it, and while the store
     /// cannot be reached (the action is not lost to an outage).
-    /// A `rerun` keeps the successes an earlier run of the id left instead of deleting its
-    /// working state.
+    /// A `rerun` (of this session) keeps the successes an earlier run of the id left instead of
+    /// deleting its working state, except its exit handlers', which run again.
     pub(super) async fn take(
         &self,
         lease: Lease<'_>,
         id: &str,
         origin: &Origin,
-        rerun: bool,
+        rerun: Option<&Session>,
         stop: &CancellationToken,
     ) -> Result<Taken> {
         let mut unreachable = events::Backoff::new();
@@ -103,19 +116,20 @@ impl Coordinator {
                 .await;
             let wait = match claimed {
                 Ok(Claim::Fresh) => return Ok(Taken::Run(Start::Fresh)),
-                Ok(Claim::Stale) if rerun => {
-                    let kept = self
-                        .store
-                        .keep_successes(id, Fence::Token(lease.token))
-                        .await?;
-                    tracing::info!(
-                        session = id,
-                        kept,
-                        "rerunning what failed: the earlier run's successes are reused"
-                    );
-                    return Ok(Taken::Run(Start::Rerun { kept }));
-                }
                 Ok(Claim::Stale) => {
+                    if let Some(session) = rerun {
+                        let forget = exit_handlers(session);
+                        let kept = self
+                            .store
+                            .keep_successes(id, &forget, Fence::Token(lease.token))
+                            .await?;
+                        tracing::info!(
+                            session = id,
+                            kept,
+                            "rerunning what failed: the earlier run's successes are reused"
+                        );
+                        return Ok(Taken::Run(Start::Rerun { kept }));
+                    }
                     // An earlier run under this id may have left working state behind.
                     self.store.cleanup(id, Fence::Token(lease.token)).await?;
                     return Ok(Taken::Run(Start::Fresh));

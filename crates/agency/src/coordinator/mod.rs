@@ -20,6 +20,7 @@ mod run;
 mod timers;
 mod work;
 
+pub(crate) use lease::exit_handlers;
 pub use lease::HandedOver;
 
 use crate::error::{Error, Result};
@@ -243,6 +244,7 @@ impl Coordinator {
                 holder: &holder,
                 token: &token,
             };
+            let rerun = rerun.then_some(session);
             let outcome = match self.take(lease, id, origin, rerun, &stop).await {
                 Ok(Taken::Done(result)) => {
                     return result

@@ -376,16 +376,7 @@ impl<'a> SessionRun<'a> {
                         end,
                         attempt,
                     } => {
-                        dispatches.push(WorkItem {
-                            v: events::messages::VERSION,
-                            session: self.id.to_string(),
-                            run: self.run.to_string(),
-                            claim: self.fence.token().to_string(),
-                            task: TaskRef { group, task },
-                            start,
-                            end,
-                            attempt,
-                        });
+                        dispatches.push(self.work_item(group, task, start, end, attempt));
                         None
                     }
                     Command::ScheduleRetry {

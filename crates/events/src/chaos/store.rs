@@ -289,11 +289,11 @@ impl Store for ChaosStore {
         )
     }
 
-    async fn keep_successes(&self, s: &str, f: Fence<'_>) -> Result<u64> {
+    async fn keep_successes(&self, s: &str, forget: &[TaskRef], f: Fence<'_>) -> Result<u64> {
         faulty!(
             self,
             format!("keeping the successes of {s}"),
-            self.inner.keep_successes(s, f)
+            self.inner.keep_successes(s, forget, f)
         )
     }
 

@@ -632,12 +632,25 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         .await
         .expect("paused"));
     store.request_pause(session, true).await.expect("pause");
+    // A second task (an exit handler, say) is forgotten whole, successes included.
+    let handler = TaskRef { group: 1, task: 0 };
+    store
+        .record_outcomes(session, handler, "first", &[outcome(0, 1, true)], None)
+        .await
+        .expect("record the handler's");
     assert_eq!(
         store
-            .keep_successes(session, Fence::Open)
+            .keep_successes(session, &[handler], Fence::Open)
             .await
             .expect("keep successes"),
         2
+    );
+    assert_eq!(
+        store
+            .outcomes(session, handler, 0..1)
+            .await
+            .expect("outcomes"),
+        [None]
     );
     let kept = store.outcomes(session, task, 0..4).await.expect("outcomes");
     assert_eq!(

@@ -340,16 +340,23 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn keep_successes(&self, session: &str, fence: Fence<'_>) -> Result<u64> {
+    async fn keep_successes(
+        &self,
+        session: &str,
+        forget: &[TaskRef],
+        fence: Fence<'_>,
+    ) -> Result<u64> {
         let mut connection = self.connection.clone();
-        let answer: redis::Value = self
-            .fenced
-            .keep_successes
-            .key(key(session, "fence"))
+        let mut invocation = self.fenced.keep_successes.key(key(session, "fence"));
+        invocation
             .key(key(session, "keys"))
             .key(key(session, "cancel"))
             .key(key(session, "starts"))
-            .key(key(session, "pause"))
+            .key(key(session, "pause"));
+        for &task in forget {
+            invocation.key(outcomes_key(session, task));
+        }
+        let answer: redis::Value = invocation
             .arg(fence.token())
             .invoke_async(&mut connection)
             .await
