@@ -442,7 +442,7 @@ async fn malformed_actions_are_dead_lettered_and_the_coordinator_keeps_going() {
     );
     assert_eq!(
         reasons[3],
-        "unknown action `explode` (expected initialize or cancel)"
+        "unknown action `explode` (expected initialize, cancel, rerun, pause or resume)"
     );
 
     // The coordinator is still taking sessions.
