@@ -168,14 +168,7 @@ class Agency:
                 )
             if self.cancel(sid).get("status") == "sent":
                 self.wait(sid, timeout=REPLACE_PATIENCE_S, run=run)
-        pending = {
-            "session_id": sid,
-            "status": "pending",
-            "instances": {k: 0 for k in ("total", "succeeded", "failed", "running", "attempts", "retries")},
-            "groups": {},
-            "submitted_at": _iso8601(self._now_ms()),
-        }
-        self._save_pending(sid, json.dumps(pending))
+        self._save_pending(sid)
         self._redis.delete(_result_key(sid))
         self._runs[sid] = self._produce(sid, payload)
         return sid
@@ -314,15 +307,56 @@ class Agency:
         """Cancels the session's run under way: ``{"status": "sent", "run"}``; its result will
         say ``cancelled``, with what completed. A finished session is left as it is
         (``{"status": "finished", "result"}``); an unknown one raises :class:`NotFound`."""
+        return self._control(session_id, "cancel")
+
+    def pause(self, session_id: str) -> Dict[str, Any]:
+        """Pauses the session's run under way (as ``agency pause``): nothing new is dispatched
+        or started, running instances finish and are recorded, its status becomes ``paused``
+        within about a second; its deadlines keep counting. Answers as :meth:`cancel`."""
+        return self._control(session_id, "pause")
+
+    def resume(self, session_id: str) -> Dict[str, Any]:
+        """Resumes a paused run: what is left of it is dispatched again. Answers as
+        :meth:`cancel`."""
+        return self._control(session_id, "resume")
+
+    def rerun(self, session_id: str) -> str:
+        """Runs a session that ended ``partial``, ``failed`` or ``cancelled`` again (as ``agency
+        rerun``): every success it recorded is reused, only what failed or never finished is
+        executed; its result says how many were ``reused``. Returns the id, for :meth:`wait`.
+        Raises :class:`SessionRunning` while a run is under way, :class:`NotFound` without a
+        result, and :class:`AgencyError` when it completed or its outcomes are no longer kept."""
+        under_way = self._under_way(session_id)
+        if under_way is not None:
+            raise SessionRunning(f"session {session_id} is running (run {under_way[0]}); nothing to rerun yet")
+        result = self._result(session_id)
+        if result is None:
+            raise NotFound(f"session {session_id} has no result to rerun")
+        if result.get("status") == "completed":
+            raise AgencyError(f"session {session_id} completed: nothing failed, nothing to rerun")
+        _, document = self._redis.hmget(_key(session_id, "document"), "run", "document")
+        if document is None:
+            raise AgencyError(
+                f"session {session_id} ({result.get('status')}) kept no recorded outcomes to reuse "
+                f"(they expire a week after its last run); submit it again to run it whole"
+            )
+        payload = json.dumps({"key": session_id, "action": "rerun", "data": json.loads(document)}).encode()
+        self._save_pending(session_id)
+        self._runs[session_id] = self._produce(session_id, payload)
+        return session_id
+
+    def _control(self, session_id: str, action: str) -> Dict[str, Any]:
+        """Produces ``action`` for the session's run under way, if one is."""
         run = self._redis.get(_key(session_id, "run"))
-        if run is not None:
-            payload = json.dumps({"key": session_id, "action": "cancel"}).encode()
+        result = self._result(session_id)
+        finished = result is not None and result.get("run") in (None, run.decode() if run else None)
+        if run is not None and not finished:
+            payload = json.dumps({"key": session_id, "action": action}).encode()
             self._produce(session_id, payload)
             return {"status": "sent", "run": run.decode()}
-        result = self._result(session_id)
         if result is not None:
             return {"status": "finished", "result": result}
-        raise NotFound(f"no session {session_id} is running or has a result; nothing to cancel")
+        raise NotFound(f"no session {session_id} is running or has a result; nothing to {action}")
 
     # -- the fleet --------------------------------------------------------------------------
 
@@ -421,8 +455,17 @@ class Agency:
             return None
         return run.decode(), json.loads(document)
 
-    def _save_pending(self, session_id: str, state: str) -> None:
+    def _save_pending(self, session_id: str) -> None:
         """The submission's `pending` state, never over a run's own (as `agency submit`)."""
+        state = json.dumps(
+            {
+                "session_id": session_id,
+                "status": "pending",
+                "instances": {k: 0 for k in ("total", "succeeded", "failed", "running", "attempts", "retries")},
+                "groups": {},
+                "submitted_at": _iso8601(self._now_ms()),
+            }
+        )
         key = _key(session_id, "state")
         if self._redis.set(key, state, nx=True, ex=KEPT_S):
             pipe = self._redis.pipeline()

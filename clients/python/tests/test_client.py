@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from agency_client import NotFound, SessionFailed, SessionRunning, Timeout, check
+from agency_client import AgencyError, NotFound, SessionFailed, SessionRunning, Timeout, check
 
 
 def unique(prefix: str) -> str:
@@ -121,6 +121,49 @@ def test_cancel_ends_a_session_cancelled_with_what_completed(deployment):
     assert agency.cancel(sid) == {"status": "finished", "result": result}
     with pytest.raises(NotFound):
         agency.cancel(unique("nobody"))
+
+
+def test_pause_holds_a_session_and_resume_completes_it(deployment):
+    agency = deployment.client
+    sid = agency.submit(naps(200, ms=50), session_id=unique("paused"))
+    deadline = time.monotonic() + 30
+    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert agency.pause(sid)["status"] == "sent"
+    while agency.status(sid).get("status") != "paused":
+        assert time.monotonic() < deadline, agency.status(sid)
+        time.sleep(0.05)
+    assert agency.resume(sid)["status"] == "sent"
+    result = agency.wait(sid, timeout=60)
+    naps_done = result["groups"]["g"]["tasks"]["naps"]
+    assert result["status"] == "completed", result
+    assert naps_done["succeeded"] == 200 and naps_done["attempts"] == 200
+    assert agency.pause(sid) == {"status": "finished", "result": result}
+    with pytest.raises(NotFound):
+        agency.pause(unique("nobody"))
+
+
+def test_rerun_executes_only_what_failed(deployment, tmp_path):
+    agency = deployment.client
+    flag = tmp_path / "flag"
+    script = f"if [ $(($0 % 3)) = 0 ] && [ ! -f {flag} ]; then exit 1; fi; echo $0"
+    session = {"groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [{"id": "items", "executor": "command",
+        "input": {"argv": ["sh", "-c", script, "{{n}}"],
+                  "expansion_config": {"type": "range", "range": "1-12", "variable": "n"}}}]}]}
+    sid = agency.submit(session, session_id=unique("rerun"))
+    first = agency.wait(sid, timeout=60)
+    assert first["status"] == "partial" and first["groups"]["g"]["tasks"]["items"]["failed"] == 4
+    flag.write_text("")
+    assert agency.rerun(sid) == sid
+    result = agency.wait(sid, timeout=60)
+    assert result["status"] == "completed", result
+    assert result["reused"] == 8
+    assert result["context"]["items"] == list(range(1, 13))
+    with pytest.raises(AgencyError, match="nothing to rerun"):
+        agency.rerun(sid)
+    with pytest.raises(NotFound):
+        agency.rerun(unique("nobody"))
 
 
 def test_wait_times_out_and_the_session_goes_on(deployment):
