@@ -117,6 +117,11 @@ impl SessionRun<'_> {
         if self.resuming {
             items = self.not_yet_done(items).await?;
         }
+        self.send(items).await
+    }
+
+    /// Dispatches `items` as they are, concurrently.
+    async fn send(&self, items: Vec<WorkItem>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -209,7 +214,7 @@ impl SessionRun<'_> {
             // Only groups still running: what a cancel or deadline stopped meanwhile stays stopped.
             items.retain(|item| self.machine.is_running(item.task.group));
             let left = self.not_yet_done(items).await?;
-            self.publish(merge_ranges(left, self.coordinator.chunk))
+            self.send(merge_ranges(left, self.coordinator.chunk))
                 .await?;
         }
         self.write_state().await

@@ -51,9 +51,10 @@ impl Worker {
             Some(_) => Some(self.memoized(item, prepared).await?),
             None => None,
         };
-        let to_run: Vec<u64> = match &memo {
-            None => (item.start..item.end).collect(),
-            Some(memo) => memo.to_run.clone(),
+        // Without memoization the range is walked as it is, nothing collected.
+        let to_run: Box<dyn Iterator<Item = u64> + Send> = match &memo {
+            None => Box::new(item.start..item.end),
+            Some(memo) => Box::new(memo.to_run.iter().copied()),
         };
         let outcomes = futures_util::stream::iter(to_run)
             .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel, paused))
