@@ -33,22 +33,25 @@ fn a_coordinator_paused_past_its_lease_publishes_nothing_and_overwrites_nothing(
     for id in &ids {
         cluster.submit(&naps(id, instances, ms));
     }
-    // Pause the first coordinator once it runs a session, well before any can finish (each
-    // takes about 240 x 250 ms / 8 = 7.5 s of sleeping alone).
-    let log = cluster.dir.join("coordinator-0.log");
+    // Pause a coordinator once it runs a session, well before any can finish (each takes about
+    // 240 x 250 ms / 8 = 7.5 s of sleeping alone): whichever took one first, since the group may
+    // give every partition of these sessions to one of the two.
+    let logs = [0, 1].map(|n| cluster.dir.join(format!("coordinator-{n}.log")));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("session taken")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "coordinator 0 never took a session"
-        );
+    let (which, log) = loop {
+        let taking = logs.iter().enumerate().find(|(_, log)| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("session taken")
+        });
+        if let Some((which, log)) = taking {
+            break (which, log.clone());
+        }
+        assert!(Instant::now() < deadline, "no coordinator took a session");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     std::thread::sleep(Duration::from_secs(1));
-    let paused = cluster.processes[0].id();
+    let paused = cluster.processes[which].id();
     let case = Case::inject(
         "F3 coordinator paused past its lease (zombie coordinator)",
         "kill -STOP one of two coordinators mid-run until the other finished its sessions, then kill -CONT",
