@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use events::{conformance, Broker as _, KafkaBroker, KafkaOptions, RedisStore};
-use integration_tests::{redis_url, unique};
+use integration_tests::{kafka_brokers, redis_url, unique};
 use std::time::Duration;
 
 #[tokio::test]
@@ -160,6 +160,11 @@ fn kafka_options() -> KafkaOptions {
 async fn kafka_broker_conforms() {
     let broker = KafkaBroker::connect(kafka_options()).unwrap();
     conformance::broker_suite(&broker, &unique("conformance")).await;
+    // Deployments sharing a Redis tell their topics apart by the cluster's address.
+    assert_eq!(
+        broker.qualified("agency_dispatch"),
+        format!("{}/agency_dispatch", kafka_brokers())
+    );
 }
 
 #[tokio::test]

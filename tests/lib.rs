@@ -369,6 +369,14 @@ impl OwnKafka {
             .unwrap();
         assert!(killed.success(), "kill -9 {pid}");
     }
+
+    /// Deletes the data of the (first, killed) node: its log, its consumer offsets and its
+    /// metadata. [`OwnKafka::up`] then formats it again for the same cluster id, as an operator
+    /// restoring a broker whose disk was lost would.
+    pub fn wipe(&self) {
+        let data = self.state.join("kafka-data");
+        std::fs::remove_dir_all(&data).unwrap_or_else(|e| panic!("removing {data:?}: {e}"));
+    }
 }
 
 impl Drop for OwnKafka {

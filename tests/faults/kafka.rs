@@ -6,24 +6,21 @@ use serde_json::json;
 use std::time::Duration;
 
 /// A session of 400 naps of 100 ms and a dependent group whose work is dispatched after the
-/// fault, on a coordinator and two workers over `kafka`; once 40 naps are recorded, `fault` is
-/// done to Kafka. Every process rides it out, and the session completes with each instance once
-/// and one result. Returns the cluster, for checks of its own.
+/// fault, on a coordinator (given `coordinator` arguments) and two workers over `kafka`; once 40
+/// naps are recorded, `fault` is done to Kafka. Every process rides it out, and the session
+/// completes with each instance once and one result. Returns the cluster, for checks of its own.
 fn one_session_through(
     kafka: &OwnKafka,
-    name: &str,
+    (name, coordinator): (&str, &[&str]),
     env: &[(&str, &str)],
     case: (&'static str, &'static str),
     fault: impl FnOnce(&mut Cluster),
 ) -> Cluster {
     let published = Published::listen();
-    let mut cluster = Cluster::start_configured(
-        name,
-        &["coordinator", "worker", "worker"],
-        &kafka.brokers(),
-        &redis_url(),
-        env,
-    );
+    let mut cluster = Cluster::start_configured(name, &[], &kafka.brokers(), &redis_url(), env);
+    cluster.spawn_with("coordinator", coordinator);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
     let id = unique(name);
     let (instances, ms) = (400, 100);
     let mut doc = naps(&id, instances, ms);
@@ -54,7 +51,7 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
         "F8 broker killed and restarted",
         "kill -9 of the Apache Kafka broker mid-session, started again 10 s later with its log",
     );
-    one_session_through(&kafka, "broker-outage", &[], case, |cluster| {
+    one_session_through(&kafka, ("broker-outage", &[]), &[], case, |cluster| {
         kafka.kill();
         std::thread::sleep(Duration::from_secs(10));
         for (n, process) in cluster.processes.iter_mut().enumerate() {
@@ -72,6 +69,37 @@ fn a_broker_killed_and_restarted_mid_session_loses_nothing() {
     });
 }
 
+/// Issue #13, defect 3: "a session whose work can no longer arrive must end". The broker is
+/// killed with `kill -9` mid-session, its data folder deleted (the log, the consumer groups'
+/// offsets, the metadata) and started again empty. The coordinator finds the ranges it
+/// dispatched gone and dispatches them again; the workers and the coordinator's intake find
+/// their consumers' positions past the end of the new logs and join again. The session
+/// completes with each instance once, and a session submitted afterwards runs too.
+#[test]
+fn a_broker_that_comes_back_without_its_log_loses_nothing() {
+    let kafka = OwnKafka::start("broker-wiped");
+    let case = (
+        "F8 broker restarted without its log",
+        "kill -9 of the Apache Kafka broker mid-session, its data deleted, started again empty 5 s later",
+    );
+    let cluster = one_session_through(
+        &kafka,
+        ("broker-wiped", &["--chunk", "5"]),
+        &[],
+        case,
+        |_| {
+            kafka.kill();
+            kafka.wipe();
+            std::thread::sleep(Duration::from_secs(5));
+            kafka.up();
+        },
+    );
+    let published = Published::listen();
+    let id = unique("after-wipe");
+    cluster.submit(&naps(&id, 20, 10));
+    check_one_right_result(&published, &id, 20, 10);
+}
+
 /// Reliability F8 on a cluster: three Apache Kafka nodes, agency's topics replicated three ways
 /// (two replicas in sync before a write returns), and one node killed with `kill -9` mid-session
 /// and never started again. Partition leadership and the group coordinators move to the other
@@ -85,7 +113,9 @@ fn a_kafka_cluster_losing_a_node_mid_session_loses_nothing() {
     );
     let env = [("AGENCY_KAFKA_REPLICATION", "3")];
     // Node 1 is the first bootstrap address every process was given.
-    let cluster = one_session_through(&kafka, "kafka-cluster", &env, case, |_| kafka.kill_node(1));
+    let cluster = one_session_through(&kafka, ("kafka-cluster", &[]), &env, case, |_| {
+        kafka.kill_node(1)
+    });
     let topic = format!("{}agency_dispatch", cluster.namespace);
     assert_eq!(
         replication_of(&kafka.brokers(), &topic),

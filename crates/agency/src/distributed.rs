@@ -182,14 +182,23 @@ pub async fn run_coordinator(
     chunk: u64,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut consumer = retrying("joining the coordinator group", || {
-        broker.subscribe(ACTION_TOPIC, group)
-    })
-    .await?;
+    let join = || {
+        retrying("joining the coordinator group", || {
+            broker.subscribe(ACTION_TOPIC, group)
+        })
+    };
+    let mut consumer = join().await?;
     let coordinator =
         Coordinator::new(broker.clone(), store.clone(), rules.limits).with_chunk(chunk);
+    let watching = {
+        let (coordinator, stop) = (coordinator.clone(), shutdown.child_token());
+        tokio::spawn(async move { coordinator.watch_dispatch_log(stop).await })
+    };
     let mut sessions = JoinSet::new();
     let mut watermarks = Watermarks::default();
+    // Which consumer an action came from: after the broker lost its log the coordinator joins
+    // again, and the old consumer's actions are carried out but never committed.
+    let mut member = 0u64;
     // The runs this coordinator has under way, by session id: a cancel action reaches them at
     // once (others, through the store, within a second), and a session submitted again while
     // one runs is attached to it or refused. Every unfinished action of this coordinator's
@@ -200,19 +209,30 @@ pub async fn run_coordinator(
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(finished) = sessions.join_next() => {
-                let (position, id): (Position, String) = finished?;
+                let (from, position, id): (u64, Position, String) = finished?;
                 if let Some(runs) = running.get_mut(&id) {
                     runs.retain(|run| run.origin != position.origin());
                     if runs.is_empty() {
                         running.remove(&id);
                     }
                 }
-                if let Some(next) = watermarks.done(&position) {
-                    outage::commit(consumer.as_mut(), &next).await;
+                if from == member {
+                    if let Some(next) = watermarks.done(&position) {
+                        outage::commit(consumer.as_mut(), &next).await;
+                    }
                 }
             }
             message = outage::next_message(consumer.as_mut()) => {
-                let message = message?;
+                let message = match message {
+                    Ok(message) => message,
+                    Err(events::Error::LogLost { detail, .. }) => {
+                        tracing::warn!(%detail, running = running.len(), "the broker lost actions; joining the coordinator group again");
+                        consumer = join().await?;
+                        (watermarks, member) = (Watermarks::default(), member + 1);
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let position = Position::of(&message);
                 watermarks.taken(&position);
                 let (id, session, document, rerun) = match accept(broker.as_ref(), store.as_ref(), &rules, &message).await {
@@ -274,13 +294,14 @@ pub async fn run_coordinator(
                         Ok(Err(error)) => tracing::error!(session = %id, %error, "session failed"),
                         Err(_) => tracing::error!(session = %id, "session task panicked"),
                     }
-                    (position, id)
+                    (member, position, id)
                 });
             }
         }
     }
     // Sessions stop now and are left to be resumed; their actions stay uncommitted.
     while sessions.join_next().await.is_some() {}
+    let _ = watching.await;
     Ok(())
 }
 

@@ -68,16 +68,27 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position>;
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
+    /// Where each partition of `topic` ends now (its next offset; a topic that does not exist has
+    /// none), for a [`crate::LogWatch`] of what was published to it.
+    async fn ends(&self, topic: &str) -> Result<Vec<(i32, u64)>>;
     /// How many brokers answer, asked now (a health check). An in-process broker is one.
     async fn brokers(&self) -> Result<usize> {
         Ok(1)
+    }
+    /// `topic` as named across deployments that share a store: with the namespace's prefix and
+    /// the cluster's address, so a message about one deployment's topic (the log was lost) is
+    /// told from another's.
+    fn qualified(&self, topic: &str) -> String {
+        topic.to_string()
     }
 }
 
 /// One member of a consumer group on one topic.
 #[async_trait]
 pub trait Consumer: Send {
-    /// The next message for this member; waits until there is one.
+    /// The next message for this member; waits until there is one. [`Error::LogLost`] says
+    /// the broker lost messages this member had read: subscribe again, and commit nothing the
+    /// old member handed out through the new one.
     async fn next(&mut self) -> Result<Message>;
     /// Marks `message` processed.
     async fn commit(&mut self, message: &Message) -> Result<()>;
@@ -150,6 +161,22 @@ impl Broker for MemoryBroker {
             offset,
             paused: false,
         }))
+    }
+
+    async fn ends(&self, topic: &str) -> Result<Vec<(i32, u64)>> {
+        let topics = self
+            .topics
+            .lock()
+            .map_err(|_| Error::poisoned("memory broker"))?;
+        let Some(target) = topics.get(topic) else {
+            return Ok(Vec::new());
+        };
+        let len = target
+            .log
+            .lock()
+            .map_err(|_| Error::poisoned("memory broker"))?
+            .len();
+        Ok(vec![(0, len as u64)])
     }
 }
 
@@ -262,7 +289,15 @@ impl Broker for Namespaced {
             .await
     }
 
+    async fn ends(&self, topic: &str) -> Result<Vec<(i32, u64)>> {
+        self.inner.ends(&format!("{}{topic}", self.prefix)).await
+    }
+
     async fn brokers(&self) -> Result<usize> {
         self.inner.brokers().await
+    }
+
+    fn qualified(&self, topic: &str) -> String {
+        self.inner.qualified(&format!("{}{topic}", self.prefix))
     }
 }

@@ -48,6 +48,18 @@ pub enum Error {
         /// The session written to.
         session: String,
     },
+    /// The broker lost messages this consumer had read: a partition of `topic` ends before
+    /// where the consumer saw it end, on two readings (the broker came back without its log, or
+    /// a replica missing the tail was made leader). The consumer is no use any more: its member
+    /// subscribes again and reads the topic as it is now; positions of what the old one handed
+    /// out must not be committed through the new one.
+    #[error("the broker lost messages of {topic}: {detail}")]
+    LogLost {
+        /// The topic read.
+        topic: String,
+        /// Which partition ends where, against where it ended before.
+        detail: String,
+    },
     /// A subscription ended (the backend is shutting down).
     #[error("{0} closed")]
     Closed(String),

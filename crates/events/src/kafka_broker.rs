@@ -14,6 +14,7 @@
 
 use crate::broker::{check_size, Broker, Consumer, Message, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
+use crate::log_watch::{LogWatch, Reading};
 use crate::watermarks::Position;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -24,7 +25,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::Message as _;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a consumer group shares partitions among its members.
@@ -213,37 +214,21 @@ impl KafkaBroker {
         call: impl FnOnce(&FutureProducer) -> KafkaResult<T> + Send + 'static,
     ) -> Result<T> {
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || call(&producer))
-            .await
-            .map_err(|e| Error::Unavailable {
-                backend: "kafka",
-                message: e.to_string(),
-            })?
-            .map_err(|e| kafka_error(operation, e))
+        blocking(operation, move || call(&producer)).await
     }
 
     /// Messages ever produced to `topic`: the sum of its partitions' high watermarks (0 for a
     /// topic that does not exist). For benchmarks that count what crossed the broker.
     pub async fn messages_in(&self, topic: &str) -> Result<u64> {
-        let metadata = self.metadata(Some(topic)).await?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let topic = topic.to_string();
-        self.blocking("fetching watermarks", move |producer| {
-            partitions.iter().try_fold(0u64, |total, &partition| {
-                let (_, high) = producer.client().fetch_watermarks(
-                    &topic,
-                    partition,
-                    Duration::from_secs(3),
-                )?;
-                Ok(total + high.max(0) as u64)
-            })
-        })
-        .await
+        Ok(self.ends(topic).await?.iter().map(|(_, end)| end).sum())
+    }
+
+    /// Forgets that this client made `topic`, so the next use asks the broker again.
+    fn forget_topic(&self, topic: &str) {
+        self.topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(topic);
     }
 
     /// Creates `topic` unless this client already did or it exists.
@@ -324,6 +309,42 @@ impl KafkaBroker {
     }
 }
 
+/// Runs one of librdkafka's blocking calls on a blocking thread, naming `operation` in its error.
+async fn blocking<T: Send + 'static>(
+    operation: &str,
+    call: impl FnOnce() -> KafkaResult<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: "kafka",
+            message: e.to_string(),
+        })?
+        .map_err(|e| kafka_error(operation, e))
+}
+
+/// Where each partition of `topic` ends (its high watermark), asked of the broker through
+/// `client`; none for a topic the broker does not know. Blocks for up to a few seconds.
+fn partition_ends<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> KafkaResult<Vec<(i32, u64)>> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(3))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|partition| {
+            let (_, high) = client.fetch_watermarks(topic, partition, Duration::from_secs(3))?;
+            Ok((partition, high.max(0) as u64))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Broker for KafkaBroker {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Position> {
@@ -334,7 +355,31 @@ impl Broker for KafkaBroker {
             .send(record, Duration::from_secs(30))
             .await
             .map(|delivery| Position::new(topic, delivery.partition, delivery.offset.max(0) as u64))
-            .map_err(|(error, _)| kafka_error(&format!("producing to {topic}"), error))
+            .map_err(|(error, _)| {
+                // The topic went away under this client (a broker back without its log, and
+                // not making topics on first use): made again when tried again.
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                    self.forget_topic(topic);
+                    return Error::Unavailable {
+                        backend: "kafka",
+                        message: format!("producing to {topic}: {error}"),
+                    };
+                }
+                kafka_error(&format!("producing to {topic}"), error)
+            })
+    }
+
+    async fn ends(&self, topic: &str) -> Result<Vec<(i32, u64)>> {
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        blocking("reading where a topic ends", move || {
+            partition_ends(producer.client(), &topic)
+        })
+        .await
+    }
+
+    fn qualified(&self, topic: &str) -> String {
+        format!("{}/{topic}", self.options.brokers)
     }
 
     async fn brokers(&self) -> Result<usize> {
@@ -343,6 +388,9 @@ impl Broker for KafkaBroker {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        // Asked of the broker each time, not taken from what this client created: a member
+        // subscribing again after the broker lost its log needs the topic made again.
+        self.forget_topic(topic);
         self.ensure_topic(topic).await?;
         let mut config = ClientConfig::new();
         config
@@ -379,12 +427,34 @@ impl Broker for KafkaBroker {
         consumer
             .subscribe(&[topic])
             .map_err(|e| kafka_error(&format!("subscribing to {topic}"), e))?;
-        Ok(Box::new(KafkaConsumer { consumer }))
+        Ok(Box::new(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            topic: topic.to_string(),
+            watch: LogWatch::default(),
+            reading: None,
+            next_reading: tokio::time::Instant::now() + LOG_READING,
+        }))
     }
 }
 
+/// How often a consumer reads where its topic's partitions end, to notice a lost log.
+const LOG_READING: Duration = Duration::from_secs(5);
+/// How soon a low reading is read again to confirm it.
+const LOG_CONFIRM: Duration = Duration::from_secs(1);
+
+/// A reading of where the topic's partitions end, under way on a blocking thread.
+type EndsReading = tokio::task::JoinHandle<KafkaResult<Vec<(i32, u64)>>>;
+
 struct KafkaConsumer {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// Where the partitions were seen to end: by the messages read and by earlier readings. A
+    /// broker that comes back without its log is not followed by librdkafka (a consumer of a
+    /// topic deleted and made again stays silent: confluent-kafka-javascript#274), so the
+    /// consumer reads the ends itself and says [`Error::LogLost`] when they moved backwards.
+    watch: LogWatch,
+    reading: Option<EndsReading>,
+    next_reading: tokio::time::Instant,
 }
 
 impl KafkaConsumer {
@@ -399,7 +469,39 @@ impl KafkaConsumer {
 impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Message> {
         loop {
-            let message = match self.consumer.recv().await {
+            if self.reading.is_none() && tokio::time::Instant::now() >= self.next_reading {
+                let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+                self.reading = Some(tokio::task::spawn_blocking(move || {
+                    partition_ends(consumer.client(), &topic)
+                }));
+            }
+            let received = tokio::select! {
+                received = self.consumer.recv() => received,
+                read = async {
+                    match self.reading.as_mut() {
+                        Some(reading) => reading.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.reading = None;
+                    self.next_reading = tokio::time::Instant::now() + LOG_READING;
+                    // A broker out of reach says nothing about the log: read again later.
+                    if let Ok(Ok(ends)) = read {
+                        match self.watch.read(&ends) {
+                            Reading::Intact => {}
+                            Reading::Suspect => {
+                                self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
+                            }
+                            Reading::Lost(detail) => {
+                                return Err(Error::LogLost { topic: self.topic.clone(), detail });
+                            }
+                        }
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(self.next_reading), if self.reading.is_none() => continue,
+            };
+            let message = match received {
                 Ok(message) => message,
                 // librdkafka reports passing trouble (a topic not yet known to the broker answering,
                 // a leader moving, a broker connection lost) as consumer errors and recovers by
@@ -410,6 +512,8 @@ impl Consumer for KafkaConsumer {
                 }
                 Err(error) => return Err(kafka_error("consuming", error)),
             };
+            let offset = message.offset().max(0) as u64;
+            self.watch.observe(message.partition(), offset + 1);
             return Ok(Message {
                 topic: message.topic().to_string(),
                 key: message

@@ -20,6 +20,7 @@ mod event_manager;
 mod file_store;
 #[cfg(feature = "kafka")]
 mod kafka_broker;
+mod log_watch;
 mod memory_store;
 pub mod messages;
 mod origin;
@@ -41,6 +42,7 @@ pub use event_manager::{Event, EventManager, Source};
 pub use file_store::{FileStore, DEFAULT_CHECKPOINT};
 #[cfg(feature = "kafka")]
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
+pub use log_watch::{LogWatch, Reading};
 pub use memory_store::MemoryStore;
 pub use messages::{Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
 pub use origin::Origin;

@@ -270,6 +270,16 @@ pub enum Control {
         /// The run resumed.
         run: String,
     },
+    /// The broker lost messages of `topic` (a coordinator saw its partitions end before what it
+    /// had published): consumers of it subscribe again, since librdkafka does not follow a log
+    /// made again. The coordinator dispatches its unsettled work again after sending this.
+    LogLost {
+        /// The topic, qualified ([`crate::Broker::qualified`]): deployments sharing a store
+        /// share this channel.
+        topic: String,
+        /// Which partitions end where, against where they ended.
+        detail: String,
+    },
 }
 
 #[cfg(test)]

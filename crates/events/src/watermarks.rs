@@ -30,6 +30,11 @@ impl Position {
         }
     }
 
+    /// Its partition and offset.
+    pub fn partition_offset(&self) -> (i32, u64) {
+        (self.partition, self.offset)
+    }
+
     /// The message's origin, as a session started from it records it.
     pub fn origin(&self) -> crate::Origin {
         crate::Origin {

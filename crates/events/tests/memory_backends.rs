@@ -37,6 +37,8 @@ async fn a_namespaced_broker_conforms_and_stays_in_its_namespace() {
     conformance::broker_suite(&namespaced, "topic").await;
     // The messages went to the prefixed topic: the plain one is empty.
     use events::Broker as _;
+    assert_eq!(namespaced.qualified("topic"), "ns1.topic");
+    assert_eq!(shared.ends("topic").await.unwrap(), []);
     shared
         .publish("topic", "k", b"plain".to_vec())
         .await

@@ -10,11 +10,13 @@
 //! per coordinator, see `notice_router`), always after they were written to the store; the
 //! store, not the notice, holds results.
 //!
+//! - `dispatch_log.rs`: noticing that the broker lost dispatched work, and saying so;
 //! - `lease.rs`: one coordinator per session at a time, taking over from one that died;
 //! - `run.rs`: the loop of one session's run, feeding the machine and carrying out its commands;
 //! - `timers.rs`: its retries and deadlines, in one queue;
 //! - `work.rs`: the IO those commands need (plan and store tasks, publish ranges, combine).
 
+mod dispatch_log;
 mod lease;
 mod run;
 mod timers;
@@ -119,6 +121,8 @@ pub struct Coordinator {
     owner: Arc<str>,
     limits: Limits,
     chunk: u64,
+    /// What it dispatched, to notice the broker losing it.
+    dispatched: Arc<dispatch_log::DispatchLog>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -140,6 +144,7 @@ impl Coordinator {
             store,
             limits,
             chunk: taskgroup::DEFAULT_CHUNK,
+            dispatched: Arc::default(),
         }
     }
 

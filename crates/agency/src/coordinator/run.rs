@@ -207,6 +207,7 @@ impl<'a> SessionRun<'a> {
         reconcile_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut quiet_ticks = 0u32;
         let mut cancelled = false;
+        let mut losses = self.coordinator.dispatched.losses();
         while !self.machine.finished() {
             tokio::select! {
                 () = stop.cancelled(), if !cancelled || lease.is_some() => {
@@ -253,6 +254,13 @@ impl<'a> SessionRun<'a> {
                     self.apply(events).await?;
                     if resubscribed {
                         self.reconcile().await?;
+                    }
+                }
+                Ok(()) = losses.changed() => {
+                    // The ranges dispatched may never arrive. A paused run dispatches what is
+                    // left when it resumes; a cancelled one dispatches nothing more.
+                    if !self.paused && !cancelled {
+                        self.dispatch_unsettled().await?;
                     }
                 }
                 ended = &mut lease_ended => return Err(match ended {

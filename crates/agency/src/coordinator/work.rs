@@ -149,8 +149,12 @@ impl SessionRun<'_> {
             })
             .await
         });
+        let mut lost = None;
         for sent in futures_util::future::join_all(sends).await {
-            sent?;
+            lost = lost.or(self.coordinator.dispatched.published(&sent?));
+        }
+        if let Some(detail) = lost {
+            self.coordinator.lost(detail).await;
         }
         crate::failpoint::hit(crate::failpoint::DISPATCHED);
         Ok(())
@@ -181,43 +185,48 @@ impl SessionRun<'_> {
         self.paused = paused;
         tracing::info!(session = self.id, paused, "pause changed");
         if !paused {
-            let waiting: HashSet<(usize, usize, u64)> = self
-                .timers
-                .values()
-                .filter_map(|due| match *due {
-                    Due::Retry {
-                        group,
-                        task,
-                        instance,
-                        ..
-                    } => Some((group, task, instance)),
-                    Due::Deadline(_) => None,
-                })
-                .collect();
-            let mut items = std::mem::take(&mut self.held);
-            for (group, task, _) in self.machine.unsettled() {
-                let Some(machine) = self.machine.group(group) else {
-                    continue;
-                };
-                for (start, end, attempt) in machine.tasks()[task].undone() {
-                    let mut from = start;
-                    for instance in start..=end {
-                        if instance == end || waiting.contains(&(group, task, instance)) {
-                            if from < instance {
-                                items.push(self.work_item(group, task, from, instance, attempt));
-                            }
-                            from = instance + 1;
+            self.dispatch_unsettled().await?;
+        }
+        self.write_state().await
+    }
+
+    /// Dispatches everything not settled that is not waiting for a retry's delay: what waited
+    /// while paused, what paused workers dropped, what the broker lost; less what is recorded.
+    pub(super) async fn dispatch_unsettled(&mut self) -> Result<()> {
+        let waiting: HashSet<(usize, usize, u64)> = self
+            .timers
+            .values()
+            .filter_map(|due| match *due {
+                Due::Retry {
+                    group,
+                    task,
+                    instance,
+                    ..
+                } => Some((group, task, instance)),
+                Due::Deadline(_) => None,
+            })
+            .collect();
+        let mut items = std::mem::take(&mut self.held);
+        for (group, task, _) in self.machine.unsettled() {
+            let Some(machine) = self.machine.group(group) else {
+                continue;
+            };
+            for (start, end, attempt) in machine.tasks()[task].undone() {
+                let mut from = start;
+                for instance in start..=end {
+                    if instance == end || waiting.contains(&(group, task, instance)) {
+                        if from < instance {
+                            items.push(self.work_item(group, task, from, instance, attempt));
                         }
+                        from = instance + 1;
                     }
                 }
             }
-            // Only groups still running: what a cancel or deadline stopped meanwhile stays stopped.
-            items.retain(|item| self.machine.is_running(item.task.group));
-            let left = self.not_yet_done(items).await?;
-            self.send(merge_ranges(left, self.coordinator.chunk))
-                .await?;
         }
-        self.write_state().await
+        // Only groups still running: what a cancel or deadline stopped meanwhile stays stopped.
+        items.retain(|item| self.machine.is_running(item.task.group));
+        let left = self.not_yet_done(items).await?;
+        self.send(merge_ranges(left, self.coordinator.chunk)).await
     }
 
     /// A range of a task of this run, to dispatch.

@@ -108,6 +108,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// halved the 1M fan-out rate), so pausing is kept for a real backlog.
 pub const WAITING: usize = 64;
 
+/// A member of the dispatch group this young is not replaced when a coordinator says the broker
+/// lost its log: it joined the group as it is now.
+const REJOIN_QUIET: Duration = Duration::from_secs(10);
+
 /// Takes dispatched ranges, runs their instances, and records and announces outcomes.
 pub struct Worker {
     broker: Arc<dyn Broker>,
@@ -172,10 +176,7 @@ impl Worker {
     /// tasks run (Kafka's `max.poll.interval.ms`); it resumes when half of them have started.
     /// Offsets are committed per partition only past ranges that all finished.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> crate::Result<()> {
-        let mut consumer = retrying("joining the dispatch group", || {
-            self.broker.subscribe(DISPATCH_TOPIC, &self.options.group)
-        })
-        .await?;
+        let mut consumer = self.join().await?;
         // Through the EventManager: a dropped subscription is restored, not fatal.
         let mut control = EventManager::new(self.store.clone(), None)
             .subscribe(
@@ -188,8 +189,12 @@ impl Worker {
         let mut waiting = VecDeque::new();
         let mut paused = false;
         let mut watermarks = Watermarks::default();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Position>();
-        let start = |message: Message| {
+        // Which consumer a message came from: after the broker lost its log the member joins
+        // again, and what the old consumer handed out is finished but never committed.
+        let mut member = 0u64;
+        let mut joined = std::time::Instant::now();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Position)>();
+        let start = |(member, message): (u64, Message)| {
             let worker = self.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
@@ -199,15 +204,18 @@ impl Worker {
                 if handled.is_err() {
                     tracing::error!(topic = %message.topic, partition = message.partition, offset = message.offset, "handling a work item panicked");
                 }
-                let _ = done.send(Position::of(&message));
+                let _ = done.send((member, Position::of(&message)));
             });
         };
         loop {
+            let mut lost = None;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(position) = done_rx.recv() => {
-                    if let Some(next) = watermarks.done(&position) {
-                        outage::commit(consumer.as_mut(), &next).await;
+                Some((from, position)) = done_rx.recv() => {
+                    if from == member {
+                        if let Some(next) = watermarks.done(&position) {
+                            outage::commit(consumer.as_mut(), &next).await;
+                        }
                     }
                     match waiting.pop_front() {
                         Some(message) => start(message),
@@ -222,29 +230,44 @@ impl Worker {
                     }
                 }
                 Some(event) = control.recv() => match event {
-                    Event::Message { payload, .. } => self.control(&payload),
+                    // Several coordinators may say the log was lost, and this member may have
+                    // seen it first: one new member is enough.
+                    Event::Message { payload, .. } => {
+                        lost = self.control(&payload).filter(|_| joined.elapsed() >= REJOIN_QUIET);
+                    }
                     // Cancellations sent meanwhile are lost: that work runs on, and the
                     // coordinator ignores outcomes of groups that already finished.
                     Event::Resubscribed { .. } => tracing::warn!("control channel restored; cancellations sent meanwhile were missed"),
                     Event::Failed { error, .. } => tracing::error!(%error, "control channel failed; cancellations no longer reach this worker"),
                 },
-                message = outage::next_message(consumer.as_mut()) => {
-                    let message = message?;
-                    watermarks.taken(&Position::of(&message));
-                    if in_flight < limit {
-                        in_flight += 1;
-                        start(message);
-                    } else {
-                        waiting.push_back(message);
-                        // Also when already paused: a rebalance may have assigned new partitions.
-                        if waiting.len() >= WAITING {
-                            match consumer.pause() {
-                                Ok(()) => paused = true,
-                                Err(error) => tracing::warn!(%error, "cannot pause the dispatch partitions"),
+                message = outage::next_message(consumer.as_mut()) => match message {
+                    Ok(message) => {
+                        watermarks.taken(&Position::of(&message));
+                        if in_flight < limit {
+                            in_flight += 1;
+                            start((member, message));
+                        } else {
+                            waiting.push_back((member, message));
+                            // Also when already paused: a rebalance may have assigned new partitions.
+                            if waiting.len() >= WAITING {
+                                match consumer.pause() {
+                                    Ok(()) => paused = true,
+                                    Err(error) => tracing::warn!(%error, "cannot pause the dispatch partitions"),
+                                }
                             }
                         }
                     }
-                }
+                    Err(events::Error::LogLost { detail, .. }) => lost = Some(detail),
+                    Err(error) => return Err(error.into()),
+                },
+            }
+            if let Some(detail) = lost {
+                // What the old member took still runs (its outcomes are recorded once); the
+                // coordinator dispatches what the broker lost again, to the group as it is now.
+                tracing::warn!(%detail, running = in_flight, queued = waiting.len(), "the broker lost dispatched work; joining the dispatch group again");
+                consumer = self.join().await?;
+                (watermarks, member, paused) = (Watermarks::default(), member + 1, false);
+                joined = std::time::Instant::now();
             }
         }
         // Stopping: nothing new is started. Ranges running get a grace period to finish and have
@@ -256,11 +279,13 @@ impl Worker {
         let mut finished = 0usize;
         while in_flight > 0 {
             tokio::select! {
-                Some(position) = done_rx.recv() => {
+                Some((from, position)) = done_rx.recv() => {
                     in_flight -= 1;
                     finished += 1;
-                    if let Some(next) = watermarks.done(&position) {
-                        outage::commit(consumer.as_mut(), &next).await;
+                    if from == member {
+                        if let Some(next) = watermarks.done(&position) {
+                            outage::commit(consumer.as_mut(), &next).await;
+                        }
                     }
                 }
                 () = &mut grace => break,
@@ -275,8 +300,21 @@ impl Worker {
         Ok(())
     }
 
-    fn control(&self, payload: &[u8]) {
+    /// A member of the dispatch group, waiting out a broker that is away.
+    async fn join(&self) -> crate::Result<Box<dyn events::Consumer>> {
+        Ok(retrying("joining the dispatch group", || {
+            self.broker.subscribe(DISPATCH_TOPIC, &self.options.group)
+        })
+        .await?)
+    }
+
+    /// Acts on a control message; says why, when the broker lost dispatched work.
+    fn control(&self, payload: &[u8]) -> Option<String> {
         match serde_json::from_slice::<Control>(payload) {
+            Ok(Control::LogLost { topic, detail }) => {
+                return (topic == self.broker.qualified(DISPATCH_TOPIC))
+                    .then(|| format!("a coordinator saw {detail}"));
+            }
             Ok(Control::CancelGroup {
                 session,
                 run,
@@ -300,6 +338,7 @@ impl Worker {
             }
             Err(error) => tracing::warn!(%error, "ignoring malformed control message"),
         }
+        None
     }
 
     /// The run's pause token (cancelled while it is paused), and a guard to hold while running

@@ -156,6 +156,15 @@ impl Broker for ChaosBroker {
             paused: false,
         }))
     }
+
+    async fn ends(&self, topic: &str) -> Result<Vec<(i32, u64)>> {
+        self.before(&format!("reading where {topic} ends")).await?;
+        let topics = self.shared.topics()?;
+        Ok(topics
+            .get(topic)
+            .map(|t| vec![(0, t.log.len() as u64)])
+            .unwrap_or_default())
+    }
 }
 
 #[derive(Debug)]

@@ -821,6 +821,23 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
             .expect("publish");
         landed.push(position);
     }
+    // The topic ends past every message published to it: the sum of its partitions' ends is
+    // six, and each message lies below its partition's end. A topic never published to has
+    // no partitions to speak of, or only empty ones.
+    let ends = broker.ends(topic).await.expect("where the topic ends");
+    assert_eq!(ends.iter().map(|(_, end)| end).sum::<u64>(), 6, "{ends:?}");
+    for position in &landed {
+        let (partition, offset) = position.partition_offset();
+        assert!(
+            ends.iter().any(|&(p, end)| p == partition && offset < end),
+            "{position:?} lies below its partition's end: {ends:?}"
+        );
+    }
+    let unknown = broker
+        .ends(&format!("{topic}-never-published"))
+        .await
+        .expect("where a topic never published to ends");
+    assert!(unknown.iter().all(|(_, end)| *end == 0), "{unknown:?}");
     // Two members of one group share the six messages; a second group sees all six. Group ids
     // are fresh per topic: joining a group a departed process still holds waits for it.
     let group_a = format!("{topic}-group-a");

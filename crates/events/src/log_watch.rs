@@ -1,0 +1,148 @@
+//! Noticing that a broker lost a topic's log: a partition's end moving backwards.
+
+use std::collections::BTreeMap;
+
+/// Where each partition of one topic was last seen to end (one past its last offset), from the
+/// broker's high watermarks and from offsets published or read. A log only grows, so a reading
+/// below what was seen means the broker lost messages: it came back without its data, or a
+/// replica missing the tail was made leader. One low reading can be a new leader's high
+/// watermark catching up; a second reading confirms it.
+#[derive(Debug, Default, Clone)]
+pub struct LogWatch {
+    seen: BTreeMap<i32, u64>,
+    /// The partitions of the last reading that were below what was seen, if any.
+    suspect: Option<String>,
+}
+
+/// What a reading of the partitions' ends says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// Every partition ends at or past where it was seen to end.
+    Intact,
+    /// Some partition ends before where it was seen to; read again shortly to confirm.
+    Suspect,
+    /// Two readings in a row were low: messages were lost. Says which partitions, where they end
+    /// now and where they ended. What was seen is forgotten: the log starts over from here.
+    Lost(String),
+}
+
+impl LogWatch {
+    /// Notes that `partition` holds at least `end` messages (an offset `end - 1` was published
+    /// or read).
+    pub fn observe(&mut self, partition: i32, end: u64) {
+        let seen = self.seen.entry(partition).or_default();
+        *seen = (*seen).max(end);
+    }
+
+    /// Notes that a message this client published landed at `offset` of `partition`; says the
+    /// log was lost when that offset was already seen (offsets are never given twice in one
+    /// log, so the broker started it over), and forgets what was seen before.
+    pub fn landed(&mut self, partition: i32, offset: u64) -> Option<String> {
+        let seen = self.seen.get(&partition).copied().unwrap_or(0);
+        if offset >= seen {
+            self.observe(partition, offset + 1);
+            return None;
+        }
+        self.seen = BTreeMap::from([(partition, offset + 1)]);
+        self.suspect = None;
+        Some(format!(
+            "partition {partition} gave offset {offset} again, seen up to {}",
+            seen - 1
+        ))
+    }
+
+    /// Whether anything was seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Takes a reading of every partition's end, as the broker answers it now; a partition the
+    /// broker does not list (the topic is gone) ends at 0.
+    pub fn read(&mut self, ends: &[(i32, u64)]) -> Reading {
+        let now: BTreeMap<i32, u64> = ends.iter().copied().collect();
+        let low: Vec<String> = self
+            .seen
+            .iter()
+            .filter_map(|(&partition, &seen)| {
+                let end = now.get(&partition).copied().unwrap_or(0);
+                (end < seen).then(|| format!("partition {partition} ends at {end}, seen at {seen}"))
+            })
+            .collect();
+        if low.is_empty() {
+            self.suspect = None;
+            for (partition, end) in now {
+                self.observe(partition, end);
+            }
+            return Reading::Intact;
+        }
+        let detail = low.join(", ");
+        match self.suspect.take() {
+            None => {
+                self.suspect = Some(detail);
+                Reading::Suspect
+            }
+            Some(_) => {
+                self.seen = now;
+                Reading::Lost(detail)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogWatch, Reading};
+
+    #[test]
+    fn a_log_that_grows_is_intact() {
+        let mut watch = LogWatch::default();
+        watch.observe(0, 5);
+        assert_eq!(watch.read(&[(0, 5), (1, 2)]), Reading::Intact);
+        assert_eq!(watch.read(&[(0, 9), (1, 2)]), Reading::Intact);
+    }
+
+    #[test]
+    fn one_low_reading_is_suspect_and_a_second_is_a_loss() {
+        let mut watch = LogWatch::default();
+        watch.observe(0, 50);
+        watch.observe(3, 7);
+        assert_eq!(watch.read(&[(0, 50), (3, 7)]), Reading::Intact);
+        // A new leader's high watermark catching up: low once, then back.
+        assert_eq!(watch.read(&[(0, 48), (3, 7)]), Reading::Suspect);
+        assert_eq!(watch.read(&[(0, 50), (3, 7)]), Reading::Intact);
+        // The topic gone (the broker lists none of its partitions), then recreated small.
+        assert_eq!(watch.read(&[]), Reading::Suspect);
+        assert_eq!(
+            watch.read(&[(0, 2), (3, 0)]),
+            Reading::Lost(
+                "partition 0 ends at 2, seen at 50, partition 3 ends at 0, seen at 7".into()
+            )
+        );
+        // Forgotten: the new log is watched from where it is.
+        assert_eq!(watch.read(&[(0, 2), (3, 0)]), Reading::Intact);
+        assert_eq!(watch.read(&[(0, 1)]), Reading::Suspect);
+    }
+
+    #[test]
+    fn a_message_landing_at_an_offset_seen_before_is_a_loss() {
+        let mut watch = LogWatch::default();
+        assert_eq!(watch.landed(2, 0), None);
+        assert_eq!(watch.landed(2, 1), None);
+        assert_eq!(watch.landed(5, 0), None);
+        assert_eq!(
+            watch.landed(2, 0),
+            Some("partition 2 gave offset 0 again, seen up to 1".into())
+        );
+        // Forgotten: only the new message is known.
+        assert_eq!(watch.read(&[(2, 1)]), Reading::Intact);
+        assert_eq!(watch.landed(5, 0), None);
+    }
+
+    #[test]
+    fn nothing_seen_is_never_lost() {
+        let mut watch = LogWatch::default();
+        assert!(watch.is_empty());
+        assert_eq!(watch.read(&[]), Reading::Intact);
+        assert_eq!(watch.read(&[]), Reading::Intact);
+    }
+}
