@@ -533,3 +533,48 @@ fn watch_and_status_follow_a_submitted_session() {
         String::from_utf8_lossy(&unknown.stderr).contains("is pending, running or has a result")
     );
 }
+
+/// Issue #16: a three-step pipeline over 200 items, each step depending on the one before
+/// instance by instance, through Kafka and Redis. Item 7 fails its first step: its later steps
+/// fail without running, every other item goes through, each step reads its item's previous
+/// result.
+#[test]
+fn a_pipeline_runs_item_by_item_across_workers() {
+    let cluster = Cluster::start("pipeline");
+    let times: Vec<u64> = (0..200).map(|i| if i == 7 { 9 } else { 0 }).collect();
+    let doc = json!({"session_id": unique("pipeline"), "groups": [{"id": "g",
+        "failure_policy": "all_settled", "tasks": [
+        {"id": "fetch", "executor": "fail", "input": {"times": "{{t}}", "item": "{{index}}", "ts": times,
+            "expansion_config": {"type": "array", "array_mapping": {"t": "ts"}}}},
+        {"id": "delay", "executor": "echo", "depends_on": [{"task": "fetch", "each": true}],
+         "input": {"item": "{{upstream.fetch.item}}", "ts": times,
+            "expansion_config": {"type": "array", "array_mapping": {"t": "ts"}}}},
+        {"id": "emit", "executor": "echo", "depends_on": [{"task": "delay", "each": true}],
+         "input": {"item": "{{upstream.delay.item}}", "ts": times,
+            "expansion_config": {"type": "array", "array_mapping": {"t": "ts"}}}},
+    ]}]});
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(code, 1, "{result:#}");
+    assert_eq!(result["status"], "partial");
+    let tasks = &result["groups"]["g"]["tasks"];
+    for task in ["fetch", "delay", "emit"] {
+        assert_eq!(
+            (&tasks[task]["succeeded"], &tasks[task]["failed"]),
+            (&json!(199), &json!(1)),
+            "{task}"
+        );
+        assert_eq!(tasks[task]["failures"][0]["instance"], 7, "{task}");
+    }
+    assert_eq!(
+        tasks["emit"]["failures"][0]["error"],
+        "not run: instance 7 of task `delay` failed"
+    );
+    let emit = result["context"]["emit"].as_array().unwrap();
+    for (i, item) in emit.iter().enumerate() {
+        if i == 7 {
+            assert_eq!(item, &Value::Null);
+        } else {
+            assert_eq!(item["item"], json!(i), "item {i}");
+        }
+    }
+}

@@ -103,8 +103,9 @@ struct Run {
     verdict: Result<(), String>,
 }
 
-/// The session a seed runs: a fan-out whose instances may fail once and be retried, and a
-/// dependent task reading all of their results from the context.
+/// The session a seed runs: a fan-out whose instances may fail once and be retried, a task
+/// following it instance by instance (reading each one's result), and a dependent task reading
+/// all of their results from the context.
 fn session(seed: u64, dice: &Dice) -> Value {
     let items: Vec<u64> = (0..1 + dice.below(24)).collect();
     json!({
@@ -113,9 +114,12 @@ fn session(seed: u64, dice: &Dice) -> Value {
             {"id": "a", "tasks": [{"id": "xs", "executor": "fail", "concurrency": 1 + dice.below(4),
                 "retry": {"max_retries": 1, "retry_delays": [0]},
                 "input": {"times": dice.below(2), "n": "{{x}}", "items": items,
+                    "expansion_config": {"type": "array", "array_mapping": {"x": "items"}}}},
+                {"id": "ys", "executor": "echo", "depends_on": [{"task": "xs", "each": true}],
+                "input": {"n": "{{upstream.xs.n}}", "items": items,
                     "expansion_config": {"type": "array", "array_mapping": {"x": "items"}}}}]},
             {"id": "b", "depends_on": ["a"], "tasks": [
-                {"id": "total", "executor": "echo", "input": {"all": "{{context.xs}}"}}]}
+                {"id": "total", "executor": "echo", "input": {"all": "{{context.xs}}", "ys": "{{context.ys}}"}}]}
         ]
     })
 }

@@ -44,7 +44,9 @@ pub use file_store::{FileStore, DEFAULT_CHECKPOINT};
 pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use log_watch::{LogWatch, Reading};
 pub use memory_store::MemoryStore;
-pub use messages::{Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, WorkItem};
+pub use messages::{
+    Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, Upstream, WorkItem,
+};
 pub use origin::Origin;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;

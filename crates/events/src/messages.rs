@@ -103,6 +103,19 @@ pub struct TaskRecord {
     /// How long a memoized success is used, in seconds; for ever when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memo_ttl_s: Option<u64>,
+    /// The tasks of its group it depends on instance by instance, in `depends_on` order: a
+    /// worker reads the outcome of the same instance of each, for `{{upstream.<task>}}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<Upstream>,
+}
+
+/// A task another depends on instance by instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// Its index in the group.
+    pub task: usize,
+    /// Its id, as templates name it.
+    pub id: String,
 }
 
 /// The outcome of one attempt of one instance.

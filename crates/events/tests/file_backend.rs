@@ -91,6 +91,7 @@ fn record() -> TaskRecord {
         instances: 3,
         memo_key: None,
         memo_ttl_s: None,
+        upstream: Vec::new(),
     }
 }
 

@@ -222,6 +222,7 @@ impl Expansion {
         let scope = InstanceScope {
             expansion: self,
             instance: *instance,
+            upstream: &[],
         };
         Some(
             template
@@ -242,6 +243,12 @@ impl Expansion {
     /// The instance's input: the task input with every placeholder filled in and the instance's
     /// variables added as fields the input does not already have.
     pub fn render(&self, instance: &Instance) -> Result<Value> {
+        self.render_with(instance, &[])
+    }
+
+    /// As [`Expansion::render`], with `upstream[j]` the result of the same instance of the
+    /// task's `j`-th upstream task ([`crate::Task::upstream`]), for `{{upstream.<task>}}`.
+    pub fn render_with(&self, instance: &Instance, upstream: &[Value]) -> Result<Value> {
         let fail = |path: FieldPath, kind| Error {
             task: self.task.clone(),
             path,
@@ -251,6 +258,7 @@ impl Expansion {
         let scope = InstanceScope {
             expansion: self,
             instance: *instance,
+            upstream,
         };
         let mut rendered = self
             .template
@@ -280,6 +288,7 @@ impl Expansion {
 struct InstanceScope<'a> {
     expansion: &'a Expansion,
     instance: Instance,
+    upstream: &'a [Value],
 }
 
 impl Scope for InstanceScope<'_> {
@@ -289,6 +298,15 @@ impl Scope for InstanceScope<'_> {
 
     fn index(&self) -> u64 {
         self.instance.index
+    }
+
+    fn upstream(&self, j: usize) -> Result<&Value, ErrorKind> {
+        self.upstream.get(j).ok_or_else(|| {
+            ErrorKind::Template(
+                "an upstream result is read by the task's input only, not by its memoize.key"
+                    .into(),
+            )
+        })
     }
 }
 

@@ -38,7 +38,7 @@
 //!     "expansion_config": {"type": "matrix", "array_mapping": {"row": "rows", "col": "cols"}}
 //! });
 //! let path = FieldPath::root().key("groups").index(0).key("tasks").index(0);
-//! let task = Task { id: "grid", path: &path, input: &input, expansion_config: None, memo_key: None };
+//! let task = Task { id: "grid", path: &path, input: &input, expansion_config: None, memo_key: None, upstream: &[] };
 //! let expansion = Expansion::plan(task, &json!({}), &Limits::default())?;
 //! assert_eq!(expansion.len(), 6);
 //! let fifth = expansion.get(4).expect("six instances");

@@ -27,6 +27,9 @@ pub struct Task<'a> {
     /// A memoization key, a template over the instance's variables, `index` and `context.*`
     /// (at `memoize.key` beside the input): see [`Expansion::memo_key`].
     pub memo_key: Option<&'a str>,
+    /// Tasks whose result for the same instance this one's templates may read, as
+    /// `{{upstream.<task>}}` (the runtime passes them to [`Expansion::render_with`]).
+    pub upstream: &'a [String],
 }
 
 /// The variables and where their values come from, before the space is built.
@@ -74,8 +77,9 @@ impl Expansion {
             (None, None) => (None, FieldPath::root()),
         };
         let Some(config) = config else {
-            let mut expansion = single_instance(task.input, &input_path, context, &site, limits)?;
-            expansion.memo_key = memo_template(task, &Names::new(&[], context), &site)?;
+            let mut expansion = single_instance(task, &input_path, context, &site, limits)?;
+            expansion.memo_key =
+                memo_template(task, &Names::new(&[], task.upstream, context), &site)?;
             return Ok(expansion);
         };
         let spec = config::parse(config, &config_path, &site)?;
@@ -184,14 +188,14 @@ impl Expansion {
             return Err(site.error(&config_path, ErrorKind::Empty(why)));
         }
 
-        let names = Names::new(&expansion.variables, context);
+        let names = Names::new(&expansion.variables, task.upstream, context);
         expansion.template = Template::parse(&base, &input_path, &names)
             .map_err(|(path, kind)| site.error(&path, kind))?;
         expansion.memo_key = memo_template(task, &names, &site)?;
         expansion.appended = (0..expansion.variables.len())
             .filter(|&k| base.get(&expansion.variables[k]).is_none())
             .collect();
-        expansion.check_size = size_check(&expansion, &base, names.max_literal.get(), limits);
+        expansion.check_size = size_check(&expansion, &base, &names, limits);
         Ok(expansion)
     }
 }
@@ -210,13 +214,14 @@ fn memo_template(task: Task<'_>, names: &Names<'_>, site: &Site) -> Result<Optio
 /// A task without `expansion_config` is one instance: its input with `{{context.*}}` and
 /// `{{index}}` (0) filled in.
 fn single_instance(
-    input: &Value,
+    task: Task<'_>,
     input_path: &FieldPath,
     context: &Context<'_>,
     site: &Site,
     limits: &Limits,
 ) -> Result<Expansion> {
-    let names = Names::new(&[], context);
+    let input = task.input;
+    let names = Names::new(&[], task.upstream, context);
     let template = Template::parse(input, input_path, &names)
         .map_err(|(path, kind)| site.error(&path, kind))?;
     let space = Space::new(Vec::new())
@@ -239,7 +244,7 @@ fn single_instance(
         context_keys: Vec::new(),
         memo_key: None,
     };
-    expansion.check_size = size_check(&expansion, input, names.max_literal.get(), limits);
+    expansion.check_size = size_check(&expansion, input, &names, limits);
     Ok(expansion)
 }
 
@@ -488,19 +493,25 @@ pub(crate) fn unknown_variable(
     )
 }
 
-/// Resolves template names: the expansion's variables, `index` and `context.*`.
+/// Resolves template names: the expansion's variables, `index`, `context.*` and
+/// `upstream.<task>`.
 struct Names<'a> {
     variables: &'a [String],
+    upstream: &'a [String],
     context: &'a Context<'a>,
     max_literal: Cell<usize>,
+    /// A template reads an upstream result, whose size is known only when rendering.
+    reads_upstream: Cell<bool>,
 }
 
 impl<'a> Names<'a> {
-    fn new(variables: &'a [String], context: &'a Context<'a>) -> Self {
+    fn new(variables: &'a [String], upstream: &'a [String], context: &'a Context<'a>) -> Self {
         Self {
             variables,
+            upstream,
             context,
             max_literal: Cell::new(0),
+            reads_upstream: Cell::new(false),
         }
     }
 }
@@ -526,9 +537,30 @@ impl Resolve for Names<'_> {
                     .set(self.max_literal.get().max(json_len(value)));
                 Ok((Slot::Literal(value.clone()), rest.len()))
             }
+            "upstream" => {
+                let named = rest.first().copied().unwrap_or_default();
+                match self.upstream.iter().position(|u| u == named) {
+                    Some(j) => {
+                        self.reads_upstream.set(true);
+                        Ok((Slot::Upstream(j), 1))
+                    }
+                    None if self.upstream.is_empty() => Err(ErrorKind::Template(format!(
+                        "`upstream.{named}`: this task depends on no task instance by instance; add {{\"task\": \"{named}\", \"each\": true}} to its depends_on"
+                    ))),
+                    None => {
+                        let known: Vec<String> =
+                            self.upstream.iter().map(|t| format!("`upstream.{t}`")).collect();
+                        Err(ErrorKind::Template(format!(
+                            "`upstream.{named}`: this task depends instance by instance only on {}",
+                            known.join(", ")
+                        )))
+                    }
+                }
+            }
             _ => {
                 let mut known = self.variables.to_vec();
                 known.extend(["index".to_string(), "context.<key>".to_string()]);
+                known.extend(self.upstream.iter().map(|t| format!("upstream.{t}")));
                 Err(ErrorKind::UnknownVariable {
                     name: head.to_string(),
                     known,
@@ -543,10 +575,13 @@ impl Resolve for Names<'_> {
 fn size_check(
     expansion: &Expansion,
     base: &Value,
-    max_literal: usize,
+    names: &Names<'_>,
     limits: &Limits,
 ) -> Option<usize> {
-    let mut largest = max_literal.max(20);
+    if names.reads_upstream.get() {
+        return Some(limits.max_rendered_bytes);
+    }
+    let mut largest = names.max_literal.get().max(20);
     for dim in &expansion.space.dims {
         for column in &dim.columns {
             largest = largest.max(column.iter().map(json_len).max().unwrap_or(0));

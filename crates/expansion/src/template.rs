@@ -20,6 +20,9 @@ pub(crate) enum Slot {
     Index,
     /// A value fixed at plan time (`{{context.key}}`).
     Literal(Value),
+    /// The result of the same instance of upstream task number `j`, given when rendering
+    /// (`{{upstream.<task>}}`).
+    Upstream(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +66,7 @@ pub(crate) trait Resolve {
 pub(crate) trait Scope {
     fn var(&self, k: usize) -> Result<Cow<'_, Value>, ErrorKind>;
     fn index(&self) -> u64;
+    fn upstream(&self, j: usize) -> Result<&Value, ErrorKind>;
 }
 
 impl Template {
@@ -188,6 +192,7 @@ impl Placeholder {
             Slot::Index => return Ok(Value::from(scope.index())),
             Slot::Literal(value) => Cow::Borrowed(value),
             Slot::Var(k) => scope.var(*k).map_err(fail)?,
+            Slot::Upstream(j) => Cow::Borrowed(scope.upstream(*j).map_err(fail)?),
         };
         if self.fields.is_empty() {
             return Ok(base.into_owned());

@@ -40,7 +40,7 @@ pub use machine::{
     DEFAULT_CHUNK,
 };
 pub use memoize::Memoize;
-pub use planning::{plan_task, task_path};
+pub use planning::{plan_task, task_path, TaskPlan};
 pub use policy::{FailurePolicy, RetryPolicy, Threshold};
 pub use result::{
     GroupOutcome, GroupSummary, InstanceFailure, InstanceResult, ResultStatus, SessionResult,
@@ -50,4 +50,4 @@ pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session, SESSION_WR
 pub use session_machine::{
     Counts, Deadline, GroupSlot, SessionCommand, SessionError, SessionEvent, SessionMachine, Skip,
 };
-pub use spec::{session_id_problem, GroupSpec, SessionSpec, TaskSpec, SESSION_KEY};
+pub use spec::{session_id_problem, Dependency, GroupSpec, SessionSpec, TaskSpec, SESSION_KEY};

@@ -15,24 +15,37 @@ pub fn task_path(g: usize, t: usize) -> FieldPath {
         .index(t)
 }
 
-/// Plans task `(g, t)`, given its id, input, task-level `expansion_config` and memoization
-/// key, against `context`. Errors name the task and the field at fault.
+/// What planning a task reads of it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskPlan<'a> {
+    /// The task's id.
+    pub id: &'a str,
+    /// Its input.
+    pub input: &'a Value,
+    /// Its task-level `expansion_config`.
+    pub expansion_config: Option<&'a Value>,
+    /// Its memoization key template.
+    pub memo_key: Option<&'a str>,
+    /// The tasks it depends on instance by instance, whose results its templates read as
+    /// `{{upstream.<task>}}`.
+    pub upstream: &'a [String],
+}
+
+/// Plans task `(g, t)` against `context`. Errors name the task and the field at fault.
 pub fn plan_task(
     (g, t): (usize, usize),
-    id: &str,
-    input: &Value,
-    expansion_config: Option<&Value>,
-    memo_key: Option<&str>,
+    task: TaskPlan<'_>,
     context: &Value,
     limits: &Limits,
 ) -> expansion::Result<Expansion> {
     let path = task_path(g, t);
     let task = Task {
-        id,
+        id: task.id,
         path: &path,
-        input,
-        expansion_config,
-        memo_key,
+        input: task.input,
+        expansion_config: task.expansion_config,
+        memo_key: task.memo_key,
+        upstream: task.upstream,
     };
     Expansion::plan(task, context, limits)
 }

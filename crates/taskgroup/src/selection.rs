@@ -83,7 +83,7 @@ fn select(mut spec: SessionSpec, only: &str) -> Result<SessionSpec, String> {
         let mut stack: Vec<usize> = selected.iter().copied().collect();
         while let Some(t) = stack.pop() {
             for dependency in &tasks[t].depends_on {
-                if let Some(d) = tasks.iter().position(|task| &task.id == dependency) {
+                if let Some(d) = tasks.iter().position(|task| task.id == dependency.task) {
                     if selected.insert(d) {
                         stack.push(d);
                     }

@@ -4,7 +4,7 @@
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
 use crate::memoize::Memoize;
-use crate::planning::{plan_task, task_path};
+use crate::planning::{plan_task, task_path, TaskPlan};
 use crate::policy::{FailurePolicy, RetryPolicy};
 use crate::spec::{session_id_problem, SessionSpec, TaskSpec, SESSION_KEY};
 use expansion::{ErrorKind, Expansion, FieldPath, Limits};
@@ -62,6 +62,8 @@ pub struct PlannedTask {
     pub plan: Planned,
     /// Indices (in the group) of the tasks this one waits for.
     pub depends_on: Vec<usize>,
+    /// Indices (in the group) of the tasks it depends on instance by instance.
+    pub each: Vec<usize>,
     /// When its failed instances are tried again.
     pub retry: RetryPolicy,
     /// The deadline of each attempt (`timeout_ms`).
@@ -137,6 +139,7 @@ impl Session {
                             path,
                             plan,
                             depends_on: graph.tasks[g][t].clone(),
+                            each: graph.each[g][t].clone(),
                             retry: task
                                 .retry
                                 .as_ref()
@@ -174,8 +177,10 @@ impl Session {
 #[derive(Debug, Default)]
 struct Graph {
     groups: Vec<Vec<usize>>,
-    /// Per group, edges between its tasks.
+    /// Per group, edges between its tasks: the whole task waited for.
     tasks: Vec<Vec<Vec<usize>>>,
+    /// Per group, instance-by-instance edges between its tasks.
+    each: Vec<Vec<Vec<usize>>>,
     /// Context key to the (group, task) that writes it.
     producers: HashMap<String, (usize, usize)>,
 }
@@ -352,11 +357,16 @@ impl Check {
                 .map(|(t, task)| (task.id.as_str(), t))
                 .collect();
             let mut task_edges = Vec::new();
+            let mut each_edges = Vec::new();
             for (t, task) in group.tasks.iter().enumerate() {
                 let mut edges = Vec::new();
+                let mut each = Vec::new();
                 for (j, dep) in task.depends_on.iter().enumerate() {
                     let at = task_path(g, t).key("depends_on").index(j);
-                    match (local.get(dep.as_str()), task_ids.get(dep.as_str())) {
+                    let dep = dep.task.as_str();
+                    let each_dep = task.depends_on[j].each;
+                    match (local.get(dep), task_ids.get(dep)) {
+                        (Some(&target), _) if each_dep => each.push(target),
                         (Some(&target), _) => edges.push(target),
                         (None, Some(&(other, _))) => self.problem(
                             &at,
@@ -369,8 +379,10 @@ impl Check {
                     }
                 }
                 task_edges.push(edges);
+                each_edges.push(each);
             }
             graph.tasks.push(task_edges);
+            graph.each.push(each_edges);
         }
 
         for (g, group) in spec.groups.iter().enumerate() {
@@ -407,7 +419,13 @@ impl Check {
             );
         }
         for (g, edges) in graph.tasks.iter().enumerate() {
-            for cycle in cycles(edges) {
+            // Waiting instance by instance is waiting too: a cycle through either kind is one.
+            let edges: Vec<Vec<usize>> = edges
+                .iter()
+                .zip(&graph.each[g])
+                .map(|(whole, each)| whole.iter().chain(each).copied().collect())
+                .collect();
+            for cycle in cycles(&edges) {
                 let tasks = &spec.groups[g].tasks;
                 let names: Vec<&str> = cycle.iter().map(|&t| tasks[t].id.as_str()).collect();
                 self.problem(
@@ -459,12 +477,16 @@ impl Check {
             for (t, task) in group.tasks.iter().enumerate() {
                 let path = task_path(g, t);
                 let memoize = task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok());
+                let upstream = task.upstream();
                 let planned = plan_task(
                     (g, t),
-                    &task.id,
-                    &task.input,
-                    task.expansion_config.as_ref(),
-                    memoize.as_ref().map(|m| m.key.as_str()),
+                    TaskPlan {
+                        id: &task.id,
+                        input: &task.input,
+                        expansion_config: task.expansion_config.as_ref(),
+                        memo_key: memoize.as_ref().map(|m| m.key.as_str()),
+                        upstream: &upstream,
+                    },
                     &context,
                     limits,
                 );
@@ -488,9 +510,51 @@ impl Check {
                 };
                 group_plans.push((path, plan));
             }
+            self.instance_counts(g, group, &graph.each[g], &group_plans);
             plans.push(group_plans);
         }
         plans
+    }
+
+    /// An instance-by-instance dependency pairs instance `i` with instance `i`: both tasks need
+    /// the same count. Checked here where both are known before running, and by the machine
+    /// when a task is planned at run time.
+    fn instance_counts(
+        &mut self,
+        g: usize,
+        group: &crate::spec::GroupSpec,
+        each: &[Vec<usize>],
+        plans: &[(FieldPath, Planned)],
+    ) {
+        // A task whose planning failed has no entry; look plans up by path.
+        let count = |t: usize| {
+            let path = task_path(g, t);
+            plans
+                .iter()
+                .find(|(at, _)| *at == path)
+                .and_then(|(_, plan)| plan.instances())
+        };
+        for (t, upstream) in each.iter().enumerate() {
+            for &u in upstream {
+                let (Some(mine), Some(theirs)) = (count(t), count(u)) else {
+                    continue;
+                };
+                if mine != theirs {
+                    let j = group.tasks[t]
+                        .depends_on
+                        .iter()
+                        .position(|d| d.each && d.task == group.tasks[u].id)
+                        .unwrap_or(0);
+                    self.problem(
+                        &task_path(g, t).key("depends_on").index(j),
+                        format!(
+                            "task `{}` has {mine} instances and task `{}` {theirs}: depending instance by instance needs the same count",
+                            group.tasks[t].id, group.tasks[u].id
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// The upstream task that writes `context.<key>` for task `(g, t)`, or a problem saying why
@@ -535,7 +599,9 @@ impl Check {
         if upstream {
             return Some(producer.id.clone());
         }
-        let fix = if pg == g {
+        let fix = if pg == g && graph.each[g][t].contains(&pt) {
+            format!("it is depended on instance by instance, and a task's context is written after all its instances: read `{{{{upstream.{}}}}}`, or depend on the whole task", producer.id)
+        } else if pg == g {
             format!("make task `{}` depend on task `{}`", task.id, producer.id)
         } else if exit_handler {
             "exit handlers run side by side: put both tasks in one of them".to_string()

@@ -69,9 +69,11 @@ pub struct TaskSpec {
     /// The input, with templates and the arrays an expansion maps over.
     #[serde(default)]
     pub input: Value,
-    /// Tasks of the same group that must complete before this one starts.
+    /// Tasks of the same group this one waits for: a task id waits for the whole task (its
+    /// result in the context), `{"task": id, "each": true}` runs instance `i` once instance `i`
+    /// of that task succeeded.
     #[serde(default)]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<Dependency>,
     /// The fan-out, here or (seed style) inside `input`.
     #[serde(default)]
     pub expansion_config: Option<Value>,
@@ -99,6 +101,44 @@ pub struct TaskSpec {
     /// What the task does, carried into the result.
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// One entry of a task's `depends_on`: `"id"`, or `{"task": "id", "each": true}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The task waited for, in the same group.
+    pub task: String,
+    /// Instance by instance: instance `i` starts as soon as instance `i` of `task` succeeded,
+    /// with its result as `{{upstream.<task>}}`, and fails when it failed. Otherwise the whole
+    /// task is waited for.
+    pub each: bool,
+}
+
+impl<'de> Deserialize<'de> for Dependency {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Written {
+            task: String,
+            #[serde(default)]
+            each: bool,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::String(task) => Ok(Self { task, each: false }),
+            value @ Value::Object(_) => serde_json::from_value::<Written>(value)
+                .map(|written| Self {
+                    task: written.task,
+                    each: written.each,
+                })
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "a dependency is a task id or {{\"task\": \"<id>\", \"each\": true}}, not `{other}`"
+            ))),
+        }
+    }
 }
 
 /// The context key exit handlers read the session's status and errors from.
@@ -138,6 +178,16 @@ impl TaskSpec {
     /// The context key this task's result is written to.
     pub fn context_key(&self) -> &str {
         self.result_key.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The ids of the tasks it depends on instance by instance, in `depends_on` order: what its
+    /// templates read as `{{upstream.<task>}}`.
+    pub fn upstream(&self) -> Vec<String> {
+        self.depends_on
+            .iter()
+            .filter(|d| d.each)
+            .map(|d| d.task.clone())
+            .collect()
     }
 }
 

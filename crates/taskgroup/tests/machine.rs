@@ -10,8 +10,26 @@ fn task(id: &str, deps: &[usize]) -> TaskSetup {
     TaskSetup {
         id: id.into(),
         depends_on: deps.to_vec(),
+        each: Vec::new(),
         retry: RetryPolicy::none(),
         continue_on_error: false,
+    }
+}
+
+/// A task depending instance by instance on `upstream`.
+fn each(id: &str, upstream: &[usize]) -> TaskSetup {
+    TaskSetup {
+        each: upstream.to_vec(),
+        ..task(id, &[])
+    }
+}
+
+fn dispatch(task: usize, start: u64, end: u64) -> Command {
+    Command::Dispatch {
+        task,
+        start,
+        end,
+        attempt: 1,
     }
 }
 
@@ -409,4 +427,129 @@ fn timeouts_and_cancellation_stop_the_group_once() {
     );
     assert_eq!(machine.handle(Event::Cancelled), vec![]);
     assert_eq!(machine.status(), Some(GroupStatus::TimedOut));
+}
+
+/// A three-step pipeline over four items: each step's instance starts when the previous step's
+/// same instance succeeded, without waiting for the rest; a failed item stops only its chain.
+#[test]
+fn a_pipeline_runs_item_by_item_and_a_failure_stops_only_its_chain() {
+    let mut machine = GroupMachine::new(
+        vec![task("fetch", &[]), each("delay", &[0]), each("emit", &[1])],
+        FailurePolicy::AllSettled,
+    );
+    // Only the first step is planned at the start; the next is planned once it is.
+    assert_eq!(
+        machine.handle(Event::Start),
+        vec![Command::Plan { task: 0 }]
+    );
+    assert_eq!(
+        machine.handle(planned(0, 4)),
+        vec![dispatch(0, 0, 4), Command::Plan { task: 1 }]
+    );
+    // Item 2 of fetch succeeds before delay is planned: planning dispatches it at once.
+    assert_eq!(machine.handle(ok(0, 2)), vec![]);
+    assert_eq!(
+        machine.handle(planned(1, 4)),
+        vec![dispatch(1, 2, 3), Command::Plan { task: 2 }]
+    );
+    assert_eq!(machine.handle(planned(2, 4)), vec![]);
+    // Item 0 moves on by itself, while items 1 and 3 of fetch still run.
+    assert_eq!(machine.handle(ok(0, 0)), vec![dispatch(1, 0, 1)]);
+    assert_eq!(machine.handle(ok(1, 0)), vec![dispatch(2, 0, 1)]);
+    // Item 1 fails in fetch: its delay and emit fail without running, the others go on.
+    assert_eq!(
+        machine.handle(Event::Failed {
+            task: 0,
+            instance: 1,
+            attempt: 1,
+            error: "HTTP 500".into(),
+            permanent: true,
+            now: Duration::ZERO,
+        }),
+        vec![]
+    );
+    let delay = &machine.tasks()[1];
+    assert_eq!(
+        delay.failures[&1].error,
+        "not run: instance 1 of task `fetch` failed"
+    );
+    assert_eq!(delay.failures[&1].attempts, 0);
+    assert_eq!(
+        machine.tasks()[2].failures[&1].error,
+        "not run: instance 1 of task `delay` failed"
+    );
+    // What may run again is only what its upstream let through: item 2 of delay, not item 3
+    // (item 0 is done, item 1 failed).
+    assert_eq!(machine.undone(1), vec![(2, 3, 1)]);
+    // The last fetch outcome settles it: its context follows all its instances.
+    assert_eq!(
+        machine.handle(ok(0, 3)),
+        vec![Command::UpdateContext { task: 0 }, dispatch(1, 3, 4)]
+    );
+    assert_eq!(machine.handle(ok(2, 0)), vec![]);
+    assert_eq!(machine.handle(ok(1, 2)), vec![dispatch(2, 2, 3)]);
+    for event in [ok(1, 3), ok(2, 2)] {
+        machine.handle(event);
+    }
+    assert_eq!(
+        machine.handle(ok(2, 3)),
+        vec![Command::UpdateContext { task: 2 }]
+    );
+    let (fetch, delay, emit) = (
+        &machine.tasks()[0],
+        &machine.tasks()[1],
+        &machine.tasks()[2],
+    );
+    assert_eq!((fetch.succeeded, fetch.failed), (3, 1));
+    assert_eq!((delay.succeeded, delay.failed), (3, 1));
+    assert_eq!((emit.succeeded, emit.failed), (3, 1));
+}
+
+/// Instance by instance needs the same instance count; a task planned with another fails.
+#[test]
+fn a_pipeline_step_with_another_instance_count_fails() {
+    let mut machine = GroupMachine::new(
+        vec![task("fetch", &[]), each("delay", &[0])],
+        FailurePolicy::AllSettled,
+    );
+    machine.handle(Event::Start);
+    machine.handle(planned(0, 3));
+    machine.handle(planned(1, 2));
+    let delay = &machine.tasks()[1];
+    assert_eq!(delay.state, TaskState::Failed);
+    assert_eq!(
+        delay.error.as_deref(),
+        Some("task `delay` has 2 instances and task `fetch` 3: depending instance by instance needs the same count")
+    );
+}
+
+/// Under fail-fast, the first failed item stops the whole group as before: nothing of its chain
+/// is dispatched after it.
+#[test]
+fn a_pipeline_under_fail_fast_stops_at_the_first_failed_item() {
+    let mut machine = GroupMachine::new(
+        vec![task("fetch", &[]), each("delay", &[0])],
+        FailurePolicy::FailFast,
+    );
+    machine.handle(Event::Start);
+    machine.handle(planned(0, 2));
+    machine.handle(planned(1, 2));
+    let out = machine.handle(Event::Failed {
+        task: 0,
+        instance: 0,
+        attempt: 1,
+        error: "boom".into(),
+        permanent: true,
+        now: Duration::ZERO,
+    });
+    assert_eq!(
+        out,
+        vec![
+            Command::Cancel,
+            Command::Finish {
+                status: GroupStatus::Failed
+            }
+        ]
+    );
+    assert_eq!(machine.handle(ok(0, 1)), vec![]);
 }

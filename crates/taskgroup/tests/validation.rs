@@ -408,3 +408,78 @@ fn memoize_is_checked_with_its_key_template() {
         ["groups[0].tasks[0].memoize.ttl_s: ttl_s must be positive (leave it out to keep results for ever)"]
     );
 }
+
+/// A pipeline of two tasks over the same three items.
+fn pipeline(second: Value) -> Value {
+    json!({"groups": [{"id": "g", "tasks": [
+        {"id": "fetch", "executor": "noop",
+         "input": {"n": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"n": "n"}}}},
+        second,
+    ]}]})
+}
+
+#[test]
+fn instance_by_instance_dependencies_are_read_and_checked() {
+    let session = validate(pipeline(json!({"id": "emit", "executor": "noop",
+        "depends_on": [{"task": "fetch", "each": true}],
+        "input": {"got": "{{upstream.fetch.value}}", "n": [1, 2, 3],
+                  "expansion_config": {"type": "array", "array_mapping": {"n": "n"}}}})))
+    .unwrap();
+    assert_eq!(session.tasks[0][1].each, vec![0]);
+    assert!(session.tasks[0][1].depends_on.is_empty());
+    // `{"task": ...}` without `each` waits for the whole task, as a plain id does.
+    let session = validate(pipeline(
+        json!({"id": "emit", "executor": "noop", "depends_on": [{"task": "fetch"}]}),
+    ))
+    .unwrap();
+    assert_eq!(session.tasks[0][1].depends_on, vec![0]);
+
+    let problems = problems(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "fetch", "executor": "noop",
+         "input": {"n": [1, 2, 3], "expansion_config": {"type": "array", "array_mapping": {"n": "n"}}}},
+        // Another instance count.
+        {"id": "two", "executor": "noop", "depends_on": [{"task": "fetch", "each": true}],
+         "input": {"n": [1, 2], "expansion_config": {"type": "array", "array_mapping": {"n": "n"}}}},
+        // An upstream it does not depend on instance by instance.
+        {"id": "stray", "executor": "noop", "depends_on": ["fetch"], "input": {"x": "{{upstream.fetch}}"}},
+        // A cycle through an instance-by-instance edge.
+        {"id": "a", "executor": "noop", "depends_on": [{"task": "b", "each": true}]},
+        {"id": "b", "executor": "noop", "depends_on": ["a"]},
+        // The upstream's context is written after all its instances: not there instance by instance.
+        {"id": "early", "executor": "noop", "depends_on": [{"task": "fetch", "each": true}],
+         "input": {"all": "{{context.fetch}}", "n": [1, 2, 3],
+                   "expansion_config": {"type": "array", "array_mapping": {"n": "n"}}}},
+    ]}]}));
+    let all = problems.join("\n");
+    assert!(
+        all.contains("groups[0].tasks[1].depends_on[0]: task `two` has 2 instances and task `fetch` 3: depending instance by instance needs the same count"),
+        "{all}"
+    );
+    assert!(
+        all.contains("groups[0].tasks[2].input.x: task `stray`: `upstream.fetch`: this task depends on no task instance by instance"),
+        "{all}"
+    );
+    assert!(
+        all.contains("dependency cycle between tasks: a -> b -> a"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`context.fetch` is written by task `fetch`, which does not run before it (it is depended on instance by instance, and a task's context is written after all its instances: read `{{upstream.fetch}}`, or depend on the whole task)"),
+        "{all}"
+    );
+    let bad = validate(pipeline(
+        json!({"id": "emit", "executor": "noop", "depends_on": [7]}),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("a dependency is a task id or {\"task\": \"<id>\", \"each\": true}, not `7`"),
+        "{bad}"
+    );
+    let bad = validate(pipeline(
+        json!({"id": "emit", "executor": "noop", "depends_on": [{"task": "fetch", "eech": true}]}),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("unknown field `eech`"), "{bad}");
+}

@@ -53,12 +53,16 @@ impl SessionRun<'_> {
         let expansion = match self.session.settled_plan(g, t) {
             Some(expansion) => Cow::Borrowed(expansion),
             None => {
+                let upstream = spec.upstream();
                 let planned = taskgroup::plan_task(
                     (g, t),
-                    &spec.id,
-                    &spec.input,
-                    spec.expansion_config.as_ref(),
-                    memoize.map(|m| m.key.as_str()),
+                    taskgroup::TaskPlan {
+                        id: &spec.id,
+                        input: &spec.input,
+                        expansion_config: spec.expansion_config.as_ref(),
+                        memo_key: memoize.map(|m| m.key.as_str()),
+                        upstream: &upstream,
+                    },
                     &Value::Object(self.context.clone()),
                     &self.coordinator.limits,
                 );
@@ -86,6 +90,14 @@ impl SessionRun<'_> {
             instances: expansion.len(),
             memo_key: memoize.map(|m| m.key.clone()),
             memo_ttl_s: memoize.and_then(|m| m.ttl).map(|ttl| ttl.as_secs()),
+            upstream: self.session.tasks[g][t]
+                .each
+                .iter()
+                .map(|&u| events::Upstream {
+                    task: u,
+                    id: self.session.spec.groups[g].tasks[u].id.clone(),
+                })
+                .collect(),
         };
         let (instances, format) = (
             expansion.len(),
@@ -211,7 +223,7 @@ impl SessionRun<'_> {
             let Some(machine) = self.machine.group(group) else {
                 continue;
             };
-            for (start, end, attempt) in machine.tasks()[task].undone() {
+            for (start, end, attempt) in machine.undone(task) {
                 let mut from = start;
                 for instance in start..=end {
                     if instance == end || waiting.contains(&(group, task, instance)) {

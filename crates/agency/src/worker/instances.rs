@@ -56,8 +56,14 @@ impl Worker {
             None => Box::new(item.start..item.end),
             Some(memo) => Box::new(memo.to_run.iter().copied()),
         };
+        let upstream = self.upstream_results(item, prepared).await?;
         let outcomes = futures_util::stream::iter(to_run)
-            .map(|instance| self.run_instance(prepared, instance, item.attempt, cancel, paused))
+            .map(|instance| {
+                let upstream = upstream
+                    .as_ref()
+                    .and_then(|rows| rows.get((instance - item.start) as usize));
+                self.run_instance(prepared, (instance, upstream), item.attempt, cancel, paused)
+            })
             .buffer_unordered(prepared.concurrency);
         let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
         while let Some(batch) = outcomes.next().await {
@@ -71,6 +77,71 @@ impl Worker {
             self.record(item, batch).await?;
         }
         Ok(())
+    }
+
+    /// For a task depending instance by instance whose executor reads its input: per instance
+    /// of the range, the results of the same instance of its upstream tasks, in their order,
+    /// or why one cannot be had (it is dispatched only once they succeeded, so that means the
+    /// store lost it).
+    async fn upstream_results(
+        &self,
+        item: &WorkItem,
+        prepared: &Prepared,
+    ) -> crate::Result<Option<Vec<UpstreamRow>>> {
+        let reads = prepared.executor.as_ref().is_some_and(|e| e.reads_input());
+        if prepared.upstream.is_empty() || !reads {
+            return Ok(None);
+        }
+        let mut rows: Vec<UpstreamRow> = (item.start..item.end)
+            .map(|_| Ok(Vec::with_capacity(prepared.upstream.len())))
+            .collect();
+        for upstream in &prepared.upstream {
+            let task = events::TaskRef {
+                group: item.task.group,
+                task: upstream.task,
+            };
+            let page = retrying("reading upstream results", || {
+                self.store
+                    .outcomes(&item.session, task, item.start..item.end)
+            })
+            .await?;
+            for (offset, outcome) in page.into_iter().enumerate() {
+                let instance = item.start + offset as u64;
+                let value = match outcome.map(|o| o.status) {
+                    Some(Status::Succeeded(value) | Status::Cached(value)) => Ok(value),
+                    Some(Status::Stored(name)) => self.stored_result(&item.session, &name).await?,
+                    _ => Err(format!(
+                        "instance {instance} of task `{}` has no stored success to read as `upstream.{}`",
+                        upstream.id, upstream.id
+                    )),
+                };
+                match (value, rows.get_mut(offset)) {
+                    (Ok(value), Some(Ok(row))) => row.push(value),
+                    (Err(error), Some(slot @ Ok(_))) => *slot = Err(error),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Some(rows))
+    }
+
+    /// A result stored as a blob, or why it cannot be read.
+    async fn stored_result(
+        &self,
+        session: &str,
+        name: &str,
+    ) -> crate::Result<Result<Value, String>> {
+        let bytes = retrying("reading an upstream result", || {
+            self.store.load_blob(session, name)
+        })
+        .await?;
+        Ok(match bytes {
+            None => Err(format!(
+                "the upstream result {name} is missing from the store"
+            )),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the upstream result {name} is not JSON: {e}")),
+        })
     }
 
     /// Looks the range's memoization keys up: instances with a stored success are recorded as
@@ -234,7 +305,7 @@ impl Worker {
     async fn run_instance(
         &self,
         prepared: &Prepared,
-        instance: u64,
+        (instance, upstream): (u64, Option<&UpstreamRow>),
         attempt: u32,
         cancel: &CancellationToken,
         paused: &CancellationToken,
@@ -269,7 +340,12 @@ impl Worker {
                     expansion.len()
                 ));
             };
-            match expansion.render(&handle) {
+            let rendered = match upstream {
+                None => expansion.render(&handle),
+                Some(Ok(values)) => expansion.render_with(&handle, values),
+                Some(Err(error)) => return failed(error.clone()),
+            };
+            match rendered {
                 Ok(input) => input,
                 Err(error) => return failed(error.to_string()),
             }
@@ -327,6 +403,9 @@ impl Worker {
         })
     }
 }
+
+/// The results of one instance's upstream instances, or why they cannot be had.
+type UpstreamRow = Result<Vec<Value>, String>;
 
 /// What a notice says of one outcome: instance, attempt, and the error (and whether it is
 /// permanent) of a failure.

@@ -94,6 +94,8 @@ struct Prepared {
     session: Arc<str>,
     group: Arc<str>,
     task: Arc<str>,
+    /// The tasks it depends on instance by instance, whose results its instances read.
+    upstream: Vec<events::Upstream>,
 }
 
 /// How many workers may start a range without finishing it, by default, before the next fails
@@ -483,12 +485,16 @@ impl Worker {
     }
 
     fn plan(&self, session: &str, task: TaskRef, record: TaskRecord) -> Prepared {
+        let upstream: Vec<String> = record.upstream.iter().map(|u| u.id.clone()).collect();
         let expansion = taskgroup::plan_task(
             (task.group, task.task),
-            &record.task_id,
-            &record.input,
-            record.expansion_config.as_ref(),
-            record.memo_key.as_deref(),
+            taskgroup::TaskPlan {
+                id: &record.task_id,
+                input: &record.input,
+                expansion_config: record.expansion_config.as_ref(),
+                memo_key: record.memo_key.as_deref(),
+                upstream: &upstream,
+            },
             &record.context,
             &self.options.limits,
         )
@@ -511,6 +517,7 @@ impl Worker {
             session: session.into(),
             group: record.group_id.into(),
             task: record.task_id.into(),
+            upstream: record.upstream,
         }
     }
 }

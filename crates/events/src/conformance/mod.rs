@@ -78,6 +78,7 @@ pub fn one_task_record(run: &str) -> TaskRecord {
         instances: 1,
         memo_key: None,
         memo_ttl_s: None,
+        upstream: Vec::new(),
     }
 }
 
@@ -100,6 +101,11 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
         instances: 3,
         memo_key: None,
         memo_ttl_s: None,
+        // Read back whole, with what a task depending instance by instance carries.
+        upstream: vec![crate::Upstream {
+            task: 0,
+            id: "fetch".into(),
+        }],
     };
     store
         .save_task(session, task, &record, Fence::Open)

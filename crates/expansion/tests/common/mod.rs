@@ -20,6 +20,7 @@ pub fn plan_with(input: &Value, context: &Value, limits: &Limits) -> Result<Expa
         input,
         expansion_config: None,
         memo_key: None,
+        upstream: &[],
     };
     Expansion::plan(task, context, limits)
 }
@@ -33,6 +34,7 @@ pub fn plan_task(input: &Value, config: &Value) -> Result<Expansion, Error> {
         input,
         expansion_config: Some(config),
         memo_key: None,
+        upstream: &[],
     };
     Expansion::plan(task, &json!({}), &Limits::default())
 }

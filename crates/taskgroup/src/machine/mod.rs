@@ -62,6 +62,34 @@ impl GroupMachine {
         self.status
     }
 
+    /// Task `task`'s instances without a final outcome that may run now (those depending
+    /// instance by instance wait for their upstream instances), as `(start, end, attempt)`:
+    /// consecutive ones of the same current attempt together. What a runtime dispatches again
+    /// when work it sent may have been dropped (a paused run resuming, a broker's lost log).
+    pub fn undone(&self, task: usize) -> Vec<(u64, u64, u32)> {
+        let Some(run) = self.tasks.get(task) else {
+            return Vec::new();
+        };
+        run.undone(|instance| self.upstream_succeeded(task, instance))
+    }
+
+    /// Whether every task `task` depends on instance by instance has instance `instance`
+    /// succeeded (true without such dependencies).
+    fn upstream_succeeded(&self, task: usize, instance: u64) -> bool {
+        self.tasks[task]
+            .setup
+            .each
+            .iter()
+            .all(|&u| self.tasks.get(u).is_some_and(|r| r.succeeded_at(instance)))
+    }
+
+    /// The tasks depending on `task` instance by instance.
+    fn dependents(&self, task: usize) -> Vec<usize> {
+        (0..self.tasks.len())
+            .filter(|&d| self.tasks[d].setup.each.contains(&task))
+            .collect()
+    }
+
     /// Takes one event and returns what the runtime must do about it, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
@@ -100,6 +128,7 @@ impl GroupMachine {
                         run.retrying.remove(&instance);
                     }
                     self.after_outcome(task, &mut out);
+                    self.release(task, instance, &mut out);
                 }
             }
             Event::Failed {
@@ -158,6 +187,9 @@ impl GroupMachine {
         if run.state != TaskState::Planning {
             return;
         }
+        if !run.setup.each.is_empty() {
+            return self.planned_each(task, instances, now, out);
+        }
         run.start_running(instances, now);
         let mut start = 0;
         while start < instances {
@@ -172,6 +204,146 @@ impl GroupMachine {
         }
         if instances == 0 {
             self.after_outcome(task, out);
+        }
+        self.plan_dependents(task, out);
+    }
+
+    /// Plans the tasks waiting for `task` to be planned, to depend on it instance by instance.
+    fn plan_dependents(&mut self, task: usize, out: &mut Vec<Command>) {
+        if self.status.is_none() && !self.dependents(task).is_empty() {
+            self.start_ready(out);
+        }
+    }
+
+    /// A task depending instance by instance is planned: the instances whose upstream instances
+    /// all succeeded are dispatched now, those with a failed one fail, the rest wait.
+    fn planned_each(&mut self, task: usize, instances: u64, now: Duration, out: &mut Vec<Command>) {
+        let mismatch = self.tasks[task].setup.each.iter().find_map(|&u| {
+            let upstream = &self.tasks[u];
+            (upstream.instances != instances).then(|| {
+                format!(
+                    "task `{}` has {instances} instances and task `{}` {}: depending instance by instance needs the same count",
+                    self.tasks[task].setup.id, upstream.setup.id, upstream.instances
+                )
+            })
+        });
+        if let Some(error) = mismatch {
+            self.tasks[task].error = Some(error);
+            return self.task_failed(task, out);
+        }
+        self.tasks[task].start_running(instances, now);
+        let mut skipped = Vec::new();
+        let mut ready: Vec<(u64, u64)> = Vec::new();
+        for instance in 0..instances {
+            if let Some(reason) = self.upstream_failure(task, instance) {
+                skipped.push((instance, reason));
+            } else if self.upstream_succeeded(task, instance) {
+                match ready.last_mut() {
+                    Some((start, end)) if *end == instance && *end - *start < self.chunk => {
+                        *end += 1
+                    }
+                    _ => ready.push((instance, instance + 1)),
+                }
+            }
+        }
+        for (start, end) in ready {
+            out.push(Command::Dispatch {
+                task,
+                start,
+                end,
+                attempt: 1,
+            });
+        }
+        for (instance, reason) in skipped {
+            if self.status.is_some() {
+                return;
+            }
+            self.skip(task, instance, reason, now, out);
+        }
+        if instances == 0 {
+            self.after_outcome(task, out);
+        }
+        self.plan_dependents(task, out);
+    }
+
+    /// Why instance `instance` of `task` cannot run: an upstream instance it depends on failed.
+    fn upstream_failure(&self, task: usize, instance: u64) -> Option<String> {
+        self.tasks[task].setup.each.iter().find_map(|&u| {
+            let upstream = self.tasks.get(u)?;
+            upstream.failed_at(instance).then(|| {
+                format!(
+                    "not run: instance {instance} of task `{}` failed",
+                    upstream.setup.id
+                )
+            })
+        })
+    }
+
+    /// Instance `instance` of `task` succeeded: dispatches that instance of each task depending
+    /// on it instance by instance, when their other upstream instances succeeded too.
+    fn release(&mut self, task: usize, instance: u64, out: &mut Vec<Command>) {
+        for d in self.dependents(task) {
+            let run = &self.tasks[d];
+            if run.state != TaskState::Running
+                || instance >= run.instances
+                || run.is_done(instance)
+                || !self.upstream_succeeded(d, instance)
+            {
+                continue;
+            }
+            out.push(Command::Dispatch {
+                task: d,
+                start: instance,
+                end: instance + 1,
+                attempt: run.current_attempt(instance),
+            });
+        }
+    }
+
+    /// Instance `instance` of `task` failed for good: the same instance of every task depending
+    /// on it instance by instance fails without running, and so on down its chain.
+    fn skip_dependents(
+        &mut self,
+        task: usize,
+        instance: u64,
+        now: Duration,
+        out: &mut Vec<Command>,
+    ) {
+        let mut below = vec![task];
+        while let Some(upstream) = below.pop() {
+            for d in self.dependents(upstream) {
+                let run = &self.tasks[d];
+                if self.status.is_some() {
+                    return;
+                }
+                if run.state != TaskState::Running
+                    || instance >= run.instances
+                    || run.is_done(instance)
+                {
+                    continue;
+                }
+                let reason = format!(
+                    "not run: instance {instance} of task `{}` failed",
+                    self.tasks[upstream].setup.id
+                );
+                if self.fail_instance(d, instance, failure(0, reason, true, now), out) {
+                    below.push(d);
+                }
+            }
+        }
+    }
+
+    /// Fails instance `instance` of `task` without running it, then what depends on it.
+    fn skip(
+        &mut self,
+        task: usize,
+        instance: u64,
+        reason: String,
+        now: Duration,
+        out: &mut Vec<Command>,
+    ) {
+        if self.fail_instance(task, instance, failure(0, reason, true, now), out) {
+            self.skip_dependents(task, instance, now, out);
         }
     }
 
@@ -211,29 +383,38 @@ impl GroupMachine {
                 });
             }
             _ => {
-                run.failed += 1;
-                run.mark_done(instance);
-                run.retrying.remove(&instance);
-                run.failures.insert(
-                    instance,
-                    Failure {
-                        attempts: attempt,
-                        error,
-                        permanent,
-                        at: now,
-                    },
-                );
-                if !run.setup.continue_on_error && self.policy_exceeded() {
-                    // This task failed the group: it says so, not that it was cut short.
-                    let run = &mut self.tasks[task];
-                    run.state = TaskState::Failed;
-                    run.cut_short = true;
-                    self.stop(GroupStatus::Failed, out);
-                    return;
+                if self.fail_instance(task, instance, failure(attempt, error, permanent, now), out)
+                {
+                    self.skip_dependents(task, instance, now, out);
                 }
-                self.after_outcome(task, out);
             }
         }
+    }
+
+    /// Records instance `instance` of `task` as failed for good; stops the group when that
+    /// breaks its policy. Returns whether the group goes on.
+    fn fail_instance(
+        &mut self,
+        task: usize,
+        instance: u64,
+        failed: Failure,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let run = &mut self.tasks[task];
+        run.failed += 1;
+        run.mark_done(instance);
+        run.retrying.remove(&instance);
+        run.failures.insert(instance, failed);
+        if !run.setup.continue_on_error && self.policy_exceeded() {
+            // This task failed the group: it says so, not that it was cut short.
+            let run = &mut self.tasks[task];
+            run.state = TaskState::Failed;
+            run.cut_short = true;
+            self.stop(GroupStatus::Failed, out);
+            return false;
+        }
+        self.after_outcome(task, out);
+        true
     }
 
     /// Failures counted against the policy so far, out of the instances known so far.
@@ -274,11 +455,21 @@ impl GroupMachine {
     /// Plans every waiting task whose dependencies are done; finishes when nothing can run.
     fn start_ready(&mut self, out: &mut Vec<Command>) {
         for t in 0..self.tasks.len() {
+            // A task depending instance by instance is planned once its upstream is: its
+            // instances are dispatched one by one as the upstream ones succeed.
             let ready = self.tasks[t].state == TaskState::Waiting
                 && self.tasks[t].setup.depends_on.iter().all(|&d| {
                     self.tasks
                         .get(d)
                         .is_some_and(|r| r.state == TaskState::Done)
+                })
+                && self.tasks[t].setup.each.iter().all(|&u| {
+                    self.tasks.get(u).is_some_and(|r| {
+                        matches!(
+                            r.state,
+                            TaskState::Running | TaskState::Combining | TaskState::Done
+                        )
+                    })
                 });
             if ready {
                 self.tasks[t].state = TaskState::Planning;
@@ -335,6 +526,16 @@ impl GroupMachine {
         self.status = Some(status);
         out.push(Command::Cancel);
         out.push(Command::Finish { status });
+    }
+}
+
+/// A failed instance's record.
+fn failure(attempts: u32, error: String, permanent: bool, at: Duration) -> Failure {
+    Failure {
+        attempts,
+        error,
+        permanent,
+        at,
     }
 }
 

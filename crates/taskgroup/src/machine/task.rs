@@ -12,6 +12,9 @@ pub struct TaskSetup {
     pub id: String,
     /// Indices (in the group) of the tasks this one waits for.
     pub depends_on: Vec<usize>,
+    /// Indices (in the group) of the tasks it depends on instance by instance: its instance
+    /// `i` runs once instance `i` of each succeeded, and fails when one of them failed.
+    pub each: Vec<usize>,
     /// When its failed instances are tried again.
     pub retry: RetryPolicy,
     /// Failed instances of this task do not count against the group.
@@ -166,16 +169,15 @@ impl TaskRun {
         }
     }
 
-    /// The instances without a final outcome, as `(start, end, attempt)`: consecutive ones of
-    /// the same current attempt together. What a runtime dispatches again when work it sent may
-    /// have been dropped (a paused run resuming).
-    pub fn undone(&self) -> Vec<(u64, u64, u32)> {
+    /// The instances without a final outcome that `ready` lets run, as `(start, end, attempt)`:
+    /// consecutive ones of the same current attempt together.
+    pub(super) fn undone(&self, ready: impl Fn(u64) -> bool) -> Vec<(u64, u64, u32)> {
         let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
         if self.state != TaskState::Running {
             return ranges;
         }
         for instance in 0..self.instances {
-            if self.is_done(instance) {
+            if self.is_done(instance) || !ready(instance) {
                 continue;
             }
             let attempt = self.current_attempt(instance);
@@ -185,6 +187,16 @@ impl TaskRun {
             }
         }
         ranges
+    }
+
+    /// Whether `instance` ended, and succeeded.
+    pub(super) fn succeeded_at(&self, instance: u64) -> bool {
+        self.is_done(instance) && !self.failures.contains_key(&instance)
+    }
+
+    /// Whether `instance` ended, and failed.
+    pub(super) fn failed_at(&self, instance: u64) -> bool {
+        self.is_done(instance) && self.failures.contains_key(&instance)
     }
 
     pub(super) fn current_attempt(&self, instance: u64) -> u32 {

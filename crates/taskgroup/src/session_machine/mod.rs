@@ -194,6 +194,7 @@ impl SessionMachine {
                     .map(|(task, plan)| TaskSetup {
                         id: task.id.clone(),
                         depends_on: plan.depends_on.clone(),
+                        each: plan.each.clone(),
                         retry: plan.retry.clone(),
                         continue_on_error: task.continue_on_error,
                     })

@@ -216,6 +216,7 @@ fn expansion_case(axes: &[usize], exclude: bool, render: u64) -> anyhow::Result<
         input: &input,
         expansion_config: None,
         memo_key: None,
+        upstream: &[],
     };
 
     let started = Instant::now();
