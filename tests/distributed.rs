@@ -578,3 +578,46 @@ fn a_pipeline_runs_item_by_item_across_workers() {
         }
     }
 }
+
+/// Issue #16: `agency csv --distributed` runs its batches on the coordinator and workers, and
+/// writes the same rows as embedded.
+#[test]
+fn agency_csv_runs_on_the_fleet() {
+    let cluster = Cluster::start("csv");
+    let tasks = cluster.dir.join("tasks.csv");
+    std::fs::write(&tasks, "task_id,task_type\n1,a\n2,bad\n1,a\nx,a\n3,a\n").unwrap();
+    let blueprint = cluster.dir.join("blueprint.json");
+    std::fs::write(
+        &blueprint,
+        json!({"blueprints": {
+            "bad": [{"step": "boom", "executor": "fail", "input": {"permanent": true}}],
+            "*": [{"step": "first", "executor": "echo", "input": {"id": "{{task_id}}"}},
+                  {"step": "second", "executor": "emit_event", "input": {"id": "{{task_id}}"}}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let output = cluster
+        .command(&[
+            "csv",
+            "--distributed",
+            "--quiet",
+            "--batch",
+            "2",
+            "--blueprint",
+        ])
+        .arg(&blueprint)
+        .arg(&tasks)
+        .output()
+        .unwrap();
+    let written = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{written}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        written,
+        "task_id,final_status,error_info\n2,Failed,boom: failing attempt 1 of instance 0 on purpose\n1,Completed,\nx,Failed,line 5: task_id `x` is not a u64\n3,Completed,\n"
+    );
+}

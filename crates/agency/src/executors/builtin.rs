@@ -125,3 +125,20 @@ impl Executor for EmitEvent {
         Ok(call.input)
     }
 }
+
+/// `emit_event` as seed 001 has it: prints its input as one line on stderr (`event <key>
+/// <input>`) and returns it. `agency csv` runs it in place of [`EmitEvent`] when embedded.
+#[derive(Debug, Clone, Copy)]
+pub struct PrintEvent;
+
+#[async_trait]
+impl Executor for PrintEvent {
+    fn description(&self) -> &str {
+        "prints its input as one line on stderr and returns it"
+    }
+
+    async fn execute(&self, call: Call) -> Result<Value, ExecError> {
+        eprintln!("event {} {}", call.key, call.input);
+        Ok(call.input)
+    }
+}

@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub use builtin::{Echo, EmitEvent, Fail, Noop, Sleep};
+pub use builtin::{Echo, EmitEvent, Fail, Noop, PrintEvent, Sleep};
 pub use command::Command;
 pub use http::HttpGet;
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_distributed;
 mod control;
+mod csv;
 mod plan;
 mod run;
 mod serve;
@@ -70,6 +71,9 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Run a CSV of `task_id,task_type` rows, each through its blueprint of steps (seed 001),
+    /// and write `task_id,final_status,error_info`; exit 1 unless every row completed
+    Csv(csv::CsvArgs),
     #[command(flatten)]
     Serve(serve::Serve),
     /// Measure the engine's parts; results go to stdout
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
             });
             run::run(&file, options, quiet, only.as_deref(), state)
         }
+        Command::Csv(args) => csv::run(args),
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),
     };

@@ -81,7 +81,7 @@ pub fn run(
                 }
             })
         };
-        let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone())));
+        let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone(), "instances")));
         let result = match &state {
             None => engine.run(&session, &progress, cancel).await,
             Some(state) => match engine
@@ -153,12 +153,13 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     }
 }
 
-/// A bar on a terminal; elsewhere a plain line every few seconds. Both show done/total, rate and ETA.
-async fn show_progress(progress: Arc<Progress>) {
+/// A bar on a terminal; elsewhere a plain line every few seconds. Both show done/total `unit`,
+/// rate and ETA.
+pub(crate) async fn show_progress(progress: Arc<Progress>, unit: &'static str) {
     let started = Instant::now();
     if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
-        bar.set_style(style());
+        bar.set_style(style(unit));
         let _finish = FinishOnDrop(bar.clone());
         loop {
             bar.set_length(progress.planned.load(Ordering::Relaxed));
@@ -180,7 +181,7 @@ async fn show_progress(progress: Arc<Progress>) {
                 "?".into()
             };
             eprintln!(
-                "progress: {}/{} instances, {}/s, ETA {eta}",
+                "progress: {}/{} {unit}, {}/s, ETA {eta}",
                 thousands(done),
                 thousands(total),
                 thousands(rate as u64)
@@ -190,12 +191,18 @@ async fn show_progress(progress: Arc<Progress>) {
 }
 
 /// `[00:00:03] ██████░░░ 1,200/4,000 instances, 412/s, ETA 7s`
-fn style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} instances, {rate}, ETA {eta}")
+fn style(unit: &str) -> ProgressStyle {
+    let template = format!(
+        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit}, {{rate}}, ETA {{eta}}"
+    );
+    ProgressStyle::with_template(&template)
         .map(|style| {
-            style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
-            })
+            style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+                },
+            )
         })
         .unwrap_or_else(|_| ProgressStyle::default_bar())
 }

@@ -267,7 +267,9 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
+pub(crate) async fn connect(
+    servers: &Servers,
+) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
     let kafka: Arc<dyn Broker> =
         Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
     let broker: Arc<dyn Broker> = if servers.namespace.is_empty() {
