@@ -259,3 +259,9 @@ async fn a_dropped_redis_subscription_is_restored_and_reported() {
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn redis_agent_queue_conforms() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::agent_suite(&store, &unique("agents")).await;
+}

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 mod broker;
 #[cfg(feature = "testsuite")]
 pub mod chaos;
@@ -36,6 +37,7 @@ pub use broker::{
     oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC,
     DISPATCH_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES,
 };
+pub use agents::{AgentClaim, AgentItem, AgentOrigin};
 pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "file")]

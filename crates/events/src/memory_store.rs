@@ -1,6 +1,7 @@
 //! The in-memory [`Store`]: the embedded default and the test double for Redis. It keeps the
 //! same recording rule, lease and result semantics, checked by the shared conformance suite.
 
+use crate::agents::{AgentClaim, AgentItem};
 use crate::error::{encode, Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -54,6 +55,8 @@ pub(crate) struct Sessions {
     /// Memoized results by key: the result's JSON and when it expires (wall-clock ms), if it
     /// does (see [`Store::memo_get`]).
     pub(crate) memo: HashMap<String, (Vec<u8>, Option<u64>)>,
+    /// Items for agents (see [`Store::agent_claim`]).
+    pub(crate) agents: crate::agents::AgentQueue,
 }
 
 impl Sessions {
@@ -524,6 +527,35 @@ impl Store for MemoryStore {
 
     async fn now_ms(&self) -> Result<u64> {
         Ok(wall_clock_ms())
+    }
+
+    async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
+        self.state()?.agents.offer(items);
+        Ok(())
+    }
+
+    async fn agent_claim(
+        &self,
+        agent: &str,
+        types: &[String],
+        token: &str,
+    ) -> Result<Option<AgentClaim>> {
+        Ok(self
+            .state()?
+            .agents
+            .claim(agent, types, token, wall_clock_ms()))
+    }
+
+    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
+        Ok(self.state()?.agents.settle(token))
+    }
+
+    async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
+        Ok(self.state()?.agents.release(token))
+    }
+
+    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
+        Ok(self.state()?.agents.expired(wall_clock_ms(), limit))
     }
 
     async fn save_state(

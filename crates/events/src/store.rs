@@ -6,7 +6,8 @@
 //! replaced by a newer attempt; an outcome whose attempt is not newer than the stored one is
 //! refused. Outcomes are written before they are announced, so a lost announcement loses nothing.
 
-use crate::error::Result;
+use crate::agents::{AgentClaim, AgentItem};
+use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use async_trait::async_trait;
@@ -18,6 +19,15 @@ use std::time::Duration;
 pub const RESULTS_CHANNEL: &str = "agency:results";
 /// Coordinator-to-worker control messages.
 pub const CONTROL_CHANNEL: &str = "agency:control";
+
+/// The answer of a store that keeps no queue for agents.
+fn no_agent_queue() -> Error {
+    Error::Refused {
+        backend: "store",
+        operation: "an agent queue call".into(),
+        message: "this store keeps no queue for agents: run with Redis (the distributed mode) or in memory".into(),
+    }
+}
 
 /// The channel that announces a session's outcomes to its coordinator.
 pub fn notices_channel(session: &str) -> String {
@@ -311,6 +321,41 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the memoized results whose key starts with `prefix` (every one for `""`);
     /// returns how many were removed.
     async fn memo_clear(&self, prefix: &str) -> Result<u64>;
+    /// Adds items for agents to claim (`crate::agents`); an id offered before, claimed or not,
+    /// is left as it is.
+    async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
+        let _ = items;
+        Err(no_agent_queue())
+    }
+    /// Claims, for `agent` under `token`, the oldest waiting item of the first of `types` that
+    /// has one; its claim lasts the item's `claim_timeout_ms` by the store's clock.
+    async fn agent_claim(
+        &self,
+        agent: &str,
+        types: &[String],
+        token: &str,
+    ) -> Result<Option<AgentClaim>> {
+        let _ = (agent, types, token);
+        Err(no_agent_queue())
+    }
+    /// Takes the item `token` holds off the queue, to record its outcome; `None` when the token
+    /// holds none ([`crate::agents::stale_token`]), and then nothing changed.
+    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
+        let _ = token;
+        Err(no_agent_queue())
+    }
+    /// Puts the item `token` holds back first in its type's queue; `None` when the token holds
+    /// none.
+    async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
+        let _ = token;
+        Err(no_agent_queue())
+    }
+    /// Takes claims past their deadline off the queue, at most `limit`, for their timeouts to be
+    /// recorded.
+    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
+        let _ = limit;
+        Err(no_agent_queue())
+    }
     /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()>;
     /// Messages published on `channel` from now on.

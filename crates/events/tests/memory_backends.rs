@@ -46,3 +46,8 @@ async fn a_namespaced_broker_conforms_and_stays_in_its_namespace() {
     let mut plain = shared.subscribe("topic", "check").await.unwrap();
     assert_eq!(plain.next().await.unwrap().payload, b"plain");
 }
+
+#[tokio::test]
+async fn memory_agent_queue_conforms() {
+    conformance::agent_suite(&MemoryStore::new(), "memory-agents").await;
+}

@@ -934,3 +934,90 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
         .expect("message");
     assert_eq!(message.payload, b"while paused");
 }
+
+/// An item for agents of type `kind`, from instance `instance` of a task of `session`.
+fn agent_item(session: &str, kind: &str, instance: u64, timeout_ms: u64) -> crate::AgentItem {
+    crate::AgentItem {
+        id: format!("{session}|run|0|0|{instance}|1"),
+        kind: kind.to_string(),
+        input: json!({"n": instance}),
+        claim_timeout_ms: timeout_ms,
+        origin: crate::AgentOrigin::Instance {
+            session: session.to_string(),
+            run: "run".into(),
+            group: 0,
+            task: 0,
+            task_id: "t".into(),
+            instance,
+            attempt: 1,
+        },
+    }
+}
+
+/// The queue for agents, with types and items named after `prefix`: oldest first per type,
+/// types in the order asked, one claim per item, a token settles or releases only while its
+/// claim holds, and claims past their timeout are taken off.
+pub async fn agent_suite(store: &dyn Store, prefix: &str) {
+    let (a, b, c) = (
+        format!("{prefix}-a"),
+        format!("{prefix}-b"),
+        format!("{prefix}-c"),
+    );
+    let items = [
+        agent_item(prefix, &a, 0, 60_000),
+        agent_item(prefix, &a, 1, 60_000),
+        agent_item(prefix, &b, 2, 60_000),
+    ];
+    store.agent_offer(&items).await.expect("offer");
+    // Offered again: nothing doubles.
+    store.agent_offer(&items[..1]).await.expect("offer again");
+    let claim = |types: Vec<String>, token: &'static str| async move {
+        store
+            .agent_claim("agent-1", &types, &format!("{prefix}-{token}"))
+            .await
+            .expect("claim")
+    };
+    let first = claim(vec![b.clone(), a.clone()], "t1").await.expect("an item of b");
+    assert_eq!(first.item, items[2], "the first type asked that has one");
+    assert_eq!((first.claims, first.agent.as_str()), (1, "agent-1"));
+    let oldest = claim(vec![a.clone()], "t2").await.expect("an item of a");
+    assert_eq!(oldest.item, items[0], "oldest first");
+    let next = claim(vec![a.clone()], "t3").await.expect("the other item of a");
+    assert_eq!(next.item, items[1]);
+    assert!(claim(vec![a.clone(), b.clone()], "t4").await.is_none(), "each item claimed once");
+    // Settling takes the item off; its token then holds nothing.
+    let settled = store
+        .agent_settle(&oldest.token)
+        .await
+        .expect("settle")
+        .expect("held");
+    assert_eq!(settled.item, items[0]);
+    assert!(store.agent_settle(&oldest.token).await.expect("settle").is_none());
+    // Released, the item is claimed again first, under a new token; the old one holds nothing.
+    let released = store
+        .agent_release(&next.token)
+        .await
+        .expect("release")
+        .expect("held");
+    assert_eq!(released, items[1]);
+    assert!(store.agent_release(&next.token).await.expect("release").is_none());
+    let again = claim(vec![a.clone()], "t5").await.expect("released item");
+    assert_eq!((again.item.id.as_str(), again.claims), (items[1].id.as_str(), 2));
+    assert!(store.agent_settle(&next.token).await.expect("settle").is_none());
+    assert!(store.agent_settle(&again.token).await.expect("settle").is_some());
+    assert!(store.agent_settle(&first.token).await.expect("settle").is_some());
+    // A claim past its timeout is taken off, and its token holds nothing.
+    store
+        .agent_offer(&[agent_item(prefix, &c, 3, 1)])
+        .await
+        .expect("offer");
+    let short = claim(vec![c.clone()], "t6").await.expect("an item of c");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let expired = store.agent_expired(1_000).await.expect("expired");
+    // On a shared server another process may have taken it off first.
+    if let Some(taken) = expired.iter().find(|e| e.token == short.token) {
+        assert_eq!(taken.item.id, short.item.id);
+    }
+    assert!(store.agent_settle(&short.token).await.expect("settle").is_none());
+    assert!(claim(vec![c], "t7").await.is_none(), "an expired claim is not offered again");
+}

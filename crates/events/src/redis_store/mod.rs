@@ -28,6 +28,7 @@
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
 //! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
 
+mod agents;
 mod store;
 
 use crate::error::{Error, Result};
@@ -59,6 +60,7 @@ pub struct RedisStore {
     fenced: Fenced,
     renew: redis::Script,
     release: redis::Script,
+    agents: agents::AgentScripts,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -174,6 +176,7 @@ impl RedisStore {
             fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
+            agents: agents::AgentScripts::new(),
         })
     }
 

@@ -5,6 +5,7 @@ use super::{
     corrupt, key, outcomes_key, result_key, task_key, to_json, unavailable, RedisStore,
     RedisSubscription,
 };
+use crate::agents::{AgentClaim, AgentItem};
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -587,6 +588,33 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(listed)
+    }
+
+    async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
+        self.agents.offer(self.connection.clone(), items).await
+    }
+
+    async fn agent_claim(
+        &self,
+        agent: &str,
+        types: &[String],
+        token: &str,
+    ) -> Result<Option<AgentClaim>> {
+        self.agents
+            .claim(self.connection.clone(), agent, types, token)
+            .await
+    }
+
+    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
+        self.agents.settle(self.connection.clone(), token).await
+    }
+
+    async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
+        self.agents.release(self.connection.clone(), token).await
+    }
+
+    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
+        self.agents.expired(self.connection.clone(), limit).await
     }
 
     async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
