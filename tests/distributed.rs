@@ -496,7 +496,7 @@ async fn an_invalid_session_from_kafka_gets_a_failed_result() {
     assert_eq!(result["status"], "failed");
     assert_eq!(
         result["errors"],
-        json!(["groups[0].tasks[0].executor: unknown executor `warp` (known: command, echo, emit_event, fail, http_get, noop, sleep)"])
+        json!(["groups[0].tasks[0].executor: unknown executor `warp` (known: command, echo, emit_event, fail, http_get, noop, sleep, and `agent` for work agents claim)"])
     );
 }
 

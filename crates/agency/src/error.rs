@@ -22,6 +22,13 @@ pub enum Error {
     /// This coordinator stopped running the session without a result, for another to resume.
     #[error(transparent)]
     HandedOver(#[from] HandedOver),
+    /// A claim token that holds no item (settled or released already, or timed out): nothing
+    /// changed.
+    #[error("{}", events::agents::stale_token(token))]
+    StaleClaim {
+        /// The token given.
+        token: String,
+    },
     /// The store lost a running session's state (a Redis restarted without persistence, or was
     /// flushed): the session cannot be finished.
     #[error("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished")]

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod client;
 #[cfg(any(feature = "redis", feature = "kafka"))]
 mod connect;

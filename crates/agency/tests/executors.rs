@@ -358,7 +358,7 @@ async fn the_registry_lists_every_builtin_and_validation_uses_it() {
     let error = engine
         .validate(&one_task("nope", json!(null), json!({})).to_string())
         .unwrap_err();
-    assert!(error.to_string().contains("unknown executor `nope` (known: command, echo, emit_event, fail, http_get, noop, sleep)"), "{error}");
+    assert!(error.to_string().contains("unknown executor `nope` (known: command, echo, emit_event, fail, http_get, noop, sleep, and `agent` for work agents claim)"), "{error}");
 }
 
 /// `retry.on` and `retry.never_on` by exit code, kind and message, with real programs: each

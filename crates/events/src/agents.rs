@@ -220,7 +220,10 @@ mod tests {
         assert!(queue.expired(1_099, 10).is_empty());
         let expired = queue.expired(1_100, 10);
         assert_eq!(expired.len(), 1);
-        assert_eq!((expired[0].item.id.as_str(), expired[0].token.as_str()), ("x", "t1"));
+        assert_eq!(
+            (expired[0].item.id.as_str(), expired[0].token.as_str()),
+            ("x", "t1")
+        );
         assert!(queue.settle("t1").is_none());
         assert!(queue.settle("t2").is_some());
     }

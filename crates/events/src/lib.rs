@@ -33,11 +33,11 @@ pub mod retry;
 mod store;
 mod watermarks;
 
+pub use agents::{AgentClaim, AgentItem, AgentOrigin};
 pub use broker::{
     oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC,
     DISPATCH_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES,
 };
-pub use agents::{AgentClaim, AgentItem, AgentOrigin};
 pub use error::{encode, Error, Result};
 pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "file")]
@@ -47,7 +47,8 @@ pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
 pub use log_watch::{LogWatch, Reading};
 pub use memory_store::MemoryStore;
 pub use messages::{
-    Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, Upstream, WorkItem,
+    AgentTask, Announcement, Control, Notice, Outcome, Status, TaskRecord, TaskRef, Upstream,
+    WorkItem,
 };
 pub use origin::Origin;
 #[cfg(feature = "redis")]

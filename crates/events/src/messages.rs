@@ -107,6 +107,20 @@ pub struct TaskRecord {
     /// worker reads the outcome of the same instance of each, for `{{upstream.<task>}}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<Upstream>,
+    /// For `"executor": "agent"`: the agent type that claims its instances, and how long a
+    /// claim lasts. Workers offer the instances to agents instead of running them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentTask>,
+}
+
+/// Who does a task's instances, when agents do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTask {
+    /// The agent type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A claim not completed within this long is released and counts as an attempt.
+    pub claim_timeout_ms: u64,
 }
 
 /// A task another depends on instance by instance.

@@ -92,6 +92,7 @@ fn record() -> TaskRecord {
         memo_key: None,
         memo_ttl_s: None,
         upstream: Vec::new(),
+        agent: None,
     }
 }
 

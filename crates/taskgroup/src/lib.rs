@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod agent;
 mod error;
 mod failure;
 mod graph;
@@ -32,6 +33,7 @@ mod session_error;
 mod session_machine;
 mod spec;
 
+pub use agent::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
 pub use error::{Error, Problem, Result};
 pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
 pub use live::{iso8601, LiveCounts, LiveGroup, LiveGroupStatus, LiveState, LiveStatus};

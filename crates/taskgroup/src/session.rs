@@ -1,6 +1,7 @@
 //! Validation: a session is checked completely before anything runs, and every problem is
 //! reported at once with its field path. A [`Session`] exists only once it is known good.
 
+use crate::agent::{AgentTask, AGENT_EXECUTOR};
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
 use crate::memoize::Memoize;
@@ -70,6 +71,8 @@ pub struct PlannedTask {
     pub timeout: Option<Duration>,
     /// How its instances are memoized, if they are.
     pub memoize: Option<Memoize>,
+    /// The agents that claim its instances, for `"executor": "agent"`.
+    pub agent: Option<AgentTask>,
 }
 
 /// A task's expansion as far as it can be known before running.
@@ -147,6 +150,7 @@ impl Session {
                                 .unwrap_or_default(),
                             timeout: task.timeout_ms.map(Duration::from_millis),
                             memoize: task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok()),
+                            agent: task.agent.as_ref().and_then(|a| AgentTask::parse(a).ok()),
                         }
                     })
                     .collect()
@@ -237,12 +241,16 @@ impl Check {
                 let at = task_path(g, t);
                 self.label(&at.key("name"), &task.name);
                 self.label(&at.key("description"), &task.description);
+                let by_agents = task.executor == AGENT_EXECUTOR;
                 if let Some(known) = &rules.executors {
-                    if !task.executor.trim().is_empty() && !known.contains(&task.executor) {
+                    if !task.executor.trim().is_empty()
+                        && !by_agents
+                        && !known.contains(&task.executor)
+                    {
                         self.problem(
                             &at.key("executor"),
                             format!(
-                                "unknown executor `{}` (known: {})",
+                                "unknown executor `{}` (known: {}, and `{AGENT_EXECUTOR}` for work agents claim)",
                                 task.executor,
                                 known.join(", ")
                             ),
@@ -260,6 +268,22 @@ impl Check {
                 }
                 if let Some(Err(problem)) = task.memoize.as_ref().map(Memoize::parse) {
                     self.field_problem(&at.key("memoize"), problem);
+                }
+                match (&task.agent, by_agents) {
+                    (Some(agent), true) => {
+                        if let Err(problem) = AgentTask::parse(agent) {
+                            self.field_problem(&at.key("agent"), problem);
+                        }
+                    }
+                    (None, true) => self.problem(
+                        &at.key("agent"),
+                        format!("a task with \"executor\": \"{AGENT_EXECUTOR}\" says which agents claim it: {{\"type\": \"<agent type>\", \"claim_timeout_ms\": N}}"),
+                    ),
+                    (Some(_), false) => self.problem(
+                        &at.key("agent"),
+                        format!("`agent` is for tasks with \"executor\": \"{AGENT_EXECUTOR}\", not `{}`", task.executor),
+                    ),
+                    (None, false) => {}
                 }
             }
         }

@@ -95,6 +95,10 @@ pub struct TaskSpec {
     /// `{"key": "<template>", "ttl_s": N}`: see [`crate::Memoize`].
     #[serde(default)]
     pub memoize: Option<Value>,
+    /// `{"type": "<agent type>", "claim_timeout_ms": N}` with `"executor": "agent"`: external
+    /// agents claim its instances (see [`crate::AgentTask`]).
+    #[serde(default)]
+    pub agent: Option<Value>,
     /// A name for people, carried into the result (the id stays the key).
     #[serde(default)]
     pub name: Option<String>,

@@ -215,7 +215,7 @@ fn settings_are_validated_with_their_paths() {
             "timeout_ms: timeout_ms must be positive",
             "groups[0].timeout_ms: timeout_ms must be positive",
             "groups[0].failure_policy: unknown failure policy \"sometimes\" (expected \"fail_fast\", \"all_settled\" or {\"threshold\": N})",
-            "groups[0].tasks[0].executor: unknown executor `nope` (known: noop, echo)",
+            "groups[0].tasks[0].executor: unknown executor `nope` (known: noop, echo, and `agent` for work agents claim)",
             "groups[0].tasks[1].retry.backoff.factor: factor 0 must be between 1 and 100",
             "groups[0].tasks[1].timeout_ms: timeout_ms must be positive",
             "groups[0].tasks[1].concurrency: concurrency must be at least 1",
@@ -482,4 +482,40 @@ fn instance_by_instance_dependencies_are_read_and_checked() {
     .unwrap_err()
     .to_string();
     assert!(bad.contains("unknown field `eech`"), "{bad}");
+}
+
+#[test]
+fn tasks_done_by_agents_say_which_agents() {
+    let session = validate(json!({"groups": [{"id": "g", "tasks": [
+        {"id": "review", "executor": "agent", "agent": {"type": "analyze", "claim_timeout_ms": 500}}]}]}))
+    .unwrap();
+    let agent = session.tasks[0][0].agent.clone().unwrap();
+    assert_eq!(
+        (agent.kind.as_str(), agent.claim_timeout_ms),
+        ("analyze", 500)
+    );
+    let rules = Rules {
+        executors: Some(vec!["echo".into()]),
+        ..Rules::default()
+    };
+    let doc = json!({"groups": [{"id": "g", "tasks": [
+        {"id": "a", "executor": "agent"},
+        {"id": "b", "executor": "echo", "agent": {"type": "x"}},
+        {"id": "c", "executor": "agent", "agent": {"type": "no spaces"}},
+        {"id": "d", "executor": "nope"}]}]});
+    let Err(Error::Invalid(problems)) = Session::from_json(&doc.to_string(), &rules) else {
+        panic!("expected problems");
+    };
+    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(all.contains("groups[0].tasks[0].agent: a task with \"executor\": \"agent\" says which agents claim it"), "{all}");
+    assert!(all.contains("groups[0].tasks[1].agent: `agent` is for tasks with \"executor\": \"agent\", not `echo`"), "{all}");
+    assert!(
+        all.contains("groups[0].tasks[2].agent.type: `no spaces` is not an agent type"),
+        "{all}"
+    );
+    assert!(
+        all.contains("unknown executor `nope` (known: echo, and `agent` for work agents claim)"),
+        "{all}"
+    );
 }

@@ -98,6 +98,13 @@ impl SessionRun<'_> {
                     id: self.session.spec.groups[g].tasks[u].id.clone(),
                 })
                 .collect(),
+            agent: self.session.tasks[g][t]
+                .agent
+                .as_ref()
+                .map(|agent| events::AgentTask {
+                    kind: agent.kind.clone(),
+                    claim_timeout_ms: agent.claim_timeout_ms,
+                }),
         };
         let (instances, format) = (
             expansion.len(),

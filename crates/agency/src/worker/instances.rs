@@ -79,6 +79,70 @@ impl Worker {
         Ok(())
     }
 
+    /// Offers the range's instances, rendered, to agents of `agent`'s type; an instance that
+    /// cannot be rendered fails at once, as it would running.
+    pub(super) async fn offer(
+        &self,
+        item: &WorkItem,
+        prepared: &Prepared,
+        agent: &events::AgentTask,
+    ) -> crate::Result<()> {
+        let upstream = self.upstream_results(item, prepared).await?;
+        let mut items = Vec::new();
+        let mut failed = Vec::new();
+        for instance in item.start..item.end {
+            let rendered = match &prepared.expansion {
+                Err(error) => Err(error.clone()),
+                Ok(expansion) => match expansion.get(instance) {
+                    None => Err(format!(
+                        "instance {instance} is beyond the task's {} instances",
+                        expansion.len()
+                    )),
+                    Some(handle) => match upstream
+                        .as_ref()
+                        .and_then(|rows| rows.get((instance - item.start) as usize))
+                    {
+                        None => expansion.render(&handle).map_err(|e| e.to_string()),
+                        Some(Ok(values)) => expansion
+                            .render_with(&handle, values)
+                            .map_err(|e| e.to_string()),
+                        Some(Err(error)) => Err(error.clone()),
+                    },
+                },
+            };
+            match rendered {
+                Ok(input) => items.push(events::AgentItem {
+                    id: crate::agents::item_id(
+                        &item.session,
+                        &item.run,
+                        item.task,
+                        instance,
+                        item.attempt,
+                    ),
+                    kind: agent.kind.clone(),
+                    input,
+                    claim_timeout_ms: agent.claim_timeout_ms,
+                    origin: events::AgentOrigin::Instance {
+                        session: item.session.clone(),
+                        run: item.run.clone(),
+                        group: item.task.group,
+                        task: item.task.task,
+                        task_id: prepared.task.to_string(),
+                        instance,
+                        attempt: item.attempt,
+                    },
+                }),
+                Err(error) => failed.push(Outcome {
+                    instance,
+                    attempt: item.attempt,
+                    status: Status::FailedPermanently(error),
+                }),
+            }
+        }
+        retrying("offering work to agents", || self.store.agent_offer(&items)).await?;
+        self.record(item, failed).await
+    }
+
     /// For a task depending instance by instance whose executor reads its input: per instance
     /// of the range, the results of the same instance of its upstream tasks, in their order,
     /// or why one cannot be had (it is dispatched only once they succeeded, so that means the
@@ -88,7 +152,9 @@ impl Worker {
         item: &WorkItem,
         prepared: &Prepared,
     ) -> crate::Result<Option<Vec<UpstreamRow>>> {
-        let reads = prepared.executor.as_ref().is_some_and(|e| e.reads_input());
+        // Agents get every instance's input whole.
+        let reads =
+            prepared.agent.is_some() || prepared.executor.as_ref().is_some_and(|e| e.reads_input());
         if prepared.upstream.is_empty() || !reads {
             return Ok(None);
         }

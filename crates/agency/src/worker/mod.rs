@@ -96,6 +96,8 @@ struct Prepared {
     task: Arc<str>,
     /// The tasks it depends on instance by instance, whose results its instances read.
     upstream: Vec<events::Upstream>,
+    /// Agents of this type do its instances: they are offered to them, not run here.
+    agent: Option<events::AgentTask>,
 }
 
 /// How many workers may start a range without finishing it, by default, before the next fails
@@ -109,6 +111,31 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// what the client had prefetched and resuming fetches again, which is slow (a 4-range queue
 /// halved the 1M fan-out rate), so pausing is kept for a real backlog.
 pub const WAITING: usize = 64;
+
+/// How often a worker looks for agents' claims past their timeout.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// Records agents' claims past their timeout as failed attempts, every [`REAP_EVERY`], until
+/// `stop`; a store without a queue for agents (a state file) has none to look for.
+async fn reap_claims(store: Arc<dyn Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(REAP_EVERY) => {}
+        }
+        match crate::agents::reap(store.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                claims = n,
+                "agents' claims timed out; recorded as failed attempts"
+            ),
+            Err(crate::Error::Backend(error)) if !error.is_retryable() => {
+                return tracing::debug!(%error, "no agents' claims to watch");
+            }
+            Err(error) => tracing::warn!(%error, "cannot look for agents' claims that timed out"),
+        }
+    }
+}
 
 /// A member of the dispatch group this young is not replaced when a coordinator says the broker
 /// lost its log: it joined the group as it is now.
@@ -186,6 +213,7 @@ impl Worker {
                 shutdown.child_token(),
             )
             .await?;
+        let reaping = tokio::spawn(reap_claims(self.store.clone(), shutdown.child_token()));
         let limit = self.options.ranges_in_flight.max(1);
         let mut in_flight = 0usize;
         let mut waiting = VecDeque::new();
@@ -299,6 +327,7 @@ impl Worker {
             queued,
             "worker stopping; ranges not finished are delivered again to the group"
         );
+        reaping.abort();
         Ok(())
     }
 
@@ -406,7 +435,11 @@ impl Worker {
                 tracing::warn!(session = %item.session, %error, "cannot count the range's start; running it")
             }
         }
-        if let Err(error) = self.execute(&item, &prepared, &cancel, &paused).await {
+        let done = match &prepared.agent {
+            Some(agent) => self.offer(&item, &prepared, agent).await,
+            None => self.execute(&item, &prepared, &cancel, &paused).await,
+        };
+        if let Err(error) = done {
             tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, %error, "cannot record outcomes");
             return;
         }
@@ -518,6 +551,7 @@ impl Worker {
             group: record.group_id.into(),
             task: record.task_id.into(),
             upstream: record.upstream,
+            agent: record.agent,
         }
     }
 }

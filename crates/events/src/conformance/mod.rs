@@ -79,6 +79,7 @@ pub fn one_task_record(run: &str) -> TaskRecord {
         memo_key: None,
         memo_ttl_s: None,
         upstream: Vec::new(),
+        agent: None,
     }
 }
 
@@ -106,6 +107,10 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             task: 0,
             id: "fetch".into(),
         }],
+        agent: Some(crate::AgentTask {
+            kind: "analyze".into(),
+            claim_timeout_ms: 5_000,
+        }),
     };
     store
         .save_task(session, task, &record, Fence::Open)
@@ -977,14 +982,21 @@ pub async fn agent_suite(store: &dyn Store, prefix: &str) {
             .await
             .expect("claim")
     };
-    let first = claim(vec![b.clone(), a.clone()], "t1").await.expect("an item of b");
+    let first = claim(vec![b.clone(), a.clone()], "t1")
+        .await
+        .expect("an item of b");
     assert_eq!(first.item, items[2], "the first type asked that has one");
     assert_eq!((first.claims, first.agent.as_str()), (1, "agent-1"));
     let oldest = claim(vec![a.clone()], "t2").await.expect("an item of a");
     assert_eq!(oldest.item, items[0], "oldest first");
-    let next = claim(vec![a.clone()], "t3").await.expect("the other item of a");
+    let next = claim(vec![a.clone()], "t3")
+        .await
+        .expect("the other item of a");
     assert_eq!(next.item, items[1]);
-    assert!(claim(vec![a.clone(), b.clone()], "t4").await.is_none(), "each item claimed once");
+    assert!(
+        claim(vec![a.clone(), b.clone()], "t4").await.is_none(),
+        "each item claimed once"
+    );
     // Settling takes the item off; its token then holds nothing.
     let settled = store
         .agent_settle(&oldest.token)
@@ -992,7 +1004,11 @@ pub async fn agent_suite(store: &dyn Store, prefix: &str) {
         .expect("settle")
         .expect("held");
     assert_eq!(settled.item, items[0]);
-    assert!(store.agent_settle(&oldest.token).await.expect("settle").is_none());
+    assert!(store
+        .agent_settle(&oldest.token)
+        .await
+        .expect("settle")
+        .is_none());
     // Released, the item is claimed again first, under a new token; the old one holds nothing.
     let released = store
         .agent_release(&next.token)
@@ -1000,12 +1016,31 @@ pub async fn agent_suite(store: &dyn Store, prefix: &str) {
         .expect("release")
         .expect("held");
     assert_eq!(released, items[1]);
-    assert!(store.agent_release(&next.token).await.expect("release").is_none());
+    assert!(store
+        .agent_release(&next.token)
+        .await
+        .expect("release")
+        .is_none());
     let again = claim(vec![a.clone()], "t5").await.expect("released item");
-    assert_eq!((again.item.id.as_str(), again.claims), (items[1].id.as_str(), 2));
-    assert!(store.agent_settle(&next.token).await.expect("settle").is_none());
-    assert!(store.agent_settle(&again.token).await.expect("settle").is_some());
-    assert!(store.agent_settle(&first.token).await.expect("settle").is_some());
+    assert_eq!(
+        (again.item.id.as_str(), again.claims),
+        (items[1].id.as_str(), 2)
+    );
+    assert!(store
+        .agent_settle(&next.token)
+        .await
+        .expect("settle")
+        .is_none());
+    assert!(store
+        .agent_settle(&again.token)
+        .await
+        .expect("settle")
+        .is_some());
+    assert!(store
+        .agent_settle(&first.token)
+        .await
+        .expect("settle")
+        .is_some());
     // A claim past its timeout is taken off, and its token holds nothing.
     store
         .agent_offer(&[agent_item(prefix, &c, 3, 1)])
@@ -1018,6 +1053,13 @@ pub async fn agent_suite(store: &dyn Store, prefix: &str) {
     if let Some(taken) = expired.iter().find(|e| e.token == short.token) {
         assert_eq!(taken.item.id, short.item.id);
     }
-    assert!(store.agent_settle(&short.token).await.expect("settle").is_none());
-    assert!(claim(vec![c], "t7").await.is_none(), "an expired claim is not offered again");
+    assert!(store
+        .agent_settle(&short.token)
+        .await
+        .expect("settle")
+        .is_none());
+    assert!(
+        claim(vec![c], "t7").await.is_none(),
+        "an expired claim is not offered again"
+    );
 }

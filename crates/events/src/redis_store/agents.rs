@@ -171,7 +171,10 @@ impl AgentScripts {
         token: &str,
     ) -> Result<Option<AgentClaim>> {
         let mut invocation = self.claim.key(ITEMS);
-        with_keys(&mut invocation).arg(PENDING).arg(agent).arg(token);
+        with_keys(&mut invocation)
+            .arg(PENDING)
+            .arg(agent)
+            .arg(token);
         for kind in types {
             invocation.arg(kind);
         }

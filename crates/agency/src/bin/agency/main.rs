@@ -1,5 +1,6 @@
 //! The `agency` command line: plan sessions and benchmark the engine's parts.
 
+mod agent;
 mod bench;
 mod bench_distributed;
 mod control;
@@ -70,6 +71,11 @@ enum Command {
         retry_failed: bool,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Claim and settle work of tasks with "executor": "agent", as an external agent
+    Agent {
+        #[command(subcommand)]
+        what: agent::AgentCommand,
     },
     /// Run a CSV of `task_id,task_type` rows, each through its blueprint of steps (seed 001),
     /// and write `task_id,final_status,error_info`; exit 1 unless every row completed
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
             });
             run::run(&file, options, quiet, only.as_deref(), state)
         }
+        Command::Agent { what } => agent::run(what),
         Command::Csv(args) => csv::run(args),
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),

@@ -65,6 +65,22 @@ pub fn run(
         }
     }
     .with_context(|| file.display().to_string())?;
+    // Agents reach the queue through Redis; an embedded run's queue is this process's own.
+    let by_agents: Vec<&str> = session
+        .spec
+        .groups
+        .iter()
+        .flat_map(|group| &group.tasks)
+        .filter(|task| task.executor == taskgroup::AGENT_EXECUTOR)
+        .map(|task| task.id.as_str())
+        .collect();
+    if !by_agents.is_empty() {
+        anyhow::bail!(
+            "{}: task {} is done by agents (\"executor\": \"agent\"), which claim work through Redis: run it with `agency submit` on a coordinator and workers",
+            file.display(),
+            by_agents.join(", ")
+        );
+    }
     runtime.block_on(async {
         let progress = Arc::new(Progress::default());
         let cancel = CancellationToken::new();

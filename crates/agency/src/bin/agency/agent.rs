@@ -1,0 +1,125 @@
+//! `agency agent claim|complete|fail|release`: an external agent's side of tasks with
+//! `"executor": "agent"` (seed 003), over Redis.
+
+use crate::serve::Servers;
+use anyhow::Context as _;
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code of `agency agent claim` when no item came.
+const NOTHING_CLAIMED: u8 = 3;
+
+/// What an agent does.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Claim the next waiting item of these types; prints it (token, session_id, task,
+    /// instance, type, input, attempt), or exits 3 when none came
+    Claim {
+        /// This agent's id, recorded with the claim
+        #[arg(long)]
+        agent: String,
+        /// The agent types it takes, in order of preference (comma-separated)
+        #[arg(long, value_delimiter = ',', required = true)]
+        types: Vec<String>,
+        /// Wait up to this long for an item
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        servers: Servers,
+    },
+    /// Complete the claimed item with its result (JSON; null when absent)
+    Complete {
+        /// The claim's token
+        token: String,
+        /// The result, as JSON
+        #[arg(long)]
+        result: Option<String>,
+        #[command(flatten)]
+        servers: Servers,
+    },
+    /// Fail the claimed item's attempt (its task's retry policy decides what follows)
+    Fail {
+        /// The claim's token
+        token: String,
+        /// Why it failed
+        #[arg(long)]
+        error: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
+    /// Give the claimed item back for another agent, as if never claimed
+    Release {
+        /// The claim's token
+        token: String,
+        #[command(flatten)]
+        servers: Servers,
+    },
+}
+
+/// Runs an `agency agent` command.
+pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let servers = match &command {
+            AgentCommand::Claim { servers, .. }
+            | AgentCommand::Complete { servers, .. }
+            | AgentCommand::Fail { servers, .. }
+            | AgentCommand::Release { servers, .. } => servers,
+        };
+        let store = agency::distributed::connect_store(&servers.redis).await?;
+        match &command {
+            AgentCommand::Claim {
+                agent,
+                types,
+                wait_ms,
+                json,
+                ..
+            } => {
+                let claimed =
+                    agency::agents::claim(&store, agent, types, Duration::from_millis(*wait_ms))
+                        .await?;
+                let Some(claim) = claimed else {
+                    eprintln!("nothing to claim of {}", types.join(", "));
+                    return Ok(ExitCode::from(NOTHING_CLAIMED));
+                };
+                let described = agency::agents::describe(&claim);
+                if *json {
+                    println!("{described}");
+                } else {
+                    println!(
+                        "token {}\nsession {}\ntask {} instance {} attempt {}\ntype {}\ninput {}",
+                        claim.token,
+                        described["session_id"].as_str().unwrap_or_default(),
+                        described["task"].as_str().unwrap_or_default(),
+                        described["instance"],
+                        described["attempt"],
+                        claim.item.kind,
+                        claim.item.input
+                    );
+                }
+            }
+            AgentCommand::Complete { token, result, .. } => {
+                let result: Value = match result {
+                    Some(text) => serde_json::from_str(text)
+                        .with_context(|| format!("--result is not JSON: `{text}`"))?,
+                    None => Value::Null,
+                };
+                agency::agents::complete(&store, token, result).await?;
+            }
+            AgentCommand::Fail { token, error, .. } => {
+                agency::agents::fail(&store, token, error).await?;
+            }
+            AgentCommand::Release { token, .. } => {
+                agency::agents::release(&store, token).await?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,248 @@
+//! Issue #16, seed 003: external agents claim the instances of tasks with `"executor":
+//! "agent"`, through Redis, while a coordinator and workers run the session.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use integration_tests::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+fn agent_task(id: &str, kind: &str, instances: u64, extra: Value) -> Value {
+    let ns: Vec<u64> = (0..instances).collect();
+    let mut task = json!({"id": id, "executor": "agent",
+        "agent": {"type": kind, "claim_timeout_ms": 60_000},
+        "input": {"n": "{{n}}", "ns": ns, "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}});
+    for (k, v) in extra.as_object().unwrap() {
+        if k == "agent" {
+            task["agent"] = v.clone();
+        } else {
+            task[k] = v.clone();
+        }
+    }
+    task
+}
+
+/// 8 agents (each with a Redis connection of its own) claim and complete 10,000 items side by
+/// side: each is claimed once and completed once, and the session's result holds every
+/// agent's answer in its place.
+#[test]
+fn eight_agents_claim_ten_thousand_items_each_exactly_once() {
+    let cluster = Cluster::start("agents");
+    let kind = unique("analyze");
+    let id = unique("agents");
+    let doc = json!({"session_id": id, "groups": [{"id": "g",
+        "tasks": [agent_task("review", &kind, 10_000, json!({}))]}]});
+    let waiting = {
+        let doc = doc.clone();
+        let cluster_dir = cluster.dir.clone();
+        let command = cluster.command(&["submit", "--wait", "--timeout", "300"]);
+        std::thread::spawn(move || {
+            let file = cluster_dir.join("agents.json");
+            std::fs::write(&file, doc.to_string()).unwrap();
+            let mut command = command;
+            command.arg(&file).output().unwrap()
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let done: Vec<Vec<(u64, u32)>> = runtime.block_on(async {
+        let agents = (0..8).map(|k| {
+            let kind = kind.clone();
+            tokio::spawn(async move {
+                let store = events::RedisStore::connect(&redis_url()).await.unwrap();
+                let mut done = Vec::new();
+                // The first items come once the session is planned; after that, a quiet
+                // second means every item was taken.
+                let mut wait = Duration::from_secs(60);
+                loop {
+                    let claimed = agency::agents::claim(
+                        &store,
+                        &format!("agent-{k}"),
+                        std::slice::from_ref(&kind),
+                        wait,
+                    )
+                    .await
+                    .unwrap();
+                    let Some(claim) = claimed else { break };
+                    wait = Duration::from_secs(1);
+                    let n = claim.item.input["n"].as_u64().unwrap();
+                    agency::agents::complete(&store, &claim.token, json!({"n": n, "by": k}))
+                        .await
+                        .unwrap();
+                    done.push((n, claim.claims));
+                }
+                done
+            })
+        });
+        futures_util::future::join_all(agents)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    });
+    let output: Output = waiting.join().unwrap();
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no result ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(result["status"], "completed", "{result:#}");
+    let mut by_instance: HashMap<u64, usize> = HashMap::new();
+    for (n, claims) in done.iter().flatten() {
+        *by_instance.entry(*n).or_default() += 1;
+        assert_eq!(*claims, 1, "item {n} claimed more than once");
+    }
+    assert_eq!(by_instance.len(), 10_000);
+    assert!(
+        by_instance.values().all(|&count| count == 1),
+        "an item completed twice"
+    );
+    assert!(
+        done.iter().all(|d| !d.is_empty()),
+        "every agent took some work"
+    );
+    let review = result["context"]["review"].as_array().unwrap();
+    assert_eq!(review.len(), 10_000);
+    for (i, answer) in review.iter().enumerate() {
+        assert_eq!(answer["n"], json!(i));
+    }
+    assert_eq!(result["groups"]["g"]["tasks"]["review"]["attempts"], 10_000);
+}
+
+fn agent(cluster: &Cluster, args: &[&str]) -> Output {
+    let mut full = vec!["agent"];
+    full.extend_from_slice(args);
+    cluster.command(&full).output().unwrap()
+}
+
+fn claimed(output: &Output) -> Value {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A claim not completed within its timeout is released and counts as an attempt; its late
+/// completion is refused and changes nothing. A released claim goes to the next agent; a failed
+/// one fails its attempt. Nothing waiting: exit 3.
+#[test]
+fn a_stale_claim_is_released_counted_and_its_late_completion_refused() {
+    let cluster = Cluster::start("agents-stale");
+    let (slow, failing) = (unique("slow"), unique("failing"));
+    let id = unique("agents-stale");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [
+        agent_task("once", &slow, 1, json!({"agent": {"type": slow, "claim_timeout_ms": 1_000},
+            "retry": {"max_retries": 1, "retry_delays": [0]}})),
+        agent_task("broken", &failing, 1, json!({})),
+    ]}]});
+    cluster.submit(&doc);
+    let wait = ["--wait-ms", "30000", "--json"];
+    let first = claimed(&agent(
+        &cluster,
+        &[&["claim", "--agent", "a1", "--types", &slow][..], &wait[..]].concat(),
+    ));
+    assert_eq!(
+        (&first["session_id"], &first["task"], &first["attempt"]),
+        (&json!(id), &json!("once"), &json!(1))
+    );
+    assert_eq!(first["input"]["n"], 0);
+    // Past its 1 s timeout the claim is released and its attempt failed; the retry offers the
+    // item again as attempt 2.
+    let second = claimed(&agent(
+        &cluster,
+        &[&["claim", "--agent", "a2", "--types", &slow][..], &wait[..]].concat(),
+    ));
+    assert_eq!(second["attempt"], 2);
+    let late = agent(
+        &cluster,
+        &[
+            "complete",
+            first["token"].as_str().unwrap(),
+            "--result",
+            "{\"late\": true}",
+        ],
+    );
+    assert_eq!(late.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&late.stderr);
+    assert!(said.contains("does not hold an item"), "{said}");
+    // Released, it goes to the next agent, same attempt.
+    let released = agent(&cluster, &["release", second["token"].as_str().unwrap()]);
+    assert_eq!(released.status.code(), Some(0));
+    let third = claimed(&agent(
+        &cluster,
+        &[&["claim", "--agent", "a3", "--types", &slow][..], &wait[..]].concat(),
+    ));
+    assert_eq!(third["attempt"], 2);
+    let completed = agent(
+        &cluster,
+        &[
+            "complete",
+            third["token"].as_str().unwrap(),
+            "--result",
+            "{\"ok\": 1}",
+        ],
+    );
+    assert_eq!(
+        completed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&completed.stderr)
+    );
+    // The other task's agent gives up on its item.
+    let other = claimed(&agent(
+        &cluster,
+        &[
+            &["claim", "--agent", "a4", "--types", &failing][..],
+            &wait[..],
+        ]
+        .concat(),
+    ));
+    let failed = agent(
+        &cluster,
+        &[
+            "fail",
+            other["token"].as_str().unwrap(),
+            "--error",
+            "the document is unreadable",
+        ],
+    );
+    assert_eq!(failed.status.code(), Some(0));
+    let nothing = agent(
+        &cluster,
+        &[
+            "claim",
+            "--agent",
+            "a5",
+            "--types",
+            &format!("{slow},{failing}"),
+        ],
+    );
+    assert_eq!(nothing.status.code(), Some(3));
+    let watched = cluster
+        .command(&["watch", &id, "--timeout", "60"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        watched.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let status = cluster
+        .command(&["status", &id, "--json"])
+        .output()
+        .unwrap();
+    let result: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(result["status"], "partial", "{result:#}");
+    let tasks = &result["groups"]["g"]["tasks"];
+    assert_eq!(result["context"]["once"], json!([{"ok": 1}]));
+    assert_eq!(tasks["once"]["attempts"], 2);
+    assert_eq!(
+        tasks["broken"]["failures"][0]["error"],
+        "the document is unreadable"
+    );
+}
