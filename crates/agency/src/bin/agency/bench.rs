@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use expansion::{Expansion, FieldPath, Limits, Task};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use taskgroup::SessionResult;
 
 #[derive(Debug, clap::Subcommand)]
@@ -45,6 +45,17 @@ pub enum Bench {
         #[arg(long)]
         fail_times: Option<u64>,
     },
+    /// Claim/complete round trips of agents over Redis: N items, K agents with a connection each
+    Agents {
+        /// Items offered
+        #[arg(long, default_value_t = 20_000)]
+        items: u64,
+        /// Agents claiming side by side
+        #[arg(long, default_value_t = 8)]
+        agents: usize,
+        #[command(flatten)]
+        servers: crate::serve::Servers,
+    },
     /// Distributed fan-out over real Kafka and Redis: starts a coordinator and two worker
     /// processes in a fresh namespace, then measures N no-op instances submit to result,
     /// the latency of one-task sessions, and each process's peak RSS
@@ -64,8 +75,79 @@ pub enum Bench {
     },
 }
 
+/// Offers `items` items of a fresh type on Redis, then has `agents` agents (a connection each)
+/// claim and complete them all; prints the claim/complete round trips per second.
+async fn agents_case(
+    items: u64,
+    agents: usize,
+    servers: &crate::serve::Servers,
+) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(agency::distributed::connect_store(&servers.redis).await?);
+    let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let offered: Vec<events::AgentItem> = (0..items)
+        .map(|n| events::AgentItem {
+            id: format!("{kind}|{n}"),
+            kind: kind.clone(),
+            input: serde_json::json!({"n": n}),
+            claim_timeout_ms: 60_000,
+            origin: events::AgentOrigin::Instance {
+                session: format!("{kind}-session"),
+                run: "bench".into(),
+                group: 0,
+                task: 0,
+                task_id: "t".into(),
+                instance: n,
+                attempt: 1,
+            },
+        })
+        .collect();
+    events::Store::agent_offer(store.as_ref(), &offered).await?;
+    let started = Instant::now();
+    let workers = (0..agents).map(|k| {
+        let (kind, redis) = (kind.clone(), servers.redis.clone());
+        tokio::spawn(async move {
+            let store = agency::distributed::connect_store(&redis).await?;
+            let mut done = 0u64;
+            while let Some(claim) = agency::agents::claim(
+                &store,
+                &format!("agent-{k}"),
+                std::slice::from_ref(&kind),
+                Duration::ZERO,
+            )
+            .await?
+            {
+                agency::agents::complete(&store, &claim.token, serde_json::json!({"ok": true}))
+                    .await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        })
+    });
+    let mut done = 0;
+    for worker in futures_util::future::join_all(workers).await {
+        done += worker??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{done} items claimed and completed by {agents} agents in {seconds:.2} s: {:.0} round trips/s",
+        done as f64 / seconds
+    );
+    anyhow::ensure!(done == items, "{done} of {items} items completed");
+    Ok(())
+}
+
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
+        Bench::Agents {
+            items,
+            agents,
+            servers,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(agents_case(items, agents, &servers))
+        }
         Bench::Distributed {
             sizes,
             latency_runs,
