@@ -621,3 +621,23 @@ fn agency_csv_runs_on_the_fleet() {
         "task_id,final_status,error_info\n2,Failed,boom: failing attempt 1 of instance 0 on purpose\n1,Completed,\nx,Failed,line 5: task_id `x` is not a u64\n3,Completed,\n"
     );
 }
+
+/// Ranges published side by side land in any order on a partition: a coordinator dispatching
+/// 2,000 one-instance ranges at once must not take a lower offset landing after a higher one
+/// for a broker that lost its log (it once did, and dispatched everything again, over and over).
+#[test]
+fn many_ranges_dispatched_at_once_are_not_taken_for_a_lost_log() {
+    let mut cluster = Cluster::start_with("many-ranges", &[]);
+    cluster.spawn_with("coordinator", &["--chunk", "1"]);
+    cluster.spawn("worker");
+    cluster.spawn("worker");
+    let ns: Vec<u32> = (0..2000).collect();
+    let doc = json!({"session_id": unique("many-ranges"), "groups": [{"id": "g", "tasks": [{"id": "t",
+        "executor": "echo", "input": {"n": "{{n}}", "ns": ns,
+        "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(code, 0, "{}", result["errors"]);
+    assert_eq!(result["context"]["t"].as_array().unwrap().len(), 2000);
+    let log = std::fs::read_to_string(cluster.dir.join("coordinator-0.log")).unwrap();
+    assert!(!log.contains("lost dispatched work"), "{log}");
+}

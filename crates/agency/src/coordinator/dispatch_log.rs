@@ -22,13 +22,20 @@ const CONFIRM: Duration = Duration::from_secs(1);
 pub(super) struct DispatchLog {
     watch: Mutex<LogWatch>,
     losses: watch::Sender<u64>,
+    /// When the last loss was acted on: one log lost is seen by many publishes and readings
+    /// at once, and everything unsettled is dispatched again once for all of them.
+    acted: Mutex<Option<std::time::Instant>>,
 }
+
+/// Losses seen within this long of one acted on are the same loss.
+const SAME_LOSS: Duration = Duration::from_secs(10);
 
 impl Default for DispatchLog {
     fn default() -> Self {
         Self {
             watch: Mutex::default(),
             losses: watch::Sender::new(0),
+            acted: Mutex::default(),
         }
     }
 }
@@ -96,6 +103,17 @@ impl Coordinator {
     /// Tells workers to join the dispatch group again, and every run of this coordinator to
     /// dispatch its unsettled work again.
     pub(super) async fn lost(&self, detail: String) {
+        {
+            let mut acted = self
+                .dispatched
+                .acted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if acted.is_some_and(|at| at.elapsed() < SAME_LOSS) {
+                return tracing::debug!(%detail, "a loss already acted on");
+            }
+            *acted = Some(std::time::Instant::now());
+        }
         tracing::warn!(%detail, "the broker lost dispatched work; dispatching what is unsettled again");
         let control = Control::LogLost {
             topic: self.broker.qualified(DISPATCH_TOPIC),

@@ -468,8 +468,11 @@ impl Runner {
             Self::Embedded { rows } => {
                 let mut engine = agency::embedded::Engine::new(agency::embedded::EmbeddedOptions {
                     workers: 1,
+                    // Items move on one by one, so a step's instances come as many small
+                    // ranges: each may run at once, the task's concurrency bounding them.
                     worker: agency::WorkerOptions {
                         concurrency: (*rows).max(1) as usize,
+                        ranges_in_flight: (*rows).max(1) as usize,
                         ..Default::default()
                     },
                     ..Default::default()

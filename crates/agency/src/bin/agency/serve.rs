@@ -101,6 +101,10 @@ pub enum Serve {
         /// Instances in flight per task, for tasks that set no `concurrency`
         #[arg(long, default_value_t = 1024)]
         concurrency: usize,
+        /// Dispatched ranges run at once. Per-item pipelines (`"each": true`) dispatch small
+        /// ranges as items move on: raise it when they run long steps
+        #[arg(long, default_value_t = WorkerOptions::default().ranges_in_flight as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        ranges_in_flight: u64,
         /// Consumer group on the dispatch topic
         #[arg(long, default_value = WORKER_GROUP)]
         group: String,
@@ -371,10 +375,10 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let _ = beating.await;
                 Ok(ExitCode::SUCCESS)
             }
-            Serve::Worker { servers, concurrency, group } => {
+            Serve::Worker { servers, concurrency, ranges_in_flight, group } => {
                 let shutdown = shutdown_on_signals()?;
                 let (broker, store) = connect(&servers).await?;
-                let options = WorkerOptions { concurrency, group, ..Default::default() };
+                let options = WorkerOptions { concurrency, ranges_in_flight: ranges_in_flight as usize, group, ..Default::default() };
                 eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis);
                 let registry = Registry::builtin(broker.clone());
                 let member = health::Member::here(health::Role::Worker, &servers.namespace, registry.describe());
