@@ -641,3 +641,55 @@ fn many_ranges_dispatched_at_once_are_not_taken_for_a_lost_log() {
     let log = std::fs::read_to_string(cluster.dir.join("coordinator-0.log")).unwrap();
     assert!(!log.contains("lost dispatched work"), "{log}");
 }
+
+/// A batch too large for one message (long task types) is split into sessions that fit.
+#[test]
+fn agency_csv_splits_a_batch_too_large_for_one_message() {
+    let cluster = Cluster::start("csv-large");
+    let kind = "t".repeat(200);
+    let mut rows = String::from("task_id,task_type\n");
+    for id in 0..6000 {
+        rows.push_str(&format!("{id},{kind}\n"));
+    }
+    let tasks = cluster.dir.join("long-types.csv");
+    std::fs::write(&tasks, rows).unwrap();
+    let blueprint = cluster.dir.join("echo.json");
+    std::fs::write(
+        &blueprint,
+        json!({"blueprints": {"*": [{"step": "say", "executor": "echo", "input": {"id": "{{task_id}}"}}]}})
+            .to_string(),
+    )
+    .unwrap();
+    let output = cluster
+        .command(&[
+            "csv",
+            "--distributed",
+            "--quiet",
+            "--batch",
+            "10000",
+            "--blueprint",
+        ])
+        .arg(&blueprint)
+        .arg(&tasks)
+        .output()
+        .unwrap();
+    let written = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        written
+            .lines()
+            .find(|l| l.contains("Failed"))
+            .unwrap_or_default()
+    );
+    assert_eq!(
+        written
+            .lines()
+            .filter(|l| l.ends_with(",Completed,"))
+            .count(),
+        6000
+    );
+    assert_eq!(written.lines().nth(1), Some("0,Completed,"));
+    assert_eq!(written.lines().last(), Some("5999,Completed,"));
+}

@@ -504,6 +504,37 @@ impl Runner {
     }
 }
 
+/// A submitted session must fit in one message, with room for the action around it.
+const SESSION_BYTES: usize = events::MAX_MESSAGE_BYTES * 9 / 10;
+
+/// Runs a batch's session and says each row's outcome. Submitted to the fleet, a session too
+/// large for one message (long task types) is split in halves, each run as a session of its own.
+async fn run_batch(
+    batch: Batch,
+    runner: Runner,
+    blueprints: Arc<BTreeMap<String, Vec<Step>>>,
+    id: String,
+) -> Vec<Written> {
+    let Some(session) = batch.session(&blueprints, &id) else {
+        return batch.written(&blueprints, None);
+    };
+    let too_large = matches!(runner, Runner::Distributed(_))
+        && batch.rows.len() > 1
+        && session.to_string().len() > SESSION_BYTES;
+    if too_large {
+        let mut first = batch;
+        let second = Batch {
+            rows: first.rows.split_off(first.rows.len() / 2),
+        };
+        let (a, b) = (format!("{id}a"), format!("{id}b"));
+        let mut written = Box::pin(run_batch(first, runner.clone(), blueprints.clone(), a)).await;
+        written.extend(Box::pin(run_batch(second, runner, blueprints, b)).await);
+        return written;
+    }
+    let result = runner.run(session).await;
+    batch.written(&blueprints, Some(result))
+}
+
 /// Runs `agency csv`.
 pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
     let blueprints = match &args.blueprint {
@@ -596,11 +627,7 @@ pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
                 let id = format!("csv-{run_id}-{batches}");
                 batches += 1;
                 running.push_back(tokio::spawn(async move {
-                    let result = match taken.session(&blueprints, &id) {
-                        Some(session) => Some(runner.run(session).await),
-                        None => None,
-                    };
-                    taken.written(&blueprints, result)
+                    run_batch(taken, runner, blueprints, id).await
                 }));
             }
             while running.len() >= in_flight || (end && !running.is_empty()) {
