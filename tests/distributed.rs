@@ -579,36 +579,43 @@ fn a_pipeline_runs_item_by_item_across_workers() {
     }
 }
 
-/// Issue #16: `agency csv --distributed` runs its batches on the coordinator and workers, and
-/// writes the same rows as embedded.
-#[test]
-fn agency_csv_runs_on_the_fleet() {
-    let cluster = Cluster::start("csv");
-    let tasks = cluster.dir.join("tasks.csv");
-    std::fs::write(&tasks, "task_id,task_type\n1,a\n2,bad\n1,a\nx,a\n3,a\n").unwrap();
-    let blueprint = cluster.dir.join("blueprint.json");
-    std::fs::write(
-        &blueprint,
-        json!({"blueprints": {
-            "bad": [{"step": "boom", "executor": "fail", "input": {"permanent": true}}],
-            "*": [{"step": "first", "executor": "echo", "input": {"id": "{{task_id}}"}},
-                  {"step": "second", "executor": "emit_event", "input": {"id": "{{task_id}}"}}]}})
-        .to_string(),
-    )
-    .unwrap();
-    let output = cluster
+/// `agency csv --distributed --batch BATCH` on `rows` with `blueprint`, on `cluster`'s fleet.
+fn csv_on_fleet(
+    cluster: &Cluster,
+    rows: &str,
+    blueprint: &Value,
+    batch: &str,
+) -> std::process::Output {
+    let tasks = cluster.dir.join(format!("{}.csv", unique("tasks")));
+    std::fs::write(&tasks, rows).unwrap();
+    let file = tasks.with_extension("json");
+    std::fs::write(&file, blueprint.to_string()).unwrap();
+    cluster
         .command(&[
             "csv",
             "--distributed",
             "--quiet",
             "--batch",
-            "2",
+            batch,
             "--blueprint",
         ])
-        .arg(&blueprint)
+        .arg(&file)
         .arg(&tasks)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Issue #16: `agency csv --distributed` runs its batches on the coordinator and workers, and
+/// writes the same rows as embedded.
+#[test]
+fn agency_csv_runs_on_the_fleet() {
+    let cluster = Cluster::start("csv");
+    let blueprint = json!({"blueprints": {
+        "bad": [{"step": "boom", "executor": "fail", "input": {"permanent": true}}],
+        "*": [{"step": "first", "executor": "echo", "input": {"id": "{{task_id}}"}},
+              {"step": "second", "executor": "emit_event", "input": {"id": "{{task_id}}"}}]}});
+    let rows = "task_id,task_type\n1,a\n2,bad\n1,a\nx,a\n3,a\n";
+    let output = csv_on_fleet(&cluster, rows, &blueprint, "2");
     let written = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
@@ -651,28 +658,8 @@ fn agency_csv_splits_a_batch_too_large_for_one_message() {
     for id in 0..6000 {
         rows.push_str(&format!("{id},{kind}\n"));
     }
-    let tasks = cluster.dir.join("long-types.csv");
-    std::fs::write(&tasks, rows).unwrap();
-    let blueprint = cluster.dir.join("echo.json");
-    std::fs::write(
-        &blueprint,
-        json!({"blueprints": {"*": [{"step": "say", "executor": "echo", "input": {"id": "{{task_id}}"}}]}})
-            .to_string(),
-    )
-    .unwrap();
-    let output = cluster
-        .command(&[
-            "csv",
-            "--distributed",
-            "--quiet",
-            "--batch",
-            "10000",
-            "--blueprint",
-        ])
-        .arg(&blueprint)
-        .arg(&tasks)
-        .output()
-        .unwrap();
+    let blueprint = json!({"blueprints": {"*": [{"step": "say", "executor": "echo", "input": {"id": "{{task_id}}"}}]}});
+    let output = csv_on_fleet(&cluster, &rows, &blueprint, "10000");
     let written = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
