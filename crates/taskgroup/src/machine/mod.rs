@@ -270,12 +270,9 @@ impl GroupMachine {
     fn upstream_failure(&self, task: usize, instance: u64) -> Option<String> {
         self.tasks[task].setup.each.iter().find_map(|&u| {
             let upstream = self.tasks.get(u)?;
-            upstream.failed_at(instance).then(|| {
-                format!(
-                    "not run: instance {instance} of task `{}` failed",
-                    upstream.setup.id
-                )
-            })
+            upstream
+                .failed_at(instance)
+                .then(|| not_run(instance, &upstream.setup.id))
         })
     }
 
@@ -322,10 +319,7 @@ impl GroupMachine {
                 {
                     continue;
                 }
-                let reason = format!(
-                    "not run: instance {instance} of task `{}` failed",
-                    self.tasks[upstream].setup.id
-                );
+                let reason = not_run(instance, &self.tasks[upstream].setup.id);
                 if self.fail_instance(d, instance, failure(0, reason, true, now), out) {
                     below.push(d);
                 }
@@ -527,6 +521,12 @@ impl GroupMachine {
         out.push(Command::Cancel);
         out.push(Command::Finish { status });
     }
+}
+
+/// Why an instance did not run: the same instance of task `upstream`, which it depends on
+/// instance by instance, failed.
+fn not_run(instance: u64, upstream: &str) -> String {
+    format!("not run: instance {instance} of task `{upstream}` failed")
 }
 
 /// A failed instance's record.
