@@ -58,31 +58,6 @@ pub async fn complete(store: &dyn Store, token: &str, result: Value) -> Result<A
     settle(store, token, Status::Succeeded(result)).await
 }
 
-/// A large result goes to a blob, as a worker stores it, so recording calls stay small.
-async fn stored(store: &dyn Store, item: &AgentItem, status: Status) -> Result<Status> {
-    let Status::Succeeded(value) = &status else {
-        return Ok(status);
-    };
-    if expansion::json_len(value) <= crate::worker::BLOB_THRESHOLD {
-        return Ok(status);
-    }
-    let AgentOrigin::Instance {
-        session,
-        group,
-        task,
-        instance,
-        attempt,
-        ..
-    } = &item.origin;
-    let name = format!("{group}:{task}:{instance}:{attempt}");
-    let bytes = events::encode("a large result", value)?;
-    retrying("storing a large result", || {
-        store.save_blob(session, &name, bytes.clone())
-    })
-    .await?;
-    Ok(Status::Stored(name))
-}
-
 /// Fails the attempt of the item `token` holds with `error` (the task's retry policy decides
 /// what follows); refused, changing nothing, when the token holds none.
 pub async fn fail(store: &dyn Store, token: &str, error: &str) -> Result<AgentClaim> {
@@ -143,12 +118,14 @@ async fn record(store: &dyn Store, item: &AgentItem, status: Status) -> Result<(
         Some((error, permanent)) => notice.add_failure(*instance, *attempt, &error, permanent),
     }
     let notice = events::encode("a notice", &notice)?;
-    let status = stored(store, item, status).await?;
-    let outcome = [Outcome {
+    let mut outcome = Outcome {
         instance: *instance,
         attempt: *attempt,
         status,
-    }];
+    };
+    // A large result goes to a blob, as a worker stores it, so recording calls stay small.
+    crate::worker::blob_if_large(store, session, task, &mut outcome).await?;
+    let outcome = [outcome];
     // Refused when recorded before or when the run ended: then there is nothing to announce.
     let accepted = retrying("recording an agent's outcome", || {
         store.record_outcomes(session, task, run, &outcome, Some(&notice))

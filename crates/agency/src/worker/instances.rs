@@ -91,24 +91,12 @@ impl Worker {
         let mut items = Vec::new();
         let mut failed = Vec::new();
         for instance in item.start..item.end {
+            let row = upstream
+                .as_ref()
+                .and_then(|rows| rows.get((instance - item.start) as usize));
             let rendered = match &prepared.expansion {
                 Err(error) => Err(error.clone()),
-                Ok(expansion) => match expansion.get(instance) {
-                    None => Err(format!(
-                        "instance {instance} is beyond the task's {} instances",
-                        expansion.len()
-                    )),
-                    Some(handle) => match upstream
-                        .as_ref()
-                        .and_then(|rows| rows.get((instance - item.start) as usize))
-                    {
-                        None => expansion.render(&handle).map_err(|e| e.to_string()),
-                        Some(Ok(values)) => expansion
-                            .render_with(&handle, values)
-                            .map_err(|e| e.to_string()),
-                        Some(Err(error)) => Err(error.clone()),
-                    },
-                },
+                Ok(expansion) => render_input(expansion, instance, row),
             };
             match rendered {
                 Ok(input) => items.push(events::AgentItem {
@@ -346,22 +334,7 @@ impl Worker {
         mut batch: Vec<Outcome>,
     ) -> crate::Result<Vec<Outcome>> {
         for outcome in &mut batch {
-            let Status::Succeeded(value) = &outcome.status else {
-                continue;
-            };
-            if expansion::json_len(value) <= BLOB_THRESHOLD {
-                continue;
-            }
-            let name = format!(
-                "{}:{}:{}:{}",
-                item.task.group, item.task.task, outcome.instance, outcome.attempt
-            );
-            let bytes = events::encode("a large result", value)?;
-            retrying("storing a large result", || {
-                self.store.save_blob(&item.session, &name, bytes.clone())
-            })
-            .await?;
-            outcome.status = Status::Stored(name);
+            blob_if_large(self.store.as_ref(), &item.session, item.task, outcome).await?;
         }
         Ok(batch)
     }
@@ -400,20 +373,9 @@ impl Worker {
             ));
         };
         let input = if executor.reads_input() {
-            let Some(handle) = expansion.get(instance) else {
-                return failed(format!(
-                    "instance {instance} is beyond the task's {} instances",
-                    expansion.len()
-                ));
-            };
-            let rendered = match upstream {
-                None => expansion.render(&handle),
-                Some(Ok(values)) => expansion.render_with(&handle, values),
-                Some(Err(error)) => return failed(error.clone()),
-            };
-            match rendered {
+            match render_input(expansion, instance, upstream) {
                 Ok(input) => input,
-                Err(error) => return failed(error.to_string()),
+                Err(error) => return failed(error),
             }
         } else {
             Value::Null
@@ -468,6 +430,55 @@ impl Worker {
             status,
         })
     }
+}
+
+/// Instance `instance`'s input, rendered with its upstream instances' results when its task
+/// has them; the error says why it cannot be.
+fn render_input(
+    expansion: &expansion::Expansion,
+    instance: u64,
+    upstream: Option<&UpstreamRow>,
+) -> Result<Value, String> {
+    let Some(handle) = expansion.get(instance) else {
+        return Err(format!(
+            "instance {instance} is beyond the task's {} instances",
+            expansion.len()
+        ));
+    };
+    let rendered = match upstream {
+        None => expansion.render(&handle),
+        Some(Ok(values)) => expansion.render_with(&handle, values),
+        Some(Err(error)) => return Err(error.clone()),
+    };
+    rendered.map_err(|e| e.to_string())
+}
+
+/// Moves a success larger than [`BLOB_THRESHOLD`] out of its outcome into a blob of the
+/// session, leaving the blob's name (`group:task:instance:attempt`) in its place. Workers and
+/// agents' reports store their results through it.
+pub(crate) async fn blob_if_large(
+    store: &dyn events::Store,
+    session: &str,
+    task: events::TaskRef,
+    outcome: &mut Outcome,
+) -> crate::Result<()> {
+    let Status::Succeeded(value) = &outcome.status else {
+        return Ok(());
+    };
+    if expansion::json_len(value) <= BLOB_THRESHOLD {
+        return Ok(());
+    }
+    let name = format!(
+        "{}:{}:{}:{}",
+        task.group, task.task, outcome.instance, outcome.attempt
+    );
+    let bytes = events::encode("a large result", value)?;
+    retrying("storing a large result", || {
+        store.save_blob(session, &name, bytes.clone())
+    })
+    .await?;
+    outcome.status = Status::Stored(name);
+    Ok(())
 }
 
 /// The results of one instance's upstream instances, or why they cannot be had.

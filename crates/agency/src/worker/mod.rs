@@ -11,6 +11,8 @@
 
 mod instances;
 
+pub(crate) use instances::blob_if_large;
+
 use crate::executors::{Executor, Registry};
 use crate::outage::{self, retrying};
 use events::{
