@@ -246,3 +246,287 @@ fn a_stale_claim_is_released_counted_and_its_late_completion_refused() {
         "the document is unreadable"
     );
 }
+
+/// `agency tasks` or `agency agent` on this Redis, with the output's JSON when it succeeded.
+fn tasks_cli(args: &[&str]) -> (Output, Value) {
+    let output = std::process::Command::new(agency_bin())
+        .args(args)
+        .args(["--redis", &redis_url()])
+        .output()
+        .unwrap();
+    let printed = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output, printed)
+}
+
+fn tasks_ok(args: &[&str]) -> (String, Value) {
+    let (output, printed) = tasks_cli(args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "agency {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        printed,
+    )
+}
+
+/// The task manager without a session, through the CLI only (no coordinator, no worker): a
+/// root task and its children, claimed with `agency agent claim`, completed, failed, released,
+/// a stale claim back to pending, a cancel; the children in order and the summary by status
+/// and by type; metadata set and merged; two workflows apart; bad input refused clearly.
+#[test]
+fn the_task_manager_keeps_parents_children_counts_and_metadata() {
+    let (workflow, other) = (unique("review-wf"), unique("other-wf"));
+    let (analyze, validate) = (unique("analyze"), unique("validate"));
+    let create = |workflow: &str, kind: &str, data: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tasks",
+            "create",
+            "--workflow",
+            workflow,
+            "--type",
+            kind,
+            "--data",
+            data,
+        ];
+        args.extend_from_slice(extra);
+        tasks_ok(&args).0
+    };
+    let root = create(&workflow, &analyze, r#"{"file": "data.csv"}"#, &[]);
+    assert!(root.starts_with(&format!("{analyze}_")), "{root}");
+    let children: Vec<String> = (0..3)
+        .map(|n| {
+            let timeout = if n == 1 { "1000" } else { "60000" };
+            create(
+                &workflow,
+                &validate,
+                &format!(r#"{{"part": {n}}}"#),
+                &["--parent", &root, "--claim-timeout-ms", timeout],
+            )
+        })
+        .collect();
+    // Agents claim by type, whatever the workflow: the other workflow's task has its own type.
+    let elsewhere = unique("elsewhere");
+    create(&other, &elsewhere, "{}", &[]);
+    let (_, task) = tasks_ok(&["tasks", "get", &root]);
+    assert_eq!(
+        (
+            &task["status"],
+            &task["type"],
+            &task["data"],
+            &task["parent_id"]
+        ),
+        (
+            &json!("pending"),
+            &json!(analyze),
+            &json!({"file": "data.csv"}),
+            &Value::Null
+        )
+    );
+
+    let claim = |agent: &str, kind: &str| {
+        tasks_ok(&[
+            "agent", "claim", "--agent", agent, "--types", kind, "--json",
+        ])
+        .1
+    };
+    let taken = claim("agent-1", &analyze);
+    assert_eq!(
+        (
+            &taken["task"],
+            &taken["workflow"],
+            &taken["session_id"],
+            &taken["attempt"]
+        ),
+        (&json!(root), &json!(workflow), &Value::Null, &json!(1))
+    );
+    assert_eq!(taken["input"], json!({"file": "data.csv"}));
+    let (_, task) = tasks_ok(&["tasks", "get", &root]);
+    assert_eq!(
+        (&task["status"], &task["locked_by"]),
+        (&json!("in_progress"), &json!("agent-1"))
+    );
+    let token = |claim: &Value| claim["token"].as_str().unwrap().to_string();
+    tasks_ok(&[
+        "agent",
+        "complete",
+        &token(&taken),
+        "--result",
+        r#"{"output": "results.json"}"#,
+    ]);
+    let (_, task) = tasks_ok(&["tasks", "get", &root]);
+    assert_eq!(
+        (&task["status"], &task["result"]),
+        (&json!("completed"), &json!({"output": "results.json"}))
+    );
+
+    // Child 0 fails; child 1's claim goes stale and is released on the next claim after 1 s,
+    // its late completion refused; released by hand it is claimed again; child 2 is cancelled.
+    let first = claim("agent-2", &validate);
+    assert_eq!(first["parent_id"], json!(root));
+    tasks_ok(&[
+        "agent",
+        "fail",
+        &token(&first),
+        "--error",
+        "schema mismatch",
+    ]);
+    let stale = claim("agent-3", &validate);
+    assert_eq!(stale["task"], json!(children[1]));
+    std::thread::sleep(Duration::from_millis(1_200));
+    let again = claim("agent-4", &validate);
+    assert_eq!(
+        (&again["task"], &again["attempt"]),
+        (&json!(children[1]), &json!(2))
+    );
+    let (late, _) = tasks_cli(&["agent", "complete", &token(&stale)]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("does not hold an item"));
+    tasks_ok(&["agent", "release", &token(&again)]);
+    let (_, task) = tasks_ok(&["tasks", "get", &children[1]]);
+    assert_eq!(
+        (&task["status"], &task["locked_by"]),
+        (&json!("pending"), &Value::Null)
+    );
+    let last = claim("agent-5", &validate);
+    assert_eq!(last["task"], json!(children[1]));
+    tasks_ok(&["agent", "complete", &token(&last)]);
+    tasks_ok(&["tasks", "cancel", &children[2]]);
+    let (refused, _) = tasks_cli(&["tasks", "cancel", &children[2]]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cancelled already"));
+    let (nothing, _) = tasks_cli(&["agent", "claim", "--agent", "a", "--types", &validate]);
+    assert_eq!(
+        nothing.status.code(),
+        Some(3),
+        "the cancelled child is not offered"
+    );
+
+    let (_, listed) = tasks_ok(&["tasks", "children", &root]);
+    let statuses: Vec<(&Value, &Value)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (&c["id"], &c["status"]))
+        .collect();
+    let expected = [
+        (json!(children[0]), json!("failed")),
+        (json!(children[1]), json!("completed")),
+        (json!(children[2]), json!("cancelled")),
+    ];
+    assert_eq!(
+        statuses,
+        expected.iter().map(|(a, b)| (a, b)).collect::<Vec<_>>()
+    );
+    assert_eq!(listed[0]["error"], "schema mismatch");
+    let (_, summary) = tasks_ok(&["tasks", "summary", "--workflow", &workflow]);
+    assert_eq!(summary["total_tasks"], 4);
+    assert_eq!(
+        summary["status_counts"],
+        json!({"pending": 0, "in_progress": 0, "completed": 2, "failed": 1, "cancelled": 1})
+    );
+    assert_eq!(summary["type_counts"], json!({&analyze: 1, &validate: 3}));
+    assert_eq!(
+        summary["by_type"][&validate],
+        json!({"completed": 1, "failed": 1, "cancelled": 1})
+    );
+    let (_, apart) = tasks_ok(&["tasks", "summary", "--workflow", &other]);
+    assert_eq!(
+        (&apart["total_tasks"], &apart["status_counts"]["pending"]),
+        (&json!(1), &json!(1))
+    );
+
+    let (_, metadata) = tasks_ok(&[
+        "tasks",
+        "metadata",
+        "--workflow",
+        &workflow,
+        "--set",
+        r#"{"version": "2.0", "started_by": "scheduler"}"#,
+    ]);
+    assert_eq!(
+        metadata,
+        json!({"version": "2.0", "started_by": "scheduler"})
+    );
+    tasks_ok(&[
+        "tasks",
+        "metadata",
+        "--workflow",
+        &workflow,
+        "--set",
+        r#"{"version": "2.1"}"#,
+    ]);
+    let (_, metadata) = tasks_ok(&["tasks", "metadata", "--workflow", &workflow]);
+    assert_eq!(
+        metadata,
+        json!({"version": "2.1", "started_by": "scheduler"})
+    );
+
+    for (args, says) in [
+        (
+            vec![
+                "tasks",
+                "create",
+                "--workflow",
+                &workflow,
+                "--type",
+                "bad type",
+                "--data",
+                "{}",
+            ],
+            "task type `bad type` must be",
+        ),
+        (
+            vec![
+                "tasks",
+                "create",
+                "--workflow",
+                &workflow,
+                "--type",
+                "x",
+                "--data",
+                "{nope",
+            ],
+            "--data is not JSON",
+        ),
+        (
+            vec![
+                "tasks",
+                "create",
+                "--workflow",
+                &other,
+                "--type",
+                "x",
+                "--parent",
+                &root,
+            ],
+            "is of workflow",
+        ),
+        (
+            vec![
+                "tasks",
+                "create",
+                "--workflow",
+                &workflow,
+                "--type",
+                "x",
+                "--parent",
+                "ghost",
+            ],
+            "parent task `ghost` does not exist",
+        ),
+        (vec!["tasks", "get", "ghost"], "no task `ghost`"),
+        (vec!["tasks", "children", "ghost"], "no task `ghost`"),
+        (
+            vec!["tasks", "metadata", "--workflow", &workflow, "--set", "[1]"],
+            "--set is not a JSON object",
+        ),
+    ] {
+        let (output, _) = tasks_cli(&args);
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains(says), "{args:?} says `{says}`: {said}");
+    }
+}

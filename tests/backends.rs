@@ -265,3 +265,9 @@ async fn redis_agent_queue_conforms() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     conformance::agent_suite(&store, &unique("agents")).await;
 }
+
+#[tokio::test]
+async fn redis_task_manager_conforms() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::task_suite(&store, &unique("tasks")).await;
+}

@@ -1,12 +1,17 @@
 //! Work that external agents claim (seed 003): a task with `"executor": "agent"` has its
 //! instances offered, rendered, on the store's queue instead of run by a worker; an agent claims
-//! one, and completes, fails or releases it by its token. What an agent reports is recorded as
-//! a worker's outcome would be (the recording rule, then a notice), so retries, failure policies
-//! and results work as for any task. A claim that times out is recorded as a failed attempt.
+//! one, and completes, fails or releases it by its token. What an agent reports is kept in the
+//! store as a report, and a worker records it as a worker's outcome would be (the recording
+//! rule, then a notice), so retries, failure policies and results work as for any task. A claim
+//! that times out is recorded as a failed attempt. Tasks of the task manager (`crate::tasks`)
+//! are claimed the same way; settling one sets its status in the same store call.
 
 use crate::error::{Error, Result};
 use crate::outage::retrying;
-use events::{AgentClaim, AgentItem, AgentOrigin, Notice, Outcome, Status, Store, TaskRef};
+use events::{
+    AgentClaim, AgentItem, AgentOrigin, AgentReport, Notice, Outcome, Reported, Status, Store,
+    TaskRef,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -31,37 +36,55 @@ pub async fn claim(
     }
 }
 
-/// What `agency agent claim --json` prints of a claim.
+/// What `agency agent claim --json` prints of a claim: `token`, `session_id`, `task`,
+/// `instance`, `type`, `input`, `attempt` and `agent`; a task of the task manager has no session
+/// and no instance (`null`), its id as `task`, its `workflow` and `parent_id`.
 pub fn describe(claim: &AgentClaim) -> Value {
-    let AgentOrigin::Instance {
-        session,
-        task_id,
-        instance,
-        attempt,
-        ..
-    } = &claim.item.origin;
-    json!({
+    let mut described = json!({
         "token": claim.token,
-        "session_id": session,
-        "task": task_id,
-        "instance": instance,
         "type": claim.item.kind,
         "input": claim.item.input,
-        "attempt": attempt,
         "agent": claim.agent,
-    })
+    });
+    let fields = match &claim.item.origin {
+        AgentOrigin::Instance {
+            session,
+            task_id,
+            instance,
+            attempt,
+            ..
+        } => json!({
+            "session_id": session,
+            "task": task_id,
+            "instance": instance,
+            "attempt": attempt,
+        }),
+        AgentOrigin::Task { workflow, parent } => json!({
+            "session_id": null,
+            "task": claim.item.id,
+            "instance": null,
+            "attempt": claim.claims,
+            "workflow": workflow,
+            "parent_id": parent,
+        }),
+    };
+    if let (Some(described), Value::Object(fields)) = (described.as_object_mut(), fields) {
+        described.extend(fields);
+    }
+    described
 }
 
 /// Completes the item `token` holds with `result`; refused, changing nothing, when the token
 /// holds none.
 pub async fn complete(store: &dyn Store, token: &str, result: Value) -> Result<AgentClaim> {
-    settle(store, token, Status::Succeeded(result)).await
+    settle(store, token, AgentReport::Completed(result)).await
 }
 
-/// Fails the attempt of the item `token` holds with `error` (the task's retry policy decides
-/// what follows); refused, changing nothing, when the token holds none.
+/// Fails the attempt of the item `token` holds with `error` (a session task's retry policy
+/// decides what follows; a task of the task manager is `failed`); refused, changing nothing,
+/// when the token holds none.
 pub async fn fail(store: &dyn Store, token: &str, error: &str) -> Result<AgentClaim> {
-    settle(store, token, Status::Failed(error.to_string())).await
+    settle(store, token, AgentReport::Failed(error.to_string())).await
 }
 
 /// Puts the item `token` holds back for another agent, as if never claimed; refused when the
@@ -74,31 +97,45 @@ pub async fn release(store: &dyn Store, token: &str) -> Result<AgentItem> {
         })
 }
 
-async fn settle(store: &dyn Store, token: &str, status: Status) -> Result<AgentClaim> {
-    let claim = retrying("settling a claim", || store.agent_settle(token))
+async fn settle(store: &dyn Store, token: &str, report: AgentReport) -> Result<AgentClaim> {
+    retrying("settling a claim", || store.agent_settle(token, &report))
         .await?
         .ok_or_else(|| Error::StaleClaim {
             token: token.to_string(),
-        })?;
-    record(store, &claim.item, status).await?;
-    Ok(claim)
+        })
 }
 
-/// Records claims past their timeout as failed attempts; returns how many.
-pub async fn reap(store: &dyn Store) -> Result<usize> {
-    let expired = retrying("reading expired claims", || store.agent_expired(256)).await?;
-    for claim in &expired {
-        let error = format!(
-            "the claim by agent `{}` was not completed within {} ms",
-            claim.agent, claim.item.claim_timeout_ms
-        );
-        record(store, &claim.item, Status::TimedOut(error)).await?;
+/// How many reports a worker takes at a time, and how long it holds them.
+const REPORTS_PAGE: usize = 256;
+const REPORTS_LEASE: Duration = Duration::from_secs(30);
+
+/// Ends claims past their timeout (an instance's attempt is reported timed out, a task is
+/// pending again), then records every instance's report as that attempt's outcome; returns
+/// how many claims ended and how many reports were recorded.
+pub async fn reap(store: &dyn Store) -> Result<(usize, usize)> {
+    let expired = retrying("ending claims that timed out", || store.agent_expire(256)).await?;
+    let mut recorded = 0;
+    loop {
+        let reports = retrying("reading agents' reports", || {
+            store.agent_reports(REPORTS_PAGE, REPORTS_LEASE)
+        })
+        .await?;
+        for reported in &reports {
+            record(store, reported).await?;
+        }
+        let ids: Vec<String> = reports.iter().map(|r| r.item.id.clone()).collect();
+        retrying("deleting recorded reports", || store.agent_reported(&ids)).await?;
+        recorded += reports.len();
+        if reports.len() < REPORTS_PAGE {
+            return Ok((expired, recorded));
+        }
     }
-    Ok(expired.len())
 }
 
-/// Records `status` as the outcome of the item's instance attempt, then announces it.
-async fn record(store: &dyn Store, item: &AgentItem, status: Status) -> Result<()> {
+/// Records what an agent reported as the outcome of the item's instance attempt, then
+/// announces it. Recording again what was recorded is refused by the recording rule, so a
+/// report recorded twice (its lease ran out first) counts once.
+async fn record(store: &dyn Store, reported: &Reported) -> Result<()> {
     let AgentOrigin::Instance {
         session,
         run,
@@ -107,7 +144,18 @@ async fn record(store: &dyn Store, item: &AgentItem, status: Status) -> Result<(
         instance,
         attempt,
         ..
-    } = &item.origin;
+    } = &reported.item.origin
+    else {
+        return Ok(());
+    };
+    let status = match &reported.outcome {
+        AgentReport::Completed(result) => Status::Succeeded(result.clone()),
+        AgentReport::Failed(error) => Status::Failed(error.clone()),
+        AgentReport::TimedOut => Status::TimedOut(format!(
+            "the claim by agent `{}` was not completed within {} ms",
+            reported.agent, reported.item.claim_timeout_ms
+        )),
+    };
     let task = TaskRef {
         group: *group,
         task: *task,

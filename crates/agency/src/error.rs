@@ -29,6 +29,9 @@ pub enum Error {
         /// The token given.
         token: String,
     },
+    /// A task of the task manager that cannot be made or found, with why.
+    #[error("{0}")]
+    InvalidTask(String),
     /// The store lost a running session's state (a Redis restarted without persistence, or was
     /// flushed): the session cannot be finished.
     #[error("the store lost the session's state (a Redis restarted without persistence, or flushed): it cannot be finished")]

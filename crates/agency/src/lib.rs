@@ -32,6 +32,7 @@ mod failpoint;
 pub mod health;
 mod notice_router;
 mod outage;
+pub mod tasks;
 pub mod worker;
 
 pub use coordinator::{Coordinator, Durable, HandedOver, Progress};

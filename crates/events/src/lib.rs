@@ -33,7 +33,10 @@ pub mod retry;
 mod store;
 mod watermarks;
 
-pub use agents::{AgentClaim, AgentItem, AgentOrigin};
+pub use agents::{
+    AgentClaim, AgentItem, AgentOrigin, AgentReport, ManagedTask, NewTask, Reported, TaskState,
+    WorkflowSummary,
+};
 pub use broker::{
     oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC,
     DISPATCH_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES,

@@ -1,7 +1,9 @@
 //! The in-memory [`Store`]: the embedded default and the test double for Redis. It keeps the
 //! same recording rule, lease and result semantics, checked by the shared conformance suite.
 
-use crate::agents::{AgentClaim, AgentItem};
+use crate::agents::{
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+};
 use crate::error::{encode, Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -546,16 +548,60 @@ impl Store for MemoryStore {
             .claim(agent, types, token, wall_clock_ms()))
     }
 
-    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
-        Ok(self.state()?.agents.settle(token))
+    async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
+        Ok(self.state()?.agents.settle(token, report, wall_clock_ms()))
     }
 
     async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
-        Ok(self.state()?.agents.release(token))
+        Ok(self.state()?.agents.release(token, wall_clock_ms()))
     }
 
-    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
-        Ok(self.state()?.agents.expired(wall_clock_ms(), limit))
+    async fn agent_expire(&self, limit: usize) -> Result<usize> {
+        Ok(self.state()?.agents.expire(wall_clock_ms(), limit))
+    }
+
+    async fn agent_reports(&self, limit: usize, lease: Duration) -> Result<Vec<Reported>> {
+        let lease = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        Ok(self.state()?.agents.reports(wall_clock_ms(), limit, lease))
+    }
+
+    async fn agent_reported(&self, ids: &[String]) -> Result<()> {
+        self.state()?.agents.reported(ids);
+        Ok(())
+    }
+
+    async fn task_create(&self, task: &NewTask) -> Result<()> {
+        self.state()?
+            .agents
+            .create(task, wall_clock_ms())
+            .map_err(|message| refused("creating a task", message))
+    }
+
+    async fn task_get(&self, id: &str) -> Result<Option<ManagedTask>> {
+        Ok(self.state()?.agents.task(id))
+    }
+
+    async fn task_children(&self, id: &str) -> Result<Vec<ManagedTask>> {
+        Ok(self.state()?.agents.children(id))
+    }
+
+    async fn task_cancel(&self, id: &str) -> Result<()> {
+        self.state()?
+            .agents
+            .cancel(id, wall_clock_ms())
+            .map_err(|message| refused("cancelling a task", message))
+    }
+
+    async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
+        Ok(self.state()?.agents.summary(workflow))
+    }
+
+    async fn workflow_metadata(
+        &self,
+        workflow: &str,
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        Ok(self.state()?.agents.metadata(workflow, set))
     }
 
     async fn save_state(
@@ -822,6 +868,15 @@ fn wall_clock_ms() -> u64 {
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+/// What the in-memory store refused, and why.
+fn refused(operation: &str, message: String) -> Error {
+    Error::Refused {
+        backend: "memory",
+        operation: operation.into(),
+        message,
+    }
 }
 
 #[cfg(test)]

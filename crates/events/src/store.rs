@@ -6,7 +6,9 @@
 //! replaced by a newer attempt; an outcome whose attempt is not newer than the stored one is
 //! refused. Outcomes are written before they are announced, so a lost announcement loses nothing.
 
-use crate::agents::{AgentClaim, AgentItem};
+use crate::agents::{
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+};
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -338,22 +340,74 @@ pub trait Store: Send + Sync + 'static {
         let _ = (agent, types, token);
         Err(no_agent_queue())
     }
-    /// Takes the item `token` holds off the queue, to record its outcome; `None` when the token
-    /// holds none ([`crate::agents::stale_token`]), and then nothing changed.
-    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
-        let _ = token;
+    /// Ends the claim `token` holds with `report`: a task of the task manager takes its status
+    /// (`completed` with its result, `failed` with its error); an instance's report is kept for
+    /// a worker to record ([`Store::agent_reports`]). `None` when the token holds none
+    /// ([`crate::agents::stale_token`]), and then nothing changed.
+    async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
+        let _ = (token, report);
         Err(no_agent_queue())
     }
-    /// Puts the item `token` holds back first in its type's queue; `None` when the token holds
-    /// none.
+    /// Puts the item `token` holds back first in its type's queue (a task is pending again);
+    /// `None` when the token holds none.
     async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
         let _ = token;
         Err(no_agent_queue())
     }
-    /// Takes claims past their deadline off the queue, at most `limit`, for their timeouts to be
-    /// recorded.
-    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
+    /// Ends claims past their deadline, at most `limit`: an instance's attempt is reported timed
+    /// out, a task is pending again. Returns how many ended.
+    async fn agent_expire(&self, limit: usize) -> Result<usize> {
         let _ = limit;
+        Err(no_agent_queue())
+    }
+    /// Takes instances' reports to record, at most `limit`, each leased for `lease`: another
+    /// caller gets it only once the lease ran out (its taker went away before
+    /// [`Store::agent_reported`]).
+    async fn agent_reports(&self, limit: usize, lease: Duration) -> Result<Vec<Reported>> {
+        let _ = (limit, lease);
+        Err(no_agent_queue())
+    }
+    /// Deletes the reports of these item ids: they are recorded.
+    async fn agent_reported(&self, ids: &[String]) -> Result<()> {
+        let _ = ids;
+        Err(no_agent_queue())
+    }
+    /// Creates a task of the task manager, pending, for agents of its type to claim. Refused
+    /// (`Error::Refused`, naming why) when its id exists, or its parent does not or is of
+    /// another workflow.
+    async fn task_create(&self, task: &NewTask) -> Result<()> {
+        let _ = task;
+        Err(no_agent_queue())
+    }
+    /// The task of that id, if there is one.
+    async fn task_get(&self, id: &str) -> Result<Option<ManagedTask>> {
+        let _ = id;
+        Err(no_agent_queue())
+    }
+    /// The children of task `id`, in the order they were created.
+    async fn task_children(&self, id: &str) -> Result<Vec<ManagedTask>> {
+        let _ = id;
+        Err(no_agent_queue())
+    }
+    /// Cancels a pending or claimed task (its claim, if any, ends); refused, naming why, when
+    /// it does not exist or ended already.
+    async fn task_cancel(&self, id: &str) -> Result<()> {
+        let _ = id;
+        Err(no_agent_queue())
+    }
+    /// The workflow's tasks counted by status and by type.
+    async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
+        let _ = workflow;
+        Err(no_agent_queue())
+    }
+    /// Sets the keys of `set` in the workflow's metadata (nothing for an empty map); returns
+    /// the metadata as it then is.
+    async fn workflow_metadata(
+        &self,
+        workflow: &str,
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let _ = (workflow, set);
         Err(no_agent_queue())
     }
     /// Sends `payload` to the channel's current subscribers (pub/sub: nothing is kept).

@@ -51,3 +51,8 @@ async fn a_namespaced_broker_conforms_and_stays_in_its_namespace() {
 async fn memory_agent_queue_conforms() {
     conformance::agent_suite(&MemoryStore::new(), "memory-agents").await;
 }
+
+#[tokio::test]
+async fn memory_task_manager_conforms() {
+    conformance::task_suite(&MemoryStore::new(), "memory-tasks").await;
+}

@@ -114,11 +114,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// halved the 1M fan-out rate), so pausing is kept for a real backlog.
 pub const WAITING: usize = 64;
 
-/// How often a worker looks for agents' claims past their timeout.
-const REAP_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker looks for what agents reported and for their claims past their timeout.
+const REAP_EVERY: Duration = Duration::from_millis(200);
 
-/// Records agents' claims past their timeout as failed attempts, every [`REAP_EVERY`], until
-/// `stop`; a store without a queue for agents (a state file) has none to look for.
+/// Records what agents reported, and their claims past their timeout as failed attempts, every
+/// [`REAP_EVERY`], until `stop`; a store without a queue for agents (a state file) has none to
+/// look for.
 async fn reap_claims(store: Arc<dyn Store>, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -126,9 +127,9 @@ async fn reap_claims(store: Arc<dyn Store>, stop: CancellationToken) {
             () = tokio::time::sleep(REAP_EVERY) => {}
         }
         match crate::agents::reap(store.as_ref()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                claims = n,
+            Ok((0, _)) => {}
+            Ok((expired, _)) => tracing::info!(
+                claims = expired,
                 "agents' claims timed out; recorded as failed attempts"
             ),
             Err(crate::Error::Backend(error)) if !error.is_retryable() => {

@@ -1,5 +1,7 @@
-//! The queue for agents in Redis: every key carries the `{agents}` hash tag, so each script
-//! touches one Cluster slot.
+//! The queue for agents and the task manager in Redis. The scripts are the files of
+//! `crates/events/lua/agents/` (the Python client runs the same files), each opened with
+//! `common.lua`; every key carries the `{agents}` hash tag, so each call touches one Cluster
+//! slot:
 //!
 //! - `agency:{agents}:items`: item id -> the item's JSON;
 //! - `agency:{agents}:meta`: item id -> `<claim timeout ms>|<type>`;
@@ -7,115 +9,46 @@
 //! - `agency:{agents}:claims`: item id -> `<token>|<deadline ms>|<agent>`;
 //! - `agency:{agents}:deadlines`: claimed ids by deadline (ms by Redis's clock);
 //! - `agency:{agents}:tokens`: token -> item id;
-//! - `agency:{agents}:counts`: item id -> times claimed.
+//! - `agency:{agents}:counts`: item id -> times claimed;
+//! - `agency:{agents}:reports`: item id -> an instance's report (`Reported` JSON) to record;
+//! - `agency:{agents}:reports:due`: reported ids by when they may be taken (0, or a lease's end);
+//! - `agency:{agents}:task:<id>`: a task of the task manager (hash: `workflow`, `type`,
+//!   `status`, `data`, `parent`, `claims`, `claim_timeout_ms`, `locked_by`, `locked_ms`,
+//!   `created_ms`, `updated_ms`, `completed_ms`, `result`, `error`);
+//! - `agency:{agents}:children:<id>`: its children's ids, in creation order;
+//! - `agency:{agents}:workflow:<W>:counts`: `<status>|<type>` -> tasks;
+//! - `agency:{agents}:workflow:<W>:metadata`: key -> JSON value.
 
 use super::{corrupt, unavailable};
-use crate::agents::{AgentClaim, AgentItem};
-use crate::error::Result;
+use crate::agents::{
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskState, WorkflowSummary,
+};
+use crate::error::{Error, Result};
 use redis::aio::ConnectionManager;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::Duration;
 
+/// Every script's first key: it routes the call to the `{agents}` slot.
 const ITEMS: &str = "agency:{agents}:items";
-const META: &str = "agency:{agents}:meta";
-const PENDING: &str = "agency:{agents}:pending:";
-const CLAIMS: &str = "agency:{agents}:claims";
-const DEADLINES: &str = "agency:{agents}:deadlines";
-const TOKENS: &str = "agency:{agents}:tokens";
-const COUNTS: &str = "agency:{agents}:counts";
+const REPORTS: &str = "agency:{agents}:reports";
+const REPORTS_DUE: &str = "agency:{agents}:reports:due";
 
-/// KEYS: items, meta. ARGV: the pending prefix, then (id, type, timeout ms, JSON) per item.
-const OFFER: &str = r#"
-for i = 2, #ARGV, 4 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 3]) == 1 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2] .. '|' .. ARGV[i + 1])
-    redis.call('LPUSH', ARGV[1] .. ARGV[i + 1], ARGV[i])
-  end
-end
-return 1
-"#;
+fn task_key(id: &str) -> String {
+    format!("agency:{{agents}}:task:{id}")
+}
 
-/// Takes the claim `token` holds off every key, with its item; `false` when it holds none.
-/// Defines `take(token)`; KEYS: items, meta, claims, deadlines, tokens, counts.
-const TAKE: &str = r#"
-local function take(token)
-  local id = redis.call('HGET', KEYS[5], token)
-  if not id then return false end
-  redis.call('HDEL', KEYS[5], token)
-  local claim = redis.call('HGET', KEYS[3], id)
-  if not claim or string.sub(claim, 1, #token + 1) ~= token .. '|' then return false end
-  local item = redis.call('HGET', KEYS[1], id)
-  local count = redis.call('HGET', KEYS[6], id) or '0'
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('HDEL', KEYS[6], id)
-  redis.call('ZREM', KEYS[4], id)
-  return {item, count, claim}
-end
-"#;
+fn workflow_key(workflow: &str, what: &str) -> String {
+    format!("agency:{{agents}}:workflow:{workflow}:{what}")
+}
 
-/// KEYS: items, meta, claims, deadlines, tokens, counts. ARGV: pending prefix, agent, token,
-/// then the types in order of preference.
-const CLAIM: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 4, #ARGV do
-  local list = ARGV[1] .. ARGV[i]
-  while true do
-    local id = redis.call('RPOP', list)
-    if not id then break end
-    local item = redis.call('HGET', KEYS[1], id)
-    local meta = redis.call('HGET', KEYS[2], id)
-    if item and meta then
-      local timeout = tonumber(string.match(meta, '^(%d+)|'))
-      local deadline = now + timeout
-      local count = redis.call('HINCRBY', KEYS[6], id, 1)
-      redis.call('HSET', KEYS[3], id, ARGV[3] .. '|' .. deadline .. '|' .. ARGV[2])
-      redis.call('ZADD', KEYS[4], deadline, id)
-      redis.call('HSET', KEYS[5], ARGV[3], id)
-      return {item, tostring(count), ARGV[3] .. '|' .. deadline .. '|' .. ARGV[2]}
-    end
-  end
-end
-return false
-"#;
-
-/// KEYS as `TAKE`. ARGV: the token.
-const SETTLE: &str = "return take(ARGV[1])";
-
-/// KEYS as `TAKE`. ARGV: the pending prefix, the token.
-const RELEASE: &str = r#"
-local id = redis.call('HGET', KEYS[5], ARGV[2])
-if not id then return false end
-local claim = redis.call('HGET', KEYS[3], id)
-if not claim or string.sub(claim, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' then
-  redis.call('HDEL', KEYS[5], ARGV[2])
-  return false
-end
-local meta = redis.call('HGET', KEYS[2], id)
-redis.call('HDEL', KEYS[5], ARGV[2])
-redis.call('HDEL', KEYS[3], id)
-redis.call('ZREM', KEYS[4], id)
-redis.call('RPUSH', ARGV[1] .. string.match(meta, '^%d+|(.*)$'), id)
-return redis.call('HGET', KEYS[1], id)
-"#;
-
-/// KEYS as `TAKE`. ARGV: the most to take.
-const EXPIRED: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
-for _, id in ipairs(due) do
-  local claim = redis.call('HGET', KEYS[3], id)
-  local taken = claim and take(string.match(claim, '^([^|]*)|'))
-  if taken then
-    for _, part in ipairs(taken) do table.insert(out, part) end
-  else
-    redis.call('ZREM', KEYS[4], id)
-  end
-end
-return out
-"#;
+/// A script of `lua/agents/`, opened with `common.lua`.
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!(
+        "{}\n{body}",
+        include_str!("../../lua/agents/common.lua")
+    ))
+}
 
 /// The queue's scripts.
 #[derive(Clone)]
@@ -124,17 +57,23 @@ pub(super) struct AgentScripts {
     claim: redis::Script,
     settle: redis::Script,
     release: redis::Script,
-    expired: redis::Script,
+    expire: redis::Script,
+    reports: redis::Script,
+    create: redis::Script,
+    cancel: redis::Script,
 }
 
 impl AgentScripts {
     pub(super) fn new() -> Self {
         Self {
-            offer: redis::Script::new(OFFER),
-            claim: redis::Script::new(CLAIM),
-            settle: redis::Script::new(&format!("{TAKE}{SETTLE}")),
-            release: redis::Script::new(RELEASE),
-            expired: redis::Script::new(&format!("{TAKE}{EXPIRED}")),
+            offer: script(include_str!("../../lua/agents/offer.lua")),
+            claim: script(include_str!("../../lua/agents/claim.lua")),
+            settle: script(include_str!("../../lua/agents/settle.lua")),
+            release: script(include_str!("../../lua/agents/release.lua")),
+            expire: script(include_str!("../../lua/agents/expire.lua")),
+            reports: script(include_str!("../../lua/agents/reports.lua")),
+            create: script(include_str!("../../lua/agents/create.lua")),
+            cancel: script(include_str!("../../lua/agents/cancel.lua")),
         }
     }
 
@@ -146,7 +85,6 @@ impl AgentScripts {
         // Bounded calls: a range of thousands of instances is offered in slices.
         for slice in items.chunks(512) {
             let mut invocation = self.offer.key(ITEMS);
-            invocation.key(META).arg(PENDING);
             for item in slice {
                 let json = crate::encode("an item for agents", item)?;
                 invocation
@@ -171,10 +109,7 @@ impl AgentScripts {
         token: &str,
     ) -> Result<Option<AgentClaim>> {
         let mut invocation = self.claim.key(ITEMS);
-        with_keys(&mut invocation)
-            .arg(PENDING)
-            .arg(agent)
-            .arg(token);
+        invocation.arg(agent).arg(token);
         for kind in types {
             invocation.arg(kind);
         }
@@ -189,10 +124,17 @@ impl AgentScripts {
         &self,
         mut connection: ConnectionManager,
         token: &str,
+        report: &AgentReport,
     ) -> Result<Option<AgentClaim>> {
-        let mut invocation = self.settle.key(ITEMS);
-        with_keys(&mut invocation).arg(token);
-        let found: Option<Vec<Vec<u8>>> = invocation
+        let (state, field, answer) = report.for_task();
+        let found: Option<Vec<Vec<u8>>> = self
+            .settle
+            .key(ITEMS)
+            .arg(token)
+            .arg(crate::encode("an agent's report", report)?)
+            .arg(state.as_str())
+            .arg(field)
+            .arg(answer)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -204,9 +146,10 @@ impl AgentScripts {
         mut connection: ConnectionManager,
         token: &str,
     ) -> Result<Option<AgentItem>> {
-        let mut invocation = self.release.key(ITEMS);
-        with_keys(&mut invocation).arg(PENDING).arg(token);
-        let found: Option<Vec<u8>> = invocation
+        let found: Option<Vec<u8>> = self
+            .release
+            .key(ITEMS)
+            .arg(token)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -215,31 +158,243 @@ impl AgentScripts {
             .transpose()
     }
 
-    pub(super) async fn expired(
+    pub(super) async fn expire(
         &self,
         mut connection: ConnectionManager,
         limit: usize,
-    ) -> Result<Vec<AgentClaim>> {
-        let mut invocation = self.expired.key(ITEMS);
-        with_keys(&mut invocation).arg(limit);
-        let parts: Vec<Vec<u8>> = invocation
+    ) -> Result<usize> {
+        self.expire
+            .key(ITEMS)
+            .arg(limit)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn reports(
+        &self,
+        mut connection: ConnectionManager,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Reported>> {
+        let found: Vec<Vec<u8>> = self
+            .reports
+            .key(ITEMS)
+            .arg(limit)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        parts.chunks(3).map(claim_of).collect()
+        found
+            .iter()
+            .map(|json| serde_json::from_slice(json).map_err(|e| corrupt("an agent's report", e)))
+            .collect()
+    }
+
+    pub(super) async fn reported(
+        &self,
+        mut connection: ConnectionManager,
+        ids: &[String],
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        redis::pipe()
+            .atomic()
+            .hdel(REPORTS, ids)
+            .ignore()
+            .zrem(REPORTS_DUE, ids)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn create(
+        &self,
+        mut connection: ConnectionManager,
+        task: &NewTask,
+    ) -> Result<()> {
+        let why: String = self
+            .create
+            .key(ITEMS)
+            .arg(&task.id)
+            .arg(&task.workflow)
+            .arg(&task.kind)
+            .arg(task.claim_timeout_ms)
+            .arg(task.data.to_string())
+            .arg(task.parent.as_deref().unwrap_or(""))
+            .arg(crate::encode("an item for agents", &task.item())?)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        refused_unless_empty("creating a task", why)
+    }
+
+    pub(super) async fn cancel(&self, mut connection: ConnectionManager, id: &str) -> Result<()> {
+        let why: String = self
+            .cancel
+            .key(ITEMS)
+            .arg(id)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        refused_unless_empty("cancelling a task", why)
     }
 }
 
-/// The keys after `items`, in `TAKE`'s order.
-fn with_keys<'s, 'a>(
-    invocation: &'s mut redis::ScriptInvocation<'a>,
-) -> &'s mut redis::ScriptInvocation<'a> {
-    invocation
-        .key(META)
-        .key(CLAIMS)
-        .key(DEADLINES)
-        .key(TOKENS)
-        .key(COUNTS)
+fn refused_unless_empty(operation: &str, why: String) -> Result<()> {
+    if why.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        backend: "redis",
+        operation: operation.into(),
+        message: why,
+    })
+}
+
+/// The task of that id.
+pub(super) async fn task(
+    mut connection: ConnectionManager,
+    id: &str,
+) -> Result<Option<ManagedTask>> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(task_key(id))
+        .query_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+    task_of(id, &fields)
+}
+
+/// The children of task `id`, in creation order.
+pub(super) async fn children(
+    mut connection: ConnectionManager,
+    id: &str,
+) -> Result<Vec<ManagedTask>> {
+    let ids: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("agency:{{agents}}:children:{id}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+    let mut children = Vec::with_capacity(ids.len());
+    // Pages of 512 tasks per pipeline.
+    for page in ids.chunks(512) {
+        let mut pipe = redis::pipe();
+        for child in page {
+            pipe.cmd("HGETALL").arg(task_key(child));
+        }
+        let found: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        for (child, fields) in page.iter().zip(&found) {
+            children.extend(task_of(child, fields)?);
+        }
+    }
+    Ok(children)
+}
+
+/// The workflow's counts.
+pub(super) async fn summary(
+    mut connection: ConnectionManager,
+    workflow: &str,
+) -> Result<WorkflowSummary> {
+    let counts: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(workflow_key(workflow, "counts"))
+        .query_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+    let mut parsed = Vec::with_capacity(counts.len());
+    for (field, count) in counts {
+        let (state, kind) = field
+            .split_once('|')
+            .and_then(|(state, kind)| Some((TaskState::parse(state)?, kind)))
+            .ok_or_else(|| corrupt("a workflow's counts", format!("field `{field}`")))?;
+        parsed.push((state, kind.to_string(), u64::try_from(count).unwrap_or(0)));
+    }
+    Ok(WorkflowSummary::of(workflow, parsed))
+}
+
+/// Sets `set`'s keys in the workflow's metadata; returns the metadata.
+pub(super) async fn metadata(
+    mut connection: ConnectionManager,
+    workflow: &str,
+    set: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let key = workflow_key(workflow, "metadata");
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    if !set.is_empty() {
+        let fields: Vec<(&String, String)> = set.iter().map(|(k, v)| (k, v.to_string())).collect();
+        pipe.hset_multiple(&key, &fields).ignore();
+    }
+    pipe.cmd("HGETALL").arg(&key);
+    let (stored,): (HashMap<String, String>,) = pipe
+        .query_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+    stored
+        .into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(&v).map_err(|e| corrupt("workflow metadata", e))?;
+            Ok((k, value))
+        })
+        .collect()
+}
+
+/// A task from its hash; `None` when the hash is empty (no such task).
+fn task_of(id: &str, fields: &HashMap<String, String>) -> Result<Option<ManagedTask>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let what = || format!("task `{id}`");
+    let text = |name: &str| -> Result<&String> {
+        fields
+            .get(name)
+            .ok_or_else(|| corrupt(what(), format!("no `{name}`")))
+    };
+    let number = |name: &str| -> Result<Option<u64>> {
+        fields
+            .get(name)
+            .map(|n| {
+                n.parse()
+                    .map_err(|e| corrupt(what(), format!("`{name}`: {e}")))
+            })
+            .transpose()
+    };
+    let json = |name: &str| -> Result<Option<Value>> {
+        fields
+            .get(name)
+            .map(|v| {
+                serde_json::from_str(v).map_err(|e| corrupt(what(), format!("`{name}`: {e}")))
+            })
+            .transpose()
+    };
+    let status = text("status")?;
+    Ok(Some(ManagedTask {
+        id: id.to_string(),
+        workflow: text("workflow")?.clone(),
+        kind: text("type")?.clone(),
+        status: TaskState::parse(status)
+            .ok_or_else(|| corrupt(what(), format!("status `{status}`")))?,
+        parent_id: fields.get("parent").filter(|p| !p.is_empty()).cloned(),
+        data: json("data")?.unwrap_or(Value::Null),
+        locked_by: fields.get("locked_by").cloned(),
+        locked_at_ms: number("locked_ms")?,
+        created_at_ms: number("created_ms")?.unwrap_or_default(),
+        updated_at_ms: number("updated_ms")?.unwrap_or_default(),
+        completed_at_ms: number("completed_ms")?,
+        claims: number("claims")?
+            .unwrap_or_default()
+            .try_into()
+            .unwrap_or(u32::MAX),
+        claim_timeout_ms: number("claim_timeout_ms")?.unwrap_or_default(),
+        result: json("result")?,
+        error: fields.get("error").cloned(),
+    }))
 }
 
 /// A claim from a script's answer: the item's JSON, its claim count, `<token>|<deadline>|<agent>`.

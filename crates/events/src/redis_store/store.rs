@@ -2,10 +2,12 @@
 //! where a coordinator makes it) or one atomic pipeline.
 
 use super::{
-    corrupt, key, outcomes_key, result_key, task_key, to_json, unavailable, RedisStore,
+    agents, corrupt, key, outcomes_key, result_key, task_key, to_json, unavailable, RedisStore,
     RedisSubscription,
 };
-use crate::agents::{AgentClaim, AgentItem};
+use crate::agents::{
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+};
 use crate::error::{Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
@@ -605,16 +607,56 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn agent_settle(&self, token: &str) -> Result<Option<AgentClaim>> {
-        self.agents.settle(self.connection.clone(), token).await
+    async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
+        self.agents
+            .settle(self.connection.clone(), token, report)
+            .await
     }
 
     async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
         self.agents.release(self.connection.clone(), token).await
     }
 
-    async fn agent_expired(&self, limit: usize) -> Result<Vec<AgentClaim>> {
-        self.agents.expired(self.connection.clone(), limit).await
+    async fn agent_expire(&self, limit: usize) -> Result<usize> {
+        self.agents.expire(self.connection.clone(), limit).await
+    }
+
+    async fn agent_reports(&self, limit: usize, lease: Duration) -> Result<Vec<Reported>> {
+        self.agents
+            .reports(self.connection.clone(), limit, lease)
+            .await
+    }
+
+    async fn agent_reported(&self, ids: &[String]) -> Result<()> {
+        self.agents.reported(self.connection.clone(), ids).await
+    }
+
+    async fn task_create(&self, task: &NewTask) -> Result<()> {
+        self.agents.create(self.connection.clone(), task).await
+    }
+
+    async fn task_get(&self, id: &str) -> Result<Option<ManagedTask>> {
+        agents::task(self.connection.clone(), id).await
+    }
+
+    async fn task_children(&self, id: &str) -> Result<Vec<ManagedTask>> {
+        agents::children(self.connection.clone(), id).await
+    }
+
+    async fn task_cancel(&self, id: &str) -> Result<()> {
+        self.agents.cancel(self.connection.clone(), id).await
+    }
+
+    async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
+        agents::summary(self.connection.clone(), workflow).await
+    }
+
+    async fn workflow_metadata(
+        &self,
+        workflow: &str,
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        agents::metadata(self.connection.clone(), workflow, set).await
     }
 
     async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {

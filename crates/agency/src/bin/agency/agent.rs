@@ -1,5 +1,5 @@
 //! `agency agent claim|complete|fail|release`: an external agent's side of tasks with
-//! `"executor": "agent"` (seed 003), over Redis.
+//! `"executor": "agent"` and of the task manager's tasks (seed 003), over Redis.
 
 use crate::serve::Servers;
 use anyhow::Context as _;
@@ -93,16 +93,13 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                 if *json {
                     println!("{described}");
                 } else {
-                    println!(
-                        "token {}\nsession {}\ntask {} instance {} attempt {}\ntype {}\ninput {}",
-                        claim.token,
-                        described["session_id"].as_str().unwrap_or_default(),
-                        described["task"].as_str().unwrap_or_default(),
-                        described["instance"],
-                        described["attempt"],
-                        claim.item.kind,
-                        claim.item.input
-                    );
+                    let fields = described.as_object().into_iter().flatten();
+                    for (name, value) in fields.filter(|(_, value)| !value.is_null()) {
+                        match value.as_str() {
+                            Some(text) => println!("{name} {text}"),
+                            None => println!("{name} {value}"),
+                        }
+                    }
                 }
             }
             AgentCommand::Complete { token, result, .. } => {

@@ -8,6 +8,7 @@ mod csv;
 mod plan;
 mod run;
 mod serve;
+mod tasks;
 mod text;
 
 use clap::{Parser, Subcommand};
@@ -76,6 +77,12 @@ enum Command {
     Agent {
         #[command(subcommand)]
         what: agent::AgentCommand,
+    },
+    /// The task manager: create tasks in workflows, with parents, for agents to claim with
+    /// `agency agent claim`; read them, their children, a workflow's counts and metadata
+    Tasks {
+        #[command(subcommand)]
+        what: tasks::TasksCommand,
     },
     /// Run a CSV of `task_id,task_type` rows, each through its blueprint of steps (seed 001),
     /// and write `task_id,final_status,error_info`; exit 1 unless every row completed
@@ -162,6 +169,7 @@ fn main() -> ExitCode {
             run::run(&file, options, quiet, only.as_deref(), state)
         }
         Command::Agent { what } => agent::run(what),
+        Command::Tasks { what } => tasks::run(what),
         Command::Csv(args) => csv::run(args),
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),

@@ -1,0 +1,115 @@
+//! The task manager (seed 003 without a session file): tasks created by hand, in workflows,
+//! with parents, claimed by agents through the same queue as a session's agent tasks
+//! (`crate::agents::claim`, `complete`, `fail`, `release`). A task goes `pending` ->
+//! `in_progress` (claimed) -> `completed`, `failed` or `cancelled`; a claim not settled within
+//! its timeout puts it back to `pending`. Records and counts are kept by the store, changed in
+//! the same atomic step as the queue.
+
+use crate::error::{Error, Result};
+use crate::outage::retrying;
+use events::{ManagedTask, NewTask, Store, WorkflowSummary};
+use serde_json::{Map, Value};
+
+/// How long a claim holds unless told otherwise: a day, as the seed's task manager.
+pub const DEFAULT_CLAIM_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// The longest workflow name and task type, in bytes.
+const LONGEST_NAME: usize = 200;
+
+/// Creates a pending task of `kind` in `workflow`, under `parent` (a task of the same workflow)
+/// if given; returns its id (`<type>_<16 hex digits>`).
+pub async fn create(
+    store: &dyn Store,
+    workflow: &str,
+    kind: &str,
+    data: Value,
+    parent: Option<&str>,
+    claim_timeout_ms: u64,
+) -> Result<String> {
+    check_workflow(workflow)?;
+    if kind.is_empty()
+        || kind.len() > LONGEST_NAME
+        || !kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    {
+        return Err(Error::InvalidTask(format!(
+            "task type `{kind}` must be 1 to {LONGEST_NAME} letters, digits, `_`, `-`, `.` or `:`"
+        )));
+    }
+    if claim_timeout_ms == 0 {
+        return Err(Error::InvalidTask(
+            "a claim timeout must be at least 1 ms".into(),
+        ));
+    }
+    let id = format!(
+        "{kind}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let task = NewTask {
+        id: id.clone(),
+        workflow: workflow.to_string(),
+        kind: kind.to_string(),
+        data,
+        parent: parent.map(str::to_string),
+        claim_timeout_ms,
+    };
+    retrying("creating a task", || store.task_create(&task)).await?;
+    Ok(id)
+}
+
+/// The task of that id, if there is one.
+pub async fn get(store: &dyn Store, id: &str) -> Result<Option<ManagedTask>> {
+    Ok(retrying("reading a task", || store.task_get(id)).await?)
+}
+
+/// The children of task `id`, in the order they were created; refused for an unknown id.
+pub async fn children(store: &dyn Store, id: &str) -> Result<Vec<ManagedTask>> {
+    if get(store, id).await?.is_none() {
+        return Err(no_task(id));
+    }
+    Ok(retrying("reading a task's children", || store.task_children(id)).await?)
+}
+
+/// Cancels a pending or claimed task; refused, naming why, when it ended already.
+pub async fn cancel(store: &dyn Store, id: &str) -> Result<()> {
+    Ok(retrying("cancelling a task", || store.task_cancel(id)).await?)
+}
+
+/// The workflow's tasks counted by status and by type.
+pub async fn summary(store: &dyn Store, workflow: &str) -> Result<WorkflowSummary> {
+    check_workflow(workflow)?;
+    Ok(retrying("reading a workflow's summary", || {
+        store.task_summary(workflow)
+    })
+    .await?)
+}
+
+/// Sets `set`'s keys in the workflow's metadata (none for an empty map); returns it as it
+/// then is.
+pub async fn metadata(
+    store: &dyn Store,
+    workflow: &str,
+    set: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    check_workflow(workflow)?;
+    Ok(retrying("writing a workflow's metadata", || {
+        store.workflow_metadata(workflow, set)
+    })
+    .await?)
+}
+
+/// The error for a task id that names no task.
+pub fn no_task(id: &str) -> Error {
+    Error::InvalidTask(format!("no task `{id}`"))
+}
+
+fn check_workflow(workflow: &str) -> Result<()> {
+    if workflow.is_empty() || workflow.len() > LONGEST_NAME {
+        return Err(Error::InvalidTask(format!(
+            "a workflow name must be 1 to {LONGEST_NAME} bytes, not {}",
+            workflow.len()
+        )));
+    }
+    Ok(())
+}
