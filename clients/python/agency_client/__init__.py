@@ -1,8 +1,9 @@
 """agency_client: the Python client of agency, the distributed task-group engine.
 
 Submit sessions (or one task, or a workflow of tasks), watch them (status, wait, monitor),
-cancel them, and check the fleet (health, executors, recent sessions), over the same Kafka
-topics and Redis keys the ``agency`` command uses. No Rust extension: confluent-kafka and
+cancel them, and check the fleet (health, executors, recent sessions); claim and settle agents'
+work, and create and read tasks of the task manager; over the same Kafka topics, Redis keys and
+Lua scripts the ``agency`` command uses. No Rust extension: confluent-kafka and
 redis-py.
 """
 
@@ -13,6 +14,7 @@ from .client import (
     SessionFailed,
     SessionRefused,
     SessionRunning,
+    StaleClaim,
     Timeout,
     check,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "SessionFailed",
     "SessionRefused",
     "SessionRunning",
+    "StaleClaim",
     "Timeout",
     "check",
 ]

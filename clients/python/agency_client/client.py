@@ -14,6 +14,8 @@ import redis as redis_py
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from .agents import Agents
+
 ACTION_TOPIC = "agency_action"
 RESULTS_CHANNEL = "agency:results"
 SESSIONS = "agency:sessions"
@@ -46,6 +48,11 @@ class NotFound(AgencyError):
 
 class SessionRunning(AgencyError):
     """The session id is running another document (one run per id at a time)."""
+
+
+class StaleClaim(AgencyError):
+    """A claim token that holds no item (settled or released already, or timed out): nothing
+    changed."""
 
 
 class SessionRefused(AgencyError):
@@ -107,8 +114,9 @@ def _supersedes(theirs: str, ours: str) -> bool:
     return (t1, p1) == (t2, p2) and o1 > o2
 
 
-class Agency:
-    """A client of one agency deployment.
+class Agency(Agents):
+    """A client of one agency deployment: sessions (submit, watch, control), the fleet, and
+    agents' work and the task manager (:class:`agency_client.agents.Agents`).
 
     >>> agency = Agency()                                  # doctest: +SKIP
     >>> sid = agency.submit({"groups": [...]})             # doctest: +SKIP

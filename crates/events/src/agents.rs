@@ -280,6 +280,9 @@ impl WorkflowSummary {
     }
 }
 
+/// How long an instance's settled item id is kept, so it is not offered anew (ms).
+const SETTLED_KEPT_MS: u64 = 3_600_000;
+
 /// The queue and the task manager in memory: the embedded twin of the Redis keys.
 #[derive(Debug, Default)]
 pub(crate) struct AgentQueue {
@@ -293,6 +296,9 @@ pub(crate) struct AgentQueue {
     tokens: HashMap<String, String>,
     /// Instances' reports by id, with when they may be taken (ms).
     reports: HashMap<String, (Reported, u64)>,
+    /// Instances' item ids settled in the last hour, with when: a range delivered again does
+    /// not offer them anew.
+    settled: HashMap<String, u64>,
     /// The task manager's tasks.
     tasks: HashMap<String, ManagedTask>,
     /// Child task ids per parent, in creation order.
@@ -312,9 +318,11 @@ struct Entry {
 }
 
 impl AgentQueue {
-    pub(crate) fn offer(&mut self, items: &[AgentItem]) {
+    pub(crate) fn offer(&mut self, items: &[AgentItem], now: u64) {
+        self.settled
+            .retain(|_, at| now.saturating_sub(*at) < SETTLED_KEPT_MS);
         for item in items {
-            if self.items.contains_key(&item.id) {
+            if self.items.contains_key(&item.id) || self.settled.contains_key(&item.id) {
                 continue;
             }
             self.pending
@@ -390,7 +398,7 @@ impl AgentQueue {
             }
         });
         if !is_task {
-            self.report(&claim, report.clone());
+            self.report(&claim, report.clone(), now);
         }
         Some(claim)
     }
@@ -433,7 +441,7 @@ impl AgentQueue {
                 .map(|claim| claim.0.clone())
             {
                 if let Some(claim) = self.take(&token) {
-                    self.report(&claim, AgentReport::TimedOut);
+                    self.report(&claim, AgentReport::TimedOut, now);
                 }
             }
         }
@@ -511,7 +519,7 @@ impl AgentQueue {
             .or_default()
             .entry((TaskState::Pending, task.kind.clone()))
             .or_default() += 1;
-        self.offer(&[task.item()]);
+        self.offer(&[task.item()], now);
         Ok(())
     }
 
@@ -586,7 +594,8 @@ impl AgentQueue {
         })
     }
 
-    fn report(&mut self, claim: &AgentClaim, outcome: AgentReport) {
+    fn report(&mut self, claim: &AgentClaim, outcome: AgentReport, now: u64) {
+        self.settled.insert(claim.item.id.clone(), now);
         let reported = Reported {
             agent: claim.agent.clone(),
             claims: claim.claims,
@@ -661,7 +670,7 @@ mod tests {
     #[test]
     fn claims_expire_at_their_deadline_and_only_then() {
         let mut queue = AgentQueue::default();
-        queue.offer(&[item("x", 100), item("y", 500)]);
+        queue.offer(&[item("x", 100), item("y", 500)], 1_000);
         let types = ["analyze".to_string()];
         assert!(queue.claim("a", &types, "t1", 1_000).is_some());
         assert!(queue.claim("a", &types, "t2", 1_000).is_some());

@@ -532,7 +532,7 @@ impl Store for MemoryStore {
     }
 
     async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
-        self.state()?.agents.offer(items);
+        self.state()?.agents.offer(items, wall_clock_ms());
         Ok(())
     }
 

@@ -88,9 +88,22 @@ impl Worker {
         agent: &events::AgentTask,
     ) -> crate::Result<()> {
         let upstream = self.upstream_results(item, prepared).await?;
+        // A range delivered again offers only what has no outcome of this attempt or later.
+        let recorded = retrying("reading recorded outcomes", || {
+            self.store
+                .outcomes(&item.session, item.task, item.start..item.end)
+        })
+        .await?;
         let mut items = Vec::new();
         let mut failed = Vec::new();
         for instance in item.start..item.end {
+            let done = recorded
+                .get((instance - item.start) as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|o| o.succeeded() || o.attempt >= item.attempt);
+            if done {
+                continue;
+            }
             let row = upstream
                 .as_ref()
                 .and_then(|rows| rows.get((instance - item.start) as usize));

@@ -5,6 +5,10 @@ local P = 'agency:{agents}:'
 local ITEMS, META, CLAIMS = P .. 'items', P .. 'meta', P .. 'claims'
 local DEADLINES, TOKENS, COUNTS = P .. 'deadlines', P .. 'tokens', P .. 'counts'
 local REPORTS, DUE = P .. 'reports', P .. 'reports:due'
+-- Instances' item ids settled in the last hour, by when: a range delivered again (a worker's
+-- partitions moved) does not offer them anew while their reports wait to be recorded.
+local SETTLED = P .. 'settled'
+local SETTLED_KEPT_MS = 3600000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -65,13 +69,21 @@ local function requeue(id)
   redis.call('RPUSH', P .. 'pending:' .. kind_of(id), id)
 end
 
--- An instance's outcome, reported for a worker to record (`AgentReport` in `outcome`).
-local function report(id, agent, outcome)
+-- An instance's outcome, reported for a worker to record (`AgentReport` in `outcome`); the id
+-- is kept as settled.
+local function report(id, agent, outcome, now)
   local item = redis.call('HGET', ITEMS, id)
   local claims = redis.call('HGET', COUNTS, id) or '0'
   redis.call('HSET', REPORTS, id, '{"agent":' .. cjson.encode(agent) .. ',"claims":' .. claims
     .. ',"outcome":' .. outcome .. ',"item":' .. item .. '}')
   redis.call('ZADD', DUE, 0, id)
+  redis.call('ZADD', SETTLED, now, id)
+end
+
+-- Forgets up to 1,024 settled ids older than an hour.
+local function trim_settled(now)
+  local old = redis.call('ZRANGEBYSCORE', SETTLED, '-inf', now - SETTLED_KEPT_MS, 'LIMIT', 0, 1024)
+  if #old > 0 then redis.call('ZREM', SETTLED, unpack(old)) end
 end
 
 -- A task back to pending, its claim gone.
@@ -93,7 +105,7 @@ local function expire_due(now, limit)
         requeue(id)
         back_to_pending(id, now)
       else
-        report(id, agent, '"timed_out"')
+        report(id, agent, '"timed_out"', now)
         unclaim(id, token)
         forget(id)
       end

@@ -1,6 +1,9 @@
--- ARGV: (id, type, claim timeout ms, item JSON) per item. An id offered before changes nothing.
+-- ARGV: (id, type, claim timeout ms, item JSON) per item. An id offered before (waiting,
+-- claimed, or settled within the hour) changes nothing.
+trim_settled(now_ms())
 for i = 1, #ARGV, 4 do
-  if redis.call('HSETNX', ITEMS, ARGV[i], ARGV[i + 3]) == 1 then
+  if not redis.call('ZSCORE', SETTLED, ARGV[i])
+    and redis.call('HSETNX', ITEMS, ARGV[i], ARGV[i + 3]) == 1 then
     redis.call('HSET', META, ARGV[i], ARGV[i + 2] .. '|' .. ARGV[i + 1])
     redis.call('LPUSH', P .. 'pending:' .. ARGV[i + 1], ARGV[i])
   end

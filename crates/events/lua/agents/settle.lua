@@ -9,7 +9,7 @@ local item = redis.call('HGET', ITEMS, id)
 local count = redis.call('HGET', COUNTS, id) or '0'
 local now = now_ms()
 if not set_status(id, ARGV[3], now, {ARGV[4], ARGV[5], 'completed_ms', now}, {}) then
-  report(id, agent, ARGV[2])
+  report(id, agent, ARGV[2], now)
 end
 unclaim(id, ARGV[1])
 forget(id)

@@ -1044,6 +1044,12 @@ pub async fn agent_suite(store: &dyn Store, prefix: &str) {
         claim(vec![c], "t7").await.is_none(),
         "an expired claim is not offered again"
     );
+    // Offered again (a range delivered twice), settled items are not offered anew.
+    store.agent_offer(&items).await.expect("offer again");
+    assert!(
+        claim(vec![a.clone(), b.clone()], "t8").await.is_none(),
+        "settled items are not offered anew"
+    );
     // The four reports wait for a worker; on a shared server other processes' reports may be
     // there too: only ours are compared.
     let ours = |reported: &[crate::Reported]| -> Vec<(String, AgentReport, u32)> {

@@ -368,9 +368,7 @@ fn task_of(id: &str, fields: &HashMap<String, String>) -> Result<Option<ManagedT
     let json = |name: &str| -> Result<Option<Value>> {
         fields
             .get(name)
-            .map(|v| {
-                serde_json::from_str(v).map_err(|e| corrupt(what(), format!("`{name}`: {e}")))
-            })
+            .map(|v| serde_json::from_str(v).map_err(|e| corrupt(what(), format!("`{name}`: {e}"))))
             .transpose()
     };
     let status = text("status")?;
