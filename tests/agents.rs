@@ -464,66 +464,39 @@ fn the_task_manager_keeps_parents_children_counts_and_metadata() {
         json!({"version": "2.1", "started_by": "scheduler"})
     );
 
+    let create = |workflow: &str, rest: &[&str]| -> Vec<String> {
+        ["tasks", "create", "--workflow", workflow]
+            .iter()
+            .chain(rest)
+            .map(|arg| arg.to_string())
+            .collect()
+    };
+    let words = |line: &str| line.split(' ').map(str::to_string).collect::<Vec<_>>();
     for (args, says) in [
         (
-            vec![
-                "tasks",
-                "create",
-                "--workflow",
-                &workflow,
-                "--type",
-                "bad type",
-                "--data",
-                "{}",
-            ],
+            create(&workflow, &["--type", "bad type", "--data", "{}"]),
             "task type `bad type` must be",
         ),
         (
-            vec![
-                "tasks",
-                "create",
-                "--workflow",
-                &workflow,
-                "--type",
-                "x",
-                "--data",
-                "{nope",
-            ],
+            create(&workflow, &["--type", "x", "--data", "{nope"]),
             "--data is not JSON",
         ),
         (
-            vec![
-                "tasks",
-                "create",
-                "--workflow",
-                &other,
-                "--type",
-                "x",
-                "--parent",
-                &root,
-            ],
+            create(&other, &["--type", "x", "--parent", &root]),
             "is of workflow",
         ),
         (
-            vec![
-                "tasks",
-                "create",
-                "--workflow",
-                &workflow,
-                "--type",
-                "x",
-                "--parent",
-                "ghost",
-            ],
+            create(&workflow, &["--type", "x", "--parent", "ghost"]),
             "parent task `ghost` does not exist",
         ),
-        (vec!["tasks", "get", "ghost"], "no task `ghost`"),
-        (vec!["tasks", "children", "ghost"], "no task `ghost`"),
+        (words("tasks get ghost"), "no task `ghost`"),
+        (words("tasks children ghost"), "no task `ghost`"),
         (
-            vec!["tasks", "metadata", "--workflow", &workflow, "--set", "[1]"],
+            words(&format!("tasks metadata --workflow {workflow} --set [1]")),
             "--set is not a JSON object",
         ),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (output, _) = tasks_cli(&args);
         let said = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {said}");

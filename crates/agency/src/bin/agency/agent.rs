@@ -60,20 +60,28 @@ pub enum AgentCommand {
     },
 }
 
-/// Runs an `agency agent` command.
-pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
+/// Runs `work` on a small runtime with a store on Redis at `redis`: the agents' and the task
+/// manager's commands.
+pub fn on_redis<F, Fut>(redis: &str, work: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(events::RedisStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let servers = match &command {
-            AgentCommand::Claim { servers, .. }
-            | AgentCommand::Complete { servers, .. }
-            | AgentCommand::Fail { servers, .. }
-            | AgentCommand::Release { servers, .. } => servers,
-        };
-        let store = agency::distributed::connect_store(&servers.redis).await?;
+    runtime.block_on(async { work(agency::distributed::connect_store(redis).await?).await })
+}
+
+/// Runs an `agency agent` command.
+pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    let (AgentCommand::Claim { servers, .. }
+    | AgentCommand::Complete { servers, .. }
+    | AgentCommand::Fail { servers, .. }
+    | AgentCommand::Release { servers, .. }) = &command;
+    let redis = servers.redis.clone();
+    on_redis(&redis, |store| async move {
         match &command {
             AgentCommand::Claim {
                 agent,

@@ -73,20 +73,14 @@ pub enum TasksCommand {
 
 /// Runs an `agency tasks` command.
 pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let servers = match &command {
-            TasksCommand::Create { servers, .. }
-            | TasksCommand::Get { servers, .. }
-            | TasksCommand::Children { servers, .. }
-            | TasksCommand::Cancel { servers, .. }
-            | TasksCommand::Summary { servers, .. }
-            | TasksCommand::Metadata { servers, .. } => servers,
-        };
-        let store = agency::distributed::connect_store(&servers.redis).await?;
+    let (TasksCommand::Create { servers, .. }
+    | TasksCommand::Get { servers, .. }
+    | TasksCommand::Children { servers, .. }
+    | TasksCommand::Cancel { servers, .. }
+    | TasksCommand::Summary { servers, .. }
+    | TasksCommand::Metadata { servers, .. }) = &command;
+    let redis = servers.redis.clone();
+    crate::agent::on_redis(&redis, |store| async move {
         let printed = match &command {
             TasksCommand::Create {
                 workflow,
