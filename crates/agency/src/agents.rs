@@ -120,11 +120,27 @@ pub async fn reap(store: &dyn Store) -> Result<(usize, usize)> {
             store.agent_reports(REPORTS_PAGE, REPORTS_LEASE)
         })
         .await?;
+        let mut done = Vec::with_capacity(reports.len());
+        let mut trouble = None;
         for reported in &reports {
-            record(store, reported).await?;
+            match record(store, reported).await {
+                Ok(()) => done.push(reported.item.id.clone()),
+                // The store is away: what is not recorded stays leased, for later.
+                Err(error) if error.is_retryable() => {
+                    trouble = Some(error);
+                    break;
+                }
+                // One that can never be recorded must not hold back the others.
+                Err(error) => {
+                    tracing::warn!(item = %reported.item.id, %error, "an agent's report cannot be recorded; dropped");
+                    done.push(reported.item.id.clone());
+                }
+            }
         }
-        let ids: Vec<String> = reports.iter().map(|r| r.item.id.clone()).collect();
-        retrying("deleting recorded reports", || store.agent_reported(&ids)).await?;
+        retrying("deleting recorded reports", || store.agent_reported(&done)).await?;
+        if let Some(error) = trouble {
+            return Err(error);
+        }
         recorded += reports.len();
         if reports.len() < REPORTS_PAGE {
             return Ok((expired, recorded));
