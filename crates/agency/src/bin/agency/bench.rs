@@ -53,6 +53,10 @@ pub enum Bench {
         /// Agents claiming side by side
         #[arg(long, default_value_t = 8)]
         agents: usize,
+        /// Take the items from a real session's agent task, run by a coordinator and two
+        /// workers started for it, and time it to the session's result
+        #[arg(long)]
+        session: bool,
         #[command(flatten)]
         servers: crate::serve::Servers,
     },
@@ -76,19 +80,26 @@ pub enum Bench {
 }
 
 /// Offers `items` items of a fresh type on Redis, then has `agents` agents (a connection each)
-/// claim and complete them all; prints the claim/complete round trips per second.
+/// claim and complete them all; prints the claim/complete round trips per second. With
+/// `session`, the items are a real session's agent task instead, run by a coordinator and two
+/// workers started for it: also the time from submission to the session's result, which
+/// includes the workers recording every report.
 async fn agents_case(
     items: u64,
     agents: usize,
+    session: bool,
     servers: &crate::serve::Servers,
 ) -> anyhow::Result<()> {
-    let store = std::sync::Arc::new(agency::distributed::connect_store(&servers.redis).await?);
+    let store = agency::distributed::connect_store(&servers.redis).await?;
     let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    if session {
+        return agents_session(items, agents, &kind, servers).await;
+    }
     let offered: Vec<events::AgentItem> = (0..items)
         .map(|n| events::AgentItem {
             id: format!("{kind}|{n}"),
             kind: kind.clone(),
-            input: serde_json::json!({"n": n}),
+            input: json!({"n": n}),
             claim_timeout_ms: 60_000,
             origin: events::AgentOrigin::Instance {
                 session: format!("{kind}-session"),
@@ -101,32 +112,9 @@ async fn agents_case(
             },
         })
         .collect();
-    events::Store::agent_offer(store.as_ref(), &offered).await?;
+    events::Store::agent_offer(&store, &offered).await?;
     let started = Instant::now();
-    let workers = (0..agents).map(|k| {
-        let (kind, redis) = (kind.clone(), servers.redis.clone());
-        tokio::spawn(async move {
-            let store = agency::distributed::connect_store(&redis).await?;
-            let mut done = 0u64;
-            while let Some(claim) = agency::agents::claim(
-                &store,
-                &format!("agent-{k}"),
-                std::slice::from_ref(&kind),
-                Duration::ZERO,
-            )
-            .await?
-            {
-                agency::agents::complete(&store, &claim.token, serde_json::json!({"ok": true}))
-                    .await?;
-                done += 1;
-            }
-            anyhow::Ok(done)
-        })
-    });
-    let mut done = 0;
-    for worker in futures_util::future::join_all(workers).await {
-        done += worker??;
-    }
+    let done = run_agents(items, agents, &kind, &servers.redis, Duration::ZERO).await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{done} items claimed and completed by {agents} agents in {seconds:.2} s: {:.0} round trips/s",
@@ -135,9 +123,102 @@ async fn agents_case(
     // Their sessions do not exist: the reports kept for a worker to record go now.
     let ids: Vec<String> = offered.into_iter().map(|item| item.id).collect();
     for page in ids.chunks(10_000) {
-        events::Store::agent_reported(store.as_ref(), page).await?;
+        events::Store::agent_reported(&store, page).await?;
     }
     anyhow::ensure!(done == items, "{done} of {items} items completed");
+    Ok(())
+}
+
+/// `agents` agents (a connection each) claiming items of `kind` and completing them until
+/// `items` are done, waiting up to `wait` for each claim (none coming ends an agent when
+/// `wait` is zero); returns how many they completed.
+async fn run_agents(
+    items: u64,
+    agents: usize,
+    kind: &str,
+    redis: &str,
+    wait: Duration,
+) -> anyhow::Result<u64> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers = (0..agents).map(|k| {
+        let (kind, redis, done) = (kind.to_string(), redis.to_string(), done.clone());
+        tokio::spawn(async move {
+            let store = agency::distributed::connect_store(&redis).await?;
+            let types = [kind];
+            while done.load(std::sync::atomic::Ordering::Relaxed) < items {
+                let agent = format!("agent-{k}");
+                let Some(claim) = agency::agents::claim(&store, &agent, &types, wait).await? else {
+                    if wait.is_zero() {
+                        break;
+                    }
+                    continue;
+                };
+                agency::agents::complete(&store, &claim.token, json!({"ok": true})).await?;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    });
+    for worker in futures_util::future::join_all(workers).await {
+        worker??;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+async fn agents_session(
+    items: u64,
+    agents: usize,
+    kind: &str,
+    servers: &crate::serve::Servers,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(items > 0, "--items must be at least 1");
+    let namespace = format!("bench-agents-{}.", uuid::Uuid::new_v4().simple());
+    let fleet = crate::bench_distributed::Processes::fleet(servers, &namespace)?;
+    let kafka =
+        std::sync::Arc::new(agency::distributed::connect_broker(servers.kafka_options()).await?);
+    let broker = events::Namespaced::new(kafka, &namespace);
+    let store = agency::distributed::connect_store(&servers.redis).await?;
+    let mut waiter = agency::distributed::ResultWaiter::subscribe(&store).await?;
+    let document = json!({"session_id": format!("{namespace}agents"), "groups": [{"id": "g",
+        "tasks": [{"id": "review", "executor": "agent",
+            "agent": {"type": kind, "claim_timeout_ms": 60_000},
+            "input": {"n": "{{n}}", "expansion_config":
+                {"type": "range", "range": format!("0-{}", items - 1), "variable": "n"}}}]}]});
+    let started = Instant::now();
+    let submitted = agency::distributed::submit(&broker, &store, document).await?;
+    let done = run_agents(
+        items,
+        agents,
+        kind,
+        &servers.redis,
+        Duration::from_millis(500),
+    )
+    .await?;
+    let claimed = started.elapsed().as_secs_f64();
+    let result = waiter
+        .wait(
+            &store,
+            &submitted.id,
+            Some(&submitted.run),
+            Some(Duration::from_secs(600)),
+        )
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        result.status == taskgroup::ResultStatus::Completed,
+        "the session ended {:?}",
+        result.status
+    );
+    println!(
+        "{done} agent items of one session, {agents} agents, a coordinator and 2 workers: the last completed {claimed:.2} s after submission, the result {seconds:.2} s after ({:.0} items/s end to end); peak RSS {}",
+        done as f64 / seconds,
+        fleet
+            .peak_rss()
+            .iter()
+            .map(|(role, mb)| format!("{role} {mb:.0} MB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
@@ -146,12 +227,13 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Agents {
             items,
             agents,
+            session,
             servers,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(agents_case(items, agents, &servers))
+            runtime.block_on(agents_case(items, agents, session, &servers))
         }
         Bench::Distributed {
             sizes,

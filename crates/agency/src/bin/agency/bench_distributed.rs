@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The processes under test, killed when dropped.
-struct Processes(Vec<(&'static str, Child)>);
+pub struct Processes(Vec<(&'static str, Child)>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -25,8 +25,28 @@ impl Drop for Processes {
 }
 
 impl Processes {
+    /// A coordinator and two workers of this binary, in `namespace`.
+    pub fn fleet(servers: &Servers, namespace: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let spawn = |role: &'static str| -> anyhow::Result<(&'static str, Child)> {
+            let child = Command::new(&exe)
+                .arg(role)
+                .envs(servers.env())
+                .env("AGENCY_NAMESPACE", namespace)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            Ok((role, child))
+        };
+        Ok(Self(vec![
+            spawn("coordinator")?,
+            spawn("worker")?,
+            spawn("worker")?,
+        ]))
+    }
+
     /// Peak RSS of each process so far, in MB, from `/proc/<pid>/status`.
-    fn peak_rss(&self) -> Vec<(String, f64)> {
+    pub fn peak_rss(&self) -> Vec<(String, f64)> {
         self.0
             .iter()
             .enumerate()
@@ -54,22 +74,7 @@ pub async fn run(
         std::process::id(),
         Instant::now().elapsed().as_nanos()
     );
-    let exe = std::env::current_exe()?;
-    let spawn = |role: &'static str| -> anyhow::Result<(&'static str, Child)> {
-        let child = Command::new(&exe)
-            .arg(role)
-            .envs(servers.env())
-            .env("AGENCY_NAMESPACE", &namespace)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok((role, child))
-    };
-    let processes = Processes(vec![
-        spawn("coordinator")?,
-        spawn("worker")?,
-        spawn("worker")?,
-    ]);
+    let processes = Processes::fleet(servers, &namespace)?;
     let kafka = Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
     let broker = Namespaced::new(kafka.clone(), &namespace);
     let store = distributed::connect_store(&servers.redis).await?;
