@@ -271,3 +271,89 @@ async fn redis_task_manager_conforms() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     conformance::task_suite(&store, &unique("tasks")).await;
 }
+
+/// Bad Redis state (B-list): a report no one can read is dropped with a warning and does not
+/// hold back the reports beside it; a settle with a report of the wrong shape (a client's bug)
+/// is refused by the script and changes nothing.
+#[tokio::test]
+async fn an_unreadable_agent_report_is_dropped_and_the_others_are_recorded() {
+    use events::{AgentItem, AgentOrigin, AgentReport, Store as _};
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    let kind = unique("corrupt-reports");
+    let item = AgentItem {
+        id: format!("{kind}|run|0|0|0|1"),
+        kind: kind.clone(),
+        input: serde_json::json!({}),
+        claim_timeout_ms: 60_000,
+        origin: AgentOrigin::Instance {
+            session: kind.clone(),
+            run: "run".into(),
+            group: 0,
+            task: 0,
+            task_id: "t".into(),
+            instance: 0,
+            attempt: 1,
+        },
+    };
+    store
+        .agent_offer(std::slice::from_ref(&item))
+        .await
+        .unwrap();
+    let token = format!("{kind}-token");
+    let claim = store
+        .agent_claim("a", std::slice::from_ref(&kind), &token)
+        .await
+        .unwrap()
+        .unwrap();
+    // A script call with a report of the wrong shape: refused, the claim still holds.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let settle = format!(
+        "{}\n{}",
+        include_str!("../crates/events/lua/agents/common.lua"),
+        include_str!("../crates/events/lua/agents/settle.lua")
+    );
+    let refused: redis::RedisResult<redis::Value> = redis::Script::new(&settle)
+        .key("agency:{agents}:items")
+        .arg(&claim.token)
+        .arg(r#"{"done": 1}"#)
+        .arg("completed")
+        .arg("result")
+        .arg("1")
+        .invoke_async(&mut connection)
+        .await;
+    let said = refused.unwrap_err().to_string();
+    assert!(said.contains("a report must be"), "{said}");
+    let done = AgentReport::Completed(serde_json::json!({"ok": true}));
+    store
+        .agent_settle(&claim.token, &done)
+        .await
+        .unwrap()
+        .unwrap();
+    // Beside the good report, an unreadable one.
+    let bad = format!("{kind}|run|0|0|1|1");
+    redis::pipe()
+        .hset("agency:{agents}:reports", &bad, "{not json")
+        .zadd("agency:{agents}:reports:due", &bad, 0)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let taken = store
+        .agent_reports(10_000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ours: Vec<_> = taken.iter().filter(|r| r.item.kind == kind).collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!((&ours[0].item.id, &ours[0].outcome), (&item.id, &done));
+    let left: Option<String> = redis::cmd("HGET")
+        .arg("agency:{agents}:reports")
+        .arg(&bad)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the unreadable report is gone");
+    store
+        .agent_reported(std::slice::from_ref(&item.id))
+        .await
+        .unwrap();
+}

@@ -185,10 +185,24 @@ impl AgentScripts {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        found
-            .iter()
-            .map(|json| serde_json::from_slice(json).map_err(|e| corrupt("an agent's report", e)))
-            .collect()
+        let mut reports = Vec::with_capacity(found.len() / 2);
+        let mut unreadable = Vec::new();
+        for pair in found.chunks(2) {
+            let [id, json] = pair else {
+                return Err(corrupt("agents' reports", "an id without its report"));
+            };
+            match serde_json::from_slice(json) {
+                Ok(report) => reports.push(report),
+                // One that cannot be read must not hold back the others: it goes, said.
+                Err(error) => {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    tracing::warn!(%id, %error, "an agent's report in Redis cannot be read; dropped");
+                    unreadable.push(id);
+                }
+            }
+        }
+        self.reported(connection, &unreadable).await?;
+        Ok(reports)
     }
 
     pub(super) async fn reported(
