@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Rules, Session, SessionResult};
@@ -277,15 +278,16 @@ pub async fn run_coordinator(
                 let coordinator = coordinator.clone();
                 let stop = shutdown.child_token();
                 let cancel = CancellationToken::new();
+                let progress = Arc::new(Progress::default());
                 running.entry(id.clone()).or_default().push(LocalRun {
                     origin: position.origin(),
                     cancel: cancel.clone(),
                     document: document.clone(),
+                    progress: progress.clone(),
                 });
                 sessions.spawn(async move {
                     let origin = position.origin();
                     tracing::info!(session = %id, %origin, "session taken");
-                    let progress = Progress::default();
                     let running = coordinator.run_action(&session, &document, &id, &origin, rerun, &progress, stop, cancel);
                     match AssertUnwindSafe(running).catch_unwind().await {
                         Ok(Ok(Some(result))) => tracing::info!(session = %id, status = %result.status, "session finished"),
@@ -401,6 +403,8 @@ struct LocalRun {
     cancel: CancellationToken,
     /// The session document it runs, encoded.
     document: Vec<u8>,
+    /// Its counts, and whether its result is stored.
+    progress: Arc<Progress>,
 }
 
 /// An `initialize` of a session id while a run of it is under way: the same document is a
@@ -416,6 +420,10 @@ async fn one_run_at_a_time(
     under_way: &LocalRun,
     document: &[u8],
 ) -> bool {
+    // Its result is stored: a client may have read it, deleted it and submitted again already.
+    if under_way.progress.finished.load(Ordering::Acquire) {
+        return false;
+    }
     let run = under_way.origin.to_string();
     match load_result(store, id).await {
         Ok(Some(result)) if result.run.as_deref() == Some(run.as_str()) => return false,

@@ -31,7 +31,7 @@ use events::{Broker, Fence, Origin, Store};
 use expansion::Limits;
 use lease::{handed_over, Holder, Start, Taken, STOPPING};
 use run::SessionRun;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Counts, Session, SessionResult};
@@ -99,6 +99,8 @@ pub struct Progress {
     pub settled: AtomicU64,
     /// Instances that failed after their last attempt.
     pub failed: AtomicU64,
+    /// Whether the run's result is stored: what is left of it is cleaning up.
+    pub finished: AtomicBool,
 }
 
 impl Progress {
@@ -359,6 +361,7 @@ impl Coordinator {
             Some(published) => published?,
             None => return Err(handed_over(id, STOPPING)),
         }
+        progress.finished.store(true, Ordering::Release);
         crate::failpoint::hit(crate::failpoint::RESULT_STORED);
         if !result.completed() {
             // Kept for a rerun of what failed (`agency rerun`); it expires by itself, and a new
