@@ -1,6 +1,7 @@
 //! Malformed messages go to the dead-letter topic with the reason, and whoever consumed them
 //! keeps going: one bad message never stops a worker or a coordinator.
 
+use crate::metrics::DeadLetter;
 use events::{Broker, Message, DEAD_LETTER_TOPIC};
 use serde_json::json;
 
@@ -15,7 +16,8 @@ const HEAD_BYTES: usize = 1024;
 /// Publishes `{"topic", "offset", "partition", "key", "reason", "payload_bytes", "payload"}` to
 /// the dead-letter topic; for a payload over 64 KiB, `"payload_head"` (its first KiB) instead of
 /// `"payload"`.
-pub async fn send(broker: &dyn Broker, message: &Message, reason: &str) {
+pub async fn send(broker: &dyn Broker, message: &Message, kind: DeadLetter, reason: &str) {
+    crate::metrics::METRICS.dead_letter(kind);
     tracing::warn!(topic = %message.topic, offset = message.offset, reason, "dead-lettering a message");
     let mut record = json!({
         "topic": message.topic,

@@ -16,6 +16,7 @@ pub use crate::connect::connect_store;
 use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};
+use crate::metrics::DeadLetter;
 use crate::outage::{self, retrying};
 use events::{Broker, Fence, Message, Origin, Position, Store, Watermarks, RESULTS_CHANNEL};
 use futures_util::FutureExt as _;
@@ -330,7 +331,7 @@ async fn accept(
     let action = match Action::decode(&message.payload) {
         Ok(action) => action,
         Err(reason) => {
-            dead_letter::send(broker, message, &reason).await;
+            dead_letter::send(broker, message, DeadLetter::Malformed, &reason).await;
             return Accepted::Nothing;
         }
     };
@@ -347,12 +348,18 @@ async fn accept(
             },
             Some(id) => {
                 let reason = taskgroup::session_id_problem(&id).unwrap_or_default();
-                dead_letter::send(broker, message, &format!("{}: {reason}", kind.as_str())).await;
+                dead_letter::send(
+                    broker,
+                    message,
+                    DeadLetter::BadKey,
+                    &format!("{}: {reason}", kind.as_str()),
+                )
+                .await;
                 Accepted::Nothing
             }
             None => {
                 let reason = format!("a {} names its session in `key`", kind.as_str());
-                dead_letter::send(broker, message, &reason).await;
+                dead_letter::send(broker, message, DeadLetter::BadKey, &reason).await;
                 Accepted::Nothing
             }
         };
@@ -361,7 +368,7 @@ async fn accept(
     let (id, document) = match session_document(action) {
         Ok(parts) => parts,
         Err(reason) => {
-            dead_letter::send(broker, message, &reason).await;
+            dead_letter::send(broker, message, DeadLetter::InvalidSession, &reason).await;
             return Accepted::Nothing;
         }
     };
@@ -370,7 +377,7 @@ async fn accept(
         Ok(session) => match events::encode("the session document", &document) {
             Ok(encoded) => Accepted::Run(id, Box::new(session), encoded, rerun),
             Err(error) => {
-                dead_letter::send(broker, message, &error.to_string()).await;
+                dead_letter::send(broker, message, DeadLetter::Malformed, &error.to_string()).await;
                 Accepted::Nothing
             }
         },
@@ -445,7 +452,7 @@ async fn one_run_at_a_time(
         }
         .to_string();
         tracing::warn!(session = id, %origin, "{reason}");
-        dead_letter::send(broker, message, &reason).await;
+        dead_letter::send(broker, message, DeadLetter::Running, &reason).await;
         format!("refused:{reason}")
     };
     if let Err(error) = retrying("noting what became of an action", || {

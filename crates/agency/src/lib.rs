@@ -30,6 +30,7 @@ mod error;
 pub mod executors;
 mod failpoint;
 pub mod health;
+pub mod metrics;
 mod notice_router;
 mod outage;
 pub mod tasks;

@@ -155,6 +155,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn sqlite(operation: &str, error: rusqlite::Error) -> Error {
+    crate::telemetry::error("file");
     let busy = matches!(
         error.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

@@ -140,6 +140,7 @@ fn unreachable(code: RDKafkaErrorCode) -> bool {
 }
 
 fn kafka_error(operation: &str, error: KafkaError) -> Error {
+    crate::telemetry::error("kafka");
     // rdkafka gives no code for an admin operation's error, though it carries one: a topic
     // created while the broker restarts fails with a transport failure, to be waited out.
     let code = match &error {
@@ -421,8 +422,14 @@ impl Broker for KafkaBroker {
                 )
                 .set("partition.assignment.strategy", "cooperative-sticky");
         }
-        let consumer: StreamConsumer = config
-            .create()
+        let consumer: StreamConsumer<Lag> = config
+            .set(
+                "statistics.interval.ms",
+                LAG_READING.as_millis().to_string(),
+            )
+            .create_with_context(Lag {
+                topic: topic.to_string(),
+            })
             .map_err(|e| kafka_error("creating a consumer", e))?;
         consumer
             .subscribe(&[topic])
@@ -437,6 +444,31 @@ impl Broker for KafkaBroker {
     }
 }
 
+/// How often librdkafka reports a consumer's statistics, its lag among them.
+const LAG_READING: Duration = Duration::from_secs(5);
+
+/// A consumer's context: its statistics give the lag of its topic ([`crate::telemetry`]).
+struct Lag {
+    topic: String,
+}
+
+impl rdkafka::ClientContext for Lag {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // Partition -1 is librdkafka's own; a lag not known yet is -1.
+        let lag = statistics.topics.get(&self.topic).map_or(0, |topic| {
+            topic
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum()
+        });
+        crate::telemetry::set_lag(&self.topic, lag);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Lag {}
+
 /// How often a consumer reads where its topic's partitions end, to notice a lost log.
 const LOG_READING: Duration = Duration::from_secs(5);
 /// How soon a low reading is read again to confirm it.
@@ -446,7 +478,7 @@ const LOG_CONFIRM: Duration = Duration::from_secs(1);
 type EndsReading = tokio::task::JoinHandle<KafkaResult<Vec<(i32, u64)>>>;
 
 struct KafkaConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Lag>>,
     topic: String,
     /// Where the partitions were seen to end: by the messages read and by earlier readings. A
     /// broker that comes back without its log is not followed by librdkafka (a consumer of a

@@ -31,6 +31,7 @@ mod redis_scripts;
 mod redis_store;
 pub mod retry;
 mod store;
+pub mod telemetry;
 mod watermarks;
 
 pub use agents::{

@@ -89,6 +89,7 @@ where
                     && patience.is_none_or(|patience| started.elapsed() < patience) =>
             {
                 let delay = schedule.next_delay();
+                crate::telemetry::OUTAGE_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, retry_in = ?delay, "{what}: server unreachable");
                 if !sleep_or_stop(delay, stop).await {
                     return None;

@@ -36,7 +36,10 @@ mod spec;
 pub use agent::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
 pub use error::{Error, Problem, Result};
 pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
-pub use live::{iso8601, LiveCounts, LiveGroup, LiveGroupStatus, LiveState, LiveStatus};
+pub use live::{
+    iso8601, LiveCounts, LiveFailure, LiveGroup, LiveGroupStatus, LiveSpan, LiveState, LiveStatus,
+    LATEST_FAILURES,
+};
 pub use machine::{
     Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
     DEFAULT_CHUNK,

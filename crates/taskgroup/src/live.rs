@@ -48,6 +48,47 @@ pub struct LiveState {
     /// The session file's `metadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When each task that started ran, in ms since the run started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<LiveSpan>,
+    /// The latest instances that failed after their last attempt (at most [`LATEST_FAILURES`]),
+    /// newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<LiveFailure>,
+}
+
+/// How many failures a live state shows.
+pub const LATEST_FAILURES: usize = 10;
+
+/// When a task ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSpan {
+    /// Its group's id.
+    pub group: String,
+    /// Its id.
+    pub task: String,
+    /// When it started (was planned), in ms since the run started.
+    pub started_ms: u64,
+    /// When its last instance settled; `None` while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+}
+
+/// An instance that failed after its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveFailure {
+    /// Its group's id.
+    pub group: String,
+    /// Its task's id.
+    pub task: String,
+    /// Its instance number.
+    pub instance: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub error: String,
+    /// When its last attempt failed, in ms since the run started.
+    pub at_ms: u64,
 }
 
 /// Whether a session that has not ended runs yet.
@@ -156,6 +197,8 @@ impl LiveState {
             eta_s: None,
             description: None,
             metadata: None,
+            timeline: Vec::new(),
+            failures: Vec::new(),
         }
     }
 }

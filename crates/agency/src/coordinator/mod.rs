@@ -335,6 +335,8 @@ impl Coordinator {
         stop: CancellationToken,
         cancel: CancellationToken,
     ) -> Result<SessionResult> {
+        let began = std::time::Instant::now();
+        let _running = crate::metrics::METRICS.session_started();
         let mut run = SessionRun::new(self, session, id, name, progress);
         run.resuming = start != Start::Fresh;
         if let Start::Rerun { kept } = start {
@@ -362,6 +364,7 @@ impl Coordinator {
             None => return Err(handed_over(id, STOPPING)),
         }
         progress.finished.store(true, Ordering::Release);
+        crate::metrics::METRICS.session_ended(result.status, began.elapsed());
         crate::failpoint::hit(crate::failpoint::RESULT_STORED);
         if !result.completed() {
             // Kept for a rerun of what failed (`agency rerun`); it expires by itself, and a new

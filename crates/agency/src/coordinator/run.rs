@@ -75,7 +75,7 @@ pub(super) struct SessionRun<'a> {
     /// When the live state was last written.
     pub(super) state_written: Instant,
     /// When each task's last instance settled (the runtime's clock, like [`Self::elapsed`]).
-    settled_at: HashMap<(usize, usize), Duration>,
+    pub(super) settled_at: HashMap<(usize, usize), Duration>,
     /// A rerun: how many successes of the run before it reuses.
     pub(super) reused: Option<u64>,
     /// Paused (`agency pause`): ranges to dispatch wait in `held` until it resumes.
@@ -401,6 +401,7 @@ impl<'a> SessionRun<'a> {
                         };
                         let at = self.retry_at(delay);
                         self.timers.insert(at, due);
+                        crate::metrics::METRICS.retry();
                         None
                     }
                     Command::UpdateContext { task } => {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Duration;
-use taskgroup::{Event, SessionEvent};
+use taskgroup::{Event, SessionEvent, TaskState};
 use tokio::time::Instant;
 
 /// How often a run writes its live state at most (and at least, while it runs).
@@ -172,6 +172,7 @@ impl SessionRun<'_> {
         for sent in futures_util::future::join_all(sends).await {
             lost = lost.or(self.coordinator.dispatched.published(&sent?));
         }
+        crate::metrics::METRICS.dispatched(items.len());
         if let Some(detail) = lost {
             self.coordinator.lost(detail).await;
         }
@@ -454,6 +455,7 @@ impl SessionRun<'_> {
         state.started_at = Some(taskgroup::iso8601(self.started_ms));
         let now = self.started_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         state.updated_at = Some(taskgroup::iso8601(now));
+        self.timeline(&mut state);
         let encoded = events::encode("the live state", &state)?;
         let (store, fence) = (&self.coordinator.store, self.fence);
         patiently("storing the live state", || {
@@ -462,6 +464,55 @@ impl SessionRun<'_> {
         .await?;
         self.state_written = Instant::now();
         Ok(())
+    }
+
+    /// Puts in the live state when each task that started ran, and the latest failures.
+    fn timeline(&self, state: &mut taskgroup::LiveState) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut latest: Vec<taskgroup::LiveFailure> = Vec::new();
+        for (g, group) in self.session.spec.groups.iter().enumerate() {
+            let Some(machine) = self.machine.group(g) else {
+                continue;
+            };
+            for (t, run) in machine.tasks().iter().enumerate() {
+                if matches!(
+                    run.state,
+                    TaskState::Waiting | TaskState::Planning | TaskState::Skipped
+                ) {
+                    continue;
+                }
+                let task = &group.tasks[t].id;
+                state.timeline.push(taskgroup::LiveSpan {
+                    group: group.id.clone(),
+                    task: task.clone(),
+                    started_ms: ms(run.started()),
+                    finished_ms: self.settled_at.get(&(g, t)).map(|at| ms(*at)),
+                });
+                for (instance, failure) in &run.failures {
+                    let at_ms = ms(failure.at);
+                    let full = latest.len() == taskgroup::LATEST_FAILURES;
+                    if full && latest.last().is_some_and(|last| last.at_ms >= at_ms) {
+                        continue;
+                    }
+                    if full {
+                        latest.pop();
+                    }
+                    let at = latest.partition_point(|kept| kept.at_ms >= at_ms);
+                    latest.insert(
+                        at,
+                        taskgroup::LiveFailure {
+                            group: group.id.clone(),
+                            task: task.clone(),
+                            instance: *instance,
+                            attempts: failure.attempts,
+                            error: failure.error.clone(),
+                            at_ms,
+                        },
+                    );
+                }
+            }
+        }
+        state.failures = latest;
     }
 
     /// A result stored by reference.

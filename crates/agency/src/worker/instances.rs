@@ -225,11 +225,15 @@ impl Worker {
         for instance in expansion.range(item.start..item.end) {
             match expansion.memo_key(&instance) {
                 Some(Ok(key)) => keyed.push((instance.index(), key)),
-                Some(Err(error)) => unkeyed.push(Outcome {
-                    instance: instance.index(),
-                    attempt: item.attempt,
-                    status: Status::FailedPermanently(format!("memoize.key: {error}")),
-                }),
+                Some(Err(error)) => {
+                    let status = Status::FailedPermanently(format!("memoize.key: {error}"));
+                    prepared.metrics.attempt(&status, None);
+                    unkeyed.push(Outcome {
+                        instance: instance.index(),
+                        attempt: item.attempt,
+                        status,
+                    });
+                }
                 None => memo.to_run.push(instance.index()),
             }
         }
@@ -239,11 +243,15 @@ impl Worker {
             let found = retrying("reading memoized results", || self.store.memo_get(&keys)).await?;
             for ((instance, key), found) in page.iter().zip(found) {
                 match found {
-                    Some(value) => cached.push(Outcome {
-                        instance: *instance,
-                        attempt: item.attempt,
-                        status: Status::Cached(value),
-                    }),
+                    Some(value) => {
+                        let status = Status::Cached(value);
+                        prepared.metrics.attempt(&status, None);
+                        cached.push(Outcome {
+                            instance: *instance,
+                            attempt: item.attempt,
+                            status,
+                        });
+                    }
                     None => {
                         memo.to_run.push(*instance);
                         memo.keys.insert(*instance, key.clone());
@@ -369,10 +377,12 @@ impl Worker {
         let _running = Running::count(&self.running);
         // Nothing here changes on a retry: the instance's input or the worker is wrong.
         let failed = |error: String| {
+            let status = Status::FailedPermanently(error);
+            prepared.metrics.attempt(&status, None);
             Some(Outcome {
                 instance,
                 attempt,
-                status: Status::FailedPermanently(error),
+                status,
             })
         };
         let expansion = match &prepared.expansion {
@@ -410,6 +420,7 @@ impl Worker {
             },
         };
         let attempt_cancel = call.cancel.clone();
+        let began = std::time::Instant::now();
         // A panicking executor fails its attempt, with the panic's message; it must not take
         // the range's other outcomes with it (the message would be committed without them).
         let name = &prepared.executor_name;
@@ -437,6 +448,7 @@ impl Worker {
                 () = cancel.cancelled() => return None,
             },
         };
+        prepared.metrics.attempt(&status, Some(began.elapsed()));
         Some(Outcome {
             instance,
             attempt,

@@ -100,6 +100,9 @@ struct Prepared {
     upstream: Vec<events::Upstream>,
     /// Agents of this type do its instances: they are offered to them, not run here.
     agent: Option<events::AgentTask>,
+    /// Its executor's counters (`unknown` for a name this worker has no executor of, so the
+    /// label's values stay the registry's).
+    metrics: Arc<crate::metrics::ExecutorMetrics>,
 }
 
 /// How many workers may start a range without finishing it, by default, before the next fails
@@ -488,7 +491,8 @@ impl Worker {
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) {
-        crate::dead_letter::send(self.broker.as_ref(), message, reason).await;
+        let kind = crate::metrics::DeadLetter::Malformed;
+        crate::dead_letter::send(self.broker.as_ref(), message, kind, reason).await;
     }
 
     /// The item's task, planned; `None` when the store no longer has it (its session ended) or
@@ -539,9 +543,16 @@ impl Worker {
             .concurrency
             .map_or(self.options.concurrency, |c| c as usize)
             .max(1);
+        let executor = self.registry.get(&record.executor);
+        let label = if executor.is_some() {
+            record.executor.as_str()
+        } else {
+            "unknown"
+        };
+        let metrics = crate::metrics::METRICS.executor(label);
         Prepared {
             expansion,
-            executor: self.registry.get(&record.executor),
+            executor,
             executor_name: record.executor,
             permits: Arc::new(Semaphore::new(permits)),
             concurrency: permits,
@@ -555,6 +566,7 @@ impl Worker {
             task: record.task_id.into(),
             upstream: record.upstream,
             agent: record.agent,
+            metrics,
         }
     }
 }

@@ -76,6 +76,7 @@ impl std::fmt::Debug for RedisStore {
 /// (redis-rs's async decoder reports "Unexpected end of input"), and redis-rs itself replaces
 /// the connection on any parse error, so those are the connection's trouble too.
 fn unavailable(error: redis::RedisError) -> Error {
+    crate::telemetry::error("redis");
     if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_timeout()

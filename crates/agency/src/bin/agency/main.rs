@@ -5,6 +5,7 @@ mod bench;
 mod bench_distributed;
 mod control;
 mod csv;
+mod http;
 mod plan;
 mod run;
 mod serve;
@@ -70,6 +71,10 @@ enum Command {
         /// failed or never finished, reusing every success recorded
         #[arg(long, requires = "state")]
         retry_failed: bool,
+        /// Serve `/metrics` (Prometheus) on this address while the run goes on (HOST:PORT, or
+        /// a port for 127.0.0.1)
+        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = http::address)]
+        http: Option<std::net::SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
             state,
             checkpoint_ms,
             retry_failed,
+            http,
             limits,
         } => {
             let limits = limits.limits();
@@ -166,7 +172,7 @@ fn main() -> ExitCode {
                 checkpoint: std::time::Duration::from_millis(checkpoint_ms.max(1)),
                 retry_failed,
             });
-            run::run(&file, options, quiet, only.as_deref(), state)
+            run::run(&file, options, quiet, only.as_deref(), state, http)
         }
         Command::Agent { what } => agent::run(what),
         Command::Tasks { what } => tasks::run(what),

@@ -33,6 +33,7 @@ pub fn run(
     quiet: bool,
     only: Option<&str>,
     state: Option<State>,
+    http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -82,6 +83,11 @@ pub fn run(
         );
     }
     runtime.block_on(async {
+        let serving = CancellationToken::new();
+        let server = match http {
+            Some(address) => Some(crate::http::serve(address, None, serving.clone()).await?),
+            None => None,
+        };
         let progress = Arc::new(Progress::default());
         let cancel = CancellationToken::new();
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -116,6 +122,10 @@ pub fn run(
             },
         };
         on_interrupt.abort();
+        serving.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         if let Some(display) = display {
             display.abort();
             let _ = display.await;

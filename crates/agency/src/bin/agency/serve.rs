@@ -93,6 +93,10 @@ pub enum Serve {
         /// Instances per dispatched range
         #[arg(long, default_value_t = taskgroup::DEFAULT_CHUNK)]
         chunk: u64,
+        /// Serve `/metrics` (Prometheus), the status page (`/`) and its JSON API (`/api/`) on
+        /// this address (HOST:PORT, or a port for 127.0.0.1)
+        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = crate::http::address)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Execute dispatched instances (any number of workers, on any machines)
     Worker {
@@ -108,6 +112,9 @@ pub enum Serve {
         /// Consumer group on the dispatch topic
         #[arg(long, default_value = WORKER_GROUP)]
         group: String,
+        /// Serve `/metrics` (Prometheus) on this address (HOST:PORT, or a port for 127.0.0.1)
+        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = crate::http::address)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Validate a session file and produce it to `agency_action`
     Submit {
@@ -364,20 +371,31 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async move {
         match command {
-            Serve::Coordinator { servers, group, chunk } => {
+            Serve::Coordinator { servers, group, chunk, http } => {
                 let shutdown = shutdown_on_signals()?;
                 let (broker, store) = connect(&servers).await?;
+                let server = match http {
+                    Some(address) => Some(crate::http::serve(address, Some((broker.clone(), store.clone())), shutdown.clone()).await?),
+                    None => None,
+                };
                 eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis);
                 let member = health::Member::here(health::Role::Coordinator, &servers.namespace, Vec::new());
                 let beating = tokio::spawn(health::heartbeat(store.clone(), member, Arc::default(), shutdown.clone()));
                 distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown.clone()).await?;
                 shutdown.cancel();
                 let _ = beating.await;
+                if let Some(server) = server {
+                    let _ = server.await;
+                }
                 Ok(ExitCode::SUCCESS)
             }
-            Serve::Worker { servers, concurrency, ranges_in_flight, group } => {
+            Serve::Worker { servers, concurrency, ranges_in_flight, group, http } => {
                 let shutdown = shutdown_on_signals()?;
                 let (broker, store) = connect(&servers).await?;
+                let server = match http {
+                    Some(address) => Some(crate::http::serve(address, None, shutdown.clone()).await?),
+                    None => None,
+                };
                 let options = WorkerOptions { concurrency, ranges_in_flight: ranges_in_flight as usize, group, ..Default::default() };
                 eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis);
                 let registry = Registry::builtin(broker.clone());
@@ -387,6 +405,9 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 worker.run(shutdown.clone()).await?;
                 shutdown.cancel();
                 let _ = beating.await;
+                if let Some(server) = server {
+                    let _ = server.await;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Serve::Health { servers, json } => {
