@@ -2,10 +2,11 @@
 //! broker and Redis, in a namespace of their own per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use integration_tests::{agency_bin, kafka_brokers, redis_url, strip_times, unique, Cluster};
+use integration_tests::{
+    agency_bin, kafka_brokers, produce, redis_url, strip_times, unique, Cluster,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message as _;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -315,20 +316,6 @@ fn a_permanent_failure_crosses_redis_and_is_not_retried() {
     assert_eq!(wrong["attempts"], 1);
     assert_eq!(wrong["status"], "failed");
     assert_eq!(wrong["failures"][0]["permanent"], true);
-}
-
-async fn produce(topic: &str, key: &str, payload: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
