@@ -5,7 +5,9 @@
 #                                          runtime jars come from Maven Central through Maven)
 #
 #   scripts/services.sh up       install if missing, start what is not answering, wait until ready
-#                                (and install ip and nft, which the fault suite's partitions use)
+#                                (and install ip and nft, which the fault suite's partitions use,
+#                                and Debian's chromium and Node.js, which the status page's
+#                                browser test drives)
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh kafka-cluster up|status|down
@@ -160,6 +162,13 @@ redis_up() {
 partition_tools() {
   command -v ip >/dev/null || { log "installing iproute2"; apt_install iproute2; }
   command -v nft >/dev/null || { log "installing nftables"; apt_install nftables; }
+}
+
+# The status page's browser test (tests/status_page.rs) drives Debian's headless Chromium with
+# playwright-core under Node.js.
+browser_tools() {
+  [ -x /usr/bin/chromium ] || { log "installing chromium"; apt_install chromium; }
+  command -v node >/dev/null || { log "installing nodejs"; apt_install nodejs npm; }
 }
 
 # A Java of at least version 17 (Kafka 4 needs it): $JAVA_HOME's, or the one on PATH.
@@ -363,6 +372,7 @@ case "${1:-}" in
     redis_up
     kafka_up
     partition_tools
+    browser_tools
     ;;
   down)
     stop_kafka

@@ -14,6 +14,8 @@ if [ "${AGENCY_BROKER:-kafka}" = tansu ]; then
   export AGENCY_KAFKA_FETCH_WAIT_MS=${AGENCY_KAFKA_FETCH_WAIT_MS:-5}
 fi
 scripts/services.sh up
+# playwright-core for the status page's browser test (tests/status_page.rs), as locked.
+npm ci --prefix "$root/tests/browser" --no-audit --no-fund --loglevel=error
 cargo test --workspace --locked "$@"
 
 # The Python client's tests, against the same servers and the agency binary just built, in a

@@ -1,6 +1,8 @@
 //! `--http`: `/metrics` scraped after a session of known outcomes, counted exactly, and the
 //! status page's JSON API with its answers to bad requests, on the real servers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use integration_tests::{free_port, http, produce, unique, wait_for_port, Cluster};
 use serde_json::{json, Value};
 

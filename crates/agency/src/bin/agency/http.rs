@@ -102,19 +102,31 @@ fn router(deployment: Option<Deployment>) -> Router {
         .method_not_allowed_fallback(wrong_method)
 }
 
-/// An error answer: `{"error": message}` with `status`.
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// An error answer: `{"error": message}` with its status.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
 }
 
-async fn not_found(uri: axum::http::Uri) -> Response {
+/// What a handler answers.
+type Answer = Result<Response, Refusal>;
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+async fn not_found(uri: axum::http::Uri) -> Refusal {
     refuse(
         StatusCode::NOT_FOUND,
         format!("no such path: {} (see docs/observability.md)", uri.path()),
     )
 }
 
-async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Refusal {
     refuse(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
@@ -159,7 +171,7 @@ const STATUSES: &[&str] = &[
 ];
 
 impl ListQuery {
-    fn read(self) -> Result<(usize, Option<String>), Response> {
+    fn read(self) -> Result<(usize, Option<String>), Refusal> {
         let limit = match self.limit {
             None => LIST,
             Some(text) => match text.parse::<usize>() {
@@ -185,7 +197,7 @@ impl ListQuery {
 }
 
 /// The recent sessions, newest first: each with its status, counts, rate and ETA.
-async fn list(store: &dyn Store, limit: usize, status: Option<&str>) -> Result<Value, Response> {
+async fn list(store: &dyn Store, limit: usize, status: Option<&str>) -> Result<Value, Refusal> {
     let listed = client::sessions(store, status, limit)
         .await
         .map_err(|error| refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?;
@@ -243,22 +255,14 @@ fn summary(status: &Status) -> Value {
     }
 }
 
-async fn sessions(
-    State(deployment): State<Deployment>,
-    Query(query): Query<ListQuery>,
-) -> Response {
-    let (limit, status) = match query.read() {
-        Ok(read) => read,
-        Err(refused) => return refused,
-    };
-    match list(deployment.store.as_ref(), limit, status.as_deref()).await {
-        Ok(list) => Json(list).into_response(),
-        Err(refused) => refused,
-    }
+async fn sessions(State(deployment): State<Deployment>, Query(query): Query<ListQuery>) -> Answer {
+    let (limit, status) = query.read()?;
+    let list = list(deployment.store.as_ref(), limit, status.as_deref()).await?;
+    Ok(Json(list).into_response())
 }
 
 /// A session id from a path, or the answer saying what is wrong with it.
-fn session_id(id: &str) -> Result<&str, Response> {
+fn session_id(id: &str) -> Result<&str, Refusal> {
     match taskgroup::session_id_problem(id) {
         None => Ok(id),
         Some(problem) => Err(refuse(
@@ -271,7 +275,7 @@ fn session_id(id: &str) -> Result<&str, Response> {
 /// A session as the page shows it: `{"finished": false, "state": live state}` or
 /// `{"finished": true, "result": result}`, the result without its context and its instances'
 /// results (which can be millions), with at most [`FAILURES_SHOWN`] failures per task.
-async fn describe(store: &dyn Store, id: &str) -> Result<Value, Response> {
+async fn describe(store: &dyn Store, id: &str) -> Result<Value, Refusal> {
     match client::status(store, id).await {
         Ok(Status::Live(state)) => Ok(json!({"finished": false, "state": state})),
         Ok(Status::Finished(mut result)) => {
@@ -292,15 +296,9 @@ async fn describe(store: &dyn Store, id: &str) -> Result<Value, Response> {
     }
 }
 
-async fn session(State(deployment): State<Deployment>, Path(id): Path<String>) -> Response {
-    let id = match session_id(&id) {
-        Ok(id) => id,
-        Err(refused) => return refused,
-    };
-    match describe(deployment.store.as_ref(), id).await {
-        Ok(described) => Json(described).into_response(),
-        Err(refused) => refused,
-    }
+async fn session(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
+    let described = describe(deployment.store.as_ref(), session_id(&id)?).await?;
+    Ok(Json(described).into_response())
 }
 
 /// How often a stream reads the store when nothing was announced.
@@ -360,16 +358,11 @@ where
     })
 }
 
-async fn session_events(State(deployment): State<Deployment>, Path(id): Path<String>) -> Response {
-    let id = match session_id(&id) {
-        Ok(id) => id.to_string(),
-        Err(refused) => return refused,
-    };
+async fn session_events(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
+    let id = session_id(&id)?.to_string();
     let store = deployment.store.clone();
     // Unknown at the start is a 404; later troubles are skipped (read again next time).
-    if let Err(refused) = describe(store.as_ref(), &id).await {
-        return refused;
-    }
+    describe(store.as_ref(), &id).await?;
     let progress = match store.subscribe(&events::progress_channel(&id)).await {
         Ok(progress) => Some(progress),
         Err(error) => {
@@ -399,19 +392,16 @@ async fn session_events(State(deployment): State<Deployment>, Path(id): Path<Str
         }
     };
     let finished = |value: &Value| value["finished"] == json!(true);
-    Sse::new(stream(read, announced, finished))
+    Ok(Sse::new(stream(read, announced, finished))
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
 }
 
 async fn sessions_events(
     State(deployment): State<Deployment>,
     Query(query): Query<ListQuery>,
-) -> Response {
-    let (limit, status) = match query.read() {
-        Ok(read) => read,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let (limit, status) = query.read()?;
     let store = deployment.store.clone();
     let read = move || {
         let (store, status) = (store.clone(), status.clone());
@@ -419,23 +409,19 @@ async fn sessions_events(
     };
     // The list has no channel of its own: it is read every second, sent when it changed.
     let tick = || tokio::time::sleep(Duration::from_millis(750));
-    Sse::new(stream(read, tick, |_| false))
+    Ok(Sse::new(stream(read, tick, |_| false))
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
 }
 
-async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) -> Response {
-    let id = match session_id(&id) {
-        Ok(id) => id,
-        Err(refused) => return refused,
-    };
+async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
+    let id = session_id(&id)?;
     let (broker, store) = (deployment.broker.as_ref(), deployment.store.as_ref());
-    match distributed::cancel(broker, store, id).await {
-        Ok(distributed::CancelAnswer::Sent { run }) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"session_id": id, "cancel": "sent", "run": run})),
-        )
-            .into_response(),
+    Err(match distributed::cancel(broker, store, id).await {
+        Ok(distributed::CancelAnswer::Sent { run }) => {
+            let sent = json!({"session_id": id, "cancel": "sent", "run": run});
+            return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
+        }
         Ok(distributed::CancelAnswer::Finished(result)) => refuse(
             StatusCode::CONFLICT,
             format!(
@@ -448,5 +434,23 @@ async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) ->
             format!("no session {id} is running or has a result; nothing to cancel"),
         ),
         Err(error) => refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_alone_binds_loopback_and_a_bad_address_says_what_is_expected() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 9100));
+        assert_eq!(address("9100").ok(), Some(loopback));
+        assert_eq!(address(":9100").ok(), Some(loopback));
+        assert_eq!(
+            address("0.0.0.0:9100").ok(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
+        );
+        let refused = address("localhost:none").map(|_| ()).unwrap_err();
+        assert!(refused.to_string().contains("expected HOST:PORT"), "{refused}");
     }
 }
