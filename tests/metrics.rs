@@ -9,12 +9,14 @@ use serde_json::{json, Value};
 /// The value of the sample `series` (a name with its labels as agency encodes them) in
 /// `text`, the Prometheus text format.
 fn sample(text: &str, series: &str) -> f64 {
+    found(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// The value of the sample `series` in `text`, if it is there.
+fn found(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .map(|value| value.trim().parse().unwrap())
 }
 
 fn scrape(port: u16) -> String {
@@ -220,5 +222,67 @@ async fn metrics_count_a_session_of_known_successes_failures_and_retries_exactly
         (status, body.contains("no such path")),
         (404, true),
         "{body}"
+    );
+}
+
+/// While a million instances run: `/metrics` on the coordinator and on the workers, the
+/// status page and its API answer, and the counts they show grow to the million.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_the_status_page_answer_while_a_million_instances_run() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut cluster = Cluster::start_with("million-metrics", &[]);
+    cluster.spawn_with("coordinator", &["--http", &ports[0].to_string()]);
+    cluster.spawn_with("worker", &["--http", &ports[1].to_string()]);
+    cluster.spawn_with("worker", &["--http", &ports[2].to_string()]);
+    ports.iter().for_each(|port| wait_for_port(*port));
+    let id = unique("million");
+    let document = json!({"session_id": id, "groups": [{"id": "grid", "tasks": [{"id": "cells",
+        "executor": "noop",
+        "input": {"expansion_config": {"type": "range", "range": "0-999999", "variable": "n"}}}]}]});
+    cluster.submit(&document);
+
+    let executed = || -> f64 {
+        ports[1..]
+            .iter()
+            .map(|port| {
+                // A worker that has not prepared the task yet has no noop series.
+                let series = r#"agency_instances_total{status="succeeded",executor="noop"}"#;
+                found(&scrape(*port), series).unwrap_or(0.0)
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let (mut seen_running, mut last) = (0, 0.0);
+    let finished = loop {
+        let coordinator = scrape(ports[0]);
+        let (status, body) = http(ports[0], "GET", &format!("/api/sessions/{id}"));
+        assert_eq!(status, 200, "{body}");
+        let shown: Value = serde_json::from_str(&body).unwrap();
+        let (page, html) = http(ports[0], "GET", &format!("/sessions/{id}"));
+        assert_eq!((page, html.contains("<title>agency</title>")), (200, true));
+        let now = executed();
+        assert!(now >= last, "the count went back from {last} to {now}");
+        last = now;
+        if shown["finished"] == true {
+            break shown;
+        }
+        if shown["state"]["status"] == "running" && (1.0..1_000_000.0).contains(&now) {
+            assert_eq!(sample(&coordinator, "agency_sessions_running"), 1.0);
+            seen_running += 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no result in 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(finished["result"]["status"], "completed");
+    assert!(seen_running >= 1, "never answered while it ran");
+    // Each instance once; a range delivered again in a rebalance would be executed again.
+    assert!(executed() >= 1_000_000.0);
+    let coordinator = scrape(ports[0]);
+    assert_eq!(
+        sample(&coordinator, r#"agency_sessions_total{status="completed"}"#),
+        1.0
     );
 }

@@ -451,6 +451,9 @@ mod tests {
             Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
         );
         let refused = address("localhost:none").map(|_| ()).unwrap_err();
-        assert!(refused.to_string().contains("expected HOST:PORT"), "{refused}");
+        assert!(
+            refused.to_string().contains("expected HOST:PORT"),
+            "{refused}"
+        );
     }
 }
