@@ -19,6 +19,30 @@ fn found(text: &str, series: &str) -> Option<f64> {
         .map(|value| value.trim().parse().unwrap())
 }
 
+/// The metric names the Grafana dashboard's queries use and the metrics table of
+/// docs/observability.md lists.
+fn documented_metrics() -> Vec<String> {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let dashboard = std::fs::read_to_string(docs.join("grafana/agency.json")).unwrap();
+    let page = std::fs::read_to_string(docs.join("observability.md")).unwrap();
+    let table = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split('`').next())
+        .filter(|name| name.starts_with("agency_"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut names: Vec<String> = format!("{dashboard} {table}")
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("agency_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 12, "{names:?}");
+    names
+}
+
 fn scrape(port: u16) -> String {
     let (status, text) = http(port, "GET", "/metrics");
     assert_eq!(status, 200, "{text}");
@@ -128,6 +152,13 @@ async fn metrics_count_a_session_of_known_successes_failures_and_retries_exactly
     assert!(sample(&coordinator, "agency_dispatch_ranges_total") >= 4.0);
     // No session id in any label.
     assert!(!coordinator.contains(&id) && !worker.contains(&id));
+    // Every metric the dashboard and docs/observability.md name is served.
+    for name in documented_metrics() {
+        assert!(
+            coordinator.contains(&name) || worker.contains(&name),
+            "{name} is documented but neither process serves it"
+        );
+    }
 
     // The status page's API.
     let (status, body) = http(coordinator_port, "GET", &format!("/api/sessions/{id}"));
