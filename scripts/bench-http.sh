@@ -2,6 +2,7 @@
 # What serving /metrics costs the 1M benchmark (docs/benchmarks.md): `agency run` of
 # examples/matrix-1000x1000.json (1,000,000 no-op instances), alternating without --http and
 # with --http while a scraper reads /metrics every 100 ms (150 times Prometheus' default rate).
+# The machine's noise is larger than the difference: take many runs (15 or more).
 # With BASELINE=path/to/agency, that binary (a build from before the metrics) runs a third
 # case. Prints one line per run and the medians.
 #
@@ -23,20 +24,38 @@ timed() {
   echo "$end - $start" | bc
 }
 
-# Seconds of one run with --http while /metrics is read every 100 ms; how many scrapes
-# answered goes to stderr.
+# Seconds of one run with --http while one client reads /metrics every 100 ms over a kept
+# connection. The client starts first (a Python interpreter starting would otherwise compete
+# with the run for this machine's two cores) and waits for the port; how many scrapes answered
+# goes to stderr.
 served() {
-  local start end pid answered=0
+  local start end pid scraper
+  python3 - "$port" <<'SCRAPER' >&2 &
+import http.client, sys, time
+port = int(sys.argv[1])
+answered, connection, seen = 0, None, False
+while True:
+    try:
+        connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        response.read()
+        answered += response.status == 200
+        seen = True
+        time.sleep(0.1)
+    except OSError:
+        connection = None
+        if seen:
+            break  # the run ended
+        time.sleep(0.005)
+print(f"  {answered} scrapes answered during the run")
+SCRAPER
+  scraper=$!
+  sleep 0.5
   start=$(date +%s.%N)
-  "$agency" run --quiet --http "127.0.0.1:$port" "$session" >/dev/null &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    if curl -sf "http://127.0.0.1:$port/metrics" -o /dev/null; then answered=$((answered + 1)); fi
-    sleep 0.1
-  done
-  wait "$pid"
+  "$agency" run --quiet --http "127.0.0.1:$port" "$session" >/dev/null
   end=$(date +%s.%N)
-  echo "  $answered scrapes answered during the run" >&2
+  wait "$scraper"
   echo "$end - $start" | bc
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Prepared, Worker, BLOB_THRESHOLD};
 use crate::executors::{Call, ExecError, IdempotencyKey};
+use crate::metrics::Tally;
 use crate::outage::retrying;
 use events::{notices_channel, Notice, Outcome, Status, WorkItem};
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -67,7 +68,16 @@ impl Worker {
             .buffer_unordered(prepared.concurrency);
         let mut outcomes = std::pin::pin!(outcomes.ready_chunks(self.options.batch.max(1)));
         while let Some(batch) = outcomes.next().await {
-            let batch: Vec<Outcome> = batch.into_iter().flatten().collect();
+            let mut tally = Tally::default();
+            let batch: Vec<Outcome> = batch
+                .into_iter()
+                .flatten()
+                .map(|(outcome, took)| {
+                    tally.attempt(&outcome.status, took);
+                    outcome
+                })
+                .collect();
+            prepared.metrics.add(&tally);
             if cancel.is_cancelled() {
                 break;
             }
@@ -227,7 +237,6 @@ impl Worker {
                 Some(Ok(key)) => keyed.push((instance.index(), key)),
                 Some(Err(error)) => {
                     let status = Status::FailedPermanently(format!("memoize.key: {error}"));
-                    prepared.metrics.attempt(&status, None);
                     unkeyed.push(Outcome {
                         instance: instance.index(),
                         attempt: item.attempt,
@@ -245,7 +254,6 @@ impl Worker {
                 match found {
                     Some(value) => {
                         let status = Status::Cached(value);
-                        prepared.metrics.attempt(&status, None);
                         cached.push(Outcome {
                             instance: *instance,
                             attempt: item.attempt,
@@ -260,6 +268,11 @@ impl Worker {
             }
         }
         memo.to_run.sort_unstable();
+        let mut tally = Tally::default();
+        for outcome in &cached {
+            tally.attempt(&outcome.status, None);
+        }
+        prepared.metrics.add(&tally);
         for batch in cached.chunks(self.options.batch.max(1)) {
             self.record(item, batch.to_vec()).await?;
         }
@@ -360,8 +373,9 @@ impl Worker {
         Ok(batch)
     }
 
-    /// One attempt of one instance; `None` when the group was cancelled or the run paused
-    /// before it started.
+    /// One attempt of one instance, and how long its executor took (`None` when it did not
+    /// run: its input or executor is wrong); `None` when the group was cancelled or the run
+    /// paused before it started.
     async fn run_instance(
         &self,
         prepared: &Prepared,
@@ -369,7 +383,7 @@ impl Worker {
         attempt: u32,
         cancel: &CancellationToken,
         paused: &CancellationToken,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, Option<std::time::Duration>)> {
         let _permit = prepared.permits.acquire().await.ok()?;
         if cancel.is_cancelled() || paused.is_cancelled() {
             return None;
@@ -378,12 +392,14 @@ impl Worker {
         // Nothing here changes on a retry: the instance's input or the worker is wrong.
         let failed = |error: String| {
             let status = Status::FailedPermanently(error);
-            prepared.metrics.attempt(&status, None);
-            Some(Outcome {
-                instance,
-                attempt,
-                status,
-            })
+            Some((
+                Outcome {
+                    instance,
+                    attempt,
+                    status,
+                },
+                None,
+            ))
         };
         let expansion = match &prepared.expansion {
             Ok(expansion) => expansion,
@@ -448,12 +464,12 @@ impl Worker {
                 () = cancel.cancelled() => return None,
             },
         };
-        prepared.metrics.attempt(&status, Some(began.elapsed()));
-        Some(Outcome {
+        let outcome = Outcome {
             instance,
             attempt,
             status,
-        })
+        };
+        Some((outcome, Some(began.elapsed())))
     }
 }
 
