@@ -126,7 +126,7 @@ def draw():
     fig.tight_layout()
     fig.savefig(plots / "throughput.svg", metadata={"Date": None})
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
     runs = data["distributed"]
     rows = [("one-task session over Kafka + Redis", "latency_ms"),
             ("the same, in-memory broker + Redis", "latency_without_kafka_ms"),
@@ -141,7 +141,7 @@ def draw():
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds (one bar per run)")
-    ax.set_title("Latency percentiles, distributed (200 sessions per run)")
+    ax.set_title("Latency, distributed: p50 and p99, 200 sessions per run", loc="left")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
