@@ -235,14 +235,11 @@ impl Worker {
         for instance in expansion.range(item.start..item.end) {
             match expansion.memo_key(&instance) {
                 Some(Ok(key)) => keyed.push((instance.index(), key)),
-                Some(Err(error)) => {
-                    let status = Status::FailedPermanently(format!("memoize.key: {error}"));
-                    unkeyed.push(Outcome {
-                        instance: instance.index(),
-                        attempt: item.attempt,
-                        status,
-                    });
-                }
+                Some(Err(error)) => unkeyed.push(Outcome {
+                    instance: instance.index(),
+                    attempt: item.attempt,
+                    status: Status::FailedPermanently(format!("memoize.key: {error}")),
+                }),
                 None => memo.to_run.push(instance.index()),
             }
         }
@@ -252,14 +249,11 @@ impl Worker {
             let found = retrying("reading memoized results", || self.store.memo_get(&keys)).await?;
             for ((instance, key), found) in page.iter().zip(found) {
                 match found {
-                    Some(value) => {
-                        let status = Status::Cached(value);
-                        cached.push(Outcome {
-                            instance: *instance,
-                            attempt: item.attempt,
-                            status,
-                        });
-                    }
+                    Some(value) => cached.push(Outcome {
+                        instance: *instance,
+                        attempt: item.attempt,
+                        status: Status::Cached(value),
+                    }),
                     None => {
                         memo.to_run.push(*instance);
                         memo.keys.insert(*instance, key.clone());
