@@ -8,6 +8,12 @@
 #                                (and install ip and nft, which the fault suite's partitions use,
 #                                and Debian's chromium and Node.js, which the status page's
 #                                browser test drives)
+#   scripts/services.sh up --redis-cluster
+#                                the same, and a Redis Cluster of three masters and three
+#                                replicas on 127.0.0.1:7000-7005 (redis-cluster up alone starts
+#                                only it)
+#   scripts/services.sh redis-cluster up|status|down
+#                                that cluster alone, state in $AGENCY_SERVICES_STATE/redis-cluster
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh kafka-cluster up|status|down
@@ -155,6 +161,83 @@ redis_up() {
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
   wait_for redis redis_answers 10
   log "started redis on 127.0.0.1:$redis_port (pid $(cat "$state/redis.pid"))"
+}
+
+# A Redis Cluster on 127.0.0.1:7000-7005 (AGENCY_REDIS_CLUSTER_PORTS): three masters with a
+# replica each, made once with `redis-cli --cluster create`; nodes already answering are left
+# alone, a cluster already formed is not made again.
+cluster_ports=(${AGENCY_REDIS_CLUSTER_PORTS:-7000 7001 7002 7003 7004 7005})
+cluster_state="$state/redis-cluster"
+
+node_answers() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || exit 1
+    [[ "$reply" == "+PONG"* ]]
+  ) 2>/dev/null
+}
+
+cluster_ok() { redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+
+cluster_formed() {
+  # Every node knows all the others and the slots are covered.
+  cluster_ok && [ "$(redis-cli -p "${cluster_ports[0]}" cluster nodes 2>/dev/null | wc -l)" -ge "${#cluster_ports[@]}" ]
+}
+
+redis_cluster_up() {
+  command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }
+  command -v redis-cli >/dev/null || { log "installing redis-tools"; apt_install redis-tools; }
+  local port dir started
+  started=$(now)
+  mkdir -p "$cluster_state"
+  for port in "${cluster_ports[@]}"; do
+    if node_answers "$port"; then continue; fi
+    port_open "$port" && die "127.0.0.1:$port is taken by $(holder "$port"), which does not answer as Redis; stop it or set AGENCY_REDIS_CLUSTER_PORTS"
+    dir="$cluster_state/$port"
+    mkdir -p "$dir"
+    rm -f "$state/redis-$port.pid"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 3000 \
+      --appendonly yes --dir "$dir" --pidfile "$state/redis-$port.pid" \
+      --logfile "$state/redis-$port.log" >/dev/null
+  done
+  for port in "${cluster_ports[@]}"; do
+    local tries=100
+    until node_answers "$port"; do
+      tries=$((tries - 1))
+      [ "$tries" -gt 0 ] || die "the Redis Cluster node on port $port did not answer (log: $state/redis-$port.log)"
+      sleep 0.1
+    done
+  done
+  if ! cluster_formed; then
+    local nodes_list=()
+    for port in "${cluster_ports[@]}"; do nodes_list+=("127.0.0.1:$port"); done
+    redis-cli --cluster create "${nodes_list[@]}" --cluster-replicas 1 --cluster-yes >"$cluster_state/create.log" 2>&1 \
+      || die "redis-cli --cluster create failed: $(tail -n 5 "$cluster_state/create.log")"
+    local tries=300
+    until cluster_formed; do
+      tries=$((tries - 1))
+      [ "$tries" -gt 0 ] || die "the Redis Cluster did not reach cluster_state:ok within 30 s ($cluster_state/create.log)"
+      sleep 0.1
+    done
+  fi
+  log "redis cluster answers on 127.0.0.1:${cluster_ports[0]}-${cluster_ports[-1]} (state ok, $(since "$started") s)"
+}
+
+redis_cluster_status() {
+  local port answer all=0
+  for port in "${cluster_ports[@]}"; do
+    if node_answers "$port"; then answer="answers"; else answer="not answering"; all=1; fi
+    log "redis cluster node 127.0.0.1:$port: $answer ($(owner "redis-$port"))"
+  done
+  if cluster_ok; then log "redis cluster: cluster_state:ok"; else log "redis cluster: not ok"; all=1; fi
+  return "$all"
+}
+
+redis_cluster_down() {
+  local port
+  for port in "${cluster_ports[@]}"; do stop "redis-$port"; done
 }
 
 # The fault suite's network partitions run processes in network namespaces (`ip netns`) and cut
@@ -373,10 +456,21 @@ case "${1:-}" in
     kafka_up
     partition_tools
     browser_tools
+    if [ "${2:-}" = --redis-cluster ]; then redis_cluster_up
+    elif [ -n "${2:-}" ]; then die "up takes --redis-cluster or nothing, not ${2}"; fi
     ;;
   down)
     stop_kafka
     stop redis
+    redis_cluster_down
+    ;;
+  redis-cluster)
+    case "${2:-}" in
+      up) redis_cluster_up ;;
+      down) redis_cluster_down ;;
+      status) redis_cluster_status ;;
+      *) echo "usage: $0 redis-cluster up|status|down" >&2; exit 2 ;;
+    esac
     ;;
   kafka-cluster)
     export AGENCY_KAFKA_PORT=${AGENCY_KAFKA_CLUSTER_PORTS:-19092,19094,19096}
@@ -398,7 +492,7 @@ case "${1:-}" in
     kafka_status && redis_answers
     ;;
   *)
-    echo "usage: $0 up|down|status|kafka-cluster up|status|down" >&2
+    echo "usage: $0 up [--redis-cluster]|down|status|kafka-cluster up|status|down|redis-cluster up|status|down" >&2
     exit 2
     ;;
 esac
