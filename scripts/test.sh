@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: starts Redis and the Kafka broker (installing them if missing), then runs
-# every test of the workspace against them, then the Python client's. Extra arguments go to
-# `cargo test`.
+# The whole test suite: starts Redis, a Redis Cluster and the Kafka broker (installing them if
+# missing), then runs every test of the workspace against them, then the Python client's. Extra
+# arguments go to `cargo test`.
 #
 # The broker is Apache Kafka unless AGENCY_BROKER=tansu; Tansu has no KIP-848 consumer groups, so
 # its clients use the classic protocol, and it answers fetches only at their deadline, so they
@@ -13,7 +13,8 @@ if [ "${AGENCY_BROKER:-kafka}" = tansu ]; then
   export AGENCY_KAFKA_GROUP_PROTOCOL=${AGENCY_KAFKA_GROUP_PROTOCOL:-classic}
   export AGENCY_KAFKA_FETCH_WAIT_MS=${AGENCY_KAFKA_FETCH_WAIT_MS:-5}
 fi
-scripts/services.sh up
+# The Redis Cluster (127.0.0.1:7000-7005) is for tests/cluster.rs: the store suites on a cluster.
+scripts/services.sh up --redis-cluster
 # playwright-core for the status page's browser test (tests/status_page.rs), as locked.
 npm ci --prefix "$root/tests/browser" --no-audit --no-fund --loglevel=error
 cargo test --workspace --locked "$@"

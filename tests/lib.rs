@@ -60,6 +60,20 @@ pub fn redis_url() -> String {
     std::env::var("AGENCY_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The Redis Cluster tests use (`scripts/services.sh up --redis-cluster`): its nodes.
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("AGENCY_REDIS_CLUSTER")
+        .unwrap_or_else(|_| {
+            (7000..7006)
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
 /// The Kafka bootstrap servers tests use.
 pub fn kafka_brokers() -> String {
     std::env::var("AGENCY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())

@@ -19,12 +19,12 @@
 //! - `agency:{agents}:workflow:<W>:counts`: `<status>|<type>` -> tasks;
 //! - `agency:{agents}:workflow:<W>:metadata`: key -> JSON value.
 
+use super::Connection;
 use super::{corrupt, unavailable};
 use crate::agents::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskState, WorkflowSummary,
 };
 use crate::error::{Error, Result};
-use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -79,7 +79,7 @@ impl AgentScripts {
 
     pub(super) async fn offer(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         items: &[AgentItem],
     ) -> Result<()> {
         // Bounded calls: a range of thousands of instances is offered in slices.
@@ -103,7 +103,7 @@ impl AgentScripts {
 
     pub(super) async fn claim(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         agent: &str,
         types: &[String],
         token: &str,
@@ -122,7 +122,7 @@ impl AgentScripts {
 
     pub(super) async fn settle(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         token: &str,
         report: &AgentReport,
     ) -> Result<Option<AgentClaim>> {
@@ -143,7 +143,7 @@ impl AgentScripts {
 
     pub(super) async fn release(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         token: &str,
     ) -> Result<Option<AgentItem>> {
         let found: Option<Vec<u8>> = self
@@ -158,11 +158,7 @@ impl AgentScripts {
             .transpose()
     }
 
-    pub(super) async fn expire(
-        &self,
-        mut connection: ConnectionManager,
-        limit: usize,
-    ) -> Result<usize> {
+    pub(super) async fn expire(&self, mut connection: Connection, limit: usize) -> Result<usize> {
         self.expire
             .key(ITEMS)
             .arg(limit)
@@ -173,7 +169,7 @@ impl AgentScripts {
 
     pub(super) async fn reports(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Reported>> {
@@ -205,11 +201,7 @@ impl AgentScripts {
         Ok(reports)
     }
 
-    pub(super) async fn reported(
-        &self,
-        mut connection: ConnectionManager,
-        ids: &[String],
-    ) -> Result<()> {
+    pub(super) async fn reported(&self, mut connection: Connection, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -224,11 +216,7 @@ impl AgentScripts {
             .map_err(unavailable)
     }
 
-    pub(super) async fn create(
-        &self,
-        mut connection: ConnectionManager,
-        task: &NewTask,
-    ) -> Result<()> {
+    pub(super) async fn create(&self, mut connection: Connection, task: &NewTask) -> Result<()> {
         let why: String = self
             .create
             .key(ITEMS)
@@ -245,7 +233,7 @@ impl AgentScripts {
         refused_unless_empty("creating a task", why)
     }
 
-    pub(super) async fn cancel(&self, mut connection: ConnectionManager, id: &str) -> Result<()> {
+    pub(super) async fn cancel(&self, mut connection: Connection, id: &str) -> Result<()> {
         let why: String = self
             .cancel
             .key(ITEMS)
@@ -269,10 +257,7 @@ fn refused_unless_empty(operation: &str, why: String) -> Result<()> {
 }
 
 /// The task of that id.
-pub(super) async fn task(
-    mut connection: ConnectionManager,
-    id: &str,
-) -> Result<Option<ManagedTask>> {
+pub(super) async fn task(mut connection: Connection, id: &str) -> Result<Option<ManagedTask>> {
     let fields: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(task_key(id))
         .query_async(&mut connection)
@@ -282,10 +267,7 @@ pub(super) async fn task(
 }
 
 /// The children of task `id`, in creation order.
-pub(super) async fn children(
-    mut connection: ConnectionManager,
-    id: &str,
-) -> Result<Vec<ManagedTask>> {
+pub(super) async fn children(mut connection: Connection, id: &str) -> Result<Vec<ManagedTask>> {
     let ids: Vec<String> = redis::cmd("LRANGE")
         .arg(format!("agency:{{agents}}:children:{id}"))
         .arg(0)
@@ -312,10 +294,7 @@ pub(super) async fn children(
 }
 
 /// The workflow's counts.
-pub(super) async fn summary(
-    mut connection: ConnectionManager,
-    workflow: &str,
-) -> Result<WorkflowSummary> {
+pub(super) async fn summary(mut connection: Connection, workflow: &str) -> Result<WorkflowSummary> {
     let counts: HashMap<String, i64> = redis::cmd("HGETALL")
         .arg(workflow_key(workflow, "counts"))
         .query_async(&mut connection)
@@ -334,7 +313,7 @@ pub(super) async fn summary(
 
 /// Sets `set`'s keys in the workflow's metadata; returns the metadata.
 pub(super) async fn metadata(
-    mut connection: ConnectionManager,
+    mut connection: Connection,
     workflow: &str,
     set: &Map<String, Value>,
 ) -> Result<Map<String, Value>> {

@@ -29,6 +29,7 @@
 //! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
 
 mod agents;
+mod connection;
 mod store;
 
 use crate::error::{Error, Result};
@@ -41,16 +42,20 @@ use crate::redis_scripts::{
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
+use connection::Connection;
 use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
 
 /// The [`Store`](crate::Store) on Redis: every write a Lua call or a single command; see the module's key table.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    connection: ConnectionManager,
+    /// Where subscriptions are made: the server, or each node of a cluster (a message published
+    /// on any node of a cluster reaches subscribers on every node), tried in turn.
+    subscribe_to: Vec<redis::Client>,
+    /// Whom it talks to, for messages: the URL or the cluster's nodes.
+    address: String,
+    connection: Connection,
     record: redis::Script,
     track_range: redis::Script,
     request_cancel: redis::Script,
@@ -66,7 +71,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.client.get_connection_info().addr().to_string())
+            .field("address", &self.address)
             .finish_non_exhaustive()
     }
 }
@@ -166,8 +171,62 @@ impl RedisStore {
             message: format!("bad address `{url}`: {e}"),
         })?;
         let connection = client.get_connection_manager().await.map_err(unavailable)?;
-        Ok(Self {
-            client,
+        Ok(Self::with(
+            vec![client],
+            url.to_string(),
+            Connection::Single(connection),
+        ))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (`host:port` or `redis://` URLs, one or
+    /// more of its nodes) belong to: commands go to the master of each key's slot, and follow
+    /// a failover to the promoted replica by themselves.
+    pub async fn connect_cluster(nodes: &[String]) -> Result<Self> {
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(|node| {
+                if node.contains("://") {
+                    node.to_string()
+                } else {
+                    format!("redis://{node}")
+                }
+            })
+            .collect();
+        let refused = |message: String| Error::Refused {
+            backend: "redis",
+            operation: "open".into(),
+            message,
+        };
+        if urls.is_empty() {
+            return Err(refused(
+                "a Redis Cluster needs at least one node (HOST:PORT,...)".into(),
+            ));
+        }
+        let clients = urls
+            .iter()
+            .map(|url| {
+                redis::Client::open(url.as_str())
+                    .map_err(|e| refused(format!("bad cluster node `{url}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = redis::cluster::ClusterClient::builder(urls.clone())
+            .retries(6)
+            .build()
+            .map_err(|e| refused(format!("bad cluster nodes {}: {e}", urls.join(","))))?;
+        let connection = cluster.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self::with(
+            clients,
+            format!("cluster {}", urls.join(",")),
+            Connection::Cluster(connection),
+        ))
+    }
+
+    fn with(subscribe_to: Vec<redis::Client>, address: String, connection: Connection) -> Self {
+        Self {
+            subscribe_to,
+            address,
             connection,
             record: redis::Script::new(RECORD_SCRIPT),
             track_range: redis::Script::new(TRACK_RANGE_SCRIPT),
@@ -178,7 +237,25 @@ impl RedisStore {
             renew: redis::Script::new(RENEW_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
             agents: agents::AgentScripts::new(),
-        })
+        }
+    }
+
+    /// A pub/sub connection: to the server, or to the first node of the cluster that answers.
+    async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        let mut last = None;
+        for client in &self.subscribe_to {
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.map_or_else(
+            || Error::Unavailable {
+                backend: "redis",
+                message: "no server to subscribe on".into(),
+            },
+            unavailable,
+        ))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {

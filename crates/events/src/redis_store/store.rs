@@ -663,16 +663,12 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
-        // One GET per key in one pipeline: the keys need not share a Cluster slot.
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.get(format!("{MEMO_PREFIX}{key}"));
-        }
-        let found: Vec<Option<Vec<u8>>> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        // One GET per key, pipelined (on a cluster, each to its slot's master).
+        let gets = keys
+            .iter()
+            .map(|key| redis::Cmd::get(format!("{MEMO_PREFIX}{key}")))
+            .collect();
+        let found: Vec<Option<Vec<u8>>> = self.connection.each(gets).await.map_err(unavailable)?;
         keys.iter()
             .zip(found)
             .map(|(key, bytes)| match bytes {
@@ -688,53 +684,33 @@ impl Store for RedisStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
+        let mut sets = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let key = format!("{MEMO_PREFIX}{key}");
             let value = to_json(value)?;
-            match ttl {
-                Some(ttl) => pipe.pset_ex(
+            sets.push(match ttl {
+                Some(ttl) => redis::Cmd::pset_ex(
                     key,
                     value,
                     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
                 ),
-                None => pipe.set(key, value),
-            };
+                None => redis::Cmd::set(key, value),
+            });
         }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(unavailable)
+        let _: Vec<()> = self.connection.each(sets).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn memo_clear(&self, prefix: &str) -> Result<u64> {
-        let mut connection = self.connection.clone();
         let pattern = format!("{MEMO_PREFIX}{}*", glob_literal(prefix));
-        let mut cursor = 0u64;
-        let mut removed = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            if !keys.is_empty() {
-                let gone: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?;
-                removed += gone;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
+        let keys = self.connection.scan(&pattern).await.map_err(unavailable)?;
+        // One UNLINK per key: on a cluster the keys live in many slots.
+        let unlinks = keys
+            .iter()
+            .map(|key| redis::cmd("UNLINK").arg(key).clone())
+            .collect();
+        let gone: Vec<u64> = self.connection.each(unlinks).await.map_err(unavailable)?;
+        Ok(gone.iter().sum())
     }
 
     async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
@@ -830,7 +806,7 @@ impl Store for RedisStore {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        let mut pubsub = self.pubsub().await?;
         pubsub.subscribe(channel).await.map_err(unavailable)?;
         Ok(Box::new(RedisSubscription {
             channel: channel.to_string(),
@@ -839,7 +815,7 @@ impl Store for RedisStore {
     }
 
     async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        let mut pubsub = self.pubsub().await?;
         pubsub.psubscribe(pattern).await.map_err(unavailable)?;
         Ok(Box::new(RedisSubscription {
             channel: pattern.to_string(),
