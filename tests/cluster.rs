@@ -40,3 +40,79 @@ async fn the_agent_queue_conforms_on_a_cluster() {
 async fn the_task_manager_conforms_on_a_cluster() {
     conformance::task_suite(&cluster().await, &unique("cluster-tasks")).await;
 }
+
+/// A coordinator and two workers on the cluster (`AGENCY_REDIS_CLUSTER`): a session with a
+/// fan-out and retries completes, each instance counted once, its result on the cluster and
+/// none on the single Redis.
+#[test]
+fn a_fleet_on_the_cluster_runs_a_session_with_fan_outs_and_retries() {
+    use integration_tests::{kafka_brokers, redis_url, Cluster};
+    use serde_json::json;
+    let nodes = redis_cluster_nodes().join(",");
+    let cluster = Cluster::start_configured(
+        "on-cluster",
+        &["coordinator", "worker", "worker"],
+        &kafka_brokers(),
+        &redis_url(),
+        &[("AGENCY_REDIS_CLUSTER", &nodes)],
+    );
+    let id = unique("on-cluster");
+    let ns: Vec<u32> = (0..200).collect();
+    let session = json!({"session_id": id, "groups": [
+        {"id": "fan", "tasks": [
+            {"id": "echoes", "executor": "echo", "input": {"ns": ns, "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}},
+            {"id": "flaky", "executor": "fail", "retry": {"max_retries": 1, "retry_delays": [10]},
+             "input": {"times": 1, "ns": (0..50).collect::<Vec<u32>>(), "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}
+        ]},
+        {"id": "after", "depends_on": ["fan"], "tasks": [{"id": "count", "executor": "echo", "input": "{{context.echoes}}"}]}
+    ]});
+    let (code, result) = cluster.submit_wait(&session);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["status"], "completed");
+    let tasks = &result["groups"]["fan"]["tasks"];
+    assert_eq!(
+        (
+            tasks["echoes"]["succeeded"].clone(),
+            tasks["echoes"]["attempts"].clone()
+        ),
+        (json!(200), json!(200))
+    );
+    assert_eq!(
+        (
+            tasks["flaky"]["succeeded"].clone(),
+            tasks["flaky"]["attempts"].clone()
+        ),
+        (json!(50), json!(100))
+    );
+    assert_eq!(
+        result["context"]["count"].as_array().map(Vec::len),
+        Some(200)
+    );
+
+    let key = format!("agency:result:{{{id}}}");
+    let on_cluster = redis::cluster::ClusterClient::new(
+        redis_cluster_nodes()
+            .iter()
+            .map(|n| format!("redis://{n}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let mut on_cluster = on_cluster;
+    let stored: Option<String> = redis::cmd("GET").arg(&key).query(&mut on_cluster).unwrap();
+    assert!(stored.is_some(), "the result is on the cluster");
+    let mut single = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let elsewhere: Option<String> = redis::cmd("GET").arg(&key).query(&mut single).unwrap();
+    assert!(elsewhere.is_none(), "nothing of it on the single Redis");
+    // `agency status` reads it from the cluster too.
+    let status = cluster
+        .command(&["status", &id, "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(shown["status"], "completed");
+}

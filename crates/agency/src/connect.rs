@@ -15,6 +15,17 @@ pub async fn connect_store(url: &str) -> Result<events::RedisStore> {
     reach("redis", url, || events::RedisStore::connect(url)).await
 }
 
+/// Connects to the Redis Cluster whose nodes (`HOST:PORT`, comma-separated; one is enough to
+/// find the rest) are `nodes`, retrying with backoff while none answers.
+#[cfg(feature = "redis")]
+pub async fn connect_cluster_store(nodes: &str) -> Result<events::RedisStore> {
+    let list: Vec<String> = nodes.split(',').map(str::to_string).collect();
+    reach("the redis cluster", nodes, || {
+        events::RedisStore::connect_cluster(&list)
+    })
+    .await
+}
+
 /// Creates the Kafka client and checks the broker answers, retrying with backoff.
 #[cfg(feature = "kafka")]
 pub async fn connect_broker(options: events::KafkaOptions) -> Result<events::KafkaBroker> {

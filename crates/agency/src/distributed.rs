@@ -12,7 +12,7 @@
 #[cfg(feature = "kafka")]
 pub use crate::connect::connect_broker;
 #[cfg(feature = "redis")]
-pub use crate::connect::connect_store;
+pub use crate::connect::{connect_cluster_store, connect_store};
 use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};

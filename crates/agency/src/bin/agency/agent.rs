@@ -60,9 +60,9 @@ pub enum AgentCommand {
     },
 }
 
-/// Runs `work` on a small runtime with a store on Redis at `redis`: the agents' and the task
-/// manager's commands.
-pub fn on_redis<F, Fut>(redis: &str, work: F) -> anyhow::Result<ExitCode>
+/// Runs `work` on a small runtime with the store `servers` name (a Redis, or a Redis Cluster):
+/// the agents' and the task manager's commands.
+pub fn on_redis<F, Fut>(servers: &crate::serve::Servers, work: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(events::RedisStore) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
@@ -71,7 +71,7 @@ where
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(async { work(agency::distributed::connect_store(redis).await?).await })
+    runtime.block_on(async { work(servers.store().await?).await })
 }
 
 /// Runs an `agency agent` command.
@@ -80,8 +80,9 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
     | AgentCommand::Complete { servers, .. }
     | AgentCommand::Fail { servers, .. }
     | AgentCommand::Release { servers, .. }) = &command;
-    let redis = servers.redis.clone();
-    on_redis(&redis, |store| async move {
+    // The command moves into the work: the servers it names are copied out first.
+    let servers = servers.clone();
+    on_redis(&servers, |store| async move {
         match &command {
             AgentCommand::Claim {
                 agent,

@@ -27,6 +27,9 @@ pub struct Servers {
     /// Redis URL
     #[arg(long, env = "AGENCY_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// A Redis Cluster instead of --redis: some of its nodes, HOST:PORT,... (the rest are found)
+    #[arg(long, env = "AGENCY_REDIS_CLUSTER", value_name = "HOST:PORT,...")]
+    pub redis_cluster: Option<String>,
     /// A prefix for every Kafka topic and consumer group, so deployments sharing a cluster stay apart
     #[arg(long, env = "AGENCY_NAMESPACE", default_value = "")]
     pub namespace: String,
@@ -50,8 +53,8 @@ pub struct Servers {
 impl Servers {
     /// These settings as the `AGENCY_*` variables they are read from, for processes started
     /// with the same ones.
-    pub fn env(&self) -> [(&'static str, String); 6] {
-        [
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
             ("AGENCY_KAFKA", self.kafka.clone()),
             ("AGENCY_REDIS", self.redis.clone()),
             (
@@ -67,7 +70,27 @@ impl Servers {
                 "AGENCY_KAFKA_REPLICATION",
                 self.kafka_replication.to_string(),
             ),
-        ]
+        ];
+        if let Some(nodes) = &self.redis_cluster {
+            env.push(("AGENCY_REDIS_CLUSTER", nodes.clone()));
+        }
+        env
+    }
+
+    /// The store: on the Redis Cluster when one is named, else on the Redis at `redis`.
+    pub async fn store(&self) -> agency::Result<events::RedisStore> {
+        match &self.redis_cluster {
+            Some(nodes) => distributed::connect_cluster_store(nodes).await,
+            None => distributed::connect_store(&self.redis).await,
+        }
+    }
+
+    /// Where the store is, for messages.
+    pub fn redis_address(&self) -> String {
+        match &self.redis_cluster {
+            Some(nodes) => format!("the Redis Cluster {nodes}"),
+            None => self.redis.clone(),
+        }
     }
 
     pub fn kafka_options(&self) -> KafkaOptions {
@@ -288,7 +311,7 @@ pub(crate) async fn connect(
     } else {
         Arc::new(Namespaced::new(kafka, &servers.namespace))
     };
-    let store = distributed::connect_store(&servers.redis).await?;
+    let store = servers.store().await?;
     Ok((broker, Arc::new(store)))
 }
 
@@ -345,7 +368,7 @@ async fn pause(session: &str, servers: &Servers, paused: bool) -> anyhow::Result
         }
         distributed::CancelAnswer::Unknown => anyhow::bail!(
             "no session `{session}` is running in {}; nothing to {what}",
-            servers.redis
+            servers.redis_address()
         ),
     }
 }
@@ -378,7 +401,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     Some(address) => Some(crate::http::serve(address, Some((broker.clone(), store.clone())), shutdown.clone()).await?),
                     None => None,
                 };
-                eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis);
+                eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis_address());
                 let member = health::Member::here(health::Role::Coordinator, &servers.namespace, Vec::new());
                 let beating = tokio::spawn(health::heartbeat(store.clone(), member, Arc::default(), shutdown.clone()));
                 distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown.clone()).await?;
@@ -397,7 +420,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     None => None,
                 };
                 let options = WorkerOptions { concurrency, ranges_in_flight: ranges_in_flight as usize, group, ..Default::default() };
-                eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis);
+                eprintln!("worker: executing work from {} (redis {})", servers.kafka, servers.redis_address());
                 let registry = Registry::builtin(broker.clone());
                 let member = health::Member::here(health::Role::Worker, &servers.namespace, registry.describe());
                 let worker = Worker::new(broker, store.clone(), registry, options);
@@ -489,8 +512,8 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                         (store.memo_clear(&prefix).await?, format!("state file {}", path.display()))
                     }
                     None => {
-                        let store = distributed::connect_store(&servers.redis).await?;
-                        (store.memo_clear(&prefix).await?, servers.redis.clone())
+                        let store = servers.store().await?;
+                        (store.memo_clear(&prefix).await?, servers.redis_address())
                     }
                 };
                 let under = if prefix.is_empty() { String::new() } else { format!(" with keys starting {prefix:?}") };
@@ -515,8 +538,8 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 let Some(session) = session else {
                     anyhow::bail!("name the session: agency status SESSION (or read a state file: --state PATH)");
                 };
-                let store = distributed::connect_store(&servers.redis).await?;
-                control::status(&store, &session, json, &servers.redis).await
+                let store = servers.store().await?;
+                control::status(&store, &session, json, &servers.redis_address()).await
             }
             Serve::Cancel { session, servers, wait, timeout } => {
                 let (broker, store) = connect(&servers).await?;
@@ -537,16 +560,16 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     }
                     distributed::CancelAnswer::Unknown => anyhow::bail!(
                         "no session `{session}` is running or has a result in {}; nothing to cancel (one submitted a moment ago may still be queued for a coordinator)",
-                        servers.redis
+                        servers.redis_address()
                     ),
                 }
             }
             Serve::Watch { session, servers, timeout } => {
-                let store = distributed::connect_store(&servers.redis).await?;
-                control::watch(&store, &session, timeout.map(Duration::from_secs), &servers.redis).await
+                let store = servers.store().await?;
+                control::watch(&store, &session, timeout.map(Duration::from_secs), &servers.redis_address()).await
             }
             Serve::Sessions { servers, status, json, limit } => {
-                let store = distributed::connect_store(&servers.redis).await?;
+                let store = servers.store().await?;
                 control::sessions(&store, status.as_deref(), json, limit).await
             }
         }

@@ -79,8 +79,9 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
     | TasksCommand::Cancel { servers, .. }
     | TasksCommand::Summary { servers, .. }
     | TasksCommand::Metadata { servers, .. }) = &command;
-    let redis = servers.redis.clone();
-    crate::agent::on_redis(&redis, |store| async move {
+    // The command moves into the work: the servers it names are copied out first.
+    let servers = servers.clone();
+    crate::agent::on_redis(&servers, |store| async move {
         let printed = match &command {
             TasksCommand::Create {
                 workflow,
