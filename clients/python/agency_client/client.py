@@ -114,6 +114,19 @@ def _supersedes(theirs: str, ours: str) -> bool:
     return (t1, p1) == (t2, p2) and o1 > o2
 
 
+def _connect_redis(url: str, cluster: Optional[str]) -> Any:
+    """A Redis client: of the server at ``url``, or of the cluster ``cluster`` names."""
+    if not cluster:
+        return redis_py.Redis.from_url(url)
+    nodes = []
+    for node in cluster.split(","):
+        host, _, port = node.strip().removeprefix("redis://").rpartition(":")
+        if not host or not port.isdigit():
+            raise AgencyError(f"redis_cluster: `{node}` is not HOST:PORT")
+        nodes.append(redis_py.cluster.ClusterNode(host, int(port)))
+    return redis_py.RedisCluster(startup_nodes=nodes)
+
+
 class Agency(Agents):
     """A client of one agency deployment: sessions (submit, watch, control), the fleet, and
     agents' work and the task manager (:class:`agency_client.agents.Agents`).
@@ -128,10 +141,13 @@ class Agency(Agents):
         kafka: str = "127.0.0.1:9092",
         redis: str = "redis://127.0.0.1:6379",
         namespace: str = "",
+        redis_cluster: Optional[str] = None,
     ) -> None:
+        """``redis_cluster`` (``"HOST:PORT,..."``, some of its nodes) puts the client on a Redis
+        Cluster instead of ``redis``, as ``--redis-cluster`` does for the ``agency`` commands."""
         self.kafka = kafka
         self.namespace = namespace
-        self._redis = redis_py.Redis.from_url(redis)
+        self._redis = _connect_redis(redis, redis_cluster)
         self._producer = Producer(
             {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all"}
         )

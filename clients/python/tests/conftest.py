@@ -15,6 +15,8 @@ from agency_client import Agency
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 KAFKA = os.environ.get("AGENCY_KAFKA", "127.0.0.1:9092")
 REDIS = os.environ.get("AGENCY_REDIS", "redis://127.0.0.1:6379")
+# The Redis Cluster of `scripts/services.sh up --redis-cluster`.
+REDIS_CLUSTER = os.environ.get("AGENCY_REDIS_CLUSTER", ",".join(f"127.0.0.1:{p}" for p in range(7000, 7006)))
 
 
 def agency_bin() -> str:
@@ -27,12 +29,15 @@ def agency_bin() -> str:
 class Deployment:
     """Processes of one namespace; a client of it."""
 
-    def __init__(self, tmp: pathlib.Path):
+    def __init__(self, tmp: pathlib.Path, redis_cluster=None):
         self.namespace = f"py-{uuid.uuid4().hex[:12]}."
         self.tmp = tmp
         self.processes = []
         self.env = {**os.environ, "AGENCY_KAFKA": KAFKA, "AGENCY_REDIS": REDIS, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info"}
-        self.client = Agency(kafka=KAFKA, redis=REDIS, namespace=self.namespace)
+        self.env.pop("AGENCY_REDIS_CLUSTER", None)
+        if redis_cluster:
+            self.env["AGENCY_REDIS_CLUSTER"] = redis_cluster
+        self.client = Agency(kafka=KAFKA, redis=REDIS, namespace=self.namespace, redis_cluster=redis_cluster)
 
     def spawn(self, role: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{role}-{len(self.processes)}.log", "wb")
@@ -50,9 +55,8 @@ class Deployment:
         self.client.close()
 
 
-@pytest.fixture
-def deployment(tmp_path):
-    deployed = Deployment(tmp_path)
+def deploy(tmp_path, redis_cluster=None):
+    deployed = Deployment(tmp_path, redis_cluster)
     deployed.spawn("coordinator", "--chunk", "4")
     deployed.spawn("worker")
     deployed.spawn("worker")
@@ -60,5 +64,20 @@ def deployment(tmp_path):
     while not deployed.client.health()["healthy"]:
         assert time.monotonic() < deadline, deployed.client.health()
         time.sleep(0.2)
+    return deployed
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployed = deploy(tmp_path)
+    yield deployed
+    deployed.stop()
+
+
+@pytest.fixture
+def cluster_deployment(tmp_path):
+    """The same on the Redis Cluster: the processes with AGENCY_REDIS_CLUSTER, the client with
+    ``redis_cluster``."""
+    deployed = deploy(tmp_path, REDIS_CLUSTER)
     yield deployed
     deployed.stop()
