@@ -116,3 +116,85 @@ fn a_fleet_on_the_cluster_runs_a_session_with_fan_outs_and_retries() {
     let shown: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(shown["status"], "completed");
 }
+
+/// `kill -9` of the master serving a running session's slot, on a cluster of the test's own:
+/// its replica is promoted, and the session completes with every instance once in its result.
+#[test]
+fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
+    use integration_tests::{kafka_brokers, redis_url, Cluster, OwnRedisCluster};
+    use serde_json::{json, Value};
+    use std::time::{Duration, Instant};
+    let redis = OwnRedisCluster::start("failover");
+    let nodes = redis.nodes().join(",");
+    let fleet = Cluster::start_configured(
+        "failover",
+        &["coordinator", "worker", "worker"],
+        &kafka_brokers(),
+        &redis_url(),
+        &[("AGENCY_REDIS_CLUSTER", &nodes)],
+    );
+    let id = unique("failover");
+    let n = 800;
+    // About 5 s of naps: 4 at a time on each of two workers.
+    let session = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps",
+        "executor": "sleep", "concurrency": 4, "input": {"ms": 50, "ns": (0..n).collect::<Vec<u32>>(),
+        "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
+    fleet.submit(&session);
+
+    let client = redis::cluster::ClusterClient::new(
+        redis
+            .nodes()
+            .iter()
+            .map(|node| format!("redis://{node}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let recorded: u64 = redis::cmd("HLEN")
+            .arg(&outcomes)
+            .query(&mut connection)
+            .unwrap_or(0);
+        if recorded >= 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let master = redis.master_of(&format!("{{{id}}}"), redis.ports[0]);
+    redis.kill(master);
+
+    let watched = fleet
+        .command(&["watch", &id, "--timeout", "180"])
+        .output()
+        .unwrap();
+    let result: Value = serde_json::from_slice(&watched.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no result ({error}): {}",
+            String::from_utf8_lossy(&watched.stderr)
+        )
+    });
+    assert_eq!(result["status"], "completed", "{result}");
+    let naps = &result["groups"]["g"]["tasks"]["naps"];
+    assert_eq!(
+        (naps["succeeded"].clone(), naps["failed"].clone()),
+        (json!(n), json!(0)),
+        "{naps}"
+    );
+    assert_eq!(
+        result["context"]["naps"].as_array().map(Vec::len),
+        Some(n as usize)
+    );
+    let promoted = redis
+        .ports
+        .iter()
+        .copied()
+        .filter(|port| *port != master)
+        .any(|port| redis.ok(port));
+    assert!(
+        promoted,
+        "the cluster is ok again without the killed master"
+    );
+}

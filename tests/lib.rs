@@ -590,3 +590,173 @@ pub fn wait_for_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A Redis Cluster of one test's own: three masters and three replicas on free ports
+/// (`redis-server --cluster-enabled yes`, `redis-cli --cluster create`), a node timeout of 2 s
+/// so a killed master's replica is promoted within seconds. Shut down when dropped.
+#[derive(Debug)]
+pub struct OwnRedisCluster {
+    /// Its nodes' data, pid files and logs, one folder per port.
+    pub dir: PathBuf,
+    /// Its nodes' ports.
+    pub ports: Vec<u16>,
+}
+
+impl OwnRedisCluster {
+    /// Starts it; panics unless it reaches `cluster_state:ok` within 30 s.
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(name));
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        for port in &ports {
+            let node = dir.join(port.to_string());
+            std::fs::create_dir_all(&node).unwrap();
+            let started = Command::new("redis-server")
+                .args([
+                    "--daemonize",
+                    "yes",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                // A replica may take over however long its link was down (the test kills its
+                // master seconds after the cluster formed).
+                .args(["--cluster-replica-validity-factor", "0"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--cluster-config-file")
+                .arg(node.join("nodes.conf"))
+                .arg("--dir")
+                .arg(&node)
+                .arg("--pidfile")
+                .arg(node.join("redis.pid"))
+                .arg("--logfile")
+                .arg(node.join("redis.log"))
+                .status()
+                .unwrap();
+            assert!(started.success(), "cannot start a cluster node on {port}");
+        }
+        let cluster = Self { dir, ports };
+        for port in &cluster.ports {
+            cluster.wait(*port, |c| c.ping(*port), "to answer");
+        }
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.nodes())
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let first = cluster.ports[0];
+        cluster.wait(first, |c| c.ok(first), "to reach cluster_state:ok");
+        for port in &cluster.ports {
+            cluster.wait(
+                *port,
+                |_| Self::replicating(*port),
+                "to finish its replication sync",
+            );
+        }
+        cluster
+    }
+
+    /// Whether node `port` is a master, or a replica whose link to its master is up.
+    fn replicating(port: u16) -> bool {
+        Self::query(port, &["INFO", "replication"])
+            .ok()
+            .and_then(|info| redis::from_redis_value::<String>(info).ok())
+            .is_some_and(|info| {
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+    }
+
+    /// Its nodes, `127.0.0.1:PORT`.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn query(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query(&mut connection)
+    }
+
+    fn ping(&self, port: u16) -> bool {
+        Self::query(port, &["PING"]).is_ok()
+    }
+
+    /// Whether node `port` says `cluster_state:ok`.
+    pub fn ok(&self, port: u16) -> bool {
+        Self::query(port, &["CLUSTER", "INFO"])
+            .ok()
+            .and_then(|info| redis::from_redis_value::<String>(info).ok())
+            .is_some_and(|info| info.contains("cluster_state:ok"))
+    }
+
+    fn wait(&self, port: u16, done: impl Fn(&Self) -> bool, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {port} failed {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The port of the master serving `key`'s slot, as node `asked` sees it.
+    pub fn master_of(&self, key: &str, asked: u16) -> u16 {
+        let slot: i64 =
+            redis::from_redis_value(Self::query(asked, &["CLUSTER", "KEYSLOT", key]).unwrap())
+                .unwrap();
+        let nodes: String =
+            redis::from_redis_value(Self::query(asked, &["CLUSTER", "NODES"]).unwrap()).unwrap();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                match (from.parse::<i64>(), to.parse::<i64>()) {
+                    (Ok(from), Ok(to)) => (from..=to).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                let address = fields[1].split('@').next().unwrap();
+                return address.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no master serves slot {slot} of {key}:\n{nodes}")
+    }
+
+    /// Kills node `port` with SIGKILL.
+    pub fn kill(&self, port: u16) {
+        let pid =
+            std::fs::read_to_string(self.dir.join(port.to_string()).join("redis.pid")).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "kill -9 {pid}");
+    }
+}
+
+impl Drop for OwnRedisCluster {
+    fn drop(&mut self) {
+        for port in &self.ports {
+            let _ = Self::query(*port, &["SHUTDOWN", "NOSAVE"]);
+        }
+    }
+}

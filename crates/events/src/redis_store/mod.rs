@@ -76,17 +76,33 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// A connection's trouble is `Unavailable`, to be waited out; anything else Redis refused. A
+/// A connection's trouble, and a cluster failing over, is `Unavailable`, to be waited out;
+/// anything else Redis refused. A
 /// reply cut short by a dropped connection can surface as a parse error rather than an I/O one
 /// (redis-rs's async decoder reports "Unexpected end of input"), and redis-rs itself replaces
 /// the connection on any parse error, so those are the connection's trouble too.
 fn unavailable(error: redis::RedisError) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
     crate::telemetry::error("redis");
-    if error.is_io_error()
+    // A cluster between a master's loss and its replica's promotion answers CLUSTERDOWN,
+    // TRYAGAIN or MASTERDOWN, or has no connection to the slot's node yet: waited out too.
+    let failing_over = matches!(
+        error.kind(),
+        ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ReadOnly
+            )
+    );
+    if failing_over
+        || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_timeout()
         || error.is_connection_refusal()
-        || error.kind() == redis::ErrorKind::Parse
+        || error.kind() == ErrorKind::Parse
     {
         Error::Unavailable {
             backend: "redis",
