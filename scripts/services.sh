@@ -93,16 +93,19 @@ holder() {
   echo "${who:-an unknown process}"
 }
 
-# Redis answers PING with +PONG; checked over bash's /dev/tcp so redis-cli is not needed.
-redis_answers() {
+# A Redis on port $1 answers PING with +PONG; checked over bash's /dev/tcp so redis-cli is not
+# needed.
+node_answers() {
   # A subshell: a failed `exec` redirection ends the shell it runs in, and must not end this one.
   (
-    exec 3<>"/dev/tcp/127.0.0.1/$redis_port" || exit 1
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
     printf 'PING\r\n' >&3
     IFS= read -r -t 2 reply <&3 || exit 1
     [[ "$reply" == "+PONG"* ]]
   ) 2>/dev/null
 }
+
+redis_answers() { node_answers "$redis_port"; }
 
 # A Kafka broker answers an ApiVersions request (api key 18, v0) with a response of the same
 # correlation id; a bare open port is not enough (something else could hold it).
@@ -168,15 +171,6 @@ redis_up() {
 # alone, a cluster already formed is not made again.
 cluster_ports=(${AGENCY_REDIS_CLUSTER_PORTS:-7000 7001 7002 7003 7004 7005})
 cluster_state="$state/redis-cluster"
-
-node_answers() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-    printf 'PING\r\n' >&3
-    IFS= read -r -t 2 reply <&3 || exit 1
-    [[ "$reply" == "+PONG"* ]]
-  ) 2>/dev/null
-}
 
 cluster_ok() { redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
 
