@@ -21,6 +21,12 @@ async fn redis_store_keeps_successes_for_a_rerun() {
 }
 
 #[tokio::test]
+async fn redis_store_keeps_results_by_reference() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::kept_results_suite(&store, &unique("kept")).await;
+}
+
+#[tokio::test]
 async fn redis_store_memoizes() {
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     conformance::memo_suite(&store, &format!("{}:", unique("memo"))).await;

@@ -27,6 +27,11 @@ async fn reruns_conform_on_a_cluster() {
 }
 
 #[tokio::test]
+async fn kept_results_conform_on_a_cluster() {
+    conformance::kept_results_suite(&cluster().await, &unique("cluster-kept")).await;
+}
+
+#[tokio::test]
 async fn memoization_conforms_on_a_cluster() {
     conformance::memo_suite(&cluster().await, &format!("{}:", unique("cluster-memo"))).await;
 }

@@ -481,13 +481,7 @@ impl OwnRedis {
 
     /// Sends one command; its answer or the error.
     pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(self.url())?;
-        let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        command.query(&mut connection)
+        redis_query(&self.url(), args)
     }
 
     /// `SHUTDOWN` (the append-only file is written and synced first); returns once the server is
@@ -500,6 +494,17 @@ impl OwnRedis {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Sends one command to the Redis at `url` (a 2 s connect timeout); its answer or the error.
+fn redis_query(url: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query(&mut connection)
 }
 
 impl Drop for OwnRedis {
@@ -682,13 +687,7 @@ impl OwnRedisCluster {
     }
 
     fn query(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-        let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        command.query(&mut connection)
+        redis_query(&format!("redis://127.0.0.1:{port}"), args)
     }
 
     fn ping(&self, port: u16) -> bool {

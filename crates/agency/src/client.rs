@@ -304,11 +304,23 @@ pub async fn sessions(
     status: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Listed>> {
+    let read = sessions_read(store, status, limit).await?;
+    Ok(read.into_iter().map(|(listed, _)| listed).collect())
+}
+
+/// [`sessions`], each with the result or live state its status was read from (`None` where
+/// neither could be).
+pub async fn sessions_read(
+    store: &dyn Store,
+    status: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(Listed, Option<Status>)>> {
     let mut listed = Vec::new();
     for (session, at) in retrying("listing sessions", || store.sessions(limit)).await? {
-        let (found, run) = match self::status(store, &session).await {
+        let (found, run, read) = match self::status(store, &session).await {
             Ok(Status::Finished(result)) => {
-                (result.status.as_str().to_string(), result.run.clone())
+                let (status, run) = (result.status.as_str().to_string(), result.run.clone());
+                (status, run, Some(Status::Finished(result)))
             }
             Ok(Status::Live(state)) => {
                 let status = serde_json::to_value(state.status).ok();
@@ -317,21 +329,23 @@ pub async fn sessions(
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string();
-                (status, state.run.clone())
+                let run = state.run.clone();
+                (status, run, Some(Status::Live(state)))
             }
-            Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None),
-            Err(Error::Action(_)) => ("unknown".to_string(), None),
+            Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None, None),
+            Err(Error::Action(_)) => ("unknown".to_string(), None, None),
             Err(error) => return Err(error),
         };
         if status.is_some_and(|wanted| wanted != found) {
             continue;
         }
-        listed.push(Listed {
+        let entry = Listed {
             session_id: session,
             status: found,
             run,
             listed_at: taskgroup::iso8601(at),
-        });
+        };
+        listed.push((entry, read));
     }
     Ok(listed)
 }

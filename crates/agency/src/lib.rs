@@ -33,6 +33,7 @@ pub mod health;
 pub mod metrics;
 mod notice_router;
 mod outage;
+pub mod results;
 pub mod tasks;
 pub mod worker;
 

@@ -71,6 +71,15 @@ struct Histogram {
     sum_ns: AtomicU64,
 }
 
+/// The histogram bucket of `duration`: the first bound it does not exceed, or the last (`+Inf`).
+fn bucket(bounds: &[f64], duration: Duration) -> usize {
+    let seconds = duration.as_secs_f64();
+    bounds
+        .iter()
+        .position(|&bound| seconds <= bound)
+        .unwrap_or(bounds.len())
+}
+
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
         Self {
@@ -81,13 +90,7 @@ impl Histogram {
     }
 
     fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.counts[bucket(self.bounds, duration)].fetch_add(1, Ordering::Relaxed);
         let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
@@ -131,12 +134,7 @@ impl Tally {
         };
         self.counts[i] += 1;
         if let Some(took) = took {
-            let seconds = took.as_secs_f64();
-            let bucket = INSTANCE_BUCKETS
-                .iter()
-                .position(|&bound| seconds <= bound)
-                .unwrap_or(INSTANCE_BUCKETS.len());
-            self.buckets[bucket] += 1;
+            self.buckets[bucket(INSTANCE_BUCKETS, took)] += 1;
             self.sum_ns += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         }
     }

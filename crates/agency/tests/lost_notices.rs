@@ -203,6 +203,9 @@ impl Store for DeafStore {
     async fn cleanup(&self, s: &str, f: Fence<'_>) -> events::Result<()> {
         self.inner.cleanup(s, f).await
     }
+    async fn keep_results(&self, s: &str, t: TaskRef, f: Fence<'_>) -> events::Result<()> {
+        self.inner.keep_results(s, t, f).await
+    }
     async fn cleanup_run(&self, s: &str, run: &str) -> events::Result<()> {
         self.inner.cleanup_run(s, run).await
     }

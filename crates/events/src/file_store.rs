@@ -620,6 +620,11 @@ fn meta(
         None => None,
     };
     field("mappings", mappings);
+    let kept = match sessions.kept.get(session) {
+        Some(kept) if !kept.is_empty() => Some(json("the results kept", kept)?),
+        _ => None,
+    };
+    field("kept", kept);
     let result_at = key(kind::RESULT, session, &[]);
     match sessions.results.get(session) {
         Some(result) => writes.push(Write::Put(result_at, result.clone())),
@@ -770,6 +775,10 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
                     let mappings: Map<String, Value> =
                         serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
                     sessions.mappings.insert(session, mappings);
+                }
+                b"kept" => {
+                    let kept = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                    sessions.kept.insert(session, kept);
                 }
                 _ => return Err(bad("an unknown field")),
             },
@@ -1062,6 +1071,11 @@ impl Store for FileStore {
         self.memory.cleanup(session, fence).await?;
         self.changed(session, |c| c.all = true)?;
         self.checkpoint().await
+    }
+
+    async fn keep_results(&self, session: &str, task: TaskRef, fence: Fence<'_>) -> Result<()> {
+        self.memory.keep_results(session, task, fence).await?;
+        self.meta_changed(session)
     }
 
     async fn keep_successes(

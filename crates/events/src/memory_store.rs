@@ -59,6 +59,8 @@ pub(crate) struct Sessions {
     pub(crate) memo: HashMap<String, (Vec<u8>, Option<u64>)>,
     /// Items for agents (see [`Store::agent_claim`]).
     pub(crate) agents: crate::agents::AgentQueue,
+    /// The tasks whose outcomes the next cleanup keeps (see [`Store::keep_results`]).
+    pub(crate) kept: HashMap<String, std::collections::BTreeSet<(usize, usize)>>,
 }
 
 impl Sessions {
@@ -86,8 +88,12 @@ impl Sessions {
         self.documents.remove(session);
         self.states.remove(session);
         self.tasks.retain(|(name, _), _| name != session);
-        self.outcomes.retain(|(name, _), _| name != session);
-        self.blobs.retain(|(name, _), _| name != session);
+        let kept = self.kept.remove(session).unwrap_or_default();
+        self.outcomes
+            .retain(|(name, task), _| name != session || kept.contains(&(task.group, task.task)));
+        if kept.is_empty() {
+            self.blobs.retain(|(name, _), _| name != session);
+        }
         self.contexts.remove(session);
         self.mappings.remove(session);
         self.starts.retain(|(name, _), _| name != session);
@@ -710,6 +716,15 @@ impl Store for MemoryStore {
 
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()> {
         self.fenced(session, fence)?.forget(session);
+        Ok(())
+    }
+
+    async fn keep_results(&self, session: &str, task: TaskRef, fence: Fence<'_>) -> Result<()> {
+        self.fenced(session, fence)?
+            .kept
+            .entry(session.to_string())
+            .or_default()
+            .insert((task.group, task.task));
         Ok(())
     }
 

@@ -111,6 +111,10 @@ pub struct TaskRecord {
     /// claim lasts. Workers offer the instances to agents instead of running them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentTask>,
+    /// The task of the session whose results (kept by reference) its expansion maps over: a
+    /// worker reads the slice its range needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maps_results_of: Option<TaskRef>,
 }
 
 /// Who does a task's instances, when agents do.

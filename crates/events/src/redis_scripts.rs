@@ -245,16 +245,45 @@ redis.call('DEL', KEYS[2])
 return 'ok'
 "#;
 
-/// After [`FENCE`]. KEYS: fence, keys index, context, mappings, current run. ARGV: token. UNLINK frees in a
-/// background thread: deleting a million-field outcomes hash with DEL blocks every client of
-/// the server for over half a second. The keys the index lists share the session's hash tag, so
-/// they sit in the same Cluster slot as the declared ones.
+/// After [`FENCE`]. KEYS: fence, keys index, context, mappings, current run, the outcome hashes
+/// kept as results. ARGV: token, result TTL s. UNLINK frees in a background thread: deleting a
+/// million-field outcomes hash with DEL blocks every client of the server for over half a
+/// second. The keys the index lists share the session's hash tag, so they sit in the same
+/// Cluster slot as the declared ones. The outcome hashes named in the kept set, and the blobs
+/// while there are any, stay for as long as a result, still listed in the index (so the next
+/// cleanup deletes them); the kept set goes.
 pub(crate) const CLEANUP_SCRIPT: &str = r#"
-local keys = redis.call('SMEMBERS', KEYS[2])
-for i = 1, #keys, 1000 do
-  redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
+local kept = {}
+local keeping = false
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  kept[name] = true
+  keeping = true
 end
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+local gone, stay = {}, {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if kept[name] or (keeping and string.find(name, ':blob:', 1, true)) then
+    stay[#stay + 1] = name
+  else
+    gone[#gone + 1] = name
+  end
+end
+for i = 1, #gone, 1000 do
+  redis.call('UNLINK', unpack(gone, i, math.min(i + 999, #gone)))
+end
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+for i = 1, #stay do
+  redis.call('EXPIRE', stay[i], ARGV[2])
+  redis.call('SADD', KEYS[2], stay[i])
+end
+if #stay > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return 'ok'
+"#;
+
+/// After [`FENCE`]. KEYS: fence, the kept set. ARGV: token, an outcome hash's name, working
+/// TTL s. Marks the hash to be kept by the next cleanup.
+pub(crate) const KEEP_RESULTS_SCRIPT: &str = r#"
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 'ok'
 "#;
 

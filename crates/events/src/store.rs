@@ -297,8 +297,13 @@ pub trait Store: Send + Sync + 'static {
     /// The blob stored under `name`, if there is one.
     async fn load_blob(&self, session: &str, name: &str) -> Result<Option<Vec<u8>>>;
     /// Deletes the session's working state (tasks, outcomes, blobs, context, mappings), not its
-    /// result.
+    /// result, nor the outcomes [`Store::keep_results`] marked (and the blobs, while any are).
     async fn cleanup(&self, session: &str, fence: Fence<'_>) -> Result<()>;
+    /// Marks `task`'s outcomes as results kept by reference: the session's next
+    /// [`Store::cleanup`] or [`Store::cleanup_run`] leaves them, with the session's blobs,
+    /// readable by [`Store::outcomes`] and [`Store::load_blob`] for as long as a result is kept,
+    /// and drops the mark, so the cleanup after it (a new run of the id) deletes them. Fenced.
+    async fn keep_results(&self, session: &str, task: TaskRef, fence: Fence<'_>) -> Result<()>;
     /// Keeps the session's recorded successes for a new run of it that reuses them (a rerun of
     /// what failed): deletes every other outcome, every outcome of the tasks in `forget` (exit
     /// handlers, which run again whatever they did), the cancel and pause marks and the range

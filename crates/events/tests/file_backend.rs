@@ -77,6 +77,38 @@ async fn file_store_claims_conform() {
     conformance::claim_suite(&store, "file-claim").await;
 }
 
+/// The suite, then a mark written before a stop: the cleanup after opening the file again
+/// honours it, and what it kept is read back from the file once more.
+#[tokio::test]
+async fn file_store_keeps_results_by_reference_across_reopening() {
+    let path = state_file("kept.db");
+    let store = open(&path).await;
+    conformance::kept_results_suite(&store, "file-kept").await;
+    let (s, task) = ("s-kept", TaskRef { group: 0, task: 0 });
+    store.start_run(s, "run-1", Fence::Open).await.unwrap();
+    store
+        .save_task(s, task, &record(), Fence::Open)
+        .await
+        .unwrap();
+    let done = outcome(1, 1, Status::Succeeded(json!("one")));
+    store
+        .record_outcomes(s, task, "run-1", std::slice::from_ref(&done), None)
+        .await
+        .unwrap();
+    store.keep_results(s, task, Fence::Open).await.unwrap();
+    store.checkpoint().await.unwrap();
+    drop(store);
+    let store = open(&path).await;
+    store.cleanup_run(s, "run-1").await.unwrap();
+    drop(store);
+    let store = open(&path).await;
+    assert_eq!(
+        store.outcomes(s, task, 0..2).await.unwrap(),
+        [None, Some(done)]
+    );
+    assert_eq!(store.load_task(s, task).await.unwrap(), None);
+}
+
 fn record() -> TaskRecord {
     TaskRecord {
         run: "run-1".into(),
@@ -93,6 +125,7 @@ fn record() -> TaskRecord {
         memo_ttl_s: None,
         upstream: Vec::new(),
         agent: None,
+        maps_results_of: None,
     }
 }
 

@@ -16,6 +16,11 @@ async fn memory_store_keeps_successes_for_a_rerun() {
 }
 
 #[tokio::test]
+async fn memory_store_keeps_results_by_reference() {
+    conformance::kept_results_suite(&MemoryStore::new(), "memory-kept").await;
+}
+
+#[tokio::test]
 async fn memory_store_memoizes() {
     conformance::memo_suite(&MemoryStore::new(), "memo:").await;
 }

@@ -201,6 +201,7 @@ pub(crate) fn custom_layout(
         dim_names,
         consumed,
         numbers: None,
+        referenced: None,
     })
 }
 

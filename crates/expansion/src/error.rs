@@ -102,6 +102,14 @@ pub enum ErrorKind {
     /// The expansion produces no instances and `allow_empty` is not set.
     #[error("expansion is empty: {0} (set \"allow_empty\": true to allow zero instances)")]
     Empty(String),
+    /// A result mapped by reference outside the slice read for the instance's range.
+    #[error("result {position} of task `{task}` was not read for this range")]
+    ResultNotRead {
+        /// The task whose results are mapped.
+        task: String,
+        /// The result's position.
+        position: u64,
+    },
     /// A rendered instance input is larger than the limit.
     #[error("rendered instance is {size} bytes, over the limit of {limit}")]
     RenderedTooLarge {

@@ -6,6 +6,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::output::OutputFormat;
 use crate::path::{json_len, lookup_parts, FieldPath};
 use crate::range::Numbers;
+use crate::reference::ResultsRef;
 use crate::space::Space;
 use crate::template::{Scope, Template};
 use serde_json::Value;
@@ -102,6 +103,9 @@ pub struct Expansion {
     pub(crate) context_keys: Vec<String>,
     /// The memoization key's template, when the task memoizes.
     pub(crate) memo_key: Option<Template>,
+    /// The results an `array` expansion maps over by reference (its one dimension, whose
+    /// column holds only the window read, see [`Expansion::with_results`]).
+    pub(crate) referenced: Option<ResultsRef>,
 }
 
 impl Expansion {
@@ -133,6 +137,35 @@ impl Expansion {
     /// The instance variables, in order: what templates may name besides `index` and `context.*`.
     pub fn variables(&self) -> &[String] {
         &self.variables
+    }
+
+    /// The results this expansion maps over by reference, if it does.
+    pub fn referenced(&self) -> Option<&ResultsRef> {
+        self.referenced.as_ref()
+    }
+
+    /// The positions of the referenced results the instances in `range` read (empty when the
+    /// expansion maps over none).
+    pub fn results_needed(&self, range: Range<u64>) -> Range<u64> {
+        if self.referenced.is_none() {
+            return 0..0;
+        }
+        let mapped = self.space.len();
+        range.start.min(mapped)..range.end.min(mapped)
+    }
+
+    /// This expansion with the referenced results from position `start` on in hand: the
+    /// instances reading them render; those reading others fail with
+    /// [`ErrorKind::ResultNotRead`]. A worker makes one per range.
+    pub fn with_results(&self, start: u64, results: Vec<Value>) -> Self {
+        let mut windowed = self.clone();
+        if windowed.referenced.is_some() {
+            if let Some(dim) = windowed.space.dims.first_mut() {
+                dim.offset = usize::try_from(start).unwrap_or(usize::MAX);
+                dim.columns = vec![results];
+            }
+        }
+        windowed
     }
 
     /// The `i`-th instance, if there is one.
@@ -197,7 +230,16 @@ impl Expansion {
             Point::Product(combination) => {
                 let binding = self.bindings.get(k).ok_or_else(missing)?;
                 let base = match binding.source {
-                    Source::Dim { dim, column } => self.space.value(combination, dim, column),
+                    Source::Dim { dim, column } => self
+                        .space
+                        .value(combination, dim, column)
+                        .ok_or_else(|| ErrorKind::ResultNotRead {
+                            task: self
+                                .referenced
+                                .as_ref()
+                                .map_or_else(String::new, |r| r.task.clone()),
+                            position: self.space.coordinate(combination, dim) as u64,
+                        })?,
                     Source::Const(i) => &self.consts[i],
                     Source::Number { dim } => {
                         let numbers = self.numbers.as_ref().ok_or_else(missing)?;

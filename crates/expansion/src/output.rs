@@ -15,7 +15,12 @@
 //!   `{"count", "sum", "min", "max", "mean"}`; object results give `"count"` plus, per top-level
 //!   field, those statistics when every value of the field is a number, otherwise the field's
 //!   distinct values in first-seen order; any other results give `{"count", "values"}` with the
-//!   distinct values. `count` is the number of results aggregated.
+//!   distinct values. `count` is the number of results aggregated. At most [`DISTINCT_LIMIT`]
+//!   distinct values are listed per field (the first ones seen); the statistics cover every
+//!   result.
+//!
+//! [`Combiner`] folds results one at a time, so `merge` and `single` hold only what they have
+//! folded so far (for `single`, the statistics and the distinct values), never every result.
 
 use crate::path::type_name;
 use serde_json::{Map, Value};
@@ -58,12 +63,68 @@ impl OutputFormat {
     where
         I: IntoIterator<Item = Option<Value>>,
     {
-        match self {
-            Self::Separate => Ok(Value::Array(
-                results.into_iter().map(Option::unwrap_or_default).collect(),
-            )),
-            Self::Merge => merge(results),
-            Self::Single => Ok(single(results)),
+        let mut combiner = self.combiner();
+        for result in results {
+            combiner.push(result)?;
+        }
+        Ok(combiner.finish())
+    }
+
+    /// A combiner to feed results to one at a time, in instance order.
+    pub fn combiner(self) -> Combiner {
+        Combiner {
+            next: 0,
+            state: match self {
+                Self::Separate => Folding::Separate(Vec::new()),
+                Self::Merge => Folding::Merge(None),
+                Self::Single => Folding::Single(Box::default()),
+            },
+        }
+    }
+}
+
+/// Results folded one at a time into a task's context value ([`OutputFormat::combiner`]).
+#[derive(Debug)]
+pub struct Combiner {
+    /// The next result's instance.
+    next: u64,
+    state: Folding,
+}
+
+#[derive(Debug)]
+enum Folding {
+    Separate(Vec<Value>),
+    Merge(Option<Value>),
+    Single(Box<Summary>),
+}
+
+impl Combiner {
+    /// Folds in the next instance's result (`None`: it has none).
+    pub fn push(&mut self, result: Option<Value>) -> Result<(), CombineError> {
+        let instance = self.next;
+        self.next += 1;
+        match &mut self.state {
+            Folding::Separate(list) => list.push(result.unwrap_or_default()),
+            Folding::Merge(merged) => {
+                if let Some(result) = result {
+                    merge_into(merged, result, instance)?;
+                }
+            }
+            Folding::Single(summary) => {
+                if let Some(result) = result {
+                    summary.push(result);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The context value of everything pushed.
+    pub fn finish(self) -> Value {
+        match self.state {
+            Folding::Separate(list) => Value::Array(list),
+            Folding::Merge(merged) => merged.unwrap_or_else(|| Value::Object(Map::new())),
+            Folding::Single(summary) => summary.finish(),
         }
     }
 }
@@ -80,31 +141,30 @@ pub struct CombineError {
     pub found: &'static str,
 }
 
-fn merge<I: IntoIterator<Item = Option<Value>>>(results: I) -> Result<Value, CombineError> {
-    let mut merged: Option<Value> = None;
-    for (instance, result) in results.into_iter().enumerate() {
-        let Some(result) = result else { continue };
-        let instance = instance as u64;
-        merged = Some(match (merged, result) {
-            (None, first @ (Value::Object(_) | Value::Array(_))) => first,
-            (Some(Value::Object(mut into)), Value::Object(from)) => {
-                merge_objects(&mut into, from);
-                Value::Object(into)
-            }
-            (Some(Value::Array(mut into)), Value::Array(from)) => {
-                into.extend(from);
-                Value::Array(into)
-            }
-            (expected, found) => {
-                return Err(CombineError {
-                    instance,
-                    expected: expected.as_ref().map_or("nothing yet", |e| plural_type(e)),
-                    found: type_name(&found),
-                })
-            }
-        });
-    }
-    Ok(merged.unwrap_or_else(|| Value::Object(Map::new())))
+fn merge_into(
+    merged: &mut Option<Value>,
+    result: Value,
+    instance: u64,
+) -> Result<(), CombineError> {
+    *merged = Some(match (merged.take(), result) {
+        (None, first @ (Value::Object(_) | Value::Array(_))) => first,
+        (Some(Value::Object(mut into)), Value::Object(from)) => {
+            merge_objects(&mut into, from);
+            Value::Object(into)
+        }
+        (Some(Value::Array(mut into)), Value::Array(from)) => {
+            into.extend(from);
+            Value::Array(into)
+        }
+        (expected, found) => {
+            return Err(CombineError {
+                instance,
+                expected: expected.as_ref().map_or("nothing yet", |e| plural_type(e)),
+                found: type_name(&found),
+            })
+        }
+    });
+    Ok(())
 }
 
 fn plural_type(value: &Value) -> &'static str {
@@ -127,6 +187,9 @@ fn merge_objects(into: &mut Map<String, Value>, from: Map<String, Value>) {
         }
     }
 }
+
+/// The most distinct values `single` lists per field (and for results that are not objects).
+pub const DISTINCT_LIMIT: usize = 10_000;
 
 /// Running statistics over numbers, and the distinct values in case a non-number shows up.
 #[derive(Debug, Default)]
@@ -160,7 +223,7 @@ impl Column {
                 self.numeric = false;
             }
         }
-        if self.seen.insert(value.to_string()) {
+        if self.distinct.len() < DISTINCT_LIMIT && self.seen.insert(value.to_string()) {
             self.distinct.push(value);
         }
     }
@@ -198,44 +261,65 @@ fn number(x: f64) -> Value {
     }
 }
 
-fn single<I: IntoIterator<Item = Option<Value>>>(results: I) -> Value {
-    let mut count = 0u64;
-    let mut whole = Column::new();
-    let mut fields: Vec<(String, Column)> = Vec::new();
-    let mut all_objects = true;
-    for result in results.into_iter().flatten() {
-        count += 1;
+/// `single`'s running summary: per top-level field while every result is an object, and of
+/// the results whole.
+#[derive(Debug)]
+struct Summary {
+    count: u64,
+    whole: Column,
+    fields: Vec<(String, Column)>,
+    all_objects: bool,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            whole: Column::new(),
+            fields: Vec::new(),
+            all_objects: true,
+        }
+    }
+}
+
+impl Summary {
+    fn push(&mut self, result: Value) {
+        self.count += 1;
         match &result {
-            Value::Object(map) if all_objects => {
+            Value::Object(map) if self.all_objects => {
                 for (key, value) in map {
-                    match fields.iter_mut().find(|(name, _)| name == key) {
+                    match self.fields.iter_mut().find(|(name, _)| name == key) {
                         Some((_, column)) => column.push(value.clone()),
                         None => {
                             let mut column = Column::new();
                             column.push(value.clone());
-                            fields.push((key.clone(), column));
+                            self.fields.push((key.clone(), column));
                         }
                     }
                 }
             }
             Value::Object(_) => {}
-            _ => all_objects = false,
+            _ => self.all_objects = false,
         }
-        whole.push(result);
+        self.whole.push(result);
     }
-    let mut summary = Map::new();
-    if all_objects && count > 0 {
-        summary.insert("count".into(), Value::from(count));
-        for (name, column) in fields {
-            summary.insert(name, column.summary());
+
+    fn finish(self) -> Value {
+        let count = self.count;
+        let mut summary = Map::new();
+        if self.all_objects && count > 0 {
+            summary.insert("count".into(), Value::from(count));
+            for (name, column) in self.fields {
+                summary.insert(name, column.summary());
+            }
+        } else if self.whole.numeric && count > 0 {
+            summary = self.whole.stats();
+        } else {
+            summary.insert("count".into(), Value::from(count));
+            summary.insert("values".into(), Value::Array(self.whole.distinct));
         }
-    } else if whole.numeric && count > 0 {
-        summary = whole.stats();
-    } else {
-        summary.insert("count".into(), Value::from(count));
-        summary.insert("values".into(), Value::Array(whole.distinct));
+        Value::Object(summary)
     }
-    Value::Object(summary)
 }
 
 #[cfg(test)]
@@ -324,6 +408,28 @@ mod tests {
             .combine(some(vec![json!({"a": 1}), json!(2), json!({"a": 1})]))
             .unwrap();
         assert_eq!(combined, json!({"count": 3, "values": [{"a": 1}, 2]}));
+    }
+
+    #[test]
+    fn the_combiner_folds_as_combine_does_and_single_lists_a_bounded_number_of_values() {
+        let results = vec![
+            Some(json!({"a": [1]})),
+            None,
+            Some(json!({"a": [2], "b": 1})),
+        ];
+        let mut combiner = OutputFormat::Merge.combiner();
+        for result in results.clone() {
+            combiner.push(result).unwrap();
+        }
+        assert_eq!(
+            combiner.finish(),
+            OutputFormat::Merge.combine(results).unwrap()
+        );
+        let many = (0..DISTINCT_LIMIT + 5).map(|i| Some(json!(format!("v{i}"))));
+        let summary = OutputFormat::Single.combine(many).unwrap();
+        assert_eq!(summary["count"], json!(DISTINCT_LIMIT + 5));
+        assert_eq!(summary["values"].as_array().unwrap().len(), DISTINCT_LIMIT);
+        assert_eq!(summary["values"][0], json!("v0"));
     }
 
     #[test]

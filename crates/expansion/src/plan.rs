@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind, Result, Site};
 use crate::expansion::{Binding, Expansion, Limits, Source};
 use crate::path::{json_len, lookup, remove, type_name, FieldPath};
 use crate::range::Numbers;
+use crate::reference::ResultsRef;
 use crate::select;
 use crate::space::{Dimension, Space};
 use crate::template::{Resolve, Slot, Template};
@@ -44,6 +45,8 @@ pub(crate) struct Layout {
     pub consumed: Vec<String>,
     /// A range expansion's numbers.
     pub numbers: Option<Numbers>,
+    /// The results an `array` expansion maps over by reference.
+    pub referenced: Option<ResultsRef>,
 }
 
 impl Expansion {
@@ -147,8 +150,18 @@ impl Expansion {
             check_size: None,
             context_keys: Vec::new(),
             memo_key: None,
+            referenced: layout.referenced.take(),
         };
         if !spec.exclude.is_empty() || !conditions.is_empty() {
+            if let Some(reference) = &expansion.referenced {
+                return Err(site.invalid(
+                    &config_path,
+                    format!(
+                        "exclude and conditions cannot test the results of task `{}`: they are kept by reference, not in the context",
+                        reference.task
+                    ),
+                ));
+            }
             let raw = expansion.space.raw_len;
             if raw > limits.max_combinations {
                 return Err(site.invalid(
@@ -243,6 +256,7 @@ fn single_instance(
         check_size: None,
         context_keys: Vec::new(),
         memo_key: None,
+        referenced: None,
     };
     expansion.check_size = size_check(&expansion, input, &names, limits);
     Ok(expansion)
@@ -261,6 +275,12 @@ fn mapped_layout(
     let mut consumed = Vec::new();
     for (var, source) in &spec.mapping {
         let at = mapping_path.key(var);
+        if source.starts_with("context.") {
+            let value = resolve(source, input, context, &at, site)?;
+            if let Some(reference) = ResultsRef::from_value(value) {
+                return referenced_layout(spec, var, source, reference, &at, site);
+            }
+        }
         let items = resolve_array(source, input, context, &at, site)?;
         columns.push(items.clone());
         if !source.starts_with("context.") {
@@ -281,6 +301,7 @@ fn mapped_layout(
         dim_names: Vec::new(),
         consumed,
         numbers: None,
+        referenced: None,
     };
     let mut bindings = vec![None; layout.variables.len()];
     for (d, group) in groups.iter().enumerate() {
@@ -304,6 +325,50 @@ fn mapped_layout(
     }
     layout.bindings = bindings.into_iter().flatten().collect();
     Ok(layout)
+}
+
+/// An `array` over results kept by reference: one variable, one dimension of `count`, its
+/// values read by each worker for its range.
+fn referenced_layout(
+    spec: &Spec,
+    var: &str,
+    source: &str,
+    reference: ResultsRef,
+    at: &FieldPath,
+    site: &Site,
+) -> Result<Layout> {
+    if spec.kind != ExpansionType::Array || spec.mapping.len() != 1 {
+        return Err(site.invalid(
+            at,
+            format!(
+                "`{source}` holds the {} results of task `{}` by reference (over its `inline_results` limit): only an `array` expansion of one variable maps over them; raise the task's `inline_results` to have them in the context",
+                reference.count, reference.task
+            ),
+        ));
+    }
+    let len = usize::try_from(reference.count).map_err(|_| {
+        site.error(
+            at,
+            ErrorKind::Overflow(format!("{} results", reference.count)),
+        )
+    })?;
+    Ok(Layout {
+        variables: vec![var.to_string()],
+        bindings: vec![Binding {
+            source: Source::Dim { dim: 0, column: 0 },
+            fields: Vec::new(),
+        }],
+        consts: Vec::new(),
+        dims: vec![Dimension {
+            columns: vec![Vec::new()],
+            len,
+            offset: 0,
+        }],
+        dim_names: vec![format!("`{source}`")],
+        consumed: Vec::new(),
+        numbers: None,
+        referenced: Some(reference),
+    })
 }
 
 /// Range: one variable, one dimension, its values the range's numbers (never stored as values).
@@ -350,10 +415,12 @@ fn range_layout(
         dims: vec![Dimension {
             columns: Vec::new(),
             len,
+            offset: 0,
         }],
         dim_names: vec!["the range".to_string()],
         consumed: Vec::new(),
         numbers: Some(numbers),
+        referenced: None,
     })
 }
 
@@ -429,6 +496,7 @@ pub(crate) fn zipped(
     Ok(Dimension {
         columns: group.iter().map(|&v| columns[v].clone()).collect(),
         len: first,
+        offset: 0,
     })
 }
 

@@ -14,6 +14,9 @@ use serde_json::Value;
 pub(crate) struct Dimension {
     pub columns: Vec<Vec<Value>>,
     pub len: usize,
+    /// The coordinate of the columns' first element: 0, except for results mapped by reference,
+    /// whose columns hold only the window a worker read ([`crate::Expansion::with_results`]).
+    pub offset: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -69,8 +72,14 @@ impl Space {
         ((combination / self.strides[dim]) % self.dims[dim].len as u64) as usize
     }
 
-    pub fn value(&self, combination: u64, dim: usize, column: usize) -> &Value {
-        &self.dims[dim].columns[column][self.coordinate(combination, dim)]
+    /// The value at the combination's coordinate; `None` outside the window read of results
+    /// mapped by reference.
+    pub fn value(&self, combination: u64, dim: usize, column: usize) -> Option<&Value> {
+        let dimension = &self.dims[dim];
+        let position = self
+            .coordinate(combination, dim)
+            .checked_sub(dimension.offset)?;
+        dimension.columns[column].get(position)
     }
 
     /// The combination of the `i`-th selected position.
@@ -181,6 +190,7 @@ mod tests {
         Dimension {
             len: values.len(),
             columns: vec![values],
+            offset: 0,
         }
     }
 
@@ -203,6 +213,7 @@ mod tests {
         let huge = Dimension {
             columns: vec![Vec::new()],
             len: usize::MAX,
+            offset: 0,
         };
         assert!(Space::new(vec![huge.clone(), huge]).is_none());
     }

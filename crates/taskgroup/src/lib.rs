@@ -20,6 +20,7 @@ mod agent;
 mod error;
 mod failure;
 mod graph;
+mod inline;
 mod live;
 mod machine;
 mod memoize;
@@ -36,6 +37,7 @@ mod spec;
 pub use agent::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
 pub use error::{Error, Problem, Result};
 pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
+pub use inline::{InlineResults, DEFAULT_INLINE_BYTES, DEFAULT_INLINE_COUNT};
 pub use live::{
     iso8601, LiveCounts, LiveFailure, LiveGroup, LiveGroupStatus, LiveSpan, LiveState, LiveStatus,
     LATEST_FAILURES,

@@ -76,6 +76,25 @@ impl SessionResult {
         }
     }
 
+    /// A copy of everything but the context (left empty, where it stands in the JSON).
+    pub fn without_context(&self) -> Self {
+        Self {
+            session_id: self.session_id.clone(),
+            run: self.run.clone(),
+            status: self.status,
+            context: Map::new(),
+            groups: self.groups.clone(),
+            errors: self.errors.clone(),
+            submitted_at: self.submitted_at.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            duration_ms: self.duration_ms,
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
+            reused: self.reused,
+        }
+    }
+
     /// Whether every group completed.
     pub fn completed(&self) -> bool {
         self.status == ResultStatus::Completed

@@ -4,6 +4,7 @@
 use crate::agent::{AgentTask, AGENT_EXECUTOR};
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
+use crate::inline::InlineResults;
 use crate::memoize::Memoize;
 use crate::planning::{plan_task, task_path, TaskPlan};
 use crate::policy::{FailurePolicy, RetryPolicy};
@@ -73,6 +74,8 @@ pub struct PlannedTask {
     pub memoize: Option<Memoize>,
     /// The agents that claim its instances, for `"executor": "agent"`.
     pub agent: Option<AgentTask>,
+    /// How many of its results (`separate`) stay in the context.
+    pub inline: InlineResults,
 }
 
 /// A task's expansion as far as it can be known before running.
@@ -151,6 +154,11 @@ impl Session {
                             timeout: task.timeout_ms.map(Duration::from_millis),
                             memoize: task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok()),
                             agent: task.agent.as_ref().and_then(|a| AgentTask::parse(a).ok()),
+                            inline: task
+                                .inline_results
+                                .as_ref()
+                                .and_then(|i| InlineResults::parse(i).ok())
+                                .unwrap_or_default(),
                         }
                     })
                     .collect()
@@ -268,6 +276,9 @@ impl Check {
                 }
                 if let Some(Err(problem)) = task.memoize.as_ref().map(Memoize::parse) {
                     self.field_problem(&at.key("memoize"), problem);
+                }
+                if let Some(Err(problem)) = task.inline_results.as_ref().map(InlineResults::parse) {
+                    self.field_problem(&at.key("inline_results"), problem);
                 }
                 match (&task.agent, by_agents) {
                     (Some(agent), true) => {

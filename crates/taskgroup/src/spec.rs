@@ -95,6 +95,10 @@ pub struct TaskSpec {
     /// `{"key": "<template>", "ttl_s": N}`: see [`crate::Memoize`].
     #[serde(default)]
     pub memoize: Option<Value>,
+    /// `{"count": N, "bytes": B}`: past these, a `separate` task's results stay in the store
+    /// and the context holds a reference (see [`crate::InlineResults`]).
+    #[serde(default)]
+    pub inline_results: Option<Value>,
     /// `{"type": "<agent type>", "claim_timeout_ms": N}` with `"executor": "agent"`: external
     /// agents claim its instances (see [`crate::AgentTask`]).
     #[serde(default)]
@@ -196,6 +200,17 @@ impl TaskSpec {
 }
 
 impl SessionSpec {
+    /// Where task `task` of group `group` sits, `(group index, task index)`, if the session has
+    /// it.
+    pub fn task_position(&self, group: &str, task: &str) -> Option<(usize, usize)> {
+        let g = self.groups.iter().position(|spec| spec.id == group)?;
+        let t = self.groups[g]
+            .tasks
+            .iter()
+            .position(|spec| spec.id == task)?;
+        Some((g, t))
+    }
+
     /// Parses a session document. Errors carry line and column, and the field path when the JSON
     /// is well-formed but does not fit the session format.
     pub fn parse(text: &str) -> Result<Self> {

@@ -406,7 +406,7 @@ impl Coordinator {
 /// How long a coordinator retries one store or broker call in place before it gives the run up
 /// to the outage loop of [`Coordinator::run_action`] (which resumes it from the store once the
 /// server answers).
-const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Runs `operation`, retrying it in place while it fails retryably, for up to [`PATIENCE`]: a
 /// call lost to a dropped connection or a timeout costs a retry, not a restart of the session.

@@ -465,18 +465,17 @@ impl<'a> SessionRun<'a> {
         let context = std::mem::take(&mut self.context);
         let mut result = self.machine.result(self.id, context);
         for (g, t) in self.machine.cut_short() {
-            let results: Vec<InstanceResult> = self
-                .results(g, t)
-                .await?
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
+            let mut results: Vec<InstanceResult> = Vec::new();
+            for range in super::work::pages(self.instances(g, t)) {
+                let start = range.start;
+                let page = self.results(g, t, range).await?;
+                results.extend(page.into_iter().enumerate().filter_map(|(i, r)| {
                     r.map(|result| InstanceResult {
-                        instance: i as u64,
+                        instance: start + i as u64,
                         result,
                     })
-                })
-                .collect();
+                }));
+            }
             let group = &self.session.spec.groups[g];
             if let Some(summary) = result
                 .groups

@@ -6,8 +6,9 @@
 
 use super::patiently;
 use super::run::{Due, SessionRun};
-use crate::error::{Error, Result};
-use events::{Control, Status, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC};
+use crate::error::Result;
+use events::{Control, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC};
+use expansion::OutputFormat;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -18,15 +19,10 @@ use tokio::time::Instant;
 /// How often a run writes its live state at most (and at least, while it runs).
 pub(super) const STATE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Outcomes loaded from the store at a time when combining a task's results.
-const PAGE: u64 = 65_536;
-
-/// Ranges of at most [`PAGE`] instances covering `0..instances`, for reading outcomes a page at
-/// a time.
+/// Ranges of at most [`crate::results::PAGE`] instances covering `0..instances`, for reading
+/// outcomes a page at a time.
 pub(super) fn pages(instances: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
-    (0..instances)
-        .step_by(PAGE as usize)
-        .map(move |start| start..(start + PAGE).min(instances))
+    crate::results::pages(0..instances)
 }
 
 /// Sorts a store write's outcome: an unreachable store is the session's error (it waits the
@@ -77,7 +73,7 @@ impl SessionRun<'_> {
                 }
             }
         };
-        let record = TaskRecord {
+        let mut record = TaskRecord {
             run: self.run.to_string(),
             task_id: spec.id.clone(),
             group_id: self.session.spec.groups[g].id.clone(),
@@ -105,7 +101,22 @@ impl SessionRun<'_> {
                     kind: agent.kind.clone(),
                     claim_timeout_ms: agent.claim_timeout_ms,
                 }),
+            maps_results_of: None,
         };
+        if let Some(reference) = expansion.referenced() {
+            match self.session.spec.task_position(&reference.group, &reference.task) {
+                Some((group, task)) => record.maps_results_of = Some(TaskRef { group, task }),
+                None => {
+                    return Ok(Event::PlanFailed {
+                        task: t,
+                        error: format!(
+                            "it maps over the results of task `{}` of group `{}`, which this session does not have",
+                            reference.task, reference.group
+                        ),
+                    })
+                }
+            }
+        }
         let (instances, format) = (
             expansion.len(),
             expansion.kind().map(|_| expansion.output_format()),
@@ -356,29 +367,27 @@ impl SessionRun<'_> {
         Ok(pages_of_events)
     }
 
-    /// Combines a settled task's results in instance order and writes them to the context.
+    /// Combines a settled task's results in instance order, a page at a time, and writes them
+    /// to the context: a `separate` task's over its `inline_results` limit stay in the store,
+    /// and the context holds a reference to them.
     pub(super) async fn update_context(&mut self, g: usize, t: usize) -> Result<Event> {
         let format = self.formats.get(&(g, t)).copied().flatten();
-        let results = match self.results(g, t).await {
-            Ok(results) => results,
+        let combined = match format {
+            Some(OutputFormat::Separate) => self.separate(g, t).await,
+            Some(format) => self.fold(g, t, format).await,
+            None => self
+                .results(g, t, 0..1)
+                .await
+                .map(|first| Ok(first.into_iter().next().flatten().unwrap_or_default())),
+        };
+        let value = match combined {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => return Ok(Event::CombineFailed { task: t, error }),
             Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {
                 return Ok(Event::CombineFailed {
                     task: t,
                     error: format!("cannot load results: {error}"),
-                })
-            }
-        };
-        let combined = match format {
-            Some(format) => format.combine(results),
-            None => Ok(results.into_iter().next().flatten().unwrap_or_default()),
-        };
-        let value = match combined {
-            Ok(value) => value,
-            Err(error) => {
-                return Ok(Event::CombineFailed {
-                    task: t,
-                    error: error.to_string(),
                 })
             }
         };
@@ -398,6 +407,65 @@ impl SessionRun<'_> {
         Ok(Event::ContextUpdated { task: t })
     }
 
+    /// `merge` or `single`, folded page by page: only the value folded so far is held.
+    async fn fold(
+        &self,
+        g: usize,
+        t: usize,
+        format: OutputFormat,
+    ) -> Result<Result<Value, String>> {
+        let mut combiner = format.combiner();
+        for range in pages(self.instances(g, t)) {
+            for result in self.results(g, t, range).await? {
+                if let Err(error) = combiner.push(result) {
+                    return Ok(Err(error.to_string()));
+                }
+            }
+        }
+        Ok(Ok(combiner.finish()))
+    }
+
+    /// `separate`: the list of results while it stays within the task's `inline_results`,
+    /// else a reference to them in the store (more instances than the limit's count are not
+    /// read at all; a list outgrowing its bytes is dropped as soon as it does).
+    async fn separate(&self, g: usize, t: usize) -> Result<Result<Value, String>> {
+        let instances = self.instances(g, t);
+        let limit = self.session.tasks[g][t].inline;
+        if limit.holds(instances, 0) {
+            let (mut list, mut bytes) = (Vec::new(), 0u64);
+            for range in pages(instances) {
+                for result in self.results(g, t, range).await? {
+                    let result = result.unwrap_or_default();
+                    bytes += expansion::json_len(&result) as u64 + 1;
+                    list.push(result);
+                }
+                if !limit.holds(instances, bytes) {
+                    break;
+                }
+            }
+            if limit.holds(instances, bytes) {
+                return Ok(Ok(Value::Array(list)));
+            }
+        }
+        let store = &self.coordinator.store;
+        let task = TaskRef { group: g, task: t };
+        let kept = patiently("keeping the results in the store", || {
+            store.keep_results(self.id, task, self.fence)
+        })
+        .await;
+        if let Some(error) = refused(kept, "cannot keep the results")? {
+            return Ok(Err(error));
+        }
+        let group = &self.session.spec.groups[g];
+        let reference = expansion::ResultsRef {
+            group: group.id.clone(),
+            task: group.tasks[t].id.clone(),
+            count: instances,
+        };
+        tracing::info!(session = self.id, task = %reference.task, count = instances, "results kept in the store by reference");
+        Ok(Ok(reference.to_value()))
+    }
+
     /// Writes a context key the machine sets itself (`_session` for exit handlers). A fenced
     /// write ends the run (another coordinator has the session); one refused for another reason
     /// is logged, and the key is still kept here, where planning reads it.
@@ -414,25 +482,17 @@ impl SessionRun<'_> {
         Ok(())
     }
 
-    /// The task's results in instance order; `None` where an instance has no success.
-    pub(super) async fn results(&self, g: usize, t: usize) -> Result<Vec<Option<Value>>> {
-        let instances = self.instances(g, t);
-        let mut results = Vec::with_capacity(instances as usize);
-        for range in pages(instances) {
-            let store = &self.coordinator.store;
-            let page = patiently("reading results", || {
-                store.outcomes(self.id, TaskRef { group: g, task: t }, range.clone())
-            })
-            .await?;
-            for outcome in page {
-                results.push(match outcome.map(|o| o.status) {
-                    Some(Status::Succeeded(value) | Status::Cached(value)) => Some(value),
-                    Some(Status::Stored(name)) => Some(self.blob(g, t, &name).await?),
-                    _ => None,
-                });
-            }
-        }
-        Ok(results)
+    /// The task's results at `range`, in instance order; `None` where an instance has no
+    /// success.
+    pub(super) async fn results(
+        &self,
+        g: usize,
+        t: usize,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<Option<Value>>> {
+        let task = TaskRef { group: g, task: t };
+        let store = self.coordinator.store.as_ref();
+        crate::results::page(store, self.id, task, range, Some(super::PATIENCE)).await
     }
 
     /// Writes the session's live state: the machine's counts, the run's times by the store's
@@ -513,21 +573,6 @@ impl SessionRun<'_> {
             }
         }
         state.failures = latest;
-    }
-
-    /// A result stored by reference.
-    async fn blob(&self, g: usize, t: usize, name: &str) -> Result<Value> {
-        let store = &self.coordinator.store;
-        let bytes = patiently("reading a result", || store.load_blob(self.id, name))
-            .await?
-            .ok_or_else(|| Error::Corrupt {
-                what: format!("result {name} of group {g} task {t}"),
-                message: "missing from the store".into(),
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            what: format!("result {name} of group {g} task {t}"),
-            message: e.to_string(),
-        })
     }
 }
 

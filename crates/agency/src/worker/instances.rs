@@ -48,6 +48,8 @@ impl Worker {
         cancel: &CancellationToken,
         paused: &CancellationToken,
     ) -> crate::Result<()> {
+        let windowed = self.with_results(item, prepared).await?;
+        let prepared = windowed.as_ref().unwrap_or(prepared);
         let memo = match prepared.memo {
             Some(_) => Some(self.memoized(item, prepared).await?),
             None => None,
@@ -97,6 +99,8 @@ impl Worker {
         prepared: &Prepared,
         agent: &events::AgentTask,
     ) -> crate::Result<()> {
+        let windowed = self.with_results(item, prepared).await?;
+        let prepared = windowed.as_ref().unwrap_or(prepared);
         let upstream = self.upstream_results(item, prepared).await?;
         // A range delivered again offers only what has no outcome of this attempt or later.
         let recorded = retrying("reading recorded outcomes", || {
@@ -200,6 +204,35 @@ impl Worker {
             }
         }
         Ok(Some(rows))
+    }
+
+    /// For a task mapping over results kept by reference: the task with the slice of them its
+    /// range reads in hand (`None` for any other task).
+    async fn with_results(
+        &self,
+        item: &WorkItem,
+        prepared: &Prepared,
+    ) -> crate::Result<Option<Prepared>> {
+        let (Some(of), Ok(expansion)) = (prepared.results_of, &prepared.expansion) else {
+            return Ok(None);
+        };
+        // An executor that never reads its input needs no result in hand, unless a memo key
+        // or an agent's input is rendered from it.
+        let reads = prepared.agent.is_some()
+            || prepared.memo.is_some()
+            || prepared.executor.as_ref().is_some_and(|e| e.reads_input());
+        if !reads {
+            return Ok(None);
+        }
+        let needed = expansion.results_needed(item.start..item.end);
+        let mut results = Vec::with_capacity((needed.end - needed.start) as usize);
+        for range in crate::results::pages(needed.clone()) {
+            let page = crate::results::page(self.store.as_ref(), &item.session, of, range, None);
+            results.extend(page.await?.into_iter().map(Option::unwrap_or_default));
+        }
+        let mut windowed = prepared.clone();
+        windowed.expansion = Ok(expansion.with_results(needed.start, results));
+        Ok(Some(windowed))
     }
 
     /// A result stored as a blob, or why it cannot be read.

@@ -82,6 +82,7 @@ impl Default for WorkerOptions {
 }
 
 /// A task made ready to execute: planned once per worker and shared by its ranges.
+#[derive(Clone)]
 struct Prepared {
     expansion: Result<Expansion, String>,
     executor: Option<Arc<dyn Executor>>,
@@ -103,6 +104,8 @@ struct Prepared {
     /// Its executor's counters (`unknown` for a name this worker has no executor of, so the
     /// label's values stay the registry's).
     metrics: Arc<crate::metrics::ExecutorMetrics>,
+    /// The task whose results kept by reference its expansion maps over.
+    results_of: Option<TaskRef>,
 }
 
 /// How many workers may start a range without finishing it, by default, before the next fails
@@ -567,6 +570,7 @@ impl Worker {
             upstream: record.upstream,
             agent: record.agent,
             metrics,
+            results_of: record.maps_results_of,
         }
     }
 }

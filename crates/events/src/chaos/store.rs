@@ -464,6 +464,14 @@ impl Store for ChaosStore {
         faulty!(self, format!("cleaning up {s}"), self.inner.cleanup(s, f))
     }
 
+    async fn keep_results(&self, s: &str, task: TaskRef, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("keeping the results of {s} {task:?}"),
+            self.inner.keep_results(s, task, f)
+        )
+    }
+
     async fn cleanup_run(&self, s: &str, run: &str) -> Result<()> {
         faulty!(
             self,

@@ -4,8 +4,10 @@
 #![allow(clippy::expect_used)]
 
 mod claims;
+mod kept;
 
 pub use claims::claim_suite;
+pub use kept::kept_results_suite;
 
 use crate::agents::{AgentReport, NewTask, TaskState};
 use crate::broker::Broker;
@@ -82,6 +84,7 @@ pub fn one_task_record(run: &str) -> TaskRecord {
         memo_ttl_s: None,
         upstream: Vec::new(),
         agent: None,
+        maps_results_of: None,
     }
 }
 
@@ -113,6 +116,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             kind: "analyze".into(),
             claim_timeout_ms: 5_000,
         }),
+        maps_results_of: Some(TaskRef { group: 0, task: 0 }),
     };
     store
         .save_task(session, task, &record, Fence::Open)

@@ -70,22 +70,23 @@ impl Connection {
         }
     }
 
-    /// The keys matching `pattern`: SCAN over the server, or over every master of a cluster.
-    pub(crate) async fn scan(&self, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    /// Unlinks the keys matching `pattern`, a page of SCAN at a time, over the server or over
+    /// every master of a cluster; how many were there.
+    pub(crate) async fn unlink_matching(&self, pattern: &str) -> redis::RedisResult<u64> {
         match self {
-            Self::Single(connection) => scan_one(&mut connection.clone(), pattern).await,
+            Self::Single(connection) => unlink_on(&mut connection.clone(), pattern).await,
             Self::Cluster(connection) => {
                 let nodes: String = redis::cmd("CLUSTER")
                     .arg("NODES")
                     .query_async(&mut connection.clone())
                     .await?;
-                let mut keys = Vec::new();
+                let mut gone = 0;
                 for master in masters(&nodes) {
                     let client = redis::Client::open(format!("redis://{master}"))?;
                     let mut node = client.get_multiplexed_async_connection().await?;
-                    keys.extend(scan_one(&mut node, pattern).await?);
+                    gone += unlink_on(&mut node, pattern).await?;
                 }
-                Ok(keys)
+                Ok(gone)
             }
         }
     }
@@ -108,12 +109,11 @@ fn masters(nodes: &str) -> Vec<String> {
         .collect()
 }
 
-async fn scan_one(
-    connection: &mut impl ConnectionLike,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
+/// SCANs one server page by page, unlinking each page's keys (one UNLINK per key: a cluster
+/// node's keys live in many slots) before reading the next.
+async fn unlink_on(connection: &mut impl ConnectionLike, pattern: &str) -> redis::RedisResult<u64> {
     let mut cursor = 0u64;
-    let mut keys = Vec::new();
+    let mut gone = 0;
     loop {
         let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -123,9 +123,16 @@ async fn scan_one(
             .arg(1000)
             .query_async(connection)
             .await?;
-        keys.extend(found);
+        if !found.is_empty() {
+            let mut unlinks = redis::pipe();
+            for key in &found {
+                unlinks.cmd("UNLINK").arg(key);
+            }
+            let each: Vec<u64> = unlinks.query_async(connection).await?;
+            gone += each.iter().sum::<u64>();
+        }
         if next == 0 {
-            return Ok(keys);
+            return Ok(gone);
         }
         cursor = next;
     }

@@ -36,9 +36,10 @@ use crate::error::{Error, Result};
 use crate::messages::TaskRef;
 use crate::redis_scripts::{
     CLAIM_SCRIPT, CLEANUP_SCRIPT, DELETE_SCRIPT, END_RUN_SCRIPT, FENCE, HEARTBEAT_SCRIPT,
-    KEEP_SUCCESSES_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, REPLACE_HASH_SCRIPT,
-    REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RUN_CLEANUP, SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT,
-    SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT, TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
+    KEEP_RESULTS_SCRIPT, KEEP_SUCCESSES_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT,
+    REPLACE_HASH_SCRIPT, REQUEST_CANCEL_SCRIPT, RESULT_SCRIPT, RESULT_TTL_SECONDS, RUN_CLEANUP,
+    SAVE_DOCUMENT_SCRIPT, SAVE_STATE_SCRIPT, SAVE_TASK_SCRIPT, SET_FIELD_SCRIPT, START_RUN_SCRIPT,
+    TRACK_RANGE_SCRIPT, WORKING_TTL_SECONDS,
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
@@ -94,7 +95,6 @@ fn unavailable(error: redis::RedisError) -> Error {
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::BusyLoading
-                    | ServerErrorKind::ReadOnly
             )
     );
     if failing_over
@@ -133,6 +133,7 @@ struct Fenced {
     set_field: redis::Script,
     delete: redis::Script,
     cleanup: redis::Script,
+    keep_results: redis::Script,
     /// Not fenced by a token: [`RUN_CLEANUP`] checks the run instead.
     cleanup_run: redis::Script,
     start_run: redis::Script,
@@ -152,6 +153,7 @@ impl Fenced {
             set_field: fenced(SET_FIELD_SCRIPT),
             delete: fenced(DELETE_SCRIPT),
             cleanup: fenced(CLEANUP_SCRIPT),
+            keep_results: fenced(KEEP_RESULTS_SCRIPT),
             cleanup_run: redis::Script::new(&format!("{RUN_CLEANUP}{CLEANUP_SCRIPT}")),
             start_run: fenced(START_RUN_SCRIPT),
             save_document: fenced(SAVE_DOCUMENT_SCRIPT),
@@ -302,7 +304,7 @@ impl RedisStore {
     }
 
     /// Runs a cleanup script (fenced by a token, or by the run): KEYS fence, keys index,
-    /// context, mappings, run; ARGV the token or the run.
+    /// context, mappings, run, kept set; ARGV the token or the run, the result TTL.
     async fn delete_working_state(
         &self,
         script: &redis::Script,
@@ -315,7 +317,9 @@ impl RedisStore {
             .key(key(session, "context"))
             .key(key(session, "mappings"))
             .key(key(session, "run"))
-            .arg(check);
+            .key(key(session, "kept"))
+            .arg(check)
+            .arg(RESULT_TTL_SECONDS);
         self.write_fenced(session, &mut invocation).await
     }
 

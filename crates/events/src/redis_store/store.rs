@@ -343,6 +343,16 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn keep_results(&self, session: &str, task: TaskRef, fence: Fence<'_>) -> Result<()> {
+        let mut invocation = self.fenced.keep_results.key(key(session, "fence"));
+        invocation
+            .key(key(session, "kept"))
+            .arg(fence.token())
+            .arg(outcomes_key(session, task))
+            .arg(WORKING_TTL_SECONDS);
+        self.write_fenced(session, &mut invocation).await
+    }
+
     async fn keep_successes(
         &self,
         session: &str,
@@ -703,14 +713,10 @@ impl Store for RedisStore {
 
     async fn memo_clear(&self, prefix: &str) -> Result<u64> {
         let pattern = format!("{MEMO_PREFIX}{}*", glob_literal(prefix));
-        let keys = self.connection.scan(&pattern).await.map_err(unavailable)?;
-        // One UNLINK per key: on a cluster the keys live in many slots.
-        let unlinks = keys
-            .iter()
-            .map(|key| redis::cmd("UNLINK").arg(key).clone())
-            .collect();
-        let gone: Vec<u64> = self.connection.each(unlinks).await.map_err(unavailable)?;
-        Ok(gone.iter().sum())
+        self.connection
+            .unlink_matching(&pattern)
+            .await
+            .map_err(unavailable)
     }
 
     async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {

@@ -198,12 +198,11 @@ impl ListQuery {
 
 /// The recent sessions, newest first: each with its status, counts, rate and ETA.
 async fn list(store: &dyn Store, limit: usize, status: Option<&str>) -> Result<Value, Refusal> {
-    let listed = client::sessions(store, status, limit)
+    let listed = client::sessions_read(store, status, limit)
         .await
         .map_err(|error| refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?;
     let mut rows = Vec::with_capacity(listed.len());
-    for session in listed {
-        let found = client::status(store, &session.session_id).await.ok();
+    for (session, found) in listed {
         let mut row = found.as_ref().map_or_else(|| json!({}), summary);
         row["session_id"] = json!(session.session_id);
         row["status"] = json!(session.status);

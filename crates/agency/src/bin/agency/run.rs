@@ -131,7 +131,17 @@ pub fn run(
             let _ = display.await;
         }
         let result = result?;
-        print_json(&result)?;
+        if agency::results::has_references(&result) {
+            // Results kept by reference are written out whole, a page at a time.
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match agency::results::write_result(engine.store().as_ref(), &result, &mut out).await {
+                Err(agency::Error::Action(message)) if message.contains("Broken pipe") => {}
+                other => other?,
+            }
+        } else {
+            print_json(&result)?;
+        }
         Ok(if interrupted.load(Ordering::SeqCst) {
             ExitCode::from(INTERRUPTED)
         } else if result.completed() {

@@ -1,0 +1,185 @@
+//! Results read from the store a page at a time: how a task's results are combined without
+//! holding them all, how a worker reads the slice of results kept by reference that its range
+//! maps over, and how `agency results` pages them.
+//!
+//! A `separate` task over its `inline_results` limit keeps its results in the store (its
+//! outcomes, marked with [`events::Store::keep_results`], outliving the session's working state
+//! for as long as its result) and the context holds `{"$results": {"group", "task", "count"}}`
+//! ([`expansion::ResultsRef`]).
+
+use crate::error::{Error, Result};
+use crate::outage::retrying_for;
+use events::{Status, Store, TaskRef};
+use expansion::ResultsRef;
+use serde_json::Value;
+use std::ops::Range;
+use std::time::Duration;
+use taskgroup::SessionResult;
+
+/// Results read per store call.
+pub const PAGE: u64 = 65_536;
+
+/// Ranges of at most [`PAGE`] positions covering `range`.
+pub fn pages(range: Range<u64>) -> impl Iterator<Item = Range<u64>> {
+    let end = range.end;
+    (range.start..end)
+        .step_by(PAGE as usize)
+        .map(move |start| start..(start + PAGE).min(end))
+}
+
+/// The results of `task`'s instances in `range`, in order: `None` where an instance has no
+/// success. Results stored as blobs are read from them. An outage is waited out for `patience`
+/// (for ever when `None`).
+pub async fn page(
+    store: &dyn Store,
+    session: &str,
+    task: TaskRef,
+    range: Range<u64>,
+    patience: Option<Duration>,
+) -> Result<Vec<Option<Value>>> {
+    let outcomes = retrying_for("reading results", patience, || {
+        store.outcomes(session, task, range.clone())
+    })
+    .await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        results.push(match outcome.map(|o| o.status) {
+            Some(Status::Succeeded(value) | Status::Cached(value)) => Some(value),
+            Some(Status::Stored(name)) => Some(blob(store, session, task, &name, patience).await?),
+            _ => None,
+        });
+    }
+    Ok(results)
+}
+
+/// A result stored as blob `name`.
+async fn blob(
+    store: &dyn Store,
+    session: &str,
+    task: TaskRef,
+    name: &str,
+    patience: Option<Duration>,
+) -> Result<Value> {
+    let what = || format!("result {name} of group {} task {}", task.group, task.task);
+    let bytes = retrying_for("reading a result", patience, || {
+        store.load_blob(session, name)
+    })
+    .await?
+    .ok_or_else(|| Error::Corrupt {
+        what: what(),
+        message: "missing from the store".into(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        what: what(),
+        message: e.to_string(),
+    })
+}
+
+/// A task's results kept by reference, found from a session's result or its running context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The reference the context holds.
+    pub reference: ResultsRef,
+    /// Where the task sits in its session.
+    pub task: TaskRef,
+}
+
+impl Kept {
+    /// The results at positions `range`, which must lie within the task's results: `null` where
+    /// an instance has none.
+    pub async fn page(
+        &self,
+        store: &dyn Store,
+        session: &str,
+        range: Range<u64>,
+    ) -> Result<Vec<Value>> {
+        let count = self.reference.count;
+        if range.start > range.end || range.end > count {
+            return Err(Error::Action(format!(
+                "results {}..{} are outside task `{}`'s {count} results",
+                range.start, range.end, self.reference.task
+            )));
+        }
+        let read = page(store, session, self.task, range, None).await?;
+        Ok(read.into_iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// Where task `task` of group `group` sits in a session, from its result (which lists every
+/// group and task in the session's order).
+pub fn position(result: &SessionResult, group: &str, task: &str) -> Option<TaskRef> {
+    let g = result.groups.get_index_of(group)?;
+    let t = result.groups[g].tasks.get_index_of(task)?;
+    Some(TaskRef { group: g, task: t })
+}
+
+/// Writes `result` as one line of JSON to `out`, a field at a time, with every context value
+/// that is a reference to kept results written out as the list of them, read a page at a time:
+/// the printed result is whole, and never held whole.
+pub async fn write_result(
+    store: &dyn Store,
+    result: &SessionResult,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let io = |error: std::io::Error| Error::Action(format!("cannot write the result: {error}"));
+    let json =
+        |error: serde_json::Error| Error::Action(format!("cannot write the result: {error}"));
+    // Every field but the context, in the result's order.
+    let mut fields = serde_json::to_value(result.without_context()).map_err(json)?;
+    let Some(fields) = fields.as_object_mut() else {
+        return Err(Error::Action("a result is an object".into()));
+    };
+    out.write_all(b"{").map_err(io)?;
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",").map_err(io)?;
+        }
+        serde_json::to_writer(&mut *out, name).map_err(json)?;
+        out.write_all(b":").map_err(io)?;
+        if name != "context" {
+            serde_json::to_writer(&mut *out, value).map_err(json)?;
+            continue;
+        }
+        out.write_all(b"{").map_err(io)?;
+        for (j, (key, value)) in result.context.iter().enumerate() {
+            if j > 0 {
+                out.write_all(b",").map_err(io)?;
+            }
+            serde_json::to_writer(&mut *out, key).map_err(json)?;
+            out.write_all(b":").map_err(io)?;
+            let kept = ResultsRef::from_value(value).and_then(|reference| {
+                let task = position(result, &reference.group, &reference.task)?;
+                Some((reference, task))
+            });
+            match kept {
+                None => serde_json::to_writer(&mut *out, value).map_err(json)?,
+                Some((reference, task)) => {
+                    out.write_all(b"[").map_err(io)?;
+                    for range in pages(0..reference.count) {
+                        let first = range.start == 0;
+                        let page = page(store, &result.session_id, task, range, None).await?;
+                        for (k, value) in page.into_iter().enumerate() {
+                            if !(first && k == 0) {
+                                out.write_all(b",").map_err(io)?;
+                            }
+                            serde_json::to_writer(&mut *out, &value.unwrap_or_default())
+                                .map_err(json)?;
+                        }
+                    }
+                    out.write_all(b"]").map_err(io)?;
+                }
+            }
+        }
+        out.write_all(b"}").map_err(io)?;
+    }
+    out.write_all(b"}\n").map_err(io)?;
+    out.flush().map_err(io)
+}
+
+/// Whether any context value of `result` is a reference to kept results.
+pub fn has_references(result: &SessionResult) -> bool {
+    result
+        .context
+        .values()
+        .any(|value| ResultsRef::from_value(value).is_some())
+}
