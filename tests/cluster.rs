@@ -122,6 +122,22 @@ fn a_fleet_on_the_cluster_runs_a_session_with_fan_outs_and_retries() {
     assert_eq!(shown["status"], "completed");
 }
 
+/// Results kept by reference on the cluster: the outcome hash kept past the session's end, read
+/// by workers and by `agency results`.
+#[test]
+fn results_kept_by_reference_work_on_the_cluster() {
+    use integration_tests::{kafka_brokers, redis_url, results_kept_by_reference_on, Cluster};
+    let nodes = redis_cluster_nodes().join(",");
+    let fleet = Cluster::start_configured(
+        "kept-cluster",
+        &["coordinator", "worker", "worker"],
+        &kafka_brokers(),
+        &redis_url(),
+        &[("AGENCY_REDIS_CLUSTER", &nodes)],
+    );
+    results_kept_by_reference_on(&fleet);
+}
+
 /// `kill -9` of the master serving a running session's slot, on a cluster of the test's own:
 /// its replica is promoted, and the session completes with every instance once in its result.
 #[test]

@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Results kept by reference on the single Redis (`tests/cluster.rs` runs the same on the
+/// cluster).
+#[test]
+fn results_kept_by_reference_are_mapped_over_and_paged() {
+    integration_tests::results_kept_by_reference_on(&Cluster::start("kept"));
+}
+
 fn with_id(mut doc: Value, id: &str) -> Value {
     doc["session_id"] = json!(id);
     doc

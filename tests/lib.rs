@@ -759,3 +759,68 @@ impl Drop for OwnRedisCluster {
         }
     }
 }
+
+/// A session on `fleet` whose 3,000 numbers are kept by reference (over a count of 1,000): a
+/// fan-out with retries maps over them, workers reading their slices; the result holds the
+/// reference, and `agency results` pages them: the first, a middle and the last page, and a
+/// range past them refused.
+pub fn results_kept_by_reference_on(fleet: &Cluster) {
+    let id = unique("kept");
+    let session = serde_json::json!({"session_id": id, "groups": [{"id": "g", "tasks": [
+        {"id": "numbers", "executor": "echo", "inline_results": {"count": 1000},
+         "expansion_config": {"type": "range", "range": "1-3000", "variable": "n"}, "input": {"n": "{{n}}"}},
+        {"id": "checked", "executor": "fail", "depends_on": ["numbers"],
+         "retry": {"max_retries": 1, "retry_delays": [10]},
+         "expansion_config": {"type": "array", "array_mapping": {"item": "context.numbers"}},
+         "input": {"times": 1, "n": "{{item.n}}"}},
+        {"id": "total", "executor": "echo", "depends_on": ["numbers"],
+         "expansion_config": {"type": "array", "array_mapping": {"item": "context.numbers"}, "output_format": "single"},
+         "input": {"n": "{{item.n}}"}}
+    ]}]});
+    let (code, result) = fleet.submit_wait(&session);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(
+        result["context"]["numbers"],
+        serde_json::json!({"$results": {"group": "g", "task": "numbers", "count": 3000}})
+    );
+    let checked = &result["groups"]["g"]["tasks"]["checked"];
+    assert_eq!(
+        (checked["succeeded"].clone(), checked["attempts"].clone()),
+        (3000.into(), 6000.into())
+    );
+    assert_eq!(
+        result["context"]["total"]["n"]["sum"], 4_501_500,
+        "1 + ... + 3000, read from the store"
+    );
+    assert_eq!(result["context"]["checked"][2999]["n"], 3000);
+    let page = |args: &[&str]| -> Value {
+        let mut command = fleet.command(&["results", &id, "numbers"]);
+        let output = command.args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let numbers = |range: std::ops::Range<u64>| -> Value {
+        range.map(|n| serde_json::json!({"n": n + 1})).collect()
+    };
+    assert_eq!(page(&["--limit", "5"]), numbers(0..5));
+    assert_eq!(
+        page(&["--from", "1500", "--limit", "3"]),
+        numbers(1500..1503)
+    );
+    assert_eq!(
+        page(&["--from", "2995", "--limit", "100"]),
+        numbers(2995..3000)
+    );
+    assert_eq!(page(&[]).as_array().map(Vec::len), Some(3000));
+    let past = fleet
+        .command(&["results", &id, "numbers", "--from", "3000"])
+        .output()
+        .unwrap();
+    assert_eq!(past.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&past.stderr)
+        .contains("past the last of task `numbers`'s 3000 results"));
+}

@@ -237,6 +237,82 @@ class Agency(Agents):
             return json.loads(state)
         raise NotFound(f"no session {session_id} is pending, running or has a result")
 
+    def results(
+        self, session_id: str, task: str, start: int = 0, limit: Optional[int] = None, page: int = 10_000
+    ) -> Iterator[Any]:
+        """The results of ``task`` (``TASK`` or ``GROUP.TASK``) that the session keeps in the
+        store by reference (a ``separate`` task over its ``inline_results``), in instance order
+        from position ``start``, at most ``limit``: an iterator reading ``page`` of them from
+        Redis at a time (``None`` where an instance has no result). Raises :class:`NotFound`
+        when the session keeps none of that task, :class:`ValueError` for a range outside
+        them."""
+        group, _, name = task.rpartition(".")
+        result = self._result(session_id)
+        if result is not None:
+            context = result.get("context") or {}
+        else:
+            stored = self._redis.hgetall(_key(session_id, "context"))
+            if not stored:
+                raise NotFound(f"no session {session_id} has a result or is running")
+            context = {k.decode() if isinstance(k, bytes) else k: json.loads(v) for k, v in stored.items()}
+        found = [
+            value["$results"]
+            for value in context.values()
+            if isinstance(value, dict) and list(value) == ["$results"]
+            and value["$results"].get("task") == name and (not group or value["$results"].get("group") == group)
+        ]
+        if len(found) != 1:
+            why = "several groups have it: name one as GROUP.TASK" if found else "its results, if any, are in the context"
+            raise NotFound(f"session {session_id} keeps no results of task {task!r} in the store by reference ({why})")
+        reference = found[0]
+        count = int(reference["count"])
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        if start < 0 or (start >= count and not (start == 0 and count == 0)):
+            raise ValueError(f"start {start} is outside task {name!r}'s {count} results (positions 0 to {max(count - 1, 0)})")
+        g, t = self._position(session_id, result, reference["group"], reference["task"])
+        end = count if limit is None else min(count, start + limit)
+        outcomes = _key(session_id, f"outcomes:{g}:{t}")
+        return self._pages(session_id, outcomes, start, end, page)
+
+    def _position(self, session_id: str, result: Optional[Result], group: str, task: str) -> Tuple[int, int]:
+        """Where the task sits in the session: from its result, else from the document it runs."""
+        if result is not None:
+            groups = [(gid, list((summary.get("tasks") or {}).keys())) for gid, summary in result["groups"].items()]
+        else:
+            document = self._redis.hget(_key(session_id, "document"), "document")
+            spec = json.loads(document) if document is not None else {"groups": []}
+            groups = [(g["id"], [t["id"] for t in g["tasks"]]) for g in spec["groups"]]
+        for g, (gid, tasks) in enumerate(groups):
+            if gid == group and task in tasks:
+                return g, tasks.index(task)
+        raise AgencyError(f"session {session_id} refers to the results of task {task!r} of group {group!r}, which it does not list")
+
+    def _pages(self, session_id: str, outcomes: str, start: int, end: int, page: int) -> Iterator[Any]:
+        for first in range(start, end, max(page, 1)):
+            fields = list(range(first, min(end, first + page)))
+            for position, stored in zip(fields, self._redis.hmget(outcomes, fields)):
+                yield self._decode_result(session_id, outcomes, position, stored)
+
+    def _decode_result(self, session_id: str, outcomes: str, position: int, stored: Optional[bytes]) -> Any:
+        """One stored outcome (``attempt|status|json``) as its result: the value of a success,
+        read from its blob when stored as one; ``None`` otherwise."""
+        if stored is None:
+            return None
+        parts = stored.split(b"|", 2)
+        if len(parts) != 3:
+            raise AgencyError(f"{outcomes} {position}: not attempt|status|json")
+        status = json.loads(parts[2])
+        kind, value = status.get("status"), status.get("value")
+        if kind in ("succeeded", "cached"):
+            return value
+        if kind == "stored":
+            blob = self._redis.get(_key(session_id, f"blob:{value}"))
+            if blob is None:
+                raise AgencyError(f"result {value} of session {session_id} is missing from the store")
+            return json.loads(blob)
+        return None
+
     def wait(
         self, session_id: str, timeout: Optional[float] = None, run: Optional[str] = None
     ) -> Result:

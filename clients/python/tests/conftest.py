@@ -81,3 +81,32 @@ def cluster_deployment(tmp_path):
     deployed = deploy(tmp_path, REDIS_CLUSTER)
     yield deployed
     deployed.stop()
+
+
+def check_results_by_reference(deployed):
+    """A session whose 300 numbers are kept by reference (over a count of 100), a fan-out over
+    them, and the client's ``results`` iterator: all of them, a page from the middle, the last
+    one, ``GROUP.TASK``, and the errors for a range outside them and a task keeping none."""
+    import pytest as _pytest
+    from agency_client import NotFound
+
+    agency = deployed.client
+    sid = agency.submit({"groups": [{"id": "g", "tasks": [
+        {"id": "numbers", "executor": "echo", "inline_results": {"count": 100},
+         "expansion_config": {"type": "range", "range": "1-300", "variable": "n"}, "input": {"n": "{{n}}"}},
+        {"id": "doubled", "executor": "echo", "depends_on": ["numbers"],
+         "expansion_config": {"type": "array", "array_mapping": {"item": "context.numbers"}},
+         "input": {"n": "{{item.n}}"}},
+    ]}]})
+    result = agency.wait(sid, timeout=120)
+    assert result["status"] == "completed", result
+    assert result["context"]["numbers"] == {"$results": {"group": "g", "task": "numbers", "count": 300}}
+    assert [r["n"] for r in result["context"]["doubled"]] == list(range(1, 301))
+    numbers = agency.results(sid, "numbers", page=64)
+    assert [r["n"] for r in numbers] == list(range(1, 301))
+    assert [r["n"] for r in agency.results(sid, "g.numbers", start=150, limit=3)] == [151, 152, 153]
+    assert [r["n"] for r in agency.results(sid, "numbers", start=299, limit=50)] == [300]
+    with _pytest.raises(ValueError, match="outside task 'numbers'"):
+        agency.results(sid, "numbers", start=300)
+    with _pytest.raises(NotFound, match="keeps no results of task 'doubled'"):
+        agency.results(sid, "doubled")

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from agency_client import AgencyError, NotFound, SessionFailed, SessionRunning, Timeout, check
+from conftest import check_results_by_reference
 
 
 def unique(prefix: str) -> str:
@@ -197,3 +198,7 @@ def test_health_and_executors(deployment):
     health = agency.health()
     assert [member["pid"] for member in health["stale"]] == [killed.pid], health
     assert any(str(killed.pid) in problem for problem in health["problems"]), health
+
+
+def test_results_kept_by_reference_are_read_by_page(deployment):
+    check_results_by_reference(deployment)

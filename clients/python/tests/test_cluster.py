@@ -7,7 +7,7 @@ import uuid
 
 import redis
 
-from conftest import REDIS_CLUSTER
+from conftest import REDIS_CLUSTER, check_results_by_reference
 
 
 def unique(prefix: str) -> str:
@@ -58,3 +58,7 @@ def test_the_task_manager_works_on_the_cluster(cluster_deployment):
     summary = agency.summary(workflow)
     assert (summary["status_counts"]["completed"], summary["status_counts"]["pending"]) == (1, 1)
     assert agency.metadata(workflow, {"owner": "py"}) == {"owner": "py"}
+
+
+def test_results_kept_by_reference_are_read_by_page_on_the_cluster(cluster_deployment):
+    check_results_by_reference(cluster_deployment)

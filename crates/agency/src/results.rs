@@ -183,3 +183,81 @@ pub fn has_references(result: &SessionResult) -> bool {
         .values()
         .any(|value| ResultsRef::from_value(value).is_some())
 }
+
+/// Task `task`'s results kept by reference in session `session` (`task` is `TASK` or
+/// `GROUP.TASK`): found in its result once it has one, else in its running context (the
+/// task's place then read from its document). An error says why there are none.
+pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> {
+    let (group, task) = match task.split_once('.') {
+        Some((group, task)) => (Some(group), task),
+        None => (None, task),
+    };
+    let wanted = |reference: &ResultsRef| {
+        reference.task == task && group.is_none_or(|group| reference.group == group)
+    };
+    let named = match group {
+        Some(group) => format!("task `{task}` of group `{group}`"),
+        None => format!("task `{task}`"),
+    };
+    let found = crate::distributed::load_result(store, session).await?;
+    let (context, result) = match found {
+        Some(result) => (result.context.clone(), Some(result)),
+        None => {
+            match retrying_for("reading the context", None, || store.load_context(session)).await? {
+                Some(context) => (context, None),
+                None => {
+                    return Err(Error::Action(format!(
+                        "no session {session} has a result or is running"
+                    )))
+                }
+            }
+        }
+    };
+    let references: Vec<ResultsRef> = context
+        .values()
+        .filter_map(ResultsRef::from_value)
+        .filter(|reference| wanted(reference))
+        .collect();
+    let reference = match references.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            let state = if result.is_some() {
+                "its result"
+            } else {
+                "its context so far"
+            };
+            return Err(Error::Action(format!(
+                "session {session} keeps no results of {named} in the store ({state} holds none by reference): a task's results are kept there only when they exceed its `inline_results`; the others are in the context (`agency status {session} --json`)"
+            )));
+        }
+        several => {
+            let groups: Vec<&str> = several.iter().map(|r| r.group.as_str()).collect();
+            return Err(Error::Action(format!(
+                "{named} is in several groups of session {session} ({}): name one as GROUP.TASK",
+                groups.join(", ")
+            )));
+        }
+    };
+    let position = match &result {
+        Some(result) => position(result, &reference.group, &reference.task),
+        None => {
+            let document = retrying_for("reading the document", None, || {
+                store.load_document(session)
+            })
+            .await?;
+            document
+                .and_then(|(_, bytes)| String::from_utf8(bytes).ok())
+                .and_then(|text| taskgroup::SessionSpec::parse(&text).ok())
+                .and_then(|spec| spec.task_position(&reference.group, &reference.task))
+                .map(|(group, task)| TaskRef { group, task })
+        }
+    };
+    let task = position.ok_or_else(|| Error::Corrupt {
+        what: format!("session {session}"),
+        message: format!(
+            "its context refers to the results of task `{}` of group `{}`, which it does not list",
+            reference.task, reference.group
+        ),
+    })?;
+    Ok(Kept { reference, task })
+}

@@ -27,6 +27,79 @@ pub fn exit_code(result: &SessionResult) -> ExitCode {
     }
 }
 
+/// Which results `agency results` prints, and how.
+pub struct Page {
+    /// The first position.
+    pub from: u64,
+    /// At most this many.
+    pub limit: Option<u64>,
+    /// One per line instead of a JSON list.
+    pub jsonl: bool,
+}
+
+/// `agency results SESSION TASK [--from I] [--limit N] [--jsonl]`: the results kept by
+/// reference at positions `from..from+limit`, read from the store a page at a time and written
+/// as they come (a JSON list, or JSON lines). A range outside the results is refused, naming
+/// the task's count.
+pub async fn results(
+    store: &dyn Store,
+    session: &str,
+    task: &str,
+    page: Page,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let kept = agency::results::kept(store, session, task).await?;
+    let count = kept.reference.count;
+    let name = &kept.reference.task;
+    if page.limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1");
+    }
+    if page.from >= count && !(page.from == 0 && count == 0) {
+        anyhow::bail!(
+            "--from {} is past the last of task `{name}`'s {count} results (positions 0 to {})",
+            page.from,
+            count.saturating_sub(1)
+        );
+    }
+    let end = page
+        .limit
+        .map_or(count, |limit| page.from.saturating_add(limit).min(count));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written: std::io::Result<()> = async {
+        if !page.jsonl {
+            out.write_all(b"[")?;
+        }
+        for range in agency::results::pages(page.from..end) {
+            let first = range.start == page.from;
+            let results = kept
+                .page(store, session, range)
+                .await
+                .map_err(std::io::Error::other)?;
+            for (i, result) in results.iter().enumerate() {
+                if page.jsonl {
+                    serde_json::to_writer(&mut out, result)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    if !(first && i == 0) {
+                        out.write_all(b",")?;
+                    }
+                    serde_json::to_writer(&mut out, result)?;
+                }
+            }
+        }
+        if !page.jsonl {
+            out.write_all(b"]\n")?;
+        }
+        out.flush()
+    }
+    .await;
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+    }
+}
+
 /// `agency status SESSION [--json]`: the result once there is one (exit code as `agency run`),
 /// the live state while it is pending or running (exit 0); an unknown session exits 1.
 pub async fn status(

@@ -231,6 +231,28 @@ pub enum Serve {
         #[arg(long, value_name = "PATH")]
         state: Option<std::path::PathBuf>,
     },
+    /// Page through a task's results kept in the store by reference (a `separate` task over
+    /// its `inline_results`): a JSON list, or one result per line with --jsonl
+    Results {
+        /// The session
+        session: String,
+        /// The task: TASK, or GROUP.TASK when several groups have one of that id
+        task: String,
+        /// The position of the first result
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many results (all from --from on when omitted)
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One result per line instead of one JSON list
+        #[arg(long)]
+        jsonl: bool,
+        #[command(flatten)]
+        servers: Servers,
+        /// Read an embedded run's state file (`agency run --state PATH`) instead of Redis
+        #[arg(long, value_name = "PATH")]
+        state: Option<std::path::PathBuf>,
+    },
     /// Follow a session's progress (total, rate, ETA) until its result, then print it with the
     /// exit code of `agency run`
     Watch {
@@ -562,6 +584,17 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                         "no session `{session}` is running or has a result in {}; nothing to cancel (one submitted a moment ago may still be queued for a coordinator)",
                         servers.redis_address()
                     ),
+                }
+            }
+            Serve::Results { session, task, from, limit, jsonl, servers, state } => {
+                let page = control::Page { from, limit, jsonl };
+                match state {
+                    Some(path) => {
+                        let store = events::FileStore::open_read_only(&path)
+                            .with_context(|| format!("state file {}", path.display()))?;
+                        control::results(&store, &session, &task, page).await
+                    }
+                    None => control::results(&servers.store().await?, &session, &task, page).await,
                 }
             }
             Serve::Watch { session, servers, timeout } => {
