@@ -462,22 +462,22 @@ fn snapshot(
     }
     let chunk = |group: usize, task: usize, chunk: u64| -> Write {
         let at = key(kind::OUTCOME, session, &chunk_suffix(group, task, chunk));
+        let empty = crate::outcome_slots::Slots::default();
         let slots = sessions
             .outcomes
             .get(&(name.clone(), TaskRef { group, task }))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+            .unwrap_or(&empty);
         let start = usize::try_from(chunk * CHUNK)
             .unwrap_or(usize::MAX)
             .min(slots.len());
         let end = usize::try_from((chunk + 1) * CHUNK)
             .unwrap_or(usize::MAX)
             .min(slots.len());
-        let part = &slots[start..end];
+        let part = slots.range(start..end);
         if part.iter().all(Option::is_none) {
             Write::Delete(at)
         } else {
-            Write::Chunk(at, part.to_vec())
+            Write::Chunk(at, part)
         }
     };
     if changed.all {
@@ -689,11 +689,10 @@ fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Result<()> {
                     .entry((session, TaskRef { group, task }))
                     .or_default();
                 let start = usize::try_from(chunk * CHUNK).map_err(|_| bad("chunk too large"))?;
-                if slots.len() < start + part.len() {
-                    slots.resize(start + part.len(), None);
-                }
                 for (offset, outcome) in part.into_iter().enumerate() {
-                    slots[start + offset] = outcome;
+                    if outcome.is_some() || start + offset < slots.len() {
+                        slots.set(start + offset, outcome);
+                    }
                 }
             }
             kind::CONTEXT => {

@@ -25,6 +25,7 @@ mod log_watch;
 mod memory_store;
 pub mod messages;
 mod origin;
+mod outcome_slots;
 #[cfg(feature = "redis")]
 mod redis_scripts;
 #[cfg(feature = "redis")]

@@ -8,7 +8,7 @@ use crate::error::{encode, Error, Result};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::store::{
-    accept, notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
+    notices_channel, Claim, Fence, RangeStep, Renewal, Store, Subscription, RESULTS_CHANNEL,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     pub(crate) tasks: HashMap<(String, TaskRef), TaskRecord>,
-    pub(crate) outcomes: HashMap<(String, TaskRef), Vec<Option<Outcome>>>,
+    pub(crate) outcomes: HashMap<(String, TaskRef), crate::outcome_slots::Slots>,
     pub(crate) contexts: HashMap<String, Vec<(String, Vec<u8>)>>,
     pub(crate) blobs: HashMap<(String, String), Vec<u8>>,
     pub(crate) mappings: HashMap<String, Map<String, Value>>,
@@ -228,13 +228,7 @@ impl Store for MemoryStore {
                 .or_default();
             outcomes
                 .iter()
-                .map(|outcome| {
-                    let index = outcome.instance as usize;
-                    if slots.len() <= index {
-                        slots.resize(index + 1, None);
-                    }
-                    accept(&mut slots[index], outcome.clone())
-                })
+                .map(|outcome| slots.record(outcome.clone()))
                 .collect()
         };
         if let Some(notice) = notice.filter(|_| accepted.iter().all(|&a| a)) {
@@ -253,7 +247,7 @@ impl Store for MemoryStore {
         let sessions = self.state()?;
         let slots = sessions.outcomes.get(&(session.to_string(), task));
         Ok(range
-            .map(|i| slots.and_then(|s| s.get(i as usize)).cloned().flatten())
+            .map(|i| slots.and_then(|s| s.get(i as usize)))
             .collect())
     }
 
@@ -743,12 +737,7 @@ impl Store for MemoryStore {
             if name != session {
                 continue;
             }
-            for slot in slots.iter_mut() {
-                match slot {
-                    Some(outcome) if outcome.succeeded() => kept += 1,
-                    _ => *slot = None,
-                }
-            }
+            kept += slots.keep_successes();
         }
         sessions.cancels.remove(session);
         sessions.pauses.remove(session);
