@@ -104,7 +104,10 @@ mod tests {
         let mut slots = Slots::default();
         assert!(slots.record(outcome(3, 1, Status::Failed("x".into()))));
         assert!(slots.record(outcome(3, 2, Status::Succeeded(Value::Null))));
-        assert!(!slots.record(outcome(3, 3, Status::Succeeded(json!(1)))), "a success is final");
+        assert!(
+            !slots.record(outcome(3, 3, Status::Succeeded(json!(1)))),
+            "a success is final"
+        );
         assert!(slots.record(outcome(1, 0, Status::Succeeded(json!({"a": 1})))));
         assert_eq!(
             slots.range(0..5),

@@ -44,6 +44,10 @@ pub enum Bench {
         /// attempts and is retried at once (0 never fails; compare the two)
         #[arg(long)]
         fail_times: Option<u64>,
+        /// Fail (exit 1, after every size ran) when a size's peak RSS passes this many MB: the
+        /// flat-memory target is `--sizes 10000000 --max-rss-mb 300`
+        #[arg(long, value_name = "MB")]
+        max_rss_mb: Option<f64>,
     },
     /// Claim/complete round trips of agents over Redis: N items, K agents with a connection each
     Agents {
@@ -264,6 +268,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             sizes,
             workers,
             json,
+            max_rss_mb,
             one: None,
             fail_times,
         } => {
@@ -273,6 +278,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                     "instances", "seconds", "instances/s", "peak RSS MB"
                 );
             }
+            let mut over = Vec::new();
             for n in sizes {
                 // A child process per size: peak RSS only grows within a process.
                 let output = std::process::Command::new(std::env::current_exe()?)
@@ -303,7 +309,17 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                         result["peak_rss_mb"].as_f64().unwrap_or_default(),
                     );
                 }
+                let peak = result["peak_rss_mb"].as_f64().unwrap_or_default();
+                if max_rss_mb.is_some_and(|limit| peak > limit) {
+                    over.push(format!("{} instances: {peak:.1} MB", thousands(n)));
+                }
             }
+            anyhow::ensure!(
+                over.is_empty(),
+                "peak RSS over {} MB: {}",
+                max_rss_mb.unwrap_or_default(),
+                over.join(", ")
+            );
             Ok(())
         }
         Bench::Expansion {
@@ -477,6 +493,17 @@ pub fn check_fan_out(result: &SessionResult, n: u64) -> anyhow::Result<()> {
         .and_then(|g| g.tasks.get("fan_out"))
         .map_or(0, |t| t.succeeded);
     anyhow::ensure!(done == n, "{done} of {n} instances succeeded");
+    let combined = &result.context["fan_out"];
+    let kept = expansion::ResultsRef::from_value(combined).map(|r| r.count);
+    if n > taskgroup::DEFAULT_INLINE_COUNT {
+        anyhow::ensure!(
+            kept == Some(n),
+            "{n} results are kept by reference, not {combined:.80}"
+        );
+    } else {
+        let listed = combined.as_array().map(Vec::len);
+        anyhow::ensure!(listed == Some(n as usize), "{n} results are in the context");
+    }
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub async fn run(
     let processes = Processes::fleet(servers, &namespace)?;
     let kafka = Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
     let broker = Namespaced::new(kafka.clone(), &namespace);
-    let store = distributed::connect_store(&servers.redis).await?;
+    let store = servers.store().await?;
 
     // The floor under a session's latency: one produce-then-consume hop on this broker (a session
     // crosses two), measured with the same client settings.
@@ -114,7 +114,7 @@ pub async fn run(
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
-    let (bare50, bare99) = latency_without_kafka(&servers.redis, &namespace, latency_runs).await?;
+    let (bare50, bare99) = latency_without_kafka(servers, &namespace, latency_runs).await?;
     println!(
         "  the same without Kafka (in-process coordinator and worker, in-memory broker, real Redis): p50 {:.2} ms, p99 {:.2} ms",
         bare50.as_secs_f64() * 1e3,
@@ -230,12 +230,12 @@ async fn latency(
 /// this process, over the in-memory broker and the real Redis. What is left is the engine's own
 /// share (its Redis round trips and pub/sub); the difference to the full figure is Kafka's.
 async fn latency_without_kafka(
-    redis: &str,
+    servers: &Servers,
     namespace: &str,
     runs: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let store: Arc<dyn Store> = Arc::new(distributed::connect_store(redis).await?);
+    let store: Arc<dyn Store> = Arc::new(servers.store().await?);
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let coordinator = tokio::spawn(distributed::run_coordinator(
@@ -295,6 +295,10 @@ async fn one_session(
         )
         .await?;
     check_fan_out(&result, n)?;
+    // Its results are kept in Redis by reference for as long as its result: the bench's own
+    // runs need not hold gigabytes there for days. Nothing marks them any more, so a cleanup
+    // takes them.
+    store.cleanup(&submitted.id, events::Fence::Open).await?;
     Ok(result)
 }
 
