@@ -185,6 +185,7 @@ fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let master = redis.master_of(&format!("{{{id}}}"), redis.ports[0]);
+    let waited = redis.waits(master);
     redis.kill(master);
 
     let watched = fleet
@@ -217,5 +218,11 @@ fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
     assert!(
         promoted,
         "the cluster is ok again without the killed master"
+    );
+    // The 50 outcomes recorded before the kill waited for a replica (`WAIT` in the recording
+    // call's pipeline): only this test's fleet uses this cluster.
+    assert!(
+        waited > 0,
+        "writes waited for a replica before the failover"
     );
 }

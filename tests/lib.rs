@@ -690,6 +690,19 @@ impl OwnRedisCluster {
         redis_query(&format!("redis://127.0.0.1:{port}"), args)
     }
 
+    /// How many `WAIT` commands node `port` has answered (0 for a node that does not answer).
+    pub fn waits(&self, port: u16) -> u64 {
+        let stats = Self::query(port, &["INFO", "commandstats"])
+            .ok()
+            .and_then(|info| redis::from_redis_value::<String>(info).ok())
+            .unwrap_or_default();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_wait:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn ping(&self, port: u16) -> bool {
         Self::query(port, &["PING"]).is_ok()
     }

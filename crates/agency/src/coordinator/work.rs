@@ -432,18 +432,7 @@ impl SessionRun<'_> {
         let instances = self.instances(g, t);
         let limit = self.session.tasks[g][t].inline;
         if limit.holds(instances, 0) {
-            let (mut list, mut bytes) = (Vec::new(), 0u64);
-            for range in pages(instances) {
-                for result in self.results(g, t, range).await? {
-                    let result = result.unwrap_or_default();
-                    bytes += expansion::json_len(&result) as u64 + 1;
-                    list.push(result);
-                }
-                if !limit.holds(instances, bytes) {
-                    break;
-                }
-            }
-            if limit.holds(instances, bytes) {
+            if let Some(list) = self.inline_list(g, t, instances, limit).await? {
                 return Ok(Ok(Value::Array(list)));
             }
         }
@@ -464,6 +453,28 @@ impl SessionRun<'_> {
         };
         tracing::info!(session = self.id, task = %reference.task, count = instances, "results kept in the store by reference");
         Ok(Ok(reference.to_value()))
+    }
+
+    /// The task's results as a list, or `None` as soon as their JSON passes `limit`'s bytes.
+    async fn inline_list(
+        &self,
+        g: usize,
+        t: usize,
+        instances: u64,
+        limit: taskgroup::InlineResults,
+    ) -> Result<Option<Vec<Value>>> {
+        let (mut list, mut bytes) = (Vec::new(), 0u64);
+        for range in pages(instances) {
+            for result in self.results(g, t, range).await? {
+                let result = result.unwrap_or_default();
+                bytes += expansion::json_len(&result) as u64 + 1;
+                if !limit.holds(instances, bytes) {
+                    return Ok(None);
+                }
+                list.push(result);
+            }
+        }
+        Ok(Some(list))
     }
 
     /// Writes a context key the machine sets itself (`_session` for exit handlers). A fenced

@@ -5,7 +5,130 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, ToRedisArgs, Value};
+
+/// How long a write that must not be lost waits for a replica to acknowledge it (`WAIT`).
+pub(crate) const REPLICA_WAIT_MS: u64 = 1000;
+
+/// Whether writes wait for a replica: on a cluster whose every master has one. A wait that no
+/// replica answered (its master lost its replica, or was one until a failover) stops the
+/// waiting, with a warning, until a look at the cluster [`RECHECK`] later finds every master
+/// replicated again: a cluster short of replicas stays available, at the risk a failover then
+/// brings anyway.
+#[derive(Debug)]
+pub(crate) struct ReplicaWait {
+    /// Never on a single Redis.
+    cluster: bool,
+    waiting: std::sync::atomic::AtomicBool,
+    /// When to look at the cluster again while not waiting.
+    recheck: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long writes go without waiting for a replica, after one did not answer, before the
+/// cluster is looked at again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ReplicaWait {
+    pub(crate) fn none() -> Self {
+        Self {
+            cluster: false,
+            waiting: false.into(),
+            recheck: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// For a cluster whose `CLUSTER NODES` answer is `nodes`.
+    pub(crate) fn cluster(nodes: &str, address: &str) -> Self {
+        let waiting = every_master_has_a_replica(nodes);
+        if !waiting {
+            tracing::warn!(cluster = %address, "a master of the Redis Cluster has no replica: writes do not wait for one, and losing that master loses what it held");
+        }
+        Self {
+            cluster: true,
+            waiting: waiting.into(),
+            recheck: std::sync::Mutex::new((!waiting).then(|| std::time::Instant::now() + RECHECK)),
+        }
+    }
+
+    /// Whether the next write waits for a replica (looking at the cluster again when due).
+    pub(crate) async fn wanted(&self, connection: &Connection) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.cluster || self.waiting.load(Ordering::Relaxed) {
+            return self.cluster;
+        }
+        let due = {
+            let mut recheck = self.recheck.lock().unwrap_or_else(|e| e.into_inner());
+            match *recheck {
+                Some(at) if at <= std::time::Instant::now() => {
+                    *recheck = Some(std::time::Instant::now() + RECHECK);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due {
+            let nodes: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut connection.clone())
+                .await;
+            if nodes.is_ok_and(|nodes| every_master_has_a_replica(&nodes)) {
+                tracing::info!(
+                    "every master of the Redis Cluster has a replica again: writes wait for one"
+                );
+                self.waiting.store(true, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A wait no replica answered: stop waiting until the next look at the cluster.
+    pub(crate) fn missed(&self, address: &str) {
+        use std::sync::atomic::Ordering;
+        if self.waiting.swap(false, Ordering::Relaxed) {
+            tracing::warn!(cluster = %address, "a write reached no replica within {REPLICA_WAIT_MS} ms: writes stop waiting for replicas until every master has one again");
+            *self.recheck.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now() + RECHECK);
+        }
+    }
+}
+
+/// A script call built as a command, so that it can share a pipeline with `WAIT`.
+pub(crate) struct ScriptCall<'a> {
+    script: &'a redis::Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'a> ScriptCall<'a> {
+    pub(crate) fn new(script: &'a redis::Script) -> Self {
+        Self {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn command(&self) -> Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        command
+    }
+}
 
 /// A connection to a single Redis (reconnecting by itself) or to a Redis Cluster.
 #[derive(Clone)]
@@ -43,6 +166,41 @@ impl ConnectionLike for Connection {
 }
 
 impl Connection {
+    /// Runs `call` (loading its script first where the server lacks it) and, with `wait`,
+    /// `WAIT 1` after it in the same pipeline, so on the same master: the script's answer, and
+    /// whether a replica acknowledged the write within [`REPLICA_WAIT_MS`] (always, without
+    /// `wait`). Sent together, the two are sent again together when the cluster client retries
+    /// them on a promoted replica after a failover; a `WAIT` of its own would be retried alone
+    /// and answer for writes that connection never made.
+    pub(crate) async fn run(
+        &self,
+        call: &ScriptCall<'_>,
+        wait: bool,
+    ) -> redis::RedisResult<(Value, bool)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(call.command());
+        if wait {
+            pipe.cmd("WAIT").arg(1).arg(REPLICA_WAIT_MS);
+        }
+        let mut connection = self.clone();
+        let mut answer: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut connection).await;
+        if matches!(&answer, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) {
+            call.script
+                .prepare_invoke()
+                .load_async(&mut connection)
+                .await?;
+            answer = pipe.query_async(&mut connection).await;
+        }
+        let mut answers = answer?.into_iter();
+        let value = answers.next().unwrap_or(Value::Nil);
+        let acknowledged = match answers.next() {
+            None => true,
+            Some(Value::Int(replicas)) => replicas >= 1,
+            Some(_) => false,
+        };
+        Ok((value, acknowledged))
+    }
+
     /// Runs `commands`, each answer in order: one pipeline on a single Redis; on a cluster,
     /// each on its own (all at once), since their keys may live on different masters.
     pub(crate) async fn each<T: redis::FromRedisValue>(
@@ -90,6 +248,30 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether every master a `CLUSTER NODES` answer lists has a replica that is not failing.
+pub(crate) fn every_master_has_a_replica(nodes: &str) -> bool {
+    let lines: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let flags = |fields: &[&str], flag: &str| {
+        fields
+            .get(2)
+            .is_some_and(|f| f.split(',').any(|each| each == flag))
+    };
+    let masters: Vec<&str> = lines
+        .iter()
+        .filter(|fields| flags(fields, "master") && !flags(fields, "fail"))
+        .filter_map(|fields| fields.first().copied())
+        .collect();
+    !masters.is_empty()
+        && masters.iter().all(|id| {
+            lines.iter().any(|fields| {
+                flags(fields, "slave") && !flags(fields, "fail") && fields.get(3) == Some(id)
+            })
+        })
 }
 
 /// The addresses (`host:port`) of the masters a `CLUSTER NODES` answer lists.
@@ -151,5 +333,15 @@ c3 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
 d4 127.0.0.1:7002@17002 master,fail - 0 0 3 connected
 ";
         assert_eq!(masters(nodes), vec!["127.0.0.1:7000", "127.0.0.1:7001"]);
+        // 7001 (c3) has no replica.
+        assert!(!super::every_master_has_a_replica(nodes));
+        let replicated = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191
+c3 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383
+b2 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+d4 127.0.0.1:7004@17004 slave c3 0 0 2 connected
+";
+        assert!(super::every_master_has_a_replica(replicated));
+        assert!(!super::every_master_has_a_replica(""));
     }
 }

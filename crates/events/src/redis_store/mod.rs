@@ -43,10 +43,11 @@ use crate::redis_scripts::{
 };
 use crate::store::{Fence, Subscription};
 use async_trait::async_trait;
-use connection::Connection;
+use connection::{Connection, ScriptCall};
 use futures_util::StreamExt as _;
 use redis::AsyncCommands as _;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The [`Store`](crate::Store) on Redis: every write a Lua call or a single command; see the module's key table.
 #[derive(Clone)]
@@ -57,6 +58,9 @@ pub struct RedisStore {
     /// Whom it talks to, for messages: the URL or the cluster's nodes.
     address: String,
     connection: Connection,
+    /// Writes that must not be lost at a failover (outcomes, task records, results) wait for a
+    /// replica's acknowledgement: on a cluster whose every master has a replica.
+    replicas: Arc<connection::ReplicaWait>,
     record: redis::Script,
     track_range: redis::Script,
     request_cancel: redis::Script,
@@ -234,11 +238,18 @@ impl RedisStore {
             .build()
             .map_err(|e| refused(format!("bad cluster nodes {}: {e}", urls.join(","))))?;
         let connection = cluster.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self::with(
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut connection.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut store = Self::with(
             clients,
             format!("cluster {}", urls.join(",")),
             Connection::Cluster(connection),
-        ))
+        );
+        store.replicas = Arc::new(connection::ReplicaWait::cluster(&nodes, &store.address));
+        Ok(store)
     }
 
     fn with(subscribe_to: Vec<redis::Client>, address: String, connection: Connection) -> Self {
@@ -246,6 +257,7 @@ impl RedisStore {
             subscribe_to,
             address,
             connection,
+            replicas: Arc::new(connection::ReplicaWait::none()),
             record: redis::Script::new(RECORD_SCRIPT),
             track_range: redis::Script::new(TRACK_RANGE_SCRIPT),
             request_cancel: redis::Script::new(REQUEST_CANCEL_SCRIPT),
@@ -321,6 +333,32 @@ impl RedisStore {
             .arg(check)
             .arg(RESULT_TTL_SECONDS);
         self.write_fenced(session, &mut invocation).await
+    }
+
+    /// As [`RedisStore::write_fenced`], for a write that must not be lost at a failover: on a
+    /// cluster with replicas it returns once a replica has it too (or after
+    /// [`connection::REPLICA_WAIT_MS`], and then writes stop waiting for a while: see
+    /// [`connection::ReplicaWait`]).
+    async fn write_fenced_durably(&self, session: &str, call: &ScriptCall<'_>) -> Result<()> {
+        let (answer, _) = self.run_durably(call).await.map_err(unavailable)?;
+        match answer {
+            redis::Value::BulkString(answer) if answer == b"ok" => Ok(()),
+            redis::Value::SimpleString(answer) if answer == "ok" => Ok(()),
+            redis::Value::BulkString(answer) if answer == b"fenced" => Err(Error::Fenced {
+                session: session.to_string(),
+            }),
+            other => Err(corrupt("a fenced write's answer", format!("{other:?}"))),
+        }
+    }
+
+    /// Runs `call`, waiting for a replica where this store does ([`RedisStore::replicas`]).
+    async fn run_durably(&self, call: &ScriptCall<'_>) -> redis::RedisResult<(redis::Value, bool)> {
+        let wait = self.replicas.wanted(&self.connection).await;
+        let (answer, replicated) = self.connection.run(call, wait).await?;
+        if !replicated {
+            self.replicas.missed(&self.address);
+        }
+        Ok((answer, replicated))
     }
 
     /// Runs a fenced write (a script opening with [`FENCE`], its first key the fence and its

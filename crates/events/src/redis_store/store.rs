@@ -2,8 +2,8 @@
 //! where a coordinator makes it) or one atomic pipeline.
 
 use super::{
-    agents, corrupt, key, outcomes_key, result_key, task_key, to_json, unavailable, RedisStore,
-    RedisSubscription,
+    agents, connection::ScriptCall, corrupt, key, outcomes_key, result_key, task_key, to_json,
+    unavailable, RedisStore, RedisSubscription,
 };
 use crate::agents::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
@@ -55,14 +55,14 @@ impl Store for RedisStore {
         record: &TaskRecord,
         fence: Fence<'_>,
     ) -> Result<()> {
-        let mut invocation = self.fenced.save_task.key(key(session, "fence"));
-        invocation
+        let mut call = ScriptCall::new(&self.fenced.save_task);
+        call.key(key(session, "fence"))
             .key(task_key(session, task))
             .key(key(session, "keys"))
             .arg(fence.token())
             .arg(to_json(record)?)
             .arg(WORKING_TTL_SECONDS);
-        self.write_fenced(session, &mut invocation).await
+        self.write_fenced_durably(session, &call).await
     }
 
     async fn load_task(&self, session: &str, task: TaskRef) -> Result<Option<TaskRecord>> {
@@ -80,8 +80,9 @@ impl Store for RedisStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.record.key(outcomes_key(session, task));
+        let mut invocation = ScriptCall::new(&self.record);
         invocation
+            .key(outcomes_key(session, task))
             .key(key(session, "keys"))
             .key(key(session, "run"));
         match notice {
@@ -99,11 +100,9 @@ impl Store for RedisStore {
             stored.extend_from_slice(&to_json(&outcome.status)?);
             invocation.arg(outcome.instance).arg(stored);
         }
-        let mut connection = self.connection.clone();
-        let reply: redis::Value = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        // Before the worker commits its offset, a replica holds them too (on a cluster with
+        // replicas): a record a failover would lose is delivered again instead.
+        let (reply, _) = self.run_durably(&invocation).await.map_err(unavailable)?;
         let what = || format!("the reply recording {}", outcomes_key(session, task));
         match reply {
             redis::Value::Int(all) if all as usize == outcomes.len() => {
@@ -188,14 +187,14 @@ impl Store for RedisStore {
         value: &Value,
         fence: Fence<'_>,
     ) -> Result<()> {
-        let mut invocation = self.fenced.set_field.key(key(session, "fence"));
-        invocation
+        let mut call = ScriptCall::new(&self.fenced.set_field);
+        call.key(key(session, "fence"))
             .key(key(session, "context"))
             .arg(fence.token())
             .arg(WORKING_TTL_SECONDS)
             .arg(context_key)
             .arg(to_json(value)?);
-        self.write_fenced(session, &mut invocation).await
+        self.write_fenced_durably(session, &call).await
     }
 
     async fn load_context(&self, session: &str) -> Result<Option<Map<String, Value>>> {
@@ -223,8 +222,8 @@ impl Store for RedisStore {
         announcement: &[u8],
         fence: Fence<'_>,
     ) -> Result<()> {
-        let mut invocation = self.fenced.result.key(key(session, "fence"));
-        invocation
+        let mut call = ScriptCall::new(&self.fenced.result);
+        call.key(key(session, "fence"))
             .key(result_key(session))
             .key(key(session, "origin"))
             .arg(fence.token())
@@ -232,7 +231,7 @@ impl Store for RedisStore {
             .arg(RESULT_TTL_SECONDS)
             .arg(RESULTS_CHANNEL)
             .arg(announcement);
-        self.write_fenced(session, &mut invocation).await
+        self.write_fenced_durably(session, &call).await
     }
 
     async fn load_result(&self, session: &str) -> Result<Option<Value>> {
@@ -344,13 +343,13 @@ impl Store for RedisStore {
     }
 
     async fn keep_results(&self, session: &str, task: TaskRef, fence: Fence<'_>) -> Result<()> {
-        let mut invocation = self.fenced.keep_results.key(key(session, "fence"));
-        invocation
+        let mut call = ScriptCall::new(&self.fenced.keep_results);
+        call.key(key(session, "fence"))
             .key(key(session, "kept"))
             .arg(fence.token())
             .arg(outcomes_key(session, task))
             .arg(WORKING_TTL_SECONDS);
-        self.write_fenced(session, &mut invocation).await
+        self.write_fenced_durably(session, &call).await
     }
 
     async fn keep_successes(
