@@ -255,9 +255,15 @@ class Agency(Agents):
             if not stored:
                 raise NotFound(f"no session {session_id} has a result or is running")
             context = {k.decode() if isinstance(k, bytes) else k: json.loads(v) for k, v in stored.items()}
+        # In the context, or (a task cut short past its inline count) in a task's summary.
+        summaries = [
+            summary.get("results_kept")
+            for group in ((result or {}).get("groups") or {}).values()
+            for summary in (group.get("tasks") or {}).values()
+        ]
         found = [
             value["$results"]
-            for value in context.values()
+            for value in list(context.values()) + summaries
             if isinstance(value, dict) and list(value) == ["$results"]
             and value["$results"].get("task") == name and (not group or value["$results"].get("group") == group)
         ]

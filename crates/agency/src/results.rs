@@ -213,8 +213,16 @@ pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> 
             }
         }
     };
+    // In the context (a `separate` task over its limit), or in a task summary of the result
+    // (a task cut short with more instances than its limit).
+    let summaries = result
+        .iter()
+        .flat_map(|result| result.groups.values())
+        .flat_map(|group| group.tasks.values())
+        .filter_map(|task| task.results_kept.as_ref());
     let references: Vec<ResultsRef> = context
         .values()
+        .chain(summaries)
         .filter_map(ResultsRef::from_value)
         .filter(|reference| wanted(reference))
         .collect();

@@ -165,3 +165,40 @@ fn agency_run_prints_kept_results_whole_and_agency_results_pages_them() {
         "{unknown}"
     );
 }
+
+/// A task cut short (its group's deadline passed) with more instances than its inline count:
+/// the result names its results kept in the store instead of listing them, and `agency results`
+/// reads them, `null` where an instance did not finish.
+#[test]
+fn a_task_cut_short_keeps_its_results_by_reference() {
+    let dir = dir();
+    let file = dir.join("cut.json");
+    let session = json!({"session_id": "kept-cut", "groups": [{"id": "g", "timeout_ms": 3000, "tasks": [
+        {"id": "slow", "executor": "sleep", "inline_results": {"count": 10},
+         "expansion_config": {"type": "range", "range": "1-10,60000-60019", "variable": "ms"},
+         "input": {"ms": "{{ms}}"}}
+    ]}]});
+    std::fs::write(&file, session.to_string()).unwrap();
+    let state = dir.join("cut.db");
+    let (file, state) = (file.to_str().unwrap(), state.to_str().unwrap());
+    let run = agency(&["run", "-q", "--state", state, file]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let slow = &result["groups"]["g"]["tasks"]["slow"];
+    assert_eq!(slow["results_kept"], reference("slow", 30), "{slow}");
+    assert!(slow.get("results").is_none(), "not listed: {slow}");
+    let read: Value = serde_json::from_str(&stdout(&agency(&[
+        "results", "kept-cut", "slow", "--state", state,
+    ])))
+    .unwrap();
+    let read = read.as_array().unwrap();
+    assert_eq!(read.len(), 30);
+    assert_eq!(read[0], json!({"slept_ms": 1}));
+    assert_eq!(read[9], json!({"slept_ms": 10}));
+    assert!(read[10..].iter().all(Value::is_null), "{read:?}");
+}

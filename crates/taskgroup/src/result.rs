@@ -7,7 +7,9 @@
 //!
 //! `completed` means every group completed. Otherwise the result is `partial` when anything
 //! succeeded and `failed` when nothing did. Failed instances are listed with their attempts and
-//! last error; tasks that were cut short list the results of the instances that did succeed.
+//! last error; tasks that were cut short list the results of the instances that did succeed
+//! (`results`), or, past their `inline_results` count, a reference to them in the store
+//! (`results_kept`).
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -198,6 +200,11 @@ pub struct TaskSummary {
     /// For a task cut short: the results of the instances that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<InstanceResult>>,
+    /// For a task cut short with more instances than its `inline_results` count: instead of
+    /// `results`, the reference to them in the store (`{"$results": ...}`, read with `agency
+    /// results`; `null` where an instance has no success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_kept: Option<Value>,
     /// When it was planned and started running (ISO 8601, UTC); absent for a task that never
     /// ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +240,7 @@ impl TaskSummary {
             error: None,
             failures: Vec::new(),
             results: None,
+            results_kept: None,
             started_at: None,
             finished_at: None,
             duration_ms: None,

@@ -465,8 +465,33 @@ impl<'a> SessionRun<'a> {
         let context = std::mem::take(&mut self.context);
         let mut result = self.machine.result(self.id, context);
         for (g, t) in self.machine.cut_short() {
+            let group = &self.session.spec.groups[g];
+            let Some(summary) = result
+                .groups
+                .get_mut(&group.id)
+                .and_then(|summary| summary.tasks.get_mut(&group.tasks[t].id))
+            else {
+                continue;
+            };
+            let instances = self.instances(g, t);
+            if !self.session.tasks[g][t].inline.holds(instances, 0) {
+                // Too many to list: they stay in the store (kept for a rerun too), by reference.
+                let store = &self.coordinator.store;
+                let task = TaskRef { group: g, task: t };
+                super::patiently("keeping the results in the store", || {
+                    store.keep_results(self.id, task, self.fence)
+                })
+                .await?;
+                let reference = expansion::ResultsRef {
+                    group: group.id.clone(),
+                    task: group.tasks[t].id.clone(),
+                    count: instances,
+                };
+                summary.results_kept = Some(reference.to_value());
+                continue;
+            }
             let mut results: Vec<InstanceResult> = Vec::new();
-            for range in super::work::pages(self.instances(g, t)) {
+            for range in super::work::pages(instances) {
                 let start = range.start;
                 let page = self.results(g, t, range).await?;
                 results.extend(page.into_iter().enumerate().filter_map(|(i, r)| {
@@ -476,16 +501,9 @@ impl<'a> SessionRun<'a> {
                     })
                 }));
             }
-            let group = &self.session.spec.groups[g];
-            if let Some(summary) = result
-                .groups
-                .get_mut(&group.id)
-                .and_then(|summary| summary.tasks.get_mut(&group.tasks[t].id))
-            {
-                if !results.is_empty() {
-                    summary.succeeded = summary.succeeded.max(results.len() as u64);
-                    summary.results = Some(results);
-                }
+            if !results.is_empty() {
+                summary.succeeded = summary.succeeded.max(results.len() as u64);
+                summary.results = Some(results);
             }
         }
         self.count_cached(&mut result).await?;

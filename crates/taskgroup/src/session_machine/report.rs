@@ -223,6 +223,7 @@ fn summary(task: &TaskRun) -> TaskSummary {
             })
             .collect(),
         results: None,
+        results_kept: None,
         started_at: None,
         finished_at: None,
         duration_ms: None,
