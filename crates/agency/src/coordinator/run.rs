@@ -476,18 +476,7 @@ impl<'a> SessionRun<'a> {
             let instances = self.instances(g, t);
             if !self.session.tasks[g][t].inline.holds(instances, 0) {
                 // Too many to list: they stay in the store (kept for a rerun too), by reference.
-                let store = &self.coordinator.store;
-                let task = TaskRef { group: g, task: t };
-                super::patiently("keeping the results in the store", || {
-                    store.keep_results(self.id, task, self.fence)
-                })
-                .await?;
-                let reference = expansion::ResultsRef {
-                    group: group.id.clone(),
-                    task: group.tasks[t].id.clone(),
-                    count: instances,
-                };
-                summary.results_kept = Some(reference.to_value());
+                summary.results_kept = Some(self.keep_by_reference(g, t).await?);
                 // As with listed results: what the store holds counts as succeeded.
                 let mut kept = 0;
                 for range in super::work::pages(instances) {

@@ -436,23 +436,32 @@ impl SessionRun<'_> {
                 return Ok(Ok(Value::Array(list)));
             }
         }
+        match self.keep_by_reference(g, t).await {
+            Ok(reference) => Ok(Ok(reference)),
+            Err(error) => {
+                let why = refused(Err(error), "cannot keep the results")?;
+                Ok(Err(why.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Marks the task's outcomes to be kept past the session's cleanup, and the reference to
+    /// them (`{"$results": ...}`) that the context, or a cut-short task's summary, holds.
+    pub(super) async fn keep_by_reference(&self, g: usize, t: usize) -> events::Result<Value> {
         let store = &self.coordinator.store;
         let task = TaskRef { group: g, task: t };
-        let kept = patiently("keeping the results in the store", || {
+        patiently("keeping the results in the store", || {
             store.keep_results(self.id, task, self.fence)
         })
-        .await;
-        if let Some(error) = refused(kept, "cannot keep the results")? {
-            return Ok(Err(error));
-        }
+        .await?;
         let group = &self.session.spec.groups[g];
         let reference = expansion::ResultsRef {
             group: group.id.clone(),
             task: group.tasks[t].id.clone(),
-            count: instances,
+            count: self.instances(g, t),
         };
-        tracing::info!(session = self.id, task = %reference.task, count = instances, "results kept in the store by reference");
-        Ok(Ok(reference.to_value()))
+        tracing::info!(session = self.id, task = %reference.task, count = reference.count, "results kept in the store by reference");
+        Ok(reference.to_value())
     }
 
     /// The task's results as a list, or `None` as soon as their JSON passes `limit`'s bytes.
