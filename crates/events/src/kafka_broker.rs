@@ -517,16 +517,19 @@ impl Consumer for KafkaConsumer {
                 } => {
                     self.reading = None;
                     self.next_reading = tokio::time::Instant::now() + LOG_READING;
-                    // A broker out of reach says nothing about the log: read again later.
-                    if let Ok(Ok(ends)) = read {
-                        match self.watch.read(&ends) {
-                            Reading::Intact => {}
-                            Reading::Suspect => {
-                                self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
-                            }
-                            Reading::Lost(detail) => {
-                                return Err(Error::LogLost { topic: self.topic.clone(), detail });
-                            }
+                    // A broker out of reach says nothing about the log: read again soon, so a
+                    // broker back without its log is noticed before new messages refill it.
+                    let Ok(Ok(ends)) = read else {
+                        self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
+                        continue;
+                    };
+                    match self.watch.read(&ends) {
+                        Reading::Intact => {}
+                        Reading::Suspect => {
+                            self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
+                        }
+                        Reading::Lost(detail) => {
+                            return Err(Error::LogLost { topic: self.topic.clone(), detail });
                         }
                     }
                     continue;
