@@ -226,3 +226,94 @@ fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
         "writes waited for a replica before the failover"
     );
 }
+
+/// A replica made to miss writes, then promoted: the replication connection of the master
+/// serving a running session's slot is cut (nftables drops its packets both ways), so the
+/// master goes on acknowledging outcomes its replica never receives (its `WAIT` answers 0:
+/// writes stop waiting), and then the master is killed. The promoted replica lacks outcomes the
+/// coordinator counted from their notices; the coordinator finds fewer stored than it counted,
+/// resumes the run from what the store holds, and the lost instances run again: the session
+/// completes with every instance once and every result in place, none read as missing.
+#[test]
+fn outcomes_a_promoted_replica_missed_are_recorded_again() {
+    use integration_tests::network::LinkCut;
+    use integration_tests::{kafka_brokers, redis_url, Cluster, OwnRedisCluster};
+    use serde_json::{json, Value};
+    use std::time::{Duration, Instant};
+    let redis = OwnRedisCluster::start("lost-writes");
+    let nodes = redis.nodes().join(",");
+    let fleet = Cluster::start_configured(
+        "lost-writes",
+        &["coordinator", "worker", "worker"],
+        &kafka_brokers(),
+        &redis_url(),
+        &[("AGENCY_REDIS_CLUSTER", &nodes)],
+    );
+    let id = unique("lost-writes");
+    let n = 1600;
+    // About 10 s of naps: 4 at a time on each of two workers.
+    let session = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps",
+        "executor": "sleep", "concurrency": 4, "input": {"ms": 50, "ns": (0..n).collect::<Vec<u32>>(),
+        "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
+    let master = redis.master_of(&format!("{{{id}}}"), redis.ports[0]);
+    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+    let recorded = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored = redis.hlen(master, &outcomes);
+            if stored >= at_least {
+                return stored;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stored} outcomes recorded, waiting for {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    fleet.submit(&session);
+    recorded(100);
+    let (replica, link) = redis.replication_link(master);
+    let cut = LinkCut::new(master, link);
+    let at_cut = redis.hlen(master, &outcomes);
+    let on_master = recorded(at_cut + 300);
+    redis.kill(master);
+    // Nothing reached the replica after the cut, and nothing is written to it before it is
+    // promoted, seconds from now.
+    let on_replica = redis.hlen(replica, &outcomes);
+    assert!(
+        on_replica < on_master,
+        "the replica missed writes: it has {on_replica} outcomes, its master had {on_master}"
+    );
+
+    let watched = fleet
+        .command(&["watch", &id, "--timeout", "180"])
+        .output()
+        .unwrap();
+    drop(cut);
+    let result: Value = serde_json::from_slice(&watched.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no result ({error}): {}",
+            String::from_utf8_lossy(&watched.stderr)
+        )
+    });
+    assert_eq!(result["status"], "completed", "{result}");
+    let naps = &result["groups"]["g"]["tasks"]["naps"];
+    assert_eq!(
+        (naps["succeeded"].clone(), naps["failed"].clone()),
+        (json!(n), json!(0)),
+        "{naps}"
+    );
+    let results = result["context"]["naps"].as_array().unwrap();
+    assert_eq!(results.len(), n as usize);
+    let missing = results
+        .iter()
+        .filter(|result| **result != json!({"slept_ms": 50}))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "results missing: the promoted replica lacked at least {} outcomes, which were not recorded again",
+        on_master - on_replica
+    );
+}

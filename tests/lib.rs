@@ -753,6 +753,36 @@ impl OwnRedisCluster {
         panic!("no master serves slot {slot} of {key}:\n{nodes}")
     }
 
+    /// Master `master`'s replica: its port, and the port its replication connection comes
+    /// from (`INFO replication`, `CLIENT LIST TYPE replica`).
+    pub fn replication_link(&self, master: u16) -> (u16, u16) {
+        let text = |args: &[&str]| -> String {
+            redis::from_redis_value(Self::query(master, args).unwrap()).unwrap()
+        };
+        let field = |text: &str, name: &str| -> Option<u16> {
+            let at = text.find(name)? + name.len();
+            let digits: String = text[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        let info = text(&["INFO", "replication"]);
+        let clients = text(&["CLIENT", "LIST", "TYPE", "replica"]);
+        match (field(&info, ",port="), field(&clients, "addr=127.0.0.1:")) {
+            (Some(replica), Some(link)) => (replica, link),
+            _ => panic!("node {master} has no replica:\n{info}\n{clients}"),
+        }
+    }
+
+    /// How many fields hash `key` has on node `port`, a replica included (`READONLY`).
+    pub fn hlen(&self, port: u16, key: &str) -> u64 {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        redis::cmd("READONLY").exec(&mut connection).unwrap();
+        redis::cmd("HLEN").arg(key).query(&mut connection).unwrap()
+    }
+
     /// Kills node `port` with SIGKILL.
     pub fn kill(&self, port: u16) {
         let pid =

@@ -2,7 +2,8 @@
 //! Kafka listen, and [`Netns`] network namespaces whose processes reach that address over a veth
 //! link and can be cut off from chosen ports of it with nftables rules: `drop` (the packets
 //! vanish and nobody is told, as in a real partition) or `reject` (connections are reset). Needs root, `ip` and `nft`
-//! (`scripts/services.sh up` installs them).
+//! (`scripts/services.sh up` installs them). A [`LinkCut`] drops one connection's packets on
+//! loopback itself, outside every namespace.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -186,6 +187,66 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// One TCP connection on 127.0.0.1 cut, in this machine's own namespace: nftables drops every
+/// packet between its two ports, both ways, and neither end is told. The rest of loopback is
+/// untouched. Ended when dropped.
+#[derive(Debug)]
+pub struct LinkCut {
+    table: String,
+}
+
+impl LinkCut {
+    /// Cuts the connection between ports `a` and `b` of 127.0.0.1.
+    pub fn new(a: u16, b: u16) -> Self {
+        let table = format!("agency_cut_{}_{a}_{b}", std::process::id());
+        run("nft", &["add", "table", "inet", &table]);
+        let cut = Self { table };
+        run(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                &cut.table,
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        );
+        for (from, to) in [(a, b), (b, a)] {
+            let (from, to) = (from.to_string(), to.to_string());
+            run(
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    &cut.table,
+                    "out",
+                    "ip",
+                    "saddr",
+                    "127.0.0.1",
+                    "tcp",
+                    "sport",
+                    &from,
+                    "tcp",
+                    "dport",
+                    &to,
+                    "drop",
+                ],
+            );
+        }
+        cut
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
             .output();
     }
 }

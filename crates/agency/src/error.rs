@@ -39,6 +39,21 @@ pub enum Error {
         /// The session's id.
         session: String,
     },
+    /// The store holds fewer outcomes of a task than the coordinator counted from its notices:
+    /// it failed over to a replica that missed the last writes (Redis replicates
+    /// asynchronously). Retryable: the run is taken again from what the store holds, and the
+    /// instances whose outcomes were lost run again.
+    #[error("the store holds {stored} outcomes of task `{task}` of session {session}, where {counted} were recorded (a failover to a replica that missed them?): resuming from what it holds")]
+    OutcomesLost {
+        /// The session's id.
+        session: String,
+        /// The task's id.
+        task: String,
+        /// How many the coordinator counted.
+        counted: u64,
+        /// How many the store holds.
+        stored: u64,
+    },
     /// Stored data that should be there is not, or is not what it should be.
     #[error("{what}: {message}")]
     Corrupt {
@@ -114,9 +129,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the same call may succeed later: a server that could not be reached.
+    /// Whether the same call may succeed later: a server that could not be reached, or a store
+    /// that lost outcomes in a failover (a run resumed from it executes them again).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Backend(error) if error.is_retryable())
+        match self {
+            Self::Backend(error) => error.is_retryable(),
+            Self::OutcomesLost { .. } => true,
+            _ => false,
+        }
     }
 
     /// Whether the session was left to another coordinator rather than failed: it handed the

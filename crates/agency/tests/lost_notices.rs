@@ -154,6 +154,9 @@ impl Store for DeafStore {
     ) -> events::Result<Vec<Option<Outcome>>> {
         self.inner.outcomes(s, t, r).await
     }
+    async fn outcome_count(&self, s: &str, t: TaskRef) -> events::Result<u64> {
+        self.inner.outcome_count(s, t).await
+    }
     async fn save_context(
         &self,
         s: &str,

@@ -960,6 +960,10 @@ impl Store for FileStore {
         self.memory.outcomes(session, task, range).await
     }
 
+    async fn outcome_count(&self, session: &str, task: TaskRef) -> Result<u64> {
+        self.memory.outcome_count(session, task).await
+    }
+
     async fn save_context(
         &self,
         session: &str,

@@ -251,6 +251,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn outcome_count(&self, session: &str, task: TaskRef) -> Result<u64> {
+        let sessions = self.state()?;
+        let slots = sessions.outcomes.get(&(session.to_string(), task));
+        Ok(slots.map_or(0, crate::outcome_slots::Slots::recorded))
+    }
+
     async fn save_context(
         &self,
         session: &str,

@@ -13,12 +13,19 @@ pub(crate) struct Slots {
     attempts: Vec<u32>,
     /// Per instance, its status, or `None` for a success with a `null` result.
     statuses: Vec<Option<Box<Status>>>,
+    /// How many instances have an outcome.
+    recorded: u64,
 }
 
 impl Slots {
     /// One past the highest instance with a slot.
     pub(crate) fn len(&self) -> usize {
         self.attempts.len()
+    }
+
+    /// How many instances have an outcome.
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded
     }
 
     /// The outcome recorded for instance `i`, if any.
@@ -46,6 +53,8 @@ impl Slots {
             self.attempts.resize(i + 1, 0);
             self.statuses.resize(i + 1, None);
         }
+        let had = self.attempts[i] != 0;
+        self.recorded = self.recorded + u64::from(outcome.is_some()) - u64::from(had);
         match outcome {
             None => {
                 self.attempts[i] = 0;
@@ -120,8 +129,10 @@ mod tests {
             ]
         );
         assert!(slots.record(outcome(0, 1, Status::TimedOut("t".into()))));
+        assert_eq!(slots.recorded(), 3);
         assert_eq!(slots.keep_successes(), 2);
         assert_eq!(slots.get(0), None);
+        assert_eq!(slots.recorded(), 2);
         assert_eq!(std::mem::size_of::<Option<Box<Status>>>() + 4, 12);
     }
 }

@@ -225,6 +225,10 @@ pub trait Store: Send + Sync + 'static {
         task: TaskRef,
         range: Range<u64>,
     ) -> Result<Vec<Option<Outcome>>>;
+    /// How many instances of the task have an outcome stored. A coordinator compares it with
+    /// the outcomes it counted: a store that failed over to a replica which missed writes holds
+    /// fewer.
+    async fn outcome_count(&self, session: &str, task: TaskRef) -> Result<u64>;
     /// Stores the session's whole context, replacing what was there.
     async fn save_context(
         &self,

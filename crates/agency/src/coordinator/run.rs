@@ -462,6 +462,13 @@ impl<'a> SessionRun<'a> {
     /// short counts as succeeded the results it reports: outcomes recorded after the machine
     /// stopped (a cancel reaches running instances a moment later) completed all the same.
     async fn result(mut self) -> Result<SessionResult> {
+        // A failover that lost outcomes after their tasks settled is found here, before the
+        // result says they succeeded.
+        for (g, group) in self.session.spec.groups.iter().enumerate() {
+            for t in 0..group.tasks.len() {
+                self.check_stored(g, t).await?;
+            }
+        }
         let context = std::mem::take(&mut self.context);
         let mut result = self.machine.result(self.id, context);
         for (g, t) in self.machine.cut_short() {

@@ -371,6 +371,7 @@ impl SessionRun<'_> {
     /// to the context: a `separate` task's over its `inline_results` limit stay in the store,
     /// and the context holds a reference to them.
     pub(super) async fn update_context(&mut self, g: usize, t: usize) -> Result<Event> {
+        self.check_stored(g, t).await?;
         let format = self.formats.get(&(g, t)).copied().flatten();
         let combined = match format {
             Some(OutputFormat::Separate) => self.separate(g, t).await,
@@ -500,6 +501,35 @@ impl SessionRun<'_> {
         }
         self.context.insert(key, value);
         Ok(())
+    }
+
+    /// Fails with [`crate::Error::OutcomesLost`] when the store holds fewer outcomes of the
+    /// task than the machine counted successes. Every success it counts was stored before it
+    /// was announced (or read from the store), so fewer means the store lost writes it had
+    /// acknowledged: a Redis master died and its replica, promoted, had not received them. The
+    /// run then resumes from what the store holds (the error is retryable), and the instances
+    /// whose outcomes were lost run again, rather than their results reading as missing.
+    pub(super) async fn check_stored(&self, g: usize, t: usize) -> Result<()> {
+        let counted = self
+            .machine
+            .group(g)
+            .and_then(|group| group.tasks().get(t))
+            .map_or(0, |task| task.succeeded);
+        if counted == 0 {
+            return Ok(());
+        }
+        let store = &self.coordinator.store;
+        let task = TaskRef { group: g, task: t };
+        let stored = patiently("counting outcomes", || store.outcome_count(self.id, task)).await?;
+        if stored >= counted {
+            return Ok(());
+        }
+        Err(crate::Error::OutcomesLost {
+            session: self.id.to_string(),
+            task: self.session.spec.groups[g].tasks[t].id.clone(),
+            counted,
+            stored,
+        })
     }
 
     /// The task's results at `range`, in instance order; `None` where an instance has no

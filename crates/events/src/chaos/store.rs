@@ -349,6 +349,14 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn outcome_count(&self, s: &str, t: TaskRef) -> Result<u64> {
+        faulty!(
+            self,
+            format!("counting outcomes of task {t:?} of {s}"),
+            self.inner.outcome_count(s, t)
+        )
+    }
+
     async fn save_context(&self, s: &str, c: &Map<String, Value>, f: Fence<'_>) -> Result<()> {
         faulty!(
             self,

@@ -252,6 +252,18 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
             None
         ]
     );
+    assert_eq!(
+        store.outcome_count(session, task).await.expect("count"),
+        3,
+        "instances with an outcome, each once however often recorded"
+    );
+    assert_eq!(
+        store
+            .outcome_count(session, TaskRef { group: 9, task: 9 })
+            .await
+            .expect("count of a task with none"),
+        0
+    );
 
     // A batch longer than a store may split it into (Redis judges 512 at a time): each instance
     // once, except 7, which comes again later in the batch and is refused; the retry of 1,100
@@ -670,6 +682,11 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         [None]
     );
     let kept = store.outcomes(session, task, 0..4).await.expect("outcomes");
+    assert_eq!(
+        store.outcome_count(session, task).await.expect("count"),
+        2,
+        "the successes kept"
+    );
     assert_eq!(
         kept,
         [

@@ -90,7 +90,9 @@ fn unavailable(error: redis::RedisError) -> Error {
     use redis::{ErrorKind, ServerErrorKind};
     crate::telemetry::error("redis");
     // A cluster between a master's loss and its replica's promotion answers CLUSTERDOWN,
-    // TRYAGAIN or MASTERDOWN, or has no connection to the slot's node yet: waited out too.
+    // TRYAGAIN or MASTERDOWN, or has no connection to the slot's node yet: waited out too. So
+    // is a MOVED or ASK the cluster client passed on after its redirects ran out (the slot
+    // moved while it followed them): its slots are read again before the next try.
     let failing_over = matches!(
         error.kind(),
         ErrorKind::ClusterConnectionNotFound
@@ -99,6 +101,8 @@ fn unavailable(error: redis::RedisError) -> Error {
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
             )
     );
     if failing_over
@@ -477,5 +481,32 @@ mod tests {
             matches!(unavailable(error), Error::Unavailable { .. }),
             "a cut reply must be waited out, not refused"
         );
+    }
+
+    #[test]
+    fn a_cluster_moving_its_slots_is_waited_out_and_a_refusal_is_not() {
+        let reply = |text: &str| {
+            redis::parse_redis_value(text.as_bytes())
+                .expect("a reply")
+                .extract_error()
+                .expect_err("an error reply")
+        };
+        for moving in [
+            "-MOVED 13637 127.0.0.1:7005\r\n",
+            "-ASK 13637 127.0.0.1:7005\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+        ] {
+            assert!(
+                matches!(unavailable(reply(moving)), Error::Unavailable { .. }),
+                "{moving}"
+            );
+        }
+        assert!(matches!(
+            unavailable(reply(
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+            )),
+            Error::Refused { .. }
+        ));
     }
 }

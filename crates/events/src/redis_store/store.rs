@@ -171,6 +171,15 @@ impl Store for RedisStore {
             .collect()
     }
 
+    async fn outcome_count(&self, session: &str, task: TaskRef) -> Result<u64> {
+        let mut connection = self.connection.clone();
+        redis::cmd("HLEN")
+            .arg(outcomes_key(session, task))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn save_context(
         &self,
         session: &str,
