@@ -250,44 +250,64 @@ impl Connection {
     }
 }
 
+/// One line of a `CLUSTER NODES` answer: the node's id, address (`host:port`), flags and, for a
+/// replica, its master's id (`-` for a master).
+struct Node<'a> {
+    id: &'a str,
+    address: &'a str,
+    flags: Vec<&'a str>,
+    master: &'a str,
+}
+
+impl<'a> Node<'a> {
+    /// The nodes of a `CLUSTER NODES` answer; lines too short to be one are skipped.
+    fn parse(nodes: &'a str) -> Vec<Self> {
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let id = fields.next()?;
+                let address = fields.next()?.split('@').next()?;
+                let flags = fields.next()?.split(',').collect();
+                let master = fields.next()?;
+                Some(Self {
+                    id,
+                    address,
+                    flags,
+                    master,
+                })
+            })
+            .collect()
+    }
+
+    fn is(&self, flag: &str) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    /// A master that can serve: neither failing nor without an address.
+    fn serving(&self) -> bool {
+        self.is("master") && !self.is("fail") && !self.is("noaddr")
+    }
+}
+
 /// Whether every master a `CLUSTER NODES` answer lists has a replica that is not failing.
 pub(crate) fn every_master_has_a_replica(nodes: &str) -> bool {
-    let lines: Vec<Vec<&str>> = nodes
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    let flags = |fields: &[&str], flag: &str| {
-        fields
-            .get(2)
-            .is_some_and(|f| f.split(',').any(|each| each == flag))
-    };
-    let masters: Vec<&str> = lines
-        .iter()
-        .filter(|fields| flags(fields, "master") && !flags(fields, "fail"))
-        .filter_map(|fields| fields.first().copied())
-        .collect();
-    !masters.is_empty()
-        && masters.iter().all(|id| {
-            lines.iter().any(|fields| {
-                flags(fields, "slave") && !flags(fields, "fail") && fields.get(3) == Some(id)
-            })
+    let nodes = Node::parse(nodes);
+    let mut masters = nodes.iter().filter(|node| node.serving()).peekable();
+    masters.peek().is_some()
+        && masters.all(|master| {
+            nodes
+                .iter()
+                .any(|node| node.is("slave") && !node.is("fail") && node.master == master.id)
         })
 }
 
 /// The addresses (`host:port`) of the masters a `CLUSTER NODES` answer lists.
 fn masters(nodes: &str) -> Vec<String> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let is_master = flags.split(',').any(|flag| flag == "master")
-                && !flags
-                    .split(',')
-                    .any(|flag| flag == "fail" || flag == "noaddr");
-            let address = fields.get(1)?.split('@').next()?;
-            is_master.then(|| address.to_string())
-        })
+    Node::parse(nodes)
+        .iter()
+        .filter(|node| node.serving())
+        .map(|node| node.address.to_string())
         .collect()
 }
 
