@@ -1,6 +1,6 @@
 //! Fault cases of the store, each on a Redis of its own: shut down and started again with its
-//! append-only file (F5), stalled by `DEBUG SLEEP` (F7), and a paused coordinator whose
-//! subscription Redis drops (F18 a).
+//! append-only file (F5), stalled by `DEBUG SLEEP` (F7), out of memory, and a paused coordinator
+//! whose subscription Redis drops (F18 a).
 
 use super::checker::*;
 use integration_tests::*;
@@ -67,6 +67,26 @@ fn a_redis_stalled_mid_session_loses_nothing() {
         ("F7 Redis stalled", "DEBUG SLEEP 8 on Redis mid-session"),
         |redis| {
             redis.query(&["DEBUG", "SLEEP", "8"]).unwrap();
+        },
+    );
+}
+
+/// Redis out of memory for 8 s mid-session: `maxmemory` set below what it holds (the default
+/// `noeviction` policy), so it refuses every write with `OOM`. Writes are waited out as in an
+/// outage, never taken as refused: a worker that dropped a range it could not record would
+/// leave the session waiting for it for ever.
+#[test]
+fn a_redis_out_of_memory_mid_session_loses_nothing() {
+    one_session_through(
+        "redis-oom",
+        (
+            "Redis out of memory",
+            "CONFIG SET maxmemory 1 on Redis mid-session (every write refused with OOM), 0 again 8 s later",
+        ),
+        |redis| {
+            redis.query(&["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+            std::thread::sleep(Duration::from_secs(8));
+            redis.query(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
         },
     );
 }

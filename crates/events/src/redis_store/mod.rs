@@ -81,8 +81,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// A connection's trouble, and a cluster failing over, is `Unavailable`, to be waited out;
-/// anything else Redis refused. A
+/// A connection's trouble, a cluster failing over and a Redis out of memory are `Unavailable`,
+/// to be waited out; anything else Redis refused. A
 /// reply cut short by a dropped connection can surface as a parse error rather than an I/O one
 /// (redis-rs's async decoder reports "Unexpected end of input"), and redis-rs itself replaces
 /// the connection on any parse error, so those are the connection's trouble too.
@@ -105,6 +105,14 @@ fn unavailable(error: redis::RedisError) -> Error {
                     | ServerErrorKind::Ask
             )
     );
+    if out_of_memory(&error) {
+        return Error::Unavailable {
+            backend: "redis",
+            message: format!(
+                "out of memory (maxmemory reached): writes wait until it has room again: {error}"
+            ),
+        };
+    }
     if failing_over
         || error.is_io_error()
         || error.is_connection_dropped()
@@ -123,6 +131,18 @@ fn unavailable(error: redis::RedisError) -> Error {
             message: error.to_string(),
         }
     }
+}
+
+/// Whether Redis refused a write for want of memory (`OOM`: `maxmemory` reached under the
+/// `noeviction` policy), alone or as a command of a pipeline. Like a full disk it passes once
+/// memory is freed or raised, so it is waited out: a write given up would lose work accepted
+/// (a worker's outcomes, a coordinator's result).
+fn out_of_memory(error: &redis::RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
 }
 
 fn corrupt(what: impl Into<String>, error: impl std::fmt::Display) -> Error {
@@ -484,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_moving_its_slots_is_waited_out_and_a_refusal_is_not() {
+    fn a_cluster_moving_its_slots_and_a_full_redis_are_waited_out_and_a_refusal_is_not() {
         let reply = |text: &str| {
             redis::parse_redis_value(text.as_bytes())
                 .expect("a reply")
