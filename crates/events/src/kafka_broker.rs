@@ -248,7 +248,10 @@ impl KafkaBroker {
             self.options.partitions,
             TopicReplication::Fixed(self.options.replication),
         )
-        .set("min.insync.replicas", &in_sync);
+        .set("min.insync.replicas", &in_sync)
+        // Stamped by the broker in append order: a consumer finds a log written again by a
+        // message stamped later than one it read sitting at or before that one's offset.
+        .set("message.timestamp.type", "LogAppendTime");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
@@ -344,6 +347,35 @@ fn partition_ends<C: rdkafka::client::ClientContext>(
             Ok((partition, high.max(0) as u64))
         })
         .collect()
+}
+
+/// Per `(partition, time)` of `checks`, the first offset of `topic`'s partition stamped at or
+/// after the time (ms), `None` where none is; asked of the broker through `consumer`. Blocks for
+/// up to a few seconds.
+fn stamped_after<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    checks: &[(i32, i64)],
+) -> KafkaResult<Vec<(i32, Option<u64>)>> {
+    if checks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut times = rdkafka::TopicPartitionList::new();
+    for &(partition, ms) in checks {
+        times.add_partition_offset(topic, partition, rdkafka::Offset::Offset(ms))?;
+    }
+    let found = consumer.offsets_for_times(times, Duration::from_secs(3))?;
+    Ok(found
+        .elements_for_topic(topic)
+        .iter()
+        .map(|element| {
+            let first = match element.offset() {
+                rdkafka::Offset::Offset(offset) if offset >= 0 => Some(offset as u64),
+                _ => None,
+            };
+            (element.partition(), first)
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -474,8 +506,10 @@ const LOG_READING: Duration = Duration::from_secs(5);
 /// How soon a low reading is read again to confirm it.
 const LOG_CONFIRM: Duration = Duration::from_secs(1);
 
-/// A reading of where the topic's partitions end, under way on a blocking thread.
-type EndsReading = tokio::task::JoinHandle<KafkaResult<Vec<(i32, u64)>>>;
+/// A reading of where the topic's partitions end, and of the first offsets stamped after the
+/// watch's checkpoints, under way on a blocking thread.
+type EndsReading =
+    tokio::task::JoinHandle<KafkaResult<(Vec<(i32, u64)>, Option<Vec<(i32, Option<u64>)>>)>>;
 
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<Lag>>,
@@ -503,8 +537,12 @@ impl Consumer for KafkaConsumer {
         loop {
             if self.reading.is_none() && tokio::time::Instant::now() >= self.next_reading {
                 let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+                let checks = self.watch.checks();
                 self.reading = Some(tokio::task::spawn_blocking(move || {
-                    partition_ends(consumer.client(), &topic)
+                    let ends = partition_ends(consumer.client(), &topic)?;
+                    // A broker that cannot answer them (an older one) still has its ends read.
+                    let after = stamped_after(consumer.as_ref(), &topic, &checks).ok();
+                    Ok((ends, after))
                 }));
             }
             let received = tokio::select! {
@@ -519,11 +557,11 @@ impl Consumer for KafkaConsumer {
                     self.next_reading = tokio::time::Instant::now() + LOG_READING;
                     // A broker out of reach says nothing about the log: read again soon, so a
                     // broker back without its log is noticed before new messages refill it.
-                    let Ok(Ok(ends)) = read else {
+                    let Ok(Ok((ends, after))) = read else {
                         self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
                         continue;
                     };
-                    match self.watch.read(&ends) {
+                    match self.watch.read_with(&ends, after.as_deref()) {
                         Reading::Intact => {}
                         Reading::Suspect => {
                             self.next_reading = tokio::time::Instant::now() + LOG_CONFIRM;
@@ -548,7 +586,12 @@ impl Consumer for KafkaConsumer {
                 Err(error) => return Err(kafka_error("consuming", error)),
             };
             let offset = message.offset().max(0) as u64;
-            self.watch.observe(message.partition(), offset + 1);
+            match message.timestamp() {
+                rdkafka::Timestamp::LogAppendTime(ms) => {
+                    self.watch.stamped(message.partition(), offset, ms)
+                }
+                _ => self.watch.observe(message.partition(), offset + 1),
+            }
             return Ok(Message {
                 topic: message.topic().to_string(),
                 key: message

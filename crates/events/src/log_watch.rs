@@ -1,4 +1,5 @@
-//! Noticing that a broker lost a topic's log: a partition's end moving backwards.
+//! Noticing that a broker lost a topic's log: a partition's end moving backwards, or a message
+//! appended after one already read sitting at or before its offset.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +16,12 @@ pub struct LogWatch {
     /// The offsets last given to this client's messages, per partition (see
     /// [`LogWatch::landed`]).
     given: BTreeMap<i32, BTreeSet<u64>>,
+    /// The last message read per partition that the broker stamped (`LogAppendTime`): its
+    /// offset and time.
+    stamped: BTreeMap<i32, (u64, i64)>,
+    /// `stamped` as it was at the last reading, to be checked at the next one (see
+    /// [`LogWatch::checks`]).
+    checkpoints: BTreeMap<i32, (u64, i64)>,
 }
 
 /// Offsets kept per partition to tell an offset given twice.
@@ -63,6 +70,26 @@ impl LogWatch {
         None
     }
 
+    /// Notes a message read at `offset` of `partition` that the broker stamped with its append
+    /// time, `appended_ms`. The broker stamps in append order, so the log holds nothing stamped
+    /// later at or before that offset, however it grows.
+    pub fn stamped(&mut self, partition: i32, offset: u64, appended_ms: i64) {
+        self.stamped.insert(partition, (offset, appended_ms));
+        self.observe(partition, offset + 1);
+    }
+
+    /// What to ask the broker at a reading, besides the ends: per partition, the first offset
+    /// stamped after the last message read there up to the previous reading (a time in ms). A
+    /// log written again since (the broker came back without its data and took new messages)
+    /// has a later message at or before it, even once it grew past every end seen and this
+    /// client read on; the ends alone miss that.
+    pub fn checks(&self) -> Vec<(i32, i64)> {
+        self.checkpoints
+            .iter()
+            .map(|(&partition, &(_, appended_ms))| (partition, appended_ms + 1))
+            .collect()
+    }
+
     /// Whether anything was seen yet.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
@@ -71,6 +98,38 @@ impl LogWatch {
     /// Takes a reading of every partition's end, as the broker answers it now; a partition the
     /// broker does not list (the topic is gone) ends at 0.
     pub fn read(&mut self, ends: &[(i32, u64)]) -> Reading {
+        self.read_with(ends, Some(&[]))
+    }
+
+    /// Takes a reading of the ends, and of `after`: the answers to [`LogWatch::checks`], the
+    /// first offset stamped after each checkpoint's time (`None` for a partition: nothing is).
+    /// One at or before its checkpoint's offset says the log was written again: lost, at once
+    /// (it stays so, but the next checks are of later messages). Without `after` (the broker
+    /// did not answer them) the checkpoints stay for the next reading.
+    pub fn read_with(
+        &mut self,
+        ends: &[(i32, u64)],
+        after: Option<&[(i32, Option<u64>)]>,
+    ) -> Reading {
+        let rewritten: Vec<String> = after
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&(partition, first)| {
+                let (offset, _) = self.checkpoints.get(&partition)?;
+                let first = first.filter(|first| first <= offset)?;
+                Some(format!("partition {partition} holds a message appended after the one read at offset {offset}, at offset {first}"))
+            })
+            .collect();
+        if !rewritten.is_empty() {
+            *self = Self {
+                seen: ends.iter().copied().collect(),
+                ..Self::default()
+            };
+            return Reading::Lost(rewritten.join(", "));
+        }
+        if after.is_some() {
+            self.checkpoints = self.stamped.clone();
+        }
         let now: BTreeMap<i32, u64> = ends.iter().copied().collect();
         let low: Vec<String> = self
             .seen
@@ -94,8 +153,10 @@ impl LogWatch {
                 Reading::Suspect
             }
             Some(_) => {
-                self.seen = now;
-                self.given.clear();
+                *self = Self {
+                    seen: now,
+                    ..Self::default()
+                };
                 Reading::Lost(detail)
             }
         }
@@ -150,6 +211,41 @@ mod tests {
         // Forgotten: only the new message is known.
         assert_eq!(watch.read(&[(2, 1)]), Reading::Intact);
         assert_eq!(watch.landed(5, 0), None);
+    }
+
+    #[test]
+    fn a_log_written_again_past_every_end_seen_is_a_loss() {
+        let mut watch = LogWatch::default();
+        watch.stamped(1, 0, 1_000);
+        assert_eq!(watch.checks(), [], "checked from the next reading on");
+        assert_eq!(watch.read_with(&[(1, 1)], Some(&[])), Reading::Intact);
+        assert_eq!(watch.checks(), [(1, 1_001)]);
+        // Intact: nothing stamped later, or only past the message read.
+        assert_eq!(
+            watch.read_with(&[(1, 1)], Some(&[(1, None)])),
+            Reading::Intact
+        );
+        watch.stamped(1, 3, 1_500);
+        assert_eq!(
+            watch.read_with(&[(1, 4)], Some(&[(1, Some(1))])),
+            Reading::Intact
+        );
+        assert_eq!(watch.checks(), [(1, 1_501)]);
+        // The broker came back empty and took five messages; this client read two of them. A
+        // reading whose checks the broker did not answer keeps the checkpoints.
+        watch.stamped(1, 4, 9_000);
+        assert_eq!(watch.read_with(&[(1, 5)], None), Reading::Intact);
+        assert_eq!(watch.checks(), [(1, 1_501)]);
+        assert_eq!(
+            watch.read_with(&[(1, 5)], Some(&[(1, Some(0))])),
+            Reading::Lost(
+                "partition 1 holds a message appended after the one read at offset 3, at offset 0"
+                    .into()
+            )
+        );
+        // Forgotten: the new log is watched from where it is.
+        assert_eq!(watch.checks(), []);
+        assert_eq!(watch.read_with(&[(1, 5)], Some(&[])), Reading::Intact);
     }
 
     #[test]
