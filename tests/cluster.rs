@@ -138,83 +138,117 @@ fn results_kept_by_reference_work_on_the_cluster() {
     results_kept_by_reference_on(&fleet);
 }
 
+/// A failover case: a cluster of the test's own, a coordinator and two workers on it, and a
+/// session of `n` naps of 50 ms (4 at a time on each worker) submitted; the session's id and
+/// the key of its outcomes. The fleet is stopped before the cluster.
+struct Failover {
+    fleet: integration_tests::Cluster,
+    redis: integration_tests::OwnRedisCluster,
+    id: String,
+    outcomes: String,
+    n: u32,
+}
+
+impl Failover {
+    fn start(name: &str, n: u32) -> Self {
+        use integration_tests::{kafka_brokers, redis_url, Cluster, OwnRedisCluster};
+        let redis = OwnRedisCluster::start(name);
+        let nodes = redis.nodes().join(",");
+        let fleet = Cluster::start_configured(
+            name,
+            &["coordinator", "worker", "worker"],
+            &kafka_brokers(),
+            &redis_url(),
+            &[("AGENCY_REDIS_CLUSTER", &nodes)],
+        );
+        let id = unique(name);
+        let session = serde_json::json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps",
+            "executor": "sleep", "concurrency": 4, "input": {"ms": 50, "ns": (0..n).collect::<Vec<u32>>(),
+            "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
+        fleet.submit(&session);
+        let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
+        Self {
+            fleet,
+            redis,
+            id,
+            outcomes,
+            n,
+        }
+    }
+
+    /// The master serving the session's slot.
+    fn master(&self) -> u16 {
+        self.redis
+            .master_of(&format!("{{{}}}", self.id), self.redis.ports[0])
+    }
+
+    /// Waits until node `port` holds at least `at_least` of the session's outcomes; how many.
+    fn recorded(&self, port: u16, at_least: u64) -> u64 {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored = self.redis.hlen(port, &self.outcomes);
+            if stored >= at_least {
+                return stored;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stored} outcomes recorded, waiting for {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The session's result (`agency watch`), checked: completed, every nap succeeded once, and
+    /// every result in place (none read as missing).
+    fn completes(&self) {
+        use serde_json::{json, Value};
+        let watched = self
+            .fleet
+            .command(&["watch", &self.id, "--timeout", "180"])
+            .output()
+            .unwrap();
+        let result: Value = serde_json::from_slice(&watched.stdout).unwrap_or_else(|error| {
+            panic!(
+                "no result ({error}): {}",
+                String::from_utf8_lossy(&watched.stderr)
+            )
+        });
+        assert_eq!(result["status"], "completed", "{result}");
+        let naps = &result["groups"]["g"]["tasks"]["naps"];
+        assert_eq!(
+            (naps["succeeded"].clone(), naps["failed"].clone()),
+            (json!(self.n), json!(0)),
+            "{naps}"
+        );
+        let results = result["context"]["naps"].as_array().unwrap();
+        assert_eq!(results.len(), self.n as usize);
+        let missing = results
+            .iter()
+            .filter(|result| **result != json!({"slept_ms": 50}))
+            .count();
+        assert_eq!(missing, 0, "results missing from the context");
+    }
+}
+
 /// `kill -9` of the master serving a running session's slot, on a cluster of the test's own:
 /// its replica is promoted, and the session completes with every instance once in its result.
 #[test]
 fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
-    use integration_tests::{kafka_brokers, redis_url, Cluster, OwnRedisCluster};
-    use serde_json::{json, Value};
-    use std::time::{Duration, Instant};
-    let redis = OwnRedisCluster::start("failover");
-    let nodes = redis.nodes().join(",");
-    let fleet = Cluster::start_configured(
-        "failover",
-        &["coordinator", "worker", "worker"],
-        &kafka_brokers(),
-        &redis_url(),
-        &[("AGENCY_REDIS_CLUSTER", &nodes)],
-    );
-    let id = unique("failover");
-    let n = 800;
-    // About 5 s of naps: 4 at a time on each of two workers.
-    let session = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps",
-        "executor": "sleep", "concurrency": 4, "input": {"ms": 50, "ns": (0..n).collect::<Vec<u32>>(),
-        "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
-    fleet.submit(&session);
-
-    let client = redis::cluster::ClusterClient::new(
-        redis
-            .nodes()
-            .iter()
-            .map(|node| format!("redis://{node}"))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let recorded: u64 = redis::cmd("HLEN")
-            .arg(&outcomes)
-            .query(&mut connection)
-            .unwrap_or(0);
-        if recorded >= 50 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the session never got going");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let master = redis.master_of(&format!("{{{id}}}"), redis.ports[0]);
-    let waited = redis.waits(master);
-    redis.kill(master);
-
-    let watched = fleet
-        .command(&["watch", &id, "--timeout", "180"])
-        .output()
-        .unwrap();
-    let result: Value = serde_json::from_slice(&watched.stdout).unwrap_or_else(|error| {
-        panic!(
-            "no result ({error}): {}",
-            String::from_utf8_lossy(&watched.stderr)
-        )
-    });
-    assert_eq!(result["status"], "completed", "{result}");
-    let naps = &result["groups"]["g"]["tasks"]["naps"];
-    assert_eq!(
-        (naps["succeeded"].clone(), naps["failed"].clone()),
-        (json!(n), json!(0)),
-        "{naps}"
-    );
-    assert_eq!(
-        result["context"]["naps"].as_array().map(Vec::len),
-        Some(n as usize)
-    );
-    let promoted = redis
+    // About 5 s of naps.
+    let case = Failover::start("failover", 800);
+    let master = case.master();
+    case.recorded(master, 50);
+    let waited = case.redis.waits(master);
+    case.redis.kill(master);
+    case.completes();
+    let promoted = case
+        .redis
         .ports
         .iter()
         .copied()
         .filter(|port| *port != master)
-        .any(|port| redis.ok(port));
+        .any(|port| case.redis.ok(port));
     assert!(
         promoted,
         "the cluster is ok again without the killed master"
@@ -237,83 +271,22 @@ fn a_master_killed_mid_session_fails_over_and_the_session_completes() {
 #[test]
 fn outcomes_a_promoted_replica_missed_are_recorded_again() {
     use integration_tests::network::LinkCut;
-    use integration_tests::{kafka_brokers, redis_url, Cluster, OwnRedisCluster};
-    use serde_json::{json, Value};
-    use std::time::{Duration, Instant};
-    let redis = OwnRedisCluster::start("lost-writes");
-    let nodes = redis.nodes().join(",");
-    let fleet = Cluster::start_configured(
-        "lost-writes",
-        &["coordinator", "worker", "worker"],
-        &kafka_brokers(),
-        &redis_url(),
-        &[("AGENCY_REDIS_CLUSTER", &nodes)],
-    );
-    let id = unique("lost-writes");
-    let n = 1600;
-    // About 10 s of naps: 4 at a time on each of two workers.
-    let session = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "naps",
-        "executor": "sleep", "concurrency": 4, "input": {"ms": 50, "ns": (0..n).collect::<Vec<u32>>(),
-        "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]});
-    let master = redis.master_of(&format!("{{{id}}}"), redis.ports[0]);
-    let outcomes = format!("agency:{{{id}}}:outcomes:0:0");
-    let recorded = |at_least: u64| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let stored = redis.hlen(master, &outcomes);
-            if stored >= at_least {
-                return stored;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{stored} outcomes recorded, waiting for {at_least}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    fleet.submit(&session);
-    recorded(100);
-    let (replica, link) = redis.replication_link(master);
+    // About 10 s of naps.
+    let case = Failover::start("lost-writes", 1600);
+    let master = case.master();
+    case.recorded(master, 100);
+    let (replica, link) = case.redis.replication_link(master);
     let cut = LinkCut::new(master, link);
-    let at_cut = redis.hlen(master, &outcomes);
-    let on_master = recorded(at_cut + 300);
-    redis.kill(master);
+    let at_cut = case.redis.hlen(master, &case.outcomes);
+    let on_master = case.recorded(master, at_cut + 300);
+    case.redis.kill(master);
     // Nothing reached the replica after the cut, and nothing is written to it before it is
     // promoted, seconds from now.
-    let on_replica = redis.hlen(replica, &outcomes);
+    let on_replica = case.redis.hlen(replica, &case.outcomes);
     assert!(
         on_replica < on_master,
         "the replica missed writes: it has {on_replica} outcomes, its master had {on_master}"
     );
-
-    let watched = fleet
-        .command(&["watch", &id, "--timeout", "180"])
-        .output()
-        .unwrap();
+    case.completes();
     drop(cut);
-    let result: Value = serde_json::from_slice(&watched.stdout).unwrap_or_else(|error| {
-        panic!(
-            "no result ({error}): {}",
-            String::from_utf8_lossy(&watched.stderr)
-        )
-    });
-    assert_eq!(result["status"], "completed", "{result}");
-    let naps = &result["groups"]["g"]["tasks"]["naps"];
-    assert_eq!(
-        (naps["succeeded"].clone(), naps["failed"].clone()),
-        (json!(n), json!(0)),
-        "{naps}"
-    );
-    let results = result["context"]["naps"].as_array().unwrap();
-    assert_eq!(results.len(), n as usize);
-    let missing = results
-        .iter()
-        .filter(|result| **result != json!({"slept_ms": 50}))
-        .count();
-    assert_eq!(
-        missing,
-        0,
-        "results missing: the promoted replica lacked at least {} outcomes, which were not recorded again",
-        on_master - on_replica
-    );
 }
