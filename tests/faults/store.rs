@@ -1,6 +1,6 @@
 //! Fault cases of the store, each on a Redis of its own: shut down and started again with its
-//! append-only file (F5), stalled by `DEBUG SLEEP` (F7), out of memory, and a paused coordinator
-//! whose subscription Redis drops (F18 a).
+//! append-only file (F5), stalled by `DEBUG SLEEP` (F7), out of memory, refusing a worker's
+//! outcomes, and a paused coordinator whose subscription Redis drops (F18 a).
 
 use super::checker::*;
 use integration_tests::*;
@@ -88,6 +88,47 @@ fn a_redis_out_of_memory_mid_session_loses_nothing() {
             std::thread::sleep(Duration::from_secs(8));
             redis.query(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
         },
+    );
+}
+
+/// A worker whose Redis user may not write outcomes (an ACL without `hset`): Redis refuses
+/// every recording (the script's user "can't run this command"), which trying again would not
+/// change. The worker announces the
+/// range's instances as failed attempts naming the refusal, so the session ends failed with the
+/// reason in its result, instead of waiting for outcomes that never come.
+#[test]
+fn outcomes_the_store_refuses_fail_their_instances_with_the_reason() {
+    let redis = OwnRedis::start("refused-outcomes");
+    let acl = [
+        "ACL",
+        "SETUSER",
+        "worker",
+        "on",
+        ">worker-secret",
+        "~*",
+        "&*",
+        "+@all",
+        "-hset",
+    ];
+    redis.query(&acl).unwrap();
+    let worker_url = redis
+        .url()
+        .replacen("redis://", "redis://worker:worker-secret@", 1);
+    let mut cluster =
+        Cluster::start_on_servers("refused-outcomes", &[], &kafka_brokers(), &redis.url());
+    cluster.spawn_with("coordinator", &["--chunk", "20"]);
+    cluster.spawn_env("worker", &[], &[("AGENCY_REDIS", &worker_url)]);
+    let id = unique("refused-outcomes");
+    cluster.submit(&naps(&id, 40, 10));
+    let result = stored_result(&redis.url(), &id, Duration::from_secs(120));
+    assert_eq!(result["status"], "failed", "{result}");
+    let naps = &result["groups"]["g"]["tasks"]["naps"];
+    assert!(naps["failed"].as_u64() >= Some(1), "{naps}");
+    let error = naps["failures"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the store refused the outcome")
+            && error.contains("can't run this command"),
+        "{error}"
     );
 }
 

@@ -16,8 +16,8 @@ pub(crate) use instances::blob_if_large;
 use crate::executors::{Executor, Registry};
 use crate::outage::{self, retrying};
 use events::{
-    Broker, Control, Event, EventManager, Message, Outcome, Position, RangeStep, Source, Status,
-    Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
+    Broker, Control, Event, EventManager, Message, Notice, Outcome, Position, RangeStep, Source,
+    Status, Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, Limits};
 use futures_util::FutureExt as _;
@@ -449,8 +449,11 @@ impl Worker {
             None => self.execute(&item, &prepared, &cancel, &paused).await,
         };
         if let Err(error) = done {
-            tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, %error, "cannot record outcomes");
-            return;
+            // An outage is waited out where it happens: this is a refusal, which trying again
+            // would not change.
+            let error = format!("the store refused the outcome: {error}");
+            tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, "{error}; announcing the range's instances as failed attempts");
+            return self.announce_failed(&item, &error).await;
         }
         if let Err(error) = self.track(&item, RangeStep::Finished).await {
             tracing::warn!(session = %item.session, %error, "cannot clear the range's start count");
@@ -490,6 +493,28 @@ impl Worker {
             .collect();
         if let Err(error) = self.record(item, outcomes).await {
             tracing::error!(session = %item.session, %error, "cannot record the range's failure");
+        }
+    }
+
+    /// Announces every instance of the range as a failed attempt with `error`, unrecorded (the
+    /// store refused the range's outcomes): the coordinator retries them or fails them, as the
+    /// task's policy says, instead of waiting for outcomes that will never come. Instances it
+    /// counted already, or whose attempt it moved past, ignore it.
+    async fn announce_failed(&self, item: &WorkItem, error: &str) {
+        let mut notice = Notice::new(&item.session, item.task);
+        for instance in item.start..item.end {
+            notice.add_failure(instance, item.attempt, error, false);
+        }
+        let published = match events::encode("a notice", &notice) {
+            Ok(notice) => {
+                self.store
+                    .publish(&events::notices_channel(&item.session), notice)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = published {
+            tracing::error!(session = %item.session, %error, "cannot announce the range's failure either: its session waits for it until its deadline");
         }
     }
 
