@@ -135,7 +135,7 @@ impl Coordinator {
                     return Ok(Taken::Run(Start::Fresh));
                 }
                 Ok(Claim::Resume) => {
-                    tracing::info!(session = id, "resuming a session another coordinator left");
+                    tracing::info!(session = id, "resuming a session from what the store holds (another coordinator left it, or this one was interrupted)");
                     return Ok(Taken::Run(Start::Resume));
                 }
                 Ok(Claim::Finished) => {

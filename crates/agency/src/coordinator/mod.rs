@@ -275,7 +275,7 @@ impl Coordinator {
             // A server that could not be reached: wait, then resume from what was stored.
             match outcome {
                 Err(error) if error.is_retryable() && !stop.is_cancelled() => {
-                    tracing::warn!(session = id, %error, "session interrupted by an outage; resuming it");
+                    tracing::warn!(session = id, %error, "session interrupted; resuming it from what the store holds");
                     if !outage.wait(&stop).await {
                         break Err(handed_over(id, STOPPING));
                     }
