@@ -2,6 +2,7 @@
 //! broker as the `Broker`. The in-memory twins pass the same suite in `crates/events`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use events::prelude::*;
 use events::{conformance, Broker as _, KafkaBroker, KafkaOptions, RedisStore};
 use integration_tests::{kafka_brokers, redis_url, unique};
 use std::time::Duration;
@@ -73,7 +74,7 @@ async fn redis_store_claims_conform() {
 /// key expires within 7 days of its last write.
 #[tokio::test]
 async fn redis_working_keys_expire() {
-    use events::{Fence, Outcome, Status, Store as _, TaskRef};
+    use events::{Fence, Outcome, Status, TaskRef};
     use serde_json::json;
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let session = unique("expiry");
@@ -137,7 +138,7 @@ async fn redis_cleanup_leaves_no_working_keys() {
     let (mut connection, left) = session_keys(&session).await;
     assert!(left.is_empty(), "working keys left after cleanup: {left:?}");
     // A result is kept after cleanup, with an expiry.
-    events::Store::publish_result(
+    events::Results::publish_result(
         &store,
         &session,
         br#"{"status": "completed"}"#,
@@ -212,7 +213,7 @@ async fn kafka_committed_offsets_survive_a_new_consumer() {
 
 #[tokio::test]
 async fn a_dropped_redis_subscription_is_restored_and_reported() {
-    use events::{Event, EventManager, Source, Store as _};
+    use events::{Event, EventManager, Source};
     let store = std::sync::Arc::new(RedisStore::connect(&redis_url()).await.unwrap());
     let channel = unique("agency:test:flaky");
     let manager = EventManager::new(store.clone(), None);
@@ -283,7 +284,7 @@ async fn redis_task_manager_conforms() {
 /// is refused by the script and changes nothing.
 #[tokio::test]
 async fn an_unreadable_agent_report_is_dropped_and_the_others_are_recorded() {
-    use events::{AgentItem, AgentOrigin, AgentReport, Store as _};
+    use events::{AgentItem, AgentOrigin, AgentReport};
     let store = RedisStore::connect(&redis_url()).await.unwrap();
     let kind = unique("corrupt-reports");
     let item = AgentItem {

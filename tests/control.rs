@@ -172,7 +172,7 @@ fn a_cancel_marked_in_the_store_reaches_the_coordinator_running_the_session() {
         .unwrap();
     let run = runtime.block_on(async {
         let store = events::RedisStore::connect(&redis_url()).await.unwrap();
-        events::Store::request_cancel(&store, &id).await.unwrap()
+        events::Runs::request_cancel(&store, &id).await.unwrap()
     });
     assert!(run.is_some(), "the session has a current run");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -50,7 +50,8 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 enum Backing {
     Memory(Arc<MemoryStore>),
-    File(Arc<FileStore>),
+    /// The memory store journaled to a state file ([`FileStore`]).
+    File(Arc<MemoryStore>),
 }
 
 /// What a state file holds of a session: see [`Engine::durable_run`].
@@ -102,7 +103,7 @@ impl Engine {
         checkpoint: Duration,
     ) -> crate::Result<Self> {
         let mut engine = Self::new(options);
-        engine.store = Backing::File(Arc::new(FileStore::open(path, checkpoint).await?));
+        engine.store = Backing::File(Arc::new(FileStore::open(path, checkpoint).await?.store()));
         Ok(engine)
     }
 

@@ -3,7 +3,7 @@
 //! maps over, and how `agency results` pages them.
 //!
 //! A `separate` task over its `inline_results` limit keeps its results in the store (its
-//! outcomes, marked with [`events::Store::keep_results`], outliving the session's working state
+//! outcomes, marked with [`events::Outcomes::keep_results`], outliving the session's working state
 //! for as long as its result) and the context holds `{"$results": {"group", "task", "count"}}`
 //! ([`expansion::ResultsRef`]).
 

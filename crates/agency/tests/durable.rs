@@ -5,7 +5,8 @@
 
 mod common;
 use common::without_times;
-use events::{FileStore, Store, TaskRef};
+use events::prelude::*;
+use events::{FileStore, TaskRef};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

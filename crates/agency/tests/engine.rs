@@ -5,7 +5,7 @@
 mod common;
 use agency::Progress;
 use common::*;
-use events::Store as _;
+use events::prelude::*;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

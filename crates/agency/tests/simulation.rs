@@ -20,6 +20,7 @@ use agency::distributed::{self, ResultWaiter, COORDINATOR_GROUP};
 use agency::embedded::{EmbeddedOptions, Engine};
 use agency::{Progress, Registry, Worker, WorkerOptions};
 use events::chaos::{ChaosBroker, ChaosStore, Dice, Faults};
+use events::prelude::*;
 use events::{Broker, Store, Subscription, DEAD_LETTER_TOPIC, RESULTS_CHANNEL};
 use expansion::Limits;
 use futures_util::FutureExt as _;

@@ -4,7 +4,8 @@
 
 use agency::distributed::{submit, ResultWaiter};
 use agency::Error;
-use events::{Fence, MemoryBroker, MemoryStore, Store};
+use events::prelude::*;
+use events::{Fence, MemoryBroker, MemoryStore};
 use serde_json::json;
 use std::time::Duration;
 use taskgroup::SessionResult;

@@ -101,7 +101,7 @@ impl AgentReport {
 }
 
 /// An instance's outcome an agent reported (or its claim's timeout), waiting for a worker to
-/// record it; taken under a lease (`Store::agent_reports`), deleted once recorded.
+/// record it; taken under a lease (`AgentQueue::agent_reports`), deleted once recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reported {
     /// The agent that held the claim.

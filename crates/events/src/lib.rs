@@ -60,7 +60,17 @@ pub use origin::Origin;
 pub use redis_store::RedisStore;
 pub use retry::{backoff, retry, Backoff, Retryable};
 pub use store::{
-    accept, notices_channel, progress_channel, Claim, Fence, RangeStep, Renewal, Store,
-    Subscription, CONTROL_CHANNEL, NOTICES_PATTERN, RESULTS_CHANNEL,
+    accept, notices_channel, progress_channel, AgentQueue, Claim, Contexts, Documents, Fence,
+    Membership, Memo, Notices, Outcomes, RangeStep, Renewal, Results, Runs, Store, Subscription,
+    TaskManager, CONTROL_CHANNEL, NOTICES_PATTERN, RESULTS_CHANNEL,
 };
 pub use watermarks::{Position, Watermarks};
+
+/// Every capability trait of the store, for code that calls a concrete store's methods
+/// (`use events::prelude::*`); code that takes `&dyn Store` needs none of them.
+pub mod prelude {
+    pub use crate::store::{
+        AgentQueue, Contexts, Documents, Membership, Memo, Notices, Outcomes, Results, Runs, Store,
+        TaskManager,
+    };
+}

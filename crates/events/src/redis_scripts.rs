@@ -79,7 +79,7 @@ return accepted
 "#;
 
 /// KEYS: lease, origin, result, fence. ARGV: owner, lease ms, origin, origin TTL s, token. See
-/// `Store::claim`; whenever it takes the lease, `token` becomes the session's fence.
+/// `Runs::claim`; whenever it takes the lease, `token` becomes the session's fence.
 pub(crate) const CLAIM_SCRIPT: &str = r#"
 local previous = redis.call('GET', KEYS[2])
 if previous and previous ~= ARGV[3] then

@@ -1,7 +1,7 @@
 //! The EventManager merges channels and topics into one stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use events::{Broker as _, Event, EventManager, MemoryBroker, MemoryStore, Source, Store as _};
+use events::{Broker as _, Event, EventManager, MemoryBroker, MemoryStore, Notices as _, Source};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

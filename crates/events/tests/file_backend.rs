@@ -2,7 +2,8 @@
 //! holds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use events::{conformance, Fence, FileStore, Origin, Outcome, Status, Store, TaskRecord, TaskRef};
+use events::prelude::*;
+use events::{conformance, Fence, FileStore, Origin, Outcome, Status, TaskRecord, TaskRef};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +28,7 @@ async fn open(path: &Path) -> FileStore {
 async fn file_store_conforms() {
     let path = state_file("conforms.db");
     let store = open(&path).await;
-    conformance::store_suite(&store, "file-session").await;
+    conformance::store_suite(&*store, "file-session").await;
     store.checkpoint().await.unwrap();
     drop(store);
     // What the suite left behind is read back the same: nothing of its working state.
@@ -40,7 +41,7 @@ async fn file_store_conforms() {
 async fn file_store_memoizes_and_keeps_what_it_memoized() {
     let path = state_file("memo.db");
     let store = open(&path).await;
-    conformance::memo_suite(&store, "memo:").await;
+    conformance::memo_suite(&*store, "memo:").await;
     store
         .memo_put(&[("kept".into(), json!({"v": 1}))], None)
         .await
@@ -68,13 +69,13 @@ async fn file_store_memoizes_and_keeps_what_it_memoized() {
 #[tokio::test]
 async fn file_store_keeps_successes_for_a_rerun() {
     let path = state_file("rerun.db");
-    conformance::rerun_suite(&open(&path).await, "file-rerun").await;
+    conformance::rerun_suite(&*open(&path).await, "file-rerun").await;
 }
 
 #[tokio::test]
 async fn file_store_claims_conform() {
     let store = open(&state_file("claims.db")).await;
-    conformance::claim_suite(&store, "file-claim").await;
+    conformance::claim_suite(&*store, "file-claim").await;
 }
 
 /// The suite, then a mark written before a stop: the cleanup after opening the file again
@@ -83,7 +84,7 @@ async fn file_store_claims_conform() {
 async fn file_store_keeps_results_by_reference_across_reopening() {
     let path = state_file("kept.db");
     let store = open(&path).await;
-    conformance::kept_results_suite(&store, "file-kept").await;
+    conformance::kept_results_suite(&*store, "file-kept").await;
     let (s, task) = ("s-kept", TaskRef { group: 0, task: 0 });
     store.start_run(s, "run-1", Fence::Open).await.unwrap();
     store

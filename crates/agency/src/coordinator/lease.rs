@@ -31,7 +31,7 @@ pub(super) enum Start {
     /// its state file).
     Resume,
     /// A rerun of what failed: from the successes an earlier run recorded, `kept` of them (the
-    /// rest of its outcomes are gone, see `Store::keep_successes`).
+    /// rest of its outcomes are gone, see `Outcomes::keep_successes`).
     Rerun {
         /// How many successes are reused.
         kept: u64,

@@ -69,7 +69,7 @@ pub struct Durable<'a> {
     /// Resume the run from what the store holds of it, rather than start it.
     pub resume: bool,
     /// A rerun of what failed: the store keeps this many successes of the run before (see
-    /// [`events::Store::keep_successes`]), which the result reports as reused.
+    /// [`events::Outcomes::keep_successes`]), which the result reports as reused.
     pub reused: Option<u64>,
     /// The session as given, kept with the run, so a resume can tell it is the same session.
     pub document: &'a [u8],
@@ -217,9 +217,9 @@ impl Coordinator {
     /// A session that fails with an error still gets a result: `failed`, with the error. When
     /// `stop` fires the session is left, without a result, for another coordinator to resume
     /// (the error is [`HandedOver`]). When `cancel` fires, or a cancel of the run is requested
-    /// in the store ([`Store::request_cancel`], seen within a second), the run ends
+    /// in the store ([`Runs::request_cancel`], seen within a second), the run ends
     /// `cancelled`, with the results of what completed. `document` is the session as submitted,
-    /// kept with the run ([`Store::save_document`]) for clients submitting the id again.
+    /// kept with the run ([`Documents::save_document`]) for clients submitting the id again.
     /// With `rerun`, a run of the id that did not complete is rerun: its recorded successes are
     /// reused and only what failed or never finished is executed.
     #[allow(clippy::too_many_arguments)]

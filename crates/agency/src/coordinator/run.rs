@@ -70,7 +70,7 @@ pub(super) struct SessionRun<'a> {
     pub(super) document: Option<&'a [u8]>,
     /// When the session was submitted, if its submission said.
     pub(super) submitted_at: Option<String>,
-    /// When the run started, by the store's clock ([`events::Store::now_ms`]).
+    /// When the run started, by the store's clock ([`events::Membership::now_ms`]).
     pub(super) started_ms: u64,
     /// When the live state was last written.
     pub(super) state_written: Instant,

@@ -165,7 +165,7 @@ pub struct Worker {
     /// Per run (session, run): a token cancelled while the run is paused, and the guard its
     /// running ranges hold.
     pauses: Mutex<HashMap<(String, String), GroupCancel>>,
-    /// This worker's name on the ranges it starts (see [`Store::track_range`]): unique to the
+    /// This worker's name on the ranges it starts (see [`Outcomes::track_range`]): unique to the
     /// process, so a worker started again counts as another.
     name: String,
     /// Instances executing now, for its heartbeats.
@@ -461,7 +461,7 @@ impl Worker {
     }
 
     /// Counts a start of the item's range, or clears the count once it finished (see
-    /// [`Store::track_range`]).
+    /// [`Outcomes::track_range`]).
     async fn track(&self, item: &WorkItem, step: RangeStep<'_>) -> events::Result<Option<u64>> {
         let range = format!(
             "{}:{}:{}:{}:{}",

@@ -6,7 +6,10 @@ use crate::error::Result;
 use crate::memory_store::MemoryStore;
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
-use crate::store::{Claim, Fence, RangeStep, Renewal, Store, Subscription};
+use crate::store::{
+    AgentQueue, Claim, Contexts, Documents, Fence, Membership, Memo, Notices, Outcomes, RangeStep,
+    Renewal, Results, Runs, Subscription, TaskManager,
+};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -112,7 +115,109 @@ macro_rules! faulty {
 }
 
 #[async_trait]
-impl Store for ChaosStore {
+impl Runs for ChaosStore {
+    async fn claim(
+        &self,
+        s: &str,
+        o: &str,
+        at: &Origin,
+        token: &str,
+        l: Duration,
+    ) -> Result<Claim> {
+        faulty!(
+            self,
+            format!("claiming {s}"),
+            self.inner.claim(s, o, at, token, l)
+        )
+    }
+
+    async fn renew(&self, s: &str, o: &str, token: &str, l: Duration) -> Result<Renewal> {
+        faulty!(
+            self,
+            format!("renewing the lease of {s}"),
+            self.inner.renew(s, o, token, l)
+        )
+    }
+
+    async fn release(&self, s: &str, o: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("releasing the lease of {s}"),
+            self.inner.release(s, o)
+        )
+    }
+
+    async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("starting run {run} of {s}"),
+            self.inner.start_run(s, run, f)
+        )
+    }
+
+    async fn end_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("ending run {run} of {s}"),
+            self.inner.end_run(s, run, f)
+        )
+    }
+
+    async fn current_run(&self, s: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("reading the current run of {s}"),
+            self.inner.current_run(s)
+        )
+    }
+
+    async fn request_cancel(&self, s: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("cancelling {s}"),
+            self.inner.request_cancel(s)
+        )
+    }
+
+    async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
+        faulty!(
+            self,
+            format!("reading whether {s} was cancelled"),
+            self.inner.cancel_requested(s, run)
+        )
+    }
+
+    async fn request_pause(&self, s: &str, paused: bool) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("pausing {s}: {paused}"),
+            self.inner.request_pause(s, paused)
+        )
+    }
+
+    async fn pause_requested(&self, s: &str, run: &str) -> Result<bool> {
+        faulty!(
+            self,
+            format!("reading whether {s} is paused"),
+            self.inner.pause_requested(s, run)
+        )
+    }
+
+    async fn cleanup(&self, s: &str, f: Fence<'_>) -> Result<()> {
+        faulty!(self, format!("cleaning up {s}"), self.inner.cleanup(s, f))
+    }
+
+    async fn cleanup_run(&self, s: &str, run: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("cleaning up run {run} of {s}"),
+            self.inner.cleanup_run(s, run)
+        )
+    }
+}
+
+#[async_trait]
+impl Outcomes for ChaosStore {
     async fn save_task(&self, s: &str, t: TaskRef, r: &TaskRecord, f: Fence<'_>) -> Result<()> {
         faulty!(
             self,
@@ -159,188 +264,6 @@ impl Store for ChaosStore {
         self.after(&what, Ok(accepted))
     }
 
-    async fn track_range(
-        &self,
-        s: &str,
-        run: &str,
-        item: &str,
-        step: RangeStep<'_>,
-    ) -> Result<Option<u64>> {
-        faulty!(
-            self,
-            format!("tracking range {item} of {s}"),
-            self.inner.track_range(s, run, item, step)
-        )
-    }
-
-    async fn start_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {
-        faulty!(
-            self,
-            format!("starting run {run} of {s}"),
-            self.inner.start_run(s, run, f)
-        )
-    }
-
-    async fn current_run(&self, s: &str) -> Result<Option<String>> {
-        faulty!(
-            self,
-            format!("reading the current run of {s}"),
-            self.inner.current_run(s)
-        )
-    }
-
-    async fn request_cancel(&self, s: &str) -> Result<Option<String>> {
-        faulty!(
-            self,
-            format!("cancelling {s}"),
-            self.inner.request_cancel(s)
-        )
-    }
-
-    async fn save_document(&self, s: &str, run: &str, d: &[u8], f: Fence<'_>) -> Result<()> {
-        faulty!(
-            self,
-            format!("saving the document of run {run} of {s}"),
-            self.inner.save_document(s, run, d, f)
-        )
-    }
-
-    async fn load_document(&self, s: &str) -> Result<Option<(String, Vec<u8>)>> {
-        faulty!(
-            self,
-            format!("loading the document of {s}"),
-            self.inner.load_document(s)
-        )
-    }
-
-    async fn note_action(&self, s: &str, run: &str, note: &str) -> Result<()> {
-        faulty!(
-            self,
-            format!("noting action {run} of {s}"),
-            self.inner.note_action(s, run, note)
-        )
-    }
-
-    async fn action_note(&self, s: &str, run: &str) -> Result<Option<String>> {
-        faulty!(
-            self,
-            format!("reading the note of action {run} of {s}"),
-            self.inner.action_note(s, run)
-        )
-    }
-
-    async fn now_ms(&self) -> Result<u64> {
-        faulty!(self, "reading the clock".to_string(), self.inner.now_ms())
-    }
-
-    async fn save_state(&self, s: &str, state: &[u8], replace: bool, f: Fence<'_>) -> Result<()> {
-        faulty!(
-            self,
-            format!("saving the state of {s}"),
-            self.inner.save_state(s, state, replace, f)
-        )
-    }
-
-    async fn load_state(&self, s: &str) -> Result<Option<Vec<u8>>> {
-        faulty!(
-            self,
-            format!("loading the state of {s}"),
-            self.inner.load_state(s)
-        )
-    }
-
-    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
-        faulty!(
-            self,
-            "listing sessions".to_string(),
-            self.inner.sessions(limit)
-        )
-    }
-
-    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
-        faulty!(
-            self,
-            format!("heartbeat of {member}"),
-            self.inner.heartbeat(member, info)
-        )
-    }
-
-    async fn end_run(&self, s: &str, run: &str, f: Fence<'_>) -> Result<()> {
-        faulty!(
-            self,
-            format!("ending run {run} of {s}"),
-            self.inner.end_run(s, run, f)
-        )
-    }
-
-    async fn request_pause(&self, s: &str, paused: bool) -> Result<Option<String>> {
-        faulty!(
-            self,
-            format!("pausing {s}: {paused}"),
-            self.inner.request_pause(s, paused)
-        )
-    }
-
-    async fn pause_requested(&self, s: &str, run: &str) -> Result<bool> {
-        faulty!(
-            self,
-            format!("reading whether {s} is paused"),
-            self.inner.pause_requested(s, run)
-        )
-    }
-
-    async fn keep_successes(&self, s: &str, forget: &[TaskRef], f: Fence<'_>) -> Result<u64> {
-        faulty!(
-            self,
-            format!("keeping the successes of {s}"),
-            self.inner.keep_successes(s, forget, f)
-        )
-    }
-
-    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
-        faulty!(
-            self,
-            format!("reading {} memoized results", keys.len()),
-            self.inner.memo_get(keys)
-        )
-    }
-
-    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
-        faulty!(
-            self,
-            format!("storing {} memoized results", entries.len()),
-            self.inner.memo_put(entries, ttl)
-        )
-    }
-
-    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
-        faulty!(
-            self,
-            format!("clearing memoized results under {prefix:?}"),
-            self.inner.memo_clear(prefix)
-        )
-    }
-
-    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
-        faulty!(self, "listing members".to_string(), self.inner.members())
-    }
-
-    async fn forget_member(&self, member: &str) -> Result<()> {
-        faulty!(
-            self,
-            format!("forgetting {member}"),
-            self.inner.forget_member(member)
-        )
-    }
-
-    async fn cancel_requested(&self, s: &str, run: &str) -> Result<bool> {
-        faulty!(
-            self,
-            format!("reading whether {s} was cancelled"),
-            self.inner.cancel_requested(s, run)
-        )
-    }
-
     async fn outcomes(&self, s: &str, t: TaskRef, r: Range<u64>) -> Result<Vec<Option<Outcome>>> {
         faulty!(
             self,
@@ -357,6 +280,39 @@ impl Store for ChaosStore {
         )
     }
 
+    async fn track_range(
+        &self,
+        s: &str,
+        run: &str,
+        item: &str,
+        step: RangeStep<'_>,
+    ) -> Result<Option<u64>> {
+        faulty!(
+            self,
+            format!("tracking range {item} of {s}"),
+            self.inner.track_range(s, run, item, step)
+        )
+    }
+
+    async fn keep_results(&self, s: &str, task: TaskRef, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("keeping the results of {s} {task:?}"),
+            self.inner.keep_results(s, task, f)
+        )
+    }
+
+    async fn keep_successes(&self, s: &str, forget: &[TaskRef], f: Fence<'_>) -> Result<u64> {
+        faulty!(
+            self,
+            format!("keeping the successes of {s}"),
+            self.inner.keep_successes(s, forget, f)
+        )
+    }
+}
+
+#[async_trait]
+impl Contexts for ChaosStore {
     async fn save_context(&self, s: &str, c: &Map<String, Value>, f: Fence<'_>) -> Result<()> {
         faulty!(
             self,
@@ -396,7 +352,10 @@ impl Store for ChaosStore {
             self.inner.load_mappings(s)
         )
     }
+}
 
+#[async_trait]
+impl Results for ChaosStore {
     async fn publish_result(&self, s: &str, r: &[u8], a: &[u8], f: Fence<'_>) -> Result<()> {
         faulty!(
             self,
@@ -421,37 +380,6 @@ impl Store for ChaosStore {
         )
     }
 
-    async fn claim(
-        &self,
-        s: &str,
-        o: &str,
-        at: &Origin,
-        token: &str,
-        l: Duration,
-    ) -> Result<Claim> {
-        faulty!(
-            self,
-            format!("claiming {s}"),
-            self.inner.claim(s, o, at, token, l)
-        )
-    }
-
-    async fn renew(&self, s: &str, o: &str, token: &str, l: Duration) -> Result<Renewal> {
-        faulty!(
-            self,
-            format!("renewing the lease of {s}"),
-            self.inner.renew(s, o, token, l)
-        )
-    }
-
-    async fn release(&self, s: &str, o: &str) -> Result<()> {
-        faulty!(
-            self,
-            format!("releasing the lease of {s}"),
-            self.inner.release(s, o)
-        )
-    }
-
     async fn save_blob(&self, s: &str, n: &str, b: Vec<u8>) -> Result<()> {
         faulty!(
             self,
@@ -467,27 +395,123 @@ impl Store for ChaosStore {
             self.inner.load_blob(s, n)
         )
     }
+}
 
-    async fn cleanup(&self, s: &str, f: Fence<'_>) -> Result<()> {
-        faulty!(self, format!("cleaning up {s}"), self.inner.cleanup(s, f))
-    }
-
-    async fn keep_results(&self, s: &str, task: TaskRef, f: Fence<'_>) -> Result<()> {
+#[async_trait]
+impl Documents for ChaosStore {
+    async fn save_document(&self, s: &str, run: &str, d: &[u8], f: Fence<'_>) -> Result<()> {
         faulty!(
             self,
-            format!("keeping the results of {s} {task:?}"),
-            self.inner.keep_results(s, task, f)
+            format!("saving the document of run {run} of {s}"),
+            self.inner.save_document(s, run, d, f)
         )
     }
 
-    async fn cleanup_run(&self, s: &str, run: &str) -> Result<()> {
+    async fn load_document(&self, s: &str) -> Result<Option<(String, Vec<u8>)>> {
         faulty!(
             self,
-            format!("cleaning up run {run} of {s}"),
-            self.inner.cleanup_run(s, run)
+            format!("loading the document of {s}"),
+            self.inner.load_document(s)
         )
     }
 
+    async fn note_action(&self, s: &str, run: &str, note: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("noting action {run} of {s}"),
+            self.inner.note_action(s, run, note)
+        )
+    }
+
+    async fn action_note(&self, s: &str, run: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("reading the note of action {run} of {s}"),
+            self.inner.action_note(s, run)
+        )
+    }
+
+    async fn save_state(&self, s: &str, state: &[u8], replace: bool, f: Fence<'_>) -> Result<()> {
+        faulty!(
+            self,
+            format!("saving the state of {s}"),
+            self.inner.save_state(s, state, replace, f)
+        )
+    }
+
+    async fn load_state(&self, s: &str) -> Result<Option<Vec<u8>>> {
+        faulty!(
+            self,
+            format!("loading the state of {s}"),
+            self.inner.load_state(s)
+        )
+    }
+
+    async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        faulty!(
+            self,
+            "listing sessions".to_string(),
+            self.inner.sessions(limit)
+        )
+    }
+}
+
+#[async_trait]
+impl Membership for ChaosStore {
+    async fn now_ms(&self) -> Result<u64> {
+        faulty!(self, "reading the clock".to_string(), self.inner.now_ms())
+    }
+
+    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
+        faulty!(
+            self,
+            format!("heartbeat of {member}"),
+            self.inner.heartbeat(member, info)
+        )
+    }
+
+    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        faulty!(self, "listing members".to_string(), self.inner.members())
+    }
+
+    async fn forget_member(&self, member: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("forgetting {member}"),
+            self.inner.forget_member(member)
+        )
+    }
+}
+
+#[async_trait]
+impl Memo for ChaosStore {
+    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
+        faulty!(
+            self,
+            format!("reading {} memoized results", keys.len()),
+            self.inner.memo_get(keys)
+        )
+    }
+
+    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
+        faulty!(
+            self,
+            format!("storing {} memoized results", entries.len()),
+            self.inner.memo_put(entries, ttl)
+        )
+    }
+
+    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
+        faulty!(
+            self,
+            format!("clearing memoized results under {prefix:?}"),
+            self.inner.memo_clear(prefix)
+        )
+    }
+}
+
+#[async_trait]
+impl Notices for ChaosStore {
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
         faulty!(
             self,
@@ -514,6 +538,10 @@ impl Store for ChaosStore {
         Ok(self.wrap(inner, pattern))
     }
 }
+/// The chaos store keeps no queue for agents: the defaults refuse.
+impl AgentQueue for ChaosStore {}
+
+impl TaskManager for ChaosStore {}
 
 /// A subscription that loses messages, delivers some twice, and sometimes drops (as a
 /// connection does), as the dice say.

@@ -1,4 +1,4 @@
-//! Results kept by reference ([`Store::keep_results`]): what cleanup leaves, and for how long.
+//! Results kept by reference ([`Outcomes::keep_results`]): what cleanup leaves, and for how long.
 
 use super::outcome;
 use crate::messages::{TaskRecord, TaskRef};

@@ -612,7 +612,7 @@ pub async fn store_suite(store: &dyn Store, session: &str) {
     }
 }
 
-/// What a rerun keeps ([`Store::keep_successes`]): the successes, and nothing else of the
+/// What a rerun keeps ([`Outcomes::keep_successes`]): the successes, and nothing else of the
 /// outcomes, so a new run's first attempts are taken for the rest and a success stays final.
 pub async fn rerun_suite(store: &dyn Store, session: &str) {
     let task = TaskRef { group: 0, task: 0 };

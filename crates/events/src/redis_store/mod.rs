@@ -30,7 +30,9 @@
 
 mod agents;
 mod connection;
-mod store;
+mod runs;
+mod session;
+mod shared;
 
 use crate::error::{Error, Result};
 use crate::messages::TaskRef;

@@ -116,7 +116,7 @@ async fn agents_case(
             },
         })
         .collect();
-    events::Store::agent_offer(&store, &offered).await?;
+    events::AgentQueue::agent_offer(&store, &offered).await?;
     let started = Instant::now();
     let done = run_agents(items, agents, &kind, &servers.redis, Duration::ZERO).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -127,7 +127,7 @@ async fn agents_case(
     // Their sessions do not exist: the reports kept for a worker to record go now.
     let ids: Vec<String> = offered.into_iter().map(|item| item.id).collect();
     for page in ids.chunks(10_000) {
-        events::Store::agent_reported(&store, page).await?;
+        events::AgentQueue::agent_reported(&store, page).await?;
     }
     anyhow::ensure!(done == items, "{done} of {items} items completed");
     Ok(())
