@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use crate::outage::retrying;
 use events::{
-    AgentClaim, AgentItem, AgentOrigin, AgentReport, Notice, Outcome, Reported, Status, Store,
-    TaskRef,
+    AgentClaim, AgentItem, AgentOrigin, AgentQueue, AgentReport, Notice, Outcome, Outcomes,
+    Reported, Status, TaskRef,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Claims the next item of `types` for `agent`, asking again until one comes or `wait` passed.
 pub async fn claim(
-    store: &dyn Store,
+    store: &dyn AgentQueue,
     agent: &str,
     types: &[String],
     wait: Duration,
@@ -76,20 +76,20 @@ pub fn describe(claim: &AgentClaim) -> Value {
 
 /// Completes the item `token` holds with `result`; refused, changing nothing, when the token
 /// holds none.
-pub async fn complete(store: &dyn Store, token: &str, result: Value) -> Result<AgentClaim> {
+pub async fn complete(store: &dyn AgentQueue, token: &str, result: Value) -> Result<AgentClaim> {
     settle(store, token, AgentReport::Completed(result)).await
 }
 
 /// Fails the attempt of the item `token` holds with `error` (a session task's retry policy
 /// decides what follows; a task of the task manager is `failed`); refused, changing nothing,
 /// when the token holds none.
-pub async fn fail(store: &dyn Store, token: &str, error: &str) -> Result<AgentClaim> {
+pub async fn fail(store: &dyn AgentQueue, token: &str, error: &str) -> Result<AgentClaim> {
     settle(store, token, AgentReport::Failed(error.to_string())).await
 }
 
 /// Puts the item `token` holds back for another agent, as if never claimed; refused when the
 /// token holds none.
-pub async fn release(store: &dyn Store, token: &str) -> Result<AgentItem> {
+pub async fn release(store: &dyn AgentQueue, token: &str) -> Result<AgentItem> {
     retrying("releasing a claim", || store.agent_release(token))
         .await?
         .ok_or_else(|| Error::StaleClaim {
@@ -97,7 +97,7 @@ pub async fn release(store: &dyn Store, token: &str) -> Result<AgentItem> {
         })
 }
 
-async fn settle(store: &dyn Store, token: &str, report: AgentReport) -> Result<AgentClaim> {
+async fn settle(store: &dyn AgentQueue, token: &str, report: AgentReport) -> Result<AgentClaim> {
     retrying("settling a claim", || store.agent_settle(token, &report))
         .await?
         .ok_or_else(|| Error::StaleClaim {
@@ -112,7 +112,9 @@ const REPORTS_LEASE: Duration = Duration::from_secs(30);
 /// Ends claims past their timeout (an instance's attempt is reported timed out, a task is
 /// pending again), then records every instance's report as that attempt's outcome; returns
 /// how many claims ended and how many reports were recorded.
-pub async fn reap(store: &dyn Store) -> Result<(usize, usize)> {
+pub async fn reap(
+    store: &(impl AgentQueue + Outcomes + events::Results + ?Sized),
+) -> Result<(usize, usize)> {
     let expired = retrying("ending claims that timed out", || store.agent_expire(256)).await?;
     let mut recorded = 0;
     loop {
@@ -151,7 +153,10 @@ pub async fn reap(store: &dyn Store) -> Result<(usize, usize)> {
 /// Records what an agent reported as the outcome of the item's instance attempt, then
 /// announces it. Recording again what was recorded is refused by the recording rule, so a
 /// report recorded twice (its lease ran out first) counts once.
-async fn record(store: &dyn Store, reported: &Reported) -> Result<()> {
+async fn record(
+    store: &(impl Outcomes + events::Results + ?Sized),
+    reported: &Reported,
+) -> Result<()> {
     let AgentOrigin::Instance {
         session,
         run,
@@ -188,7 +193,7 @@ async fn record(store: &dyn Store, reported: &Reported) -> Result<()> {
         status,
     };
     // A large result goes to a blob, as a worker stores it, so recording calls stay small.
-    crate::worker::blob_if_large(store, session, task, &mut outcome).await?;
+    crate::results::blob_if_large(store, session, task, &mut outcome).await?;
     let outcome = [outcome];
     // Refused when recorded before or when the run ended: then there is nothing to announce.
     let accepted = retrying("recording an agent's outcome", || {

@@ -5,7 +5,7 @@
 //! silent for [`GONE_AFTER`] is listed as gone and no longer is (a process stopped cleanly says
 //! goodbye and is not listed at all).
 
-use events::{Broker, Store};
+use events::{Broker, Membership};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ fn hostname() -> String {
 /// counts at each; then says goodbye (the member is forgotten). A heartbeat the store misses is
 /// logged and the next one tried.
 pub async fn heartbeat(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Membership>,
     member: Member,
     running: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -188,7 +188,7 @@ pub struct Health {
 /// Checks Redis (the store answers), Kafka (its brokers answer) and the heartbeats of the
 /// members of deployment `namespace`: healthy when both answer, at least one coordinator and
 /// one worker are alive, and none is stale.
-pub async fn check(store: &dyn Store, broker: &dyn Broker, namespace: &str) -> Health {
+pub async fn check(store: &dyn Membership, broker: &dyn Broker, namespace: &str) -> Health {
     let mut problems = Vec::new();
     let now = store.now_ms().await;
     let redis = match &now {

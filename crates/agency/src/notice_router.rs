@@ -4,7 +4,7 @@
 //! that connection and its `SUBSCRIBE` round trip used to sit on every session's latency path.
 //! Notices of sessions this coordinator does not run (another coordinator's) are dropped here.
 
-use events::{Event, EventManager, Notice, Source, Store, NOTICES_PATTERN};
+use events::{Event, EventManager, Notice, Notices, Source, NOTICES_PATTERN};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ pub(crate) enum Routed {
 type Routes = Arc<Mutex<HashMap<String, (u64, mpsc::UnboundedSender<Routed>)>>>;
 
 pub(crate) struct NoticeRouter {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Notices>,
     routes: Routes,
     registrations: AtomicU64,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
@@ -42,7 +42,7 @@ impl std::fmt::Debug for NoticeRouter {
 }
 
 impl NoticeRouter {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Notices>) -> Self {
         let stop = CancellationToken::new();
         Self {
             store,
@@ -157,7 +157,7 @@ impl Drop for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events::{notices_channel, MemoryStore, TaskRef};
+    use events::{notices_channel, MemoryStore, Store, TaskRef};
     use std::time::Duration;
 
     async fn announce(store: &dyn Store, session: &str, instance: u64) {

@@ -8,13 +8,16 @@
 //! ([`expansion::ResultsRef`]).
 
 use crate::error::{Error, Result};
-use crate::outage::retrying_for;
-use events::{Status, Store, TaskRef};
+use crate::outage::{retrying, retrying_for};
+use events::{Outcome, Status, Store, TaskRef};
 use expansion::ResultsRef;
 use serde_json::Value;
 use std::ops::Range;
 use std::time::Duration;
 use taskgroup::SessionResult;
+
+/// Results larger than this (as JSON) are stored by reference, not inside their outcome.
+pub const BLOB_THRESHOLD: usize = 64 * 1024;
 
 /// Results read per store call.
 pub const PAGE: u64 = 65_536;
@@ -268,4 +271,32 @@ pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> 
         ),
     })?;
     Ok(Kept { reference, task })
+}
+
+/// Moves a success larger than [`BLOB_THRESHOLD`] out of its outcome into a blob of the
+/// session, leaving the blob's name (`group:task:instance:attempt`) in its place. Workers and
+/// agents' reports store their results through it.
+pub(crate) async fn blob_if_large(
+    store: &(impl events::Results + ?Sized),
+    session: &str,
+    task: TaskRef,
+    outcome: &mut Outcome,
+) -> crate::Result<()> {
+    let Status::Succeeded(value) = &outcome.status else {
+        return Ok(());
+    };
+    if expansion::json_len(value) <= BLOB_THRESHOLD {
+        return Ok(());
+    }
+    let name = format!(
+        "{}:{}:{}:{}",
+        task.group, task.task, outcome.instance, outcome.attempt
+    );
+    let bytes = events::encode("a large result", value)?;
+    retrying("storing a large result", || {
+        store.save_blob(session, &name, bytes.clone())
+    })
+    .await?;
+    outcome.status = Status::Stored(name);
+    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::outage::retrying;
-use events::{ManagedTask, NewTask, Store, WorkflowSummary};
+use events::{ManagedTask, NewTask, TaskManager, WorkflowSummary};
 use serde_json::{Map, Value};
 
 /// How long a claim holds unless told otherwise: a day, as the seed's task manager.
@@ -19,7 +19,7 @@ const LONGEST_NAME: usize = 200;
 /// Creates a pending task of `kind` in `workflow`, under `parent` (a task of the same workflow)
 /// if given; returns its id (`<type>_<16 hex digits>`).
 pub async fn create(
-    store: &dyn Store,
+    store: &dyn TaskManager,
     workflow: &str,
     kind: &str,
     data: Value,
@@ -59,12 +59,12 @@ pub async fn create(
 }
 
 /// The task of that id, if there is one.
-pub async fn get(store: &dyn Store, id: &str) -> Result<Option<ManagedTask>> {
+pub async fn get(store: &dyn TaskManager, id: &str) -> Result<Option<ManagedTask>> {
     Ok(retrying("reading a task", || store.task_get(id)).await?)
 }
 
 /// The children of task `id`, in the order they were created; refused for an unknown id.
-pub async fn children(store: &dyn Store, id: &str) -> Result<Vec<ManagedTask>> {
+pub async fn children(store: &dyn TaskManager, id: &str) -> Result<Vec<ManagedTask>> {
     if get(store, id).await?.is_none() {
         return Err(no_task(id));
     }
@@ -72,12 +72,12 @@ pub async fn children(store: &dyn Store, id: &str) -> Result<Vec<ManagedTask>> {
 }
 
 /// Cancels a pending or claimed task; refused, naming why, when it ended already.
-pub async fn cancel(store: &dyn Store, id: &str) -> Result<()> {
+pub async fn cancel(store: &dyn TaskManager, id: &str) -> Result<()> {
     Ok(retrying("cancelling a task", || store.task_cancel(id)).await?)
 }
 
 /// The workflow's tasks counted by status and by type.
-pub async fn summary(store: &dyn Store, workflow: &str) -> Result<WorkflowSummary> {
+pub async fn summary(store: &dyn TaskManager, workflow: &str) -> Result<WorkflowSummary> {
     check_workflow(workflow)?;
     Ok(retrying("reading a workflow's summary", || {
         store.task_summary(workflow)
@@ -88,7 +88,7 @@ pub async fn summary(store: &dyn Store, workflow: &str) -> Result<WorkflowSummar
 /// Sets `set`'s keys in the workflow's metadata (none for an empty map); returns it as it
 /// then is.
 pub async fn metadata(
-    store: &dyn Store,
+    store: &dyn TaskManager,
     workflow: &str,
     set: &Map<String, Value>,
 ) -> Result<Map<String, Value>> {

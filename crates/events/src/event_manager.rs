@@ -5,7 +5,7 @@
 
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::Notices;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ pub enum Event {
 /// Merges sources into one stream.
 #[derive(Clone)]
 pub struct EventManager {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Notices>,
     broker: Option<Arc<dyn Broker>>,
 }
 
@@ -75,7 +75,7 @@ impl std::fmt::Debug for EventManager {
 
 impl EventManager {
     /// A manager reading channels from `store` and, when given, topics from `broker`.
-    pub fn new(store: Arc<dyn Store>, broker: Option<Arc<dyn Broker>>) -> Self {
+    pub fn new(store: Arc<dyn Notices>, broker: Option<Arc<dyn Broker>>) -> Self {
         Self { store, broker }
     }
 

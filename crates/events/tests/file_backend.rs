@@ -31,10 +31,28 @@ async fn file_store_conforms() {
     conformance::store_suite(&*store, "file-session").await;
     store.checkpoint().await.unwrap();
     drop(store);
-    // What the suite left behind is read back the same: nothing of its working state.
+    // What the suite left behind is read back the same: the sessions it cleaned up hold nothing
+    // of their working state, the others what they held.
     let reopened = open(&path).await;
-    assert_eq!(reopened.current_run("file-session").await.unwrap(), None);
-    assert_eq!(reopened.load_context("file-session").await.unwrap(), None);
+    for cleaned in ["file-session-cleanup", "file-session-run-cleanup"] {
+        assert_eq!(reopened.current_run(cleaned).await.unwrap(), None);
+        assert_eq!(reopened.load_context(cleaned).await.unwrap(), None);
+        assert_eq!(reopened.load_state(cleaned).await.unwrap(), None);
+    }
+    assert!(reopened
+        .action_note("file-session-run-cleanup", "agency_action/3/14")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        reopened.current_run("file-session-start").await.unwrap(),
+        Some("agency_action/3/14".to_string())
+    );
+    assert!(reopened
+        .load_context("file-session-context")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! Running a range: each instance rendered and executed with its timeout under the task's
 //! concurrency limit, outcomes recorded in batches (large results as blobs) and then announced.
 
-use super::{Prepared, Worker, BLOB_THRESHOLD};
+use super::{Prepared, Worker};
 use crate::executors::{Call, ExecError, IdempotencyKey};
 use crate::metrics::Tally;
 use crate::outage::retrying;
+use crate::results::blob_if_large;
 use events::{notices_channel, Notice, Outcome, Status, WorkItem};
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
@@ -387,7 +388,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Moves results larger than [`BLOB_THRESHOLD`] out of their outcomes into blobs, so the
+    /// Moves results larger than [`BLOB_THRESHOLD`](crate::results::BLOB_THRESHOLD) out of their outcomes into blobs, so the
     /// outcome hash and the recording calls stay small.
     async fn store_large_results(
         &self,
@@ -519,34 +520,6 @@ fn render_input(
         Some(Err(error)) => return Err(error.clone()),
     };
     rendered.map_err(|e| e.to_string())
-}
-
-/// Moves a success larger than [`BLOB_THRESHOLD`] out of its outcome into a blob of the
-/// session, leaving the blob's name (`group:task:instance:attempt`) in its place. Workers and
-/// agents' reports store their results through it.
-pub(crate) async fn blob_if_large(
-    store: &dyn events::Store,
-    session: &str,
-    task: events::TaskRef,
-    outcome: &mut Outcome,
-) -> crate::Result<()> {
-    let Status::Succeeded(value) = &outcome.status else {
-        return Ok(());
-    };
-    if expansion::json_len(value) <= BLOB_THRESHOLD {
-        return Ok(());
-    }
-    let name = format!(
-        "{}:{}:{}:{}",
-        task.group, task.task, outcome.instance, outcome.attempt
-    );
-    let bytes = events::encode("a large result", value)?;
-    retrying("storing a large result", || {
-        store.save_blob(session, &name, bytes.clone())
-    })
-    .await?;
-    outcome.status = Status::Stored(name);
-    Ok(())
 }
 
 /// The results of one instance's upstream instances, or why they cannot be had.

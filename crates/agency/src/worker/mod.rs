@@ -11,8 +11,6 @@
 
 mod instances;
 
-pub(crate) use instances::blob_if_large;
-
 use crate::executors::{Executor, Registry};
 use crate::outage::{self, retrying};
 use events::{
@@ -36,8 +34,7 @@ type CancelScope = (String, String, String, usize);
 /// A group's cancellation token and the guard its running ranges hold.
 type GroupCancel = (CancellationToken, Arc<()>);
 
-/// Results larger than this (as JSON) are stored by reference, not inside their outcome.
-pub const BLOB_THRESHOLD: usize = 64 * 1024;
+pub use crate::results::BLOB_THRESHOLD;
 
 /// Planned tasks and cancellation tokens a worker keeps before it starts over.
 const CACHE_LIMIT: usize = 1024;
