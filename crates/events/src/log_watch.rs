@@ -73,8 +73,17 @@ impl LogWatch {
     /// Notes a message read at `offset` of `partition` that the broker stamped with its append
     /// time, `appended_ms`. The broker stamps in append order, so the log holds nothing stamped
     /// later at or before that offset, however it grows.
+    ///
+    /// The first message read from a partition is a checkpoint at once: one read between two
+    /// readings (the broker lost right after) is checked at the next reading, not only at the
+    /// one after it. Checking a message is never wrong in an intact log; only a message read
+    /// from the new log would hide a loss, and one read before any reading of its partition
+    /// hides nothing an older checkpoint would have told.
     pub fn stamped(&mut self, partition: i32, offset: u64, appended_ms: i64) {
         self.stamped.insert(partition, (offset, appended_ms));
+        self.checkpoints
+            .entry(partition)
+            .or_insert((offset, appended_ms));
         self.observe(partition, offset + 1);
     }
 
@@ -217,7 +226,7 @@ mod tests {
     fn a_log_written_again_past_every_end_seen_is_a_loss() {
         let mut watch = LogWatch::default();
         watch.stamped(1, 0, 1_000);
-        assert_eq!(watch.checks(), [], "checked from the next reading on");
+        assert_eq!(watch.checks(), [(1, 1_001)], "the first read is checked at once");
         assert_eq!(watch.read_with(&[(1, 1)], Some(&[])), Reading::Intact);
         assert_eq!(watch.checks(), [(1, 1_001)]);
         // Intact: nothing stamped later, or only past the message read.
@@ -246,6 +255,26 @@ mod tests {
         // Forgotten: the new log is watched from where it is.
         assert_eq!(watch.checks(), []);
         assert_eq!(watch.read_with(&[(1, 5)], Some(&[])), Reading::Intact);
+    }
+
+    /// The case the fault suite found: the first message of a partition read, the broker lost
+    /// before the next reading, and a message landing at offset 0 of the new log before the
+    /// consumer could see the partition empty.
+    #[test]
+    fn a_partition_read_once_before_the_log_was_lost_is_checked() {
+        let mut watch = LogWatch::default();
+        assert_eq!(watch.read_with(&[(4, 0)], Some(&[])), Reading::Intact);
+        watch.stamped(4, 0, 2_000);
+        // The broker out of reach: no answer, nothing decided.
+        assert_eq!(watch.read_with(&[(4, 1)], None), Reading::Intact);
+        assert_eq!(watch.checks(), [(4, 2_001)]);
+        assert_eq!(
+            watch.read_with(&[(4, 1)], Some(&[(4, Some(0))])),
+            Reading::Lost(
+                "partition 4 holds a message appended after the one read at offset 0, at offset 0"
+                    .into()
+            )
+        );
     }
 
     #[test]
