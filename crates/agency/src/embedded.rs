@@ -237,7 +237,7 @@ impl Engine {
                 what: format!("the result of session {}", found.id),
                 message: "gone from the state file".into(),
             })?;
-            return crate::distributed::read_result(&found.id, stored);
+            return crate::results::read_result(&found.id, stored);
         }
         let reused = match found.start {
             DurableStart::Rerun => Some(

@@ -2,10 +2,19 @@
 //! and whether trying again can help ([`Error::is_retryable`]: a server that could not be
 //! reached). Bad input never is.
 
-use crate::coordinator::HandedOver;
-
 /// The library's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A session this coordinator stopped running without a result, for another coordinator to
+/// resume: its lease went to another, or this coordinator is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("session {session} is left to another coordinator: {why}")]
+pub struct HandedOver {
+    /// The session's id.
+    pub session: String,
+    /// Why it was left.
+    pub why: &'static str,
+}
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]

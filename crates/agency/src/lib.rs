@@ -21,15 +21,15 @@
 pub mod agents;
 pub mod client;
 #[cfg(any(feature = "redis", feature = "kafka"))]
-mod connect;
+pub mod connect;
 pub mod coordinator;
 mod dead_letter;
-pub mod distributed;
 pub mod embedded;
 mod error;
 pub mod executors;
 mod failpoint;
 pub mod health;
+pub mod intake;
 pub mod metrics;
 mod notice_router;
 mod outage;
@@ -37,7 +37,7 @@ pub mod results;
 pub mod tasks;
 pub mod worker;
 
-pub use coordinator::{Coordinator, Durable, HandedOver, Progress};
-pub use error::{Error, Result};
+pub use coordinator::{Coordinator, Durable, Progress};
+pub use error::{Error, HandedOver, Result};
 pub use executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 pub use worker::{Worker, WorkerOptions};

@@ -1,4 +1,5 @@
-//! Results read from the store a page at a time: how a task's results are combined without
+//! Results read back from the store: a session's result ([`load_result`], and [`ResultWaiter`]
+//! waiting for one), and a task's results a page at a time: how they are combined without
 //! holding them all, how a worker reads the slice of results kept by reference that its range
 //! maps over, and how `agency results` pages them.
 //!
@@ -9,12 +10,166 @@
 
 use crate::error::{Error, Result};
 use crate::outage::{retrying, retrying_for};
-use events::{Outcome, Status, Store, TaskRef};
+use events::{Origin, Outcome, Status, Store, TaskRef, RESULTS_CHANNEL};
 use expansion::ResultsRef;
 use serde_json::Value;
 use std::ops::Range;
 use std::time::Duration;
 use taskgroup::SessionResult;
+
+/// A stored or announced result, read back; a value that is not one says so, naming the session.
+pub fn read_result(session: &str, value: Value) -> Result<SessionResult> {
+    serde_json::from_value(value).map_err(|error| Error::Corrupt {
+        what: format!("the stored result of session {session}"),
+        message: format!("not a session result: {error}"),
+    })
+}
+
+/// The session's stored result, if it has one, waiting out an unreachable store.
+pub async fn load_result(store: &dyn Store, id: &str) -> Result<Option<SessionResult>> {
+    match retrying("reading a result", || store.load_result(id)).await? {
+        Some(value) => Ok(Some(read_result(id, value)?)),
+        None => Ok(None),
+    }
+}
+
+/// Waits for a session's result (of run `run`, when given): read from the store when
+/// `agency:results` announces it, and every second too, so a result published before this
+/// call, or an announcement lost, is still found.
+pub async fn wait_result(
+    store: &dyn Store,
+    id: &str,
+    run: Option<&Origin>,
+    timeout: Option<Duration>,
+) -> Result<SessionResult> {
+    ResultWaiter::subscribe(store)
+        .await?
+        .wait(store, id, run, timeout)
+        .await
+}
+
+/// A subscription to `agency:results`, opened before submitting so waiting adds no connection
+/// setup to a session's latency.
+pub struct ResultWaiter {
+    results: Box<dyn events::Subscription>,
+}
+
+impl std::fmt::Debug for ResultWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResultWaiter")
+    }
+}
+
+impl ResultWaiter {
+    /// Subscribes to the results channel; do it before submitting, so no result is missed.
+    pub async fn subscribe(store: &dyn Store) -> Result<Self> {
+        Ok(Self {
+            results: retrying("subscribing to results", || {
+                store.subscribe(RESULTS_CHANNEL)
+            })
+            .await?,
+        })
+    }
+
+    /// The result of session `id`, of run `run` when given (see [`Submitted::run`](crate::client::Submitted::run)); other
+    /// sessions' and earlier runs' results are skipped, and a later run's is an error
+    /// ([`Error::Superseded`]).
+    pub async fn wait(
+        &mut self,
+        store: &dyn Store,
+        id: &str,
+        run: Option<&Origin>,
+        timeout: Option<Duration>,
+    ) -> Result<SessionResult> {
+        let mut run = run.cloned();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                payload = self.results.next() => match payload {
+                    // An announcement names the session; its result is read from the store (it
+                    // may be too large for pub/sub).
+                    Ok(payload) => {
+                        let announced = serde_json::from_slice::<events::Announcement>(&payload);
+                        if announced.is_ok_and(|announced| announced.session_id == id) {
+                            if let Some(result) = settled(store, id, &mut run).await? {
+                                return Ok(result);
+                            }
+                        }
+                    }
+                    // Lost with the connection: subscribe again, then read what was published
+                    // meanwhile from the store.
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "the results subscription dropped; subscribing again");
+                        self.results = retrying("subscribing to results", || store.subscribe(RESULTS_CHANNEL)).await?;
+                        if let Some(result) = settled(store, id, &mut run).await? {
+                            return Ok(result);
+                        }
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+                _ = poll.tick() => {
+                    if let Some(result) = settled(store, id, &mut run).await? {
+                        return Ok(result);
+                    }
+                }
+                () = crate::coordinator::sleep_until(deadline) => {
+                    return Err(Error::NoResult { session: id.to_string(), seconds: timeout.unwrap_or_default().as_secs() });
+                }
+            }
+        }
+    }
+}
+
+/// Whether `result` answers a wait for run `run` of session `id`: yes when it is that run's, or
+/// when no run is asked for or the result names none; `None` for an earlier run's (keep
+/// waiting); an error when a later submission of the id replaced the run.
+fn answers(id: &str, run: Option<&Origin>, result: SessionResult) -> Result<Option<SessionResult>> {
+    let (Some(run), Some(theirs)) = (run, result.run.as_deref()) else {
+        return Ok(Some(result));
+    };
+    match theirs.parse::<Origin>() {
+        Ok(theirs) if theirs == *run => Ok(Some(result)),
+        Ok(theirs) if theirs.supersedes(run) => Err(Error::Superseded {
+            session: id.to_string(),
+            run: run.to_string(),
+            by: theirs.to_string(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// The stored result if it answers a wait for run `run` of session `id` (see [`answers`]).
+/// An action that started no run has a note saying why: one attached to the run under way is
+/// answered by that run's result (`run` becomes it); a refused one ends the wait with the
+/// reason.
+async fn settled(
+    store: &dyn Store,
+    id: &str,
+    run: &mut Option<Origin>,
+) -> Result<Option<SessionResult>> {
+    if let Some(waited) = run.clone() {
+        let waited = waited.to_string();
+        let note = retrying("reading what became of the action", || {
+            store.action_note(id, &waited)
+        })
+        .await?;
+        match note.as_deref().map(|note| note.split_once(':')) {
+            Some(Some(("attached", to))) => *run = to.parse().ok(),
+            Some(Some(("refused", reason))) => {
+                return Err(Error::Refused {
+                    session: id.to_string(),
+                    reason: reason.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    match load_result(store, id).await? {
+        Some(result) => answers(id, run.as_ref(), result),
+        None => Ok(None),
+    }
+}
 
 /// Results larger than this (as JSON) are stored by reference, not inside their outcome.
 pub const BLOB_THRESHOLD: usize = 64 * 1024;
@@ -202,7 +357,7 @@ pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> 
         Some(group) => format!("task `{task}` of group `{group}`"),
         None => format!("task `{task}`"),
     };
-    let found = crate::distributed::load_result(store, session).await?;
+    let found = load_result(store, session).await?;
     let (context, result) = match found {
         Some(result) => (result.context.clone(), Some(result)),
         None => {

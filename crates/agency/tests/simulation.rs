@@ -16,8 +16,10 @@
 //! and crash schedule, while the exact interleaving may differ.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use agency::distributed::{self, ResultWaiter, COORDINATOR_GROUP};
+use agency::client;
 use agency::embedded::{EmbeddedOptions, Engine};
+use agency::intake::{self, COORDINATOR_GROUP};
+use agency::results::ResultWaiter;
 use agency::{Progress, Registry, Worker, WorkerOptions};
 use events::chaos::{ChaosBroker, ChaosStore, Dice, Faults};
 use events::prelude::*;
@@ -165,7 +167,7 @@ impl Fleet {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let running =
-            distributed::run_coordinator(broker, store, rules, COORDINATOR_GROUP, chunk, token);
+            intake::run_coordinator(broker, store, rules, COORDINATOR_GROUP, chunk, token);
         self.process("a coordinator", running, stop)
     }
 
@@ -236,7 +238,7 @@ async fn simulate(seed: u64) -> Run {
     let (calm_broker, calm_store) = (broker.calm(), store.calm());
     let mut announced = calm_store.subscribe(RESULTS_CHANNEL).await.unwrap();
     let mut waiter = ResultWaiter::subscribe(&calm_store).await.unwrap();
-    let submitted = distributed::submit(&calm_broker, &calm_store, document)
+    let submitted = client::submit(&calm_broker, &calm_store, document)
         .await
         .unwrap();
 

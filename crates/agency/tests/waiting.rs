@@ -2,7 +2,8 @@
 //! or a later submission's under the same session id (issue #13, defect 3).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use agency::distributed::{submit, ResultWaiter};
+use agency::client::submit;
+use agency::results::ResultWaiter;
 use agency::Error;
 use events::prelude::*;
 use events::{Fence, MemoryBroker, MemoryStore};

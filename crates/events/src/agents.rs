@@ -10,7 +10,7 @@
 //! queue, and a claim that times out puts the task back to pending.
 //!
 //! The queue is part of the [`crate::Store`] (`agent_*` and `task_*`). Its in-memory form is
-//! [`AgentQueue`]; Redis keeps the same rules in Lua (`crates/events/lua/agents/`, which the
+//! [`AgentQueue`](crate::AgentQueue); Redis keeps the same rules in Lua (`crates/events/lua/agents/`, which the
 //! Python client runs too), both checked by the conformance suite.
 
 use serde::{Deserialize, Serialize};

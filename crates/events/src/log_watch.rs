@@ -51,7 +51,7 @@ impl LogWatch {
     /// log was lost when that very offset was given to one of its messages before (offsets are
     /// never given twice in one log, so the broker started it over), and forgets what was seen.
     /// Publishes run concurrently and land in any order, so an offset below one seen says
-    /// nothing by itself; the last [`GIVEN`] offsets per partition are kept to compare.
+    /// nothing by itself; the last `GIVEN` offsets per partition are kept to compare.
     pub fn landed(&mut self, partition: i32, offset: u64) -> Option<String> {
         let given = self.given.entry(partition).or_default();
         if !given.insert(offset) {
@@ -226,7 +226,11 @@ mod tests {
     fn a_log_written_again_past_every_end_seen_is_a_loss() {
         let mut watch = LogWatch::default();
         watch.stamped(1, 0, 1_000);
-        assert_eq!(watch.checks(), [(1, 1_001)], "the first read is checked at once");
+        assert_eq!(
+            watch.checks(),
+            [(1, 1_001)],
+            "the first read is checked at once"
+        );
         assert_eq!(watch.read_with(&[(1, 1)], Some(&[])), Reading::Intact);
         assert_eq!(watch.checks(), [(1, 1_001)]);
         // Intact: nothing stamped later, or only past the message read.

@@ -24,7 +24,7 @@ pub static ERRORS: Errors = Errors {
     file: AtomicU64::new(0),
 };
 
-/// Calls that found their server away and were tried again after a wait ([`crate::retry`]).
+/// Calls that found their server away and were tried again after a wait ([`crate::retry()`]).
 pub static OUTAGE_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 /// The messages not yet read by this process's consumers, by topic, as librdkafka last said.

@@ -3,7 +3,7 @@
 //! already; renewing it in a task of its own tells the run when the lease went to another.
 
 use super::{Coordinator, Lease, LEASE};
-use crate::error::{Error, Result};
+use crate::error::{Error, HandedOver, Result};
 use events::{Claim, Fence, Origin, Renewal, TaskRef};
 use serde_json::Value;
 use taskgroup::Session;
@@ -44,28 +44,6 @@ pub(super) enum Taken {
     /// The action was delivered again and its session is done: its result, if still stored.
     Done(Option<Value>),
 }
-
-/// A session this coordinator stopped running without a result, for another coordinator to
-/// resume: its lease went to another, or this coordinator is shutting down.
-#[derive(Debug)]
-pub struct HandedOver {
-    /// The session's id.
-    pub session: String,
-    /// Why it was left.
-    pub why: &'static str,
-}
-
-impl std::fmt::Display for HandedOver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "session {} is left to another coordinator: {}",
-            self.session, self.why
-        )
-    }
-}
-
-impl std::error::Error for HandedOver {}
 
 pub(super) fn handed_over(session: &str, why: &'static str) -> Error {
     HandedOver {

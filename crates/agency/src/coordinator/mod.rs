@@ -23,7 +23,6 @@ mod timers;
 mod work;
 
 pub(crate) use lease::exit_handlers;
-pub use lease::HandedOver;
 
 use crate::error::{Error, Result};
 use crate::notice_router::NoticeRouter;
@@ -216,10 +215,10 @@ impl Coordinator {
     ///
     /// A session that fails with an error still gets a result: `failed`, with the error. When
     /// `stop` fires the session is left, without a result, for another coordinator to resume
-    /// (the error is [`HandedOver`]). When `cancel` fires, or a cancel of the run is requested
-    /// in the store ([`Runs::request_cancel`], seen within a second), the run ends
+    /// (the error is [`HandedOver`](crate::HandedOver)). When `cancel` fires, or a cancel of the run is requested
+    /// in the store ([`events::Runs::request_cancel`], seen within a second), the run ends
     /// `cancelled`, with the results of what completed. `document` is the session as submitted,
-    /// kept with the run ([`Documents::save_document`]) for clients submitting the id again.
+    /// kept with the run ([`events::Documents::save_document`]) for clients submitting the id again.
     /// With `rerun`, a run of the id that did not complete is rerun: its recorded successes are
     /// reused and only what failed or never finished is executed.
     #[allow(clippy::too_many_arguments)]
@@ -255,7 +254,7 @@ impl Coordinator {
             let outcome = match self.take(lease, id, origin, rerun, &stop).await {
                 Ok(Taken::Done(result)) => {
                     return result
-                        .map(|value| crate::distributed::read_result(id, value))
+                        .map(|value| crate::results::read_result(id, value))
                         .transpose()
                 }
                 Ok(Taken::Run(start)) => {

@@ -207,7 +207,7 @@ pub trait Contexts: Send + Sync + 'static {
 #[async_trait]
 pub trait Results: Send + Sync + 'static {
     /// Stores the session's final or partial result (kept after cleanup), then publishes
-    /// `announcement` (an encoded [`crate::Announcement`]) on [`RESULTS_CHANNEL`]: in one call,
+    /// `announcement` (an encoded [`crate::Announcement`]) on [`RESULTS_CHANNEL`](crate::RESULTS_CHANNEL): in one call,
     /// and only once it is stored. Storing the same result again (retrying a write whose answer
     /// was lost) announces nothing. `result` is the JSON document, encoded once by the caller (a
     /// result can hold a million values; it is never copied to be stored, nor sent on pub/sub).
@@ -261,7 +261,7 @@ pub trait Documents: Send + Sync + 'static {
     /// Writes the session's live state (JSON, `docs/control.md`). With `replace` false it is
     /// written only when none is stored: a submission's `pending` must not overwrite the state of
     /// a run that already started. With `replace` it is also published on the session's
-    /// [`progress_channel`], in the same call. Part of the working state; fenced. The session is
+    /// [`progress_channel`](crate::store::progress_channel), in the same call. Part of the working state; fenced. The session is
     /// also listed among the recent sessions ([`Documents::sessions`]): a `pending` state moves it
     /// to the newest.
     async fn save_state(
@@ -276,6 +276,6 @@ pub trait Documents: Send + Sync + 'static {
     async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>>;
 
     /// The sessions listed most recently (by [`Documents::save_state`]), newest first, with when
-    /// ([`Membership::now_ms`]), at most `limit`; a session is listed for as long as a result is kept.
+    /// ([`Membership::now_ms`](crate::Membership::now_ms)), at most `limit`; a session is listed for as long as a result is kept.
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>>;
 }

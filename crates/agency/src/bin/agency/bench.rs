@@ -94,7 +94,7 @@ async fn agents_case(
     session: bool,
     servers: &crate::serve::Servers,
 ) -> anyhow::Result<()> {
-    let store = agency::distributed::connect_store(&servers.redis).await?;
+    let store = agency::connect::connect_store(&servers.redis).await?;
     let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
     if session {
         return agents_session(items, agents, &kind, servers).await;
@@ -147,7 +147,7 @@ async fn run_agents(
     let workers = (0..agents).map(|k| {
         let (kind, redis, done) = (kind.to_string(), redis.to_string(), done.clone());
         tokio::spawn(async move {
-            let store = agency::distributed::connect_store(&redis).await?;
+            let store = agency::connect::connect_store(&redis).await?;
             let types = [kind];
             while done.load(std::sync::atomic::Ordering::Relaxed) < items {
                 let agent = format!("agent-{k}");
@@ -179,17 +179,17 @@ async fn agents_session(
     let namespace = format!("bench-agents-{}.", uuid::Uuid::new_v4().simple());
     let fleet = crate::bench_distributed::Processes::fleet(servers, &namespace)?;
     let kafka =
-        std::sync::Arc::new(agency::distributed::connect_broker(servers.kafka_options()).await?);
+        std::sync::Arc::new(agency::connect::connect_broker(servers.kafka_options()).await?);
     let broker = events::Namespaced::new(kafka, &namespace);
-    let store = agency::distributed::connect_store(&servers.redis).await?;
-    let mut waiter = agency::distributed::ResultWaiter::subscribe(&store).await?;
+    let store = agency::connect::connect_store(&servers.redis).await?;
+    let mut waiter = agency::results::ResultWaiter::subscribe(&store).await?;
     let document = json!({"session_id": format!("{namespace}agents"), "groups": [{"id": "g",
         "tasks": [{"id": "review", "executor": "agent",
             "agent": {"type": kind, "claim_timeout_ms": 60_000},
             "input": {"n": "{{n}}", "expansion_config":
                 {"type": "range", "range": format!("0-{}", items - 1), "variable": "n"}}}]}]});
     let started = Instant::now();
-    let submitted = agency::distributed::submit(&broker, &store, document).await?;
+    let submitted = agency::client::submit(&broker, &store, document).await?;
     let done = run_agents(
         items,
         agents,

@@ -4,7 +4,7 @@
 use crate::bench::{check_fan_out, check_retries, fan_out_session, peak_rss_mb_of, retry_session};
 use crate::serve::Servers;
 use crate::text::thousands;
-use agency::{distributed, Registry, Worker, WorkerOptions};
+use agency::{client, connect, intake, results, Registry, Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, Namespaced, Store, DISPATCH_TOPIC};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
@@ -75,7 +75,7 @@ pub async fn run(
         Instant::now().elapsed().as_nanos()
     );
     let processes = Processes::fleet(servers, &namespace)?;
-    let kafka = Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
+    let kafka = Arc::new(connect::connect_broker(servers.kafka_options()).await?);
     let broker = Namespaced::new(kafka.clone(), &namespace);
     let store = servers.store().await?;
 
@@ -91,7 +91,7 @@ pub async fn run(
     // Warm-up: the first session waits for the consumer groups to form.
     let warm = Instant::now();
     // One subscription to the results for the whole run, as a long-lived client would hold.
-    let mut waiter = distributed::ResultWaiter::subscribe(&store).await?;
+    let mut waiter = results::ResultWaiter::subscribe(&store).await?;
     one_session(&broker, &store, &mut waiter, &format!("{namespace}warm"), 1).await?;
     eprintln!(
         "bench: cluster ready in {:.1} s (consumer groups joined)",
@@ -159,7 +159,7 @@ pub async fn run(
             let started = Instant::now();
             let id = format!("{namespace}retry-{times}");
             let document = retry_session(&id, retries, times);
-            let submitted = distributed::submit(&broker, &store, document).await?;
+            let submitted = client::submit(&broker, &store, document).await?;
             let result = waiter
                 .wait(
                     &store,
@@ -206,7 +206,7 @@ pub async fn run(
 async fn latency(
     broker: &dyn Broker,
     store: &dyn Store,
-    waiter: &mut distributed::ResultWaiter,
+    waiter: &mut results::ResultWaiter,
     prefix: &str,
     runs: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
@@ -238,11 +238,11 @@ async fn latency_without_kafka(
     let store: Arc<dyn Store> = Arc::new(servers.store().await?);
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let coordinator = tokio::spawn(distributed::run_coordinator(
+    let coordinator = tokio::spawn(intake::run_coordinator(
         broker.clone(),
         store.clone(),
         crate::serve::rules(broker.clone()),
-        distributed::COORDINATOR_GROUP,
+        intake::COORDINATOR_GROUP,
         taskgroup::DEFAULT_CHUNK,
         shutdown.clone(),
     ));
@@ -253,7 +253,7 @@ async fn latency_without_kafka(
         WorkerOptions::default(),
     );
     let working = tokio::spawn(worker.run(shutdown.clone()));
-    let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
+    let mut waiter = results::ResultWaiter::subscribe(store.as_ref()).await?;
     one_session(
         broker.as_ref(),
         store.as_ref(),
@@ -280,12 +280,12 @@ async fn latency_without_kafka(
 async fn one_session(
     broker: &dyn Broker,
     store: &dyn Store,
-    waiter: &mut distributed::ResultWaiter,
+    waiter: &mut results::ResultWaiter,
     id: &str,
     n: u64,
 ) -> anyhow::Result<taskgroup::SessionResult> {
     let document = fan_out_session(id, n);
-    let submitted = distributed::submit(broker, store, document).await?;
+    let submitted = client::submit(broker, store, document).await?;
     let result = waiter
         .wait(
             store,

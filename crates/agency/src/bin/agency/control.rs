@@ -5,7 +5,6 @@
 use crate::run::print_json;
 use crate::text::thousands;
 use agency::client::{self, Status};
-use agency::distributed;
 use events::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -272,7 +271,7 @@ pub async fn watch(
     let mut last_line = Instant::now();
     let mut known = false;
     loop {
-        if let Some(result) = distributed::load_result(store, session).await? {
+        if let Some(result) = agency::results::load_result(store, session).await? {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }

@@ -3,7 +3,6 @@
 //! The page is one HTML file compiled into the binary: it loads nothing from elsewhere.
 
 use agency::client::{self, Status};
-use agency::distributed;
 use agency::metrics::METRICS;
 use anyhow::Context as _;
 use axum::extract::{Path, Query, State};
@@ -416,19 +415,19 @@ async fn sessions_events(
 async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
     let id = session_id(&id)?;
     let (broker, store) = (deployment.broker.as_ref(), deployment.store.as_ref());
-    Err(match distributed::cancel(broker, store, id).await {
-        Ok(distributed::CancelAnswer::Sent { run }) => {
+    Err(match client::cancel(broker, store, id).await {
+        Ok(client::CancelAnswer::Sent { run }) => {
             let sent = json!({"session_id": id, "cancel": "sent", "run": run});
             return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
         }
-        Ok(distributed::CancelAnswer::Finished(result)) => refuse(
+        Ok(client::CancelAnswer::Finished(result)) => refuse(
             StatusCode::CONFLICT,
             format!(
                 "session {id} has already finished ({}); nothing to cancel",
                 result.status
             ),
         ),
-        Ok(distributed::CancelAnswer::Unknown) => refuse(
+        Ok(client::CancelAnswer::Unknown) => refuse(
             StatusCode::NOT_FOUND,
             format!("no session {id} is running or has a result; nothing to cancel"),
         ),

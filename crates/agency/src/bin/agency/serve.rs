@@ -5,8 +5,9 @@
 
 use crate::control::{self, exit_code};
 use crate::run::print_json;
-use agency::distributed::{self, COORDINATOR_GROUP};
+use agency::intake::{self, COORDINATOR_GROUP};
 use agency::worker::WORKER_GROUP;
+use agency::{client, connect, results};
 use agency::{health, Registry, Worker, WorkerOptions};
 use anyhow::Context as _;
 use events::prelude::*;
@@ -81,8 +82,8 @@ impl Servers {
     /// The store: on the Redis Cluster when one is named, else on the Redis at `redis`.
     pub async fn store(&self) -> agency::Result<events::RedisStore> {
         match &self.redis_cluster {
-            Some(nodes) => distributed::connect_cluster_store(nodes).await,
-            None => distributed::connect_store(&self.redis).await,
+            Some(nodes) => connect::connect_cluster_store(nodes).await,
+            None => connect::connect_store(&self.redis).await,
         }
     }
 
@@ -327,8 +328,7 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 pub(crate) async fn connect(
     servers: &Servers,
 ) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
-    let kafka: Arc<dyn Broker> =
-        Arc::new(distributed::connect_broker(servers.kafka_options()).await?);
+    let kafka: Arc<dyn Broker> = Arc::new(connect::connect_broker(servers.kafka_options()).await?);
     let broker: Arc<dyn Broker> = if servers.namespace.is_empty() {
         kafka
     } else {
@@ -378,18 +378,18 @@ fn session_text(
 async fn pause(session: &str, servers: &Servers, paused: bool) -> anyhow::Result<ExitCode> {
     let what = if paused { "pause" } else { "resume" };
     let (broker, store) = connect(servers).await?;
-    match distributed::pause(broker.as_ref(), store.as_ref(), session, paused).await? {
-        distributed::CancelAnswer::Sent { run } => {
+    match client::pause(broker.as_ref(), store.as_ref(), session, paused).await? {
+        client::CancelAnswer::Sent { run } => {
             eprintln!("{what} of session {session} (run {run}) sent");
             Ok(ExitCode::SUCCESS)
         }
-        distributed::CancelAnswer::Finished(result) => {
+        client::CancelAnswer::Finished(result) => {
             anyhow::bail!(
                 "session `{session}` has already finished ({}); nothing to {what}",
                 result.status
             )
         }
-        distributed::CancelAnswer::Unknown => anyhow::bail!(
+        client::CancelAnswer::Unknown => anyhow::bail!(
             "no session `{session}` is running in {}; nothing to {what}",
             servers.redis_address()
         ),
@@ -427,7 +427,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 eprintln!("coordinator: taking sessions from agency_action on {} (redis {})", servers.kafka, servers.redis_address());
                 let member = health::Member::here(health::Role::Coordinator, &servers.namespace, Vec::new());
                 let beating = tokio::spawn(health::heartbeat(store.clone(), member, Arc::default(), shutdown.clone()));
-                distributed::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown.clone()).await?;
+                intake::run_coordinator(broker.clone(), store, rules(broker), &group, chunk, shutdown.clone()).await?;
                 shutdown.cancel();
                 let _ = beating.await;
                 if let Some(server) = server {
@@ -495,9 +495,9 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 taskgroup::Session::from_json(&text, &rules(broker.clone())).with_context(|| what.clone())?;
                 let document: Value = serde_json::from_str(&text)?;
                 // Subscribe before producing, so the result cannot be announced unseen.
-                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
-                let resubmit = if replace { distributed::Resubmit::Replace } else { distributed::Resubmit::Attach };
-                let submitted = distributed::submit_with(broker.as_ref(), store.as_ref(), document, resubmit).await?;
+                let mut waiter = results::ResultWaiter::subscribe(store.as_ref()).await?;
+                let resubmit = if replace { client::Resubmit::Replace } else { client::Resubmit::Attach };
+                let submitted = client::submit_with(broker.as_ref(), store.as_ref(), document, resubmit).await?;
                 let id = &submitted.id;
                 if submitted.attached {
                     eprintln!("session {id} is running this document already (run {}): attached to that run", submitted.run);
@@ -515,8 +515,8 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
             Serve::Resume { session, servers } => pause(&session, &servers, false).await,
             Serve::Rerun { session, servers, wait, timeout } => {
                 let (broker, store) = connect(&servers).await?;
-                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
-                let submitted = distributed::rerun(broker.as_ref(), store.as_ref(), &session).await?;
+                let mut waiter = results::ResultWaiter::subscribe(store.as_ref()).await?;
+                let submitted = client::rerun(broker.as_ref(), store.as_ref(), &session).await?;
                 if !wait {
                     println!("{}", submitted.id);
                     return Ok(ExitCode::SUCCESS);
@@ -566,9 +566,9 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
             }
             Serve::Cancel { session, servers, wait, timeout } => {
                 let (broker, store) = connect(&servers).await?;
-                let mut waiter = distributed::ResultWaiter::subscribe(store.as_ref()).await?;
-                match distributed::cancel(broker.as_ref(), store.as_ref(), &session).await? {
-                    distributed::CancelAnswer::Sent { run } => {
+                let mut waiter = results::ResultWaiter::subscribe(store.as_ref()).await?;
+                match client::cancel(broker.as_ref(), store.as_ref(), &session).await? {
+                    client::CancelAnswer::Sent { run } => {
                         eprintln!("cancel of session {session} (run {run}) sent");
                         if !wait {
                             return Ok(ExitCode::SUCCESS);
@@ -578,10 +578,10 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                         print_json(&result)?;
                         Ok(if result.status == taskgroup::ResultStatus::Cancelled { ExitCode::SUCCESS } else { exit_code(&result) })
                     }
-                    distributed::CancelAnswer::Finished(result) => {
+                    client::CancelAnswer::Finished(result) => {
                         anyhow::bail!("session `{session}` has already finished ({}); nothing to cancel", result.status)
                     }
-                    distributed::CancelAnswer::Unknown => anyhow::bail!(
+                    client::CancelAnswer::Unknown => anyhow::bail!(
                         "no session `{session}` is running or has a result in {}; nothing to cancel (one submitted a moment ago may still be queued for a coordinator)",
                         servers.redis_address()
                     ),

@@ -5,7 +5,7 @@
 //! ```
 //! # tokio::runtime::Runtime::new().expect("runtime").block_on(async {
 //! use agency::client::{Client, Status};
-//! use agency::{distributed, Registry, Worker, WorkerOptions};
+//! use agency::{intake, Registry, Worker, WorkerOptions};
 //! use events::{MemoryBroker, MemoryStore};
 //! use serde_json::json;
 //! use std::sync::Arc;
@@ -16,7 +16,7 @@
 //! let (broker, store) = (Arc::new(MemoryBroker::new()), Arc::new(MemoryStore::new()));
 //! let stop = CancellationToken::new();
 //! let rules = taskgroup::Rules::default();
-//! tokio::spawn(distributed::run_coordinator(broker.clone(), store.clone(), rules, "coordinators", 4096, stop.clone()));
+//! tokio::spawn(intake::run_coordinator(broker.clone(), store.clone(), rules, "coordinators", 4096, stop.clone()));
 //! let worker = Worker::new(broker.clone(), store.clone(), Registry::builtin(broker.clone()), WorkerOptions::default());
 //! tokio::spawn(worker.run(stop.clone()));
 //!
@@ -38,10 +38,15 @@
 //! # }).expect("the example runs");
 //! ```
 
-use crate::distributed::{self, CancelAnswer, Resubmit, Submitted};
+pub mod actions;
+
+#[cfg(all(feature = "redis", feature = "kafka"))]
+use crate::connect;
 use crate::error::{Error, Result};
 use crate::health::{self, ExecutorInfo, Health};
 use crate::outage::retrying;
+use crate::results;
+pub use actions::{cancel, pause, rerun, submit, submit_with, CancelAnswer, Resubmit, Submitted};
 use events::{Broker, Origin, Store};
 use futures_util::Stream;
 use serde_json::{json, Map, Value};
@@ -107,17 +112,17 @@ impl Client {
         redis: &str,
         namespace: &str,
     ) -> Result<Self> {
-        let kafka: Arc<dyn Broker> = Arc::new(distributed::connect_broker(kafka).await?);
+        let kafka: Arc<dyn Broker> = Arc::new(connect::connect_broker(kafka).await?);
         let broker: Arc<dyn Broker> = if namespace.is_empty() {
             kafka
         } else {
             Arc::new(events::Namespaced::new(kafka, namespace))
         };
-        let store: Arc<dyn Store> = Arc::new(distributed::connect_store(redis).await?);
+        let store: Arc<dyn Store> = Arc::new(connect::connect_store(redis).await?);
         Ok(Self::new(broker, store, namespace))
     }
 
-    /// Submits a session document, one run per id ([`distributed::submit_with`],
+    /// Submits a session document, one run per id ([`actions::submit_with`],
     /// [`Resubmit::Attach`]).
     pub async fn submit(&self, document: Value) -> Result<Submitted> {
         self.submit_with(document, Resubmit::Attach).await
@@ -125,7 +130,7 @@ impl Client {
 
     /// Submits a session document; `resubmit` says what a run of the id under way means.
     pub async fn submit_with(&self, document: Value, resubmit: Resubmit) -> Result<Submitted> {
-        distributed::submit_with(
+        actions::submit_with(
             self.broker.as_ref(),
             self.store.as_ref(),
             document,
@@ -162,7 +167,7 @@ impl Client {
         submitted: &Submitted,
         timeout: Option<Duration>,
     ) -> Result<SessionResult> {
-        distributed::wait_result(
+        results::wait_result(
             self.store.as_ref(),
             &submitted.id,
             Some(&submitted.run),
@@ -173,7 +178,7 @@ impl Client {
 
     /// Waits for session `id`'s result, of whichever run, at most `timeout`.
     pub async fn wait_any(&self, id: &str, timeout: Option<Duration>) -> Result<SessionResult> {
-        distributed::wait_result(self.store.as_ref(), id, None::<&Origin>, timeout).await
+        results::wait_result(self.store.as_ref(), id, None::<&Origin>, timeout).await
     }
 
     /// The session's status each time it changes, ending with its result: woken by each live
@@ -255,9 +260,9 @@ impl Client {
         )))
     }
 
-    /// Cancels the session's run under way ([`distributed::cancel`]).
+    /// Cancels the session's run under way ([`actions::cancel`]).
     pub async fn cancel(&self, id: &str) -> Result<CancelAnswer> {
-        distributed::cancel(self.broker.as_ref(), self.store.as_ref(), id).await
+        actions::cancel(self.broker.as_ref(), self.store.as_ref(), id).await
     }
 
     /// Redis, Kafka and the deployment's members ([`health::check`]).
@@ -280,7 +285,7 @@ impl Client {
 /// neither (`Error::Action`), or when its state is not readable (`Error::Corrupt`). Needs the
 /// store only, as `agency status` does.
 pub async fn status(store: &dyn Store, id: &str) -> Result<Status> {
-    if let Some(result) = distributed::load_result(store, id).await? {
+    if let Some(result) = results::load_result(store, id).await? {
         return Ok(Status::Finished(Box::new(result)));
     }
     match retrying("reading the live state", || store.load_state(id)).await? {
