@@ -55,7 +55,7 @@ fn eight_agents_claim_ten_thousand_items_each_exactly_once() {
                 // second means every item was taken.
                 let mut wait = Duration::from_secs(60);
                 loop {
-                    let claimed = agency::agents::claim(
+                    let claimed = agency::agent_tasks::claim(
                         &store,
                         &format!("agent-{k}"),
                         std::slice::from_ref(&kind),
@@ -66,7 +66,7 @@ fn eight_agents_claim_ten_thousand_items_each_exactly_once() {
                     let Some(claim) = claimed else { break };
                     wait = Duration::from_secs(1);
                     let n = claim.item.input["n"].as_u64().unwrap();
-                    agency::agents::complete(&store, &claim.token, json!({"n": n, "by": k}))
+                    agency::agent_tasks::complete(&store, &claim.token, json!({"n": n, "by": k}))
                         .await
                         .unwrap();
                     done.push((n, claim.claims));

@@ -33,7 +33,7 @@ pub enum Error {
     HandedOver(#[from] HandedOver),
     /// A claim token that holds no item (settled or released already, or timed out): nothing
     /// changed.
-    #[error("{}", events::agents::stale_token(token))]
+    #[error("{}", events::agent_queue::stale_token(token))]
     StaleClaim {
         /// The token given.
         token: String,

@@ -15,10 +15,25 @@
 //! # });
 //! # }
 //! ```
+//!
+//! # Layout
+//! - `coordinator`: one session from start to result, around the `SessionMachine`.
+//! - `intake`: the coordinator service on `agency_action`.
+//! - `worker`: ranges of instances taken, run and recorded.
+//! - `executors`: the code that runs one instance, and the registry of them.
+//! - `embedded`: coordinator and workers in one process.
+//! - `client`: the Rust client (`Client`) and the actions it produces (`client::actions`).
+//! - `results`: a session's result read back and waited for; a task's results by page.
+//! - `agent_tasks`: tasks done by external agents; `task_manager`: the task manager.
+//! - `health`: heartbeats and the health check; `metrics`: the process's metrics.
+//! - `notice_router`: one notices subscription routed by session.
+//! - `outage`: riding out a store or broker outage; `connect`: reaching the real servers.
+//! - `dead_letter`: malformed messages; `failpoint`: the fault suite's exits.
+//! - `error`: the library's error.
 
 #![warn(missing_docs)]
 
-pub mod agents;
+pub mod agent_tasks;
 pub mod client;
 #[cfg(any(feature = "redis", feature = "kafka"))]
 pub mod connect;
@@ -34,7 +49,7 @@ pub mod metrics;
 mod notice_router;
 mod outage;
 pub mod results;
-pub mod tasks;
+pub mod task_manager;
 pub mod worker;
 
 pub use coordinator::{Coordinator, Durable, Progress};

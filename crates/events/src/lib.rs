@@ -6,10 +6,23 @@
 //! Features: `redis` ([`RedisStore`]), `kafka` ([`KafkaBroker`]), `testsuite` (the
 //! `conformance` suite). Without them the crate builds only the in-memory twins. It depends on
 //! no other crate of the workspace: `agency` uses `events` beside `taskgroup`.
+//!
+//! # Layout
+//! - `messages`: the versioned messages that cross processes; `origin`: an action's position.
+//! - `broker`: the `Broker` seam and `MemoryBroker`; `kafka_broker`: Kafka on rdkafka.
+//! - `store`: the store's capability traits (`Runs`, `Outcomes`, ..., `Store` for all).
+//! - `memory_store`: the in-memory store; `outcome_slots`: its 12-byte outcomes.
+//! - `file_store`: the state file (the memory store journaled to SQLite).
+//! - `redis_store`, `redis_scripts`: the Redis store and its Lua.
+//! - `agent_queue`: the queue for external agents and the task manager's data.
+//! - `event_manager`: channels and topics merged into one stream.
+//! - `watermarks`: commit positions; `log_watch`: noticing a broker that lost its log.
+//! - `retry`: the one backoff; `telemetry`: the backends' counts; `error`: the crate's error.
+//! - `conformance`, `chaos` (feature `testsuite`): the shared suites and the seeded faults.
 
 #![warn(missing_docs)]
 
-pub mod agents;
+pub mod agent_queue;
 mod broker;
 #[cfg(feature = "testsuite")]
 pub mod chaos;
@@ -35,7 +48,7 @@ mod store;
 pub mod telemetry;
 mod watermarks;
 
-pub use agents::{
+pub use agent_queue::{
     AgentClaim, AgentItem, AgentOrigin, AgentReport, ManagedTask, NewTask, Reported, TaskState,
     WorkflowSummary,
 };

@@ -47,6 +47,21 @@
 //! ```
 //!
 //! This crate does no IO; errors name the task and the field path they are about.
+//!
+//! # Layout
+//! - `config`: `expansion_config` parsed strictly.
+//! - `plan`: an expansion resolved against the task input and the context.
+//! - `expansion`: a planned expansion (count, variables, instances produced lazily).
+//! - `space`: the combination space, row-major.
+//! - `select`: `include`, `exclude` and `conditions`.
+//! - `custom`: `transform_rules` (`combine`, `filter`, ...).
+//! - `predicate`: the predicates of `filter` and `conditions`.
+//! - `range`: number ranges kept as runs.
+//! - `template`: `{{name}}` templates.
+//! - `context`: the context as planning reads it.
+//! - `output`: how instances' results become the task's value.
+//! - `reference`: results kept by reference (`ResultsRef`).
+//! - `path`: field paths for errors; `error`: the crate's error.
 
 #![warn(missing_docs)]
 

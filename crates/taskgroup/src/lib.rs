@@ -13,10 +13,22 @@
 //! ```
 //!
 //! This crate does no IO.
+//!
+//! # Layout
+//! - `spec`: the session file as written; `no_duplicates`: repeated keys refused.
+//! - `session`: validation of everything at once; `session_error`: a run's typed errors.
+//! - `planning`: the one way a task is planned; `graph`: cycles and reachability.
+//! - `policy`: retry and failure policies; `failure`: the kind of an attempt's failure.
+//! - `memoize`, `agent_spec`, `inline`: a task's `memoize`, `agent` and `inline_results`.
+//! - `selection`: `--only`'s cut of a session.
+//! - `machine`: the task group state machine (`GroupMachine`).
+//! - `session_machine`: the session state machine (`SessionMachine`).
+//! - `live`: the live state while a session runs; `result`: the final result.
+//! - `error`: the crate's error.
 
 #![warn(missing_docs)]
 
-mod agent;
+mod agent_spec;
 mod error;
 mod failure;
 mod graph;
@@ -34,7 +46,7 @@ mod session_error;
 mod session_machine;
 mod spec;
 
-pub use agent::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
+pub use agent_spec::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
 pub use error::{Error, Problem, Result};
 pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
 pub use inline::{InlineResults, DEFAULT_INLINE_BYTES, DEFAULT_INLINE_COUNT};

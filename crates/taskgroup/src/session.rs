@@ -1,7 +1,7 @@
 //! Validation: a session is checked completely before anything runs, and every problem is
 //! reported at once with its field path. A [`Session`] exists only once it is known good.
 
-use crate::agent::{AgentTask, AGENT_EXECUTOR};
+use crate::agent_spec::{AgentTask, AGENT_EXECUTOR};
 use crate::error::{Error, Problem, Result};
 use crate::graph::{cycles, reaches};
 use crate::inline::InlineResults;

@@ -128,7 +128,7 @@ impl Worker {
             };
             match rendered {
                 Ok(input) => items.push(events::AgentItem {
-                    id: crate::agents::item_id(
+                    id: crate::agent_tasks::item_id(
                         &item.session,
                         &item.run,
                         item.task,

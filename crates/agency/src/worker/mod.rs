@@ -129,7 +129,7 @@ async fn reap_claims(store: Arc<dyn Store>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(REAP_EVERY) => {}
         }
-        match crate::agents::reap(store.as_ref()).await {
+        match crate::agent_tasks::reap(store.as_ref()).await {
             Ok((0, _)) => {}
             Ok((expired, _)) => tracing::info!(
                 claims = expired,

@@ -12,13 +12,13 @@
 //! | `outcomes.rs`, `rerun.rs`, `kept.rs` | [`outcomes_suite`], [`rerun_suite`], [`kept_results_suite`] |
 //! | `state.rs` | [`contexts_suite`], [`results_suite`], [`documents_suite`] |
 //! | `shared.rs` | [`membership_suite`], [`notices_suite`], [`memo_suite`] |
-//! | `agents.rs` | [`agent_suite`], [`task_suite`] |
+//! | `agent_queue.rs` | [`agent_suite`], [`task_suite`] |
 //! | `broker.rs` | [`broker_suite`] |
 //!
 //! [`store_suite`] runs the suites every session store passes.
 #![allow(clippy::expect_used)]
 
-mod agents;
+mod agent_queue;
 mod broker;
 mod claims;
 mod kept;
@@ -28,7 +28,7 @@ mod runs;
 mod shared;
 mod state;
 
-pub use agents::{agent_suite, task_suite};
+pub use agent_queue::{agent_suite, task_suite};
 pub use broker::broker_suite;
 pub use claims::claim_suite;
 pub use kept::kept_results_suite;

@@ -62,7 +62,7 @@ pub(crate) struct Sessions {
     /// does (see [`Memo::memo_get`]).
     pub(crate) memo: HashMap<String, (Vec<u8>, Option<u64>)>,
     /// Items for agents (see [`AgentQueue::agent_claim`]).
-    pub(crate) agents: crate::agents::AgentQueue,
+    pub(crate) agents: crate::agent_queue::MemoryAgentQueue,
     /// The tasks whose outcomes the next cleanup keeps (see [`Outcomes::keep_results`]).
     pub(crate) kept: HashMap<String, std::collections::BTreeSet<(usize, usize)>>,
 }

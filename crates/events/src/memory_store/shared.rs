@@ -5,7 +5,7 @@ use super::{
     decode, glob_matches, refused, wall_clock_ms, Change, MemoryStore, MemorySubscription,
     FORGET_MEMBERS_MS,
 };
-use crate::agents::{
+use crate::agent_queue::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
 };
 use crate::error::{encode, Error, Result};

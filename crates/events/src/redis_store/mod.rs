@@ -28,7 +28,7 @@
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
 //! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
 
-mod agents;
+mod agent_queue;
 mod connection;
 mod runs;
 mod session;
@@ -72,7 +72,7 @@ pub struct RedisStore {
     fenced: Fenced,
     renew: redis::Script,
     release: redis::Script,
-    agents: agents::AgentScripts,
+    agents: agent_queue::AgentScripts,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -292,7 +292,7 @@ impl RedisStore {
             fenced: Fenced::new(),
             renew: redis::Script::new(RENEW_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
-            agents: agents::AgentScripts::new(),
+            agents: agent_queue::AgentScripts::new(),
         }
     }
 

@@ -1,8 +1,8 @@
 //! What belongs to no session, on Redis: the clock and heartbeats, memoized results, pub/sub,
-//! and the agents' queue with the task manager (`agents.rs`).
+//! and the agents' queue with the task manager (`agent_queue.rs`).
 
-use super::{agents, corrupt, to_json, unavailable, RedisStore, RedisSubscription};
-use crate::agents::{
+use super::{agent_queue, corrupt, to_json, unavailable, RedisStore, RedisSubscription};
+use crate::agent_queue::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
 };
 use crate::error::Result;
@@ -190,11 +190,11 @@ impl TaskManager for RedisStore {
     }
 
     async fn task_get(&self, id: &str) -> Result<Option<ManagedTask>> {
-        agents::task(self.connection.clone(), id).await
+        agent_queue::task(self.connection.clone(), id).await
     }
 
     async fn task_children(&self, id: &str) -> Result<Vec<ManagedTask>> {
-        agents::children(self.connection.clone(), id).await
+        agent_queue::children(self.connection.clone(), id).await
     }
 
     async fn task_cancel(&self, id: &str) -> Result<()> {
@@ -202,7 +202,7 @@ impl TaskManager for RedisStore {
     }
 
     async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
-        agents::summary(self.connection.clone(), workflow).await
+        agent_queue::summary(self.connection.clone(), workflow).await
     }
 
     async fn workflow_metadata(
@@ -210,7 +210,7 @@ impl TaskManager for RedisStore {
         workflow: &str,
         set: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        agents::metadata(self.connection.clone(), workflow, set).await
+        agent_queue::metadata(self.connection.clone(), workflow, set).await
     }
 }
 

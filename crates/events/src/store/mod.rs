@@ -13,20 +13,20 @@
 //! | [`Membership`] | the store's clock, processes' heartbeats | `shared.rs` |
 //! | [`Memo`] | memoized results, apart from sessions | `shared.rs` |
 //! | [`Notices`] | pub/sub wake-ups | `shared.rs` |
-//! | [`AgentQueue`] | items claimed by external agents | `agents.rs` |
-//! | [`TaskManager`] | the task manager's tasks and workflows | `agents.rs` |
+//! | [`AgentQueue`] | items claimed by external agents | `for_agents.rs` |
+//! | [`TaskManager`] | the task manager's tasks and workflows | `for_agents.rs` |
 //!
 //! Recording rule, the same for every implementation (exactly-once recording under
 //! at-least-once execution): per (session, task, instance), a success is final; a failure may be
 //! replaced by a newer attempt; an outcome whose attempt is not newer than the stored one is
 //! refused. Outcomes are written before they are announced, so a lost announcement loses nothing.
 
-mod agents;
+mod for_agents;
 mod session;
 mod shared;
 
-pub(crate) use agents::no_agent_queue;
-pub use agents::{AgentQueue, TaskManager};
+pub(crate) use for_agents::no_agent_queue;
+pub use for_agents::{AgentQueue, TaskManager};
 pub use session::{Contexts, Documents, Outcomes, Results, Runs};
 pub use shared::{Membership, Memo, Notices};
 

@@ -91,14 +91,18 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                 json,
                 ..
             } => {
-                let claimed =
-                    agency::agents::claim(&store, agent, types, Duration::from_millis(*wait_ms))
-                        .await?;
+                let claimed = agency::agent_tasks::claim(
+                    &store,
+                    agent,
+                    types,
+                    Duration::from_millis(*wait_ms),
+                )
+                .await?;
                 let Some(claim) = claimed else {
                     eprintln!("nothing to claim of {}", types.join(", "));
                     return Ok(ExitCode::from(NOTHING_CLAIMED));
                 };
-                let described = agency::agents::describe(&claim);
+                let described = agency::agent_tasks::describe(&claim);
                 if *json {
                     println!("{described}");
                 } else {
@@ -117,13 +121,13 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--result is not JSON: `{text}`"))?,
                     None => Value::Null,
                 };
-                agency::agents::complete(&store, token, result).await?;
+                agency::agent_tasks::complete(&store, token, result).await?;
             }
             AgentCommand::Fail { token, error, .. } => {
-                agency::agents::fail(&store, token, error).await?;
+                agency::agent_tasks::fail(&store, token, error).await?;
             }
             AgentCommand::Release { token, .. } => {
-                agency::agents::release(&store, token).await?;
+                agency::agent_tasks::release(&store, token).await?;
             }
         }
         Ok(ExitCode::SUCCESS)

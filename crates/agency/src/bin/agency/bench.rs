@@ -151,13 +151,14 @@ async fn run_agents(
             let types = [kind];
             while done.load(std::sync::atomic::Ordering::Relaxed) < items {
                 let agent = format!("agent-{k}");
-                let Some(claim) = agency::agents::claim(&store, &agent, &types, wait).await? else {
+                let Some(claim) = agency::agent_tasks::claim(&store, &agent, &types, wait).await?
+                else {
                     if wait.is_zero() {
                         break;
                     }
                     continue;
                 };
-                agency::agents::complete(&store, &claim.token, json!({"ok": true})).await?;
+                agency::agent_tasks::complete(&store, &claim.token, json!({"ok": true})).await?;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             anyhow::Ok(())

@@ -24,7 +24,7 @@ pub enum TasksCommand {
         #[arg(long)]
         parent: Option<String>,
         /// A claim not completed within this long puts the task back to pending
-        #[arg(long, default_value_t = agency::tasks::DEFAULT_CLAIM_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = agency::task_manager::DEFAULT_CLAIM_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
         claim_timeout_ms: u64,
         #[command(flatten)]
         servers: Servers,
@@ -93,7 +93,7 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             } => {
                 let data: Value = serde_json::from_str(data)
                     .with_context(|| format!("--data is not JSON: `{data}`"))?;
-                let id = agency::tasks::create(
+                let id = agency::task_manager::create(
                     &store,
                     workflow,
                     kind,
@@ -106,20 +106,20 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             TasksCommand::Get { id, .. } => {
-                let task = agency::tasks::get(&store, id)
+                let task = agency::task_manager::get(&store, id)
                     .await?
-                    .ok_or_else(|| agency::tasks::no_task(id))?;
+                    .ok_or_else(|| agency::task_manager::no_task(id))?;
                 serde_json::to_value(task)?
             }
             TasksCommand::Children { id, .. } => {
-                serde_json::to_value(agency::tasks::children(&store, id).await?)?
+                serde_json::to_value(agency::task_manager::children(&store, id).await?)?
             }
             TasksCommand::Cancel { id, .. } => {
-                agency::tasks::cancel(&store, id).await?;
+                agency::task_manager::cancel(&store, id).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             TasksCommand::Summary { workflow, .. } => {
-                serde_json::to_value(agency::tasks::summary(&store, workflow).await?)?
+                serde_json::to_value(agency::task_manager::summary(&store, workflow).await?)?
             }
             TasksCommand::Metadata { workflow, set, .. } => {
                 let set: Map<String, Value> = match set {
@@ -127,7 +127,7 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--set is not a JSON object: `{text}`"))?,
                     None => Map::new(),
                 };
-                Value::Object(agency::tasks::metadata(&store, workflow, &set).await?)
+                Value::Object(agency::task_manager::metadata(&store, workflow, &set).await?)
             }
         };
         println!("{}", serde_json::to_string_pretty(&printed)?);

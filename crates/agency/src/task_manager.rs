@@ -1,6 +1,6 @@
 //! The task manager (seed 003 without a session file): tasks created by hand, in workflows,
 //! with parents, claimed by agents through the same queue as a session's agent tasks
-//! (`crate::agents::claim`, `complete`, `fail`, `release`). A task goes `pending` ->
+//! (`crate::agent_tasks::claim`, `complete`, `fail`, `release`). A task goes `pending` ->
 //! `in_progress` (claimed) -> `completed`, `failed` or `cancelled`; a claim not settled within
 //! its timeout puts it back to `pending`. Records and counts are kept by the store, changed in
 //! the same atomic step as the queue.

@@ -1,7 +1,7 @@
 //! [`AgentQueue`](crate::AgentQueue) and [`TaskManager`](crate::TaskManager): the work handed
 //! to agents and the tasks they manage.
 
-use crate::agents::{AgentReport, NewTask, TaskState};
+use crate::agent_queue::{AgentReport, NewTask, TaskState};
 use crate::error::{Error, Result};
 use crate::store::{AgentQueue, TaskManager};
 use serde_json::{json, Map, Value};

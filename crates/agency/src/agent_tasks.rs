@@ -3,7 +3,7 @@
 //! one, and completes, fails or releases it by its token. What an agent reports is kept in the
 //! store as a report, and a worker records it as a worker's outcome would be (the recording
 //! rule, then a notice), so retries, failure policies and results work as for any task. A claim
-//! that times out is recorded as a failed attempt. Tasks of the task manager (`crate::tasks`)
+//! that times out is recorded as a failed attempt. Tasks of the task manager (`crate::task_manager`)
 //! are claimed the same way; settling one sets its status in the same store call.
 
 use crate::error::{Error, Result};

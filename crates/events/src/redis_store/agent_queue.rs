@@ -21,7 +21,7 @@
 
 use super::Connection;
 use super::{corrupt, unavailable};
-use crate::agents::{
+use crate::agent_queue::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskState, WorkflowSummary,
 };
 use crate::error::{Error, Result};

@@ -1,6 +1,6 @@
 //! The capabilities of external agents: the queue they claim from and the task manager.
 
-use crate::agents::{
+use crate::agent_queue::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
 };
 use crate::error::{Error, Result};
@@ -17,11 +17,11 @@ pub(crate) fn no_agent_queue() -> Error {
     }
 }
 
-/// Items external agents claim (`crate::agents`): instances of `agent` tasks and the task
+/// Items external agents claim (`crate::agent_queue`): instances of `agent` tasks and the task
 /// manager's tasks. A store that keeps no queue leaves the defaults, which refuse.
 #[async_trait]
 pub trait AgentQueue: Send + Sync + 'static {
-    /// Adds items for agents to claim (`crate::agents`); an id offered before, claimed or not,
+    /// Adds items for agents to claim (`crate::agent_queue`); an id offered before, claimed or not,
     /// is left as it is.
     async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
         let _ = items;
@@ -43,7 +43,7 @@ pub trait AgentQueue: Send + Sync + 'static {
     /// Ends the claim `token` holds with `report`: a task of the task manager takes its status
     /// (`completed` with its result, `failed` with its error); an instance's report is kept for
     /// a worker to record ([`AgentQueue::agent_reports`]). `None` when the token holds none
-    /// ([`crate::agents::stale_token`]), and then nothing changed.
+    /// ([`crate::agent_queue::stale_token`]), and then nothing changed.
     async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
         let _ = (token, report);
         Err(no_agent_queue())
