@@ -148,7 +148,9 @@ async fn a_pending_state_does_not_overwrite_a_run(store: &dyn Store, session: &s
         .expect("subscribe to progress");
     let again = br#"{"status": "running", "n": 2}"#;
     save(again, true).await.expect("running again");
-    assert_eq!(received(progress.as_mut()).await, again.to_vec());
+    // On a Redis Cluster the announcement of the state saved before subscribing may still
+    // arrive (the cluster bus relays it late); this one must follow within the bound.
+    while received(progress.as_mut()).await != again {}
     let listed = store.sessions(10_000).await.expect("list sessions");
     let at = listed
         .iter()
