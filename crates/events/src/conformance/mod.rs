@@ -38,7 +38,7 @@ pub use runs::runs_suite;
 pub use shared::{membership_suite, memo_suite, notices_suite};
 pub use state::{contexts_suite, documents_suite, results_suite};
 
-use crate::messages::{Outcome, Status, TaskRecord};
+use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
 use crate::store::{Fence, Store, Subscription};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -48,6 +48,12 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The run the store suites record outcomes for.
 const RUN: &str = "agency_action/3/14";
+
+/// The run of the session id before [`RUN`]: its work is late.
+const EARLIER: &str = "agency_action/3/13";
+
+/// The task the store suites record outcomes of.
+const TASK: TaskRef = TaskRef { group: 0, task: 1 };
 
 /// The runs, outcomes, context, results, documents, membership and notices of a session store,
 /// each under sessions (members, channels) named after `session`.
@@ -81,6 +87,15 @@ async fn started(store: &dyn Store, session: &str) {
         .start_run(session, RUN, Fence::Open)
         .await
         .expect("start the run");
+}
+
+/// Starts [`RUN`] of `session` with [`TASK`]'s full record saved.
+async fn started_with_task(store: &dyn Store, session: &str) {
+    started(store, session).await;
+    store
+        .save_task(session, TASK, &outcomes::full_record(), Fence::Open)
+        .await
+        .expect("save task");
 }
 
 /// Stores `result` of `session` and announces it as `announced`.

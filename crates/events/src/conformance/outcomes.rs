@@ -1,15 +1,10 @@
 //! [`Outcomes`](crate::Outcomes): task records, the recording rule, notices sent only for a batch
 //! accepted whole, long batches, range counts and another run's work refused.
 
-use super::{outcome, received, started, RUN};
+use super::{outcome, received, started, EARLIER, RUN, TASK};
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::store::{notices_channel, Fence, RangeStep, Store};
 use serde_json::json;
-
-const TASK: TaskRef = TaskRef { group: 0, task: 1 };
-
-/// The run of the session id before [`RUN`]: its work is late.
-const EARLIER: &str = "agency_action/3/13";
 
 /// Every check of the capability, each under a session of its own named after `session`.
 pub async fn outcomes_suite(store: &dyn Store, session: &str) {

@@ -1,15 +1,9 @@
 //! [`Runs`](crate::Runs) apart from leases (`claims.rs`): the current run, the cancel and pause
 //! marks, and what cleanup deletes and leaves.
 
-use super::{outcome, publish, started, RUN};
-use crate::messages::TaskRef;
+use super::{outcome, publish, started, started_with_task, EARLIER, RUN, TASK};
 use crate::store::{Fence, RangeStep, Store};
 use serde_json::{json, Map};
-
-const TASK: TaskRef = TaskRef { group: 0, task: 1 };
-
-/// The run of the session id before [`RUN`].
-const EARLIER: &str = "agency_action/3/13";
 
 /// Every check of the capability, each under a session of its own named after `session`.
 pub async fn runs_suite(store: &dyn Store, session: &str) {
@@ -70,12 +64,7 @@ async fn a_pause_marks_the_current_run_until_resumed(store: &dyn Store, session:
 /// Cleaning up another run's state leaves this run's; cleaning up this run's deletes its
 /// working state, its marks with it, and leaves the notes on actions.
 async fn cleaning_up_a_run_leaves_a_later_one(store: &dyn Store, session: &str) {
-    started(store, session).await;
-    let record = super::outcomes::full_record();
-    store
-        .save_task(session, TASK, &record, Fence::Open)
-        .await
-        .expect("save task");
+    started_with_task(store, session).await;
     store
         .save_document(session, RUN, br#"{"groups": []}"#, Fence::Open)
         .await
@@ -123,12 +112,7 @@ async fn cleaning_up_a_run_leaves_a_later_one(store: &dyn Store, session: &str) 
 /// Cleanup deletes tasks, outcomes, blobs and context, not the result; a range of the run
 /// delivered after it cannot bring its state back. Deleting the result is a step of its own.
 async fn cleanup_deletes_the_working_state_not_the_result(store: &dyn Store, session: &str) {
-    started(store, session).await;
-    let record = super::outcomes::full_record();
-    store
-        .save_task(session, TASK, &record, Fence::Open)
-        .await
-        .expect("save task");
+    started_with_task(store, session).await;
     store
         .record_outcomes(session, TASK, RUN, &[outcome(0, 1, true)], None)
         .await
