@@ -67,6 +67,7 @@ pub use result::{
 };
 pub use session::{Planned, PlannedGroup, PlannedTask, Rules, Session, SESSION_WRITER};
 pub use session_machine::{
-    Counts, Deadline, GroupSlot, SessionCommand, SessionError, SessionEvent, SessionMachine, Skip,
+    merge_ranges, Counts, Deadline, FinishRead, Finished, GroupSlot, Range, RunFacts,
+    SessionCommand, SessionError, SessionEvent, SessionMachine, Skip, Stored,
 };
 pub use spec::{session_id_problem, Dependency, GroupSpec, SessionSpec, TaskSpec, SESSION_KEY};

@@ -41,6 +41,7 @@ fn planned(task: usize, instances: u64) -> Event {
     Event::Planned {
         task,
         instances,
+        format: None,
         now: Duration::ZERO,
     }
 }

@@ -3,132 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
 use std::time::Duration;
 use taskgroup::{
-    Command, Deadline, Event, GroupOutcome, GroupSlot, GroupStatus, ResultStatus, Rules, Session,
-    SessionCommand, SessionEvent, SessionMachine, SessionResult, Skip, TaskStatus,
+    Command, Deadline, Event, GroupOutcome, GroupSlot, GroupStatus, ResultStatus, SessionCommand,
+    SessionEvent, SessionMachine, SessionResult, Skip, TaskStatus,
 };
 
-fn session(doc: Value) -> Session {
-    Session::from_json(&doc.to_string(), &Rules::default()).unwrap()
-}
+mod driver;
 
-fn array_task(id: &str, n: u64) -> Value {
-    let items: Vec<u64> = (0..n).collect();
-    json!({"id": id, "executor": "x", "input": {"xs": items,
-        "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}})
-}
-
-/// A runtime in miniature: plans every task to its known instance count, answers each
-/// dispatched instance with `outcome(task id, instance, attempt)` (`Err` fails it; `None` leaves
-/// it running), makes retries due at once, and records the deadlines armed. Runs until nothing
-/// is left to do.
-struct Driver {
-    machine: SessionMachine,
-    session: Session,
-    armed: Vec<(Deadline, Duration)>,
-    finished: usize,
-    /// Context written by the machine itself, in order.
-    written: Vec<(String, Value)>,
-    /// Groups started, in order.
-    started: Vec<usize>,
-}
-
-type Outcome = dyn Fn(&str, u64, u32) -> Option<Result<(), String>>;
-
-impl Driver {
-    fn new(doc: Value) -> Self {
-        let session = session(doc);
-        Self {
-            machine: SessionMachine::new(&session, 2),
-            session,
-            armed: Vec::new(),
-            finished: 0,
-            written: Vec::new(),
-            started: Vec::new(),
-        }
-    }
-
-    fn feed(&mut self, event: SessionEvent, outcome: &Outcome) {
-        let mut queue: VecDeque<SessionEvent> = VecDeque::from([event]);
-        while let Some(event) = queue.pop_front() {
-            for command in self.machine.handle(event) {
-                match command {
-                    SessionCommand::Arm { deadline, after } => self.armed.push((deadline, after)),
-                    SessionCommand::Finish => self.finished += 1,
-                    SessionCommand::Started { group } => self.started.push(group),
-                    SessionCommand::Ended { .. } => {}
-                    SessionCommand::WriteContext { key, value } => self.written.push((key, value)),
-                    SessionCommand::Group { group, command } => {
-                        let answer = |event| SessionEvent::Group { group, event };
-                        let spec = &self.session.spec.groups[group];
-                        match command {
-                            Command::Plan { task } => {
-                                let instances = self.session.tasks[group][task]
-                                    .plan
-                                    .instances()
-                                    .unwrap_or(1);
-                                queue.push_back(answer(Event::Planned {
-                                    task,
-                                    instances,
-                                    now: Duration::ZERO,
-                                }));
-                            }
-                            Command::Dispatch {
-                                task,
-                                start,
-                                end,
-                                attempt,
-                            } => {
-                                for instance in start..end {
-                                    let Some(answered) =
-                                        outcome(&spec.tasks[task].id, instance, attempt)
-                                    else {
-                                        continue;
-                                    };
-                                    let failure = answered.err().map(|error| {
-                                        let permanent = error.starts_with("permanent");
-                                        (error, permanent)
-                                    });
-                                    queue.push_back(answer(Event::outcome(
-                                        task,
-                                        instance,
-                                        attempt,
-                                        failure,
-                                        Duration::ZERO,
-                                    )));
-                                }
-                            }
-                            Command::ScheduleRetry {
-                                task,
-                                instance,
-                                attempt,
-                                ..
-                            } => queue.push_back(answer(Event::RetryDue {
-                                task,
-                                instance,
-                                attempt,
-                            })),
-                            Command::UpdateContext { task } => {
-                                queue.push_back(answer(Event::ContextUpdated { task }))
-                            }
-                            Command::Cancel | Command::Finish { .. } => {}
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn result(&self) -> SessionResult {
-        self.machine.result("s", Map::new())
-    }
-}
-
-fn succeed(_: &str, _: u64, _: u32) -> Option<Result<(), String>> {
-    Some(Ok(()))
-}
+use driver::{array_task, session, succeed, Driver};
 
 fn group_status(result: &SessionResult, group: &str) -> GroupOutcome {
     result.groups[group].status
@@ -299,6 +182,7 @@ fn cancel_stops_running_groups_and_cancels_their_work() {
             event: Event::Planned {
                 task: 0,
                 instances: 2,
+                format: None,
                 now: Duration::ZERO,
             },
         });

@@ -14,8 +14,10 @@
 //! - `lease.rs`: one coordinator per session at a time, taking over from one that died;
 //! - `run.rs`: the loop of one session's run, feeding the machine and carrying out its commands;
 //! - `timers.rs`: its retries and deadlines, in one queue;
-//! - `work.rs`: the IO those commands need (plan and store tasks, publish ranges, combine).
+//! - `work.rs`: the IO those commands need (plan and store tasks, publish ranges, read back);
+//! - `combine.rs`: combining a settled task's results, and what the final result reads.
 
+mod combine;
 mod dispatch_log;
 mod lease;
 mod run;
@@ -29,13 +31,14 @@ use crate::notice_router::NoticeRouter;
 use events::{Broker, Fence, Origin, Store};
 use expansion::Limits;
 use lease::{handed_over, Holder, Start, Taken, STOPPING};
-use run::SessionRun;
+use run::{SessionRun, Signals};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Counts, Session, SessionResult};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use work::Work;
 
 /// How long a coordinator's hold on a session lasts unless renewed (every third of it). A
 /// coordinator that dies is replaced after at most this long.
@@ -336,15 +339,30 @@ impl Coordinator {
     ) -> Result<SessionResult> {
         let began = std::time::Instant::now();
         let _running = crate::metrics::METRICS.session_started();
-        let mut run = SessionRun::new(self, session, id, name, progress);
-        run.resuming = start != Start::Fresh;
-        if let Start::Rerun { kept } = start {
-            run.reused = Some(kept);
-        }
-        run.fence = fence(lease);
-        run.document = document;
-        run.submitted_at = submitted_at.map(str::to_string);
-        let mut result = run.drive(lease, stop.clone(), cancel).await?;
+        let work = Work {
+            coordinator: self,
+            session,
+            id,
+            run: name,
+            fence: fence(lease),
+        };
+        let facts = taskgroup::RunFacts {
+            run: Some(name.to_string()),
+            submitted_at: submitted_at.map(str::to_string),
+            started_ms: patiently("reading the store's clock", || self.store.now_ms()).await?,
+            reused: match start {
+                Start::Rerun { kept } => Some(kept),
+                _ => None,
+            },
+            resuming: start != Start::Fresh,
+        };
+        let signals = Signals {
+            lease,
+            stop: stop.clone(),
+            cancel,
+        };
+        let run = SessionRun::new(work, progress, facts);
+        let mut result = run.drive(signals, document).await?;
         if lease.is_some() {
             // Under a lease the id can be submitted again: the result names its run.
             result.run = Some(name.to_string());

@@ -30,11 +30,6 @@ impl<T> Timers<T> {
         self.due.keys().next().copied()
     }
 
-    /// Every value waiting, in no particular order.
-    pub(super) fn values(&self) -> impl Iterator<Item = &T> {
-        self.due.values().flatten()
-    }
-
     /// Every value due at or before `now`, earliest first.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<T> {
         let later = match now.checked_add(std::time::Duration::from_nanos(1)) {

@@ -1,6 +1,7 @@
 //! What a group machine takes and returns: [`Event`]s in, [`Command`]s out.
 
 use super::GroupStatus;
+use expansion::OutputFormat;
 use std::time::Duration;
 
 /// What happened to a group, fed to [`GroupMachine::handle`](super::GroupMachine::handle).
@@ -14,6 +15,9 @@ pub enum Event {
         task: usize,
         /// How many instances it expands to.
         instances: u64,
+        /// How its results combine into the context (`None`: no expansion, its one result is
+        /// written as it is).
+        format: Option<OutputFormat>,
         /// The runtime's clock when it was planned.
         now: Duration,
     },

@@ -101,8 +101,16 @@ impl GroupMachine {
             Event::Planned {
                 task,
                 instances,
+                format,
                 now,
-            } => self.planned(task, instances, now, &mut out),
+            } => {
+                if let Some(run) = self.tasks.get_mut(task) {
+                    if run.state == TaskState::Planning {
+                        run.format = format;
+                    }
+                }
+                self.planned(task, instances, now, &mut out)
+            }
             Event::PlanFailed { task, error } | Event::CombineFailed { task, error } => {
                 if let Some(run) = self.tasks.get_mut(task) {
                     if matches!(run.state, TaskState::Planning | TaskState::Combining) {

@@ -120,6 +120,8 @@ pub struct TaskRun {
     /// Stopped before all its instances settled and combined (its group stopped, or it failed
     /// the group): the results of its succeeded instances are reported on their own.
     pub cut_short: bool,
+    /// How its results combine into the context, once planned (`None`: no expansion).
+    pub format: Option<expansion::OutputFormat>,
     done: Vec<u64>,
     /// Current attempt of instances that failed at least once.
     pub(super) retrying: HashMap<u64, u32>,
@@ -138,6 +140,7 @@ impl TaskRun {
             failures: BTreeMap::new(),
             error: None,
             cut_short: false,
+            format: None,
             done: Vec::new(),
             retrying: HashMap::new(),
             started: Duration::ZERO,

@@ -12,85 +12,34 @@
 //! - exit handlers (`on_exit` groups) start once every other group has ended or was skipped,
 //!   however they ended, right after [`SessionCommand::WriteContext`] of `_session`; a cancel or
 //!   the session's deadline does not stop them (their own `timeout_ms` does);
-//! - [`SessionCommand::Finish`] is sent exactly once, when every group ended or was skipped.
+//! - [`SessionCommand::Finish`] is sent exactly once, when every group ended or was skipped;
+//! - nothing is dispatched while paused; resuming, or hearing that dispatched work was lost,
+//!   dispatches every unsettled instance not waiting for a retry's delay, less what the store
+//!   recorded (`dispatch.rs`);
+//! - a run resumed from the store checks every range against it before dispatching, and reads
+//!   each task's stored outcomes as it is planned.
+//!
+//! Besides its events, it takes the runtime's clock ([`SessionMachine::advance`]) and the run's
+//! names and times ([`RunFacts`]), from which it reports the live state (`state.rs`) and finishes
+//! the result (`finish.rs`).
 
+mod dispatch;
+mod finish;
+mod io;
 mod report;
 mod state;
 
-use crate::machine::{Command, Event, GroupMachine, GroupStatus, TaskSetup, TaskState};
+pub use dispatch::{merge_ranges, Range, Stored};
+pub use finish::{FinishRead, Finished};
+pub use io::{Deadline, RunFacts, SessionCommand, SessionEvent};
+
+use crate::inline::InlineResults;
+use crate::machine::{Command, Event, GroupMachine, TaskSetup, TaskState};
 use crate::result::GroupOutcome;
 use crate::session::Session;
 pub use crate::session_error::SessionError;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-/// What happened, fed to [`SessionMachine::handle`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum SessionEvent {
-    /// Start the groups that depend on nothing.
-    Start,
-    /// Something happened in a started group.
-    Group {
-        /// The group's index in the session.
-        group: usize,
-        /// What happened in it.
-        event: Event,
-    },
-    /// A deadline armed by [`SessionCommand::Arm`] passed.
-    Deadline(Deadline),
-    /// Stop everything: running groups end `cancelled`, the rest are skipped.
-    Cancel,
-}
-
-/// A deadline the machine asks the runtime to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Deadline {
-    /// The whole session's `timeout_ms`.
-    Session,
-    /// A group's `timeout_ms`, from its start.
-    Group(usize),
-}
-
-/// What to do, returned by [`SessionMachine::handle`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum SessionCommand {
-    /// Carry out a group's command (any but [`Command::Finish`], which becomes
-    /// [`SessionCommand::Ended`]).
-    Group {
-        /// The group's index in the session.
-        group: usize,
-        /// What to do for it.
-        command: Command,
-    },
-    /// Send [`SessionEvent::Deadline`] after this long.
-    Arm {
-        /// Which deadline.
-        deadline: Deadline,
-        /// From now.
-        after: Duration,
-    },
-    /// A group started (for logs and live state; nothing to carry out).
-    Started {
-        /// The group's index in the session.
-        group: usize,
-    },
-    /// A group ended (for logs and live state; nothing to carry out).
-    Ended {
-        /// The group's index in the session.
-        group: usize,
-        /// How.
-        status: GroupStatus,
-    },
-    /// Write `value` to the context under `key` before carrying out the commands after this
-    /// one (the session's status and errors for exit handlers, under `_session`).
-    WriteContext {
-        /// The top-level context key.
-        key: String,
-        /// Its value.
-        value: serde_json::Value,
-    },
-    /// Every group ended: build the result ([`SessionMachine::result`]).
-    Finish,
-}
 
 /// Where a group is: one slot per group, instead of parallel vectors of machines and ends.
 #[derive(Debug, Clone)]
@@ -125,6 +74,17 @@ struct GroupPlan {
     timeout: Option<Duration>,
     /// An exit handler: starts when every other group has ended.
     on_exit: bool,
+    /// `finish[t]`: what finishing the result reads of task `t`.
+    finish: Vec<TaskFinish>,
+}
+
+/// What finishing the result needs to know of a task.
+#[derive(Debug, Clone, Copy)]
+struct TaskFinish {
+    /// It memoizes its instances: the result counts those whose memoized result was used.
+    memoized: bool,
+    /// How many of its results the result lists.
+    inline: InlineResults,
 }
 
 /// The `name` and `description` a session file gives a group or a task, for people.
@@ -161,6 +121,15 @@ pub struct SessionMachine {
     exiting: bool,
     finished: bool,
     errors: Vec<SessionError>,
+    /// Paused: nothing is dispatched.
+    paused: bool,
+    /// Instances waiting for a retry's delay: `(group, task, instance)`.
+    waiting: HashSet<(usize, usize, u64)>,
+    /// When each task's last instance settled, by the runtime's clock.
+    settled_at: HashMap<(usize, usize), Duration>,
+    /// The runtime's clock as of the last [`SessionMachine::advance`].
+    now: Duration,
+    facts: RunFacts,
 }
 
 impl SessionMachine {
@@ -202,6 +171,13 @@ impl SessionMachine {
                 policy: group.failure_policy,
                 timeout: group.timeout,
                 on_exit: spec.on_exit,
+                finish: tasks
+                    .iter()
+                    .map(|plan| TaskFinish {
+                        memoized: plan.memoize.is_some(),
+                        inline: plan.inline,
+                    })
+                    .collect(),
             })
             .collect::<Vec<_>>();
         Self {
@@ -215,7 +191,53 @@ impl SessionMachine {
             exiting: false,
             finished: false,
             errors: Vec::new(),
+            paused: false,
+            waiting: HashSet::new(),
+            settled_at: HashMap::new(),
+            now: Duration::ZERO,
+            facts: RunFacts::default(),
         }
+    }
+
+    /// Sets what the runtime knows of the run (before [`SessionEvent::Start`]).
+    pub fn with_facts(mut self, facts: RunFacts) -> Self {
+        self.facts = facts;
+        self
+    }
+
+    /// The runtime's clock now: the time since the run started, which the machine stamps on
+    /// what it records and reports.
+    pub fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    /// The runtime's clock as of the last [`Self::advance`].
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Whether the run is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// A task's instance count (0 before it is planned).
+    pub fn instances(&self, group: usize, task: usize) -> u64 {
+        self.group(group)
+            .and_then(|machine| machine.tasks().get(task))
+            .map_or(0, |run| run.instances)
+    }
+
+    /// How many of a task's instances succeeded.
+    pub fn succeeded(&self, group: usize, task: usize) -> u64 {
+        self.group(group)
+            .and_then(|machine| machine.tasks().get(task))
+            .map_or(0, |run| run.succeeded)
+    }
+
+    /// When the task's last instance settled, by the runtime's clock.
+    fn settled_at(&self, group: usize, task: usize) -> Option<Duration> {
+        self.settled_at.get(&(group, task)).copied()
     }
 
     /// Each group's slot, in the session's order.
@@ -247,13 +269,10 @@ impl SessionMachine {
         (0..self.slots.len())
             .filter(|&g| self.is_running(g))
             .flat_map(|g| {
-                self.group(g)
-                    .into_iter()
-                    .flat_map(|m| m.tasks().iter().enumerate())
-                    .filter(|(_, t)| {
-                        t.state == TaskState::Running && t.succeeded + t.failed < t.instances
-                    })
-                    .map(move |(t, run)| (g, t, run.instances))
+                let tasks = self.group(g).map_or(0, |m| m.tasks().len());
+                (0..tasks)
+                    .filter(move |&t| self.unsettled_task(g, t))
+                    .map(move |t| (g, t, self.instances(g, t)))
             })
             .collect()
     }
@@ -293,7 +312,20 @@ impl SessionMachine {
                     });
                 }
             }
-            SessionEvent::Group { group, event } => self.group_event(group, event, &mut out),
+            SessionEvent::Group { group, event } => {
+                if let Event::RetryDue { task, instance, .. } = event {
+                    self.waiting.remove(&(group, task, instance));
+                }
+                let planned = match event {
+                    Event::Planned { task, .. } if self.facts.resuming => Some(task),
+                    _ => None,
+                };
+                self.group_event(group, event, &mut out);
+                // Resuming: what the previous run's workers stored counts now.
+                if let Some(task) = planned.filter(|&t| self.unsettled_task(group, t)) {
+                    out.push(SessionCommand::ReadOutcomes { group, task });
+                }
+            }
             SessionEvent::Deadline(Deadline::Group(group)) => {
                 if self.is_running(group) {
                     if let Some(limit) = self.plans[group].timeout {
@@ -315,6 +347,11 @@ impl SessionMachine {
                     self.stop(SessionError::Cancelled, Event::Cancelled, &mut out);
                 }
             }
+            SessionEvent::Pause => self.pause(&mut out),
+            SessionEvent::Resume => self.resume(&mut out),
+            SessionEvent::WorkLost => self.work_lost(&mut out),
+            SessionEvent::Quiet => self.read_back(&mut out),
+            SessionEvent::Recorded { range, stored } => self.recorded(range, &stored, &mut out),
         }
         if may_start
             || out
@@ -331,11 +368,44 @@ impl SessionMachine {
             return;
         };
         for command in machine.handle(event) {
-            out.push(match command {
-                Command::Finish { status } => SessionCommand::Ended { group, status },
-                command => SessionCommand::Group { group, command },
-            });
+            match command {
+                Command::Finish { status } => out.push(SessionCommand::Ended { group, status }),
+                Command::Dispatch {
+                    task,
+                    start,
+                    end,
+                    attempt,
+                } => {
+                    let range = Range {
+                        group,
+                        task,
+                        start,
+                        end,
+                        attempt,
+                    };
+                    self.route(range, out);
+                }
+                command => {
+                    match command {
+                        Command::ScheduleRetry { task, instance, .. } => {
+                            self.waiting.insert((group, task, instance));
+                        }
+                        Command::UpdateContext { task } => {
+                            self.settled_at.insert((group, task), self.now);
+                        }
+                        _ => {}
+                    }
+                    out.push(SessionCommand::Group { group, command });
+                }
+            }
         }
+    }
+
+    /// Whether the task is running with an instance not yet settled.
+    fn unsettled_task(&self, group: usize, task: usize) -> bool {
+        self.group(group)
+            .and_then(|machine| machine.tasks().get(task))
+            .is_some_and(|t| t.state == TaskState::Running && t.succeeded + t.failed < t.instances)
     }
 
     /// Ends the session early: what has not started never will, what runs is stopped.
