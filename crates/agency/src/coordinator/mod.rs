@@ -367,42 +367,43 @@ impl Coordinator {
             // Under a lease the id can be submitted again: the result names its run.
             result.run = Some(name.to_string());
         }
-        // Storing the result waits out an outage in place (it is the same write each time): a
-        // write whose answer was lost may have been done, and a run sent round again would find
-        // the session finished and never delete its working state.
-        let (encoded, announcement) = (events::encode("the result", &result)?, announce(&result)?);
-        let published = events::retry("storing the result", &stop, None, || {
-            self.store
-                .publish_result(id, &encoded, &announcement, fence(lease))
-        })
-        .await;
-        match published {
-            Some(published) => published?,
-            None => return Err(handed_over(id, STOPPING)),
-        }
+        self.store_result(&result, fence(lease), &stop).await?;
         progress.finished.store(true, Ordering::Release);
         crate::metrics::METRICS.session_ended(result.status, began.elapsed());
         crate::failpoint::hit(crate::failpoint::RESULT_STORED);
+        self.clean_up(&result, name, fence(lease), &stop).await;
+        Ok(result)
+    }
+    /// After the result: a run that did not complete ends, its working state kept for a rerun;
+    /// one that completed has its working state deleted. Neither can fail the session any more.
+    async fn clean_up(
+        &self,
+        result: &SessionResult,
+        name: &str,
+        fence: Fence<'_>,
+        stop: &CancellationToken,
+    ) {
+        let id = result.session_id.as_str();
         if !result.completed() {
             // Kept for a rerun of what failed (`agency rerun`); it expires by itself, and a new
             // submission of the id deletes it. The run ends, so late work of it is refused.
-            let ended = events::retry("ending the run", &stop, None, || {
-                self.store.end_run(id, name, fence(lease))
+            let ended = events::retry("ending the run", stop, None, || {
+                self.store.end_run(id, name, fence)
             })
             .await;
             if let Some(Err(error)) = ended {
                 tracing::warn!(session = id, %error, "cannot end the run; its working state expires by itself");
             }
             tracing::info!(session = id, status = %result.status, "the session's working state is kept for a rerun");
-            return Ok(result);
+            return;
         }
         // The result is out, so the session is over whatever happens next: deleting its working
         // state waits out an outage too. Left undeleted (a refusal, a stop), it expires by itself.
         let cleaned = events::retry(
             "deleting a finished session's working state",
-            &stop,
+            stop,
             None,
-            || self.store.cleanup(id, fence(lease)),
+            || self.store.cleanup(id, fence),
         )
         .await;
         match cleaned {
@@ -416,7 +417,26 @@ impl Coordinator {
             ),
         }
         crate::failpoint::hit(crate::failpoint::CLEANED_UP);
-        Ok(result)
+    }
+
+    /// Stores the result under its session's key and announces it. It waits out an outage in
+    /// place (it is the same write each time): a write whose answer was lost may have been
+    /// done, and a run sent round again would find the session finished and never delete its
+    /// working state.
+    async fn store_result(
+        &self,
+        result: &SessionResult,
+        fence: Fence<'_>,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let published = events::retry("storing the result", stop, None, || {
+            publish_result(self.store.as_ref(), result, fence)
+        })
+        .await;
+        match published {
+            Some(published) => Ok(published?),
+            None => Err(handed_over(&result.session_id, STOPPING)),
+        }
     }
 }
 
