@@ -41,6 +41,7 @@ pub(crate) fn error(backend: &str) {
 }
 
 /// Notes the lag of this process's consumer of `topic`: the sum over its assigned partitions.
+#[cfg(feature = "kafka")]
 pub(crate) fn set_lag(topic: &str, lag: i64) {
     let mut lags = LAG
         .lock()

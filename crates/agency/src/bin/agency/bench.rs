@@ -5,7 +5,9 @@ use anyhow::Context as _;
 use expansion::{Expansion, FieldPath, Limits, Task};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+#[cfg(feature = "distributed")]
+use std::time::Duration;
+use std::time::Instant;
 use taskgroup::SessionResult;
 
 #[derive(Debug, clap::Subcommand)]
@@ -50,6 +52,7 @@ pub enum Bench {
         max_rss_mb: Option<f64>,
     },
     /// Claim/complete round trips of agents over Redis: N items, K agents with a connection each
+    #[cfg(feature = "distributed")]
     Agents {
         /// Items offered
         #[arg(long, default_value_t = 20_000)]
@@ -67,6 +70,7 @@ pub enum Bench {
     /// Distributed fan-out over real Kafka and Redis: starts a coordinator and two worker
     /// processes in a fresh namespace, then measures N no-op instances submit to result,
     /// the latency of one-task sessions, and each process's peak RSS
+    #[cfg(feature = "distributed")]
     Distributed {
         /// Instance counts
         #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
@@ -83,6 +87,7 @@ pub enum Bench {
     },
 }
 
+#[cfg(feature = "distributed")]
 /// Offers `items` items of a fresh type on Redis, then has `agents` agents (a connection each)
 /// claim and complete them all; prints the claim/complete round trips per second. With
 /// `session`, the items are a real session's agent task instead, run by a coordinator and two
@@ -133,6 +138,7 @@ async fn agents_case(
     Ok(())
 }
 
+#[cfg(feature = "distributed")]
 /// `agents` agents (a connection each) claiming items of `kind` and completing them until
 /// `items` are done, waiting up to `wait` for each claim (none coming ends an agent when
 /// `wait` is zero); returns how many they completed.
@@ -170,6 +176,7 @@ async fn run_agents(
     Ok(done.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+#[cfg(feature = "distributed")]
 async fn agents_session(
     items: u64,
     agents: usize,
@@ -229,6 +236,7 @@ async fn agents_session(
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
+        #[cfg(feature = "distributed")]
         Bench::Agents {
             items,
             agents,
@@ -240,6 +248,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(agents_case(items, agents, session, &servers))
         }
+        #[cfg(feature = "distributed")]
         Bench::Distributed {
             sizes,
             latency_runs,

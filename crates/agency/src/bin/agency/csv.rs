@@ -14,6 +14,7 @@
 //! Malformed rows (a task id that is not a number, a wrong column count, bad UTF-8) are said on
 //! stderr with their line number and written as `Failed` with the reason, in their place.
 
+#[cfg(feature = "distributed")]
 use crate::serve::Servers;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
@@ -51,11 +52,13 @@ pub struct CsvArgs {
     #[arg(long, default_value = DEFAULT_FETCH_URL)]
     fetch_url: String,
     /// Run on the coordinators and workers of --kafka/--redis instead of in this process
+    #[cfg(feature = "distributed")]
     #[arg(long)]
     distributed: bool,
     /// No progress display on stderr
     #[arg(long, short)]
     quiet: bool,
+    #[cfg(feature = "distributed")]
     #[command(flatten)]
     servers: Servers,
 }
@@ -458,7 +461,10 @@ impl Outcomes {
 /// What runs a batch's session: an engine of its own per batch, or the fleet.
 #[derive(Clone)]
 enum Runner {
-    Embedded { rows: u64 },
+    Embedded {
+        rows: u64,
+    },
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
     Distributed(Arc<agency::client::Client>),
 }
 
@@ -569,6 +575,7 @@ pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        #[cfg(feature = "distributed")]
         let runner = if args.distributed {
             let (broker, store) = crate::serve::connect(&args.servers).await?;
             Runner::Distributed(Arc::new(agency::client::Client::new(
@@ -579,6 +586,8 @@ pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
         } else {
             Runner::Embedded { rows: args.batch }
         };
+        #[cfg(not(feature = "distributed"))]
+        let runner = Runner::Embedded { rows: args.batch };
         let progress = Arc::new(agency::Progress::default());
         progress.planned.store(written_total, Ordering::Relaxed);
         let display = (!args.quiet)

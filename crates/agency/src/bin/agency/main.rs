@@ -1,14 +1,19 @@
 //! The `agency` command line: plan sessions and benchmark the engine's parts.
 
+#[cfg(feature = "distributed")]
 mod agent;
 mod bench;
+#[cfg(feature = "distributed")]
 mod bench_distributed;
+#[cfg(feature = "distributed")]
 mod control;
 mod csv;
 mod http;
 mod plan;
 mod run;
+#[cfg(feature = "distributed")]
 mod serve;
+#[cfg(feature = "distributed")]
 mod tasks;
 mod text;
 
@@ -79,12 +84,14 @@ enum Command {
         limits: LimitArgs,
     },
     /// Claim and settle work of tasks with "executor": "agent", as an external agent
+    #[cfg(feature = "distributed")]
     Agent {
         #[command(subcommand)]
         what: agent::AgentCommand,
     },
     /// The task manager: create tasks in workflows, with parents, for agents to claim with
     /// `agency agent claim`; read them, their children, a workflow's counts and metadata
+    #[cfg(feature = "distributed")]
     Tasks {
         #[command(subcommand)]
         what: tasks::TasksCommand,
@@ -92,6 +99,7 @@ enum Command {
     /// Run a CSV of `task_id,task_type` rows, each through its blueprint of steps (seed 001),
     /// and write `task_id,final_status,error_info`; exit 1 unless every row completed
     Csv(csv::CsvArgs),
+    #[cfg(feature = "distributed")]
     #[command(flatten)]
     Serve(serve::Serve),
     /// Measure the engine's parts; results go to stdout
@@ -174,9 +182,12 @@ fn main() -> ExitCode {
             });
             run::run(&file, options, quiet, only.as_deref(), state, http)
         }
+        #[cfg(feature = "distributed")]
         Command::Agent { what } => agent::run(what),
+        #[cfg(feature = "distributed")]
         Command::Tasks { what } => tasks::run(what),
         Command::Csv(args) => csv::run(args),
+        #[cfg(feature = "distributed")]
         Command::Serve(command) => serve::run(command),
         Command::Bench { what } => bench::run(what).map(|()| ExitCode::SUCCESS),
     };
