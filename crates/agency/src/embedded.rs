@@ -185,7 +185,8 @@ impl Engine {
         // Finished: its result is stored (a run deletes the one before when it starts). What
         // did not complete keeps its working state, for a rerun.
         if let Some(result) = store.load_result(&id).await? {
-            let completed = result["status"] == "completed";
+            let completed =
+                taskgroup::ResultStatus::of(&result) == Some(taskgroup::ResultStatus::Completed);
             if retry_failed && !completed {
                 let kept = store.load_document(&id).await?;
                 if kept.is_none_or(|(_, kept)| kept != document) {

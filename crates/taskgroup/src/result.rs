@@ -135,6 +135,11 @@ impl ResultStatus {
             Self::Cancelled => "cancelled",
         }
     }
+
+    /// The status of a stored result as JSON; `None` when it has none this version knows.
+    pub fn of(result: &serde_json::Value) -> Option<Self> {
+        Self::deserialize(result.get("status")?).ok()
+    }
 }
 
 impl fmt::Display for ResultStatus {

@@ -6,7 +6,7 @@ use super::{Coordinator, Lease, LEASE};
 use crate::error::{Error, HandedOver, Result};
 use events::{Claim, Fence, Origin, Renewal, TaskRef};
 use serde_json::Value;
-use taskgroup::Session;
+use taskgroup::{ResultStatus, Session};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -122,9 +122,9 @@ impl Coordinator {
                     // Its coordinator may have stopped between storing the result and cleaning
                     // up: the working state of this run goes now (a later run's stays), unless
                     // it is kept for a rerun (the session did not complete).
-                    let completed = result
-                        .as_ref()
-                        .is_some_and(|result| result["status"] == "completed");
+                    let completed = result.as_ref().is_some_and(|result| {
+                        ResultStatus::of(result) == Some(ResultStatus::Completed)
+                    });
                     if completed {
                         let run = origin.to_string();
                         if let Err(error) = self.store.cleanup_run(id, &run).await {
