@@ -28,6 +28,12 @@ pub enum Error {
     /// An `agency_action` message that cannot be run, with why.
     #[error("{0}")]
     Action(String),
+    /// No session of this id is pending, running or has a result.
+    #[error("no session {session} is pending, running or has a result")]
+    UnknownSession {
+        /// The session's id.
+        session: String,
+    },
     /// This coordinator stopped running the session without a result, for another to resume.
     #[error(transparent)]
     HandedOver(#[from] HandedOver),
@@ -132,6 +138,9 @@ pub enum Error {
         /// The session's id.
         session: String,
     },
+    /// The result could not be written out (to stdout, a file).
+    #[error("cannot write the result: {0}")]
+    Output(#[source] std::io::Error),
     /// A task of the engine (a worker loop) panicked or was aborted.
     #[error("{0}")]
     Task(String),

@@ -22,6 +22,7 @@
 //! - `worker`: ranges of instances taken, run and recorded.
 //! - `executors`: the code that runs one instance, and the registry of them.
 //! - `embedded`: coordinator and workers in one process.
+//! - `csv`: seed 001's batch runner (`agency csv`); `http`: `/metrics`, the status page and its API.
 //! - `client`: the Rust client (`Client`) and the actions it produces (`client::actions`).
 //! - `results`: a session's result read back and waited for; a task's results by page.
 //! - `agent_tasks`: tasks done by external agents; `task_manager`: the task manager.
@@ -38,12 +39,16 @@ pub mod client;
 #[cfg(any(feature = "redis", feature = "kafka"))]
 pub mod connect;
 pub mod coordinator;
+#[cfg(feature = "csv")]
+pub mod csv;
 mod dead_letter;
 pub mod embedded;
 mod error;
 pub mod executors;
 mod failpoint;
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod intake;
 pub mod metrics;
 mod notice_router;

@@ -279,13 +279,15 @@ pub async fn write_result(
     result: &SessionResult,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
-    let io = |error: std::io::Error| Error::Action(format!("cannot write the result: {error}"));
-    let json =
-        |error: serde_json::Error| Error::Action(format!("cannot write the result: {error}"));
+    let io = Error::Output;
+    let json = |error: serde_json::Error| Error::Output(error.into());
     // Every field but the context, in the result's order.
     let mut fields = serde_json::to_value(result.without_context()).map_err(json)?;
     let Some(fields) = fields.as_object_mut() else {
-        return Err(Error::Action("a result is an object".into()));
+        return Err(Error::Corrupt {
+            what: "the result".into(),
+            message: "not a JSON object".into(),
+        });
     };
     out.write_all(b"{").map_err(io)?;
     for (i, (name, value)) in fields.iter().enumerate() {

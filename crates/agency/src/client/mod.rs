@@ -39,6 +39,7 @@
 //! ```
 
 pub mod actions;
+mod follow;
 
 #[cfg(all(feature = "redis", feature = "kafka"))]
 use crate::connect;
@@ -48,6 +49,7 @@ use crate::outage::retrying;
 use crate::results;
 pub use actions::{cancel, pause, rerun, submit, submit_with, CancelAnswer, Resubmit, Submitted};
 use events::{Broker, Origin, Store};
+pub use follow::follow;
 use futures_util::Stream;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -181,62 +183,9 @@ impl Client {
         results::wait_result(self.store.as_ref(), id, None::<&Origin>, timeout).await
     }
 
-    /// The session's status each time it changes, ending with its result: woken by each live
-    /// state its run announces on the session's progress channel, and reading the store at
-    /// least every `interval` (an announcement can be lost with a connection).
+    /// The session's status each time it changes, ending with its result ([`follow`]).
     pub fn monitor(&self, id: &str, interval: Duration) -> impl Stream<Item = Result<Status>> + '_ {
-        let id = id.to_string();
-        let progress = events::progress_channel(&id);
-        futures_util::stream::unfold(
-            (None::<Box<dyn events::Subscription>>, None::<String>, false),
-            move |(mut announced, mut seen, ended)| {
-                let (id, progress) = (id.clone(), progress.clone());
-                async move {
-                    if ended {
-                        return None;
-                    }
-                    loop {
-                        if announced.is_none() {
-                            announced = self.store.subscribe(&progress).await.ok();
-                        }
-                        match self.status(&id).await {
-                            Ok(Status::Finished(result)) => {
-                                return Some((
-                                    Ok(Status::Finished(result)),
-                                    (announced, seen, true),
-                                ))
-                            }
-                            Ok(Status::Live(state)) => {
-                                let mark = serde_json::to_string(&(
-                                    &state.status,
-                                    &state.updated_at,
-                                    &state.instances,
-                                ))
-                                .ok();
-                                if mark != seen {
-                                    seen = mark;
-                                    return Some((
-                                        Ok(Status::Live(state)),
-                                        (announced, seen, false),
-                                    ));
-                                }
-                            }
-                            Err(error) => return Some((Err(error), (announced, seen, true))),
-                        }
-                        match announced.as_mut() {
-                            Some(subscription) => {
-                                if let Ok(Err(_)) =
-                                    tokio::time::timeout(interval, subscription.next()).await
-                                {
-                                    announced = None; // dropped: subscribe again
-                                }
-                            }
-                            None => tokio::time::sleep(interval).await,
-                        }
-                    }
-                }
-            },
-        )
+        follow(self.store.clone(), id, interval)
     }
 
     /// Calls `callback` with the session's status each time it changes, its result last, and
@@ -255,9 +204,10 @@ impl Client {
                 return Ok(*result);
             }
         }
-        Err(Error::Action(format!(
-            "monitoring session {id} ended without a result"
-        )))
+        Err(Error::Notices {
+            session: id.to_string(),
+            message: "the follower ended without a result".into(),
+        })
     }
 
     /// Cancels the session's run under way ([`actions::cancel`]).
@@ -282,7 +232,7 @@ impl Client {
 }
 
 /// Session `id`'s result once it has one, else its live state; an error naming it when it is
-/// neither (`Error::Action`), or when its state is not readable (`Error::Corrupt`). Needs the
+/// neither (`Error::UnknownSession`), or when its state is not readable (`Error::Corrupt`). Needs the
 /// store only, as `agency status` does.
 pub async fn status(store: &dyn Store, id: &str) -> Result<Status> {
     if let Some(result) = results::load_result(store, id).await? {
@@ -295,9 +245,9 @@ pub async fn status(store: &dyn Store, id: &str) -> Result<Status> {
                 what: format!("the live state of session {id}"),
                 message: error.to_string(),
             }),
-        None => Err(Error::Action(format!(
-            "no session {id} is pending, running or has a result"
-        ))),
+        None => Err(Error::UnknownSession {
+            session: id.to_string(),
+        }),
     }
 }
 
@@ -338,7 +288,7 @@ pub async fn sessions_read(
                 (status, run, Some(Status::Live(state)))
             }
             Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None, None),
-            Err(Error::Action(_)) => ("unknown".to_string(), None, None),
+            Err(Error::UnknownSession { .. }) => ("unknown".to_string(), None, None),
             Err(error) => return Err(error),
         };
         if status.is_some_and(|wanted| wanted != found) {

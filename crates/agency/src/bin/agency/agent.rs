@@ -1,7 +1,7 @@
 //! `agency agent claim|complete|fail|release`: an external agent's side of tasks with
 //! `"executor": "agent"` and of the task manager's tasks (seed 003), over Redis.
 
-use crate::serve::Servers;
+use crate::servers::Servers;
 use anyhow::Context as _;
 use serde_json::Value;
 use std::process::ExitCode;
@@ -62,7 +62,7 @@ pub enum AgentCommand {
 
 /// Runs `work` on a small runtime with the store `servers` name (a Redis, or a Redis Cluster):
 /// the agents' and the task manager's commands.
-pub fn on_redis<F, Fut>(servers: &crate::serve::Servers, work: F) -> anyhow::Result<ExitCode>
+pub fn on_redis<F, Fut>(servers: &crate::servers::Servers, work: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(events::RedisStore) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,

@@ -65,7 +65,7 @@ pub enum Bench {
         #[arg(long)]
         session: bool,
         #[command(flatten)]
-        servers: crate::serve::Servers,
+        servers: crate::servers::Servers,
     },
     /// Distributed fan-out over real Kafka and Redis: starts a coordinator and two worker
     /// processes in a fresh namespace, then measures N no-op instances submit to result,
@@ -83,7 +83,7 @@ pub enum Bench {
         #[arg(long, default_value_t = 100_000)]
         retries: u64,
         #[command(flatten)]
-        servers: crate::serve::Servers,
+        servers: crate::servers::Servers,
     },
 }
 
@@ -97,7 +97,7 @@ async fn agents_case(
     items: u64,
     agents: usize,
     session: bool,
-    servers: &crate::serve::Servers,
+    servers: &crate::servers::Servers,
 ) -> anyhow::Result<()> {
     let store = agency::connect::connect_store(&servers.redis).await?;
     let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -181,7 +181,7 @@ async fn agents_session(
     items: u64,
     agents: usize,
     kind: &str,
-    servers: &crate::serve::Servers,
+    servers: &crate::servers::Servers,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(items > 0, "--items must be at least 1");
     let namespace = format!("bench-agents-{}.", uuid::Uuid::new_v4().simple());

@@ -2,7 +2,7 @@
 //! a coordinator and two worker processes started for the run in a fresh namespace.
 
 use crate::bench::{check_fan_out, check_retries, fan_out_session, peak_rss_mb_of, retry_session};
-use crate::serve::Servers;
+use crate::servers::Servers;
 use crate::text::thousands;
 use agency::{client, connect, intake, results, Registry, Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, Namespaced, Store, DISPATCH_TOPIC};
@@ -241,7 +241,7 @@ async fn latency_without_kafka(
     let coordinator = tokio::spawn(intake::run_coordinator(
         broker.clone(),
         store.clone(),
-        crate::serve::rules(broker.clone()),
+        crate::servers::rules(broker.clone()),
         intake::COORDINATOR_GROUP,
         taskgroup::DEFAULT_CHUNK,
         shutdown.clone(),

@@ -2,17 +2,22 @@
 //! `agency watch` (its progress until the result, or a timeout), `agency sessions` (the recent
 //! ones), all read from Redis, and the text of `agency health` (`docs/control.md`).
 
-use crate::run::print_json;
+use crate::describe::{describe_result, describe_state};
+use crate::servers::Servers;
+use crate::show::print_json;
 use crate::text::thousands;
 use agency::client::{self, Status};
+use anyhow::Context as _;
 use events::Store;
+use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::io::IsTerminal as _;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskgroup::{LiveCounts, LiveState, SessionResult};
+use taskgroup::{LiveState, SessionResult};
 
 /// The exit code of `agency watch` when its `--timeout` passed first (as `timeout(1)`'s).
 const TIMED_OUT: u8 = 124;
@@ -124,7 +129,7 @@ pub async fn status(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(agency::Error::Action(_)) => unknown(session, redis),
+        Err(agency::Error::UnknownSession { .. }) => unknown(session, redis),
         Err(error) => Err(error.into()),
     }
 }
@@ -134,186 +139,79 @@ fn unknown<T>(session: &str, redis: &str) -> anyhow::Result<T> {
     anyhow::bail!("no session `{session}` is pending, running or has a result in {redis}")
 }
 
-/// `1,200 of 4,000 settled: 1,197 succeeded, 3 failed, 2,800 running; 1,250 attempts, 50 retries`
-fn describe_counts(counts: &LiveCounts) -> String {
-    format!(
-        "{} of {} settled: {} succeeded, {} failed, {} running; {} attempts, {} retries",
-        thousands(counts.succeeded + counts.failed),
-        thousands(counts.total),
-        thousands(counts.succeeded),
-        thousands(counts.failed),
-        thousands(counts.running),
-        thousands(counts.attempts),
-        thousands(counts.retries)
-    )
-}
-
-/// A running session as lines of text.
-fn describe_state(state: &LiveState) -> String {
-    let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
-    let mut text = format!(
-        "session {}: {}",
-        state.session_id,
-        status.as_str().unwrap_or("?")
-    );
-    if let Some(run) = &state.run {
-        let _ = write!(text, " (run {run})");
-    }
-    for (what, at) in [
-        ("submitted", &state.submitted_at),
-        ("started", &state.started_at),
-        ("updated", &state.updated_at),
-    ] {
-        if let Some(at) = at {
-            let _ = write!(text, ", {what} {at}");
-        }
-    }
-    let _ = writeln!(text);
-    if let Some(description) = &state.description {
-        let _ = writeln!(text, "  {description}");
-    }
-    if state.groups.is_empty() {
-        return text;
-    }
-    let _ = write!(text, "  instances: {}", describe_counts(&state.instances));
-    if let Some(rate) = state.rate_per_s {
-        let _ = write!(text, "; {}/s", thousands(rate as u64));
-    }
-    if let Some(eta) = state.eta_s {
-        let _ = write!(text, ", ETA {eta:.0}s");
-    }
-    let _ = writeln!(text);
-    for (group, live) in &state.groups {
-        let status = serde_json::to_value(live.status).unwrap_or(Value::Null);
-        let _ = writeln!(
-            text,
-            "  group {group}{}: {}",
-            named(&live.name),
-            status.as_str().unwrap_or("?")
-        );
-        for (task, counts) in &live.tasks {
-            let _ = writeln!(text, "    task {task}: {}", describe_counts(counts));
-        }
-    }
-    text
-}
-
-/// ` (Name)` after an id that has a name.
-fn named(name: &Option<String>) -> String {
-    name.as_ref()
-        .map(|name| format!(" ({name})"))
-        .unwrap_or_default()
-}
-
-/// A final result as lines of text.
-fn describe_result(result: &SessionResult) -> String {
-    let mut text = format!("session {}: {}", result.session_id, result.status);
-    if let Some(run) = &result.run {
-        let _ = write!(text, " (run {run})");
-    }
-    let _ = writeln!(text);
-    if let Some(description) = &result.description {
-        let _ = writeln!(text, "  {description}");
-    }
-    for (group, summary) in &result.groups {
-        let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
-        let _ = writeln!(
-            text,
-            "  group {group}{}: {}",
-            named(&summary.name),
-            status.as_str().unwrap_or("?")
-        );
-        for (task, summary) in &summary.tasks {
-            let status = serde_json::to_value(summary.status).unwrap_or(Value::Null);
-            let _ = writeln!(
-                text,
-                "    task {task}{}: {}, {} of {} succeeded, {} failed, {} attempts",
-                named(&summary.name),
-                status.as_str().unwrap_or("?"),
-                thousands(summary.succeeded),
-                thousands(summary.instances),
-                thousands(summary.failed),
-                thousands(summary.attempts)
-            );
-        }
-    }
-    for error in &result.errors {
-        let _ = writeln!(text, "  error: {error}");
-    }
-    text
-}
-
 /// `agency watch SESSION [--timeout S]`: the session's progress from its live state as the
-/// run announces it (a bar on a terminal, a line every 2 s elsewhere: settled of total, rate,
-/// ETA), then its result,
-/// printed like `agency run`'s with the same exit code. Past `timeout` it stops watching, says
-/// so, and exits 124; the session goes on.
+/// run announces it (the client's follower; a bar on a terminal, a line every 2 s elsewhere:
+/// settled of total, rate, ETA), then its result, printed like `agency run`'s with the same
+/// exit code. Past `timeout` it stops watching, says so, and exits 124; the session goes on.
 pub async fn watch(
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     session: &str,
     timeout: Option<Duration>,
     redis: &str,
 ) -> anyhow::Result<ExitCode> {
-    // Each state a run writes is announced on its progress channel: followed as it comes, and
-    // read from the store at least once a second (to catch up, and to see the result).
-    let mut progress = store.subscribe(&events::progress_channel(session)).await?;
-    let deadline = timeout.map(|timeout| Instant::now() + timeout);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} instances, {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let mut last_line = Instant::now();
-    let mut known = false;
+    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let mut shown = Shown::new();
+    let mut updates = std::pin::pin!(client::follow(store, session, Duration::from_secs(1)));
     loop {
-        if let Some(result) = agency::results::load_result(store, session).await? {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
-            print_json(&result)?;
-            return Ok(exit_code(&result));
-        }
-        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
-            eprintln!(
-                "watch {session}: no result within {} s; the session goes on (`agency status {session}`)",
-                timeout.unwrap_or_default().as_secs()
-            );
-            return Ok(ExitCode::from(TIMED_OUT));
-        }
-        let wait = left.map_or(Duration::from_secs(1), |left| {
-            left.min(Duration::from_secs(1))
-        });
-        let announced = match tokio::time::timeout(wait, progress.next()).await {
-            Ok(Ok(payload)) => serde_json::from_slice::<LiveState>(&payload).ok(),
-            Ok(Err(_)) => {
-                // The subscription dropped: follow again; the store has what was missed.
-                progress = store.subscribe(&events::progress_channel(session)).await?;
-                None
-            }
-            Err(_) => None,
-        };
-        let state = match announced {
-            Some(state) => state,
-            None => match client::status(store, session).await {
-                Ok(Status::Live(state)) => *state,
-                // Its result came (it is read at the top), or it is between the state's
-                // deletion and the result's arrival.
-                Ok(Status::Finished(_)) => continue,
-                Err(agency::Error::Action(_)) if known => continue,
-                Err(agency::Error::Action(_)) => return unknown(session, redis),
-                Err(error) => return Err(error.into()),
+        let next = match deadline {
+            None => updates.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, updates.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    shown.clear();
+                    eprintln!(
+                        "watch {session}: no result within {} s; the session goes on (`agency status {session}`)",
+                        timeout.unwrap_or_default().as_secs()
+                    );
+                    return Ok(ExitCode::from(TIMED_OUT));
+                }
             },
         };
-        known = true;
+        match next {
+            Some(Ok(Status::Live(state))) => shown.show(session, &state),
+            Some(Ok(Status::Finished(result))) => {
+                shown.clear();
+                print_json(&result)?;
+                return Ok(exit_code(&result));
+            }
+            Some(Err(agency::Error::UnknownSession { .. })) => return unknown(session, redis),
+            Some(Err(error)) => return Err(error.into()),
+            None => anyhow::bail!("watch {session}: the follower ended without a result"),
+        }
+    }
+}
+
+/// How `agency watch` shows progress: a bar on a terminal, a line every 2 s elsewhere.
+struct Shown {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl Shown {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} instances, {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self {
+            bar,
+            last_line: None,
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn show(&mut self, session: &str, state: &LiveState) {
         let settled = state.instances.succeeded + state.instances.failed;
         let rate = state.rate_per_s.map_or("?/s".to_string(), |rate| {
             format!("{}/s", thousands(rate as u64))
@@ -321,28 +219,27 @@ pub async fn watch(
         let eta = state
             .eta_s
             .map_or("?".to_string(), |eta| format!("{eta:.0}s"));
-        match &bar {
-            Some(bar) => {
-                bar.set_length(state.instances.total);
-                bar.set_position(settled);
-                bar.set_message(format!(
-                    "{} failed, {rate}, ETA {eta}",
-                    thousands(state.instances.failed)
-                ));
-            }
-            None if last_line.elapsed() >= Duration::from_secs(2) => {
-                last_line = Instant::now();
-                let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
-                eprintln!(
-                    "watch {session}: {}, {}/{} instances ({} failed), {rate}, ETA {eta}",
-                    status.as_str().unwrap_or("?"),
-                    thousands(settled),
-                    thousands(state.instances.total),
-                    thousands(state.instances.failed)
-                );
-            }
-            None => {}
+        let failed = thousands(state.instances.failed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(state.instances.total);
+            bar.set_position(settled);
+            bar.set_message(format!("{failed} failed, {rate}, ETA {eta}"));
+            return;
         }
+        if self
+            .last_line
+            .is_some_and(|last| last.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let status = serde_json::to_value(state.status).unwrap_or(Value::Null);
+        eprintln!(
+            "watch {session}: {}, {}/{} instances ({failed} failed), {rate}, ETA {eta}",
+            status.as_str().unwrap_or("?"),
+            thousands(settled),
+            thousands(state.instances.total),
+        );
     }
 }
 
@@ -366,43 +263,40 @@ pub async fn sessions(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agency health` as text: the verdict and each problem, then what answered.
-pub fn describe_health(health: &agency::health::Health) -> String {
-    let mut text = String::new();
-    if health.healthy {
-        let _ = writeln!(text, "healthy");
-    } else {
-        let _ = writeln!(text, "unhealthy:");
-        for problem in &health.problems {
-            let _ = writeln!(text, "  - {problem}");
+/// Where `agency status` and `agency results` read: an embedded run's state file with
+/// `--state`, else the store of `--redis`/`--redis-cluster`.
+pub async fn read_from(
+    servers: &Servers,
+    state: Option<&Path>,
+) -> anyhow::Result<(Box<dyn Store>, String)> {
+    Ok(match state {
+        Some(path) => {
+            let store = events::FileStore::open_read_only(path)
+                .with_context(|| format!("state file {}", path.display()))?;
+            (Box::new(store), format!("state file {}", path.display()))
         }
-    }
-    let _ = writeln!(text, "redis: {}", health.redis.detail);
-    let _ = writeln!(text, "kafka: {}", health.kafka.detail);
-    for (what, members) in [
-        ("coordinators", &health.coordinators),
-        ("workers", &health.workers),
-        ("stale", &health.stale),
-        ("gone", &health.gone),
-    ] {
-        if members.is_empty() {
-            continue;
-        }
-        let _ = writeln!(text, "{what}:");
-        for seen in members {
-            let member = &seen.member;
-            let _ = writeln!(
-                text,
-                "  {} on {} (pid {}, {}), last seen {} ({:.0} s ago), {} running",
-                member.id,
-                member.host,
-                member.pid,
-                member.version,
-                seen.last_seen,
-                seen.silent_s,
-                thousands(member.running)
-            );
-        }
-    }
-    text
+        None => (Box::new(servers.store().await?), servers.redis_address()),
+    })
+}
+
+/// `agency status [SESSION] [--state PATH]`: with a state file and no session, the one it
+/// holds.
+pub async fn status_of(
+    session: Option<String>,
+    servers: &Servers,
+    json: bool,
+    state: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let (store, where_) = read_from(servers, state).await?;
+    let session = match (session, state) {
+        (Some(session), _) => session,
+        (None, Some(_)) => match store.sessions(1).await?.into_iter().next() {
+            Some((session, _)) => session,
+            None => anyhow::bail!("{where_} holds no session"),
+        },
+        (None, None) => anyhow::bail!(
+            "name the session: agency status SESSION (or read a state file: --state PATH)"
+        ),
+    };
+    status(store.as_ref(), &session, json, &where_).await
 }

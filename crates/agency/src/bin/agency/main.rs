@@ -1,6 +1,8 @@
 //! The `agency` command line: plan sessions and benchmark the engine's parts.
 
 #[cfg(feature = "distributed")]
+mod actions;
+#[cfg(feature = "distributed")]
 mod agent;
 mod bench;
 #[cfg(feature = "distributed")]
@@ -8,11 +10,17 @@ mod bench_distributed;
 #[cfg(feature = "distributed")]
 mod control;
 mod csv;
-mod http;
+#[cfg(feature = "distributed")]
+mod describe;
 mod plan;
 mod run;
 #[cfg(feature = "distributed")]
 mod serve;
+#[cfg(feature = "distributed")]
+mod servers;
+#[cfg(feature = "distributed")]
+mod services;
+mod show;
 #[cfg(feature = "distributed")]
 mod tasks;
 mod text;
@@ -78,7 +86,7 @@ enum Command {
         retry_failed: bool,
         /// Serve `/metrics` (Prometheus) on this address while the run goes on (HOST:PORT, or
         /// a port for 127.0.0.1)
-        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = http::address)]
+        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = agency::http::address)]
         http: Option<std::net::SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
@@ -180,7 +188,14 @@ fn main() -> ExitCode {
                 checkpoint: std::time::Duration::from_millis(checkpoint_ms.max(1)),
                 retry_failed,
             });
-            run::run(&file, options, quiet, only.as_deref(), state, http)
+            run::run(run::RunArgs {
+                file,
+                options,
+                quiet,
+                only,
+                state,
+                http,
+            })
         }
         #[cfg(feature = "distributed")]
         Command::Agent { what } => agent::run(what),

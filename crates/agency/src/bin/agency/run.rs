@@ -1,18 +1,15 @@
-//! `agency run FILE`: validate and run a session on the embedded engine, show progress on stderr,
-//! print the final result as one JSON object on stdout. Exit code 0 only when completed.
+//! `agency run`: a session on the embedded engine, kept in a state file with `--state`.
 
-use crate::text::thousands;
+use crate::show::{print_json, serve_http, show_progress};
 use agency::embedded::{DurableRun, DurableStart, EmbeddedOptions, Engine};
 use agency::Progress;
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use taskgroup::{Session, SessionSpec};
+use std::time::Duration;
+use taskgroup::{Session, SessionResult, SessionSpec};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code when the run was interrupted with Ctrl-C (128 + SIGINT).
@@ -27,34 +24,79 @@ pub struct State {
     pub retry_failed: bool,
 }
 
-pub fn run(
-    file: &Path,
-    options: EmbeddedOptions,
-    quiet: bool,
-    only: Option<&str>,
-    state: Option<State>,
-    http: Option<std::net::SocketAddr>,
-) -> anyhow::Result<ExitCode> {
+/// What `agency run` was asked.
+#[derive(Debug)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    pub options: EmbeddedOptions,
+    pub quiet: bool,
+    pub only: Option<String>,
+    pub state: Option<State>,
+    pub http: Option<std::net::SocketAddr>,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = &args.file;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let engine = match &state {
-        None => Engine::new(options),
+    let engine = match &args.state {
+        None => Engine::new(args.options.clone()),
         Some(state) => runtime
-            .block_on(Engine::with_state(options, &state.path, state.checkpoint))
+            .block_on(Engine::with_state(
+                args.options.clone(),
+                &state.path,
+                state.checkpoint,
+            ))
             .with_context(|| format!("state file {}", state.path.display()))?,
     };
-    let session = match only {
-        None => engine.validate(&text),
+    let session = validated(&engine, &args, &text)?;
+    runtime.block_on(async {
+        let serving = CancellationToken::new();
+        let server = serve_http(args.http, None, serving.clone()).await?;
+        let progress = Arc::new(Progress::default());
+        let cancel = CancellationToken::new();
+        // Registered before the run starts, so a Ctrl-C at any point is a clean cancellation.
+        let (interrupted, on_interrupt) = cancel_on_interrupt(cancel.clone())?;
+        let display =
+            (!args.quiet).then(|| tokio::spawn(show_progress(progress.clone(), "instances")));
+        let result = execute(&engine, &session, &text, &args, &progress, cancel).await;
+        on_interrupt.abort();
+        serving.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        if let Some(display) = display {
+            display.abort();
+            let _ = display.await;
+        }
+        let result = result?;
+        print_result(&engine, &result).await?;
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            ExitCode::from(INTERRUPTED)
+        } else if result.completed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+/// The session of `text`, checked against the engine's executors (only the groups of
+/// `--only`, and what they depend on); a task done by agents is refused here.
+fn validated(engine: &Engine, args: &RunArgs, text: &str) -> anyhow::Result<Session> {
+    let file = &args.file;
+    let session = match &args.only {
+        None => engine.validate(text),
         Some(only) => {
-            let spec = SessionSpec::parse(&text).with_context(|| file.display().to_string())?;
+            let spec = SessionSpec::parse(text).with_context(|| file.display().to_string())?;
             let all = spec.groups.len();
             let spec = spec
                 .only(only)
                 .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
-            if !quiet {
+            if !args.quiet {
                 let ids: Vec<&str> = spec.groups.iter().map(|g| g.id.as_str()).collect();
                 eprintln!(
                     "--only {only}: running {} of {all} groups: {}",
@@ -82,74 +124,62 @@ pub fn run(
             by_agents.join(", ")
         );
     }
-    runtime.block_on(async {
-        let serving = CancellationToken::new();
-        let server = match http {
-            Some(address) => Some(crate::http::serve(address, None, serving.clone()).await?),
-            None => None,
-        };
-        let progress = Arc::new(Progress::default());
-        let cancel = CancellationToken::new();
-        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // Registered before the run starts, so a Ctrl-C at any point is a clean cancellation.
-        let mut interrupts =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let on_interrupt = {
-            let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
-            tokio::spawn(async move {
-                if interrupts.recv().await.is_some() {
-                    interrupted.store(true, Ordering::SeqCst);
-                    cancel.cancel();
-                }
-            })
-        };
-        let display = (!quiet).then(|| tokio::spawn(show_progress(progress.clone(), "instances")));
-        let result = match &state {
-            None => engine.run(&session, &progress, cancel).await,
-            Some(state) => match engine
-                .durable_run(&session, text.as_bytes(), state.retry_failed)
-                .await
-            {
-                Ok(found) => {
-                    if !quiet {
-                        say_how(&found, &state.path);
-                    }
-                    engine
-                        .run_durably(&session, &found, text.as_bytes(), &progress, cancel)
-                        .await
-                }
-                Err(error) => Err(error),
-            },
-        };
-        on_interrupt.abort();
-        serving.cancel();
-        if let Some(server) = server {
-            let _ = server.await;
+    Ok(session)
+}
+
+/// Cancels `cancel` on Ctrl-C, saying so in the flag returned.
+fn cancel_on_interrupt(
+    cancel: CancellationToken,
+) -> anyhow::Result<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let flag = interrupted.clone();
+    let watching = tokio::spawn(async move {
+        if interrupts.recv().await.is_some() {
+            flag.store(true, Ordering::SeqCst);
+            cancel.cancel();
         }
-        if let Some(display) = display {
-            display.abort();
-            let _ = display.await;
+    });
+    Ok((interrupted, watching))
+}
+
+/// Runs the session, in its state file with `--state` (resumed, or its result read back).
+async fn execute(
+    engine: &Engine,
+    session: &Session,
+    text: &str,
+    args: &RunArgs,
+    progress: &Progress,
+    cancel: CancellationToken,
+) -> agency::Result<SessionResult> {
+    let Some(state) = &args.state else {
+        return engine.run(session, progress, cancel).await;
+    };
+    let found = engine
+        .durable_run(session, text.as_bytes(), state.retry_failed)
+        .await?;
+    if !args.quiet {
+        say_how(&found, &state.path);
+    }
+    engine
+        .run_durably(session, &found, text.as_bytes(), progress, cancel)
+        .await
+}
+
+/// Prints the result on stdout; results kept by reference are written out whole, a page at a
+/// time. A reader that closed the pipe early (`| head`) is not an error.
+async fn print_result(engine: &Engine, result: &SessionResult) -> anyhow::Result<()> {
+    if !agency::results::has_references(result) {
+        return print_json(result);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match agency::results::write_result(engine.store().as_ref(), result, &mut out).await {
+        Err(agency::Error::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
         }
-        let result = result?;
-        if agency::results::has_references(&result) {
-            // Results kept by reference are written out whole, a page at a time.
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            match agency::results::write_result(engine.store().as_ref(), &result, &mut out).await {
-                Err(agency::Error::Action(message)) if message.contains("Broken pipe") => {}
-                other => other?,
-            }
-        } else {
-            print_json(&result)?;
-        }
-        Ok(if interrupted.load(Ordering::SeqCst) {
-            ExitCode::from(INTERRUPTED)
-        } else if result.completed() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
-    })
+        other => Ok(other?),
+    }
 }
 
 /// What `--state` found, on stderr.
@@ -169,85 +199,5 @@ fn say_how(found: &DurableRun, path: &Path) {
             "rerunning what failed of session {id} from {}: every recorded success is reused",
             path.display()
         ),
-    }
-}
-
-/// Pretty on a terminal, one compact line for pipes and files. A reader that closed the pipe
-/// early (`| head`) is not an error.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let stdout = std::io::stdout();
-    let text = if stdout.is_terminal() {
-        serde_json::to_string_pretty(value)?
-    } else {
-        serde_json::to_string(value)?
-    };
-    let mut out = stdout.lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-/// A bar on a terminal; elsewhere a plain line every few seconds. Both show done/total `unit`,
-/// rate and ETA.
-pub(crate) async fn show_progress(progress: Arc<Progress>, unit: &'static str) {
-    let started = Instant::now();
-    if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(style(unit));
-        let _finish = FinishOnDrop(bar.clone());
-        loop {
-            bar.set_length(progress.planned.load(Ordering::Relaxed));
-            bar.set_position(progress.settled.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    } else {
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let (done, total) = (
-                progress.settled.load(Ordering::Relaxed),
-                progress.planned.load(Ordering::Relaxed),
-            );
-            let elapsed = started.elapsed().as_secs_f64();
-            let rate = done as f64 / elapsed.max(1e-9);
-            let eta = if rate > 0.0 {
-                format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
-            } else {
-                "?".into()
-            };
-            eprintln!(
-                "progress: {}/{} {unit}, {}/s, ETA {eta}",
-                thousands(done),
-                thousands(total),
-                thousands(rate as u64)
-            );
-        }
-    }
-}
-
-/// `[00:00:03] ██████░░░ 1,200/4,000 instances, 412/s, ETA 7s`
-fn style(unit: &str) -> ProgressStyle {
-    let template = format!(
-        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit}, {{rate}}, ETA {{eta}}"
-    );
-    ProgressStyle::with_template(&template)
-        .map(|style| {
-            style.with_key(
-                "rate",
-                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
-                },
-            )
-        })
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
-/// Clears the bar when the display task is aborted.
-struct FinishOnDrop(ProgressBar);
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        self.0.finish_and_clear();
     }
 }

@@ -1,7 +1,7 @@
 //! `agency tasks create|get|children|cancel|summary|metadata`: the task manager (seed 003)
 //! over Redis; its tasks are claimed with `agency agent claim`.
 
-use crate::serve::Servers;
+use crate::servers::Servers;
 use anyhow::Context as _;
 use serde_json::{Map, Value};
 use std::process::ExitCode;

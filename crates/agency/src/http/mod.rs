@@ -1,10 +1,22 @@
 //! `--http ADDR`: `/metrics` for every long-running command, and on the coordinator the status
 //! page (`/`, `/sessions/{id}`) with the JSON API behind it (`/api/...`, `docs/observability.md`).
 //! The page is one HTML file compiled into the binary: it loads nothing from elsewhere.
+//!
+//! ```no_run
+//! # tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! // `/metrics` alone; with `Some((broker, store))`, the status page and its API too.
+//! let address = agency::http::address("9100")?;
+//! let (bound, served) = agency::http::serve(address, None, stop.clone()).await?;
+//! println!("serving on http://{bound}");
+//! stop.cancel();
+//! served.await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # });
+//! ```
 
-use agency::client::{self, Status};
-use agency::metrics::METRICS;
-use anyhow::Context as _;
+use crate::client::{self, Status};
+use crate::metrics::METRICS;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -12,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use events::{Broker, Store};
-use futures_util::Stream;
+use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,15 +42,33 @@ const MOST: usize = 1000;
 /// How many failures of each task a finished session's answer shows.
 const FAILURES_SHOWN: usize = 20;
 
+/// An `--http` address that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("--http {text:?}: expected HOST:PORT (e.g. 127.0.0.1:9100) or a port")]
+pub struct BadAddress {
+    /// What was given.
+    pub text: String,
+}
+
+/// An address that cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct CannotListen {
+    /// The address.
+    pub address: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
 /// The address `--http` names: `HOST:PORT`, or a port alone for 127.0.0.1 (never every
 /// interface unless told).
-pub fn address(text: &str) -> anyhow::Result<SocketAddr> {
+pub fn address(text: &str) -> Result<SocketAddr, BadAddress> {
     let port = text.strip_prefix(':').unwrap_or(text);
     if let Ok(port) = port.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    text.parse().with_context(|| {
-        format!("--http {text:?}: expected HOST:PORT (e.g. 127.0.0.1:9100) or a port")
+    text.parse().map_err(|_| BadAddress {
+        text: text.to_string(),
     })
 }
 
@@ -50,34 +80,30 @@ struct Deployment {
 }
 
 /// Binds `address` (failing at once when it cannot) and serves until `stop`: `/metrics`, and
-/// with `deployment` (a coordinator's broker and store) the status page and its API.
+/// with `deployment` (a coordinator's broker and store) the status page and its API. Returns
+/// the address bound (a port 0 is chosen then) and the server's task.
 pub async fn serve(
     address: SocketAddr,
     deployment: Option<(Arc<dyn Broker>, Arc<dyn Store>)>,
     stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CannotListen> {
+    let cannot = |source| CannotListen { address, source };
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| format!("--http: cannot listen on {address}"))?;
-    let bound = listener.local_addr()?;
-    let page = deployment.is_some();
+        .map_err(cannot)?;
+    let bound = listener.local_addr().map_err(cannot)?;
     let router = router(deployment.map(|(broker, store)| Deployment { broker, store }));
-    eprintln!(
-        "http: serving /metrics{} on http://{bound}",
-        if page {
-            ", the status page and /api"
-        } else {
-            ""
-        }
-    );
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    }))
+    Ok((
+        bound,
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the HTTP server stopped");
+            }
+        }),
+    ))
 }
 
 fn router(deployment: Option<Deployment>) -> Router {
@@ -134,7 +160,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Refus
 
 async fn metrics() -> Response {
     (
-        [(header::CONTENT_TYPE, agency::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         METRICS.encode(),
     )
         .into_response()
@@ -270,13 +296,24 @@ fn session_id(id: &str) -> Result<&str, Refusal> {
     }
 }
 
-/// A session as the page shows it: `{"finished": false, "state": live state}` or
-/// `{"finished": true, "result": result}`, the result without its context and its instances'
-/// results (which can be millions), with at most [`FAILURES_SHOWN`] failures per task.
+/// A session as the page shows it (an unknown one is a 404).
 async fn describe(store: &dyn Store, id: &str) -> Result<Value, Refusal> {
     match client::status(store, id).await {
-        Ok(Status::Live(state)) => Ok(json!({"finished": false, "state": state})),
-        Ok(Status::Finished(mut result)) => {
+        Ok(status) => Ok(shown(status)),
+        Err(error @ crate::Error::UnknownSession { .. }) => {
+            Err(refuse(StatusCode::NOT_FOUND, error.to_string()))
+        }
+        Err(error) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
+}
+
+/// `{"finished": false, "state": live state}` or `{"finished": true, "result": result}`, the
+/// result without its context and its instances' results (which can be millions), with at most
+/// [`FAILURES_SHOWN`] failures per task.
+fn shown(status: Status) -> Value {
+    match status {
+        Status::Live(state) => json!({"finished": false, "state": state}),
+        Status::Finished(mut result) => {
             let context_keys = result.context.len();
             result.context.clear();
             for group in result.groups.values_mut() {
@@ -287,10 +324,8 @@ async fn describe(store: &dyn Store, id: &str) -> Result<Value, Refusal> {
             }
             let mut value = json!({"finished": true, "result": result});
             value["result"]["context_keys"] = json!(context_keys);
-            Ok(value)
+            value
         }
-        Err(agency::Error::Action(message)) => Err(refuse(StatusCode::NOT_FOUND, message)),
-        Err(error) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
     }
 }
 
@@ -299,115 +334,60 @@ async fn session(State(deployment): State<Deployment>, Path(id): Path<String>) -
     Ok(Json(described).into_response())
 }
 
-/// How often a stream reads the store when nothing was announced.
+/// How often a session's stream reads the store when nothing was announced.
 const REREAD: Duration = Duration::from_secs(2);
-/// The least time between two events of a stream.
-const SPACING: Duration = Duration::from_millis(250);
+/// How often the sessions list's stream reads it (it has no channel of its own).
+const LIST_EVERY: Duration = Duration::from_millis(750);
 
-/// An event stream of `read`'s answers: one at once, then one each time the answer changes,
-/// looked at when `announced` says something happened (at most every [`SPACING`]) and at
-/// least every [`REREAD`]; it ends after an answer `last` says is final.
-fn stream<R, Fut, A, AFut>(
-    read: R,
-    announced: A,
-    last: fn(&Value) -> bool,
-) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    R: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Option<Value>> + Send,
-    A: FnMut() -> AFut + Send + 'static,
-    AFut: std::future::Future<Output = ()> + Send,
-{
-    struct Follow<R, A> {
-        read: R,
-        announced: A,
-        sent: Option<Value>,
-        done: bool,
-        first: bool,
-    }
-    let follow = Follow {
-        read,
-        announced,
-        sent: None,
-        done: false,
-        first: true,
-    };
-    futures_util::stream::unfold(follow, move |mut follow| async move {
-        if follow.done {
-            return None;
-        }
-        loop {
-            if !follow.first {
-                tokio::time::sleep(SPACING).await;
-                let _ = tokio::time::timeout(REREAD, (follow.announced)()).await;
-            }
-            follow.first = false;
-            let Some(value) = (follow.read)().await else {
-                continue;
-            };
-            if follow.sent.as_ref() == Some(&value) {
-                continue;
-            }
-            follow.done = last(&value);
-            let event = Event::default().event("state").data(value.to_string());
-            follow.sent = Some(value);
-            return Some((Ok(event), follow));
-        }
-    })
+/// An event of a stream: `state`, with `value`.
+fn state_event(value: &Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event("state").data(value.to_string()))
 }
 
+/// The session's state as the page shows it, each time it changes (the client's follower),
+/// its result last; a session unknown at the start is a 404, a trouble later ends the stream
+/// (the page's `EventSource` connects again).
 async fn session_events(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
     let id = session_id(&id)?.to_string();
-    let store = deployment.store.clone();
-    // Unknown at the start is a 404; later troubles are skipped (read again next time).
-    describe(store.as_ref(), &id).await?;
-    let progress = match store.subscribe(&events::progress_channel(&id)).await {
-        Ok(progress) => Some(progress),
-        Err(error) => {
-            tracing::warn!(session = %id, %error, "cannot follow the session's progress; reading it every 2 s");
-            None
-        }
-    };
-    let progress = Arc::new(tokio::sync::Mutex::new(progress));
-    let (reading, reader) = (id.clone(), store.clone());
-    let read = move || {
-        let (id, store) = (reading.clone(), reader.clone());
-        async move { describe(store.as_ref(), &id).await.ok() }
-    };
-    let announced = move || {
-        let progress = progress.clone();
-        async move {
-            let mut progress = progress.lock().await;
-            match progress.as_mut() {
-                Some(subscription) => {
-                    if subscription.next().await.is_err() {
-                        // Dropped: read every REREAD from now on.
-                        *progress = None;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        }
-    };
-    let finished = |value: &Value| value["finished"] == json!(true);
-    Ok(Sse::new(stream(read, announced, finished))
+    describe(deployment.store.as_ref(), &id).await?;
+    let updates = client::follow(deployment.store.clone(), &id, REREAD)
+        .take_while(|update| std::future::ready(update.is_ok()))
+        .filter_map(|update| std::future::ready(update.ok()))
+        .map(|status| state_event(&shown(status)));
+    Ok(Sse::new(updates)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
+/// The sessions list, once at once and then each time it changed, read every [`LIST_EVERY`]
+/// (a read that fails is skipped).
 async fn sessions_events(
     State(deployment): State<Deployment>,
     Query(query): Query<ListQuery>,
 ) -> Answer {
     let (limit, status) = query.read()?;
     let store = deployment.store.clone();
-    let read = move || {
-        let (store, status) = (store.clone(), status.clone());
-        async move { list(store.as_ref(), limit, status.as_deref()).await.ok() }
-    };
-    // The list has no channel of its own: it is read every second, sent when it changed.
-    let tick = || tokio::time::sleep(Duration::from_millis(750));
-    Ok(Sse::new(stream(read, tick, |_| false))
+    let lists = futures_util::stream::unfold(
+        (store, status, None::<Value>, true),
+        move |(store, status, mut sent, first)| async move {
+            let mut wait = !first;
+            loop {
+                if wait {
+                    tokio::time::sleep(LIST_EVERY).await;
+                }
+                wait = true;
+                let Ok(list) = list(store.as_ref(), limit, status.as_deref()).await else {
+                    continue;
+                };
+                if sent.as_ref() != Some(&list) {
+                    let event = state_event(&list);
+                    sent = Some(list);
+                    return Some((event, (store, status, sent, false)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(lists)
         .keep_alive(KeepAlive::default())
         .into_response())
 }

@@ -1,7 +1,8 @@
 //! Reading `agency csv`'s input: rows of `task_id,task_type`, each a task or why it cannot be one.
 
-use anyhow::{bail, Context as _};
+use super::CsvError;
 use std::path::Path;
+
 /// One input row as read: a task to run, or why it cannot be one.
 #[derive(Debug, Clone)]
 pub(super) enum Row {
@@ -46,26 +47,32 @@ pub(super) struct Rows {
 }
 
 impl Rows {
-    pub(super) fn open(path: &Path) -> anyhow::Result<Self> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    pub(super) fn open(path: &Path) -> Result<Self, CsvError> {
+        let file = std::fs::File::open(path).map_err(|source| CsvError::Io {
+            doing: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |problem: String| CsvError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        };
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
             .from_reader(file);
         let header = reader
             .byte_headers()
-            .with_context(|| format!("{}: cannot read the header", path.display()))?;
+            .map_err(|error| invalid(format!("cannot read the header: {error}")))?;
         let names: Vec<String> = header
             .iter()
             .map(|h| String::from_utf8_lossy(h).trim().to_string())
             .collect();
         if names != ["task_id", "task_type"] {
-            bail!(
-                "{}: line 1: the header is `{}`, expected `task_id,task_type`",
-                path.display(),
+            return Err(invalid(format!(
+                "line 1: the header is `{}`, expected `task_id,task_type`",
                 names.join(",")
-            );
+            )));
         }
         Ok(Self {
             reader,

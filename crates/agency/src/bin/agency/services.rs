@@ -1,0 +1,134 @@
+//! The long-running commands: `agency coordinator` and `agency worker`; and `agency health`
+//! and `agency executors`, which ask about them.
+
+use crate::describe::describe_health;
+use crate::servers::{connect, rules, Servers};
+use crate::show::{print_json, serve_http};
+use agency::{health, intake, Registry, Worker, WorkerOptions};
+use events::Broker;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Cancelled on Ctrl-C or SIGTERM: services stop cleanly.
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let fire = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        fire.cancel();
+    });
+    Ok(token)
+}
+
+/// `agency coordinator`: takes sessions from `agency_action` until Ctrl-C or SIGTERM, its
+/// heartbeat in the store, the status page on `http`.
+pub async fn coordinator(
+    servers: &Servers,
+    group: &str,
+    chunk: u64,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_on_signals()?;
+    let (broker, store) = connect(servers).await?;
+    let deployment = Some((broker.clone(), store.clone()));
+    let server = serve_http(http, deployment, shutdown.clone()).await?;
+    eprintln!(
+        "coordinator: taking sessions from agency_action on {} (redis {})",
+        servers.kafka,
+        servers.redis_address()
+    );
+    let member = health::Member::here(health::Role::Coordinator, &servers.namespace, Vec::new());
+    let beat = health::heartbeat(store.clone(), member, Arc::default(), shutdown.clone());
+    let beating = tokio::spawn(beat);
+    let rules = rules(broker.clone());
+    intake::run_coordinator(broker, store, rules, group, chunk, shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = beating.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agency worker`: executes dispatched work until Ctrl-C or SIGTERM, its heartbeat (with its
+/// executors) in the store, `/metrics` on `http`.
+pub async fn worker(
+    servers: &Servers,
+    options: WorkerOptions,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_on_signals()?;
+    let (broker, store) = connect(servers).await?;
+    let server = serve_http(http, None, shutdown.clone()).await?;
+    eprintln!(
+        "worker: executing work from {} (redis {})",
+        servers.kafka,
+        servers.redis_address()
+    );
+    let registry = Registry::builtin(broker.clone());
+    let member = health::Member::here(
+        health::Role::Worker,
+        &servers.namespace,
+        registry.describe(),
+    );
+    let worker = Worker::new(broker, store.clone(), registry, options);
+    let beat = health::heartbeat(store, member, worker.running(), shutdown.clone());
+    let beating = tokio::spawn(beat);
+    worker.run(shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = beating.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agency health`: exit 1 unless healthy.
+pub async fn health(servers: &Servers, json: bool) -> anyhow::Result<ExitCode> {
+    let (broker, store) = connect(servers).await?;
+    let health = health::check(store.as_ref(), broker.as_ref(), &servers.namespace).await;
+    if json {
+        print_json(&health)?;
+    } else {
+        print!("{}", describe_health(&health));
+    }
+    Ok(if health.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `agency executors`: the live workers' executors, or with `embedded` the embedded engine's.
+pub async fn executors(servers: &Servers, json: bool, embedded: bool) -> anyhow::Result<ExitCode> {
+    let executors = if embedded {
+        let broker: Arc<dyn Broker> = Arc::new(events::MemoryBroker::new());
+        let registry = Registry::builtin(broker);
+        health::Member::here(health::Role::Worker, "", registry.describe()).executors
+    } else {
+        let (broker, store) = connect(servers).await?;
+        let health = health::check(store.as_ref(), broker.as_ref(), &servers.namespace).await;
+        let executors = health::executors(&health);
+        if executors.is_empty() {
+            anyhow::bail!("no worker is alive to say which executors it runs (`agency health` says more; `agency executors --embedded` lists the embedded engine's)");
+        }
+        executors
+    };
+    if json {
+        print_json(&executors)?;
+    } else {
+        for executor in &executors {
+            println!("{:<12} {}", executor.name, executor.description);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
