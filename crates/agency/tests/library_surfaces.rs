@@ -4,7 +4,7 @@
 //! `tests/distributed.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use agency::client::{Client, Status};
+use agency::client::Client;
 use agency::csv::{Blueprints, CsvRun, Runner};
 use agency::{intake, Registry, Worker, WorkerOptions};
 use events::{MemoryBroker, MemoryStore};
