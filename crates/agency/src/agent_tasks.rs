@@ -14,6 +14,7 @@ use events::{
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use taskgroup::{Failure, FailureKind};
 
 /// How often a waiting claim asks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -171,10 +172,13 @@ async fn record(
     };
     let status = match &reported.outcome {
         AgentReport::Completed(result) => Status::Succeeded(result.clone()),
-        AgentReport::Failed(error) => Status::Failed(error.clone()),
-        AgentReport::TimedOut => Status::TimedOut(format!(
-            "the claim by agent `{}` was not completed within {} ms",
-            reported.agent, reported.item.claim_timeout_ms
+        AgentReport::Failed(error) => Status::Failed(Failure::error(error.clone())),
+        AgentReport::TimedOut => Status::Failed(Failure::new(
+            FailureKind::Timeout,
+            format!(
+                "the claim by agent `{}` was not completed within {} ms",
+                reported.agent, reported.item.claim_timeout_ms
+            ),
         )),
     };
     let task = TaskRef {
@@ -184,7 +188,7 @@ async fn record(
     let mut notice = Notice::new(session, task);
     match status.failure() {
         None => notice.add_success(*instance, *attempt),
-        Some((error, permanent)) => notice.add_failure(*instance, *attempt, &error, permanent),
+        Some(failure) => notice.add_failure(*instance, *attempt, failure),
     }
     let notice = events::encode("a notice", &notice)?;
     let mut outcome = Outcome {

@@ -16,6 +16,76 @@ pub struct HandedOver {
     pub why: &'static str,
 }
 
+/// What is wrong with an action that should carry a session (`initialize`, `rerun`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAction {
+    /// Another kind of action.
+    #[error("only an `initialize` or `rerun` action carries a session")]
+    NoSession,
+    /// `data` is not an object.
+    #[error("`data` must be a session object")]
+    DataNotObject,
+    /// The session id is not one.
+    #[error("{0}")]
+    SessionId(String),
+    /// `data.context` is not an object.
+    #[error("`data.context` must be an object")]
+    ContextNotObject,
+}
+
+/// Why a session cannot be rerun.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CannotRerun {
+    /// It has no result.
+    #[error("has no result to rerun (it never ran, is still queued, or its result expired)")]
+    NoResult,
+    /// It completed.
+    #[error("completed: nothing failed, nothing to rerun")]
+    Completed,
+    /// Its recorded outcomes expired.
+    #[error("({0}) kept no recorded outcomes to reuse (they expire a week after its last run); submit it again to run it whole")]
+    NothingKept(taskgroup::ResultStatus),
+}
+
+/// Why a task's kept results cannot be read as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeptResults {
+    /// Positions outside the task's results.
+    #[error("results {start}..{end} are outside task `{task}`'s {count} results")]
+    OutOfRange {
+        /// The task's id.
+        task: String,
+        /// The first position asked.
+        start: u64,
+        /// The end asked.
+        end: u64,
+        /// How many it has.
+        count: u64,
+    },
+    /// The task keeps no results by reference.
+    #[error("session {session} keeps no results of {named} in the store ({state} holds none by reference): a task's results are kept there only when they exceed its `inline_results`; the others are in the context (`agency status {session} --json`)")]
+    NoneKept {
+        /// The session's id.
+        session: String,
+        /// The task as named.
+        named: String,
+        /// What was read: its result, or its context so far.
+        state: &'static str,
+    },
+    /// Several groups have a task of that id.
+    #[error(
+        "{named} is in several groups of session {session} ({groups}): name one as GROUP.TASK"
+    )]
+    Ambiguous {
+        /// The session's id.
+        session: String,
+        /// The task as named.
+        named: String,
+        /// The groups, comma-separated.
+        groups: String,
+    },
+}
+
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,9 +95,38 @@ pub enum Error {
     /// The session document is not valid.
     #[error(transparent)]
     Invalid(#[from] taskgroup::Error),
-    /// An `agency_action` message that cannot be run, with why.
-    #[error("{0}")]
-    Action(String),
+    /// An `agency_action` message that carries no session that can be run.
+    #[error(transparent)]
+    BadAction(#[from] BadAction),
+    /// A session too large for one `agency_action` message.
+    #[error("session {session} is {bytes} bytes as an agency_action message, over the limit of {limit} bytes; pass large inputs by reference (a URL, a file, a store key) instead")]
+    TooLarge {
+        /// The session's id.
+        session: String,
+        /// Its size as a message.
+        bytes: usize,
+        /// The most a message may be.
+        limit: usize,
+    },
+    /// A session that cannot be rerun, and why.
+    #[error("session {session} {why}")]
+    CannotRerun {
+        /// The session's id.
+        session: String,
+        /// Why.
+        why: CannotRerun,
+    },
+    /// Results asked of a task that keeps none by reference, or of a name several tasks have.
+    #[error(transparent)]
+    KeptResults(#[from] KeptResults),
+    /// A workflow task that is not an object (its place, from 1).
+    #[error("workflow task {place}: must be an object, found {found}")]
+    WorkflowTask {
+        /// Its place in the list, from 1.
+        place: usize,
+        /// What was there.
+        found: String,
+    },
     /// No session of this id is pending, running or has a result.
     #[error("no session {session} is pending, running or has a result")]
     UnknownSession {
@@ -195,7 +294,7 @@ mod tests {
             message: "y".into(),
         });
         assert!(!refused.is_retryable());
-        assert!(!Error::Action("unknown action".into()).is_retryable());
+        assert!(!Error::from(BadAction::NoSession).is_retryable());
         let left = Error::from(HandedOver {
             session: "s".into(),
             why: "stopping",

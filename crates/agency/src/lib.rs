@@ -58,6 +58,6 @@ pub mod task_manager;
 pub mod worker;
 
 pub use coordinator::{Coordinator, Durable, Progress};
-pub use error::{Error, HandedOver, Result};
+pub use error::{BadAction, CannotRerun, Error, HandedOver, KeptResults, Result};
 pub use executors::{Call, ExecError, Executor, IdempotencyKey, Registry};
 pub use worker::{Worker, WorkerOptions};

@@ -128,8 +128,8 @@ impl Tally {
         use events::Status;
         let i = match status {
             Status::Succeeded(_) | Status::Stored(_) => 0,
-            Status::Failed(_) | Status::FailedPermanently(_) => 1,
-            Status::TimedOut(_) => 2,
+            Status::Failed(failure) if failure.kind == taskgroup::FailureKind::Timeout => 2,
+            Status::Failed(_) => 1,
             Status::Cached(_) => 3,
         };
         self.counts[i] += 1;
@@ -332,6 +332,16 @@ fn counter(
 
 impl Collector for Collected {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.sessions(&mut encoder)?;
+        self.instances(&mut encoder)?;
+        self.coordinator(&mut encoder)?;
+        self.backends(&mut encoder)
+    }
+}
+
+impl Collected {
+    /// Sessions ended by status, running, and how long they ran.
+    fn sessions(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let metrics = self.0;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let statuses = ["completed", "partial", "failed", "cancelled"];
@@ -341,7 +351,7 @@ impl Collector for Collected {
             .map(|(status, count)| (*status, load(count)))
             .collect();
         counters(
-            &mut encoder,
+            encoder,
             (
                 "agency_sessions",
                 "Sessions this process ran to a result, by the result's status",
@@ -363,7 +373,12 @@ impl Collector for Collected {
             MetricType::Histogram,
         )?;
         metrics.session_duration.encode(histogram)?;
+        Ok(())
+    }
 
+    /// Attempts by outcome and executor, and how long they took.
+    fn instances(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let metrics = self.0;
         let executors = metrics
             .executors
             .read()
@@ -391,9 +406,15 @@ impl Collector for Collected {
             let labels = [("executor", executor.as_str())];
             counts.duration.encode(family.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
 
+    /// Retries, dead letters and dispatched ranges.
+    fn coordinator(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let metrics = self.0;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         counter(
-            &mut encoder,
+            encoder,
             "agency_retries",
             "Failed attempts this coordinator scheduled to be tried again",
             load(&metrics.retries),
@@ -404,7 +425,7 @@ impl Collector for Collected {
             .map(|(reason, count)| (reason.as_str(), load(count)))
             .collect();
         counters(
-            &mut encoder,
+            encoder,
             (
                 "agency_dead_letters",
                 "Messages this process sent to the dead-letter topic, by reason",
@@ -413,12 +434,17 @@ impl Collector for Collected {
             &reasons,
         )?;
         counter(
-            &mut encoder,
+            encoder,
             "agency_dispatch_ranges",
             "Ranges of instances this coordinator dispatched to workers",
             load(&metrics.dispatch_ranges),
         )?;
+        Ok(())
+    }
 
+    /// Consumer lag, backend errors, outage retries, and the build.
+    fn backends(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut family = encoder.encode_descriptor(
             "agency_kafka_consumer_lag",
             "Messages of the topic not yet read by this process's consumer, as librdkafka last reported (every 5 s)",
@@ -431,7 +457,7 @@ impl Collector for Collected {
         }
         let errors = &events::telemetry::ERRORS;
         counters(
-            &mut encoder,
+            encoder,
             (
                 "agency_backend_errors",
                 "Calls to a backend that failed (unreachable or refused), by backend: redis, kafka, file (the embedded state file)",
@@ -444,7 +470,7 @@ impl Collector for Collected {
             ],
         )?;
         counter(
-            &mut encoder,
+            encoder,
             "agency_outage_retries",
             "Calls that found their server away and were tried again after a wait",
             load(&events::telemetry::OUTAGE_RETRIES),

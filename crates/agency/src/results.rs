@@ -8,7 +8,7 @@
 //! for as long as its result) and the context holds `{"$results": {"group", "task", "count"}}`
 //! ([`expansion::ResultsRef`]).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeptResults, Result};
 use crate::outage::{retrying, retrying_for};
 use events::{Origin, Outcome, Status, Store, TaskRef, RESULTS_CHANNEL};
 use expansion::ResultsRef;
@@ -253,10 +253,12 @@ impl Kept {
     ) -> Result<Vec<Value>> {
         let count = self.reference.count;
         if range.start > range.end || range.end > count {
-            return Err(Error::Action(format!(
-                "results {}..{} are outside task `{}`'s {count} results",
-                range.start, range.end, self.reference.task
-            )));
+            return Err(Error::from(KeptResults::OutOfRange {
+                task: self.reference.task.clone(),
+                start: range.start,
+                end: range.end,
+                count,
+            }));
         }
         let read = page(store, session, self.task, range, None).await?;
         Ok(read.into_iter().map(Option::unwrap_or_default).collect())
@@ -366,9 +368,9 @@ pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> 
             match retrying_for("reading the context", None, || store.load_context(session)).await? {
                 Some(context) => (context, None),
                 None => {
-                    return Err(Error::Action(format!(
-                        "no session {session} has a result or is running"
-                    )))
+                    return Err(Error::UnknownSession {
+                        session: session.to_string(),
+                    })
                 }
             }
         }
@@ -394,16 +396,19 @@ pub async fn kept(store: &dyn Store, session: &str, task: &str) -> Result<Kept> 
             } else {
                 "its context so far"
             };
-            return Err(Error::Action(format!(
-                "session {session} keeps no results of {named} in the store ({state} holds none by reference): a task's results are kept there only when they exceed its `inline_results`; the others are in the context (`agency status {session} --json`)"
-            )));
+            return Err(Error::from(KeptResults::NoneKept {
+                session: session.to_string(),
+                named,
+                state,
+            }));
         }
         several => {
             let groups: Vec<&str> = several.iter().map(|r| r.group.as_str()).collect();
-            return Err(Error::Action(format!(
-                "{named} is in several groups of session {session} ({}): name one as GROUP.TASK",
-                groups.join(", ")
-            )));
+            return Err(Error::from(KeptResults::Ambiguous {
+                session: session.to_string(),
+                named,
+                groups: groups.join(", "),
+            }));
         }
     };
     let position = match &result {

@@ -116,7 +116,7 @@ async fn exhausted_retries_report_attempts_and_the_last_error() {
     assert!(task["duration_ms"].as_u64().unwrap() >= 300, "{task:#}");
     assert_eq!(
         without_times(task["failures"].clone()),
-        json!([{"instance": 0, "attempts": 3, "error": "failing attempt 3 of instance 0 on purpose"}])
+        json!([{"instance": 0, "attempts": 3, "error": "failing attempt 3 of instance 0 on purpose", "kind": "error"}])
     );
     assert_eq!(result["errors"][0], "group `g` task `broken`: 1 instance failed; first, instance 0 after 3 attempts: failing attempt 3 of instance 0 on purpose");
 }

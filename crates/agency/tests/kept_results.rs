@@ -161,7 +161,7 @@ fn agency_run_prints_kept_results_whole_and_agency_results_pages_them() {
         state,
     ]));
     assert!(
-        unknown.contains("no session no-such-session has a result or is running"),
+        unknown.contains("no session no-such-session is pending, running or has a result"),
         "{unknown}"
     );
 }

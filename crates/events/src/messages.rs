@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use taskgroup::{Failure, FailureKind};
 
 /// Bumped when a message changes incompatibly; a worker refuses versions it does not know.
 pub const VERSION: u32 = 1;
@@ -149,7 +150,12 @@ pub struct Outcome {
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "status", content = "value")]
+#[serde(
+    rename_all = "snake_case",
+    tag = "status",
+    content = "value",
+    from = "StatusRecord"
+)]
 pub enum Status {
     /// Succeeded with this result.
     Succeeded(Value),
@@ -157,22 +163,57 @@ pub enum Status {
     Stored(String),
     /// Not executed: a memoized success of the same key (from an earlier session) is its result.
     Cached(Value),
-    /// Failed with this error; a retry may succeed.
-    Failed(String),
-    /// Failed with an error retrying cannot fix (bad input, no such executor): not retried.
-    FailedPermanently(String),
-    /// Did not finish within the task's `timeout_ms`.
-    TimedOut(String),
+    /// Failed: how (its kind decides whether it is retried), and its message.
+    Failed(Failure),
 }
 
 impl Status {
-    /// The error of a failed attempt, and whether it is permanent; `None` for a success. The
-    /// form a notice and the machine's `Event::outcome` take.
-    pub fn failure(&self) -> Option<(String, bool)> {
+    /// How a failed attempt failed; `None` for a success. The form a notice and the machine's
+    /// `Event::outcome` take.
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
             Self::Succeeded(_) | Self::Stored(_) | Self::Cached(_) => None,
-            Self::Failed(error) | Self::TimedOut(error) => Some((error.clone(), false)),
-            Self::FailedPermanently(error) => Some((error.clone(), true)),
+            Self::Failed(failure) => Some(failure),
+        }
+    }
+}
+
+/// A stored [`Status`] as it is read: the form written now, and the forms of outcomes stored
+/// by earlier versions (a failure as its message, its kind in the variant), so a store or state
+/// file they wrote is read whole.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "value")]
+enum StatusRecord {
+    Succeeded(Value),
+    Stored(String),
+    Cached(Value),
+    Failed(FailureRecord),
+    FailedPermanently(String),
+    TimedOut(String),
+}
+
+/// A failure as it is read: with its kind, or (written by an earlier version) its message alone.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FailureRecord {
+    Typed(Failure),
+    Message(String),
+}
+
+impl From<StatusRecord> for Status {
+    fn from(record: StatusRecord) -> Self {
+        match record {
+            StatusRecord::Succeeded(value) => Self::Succeeded(value),
+            StatusRecord::Stored(blob) => Self::Stored(blob),
+            StatusRecord::Cached(value) => Self::Cached(value),
+            StatusRecord::Failed(FailureRecord::Typed(failure)) => Self::Failed(failure),
+            StatusRecord::Failed(FailureRecord::Message(message)) => {
+                Self::Failed(Failure::error(message))
+            }
+            StatusRecord::FailedPermanently(message) => Self::Failed(Failure::permanent(message)),
+            StatusRecord::TimedOut(message) => {
+                Self::Failed(Failure::new(FailureKind::Timeout, message))
+            }
         }
     }
 }
@@ -220,11 +261,8 @@ pub struct Notice {
     /// Accepted successes as `(start, end, attempt)`: instances `start..end`, all of that
     /// attempt. Instances mostly finish in order, so a batch of a thousand is usually one entry.
     pub succeeded: Vec<(u64, u64, u32)>,
-    /// `(instance, attempt, error)` of accepted failures.
-    pub failed: Vec<(u64, u32, String)>,
-    /// `(instance, attempt, error)` of accepted failures that retrying cannot fix.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub permanent: Vec<(u64, u32, String)>,
+    /// `(instance, attempt, failure)` of accepted failures.
+    pub failed: Vec<(u64, u32, Failure)>,
 }
 
 impl Notice {
@@ -235,7 +273,6 @@ impl Notice {
             task,
             succeeded: Vec::new(),
             failed: Vec::new(),
-            permanent: Vec::new(),
         }
     }
 
@@ -248,17 +285,13 @@ impl Notice {
     }
 
     /// Adds one failure.
-    pub fn add_failure(&mut self, instance: u64, attempt: u32, error: &str, permanent: bool) {
-        let entry = (instance, attempt, error.to_string());
-        match permanent {
-            true => self.permanent.push(entry),
-            false => self.failed.push(entry),
-        }
+    pub fn add_failure(&mut self, instance: u64, attempt: u32, failure: &Failure) {
+        self.failed.push((instance, attempt, failure.clone()));
     }
 
     /// Whether it announces nothing.
     pub fn is_empty(&self) -> bool {
-        self.succeeded.is_empty() && self.failed.is_empty() && self.permanent.is_empty()
+        self.succeeded.is_empty() && self.failed.is_empty()
     }
 
     /// Every success as `(instance, attempt)`.
@@ -376,5 +409,43 @@ mod tests {
             serde_json::to_value(&outcome).unwrap(),
             json!({"instance": 3, "attempt": 1, "status": {"status": "succeeded", "value": {"a": 1}}})
         );
+    }
+
+    #[test]
+    fn a_failure_is_stored_with_its_kind_and_outcomes_of_earlier_versions_are_read_whole() {
+        let exit = Failure::exit("sh", 3, "quota");
+        let outcome = Outcome {
+            instance: 1,
+            attempt: 2,
+            status: Status::Failed(exit.clone()),
+        };
+        let stored = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            stored["status"],
+            json!({"status": "failed", "value": {"kind": "exit", "code": 3, "message": "`sh` exited with code 3: quota"}})
+        );
+        assert_eq!(serde_json::from_value::<Outcome>(stored).unwrap(), outcome);
+        let earlier = |status: Value| {
+            let outcome = json!({"instance": 0, "attempt": 1, "status": status});
+            let outcome: Outcome = serde_json::from_value(outcome).unwrap();
+            outcome.status.failure().cloned()
+        };
+        assert_eq!(
+            earlier(json!({"status": "failed", "value": "boom"})),
+            Some(Failure::error("boom"))
+        );
+        assert_eq!(
+            earlier(json!({"status": "failed_permanently", "value": "bad input"})),
+            Some(Failure::permanent("bad input"))
+        );
+        assert_eq!(
+            earlier(json!({"status": "timed_out", "value": "timed out after 5 ms"})),
+            Some(Failure::new(FailureKind::Timeout, "timed out after 5 ms"))
+        );
+        let mut notice = Notice::new("s", TaskRef { group: 0, task: 1 });
+        notice.add_failure(4, 1, &exit);
+        let encoded = serde_json::to_vec(&notice).unwrap();
+        let decoded: Notice = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(decoded.failed, vec![(4, 1, exit)]);
     }
 }

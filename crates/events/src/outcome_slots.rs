@@ -99,6 +99,7 @@ impl Slots {
 mod tests {
     use super::*;
     use serde_json::json;
+    use taskgroup::Failure;
 
     fn outcome(instance: u64, attempt: u32, status: Status) -> Outcome {
         Outcome {
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn slots_keep_what_is_recorded_under_the_recording_rule() {
         let mut slots = Slots::default();
-        assert!(slots.record(outcome(3, 1, Status::Failed("x".into()))));
+        assert!(slots.record(outcome(3, 1, Status::Failed(Failure::error("x")))));
         assert!(slots.record(outcome(3, 2, Status::Succeeded(Value::Null))));
         assert!(
             !slots.record(outcome(3, 3, Status::Succeeded(json!(1)))),
@@ -128,7 +129,11 @@ mod tests {
                 None
             ]
         );
-        assert!(slots.record(outcome(0, 1, Status::TimedOut("t".into()))));
+        assert!(slots.record(outcome(
+            0,
+            1,
+            Status::Failed(Failure::new(taskgroup::FailureKind::Timeout, "t"))
+        )));
         assert_eq!(slots.recorded(), 3);
         assert_eq!(slots.keep_successes(), 2);
         assert_eq!(slots.get(0), None);

@@ -175,7 +175,7 @@ async fn a_store_opened_again_holds_everything_checkpointed() {
         .unwrap();
     let outcomes = [
         outcome(0, 1, Status::Succeeded(json!({"n": 0}))),
-        outcome(2, 3, Status::Failed("boom".into())),
+        outcome(2, 3, Status::Failed(taskgroup::Failure::error("boom"))),
         outcome(5, 1, Status::Stored("blob-5".into())),
     ];
     store
@@ -275,7 +275,11 @@ async fn a_store_opened_again_holds_everything_checkpointed() {
         Err(events::Error::Fenced { .. })
     ));
     // The recording rule holds across the reopening: a stored success is final.
-    let late = [outcome(0, 2, Status::Failed("late".into()))];
+    let late = [outcome(
+        0,
+        2,
+        Status::Failed(taskgroup::Failure::error("late")),
+    )];
     assert_eq!(
         again
             .record_outcomes(s, task, "run-1", &late, None)

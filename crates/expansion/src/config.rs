@@ -119,26 +119,7 @@ pub(crate) const RESERVED: [&str; 2] = ["index", "context"];
 
 pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spec> {
     let object = expect_object(config, path, site)?;
-    let type_path = path.key("type");
-    let kind = match object.get("type") {
-        None => return Err(site.error(path, ErrorKind::MissingField("type"))),
-        Some(Value::String(name)) => match name.as_str() {
-            "array" => ExpansionType::Array,
-            "matrix" => ExpansionType::Matrix,
-            "zip" => ExpansionType::Zip,
-            "custom" => ExpansionType::Custom,
-            "range" => ExpansionType::Range,
-            other => {
-                return Err(site.invalid(
-                    &type_path,
-                    format!(
-                        "unknown expansion type `{other}` (expected array, matrix, zip, custom or range)"
-                    ),
-                ))
-            }
-        },
-        Some(other) => return Err(wrong_type(site, &type_path, "a string", other)),
-    };
+    let kind = expansion_type(object, path, site)?;
     let allowed = match kind {
         ExpansionType::Array => ARRAY_FIELDS,
         ExpansionType::Matrix | ExpansionType::Zip => MATRIX_FIELDS,
@@ -147,21 +128,7 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
     };
     reject_unknown(object, allowed, path, site)?;
 
-    let output = match object.get("output_format") {
-        None => OutputFormat::Separate,
-        Some(value) => {
-            let at = path.key("output_format");
-            let name = value
-                .as_str()
-                .ok_or_else(|| wrong_type(site, &at, "a string", value))?;
-            OutputFormat::parse(name).ok_or_else(|| {
-                site.invalid(
-                    &at,
-                    format!("unknown output format `{name}` (expected separate, merge or single)"),
-                )
-            })?
-        }
-    };
+    let output = output_format(object, path, site)?;
     let allow_empty = match object.get("allow_empty") {
         None => false,
         Some(Value::Bool(flag)) => *flag,
@@ -199,27 +166,90 @@ pub(crate) fn parse(config: &Value, path: &FieldPath, site: &Site) -> Result<Spe
         }
         ExpansionType::Range => spec.range = Some(parse_range(object, path, site)?),
         ExpansionType::Array | ExpansionType::Matrix | ExpansionType::Zip => {
-            let at = path.key("array_mapping");
-            let mapping = object
-                .get("array_mapping")
-                .ok_or_else(|| site.error(path, ErrorKind::MissingField("array_mapping")))?;
-            spec.mapping = string_map(mapping, &at, site)?;
-            check_variable_names(spec.mapping.iter().map(|(k, _)| k.as_str()), &at, site)?;
-            if spec.mapping.is_empty() {
-                return Err(site.invalid(&at, "array_mapping names no arrays"));
-            }
-            if kind == ExpansionType::Array && spec.mapping.len() != 1 {
-                return Err(site.invalid(
-                    &at,
-                    format!(
-                        "an array expansion maps exactly one array, found {} (use type matrix for a cross product or zip to pair arrays)",
-                        spec.mapping.len()
-                    ),
-                ));
-            }
+            spec.mapping = array_mapping(object, kind, path, site)?;
         }
     }
     Ok(spec)
+}
+
+/// `type`: one of the expansion types.
+fn expansion_type(
+    object: &Map<String, Value>,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<ExpansionType> {
+    let type_path = path.key("type");
+    Ok(match object.get("type") {
+        None => return Err(site.error(path, ErrorKind::MissingField("type"))),
+        Some(Value::String(name)) => match name.as_str() {
+            "array" => ExpansionType::Array,
+            "matrix" => ExpansionType::Matrix,
+            "zip" => ExpansionType::Zip,
+            "custom" => ExpansionType::Custom,
+            "range" => ExpansionType::Range,
+            other => {
+                return Err(site.invalid(
+                    &type_path,
+                    format!(
+                        "unknown expansion type `{other}` (expected array, matrix, zip, custom or range)"
+                    ),
+                ))
+            }
+        },
+        Some(other) => return Err(wrong_type(site, &type_path, "a string", other)),
+    })
+}
+
+/// `output_format`: separate (the default), merge or single.
+fn output_format(
+    object: &Map<String, Value>,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<OutputFormat> {
+    Ok(match object.get("output_format") {
+        None => OutputFormat::Separate,
+        Some(value) => {
+            let at = path.key("output_format");
+            let name = value
+                .as_str()
+                .ok_or_else(|| wrong_type(site, &at, "a string", value))?;
+            OutputFormat::parse(name).ok_or_else(|| {
+                site.invalid(
+                    &at,
+                    format!("unknown output format `{name}` (expected separate, merge or single)"),
+                )
+            })?
+        }
+    })
+}
+
+/// `array_mapping` of an array, matrix or zip expansion: variable names to input paths, one for
+/// an array.
+fn array_mapping(
+    object: &Map<String, Value>,
+    kind: ExpansionType,
+    path: &FieldPath,
+    site: &Site,
+) -> Result<Vec<(String, String)>> {
+    let at = path.key("array_mapping");
+    let mapping = object
+        .get("array_mapping")
+        .ok_or_else(|| site.error(path, ErrorKind::MissingField("array_mapping")))?;
+    let mapping = string_map(mapping, &at, site)?;
+    check_variable_names(mapping.iter().map(|(k, _)| k.as_str()), &at, site)?;
+    if mapping.is_empty() {
+        return Err(site.invalid(&at, "array_mapping names no arrays"));
+    }
+    if kind == ExpansionType::Array && mapping.len() != 1 {
+        return Err(site.invalid(
+            &at,
+            format!(
+                "an array expansion maps exactly one array, found {} (use type matrix for a cross product or zip to pair arrays)",
+                mapping.len()
+            ),
+        ));
+    }
+    Ok(mapping)
 }
 
 fn parse_range(object: &Map<String, Value>, path: &FieldPath, site: &Site) -> Result<RangeSpec> {

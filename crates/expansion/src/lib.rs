@@ -51,6 +51,7 @@
 //! # Layout
 //! - `config`: `expansion_config` parsed strictly.
 //! - `plan`: an expansion resolved against the task input and the context.
+//! - `layout`: the built-in expansions' variables and dimensions, before the space is built.
 //! - `expansion`: a planned expansion (count, variables, instances produced lazily).
 //! - `space`: the combination space, row-major.
 //! - `select`: `include`, `exclude` and `conditions`.
@@ -70,6 +71,7 @@ mod context;
 mod custom;
 mod error;
 mod expansion;
+mod layout;
 mod output;
 mod path;
 mod plan;

@@ -1,70 +1,107 @@
-//! What kind of failure an attempt's error is, read back from the error itself: the engine writes
-//! the errors of a timed-out attempt and of a program's non-zero exit in the fixed forms made
-//! here, so `retry.on` and `retry.never_on` can tell them apart wherever the error travels
-//! (a worker's outcome, the store, a notice) without a field of their own.
+//! How an attempt failed, as data: its kind (and the exit code or signal of a program) travels
+//! with its message from the executor through the worker's outcome, the store and the notice
+//! to the machine, the retry rules (`retry.on`, `retry.never_on`) and the result. The message
+//! is for people; nothing decides on its text.
 
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// How an attempt failed, as `retry.on` and `retry.never_on` name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure an attempt had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// The attempt ran past the task's `timeout_ms`.
+    /// The attempt ran past its task's `timeout_ms` (or an agent's claim past its
+    /// `claim_timeout_ms`).
     Timeout,
-    /// Any other failure retrying might fix.
+    /// The `command` executor's program exited with a non-zero code (`Failure::code`).
+    Exit,
+    /// The `command` executor's program was ended by a signal (`Failure::code`).
+    Signal,
+    /// The executor failed otherwise; another attempt may succeed.
     Error,
-    /// The executor said retrying cannot fix it.
+    /// The executor said no attempt can succeed (bad input, no such program): never retried.
     Permanent,
+    /// The attempt was cancelled before it finished.
+    Cancelled,
+    /// The store refused the attempt's outcome, which was never recorded.
+    Refused,
 }
 
-/// The facts of one failed attempt that retry conditions look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailureFacts<'a> {
+impl FailureKind {
+    /// Whether the kind is one `"error"` of `retry.on`/`never_on` names: any failure retrying
+    /// might fix but a timeout.
+    pub fn is_error(self) -> bool {
+        !matches!(self, Self::Timeout | Self::Permanent)
+    }
+}
+
+/// One failed attempt: its kind, the exit code or signal number of a program, and its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
     /// Its kind.
     pub kind: FailureKind,
-    /// The exit code of the `command` executor's program, when that is why it failed.
-    pub exit_code: Option<i32>,
-    /// The error.
-    pub message: &'a str,
+    /// The exit code (`Exit`) or signal number (`Signal`) of the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// What happened, for people.
+    pub message: String,
 }
 
-const TIMED_OUT: &str = "timed out after ";
-const EXITED: &str = "` exited with code ";
-
-/// The error of an attempt stopped at its deadline.
-pub fn timeout_error(limit: Duration) -> String {
-    format!("{TIMED_OUT}{} ms", limit.as_millis())
-}
-
-/// The error of a program that exited with `code`, ending with what it said on stderr.
-pub fn exit_error(program: &str, code: i32, stderr: &str) -> String {
-    format!("`{program}{EXITED}{code}: {stderr}")
-}
-
-impl<'a> FailureFacts<'a> {
-    /// Reads an attempt's error.
-    pub fn of(message: &'a str, permanent: bool) -> Self {
-        let kind = if permanent {
-            FailureKind::Permanent
-        } else if message.starts_with(TIMED_OUT) {
-            FailureKind::Timeout
-        } else {
-            FailureKind::Error
-        };
+impl Failure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            exit_code: exit_code(message),
-            message,
+            code: None,
+            message: message.into(),
         }
     }
-}
 
-fn exit_code(message: &str) -> Option<i32> {
-    if !message.starts_with('`') {
-        return None;
+    /// A failure another attempt may fix.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Error, message)
     }
-    let (_, after) = message.split_once(EXITED)?;
-    let (code, _) = after.split_once(':')?;
-    code.parse().ok()
+
+    /// A failure no attempt can fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Permanent, message)
+    }
+
+    /// An attempt stopped at its deadline `limit`.
+    pub fn timeout(limit: Duration) -> Self {
+        Self::new(
+            FailureKind::Timeout,
+            format!("timed out after {} ms", limit.as_millis()),
+        )
+    }
+
+    /// A program that exited with `code`, its message ending with what it said on stderr.
+    pub fn exit(program: &str, code: i32, stderr: &str) -> Self {
+        Self {
+            kind: FailureKind::Exit,
+            code: Some(code),
+            message: format!("`{program}` exited with code {code}: {stderr}"),
+        }
+    }
+
+    /// A program ended by signal `signal`, with `message`.
+    pub fn signal(signal: i32, message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Signal,
+            code: Some(signal),
+            message: message.into(),
+        }
+    }
+
+    /// Whether no attempt can fix it.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == FailureKind::Permanent
+    }
+
+    /// The program's exit code, when that is why it failed.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.code.filter(|_| self.kind == FailureKind::Exit)
+    }
 }
 
 #[cfg(test)]
@@ -72,28 +109,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_forms_written_are_the_forms_read() {
-        let timeout = timeout_error(Duration::from_millis(250));
-        assert_eq!(timeout, "timed out after 250 ms");
-        assert_eq!(FailureFacts::of(&timeout, false).kind, FailureKind::Timeout);
-        let exit = exit_error("grep", 1, "no match");
-        assert_eq!(exit, "`grep` exited with code 1: no match");
-        let facts = FailureFacts::of(&exit, false);
-        assert_eq!((facts.kind, facts.exit_code), (FailureKind::Error, Some(1)));
+    fn a_failure_carries_its_kind_and_code_whatever_its_message_says() {
+        let timeout = Failure::timeout(Duration::from_millis(250));
+        assert_eq!(timeout.message, "timed out after 250 ms");
+        assert_eq!(timeout.kind, FailureKind::Timeout);
+        let exit = Failure::exit("grep", 1, "no match");
+        assert_eq!(exit.message, "`grep` exited with code 1: no match");
+        assert_eq!((exit.kind, exit.exit_code()), (FailureKind::Exit, Some(1)));
+        let signal = Failure::signal(9, "`sleep` ended by signal: 9 (SIGKILL): ");
         assert_eq!(
-            FailureFacts::of(&exit_error("x", -3, ""), false).exit_code,
-            Some(-3)
+            (signal.kind, signal.exit_code()),
+            (FailureKind::Signal, None)
         );
-        let other = FailureFacts::of("GET http://h returned 503", false);
-        assert_eq!((other.kind, other.exit_code), (FailureKind::Error, None));
+        // A message that looks like one of the engine's forms is only a message.
+        let said = Failure::error("`x` exited with code 2: timed out after 5 ms");
+        assert_eq!((said.kind, said.exit_code()), (FailureKind::Error, None));
+        assert!(Failure::permanent("bad input").is_permanent());
+        assert!(FailureKind::Exit.is_error() && FailureKind::Refused.is_error());
+        assert!(!FailureKind::Timeout.is_error() && !FailureKind::Permanent.is_error());
+        let encoded = serde_json::to_value(&exit).unwrap_or_default();
         assert_eq!(
-            FailureFacts::of("said `x` exited with code 2: no", false).exit_code,
-            None,
-            "only the engine's own form at the start counts"
-        );
-        assert_eq!(
-            FailureFacts::of(&timeout, true).kind,
-            FailureKind::Permanent
+            encoded,
+            serde_json::json!({"kind": "exit", "code": 1, "message": "`grep` exited with code 1: no match"})
         );
     }
 }

@@ -48,14 +48,14 @@ mod spec;
 
 pub use agent_spec::{AgentTask, AGENT_EXECUTOR, DEFAULT_CLAIM_TIMEOUT_MS};
 pub use error::{Error, Problem, Result};
-pub use failure::{exit_error, timeout_error, FailureFacts, FailureKind};
+pub use failure::{Failure, FailureKind};
 pub use inline::{InlineResults, DEFAULT_INLINE_BYTES, DEFAULT_INLINE_COUNT};
 pub use live::{
     iso8601, LiveCounts, LiveFailure, LiveGroup, LiveGroupStatus, LiveSpan, LiveState, LiveStatus,
     LATEST_FAILURES,
 };
 pub use machine::{
-    Command, Event, Failure, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
+    Command, Event, FailedInstance, GroupMachine, GroupStatus, TaskRun, TaskSetup, TaskState,
     DEFAULT_CHUNK,
 };
 pub use memoize::Memoize;

@@ -12,7 +12,7 @@
 //! N failed instances, an integer) / `{"threshold": 0.1}` (at most that fraction, a number below 1
 //! or written with a decimal point).
 
-use crate::failure::{FailureFacts, FailureKind};
+use crate::failure::{Failure, FailureKind};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -57,12 +57,13 @@ impl PartialEq for Condition {
 }
 
 impl Condition {
-    fn matches(&self, failure: &FailureFacts<'_>) -> bool {
+    fn matches(&self, failure: &Failure) -> bool {
         match self {
+            Self::Kind(FailureKind::Error) => failure.kind.is_error(),
             Self::Kind(kind) => failure.kind == *kind,
-            Self::Exit(code) => failure.exit_code == Some(*code),
-            Self::AnyExit => failure.exit_code.is_some(),
-            Self::Message(pattern) => pattern.is_match(failure.message),
+            Self::Exit(code) => failure.exit_code() == Some(*code),
+            Self::AnyExit => failure.exit_code().is_some(),
+            Self::Message(pattern) => pattern.is_match(&failure.message),
         }
     }
 
@@ -142,13 +143,12 @@ impl RetryPolicy {
 
     /// Whether a failed attempt may be retried at all, by its kind and error: never a permanent
     /// one, never one `never_on` matches, and, when `on` is given, only one it matches.
-    pub fn retries(&self, error: &str, permanent: bool) -> bool {
-        if permanent {
+    pub fn retries(&self, failure: &Failure) -> bool {
+        if failure.is_permanent() {
             return false;
         }
-        let failure = FailureFacts::of(error, permanent);
-        let wanted = self.on.is_empty() || self.on.iter().any(|c| c.matches(&failure));
-        wanted && !self.never_on.iter().any(|c| c.matches(&failure))
+        let wanted = self.on.is_empty() || self.on.iter().any(|c| c.matches(failure));
+        wanted && !self.never_on.iter().any(|c| c.matches(failure))
     }
 
     /// The delay before attempt `next_attempt` (2 is the first retry), or `None` when the
@@ -443,28 +443,39 @@ mod tests {
             "never_on": [{"message": "quota"}]
         }))
         .unwrap();
-        assert!(policy.retries("timed out after 100 ms", false));
-        assert!(policy.retries("`sh` exited with code 1: x", false));
-        assert!(!policy.retries("`sh` exited with code 2: x", false));
-        assert!(policy.retries("read: Connection Reset by peer", false));
-        assert!(!policy.retries("connection reset, quota exceeded", false));
-        assert!(!policy.retries("GET returned 404", false));
+        let timeout = Failure::timeout(Duration::from_millis(100));
+        assert!(policy.retries(&timeout));
+        assert!(policy.retries(&Failure::exit("sh", 1, "x")));
+        assert!(!policy.retries(&Failure::exit("sh", 2, "x")));
+        assert!(policy.retries(&Failure::error("read: Connection Reset by peer")));
+        assert!(!policy.retries(&Failure::error("connection reset, quota exceeded")));
+        assert!(!policy.retries(&Failure::error("GET returned 404")));
         assert!(
-            !policy.retries("timed out after 100 ms", true),
+            !policy.retries(&Failure::new(
+                FailureKind::Permanent,
+                timeout.message.clone()
+            )),
             "permanent is never retried"
         );
+        // The kind decides, not the text: a message that reads like a timeout is an error.
+        assert!(!policy.retries(&Failure::error("timed out after 100 ms")));
 
         let everything_but =
             RetryPolicy::parse(&json!({"never_on": ["timeout", "exit:*"]})).unwrap();
-        assert!(everything_but.retries("GET returned 503", false));
-        assert!(!everything_but.retries("timed out after 5 ms", false));
-        assert!(!everything_but.retries("`x` exited with code 7: ", false));
+        assert!(everything_but.retries(&Failure::error("GET returned 503")));
+        assert!(everything_but.retries(&Failure::signal(9, "`x` ended by signal: 9")));
+        assert!(!everything_but.retries(&Failure::timeout(Duration::from_millis(5))));
+        assert!(!everything_but.retries(&Failure::exit("x", 7, "")));
+        let errors_only = RetryPolicy::parse(&json!({"on": ["error"]})).unwrap();
+        assert!(errors_only.retries(&Failure::exit("x", 7, "")));
+        assert!(errors_only.retries(&Failure::new(FailureKind::Refused, "no")));
+        assert!(!errors_only.retries(&timeout));
         assert!(RetryPolicy::parse(&json!({}))
             .unwrap()
-            .retries("anything", false));
+            .retries(&Failure::error("anything")));
         assert!(!RetryPolicy::parse(&json!({}))
             .unwrap()
-            .retries("anything", true));
+            .retries(&Failure::permanent("anything")));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! (`results`), or, past their `inline_results` count, a reference to them in the store
 //! (`results_kept`).
 
+use crate::failure::FailureKind;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -283,6 +284,13 @@ pub struct InstanceFailure {
     /// The executor said retrying cannot fix it, so it was not retried.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
+    /// How its last attempt failed (`timeout`, `exit`, `signal`, `error`, `permanent`,
+    /// `cancelled`, `refused`); absent in results of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
+    /// The exit code (`exit`) or signal (`signal`) of its program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
     /// When its last attempt failed (ISO 8601, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_at: Option<String>,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 use taskgroup::{
-    Command, Event, FailurePolicy, GroupMachine, GroupStatus, RetryPolicy, TaskSetup, TaskState,
-    Threshold,
+    Command, Event, Failure, FailurePolicy, GroupMachine, GroupStatus, RetryPolicy, TaskSetup,
+    TaskState, Threshold,
 };
 
 fn task(id: &str, deps: &[usize]) -> TaskSetup {
@@ -59,8 +59,7 @@ fn fail(task: usize, instance: u64, attempt: u32) -> Event {
         task,
         instance,
         attempt,
-        error: format!("boom {attempt}"),
-        permanent: false,
+        failure: Failure::error(format!("boom {attempt}")),
         now: Duration::ZERO,
     }
 }
@@ -244,7 +243,9 @@ fn fail_fast_cancels_on_the_first_exhausted_instance() {
     );
     let run = &machine.tasks()[0];
     assert_eq!(
-        run.failures.get(&3).map(|f| (f.attempts, f.error.as_str())),
+        run.failures
+            .get(&3)
+            .map(|f| (f.attempts, f.failure.message.as_str())),
         Some((1, "boom 1"))
     );
     assert_eq!(machine.tasks()[1].state, TaskState::Skipped);
@@ -361,8 +362,7 @@ fn retry_budget_stops_retries() {
         task: 0,
         instance: 0,
         attempt: 1,
-        error: "x".into(),
-        permanent: false,
+        failure: Failure::error("x"),
         now: ms(100),
     });
     assert!(matches!(
@@ -374,8 +374,7 @@ fn retry_budget_stops_retries() {
         task: 0,
         instance: 0,
         attempt: 2,
-        error: "x".into(),
-        permanent: false,
+        failure: Failure::error("x"),
         now: ms(1200),
     });
     assert_eq!(second, vec![Command::UpdateContext { task: 0 }]);
@@ -463,20 +462,19 @@ fn a_pipeline_runs_item_by_item_and_a_failure_stops_only_its_chain() {
             task: 0,
             instance: 1,
             attempt: 1,
-            error: "HTTP 500".into(),
-            permanent: true,
+            failure: Failure::permanent("HTTP 500"),
             now: Duration::ZERO,
         }),
         vec![]
     );
     let delay = &machine.tasks()[1];
     assert_eq!(
-        delay.failures[&1].error,
+        delay.failures[&1].failure.message,
         "not run: instance 1 of task `fetch` failed"
     );
     assert_eq!(delay.failures[&1].attempts, 0);
     assert_eq!(
-        machine.tasks()[2].failures[&1].error,
+        machine.tasks()[2].failures[&1].failure.message,
         "not run: instance 1 of task `delay` failed"
     );
     // What may run again is only what its upstream let through: item 2 of delay, not item 3
@@ -539,8 +537,7 @@ fn a_pipeline_under_fail_fast_stops_at_the_first_failed_item() {
         task: 0,
         instance: 0,
         attempt: 1,
-        error: "boom".into(),
-        permanent: true,
+        failure: Failure::permanent("boom"),
         now: Duration::ZERO,
     });
     assert_eq!(

@@ -295,7 +295,7 @@ fn the_result_round_trips_through_json_with_the_same_keys() {
         json,
         json!({"session_id": "s", "status": "partial", "context": {}, "groups": {
             "a": {"status": "failed", "tasks": {"ta": {"status": "completed_with_failures", "instances": 2,
-                "succeeded": 1, "failed": 1, "attempts": 2, "failures": [{"instance": 0, "attempts": 1, "error": "e"}]}}},
+                "succeeded": 1, "failed": 1, "attempts": 2, "failures": [{"instance": 0, "attempts": 1, "error": "e", "kind": "error"}]}}},
             "b": {"status": "skipped", "tasks": {"tb": {"status": "skipped", "instances": 0, "succeeded": 0, "failed": 0, "attempts": 0}}}
         }, "errors": [
             "group `a` task `ta`: 1 instance failed; first, instance 0 after 1 attempt: e",
@@ -320,7 +320,7 @@ fn a_permanent_failure_is_not_retried_and_says_so() {
     assert!(t.failures[0].permanent);
     assert_eq!(
         result.to_json()["groups"]["g"]["tasks"]["t"]["failures"][0],
-        json!({"instance": 0, "attempts": 1, "error": "permanent: bad input", "permanent": true})
+        json!({"instance": 0, "attempts": 1, "error": "permanent: bad input", "permanent": true, "kind": "permanent"})
     );
 }
 

@@ -2,7 +2,7 @@
 //! under way, or replacing it), cancelling, pausing and resuming it, and rerunning what failed.
 //! The coordinator's side of them is [`crate::intake`].
 
-use crate::error::{Error, Result};
+use crate::error::{CannotRerun, Error, Result};
 use crate::intake::{session_document, Action, ActionKind, ACTION_TOPIC};
 use crate::outage::retrying;
 use crate::results::{load_result, wait_result};
@@ -133,7 +133,7 @@ pub async fn submit_with(
         data: document,
         context: Map::new(),
     };
-    let (id, data) = session_document(action).map_err(Error::Action)?;
+    let (id, data) = session_document(action)?;
     let action = Action {
         key: Some(id.clone()),
         action: ActionKind::Initialize,
@@ -143,11 +143,11 @@ pub async fn submit_with(
     let encoded = events::encode("the action", &action)?;
     // Refused before anything changes: an earlier result stays.
     if encoded.len() > events::MAX_MESSAGE_BYTES {
-        return Err(Error::Action(format!(
-            "session {id} is {} bytes as an agency_action message, over the limit of {} bytes; pass large inputs by reference (a URL, a file, a store key) instead",
-            encoded.len(),
-            events::MAX_MESSAGE_BYTES
-        )));
+        return Err(Error::TooLarge {
+            session: id,
+            bytes: encoded.len(),
+            limit: events::MAX_MESSAGE_BYTES,
+        });
     }
     if let Some((run, running)) = under_way(store, &id).await? {
         let same = serde_json::from_slice::<Value>(&running).ok().as_ref() == Some(&action.data);
@@ -217,22 +217,15 @@ pub async fn rerun(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<S
         });
     }
     let Some(result) = load_result(store, id).await? else {
-        return Err(Error::Action(format!(
-            "session {id} has no result to rerun (it never ran, is still queued, or its result expired)"
-        )));
+        return Err(cannot_rerun(id, CannotRerun::NoResult));
     };
     if result.completed() {
-        return Err(Error::Action(format!(
-            "session {id} completed: nothing failed, nothing to rerun"
-        )));
+        return Err(cannot_rerun(id, CannotRerun::Completed));
     }
     let Some((_, document)) =
         retrying("reading the session document", || store.load_document(id)).await?
     else {
-        return Err(Error::Action(format!(
-            "session {id} ({}) kept no recorded outcomes to reuse (they expire a week after its last run); submit it again to run it whole",
-            result.status
-        )));
+        return Err(cannot_rerun(id, CannotRerun::NothingKept(result.status)));
     };
     let data: Value = serde_json::from_slice(&document).map_err(|error| Error::Corrupt {
         what: format!("the kept document of session {id}"),
@@ -269,4 +262,11 @@ async fn under_way(store: &dyn Store, id: &str) -> Result<Option<(String, Vec<u8
         }
     }
     Ok(Some((run, document)))
+}
+
+fn cannot_rerun(session: &str, why: CannotRerun) -> Error {
+    Error::CannotRerun {
+        session: session.to_string(),
+        why,
+    }
 }

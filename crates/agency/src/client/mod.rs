@@ -40,6 +40,7 @@
 
 pub mod actions;
 mod follow;
+mod listing;
 
 #[cfg(all(feature = "redis", feature = "kafka"))]
 use crate::connect;
@@ -51,6 +52,7 @@ pub use actions::{cancel, pause, rerun, submit, submit_with, CancelAnswer, Resub
 use events::{Broker, Origin, Store};
 pub use follow::follow;
 use futures_util::Stream;
+pub use listing::{sessions, sessions_read, Listed, SessionStatus};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,20 +65,6 @@ pub enum Status {
     Live(Box<LiveState>),
     /// Its result.
     Finished(Box<SessionResult>),
-}
-
-/// A session listed by [`Client::sessions`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Listed {
-    /// Its id.
-    pub session_id: String,
-    /// Its result's status, else its live state's, `unknown` once both are gone, `unreadable`
-    /// for another program's keys.
-    pub status: String,
-    /// The run the status is of, when known.
-    pub run: Option<String>,
-    /// When it was listed (ISO 8601, UTC).
-    pub listed_at: String,
 }
 
 /// A client of one deployment.
@@ -226,7 +214,11 @@ impl Client {
     }
 
     /// The sessions listed most recently ([`sessions`]).
-    pub async fn sessions(&self, status: Option<&str>, limit: usize) -> Result<Vec<Listed>> {
+    pub async fn sessions(
+        &self,
+        status: Option<SessionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
         sessions(self.store.as_ref(), status, limit).await
     }
 }
@@ -251,60 +243,6 @@ pub async fn status(store: &dyn Store, id: &str) -> Result<Status> {
     }
 }
 
-/// The sessions listed most recently, newest first, at most `limit`, with `status` only when
-/// given; each with its result's status, else its live state's (`unknown` once both are gone,
-/// `unreadable` for another program's keys).
-pub async fn sessions(
-    store: &dyn Store,
-    status: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Listed>> {
-    let read = sessions_read(store, status, limit).await?;
-    Ok(read.into_iter().map(|(listed, _)| listed).collect())
-}
-
-/// [`sessions`], each with the result or live state its status was read from (`None` where
-/// neither could be).
-pub async fn sessions_read(
-    store: &dyn Store,
-    status: Option<&str>,
-    limit: usize,
-) -> Result<Vec<(Listed, Option<Status>)>> {
-    let mut listed = Vec::new();
-    for (session, at) in retrying("listing sessions", || store.sessions(limit)).await? {
-        let (found, run, read) = match self::status(store, &session).await {
-            Ok(Status::Finished(result)) => {
-                let (status, run) = (result.status.as_str().to_string(), result.run.clone());
-                (status, run, Some(Status::Finished(result)))
-            }
-            Ok(Status::Live(state)) => {
-                let status = serde_json::to_value(state.status).ok();
-                let status = status
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                let run = state.run.clone();
-                (status, run, Some(Status::Live(state)))
-            }
-            Err(Error::Corrupt { .. }) => ("unreadable".to_string(), None, None),
-            Err(Error::UnknownSession { .. }) => ("unknown".to_string(), None, None),
-            Err(error) => return Err(error),
-        };
-        if status.is_some_and(|wanted| wanted != found) {
-            continue;
-        }
-        let entry = Listed {
-            session_id: session,
-            status: found,
-            run,
-            listed_at: taskgroup::iso8601(at),
-        };
-        listed.push((entry, read));
-    }
-    Ok(listed)
-}
-
 /// A session of one task `task` (seed 004's `submit_task`).
 pub fn one_task(executor: &str, input: Value, fields: Map<String, Value>) -> Value {
     let mut task = Map::new();
@@ -321,10 +259,10 @@ pub fn workflow(tasks: Vec<Value>, sequential: bool) -> Result<Value> {
     let mut steps: Vec<Value> = Vec::with_capacity(tasks.len());
     for (n, task) in tasks.into_iter().enumerate() {
         let Value::Object(mut task) = task else {
-            return Err(Error::Action(format!(
-                "workflow task {}: must be an object, found {task}",
-                n + 1
-            )));
+            return Err(Error::WorkflowTask {
+                place: n + 1,
+                found: task.to_string(),
+            });
         };
         task.entry("id")
             .or_insert_with(|| json!(format!("step{}", n + 1)));

@@ -270,14 +270,9 @@ impl<'a> SessionRun<'a> {
             .successes()
             .map(|(instance, attempt)| event(instance, attempt, None))
             .collect();
-        let failed = notice.failed.into_iter().map(|f| (f, false));
-        let permanent = notice.permanent.into_iter().map(|f| (f, true));
+        let failed = notice.failed.into_iter();
         events.extend(
-            failed
-                .chain(permanent)
-                .map(|((instance, attempt, error), permanent)| {
-                    event(instance, attempt, Some((error, permanent)))
-                }),
+            failed.map(|(instance, attempt, failure)| event(instance, attempt, Some(failure))),
         );
         events
     }

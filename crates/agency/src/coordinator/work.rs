@@ -327,7 +327,7 @@ impl Work<'_> {
             })
             .await?;
             events.extend(page.into_iter().flatten().map(|outcome| {
-                let failure = outcome.status.failure();
+                let failure = outcome.status.failure().cloned();
                 let event = Event::outcome(task, outcome.instance, outcome.attempt, failure, now);
                 SessionEvent::Group { group, event }
             }));

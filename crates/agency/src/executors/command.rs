@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
+use taskgroup::{Failure, FailureKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Runs a program per instance: see the module docs for argv, stdin and stdout.
@@ -34,25 +35,7 @@ impl Executor for Command {
 
     async fn execute(&self, call: Call) -> Result<Value, ExecError> {
         let mut input = call.input;
-        let argv: Vec<String> = match input.as_object_mut().and_then(|o| o.shift_remove("argv")) {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .map(|item| match item {
-                    Value::String(s) => Ok(s),
-                    other => Ok(other.to_string()),
-                })
-                .collect::<Result<_, ExecError>>()?,
-            Some(other) => {
-                return Err(ExecError::permanent(format!(
-                    "`argv` must be a list of strings, found {other}"
-                )))
-            }
-            None => {
-                return Err(ExecError::permanent(
-                    "command needs `argv`, a list: program and arguments",
-                ))
-            }
-        };
+        let argv = argv(&mut input)?;
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| ExecError::permanent("`argv` is empty"))?;
@@ -103,7 +86,9 @@ impl Executor for Command {
         let status = tokio::select! {
             status = exited => status.map_err(|e| ExecError::Transient(format!("`{program}`: {e}")))?,
             // Dropping the child and the group guard kills every process of the group.
-            () = call.cancel.cancelled() => return Err("cancelled".into()),
+            () = call.cancel.cancelled() => {
+                return Err(ExecError::Failed(Failure::new(FailureKind::Cancelled, "cancelled")))
+            }
         };
         // The attempt is over when the child exits, not when its pipes close: what it left
         // running in the background (holding them open) is ended now.
@@ -111,40 +96,74 @@ impl Executor for Command {
         let stdout = drained(stdout, program).await?;
         let stderr = drained(stderr, program).await?.bytes;
         if !status.success() {
-            let stderr = String::from_utf8_lossy(&stderr);
-            let tail: String = stderr
-                .chars()
-                .rev()
-                .take(STDERR_TAIL)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let tail = tail.trim();
-            return Err(ExecError::Transient(match status.code() {
-                Some(code) => taskgroup::exit_error(program, code, tail),
-                None => format!("`{program}` ended by {status}: {tail}"),
-            }));
+            return Err(ExecError::Failed(failure(program, status, &stderr)));
         }
-        if stdout.overflowed {
-            return Err(ExecError::Permanent(format!(
-                "`{program}` printed more than {} MiB on stdout, the most a result may be",
-                STDOUT_LIMIT >> 20
-            )));
-        }
-        let stdout = String::from_utf8_lossy(&stdout.bytes);
-        if stdout.trim().is_empty() {
-            return Err(ExecError::Transient(format!(
-                "`{program}` printed nothing on stdout; its result is the JSON it prints"
-            )));
-        }
-        serde_json::from_str(stdout.trim()).map_err(|e| {
-            let excerpt: String = stdout.chars().take(200).collect();
-            ExecError::Transient(format!(
-                "`{program}` printed something that is not JSON ({e}): {excerpt}"
-            ))
-        })
+        result(program, stdout)
     }
+}
+
+/// The program and its arguments: `argv`, taken out of the input (the rest goes on stdin).
+fn argv(input: &mut Value) -> Result<Vec<String>, ExecError> {
+    match input.as_object_mut().and_then(|o| o.shift_remove("argv")) {
+        Some(Value::Array(items)) => Ok(items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect()),
+        Some(other) => Err(ExecError::permanent(format!(
+            "`argv` must be a list of strings, found {other}"
+        ))),
+        None => Err(ExecError::permanent(
+            "command needs `argv`, a list: program and arguments",
+        )),
+    }
+}
+
+/// How a program that did not succeed failed: its exit code or signal, with the end of what it
+/// said on stderr.
+fn failure(program: &str, status: std::process::ExitStatus, stderr: &[u8]) -> Failure {
+    use std::os::unix::process::ExitStatusExt as _;
+    let stderr = String::from_utf8_lossy(stderr);
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(STDERR_TAIL)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let tail = tail.trim();
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Failure::exit(program, code, tail),
+        (None, Some(signal)) => {
+            Failure::signal(signal, format!("`{program}` ended by {status}: {tail}"))
+        }
+        (None, None) => Failure::error(format!("`{program}` ended by {status}: {tail}")),
+    }
+}
+
+/// A successful program's result: the JSON it printed on stdout.
+fn result(program: &str, stdout: Read) -> Result<Value, ExecError> {
+    if stdout.overflowed {
+        return Err(ExecError::Permanent(format!(
+            "`{program}` printed more than {} MiB on stdout, the most a result may be",
+            STDOUT_LIMIT >> 20
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&stdout.bytes);
+    if stdout.trim().is_empty() {
+        return Err(ExecError::Transient(format!(
+            "`{program}` printed nothing on stdout; its result is the JSON it prints"
+        )));
+    }
+    serde_json::from_str(stdout.trim()).map_err(|e| {
+        let excerpt: String = stdout.chars().take(200).collect();
+        ExecError::Transient(format!(
+            "`{program}` printed something that is not JSON ({e}): {excerpt}"
+        ))
+    })
 }
 
 /// The most of stdout kept: a result larger than this is refused (results over 64 KiB are

@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use taskgroup::Failure;
 use tokio_util::sync::CancellationToken;
 
 pub use builtin::{Echo, EmitEvent, Fail, Noop, PrintEvent, Sleep};
@@ -69,6 +70,10 @@ pub enum ExecError {
     /// fails now, without retries, and its failure says `"permanent": true`.
     #[error("{0}")]
     Permanent(String),
+    /// Failed in the way its kind says: a program's exit code or signal, a cancellation. The
+    /// retry policy applies unless the kind is permanent.
+    #[error("{}", .0.message)]
+    Failed(Failure),
 }
 
 impl ExecError {
@@ -79,7 +84,20 @@ impl ExecError {
 
     /// Whether retrying cannot fix it.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Permanent(_))
+        match self {
+            Self::Transient(_) => false,
+            Self::Permanent(_) => true,
+            Self::Failed(failure) => failure.is_permanent(),
+        }
+    }
+
+    /// The attempt's failure, as the outcome records it.
+    pub fn into_failure(self) -> Failure {
+        match self {
+            Self::Transient(message) => Failure::error(message),
+            Self::Permanent(message) => Failure::permanent(message),
+            Self::Failed(failure) => failure,
+        }
     }
 }
 

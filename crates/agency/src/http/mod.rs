@@ -15,7 +15,7 @@
 //! # });
 //! ```
 
-use crate::client::{self, Status};
+use crate::client::{self, SessionStatus, Status};
 use crate::metrics::METRICS;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -184,19 +184,8 @@ struct ListQuery {
     status: Option<String>,
 }
 
-/// The statuses a session can be listed with.
-const STATUSES: &[&str] = &[
-    "pending",
-    "running",
-    "paused",
-    "completed",
-    "partial",
-    "failed",
-    "cancelled",
-];
-
 impl ListQuery {
-    fn read(self) -> Result<(usize, Option<String>), Refusal> {
+    fn read(self) -> Result<(usize, Option<SessionStatus>), Refusal> {
         let limit = match self.limit {
             None => LIST,
             Some(text) => match text.parse::<usize>() {
@@ -209,20 +198,30 @@ impl ListQuery {
                 }
             },
         };
-        if let Some(status) = &self.status {
-            if !STATUSES.contains(&status.as_str()) {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("status={status:?}: expected one of {}", STATUSES.join(", ")),
-                ));
-            }
-        }
-        Ok((limit, self.status))
+        let status = match self.status {
+            None => None,
+            Some(text) => match text.parse::<SessionStatus>() {
+                Ok(status) if status.is_known() => Some(status),
+                _ => {
+                    let known = SessionStatus::ALL.into_iter().filter(|s| s.is_known());
+                    let known: Vec<&str> = known.map(SessionStatus::as_str).collect();
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("status={text:?}: expected one of {}", known.join(", ")),
+                    ));
+                }
+            },
+        };
+        Ok((limit, status))
     }
 }
 
 /// The recent sessions, newest first: each with its status, counts, rate and ETA.
-async fn list(store: &dyn Store, limit: usize, status: Option<&str>) -> Result<Value, Refusal> {
+async fn list(
+    store: &dyn Store,
+    limit: usize,
+    status: Option<SessionStatus>,
+) -> Result<Value, Refusal> {
     let listed = client::sessions_read(store, status, limit)
         .await
         .map_err(|error| refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?;
@@ -281,7 +280,7 @@ fn summary(status: &Status) -> Value {
 
 async fn sessions(State(deployment): State<Deployment>, Query(query): Query<ListQuery>) -> Answer {
     let (limit, status) = query.read()?;
-    let list = list(deployment.store.as_ref(), limit, status.as_deref()).await?;
+    let list = list(deployment.store.as_ref(), limit, status).await?;
     Ok(Json(list).into_response())
 }
 
@@ -376,7 +375,7 @@ async fn sessions_events(
                     tokio::time::sleep(LIST_EVERY).await;
                 }
                 wait = true;
-                let Ok(list) = list(store.as_ref(), limit, status.as_deref()).await else {
+                let Ok(list) = list(store.as_ref(), limit, status).await else {
                     continue;
                 };
                 if sent.as_ref() != Some(&list) {

@@ -11,6 +11,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use taskgroup::Failure;
 use tokio_util::sync::CancellationToken;
 
 /// Memoization keys read per store call.
@@ -151,7 +152,7 @@ impl Worker {
                 Err(error) => failed.push(Outcome {
                     instance,
                     attempt: item.attempt,
-                    status: Status::FailedPermanently(error),
+                    status: Status::Failed(Failure::permanent(error)),
                 }),
             }
         }
@@ -272,7 +273,7 @@ impl Worker {
                 Some(Err(error)) => unkeyed.push(Outcome {
                     instance: instance.index(),
                     attempt: item.attempt,
-                    status: Status::FailedPermanently(format!("memoize.key: {error}")),
+                    status: Status::Failed(Failure::permanent(format!("memoize.key: {error}"))),
                 }),
                 None => memo.to_run.push(instance.index()),
             }
@@ -342,7 +343,13 @@ impl Worker {
         // What the notice needs, taken before the outcomes move into the store.
         let summary: Vec<Announced> = batch
             .iter()
-            .map(|outcome| (outcome.instance, outcome.attempt, outcome.status.failure()))
+            .map(|outcome| {
+                (
+                    outcome.instance,
+                    outcome.attempt,
+                    outcome.status.failure().cloned(),
+                )
+            })
             .collect();
         let batch = self.store_large_results(item, batch).await?;
         let notice = |accepted: &[bool]| {
@@ -354,9 +361,7 @@ impl Worker {
             {
                 match failure {
                     None => notice.add_success(*instance, *attempt),
-                    Some((error, permanent)) => {
-                        notice.add_failure(*instance, *attempt, error, *permanent)
-                    }
+                    Some(failure) => notice.add_failure(*instance, *attempt, failure),
                 }
             }
             notice
@@ -419,7 +424,7 @@ impl Worker {
         let _running = Running::count(&self.running);
         // Nothing here changes on a retry: the instance's input or the worker is wrong.
         let failed = |error: String| {
-            let status = Status::FailedPermanently(error);
+            let status = Status::Failed(Failure::permanent(error));
             Some((
                 Outcome {
                     instance,
@@ -486,7 +491,7 @@ impl Worker {
                     Err(_) => {
                         // Tell a cooperative executor to stop; an uncooperative one was dropped already.
                         attempt_cancel.cancel();
-                        Status::TimedOut(taskgroup::timeout_error(limit))
+                        Status::Failed(Failure::timeout(limit))
                     }
                 },
                 () = cancel.cancelled() => return None,
@@ -525,9 +530,8 @@ fn render_input(
 /// The results of one instance's upstream instances, or why they cannot be had.
 type UpstreamRow = Result<Vec<Value>, String>;
 
-/// What a notice says of one outcome: instance, attempt, and the error (and whether it is
-/// permanent) of a failure.
-type Announced = (u64, u32, Option<(String, bool)>);
+/// What a notice says of one outcome: instance, attempt, and how it failed.
+type Announced = (u64, u32, Option<Failure>);
 
 /// The error of an attempt whose executor panicked: transient, so the retry policy applies.
 fn panicked(executor: &str, panic: &(dyn std::any::Any + Send)) -> ExecError {
@@ -543,7 +547,6 @@ fn panicked(executor: &str, panic: &(dyn std::any::Any + Send)) -> ExecError {
 fn status_of(result: Result<Value, ExecError>) -> Status {
     match result {
         Ok(value) => Status::Succeeded(value),
-        Err(error) if error.is_permanent() => Status::FailedPermanently(error.to_string()),
-        Err(error) => Status::Failed(error.to_string()),
+        Err(error) => Status::Failed(error.into_failure()),
     }
 }

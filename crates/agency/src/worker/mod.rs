@@ -10,20 +10,21 @@
 //! gives the ranges it runs [`SHUTDOWN_GRACE`] to finish, and hands the rest back uncommitted.
 
 mod instances;
+mod taking;
 
 use crate::executors::{Executor, Registry};
 use crate::outage::{self, retrying};
 use events::{
-    Broker, Control, Event, EventManager, Message, Notice, Outcome, Position, RangeStep, Source,
-    Status, Store, TaskRecord, TaskRef, Watermarks, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
+    Broker, Control, Event, EventManager, Message, Notice, Outcome, RangeStep, Source, Status,
+    Store, TaskRecord, TaskRef, WorkItem, CONTROL_CHANNEL, DISPATCH_TOPIC,
 };
 use expansion::{Expansion, Limits};
-use futures_util::FutureExt as _;
-use std::collections::{HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use taking::{Finished, Taking};
+use taskgroup::{Failure, FailureKind};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -220,56 +221,18 @@ impl Worker {
             )
             .await?;
         let reaping = tokio::spawn(reap_claims(self.store.clone(), shutdown.child_token()));
-        let limit = self.options.ranges_in_flight.max(1);
-        let mut in_flight = 0usize;
-        let mut waiting = VecDeque::new();
-        let mut paused = false;
-        let mut watermarks = Watermarks::default();
-        // Which consumer a message came from: after the broker lost its log the member joins
-        // again, and what the old consumer handed out is finished but never committed.
-        let mut member = 0u64;
-        let mut joined = std::time::Instant::now();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Position)>();
-        let start = |(member, message): (u64, Message)| {
-            let worker = self.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let handled = AssertUnwindSafe(worker.handle(&message))
-                    .catch_unwind()
-                    .await;
-                if handled.is_err() {
-                    tracing::error!(topic = %message.topic, partition = message.partition, offset = message.offset, "handling a work item panicked");
-                }
-                let _ = done.send((member, Position::of(&message)));
-            });
-        };
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut taking = Taking::new(self.clone(), done_tx);
         loop {
             let mut lost = None;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some((from, position)) = done_rx.recv() => {
-                    if from == member {
-                        if let Some(next) = watermarks.done(&position) {
-                            outage::commit(consumer.as_mut(), &next).await;
-                        }
-                    }
-                    match waiting.pop_front() {
-                        Some(message) => start(message),
-                        None => in_flight -= 1,
-                    }
-                    if paused && waiting.len() <= WAITING / 2 {
-                        if let Err(error) = consumer.resume() {
-                            tracing::warn!(%error, "cannot resume the dispatch partitions; trying again with the next range");
-                        } else {
-                            paused = false;
-                        }
-                    }
-                }
+                Some(finished) = done_rx.recv() => taking.finished(finished, consumer.as_mut()).await,
                 Some(event) = control.recv() => match event {
                     // Several coordinators may say the log was lost, and this member may have
                     // seen it first: one new member is enough.
                     Event::Message { payload, .. } => {
-                        lost = self.control(&payload).filter(|_| joined.elapsed() >= REJOIN_QUIET);
+                        lost = self.control(&payload).filter(|_| taking.joined.elapsed() >= REJOIN_QUIET);
                     }
                     // Cancellations sent meanwhile are lost: that work runs on, and the
                     // coordinator ignores outcomes of groups that already finished.
@@ -277,22 +240,7 @@ impl Worker {
                     Event::Failed { error, .. } => tracing::error!(%error, "control channel failed; cancellations no longer reach this worker"),
                 },
                 message = outage::next_message(consumer.as_mut()) => match message {
-                    Ok(message) => {
-                        watermarks.taken(&Position::of(&message));
-                        if in_flight < limit {
-                            in_flight += 1;
-                            start((member, message));
-                        } else {
-                            waiting.push_back((member, message));
-                            // Also when already paused: a rebalance may have assigned new partitions.
-                            if waiting.len() >= WAITING {
-                                match consumer.pause() {
-                                    Ok(()) => paused = true,
-                                    Err(error) => tracing::warn!(%error, "cannot pause the dispatch partitions"),
-                                }
-                            }
-                        }
-                    }
+                    Ok(message) => taking.took(message, consumer.as_mut()),
                     Err(events::Error::LogLost { detail, .. }) => lost = Some(detail),
                     Err(error) => return Err(error.into()),
                 },
@@ -300,41 +248,46 @@ impl Worker {
             if let Some(detail) = lost {
                 // What the old member took still runs (its outcomes are recorded once); the
                 // coordinator dispatches what the broker lost again, to the group as it is now.
-                tracing::warn!(%detail, running = in_flight, queued = waiting.len(), "the broker lost dispatched work; joining the dispatch group again");
+                tracing::warn!(%detail, running = taking.in_flight, queued = taking.waiting.len(), "the broker lost dispatched work; joining the dispatch group again");
                 consumer = self.join().await?;
-                (watermarks, member, paused) = (Watermarks::default(), member + 1, false);
-                joined = std::time::Instant::now();
+                taking.rejoined();
             }
         }
-        // Stopping: nothing new is started. Ranges running get a grace period to finish and have
-        // their offsets stored; what is left (running past it, or queued) is not committed, so
-        // the group delivers it again to another worker, and what was recorded stays recorded.
-        let queued = waiting.len();
+        self.wind_down(&mut taking, &mut done_rx, consumer.as_mut())
+            .await;
+        reaping.abort();
+        Ok(())
+    }
+
+    /// Stopping: nothing new is started. Ranges running get a grace period to finish and have
+    /// their offsets stored; what is left (running past it, or queued) is not committed, so
+    /// the group delivers it again to another worker, and what was recorded stays recorded.
+    async fn wind_down(
+        &self,
+        taking: &mut Taking,
+        done: &mut mpsc::UnboundedReceiver<Finished>,
+        consumer: &mut dyn events::Consumer,
+    ) {
+        let queued = taking.waiting.len();
         let grace = tokio::time::sleep(self.options.shutdown_grace);
         tokio::pin!(grace);
         let mut finished = 0usize;
-        while in_flight > 0 {
+        while taking.in_flight > 0 {
             tokio::select! {
-                Some((from, position)) = done_rx.recv() => {
-                    in_flight -= 1;
+                Some(range) = done.recv() => {
+                    taking.in_flight -= 1;
                     finished += 1;
-                    if from == member {
-                        if let Some(next) = watermarks.done(&position) {
-                            outage::commit(consumer.as_mut(), &next).await;
-                        }
-                    }
+                    taking.commit(range, consumer).await;
                 }
                 () = &mut grace => break,
             }
         }
         tracing::info!(
             finished,
-            unfinished = in_flight,
+            unfinished = taking.in_flight,
             queued,
             "worker stopping; ranges not finished are delivered again to the group"
         );
-        reaping.abort();
-        Ok(())
     }
 
     /// A member of the dispatch group, waiting out a broker that is away.
@@ -450,7 +403,8 @@ impl Worker {
             // would not change.
             let error = format!("the store refused the outcome: {error}");
             tracing::error!(session = %item.session, group = item.task.group, task = item.task.task, "{error}; announcing the range's instances as failed attempts");
-            return self.announce_failed(&item, &error).await;
+            let refused = Failure::new(FailureKind::Refused, error);
+            return self.announce_failed(&item, &refused).await;
         }
         if let Err(error) = self.track(&item, RangeStep::Finished).await {
             tracing::warn!(session = %item.session, %error, "cannot clear the range's start count");
@@ -485,7 +439,7 @@ impl Worker {
             .map(|instance| Outcome {
                 instance,
                 attempt: item.attempt,
-                status: Status::FailedPermanently(error.clone()),
+                status: Status::Failed(Failure::permanent(error.clone())),
             })
             .collect();
         if let Err(error) = self.record(item, outcomes).await {
@@ -497,10 +451,10 @@ impl Worker {
     /// store refused the range's outcomes): the coordinator retries them or fails them, as the
     /// task's policy says, instead of waiting for outcomes that will never come. Instances it
     /// counted already, or whose attempt it moved past, ignore it.
-    async fn announce_failed(&self, item: &WorkItem, error: &str) {
+    async fn announce_failed(&self, item: &WorkItem, failure: &Failure) {
         let mut notice = Notice::new(&item.session, item.task);
         for instance in item.start..item.end {
-            notice.add_failure(instance, item.attempt, error, false);
+            notice.add_failure(instance, item.attempt, failure);
         }
         let published = match events::encode("a notice", &notice) {
             Ok(notice) => {

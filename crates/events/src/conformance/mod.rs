@@ -72,7 +72,7 @@ fn outcome(instance: u64, attempt: u32, ok: bool) -> Outcome {
     let status = if ok {
         Status::Succeeded(json!(instance))
     } else {
-        Status::Failed(format!("attempt {attempt}"))
+        Status::Failed(taskgroup::Failure::error(format!("attempt {attempt}")))
     };
     Outcome {
         instance,

@@ -14,7 +14,7 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         .await
         .expect("start the run");
     let mut permanent = outcome(2, 1, false);
-    permanent.status = Status::FailedPermanently("no".into());
+    permanent.status = Status::Failed(taskgroup::Failure::permanent("no"));
     let outcomes = [
         outcome(0, 1, true),
         outcome(1, 2, false),

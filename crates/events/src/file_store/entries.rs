@@ -190,7 +190,6 @@ pub(super) fn snapshot(
     changed: &Changed,
     writes: &mut Vec<Write>,
 ) -> Result<()> {
-    let name = session.to_string();
     if changed.all {
         for kind in kind::ALL {
             writes.push(Write::DeletePrefix(prefix(kind, session)));
@@ -199,7 +198,21 @@ pub(super) fn snapshot(
     if changed.all || changed.meta {
         meta(sessions, session, changed.all, writes)?;
     }
-    // Tasks and outcomes: every one of the session's on a rewrite, else the ones changed.
+    task_writes(sessions, session, changed, writes)?;
+    outcome_writes(sessions, session, changed, writes);
+    context_writes(sessions, session, changed, writes);
+    blob_writes(sessions, session, changed, writes);
+    Ok(())
+}
+
+/// Task records: every one of the session's on a rewrite, else the ones changed.
+fn task_writes(
+    sessions: &Sessions,
+    session: &str,
+    changed: &Changed,
+    writes: &mut Vec<Write>,
+) -> Result<()> {
+    let name = session.to_string();
     let tasks: Vec<(usize, usize)> = if changed.all {
         sessions
             .tasks
@@ -217,6 +230,13 @@ pub(super) fn snapshot(
             None => writes.push(Write::Delete(at)),
         }
     }
+    Ok(())
+}
+
+/// Outcomes, a chunk of [`CHUNK`] at a time: every chunk of the session's on a rewrite, else
+/// the chunks changed.
+fn outcome_writes(sessions: &Sessions, session: &str, changed: &Changed, writes: &mut Vec<Write>) {
+    let name = session.to_string();
     let chunk = |group: usize, task: usize, chunk: u64| -> Write {
         let at = key(kind::OUTCOME, session, &chunk_suffix(group, task, chunk));
         let empty = crate::outcome_slots::Slots::default();
@@ -252,7 +272,10 @@ pub(super) fn snapshot(
             }
         }
     }
-    // Context: its entries carry their position, so it loads back in order.
+}
+
+/// The context: its entries carry their position, so it loads back in order.
+fn context_writes(sessions: &Sessions, session: &str, changed: &Changed, writes: &mut Vec<Write>) {
     let entries = sessions.contexts.get(session);
     if changed.context && !changed.all {
         writes.push(Write::DeletePrefix(prefix(kind::CONTEXT, session)));
@@ -277,6 +300,11 @@ pub(super) fn snapshot(
         }
         None => {}
     }
+}
+
+/// Blobs: every one of the session's on a rewrite, else the ones changed.
+fn blob_writes(sessions: &Sessions, session: &str, changed: &Changed, writes: &mut Vec<Write>) {
+    let name = session.to_string();
     let blobs: Vec<String> = if changed.all {
         sessions
             .blobs
@@ -294,7 +322,6 @@ pub(super) fn snapshot(
             None => writes.push(Write::Delete(at)),
         }
     }
-    Ok(())
 }
 
 /// The memoized results that changed, as they stand: cleared prefixes deleted first.
@@ -428,30 +455,7 @@ pub(super) fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Res
                     .tasks
                     .insert((session, TaskRef { group, task }), record);
             }
-            kind::OUTCOME => {
-                let (Some(group), Some(task), Some(chunk)) = (
-                    be_u32(suffix, 0),
-                    be_u32(suffix, 4),
-                    suffix
-                        .get(8..16)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_be_bytes),
-                ) else {
-                    return Err(bad("an outcomes key without its indices"));
-                };
-                let part: Vec<Option<Outcome>> =
-                    serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
-                let slots = sessions
-                    .outcomes
-                    .entry((session, TaskRef { group, task }))
-                    .or_default();
-                let start = usize::try_from(chunk * CHUNK).map_err(|_| bad("chunk too large"))?;
-                for (offset, outcome) in part.into_iter().enumerate() {
-                    if outcome.is_some() || start + offset < slots.len() {
-                        slots.set(start + offset, outcome);
-                    }
-                }
-            }
+            kind::OUTCOME => load_outcomes(sessions, session, suffix, &value, &bad)?,
             kind::CONTEXT => {
                 let position =
                     be_u32(suffix, 0).ok_or_else(|| bad("a context key without position"))?;
@@ -470,74 +474,13 @@ pub(super) fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Res
             kind::RESULT => {
                 sessions.results.insert(session, value);
             }
-            kind::MEMO => {
-                let name =
-                    std::str::from_utf8(suffix).map_err(|_| bad("a memo key that is not UTF-8"))?;
-                let expires = value
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| bad("a memoized result without its expiry"))?;
-                let expires = (expires != 0).then_some(expires);
-                sessions
-                    .memo
-                    .insert(name.to_string(), (value[8..].to_vec(), expires));
-            }
+            kind::MEMO => load_memo(sessions, suffix, &value, &bad)?,
             kind::NOTE => {
                 let run =
                     std::str::from_utf8(suffix).map_err(|_| bad("a run that is not UTF-8"))?;
                 sessions.notes.insert((session, run.to_string()), text()?);
             }
-            kind::META => match suffix {
-                b"run" => {
-                    sessions.runs.insert(session, text()?);
-                }
-                b"cancel" => {
-                    sessions.cancels.insert(session, text()?);
-                }
-                b"pause" => {
-                    sessions.pauses.insert(session, text()?);
-                }
-                b"document" => {
-                    let len = be_u32(&value, 0).ok_or_else(|| bad("a document without its run"))?;
-                    let run = value
-                        .get(4..4 + len)
-                        .and_then(|run| std::str::from_utf8(run).ok())
-                        .ok_or_else(|| bad("a document's run"))?
-                        .to_string();
-                    sessions
-                        .documents
-                        .insert(session, (run, value[4 + len..].to_vec()));
-                }
-                b"state" => {
-                    sessions.states.insert(session, value);
-                }
-                b"listed" => {
-                    let at = value
-                        .as_slice()
-                        .try_into()
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| bad("a listing time"))?;
-                    sessions.listed.insert(session, at);
-                }
-                b"origin" => {
-                    let origin: Origin = text()?.parse().map_err(|e: String| bad(&e))?;
-                    sessions.origins.insert(session, origin);
-                }
-                b"fence" => {
-                    sessions.fences.insert(session, text()?);
-                }
-                b"mappings" => {
-                    let mappings: Map<String, Value> =
-                        serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
-                    sessions.mappings.insert(session, mappings);
-                }
-                b"kept" => {
-                    let kept = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
-                    sessions.kept.insert(session, kept);
-                }
-                _ => return Err(bad("an unknown field")),
-            },
+            kind::META => load_meta(sessions, session, suffix, value, &bad)?,
             _ => return Err(bad("an unknown kind of entry")),
         }
     }
@@ -550,6 +493,119 @@ pub(super) fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Res
                 .map(|(_, name, value)| (name, value))
                 .collect(),
         );
+    }
+    Ok(())
+}
+
+/// Says what is wrong with the entry being read.
+type Bad<'a> = dyn Fn(&str) -> Error + 'a;
+
+/// A chunk of a task's outcomes.
+fn load_outcomes(
+    sessions: &mut Sessions,
+    session: String,
+    suffix: &[u8],
+    value: &[u8],
+    bad: &Bad<'_>,
+) -> Result<()> {
+    let (Some(group), Some(task), Some(chunk)) = (
+        be_u32(suffix, 0),
+        be_u32(suffix, 4),
+        suffix
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes),
+    ) else {
+        return Err(bad("an outcomes key without its indices"));
+    };
+    let part: Vec<Option<Outcome>> =
+        serde_json::from_slice(value).map_err(|e| bad(&e.to_string()))?;
+    let slots = sessions
+        .outcomes
+        .entry((session, TaskRef { group, task }))
+        .or_default();
+    let start = usize::try_from(chunk * CHUNK).map_err(|_| bad("chunk too large"))?;
+    for (offset, outcome) in part.into_iter().enumerate() {
+        if outcome.is_some() || start + offset < slots.len() {
+            slots.set(start + offset, outcome);
+        }
+    }
+    Ok(())
+}
+
+/// A memoized result, with its expiry.
+fn load_memo(sessions: &mut Sessions, suffix: &[u8], value: &[u8], bad: &Bad<'_>) -> Result<()> {
+    let name = std::str::from_utf8(suffix).map_err(|_| bad("a memo key that is not UTF-8"))?;
+    let expires = value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| bad("a memoized result without its expiry"))?;
+    let expires = (expires != 0).then_some(expires);
+    sessions
+        .memo
+        .insert(name.to_string(), (value[8..].to_vec(), expires));
+    Ok(())
+}
+
+/// One of a session's fields.
+fn load_meta(
+    sessions: &mut Sessions,
+    session: String,
+    suffix: &[u8],
+    value: Vec<u8>,
+    bad: &Bad<'_>,
+) -> Result<()> {
+    let text = || String::from_utf8(value.clone()).map_err(|_| bad("not UTF-8"));
+    match suffix {
+        b"run" => {
+            sessions.runs.insert(session, text()?);
+        }
+        b"cancel" => {
+            sessions.cancels.insert(session, text()?);
+        }
+        b"pause" => {
+            sessions.pauses.insert(session, text()?);
+        }
+        b"document" => {
+            let len = be_u32(&value, 0).ok_or_else(|| bad("a document without its run"))?;
+            let run = value
+                .get(4..4 + len)
+                .and_then(|run| std::str::from_utf8(run).ok())
+                .ok_or_else(|| bad("a document's run"))?
+                .to_string();
+            sessions
+                .documents
+                .insert(session, (run, value[4 + len..].to_vec()));
+        }
+        b"state" => {
+            sessions.states.insert(session, value);
+        }
+        b"listed" => {
+            let at = value
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| bad("a listing time"))?;
+            sessions.listed.insert(session, at);
+        }
+        b"origin" => {
+            let origin: Origin = text()?.parse().map_err(|e: String| bad(&e))?;
+            sessions.origins.insert(session, origin);
+        }
+        b"fence" => {
+            sessions.fences.insert(session, text()?);
+        }
+        b"mappings" => {
+            let mappings: Map<String, Value> =
+                serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+            sessions.mappings.insert(session, mappings);
+        }
+        b"kept" => {
+            let kept = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+            sessions.kept.insert(session, kept);
+        }
+        _ => return Err(bad("an unknown field")),
     }
     Ok(())
 }

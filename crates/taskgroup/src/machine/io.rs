@@ -1,6 +1,7 @@
 //! What a group machine takes and returns: [`Event`]s in, [`Command`]s out.
 
 use super::GroupStatus;
+use crate::failure::Failure;
 use expansion::OutputFormat;
 use std::time::Duration;
 
@@ -45,10 +46,8 @@ pub enum Event {
         instance: u64,
         /// The attempt, from 1.
         attempt: u32,
-        /// The attempt's error.
-        error: String,
-        /// Retrying cannot fix it (the executor said so): the instance fails now.
-        permanent: bool,
+        /// How it failed (a permanent failure fails the instance now).
+        failure: Failure,
         /// The runtime's clock when the outcome arrived (retry budgets count from it).
         now: Duration,
     },
@@ -80,13 +79,13 @@ pub enum Event {
 }
 
 impl Event {
-    /// An attempt's outcome: `failure` is its error and whether it is permanent, `None` for a
-    /// success. `now` is the runtime's clock.
+    /// An attempt's outcome: `failure` says how it failed, `None` for a success. `now` is the
+    /// runtime's clock.
     pub fn outcome(
         task: usize,
         instance: u64,
         attempt: u32,
-        failure: Option<(String, bool)>,
+        failure: Option<Failure>,
         now: Duration,
     ) -> Self {
         match failure {
@@ -95,12 +94,11 @@ impl Event {
                 instance,
                 attempt,
             },
-            Some((error, permanent)) => Self::Failed {
+            Some(failure) => Self::Failed {
                 task,
                 instance,
                 attempt,
-                error,
-                permanent,
+                failure,
                 now,
             },
         }

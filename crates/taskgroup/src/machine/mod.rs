@@ -17,8 +17,9 @@ mod task;
 
 pub use io::{Command, Event};
 use task::Failed;
-pub use task::{Failure, GroupStatus, TaskRun, TaskSetup, TaskState};
+pub use task::{FailedInstance, GroupStatus, TaskRun, TaskSetup, TaskState};
 
+use crate::failure::Failure;
 use crate::policy::FailurePolicy;
 use std::time::Duration;
 
@@ -143,16 +144,14 @@ impl GroupMachine {
                 task,
                 instance,
                 attempt,
-                error,
-                permanent,
+                failure,
                 now,
             } => self.failed(
                 task,
                 Failed {
                     instance,
                     attempt,
-                    error,
-                    permanent,
+                    failure,
                 },
                 now,
                 &mut out,
@@ -328,7 +327,12 @@ impl GroupMachine {
                     continue;
                 }
                 let reason = not_run(instance, &self.tasks[upstream].setup.id);
-                if self.fail_instance(d, instance, failure(0, reason, true, now), out) {
+                if self.fail_instance(
+                    d,
+                    instance,
+                    failed_instance(0, Failure::permanent(reason), now),
+                    out,
+                ) {
                     below.push(d);
                 }
             }
@@ -344,7 +348,12 @@ impl GroupMachine {
         now: Duration,
         out: &mut Vec<Command>,
     ) {
-        if self.fail_instance(task, instance, failure(0, reason, true, now), out) {
+        if self.fail_instance(
+            task,
+            instance,
+            failed_instance(0, Failure::permanent(reason), now),
+            out,
+        ) {
             self.skip_dependents(task, instance, now, out);
         }
     }
@@ -353,8 +362,7 @@ impl GroupMachine {
         let Failed {
             instance,
             attempt,
-            error,
-            permanent,
+            failure,
         } = failed;
         let Some(run) = self.tasks.get_mut(task) else {
             return;
@@ -375,7 +383,7 @@ impl GroupMachine {
                 .is_none_or(|budget| now.saturating_sub(run.started) + delay <= budget)
         };
         match delay {
-            Some(delay) if run.setup.retry.retries(&error, permanent) && within_budget(delay) => {
+            Some(delay) if run.setup.retry.retries(&failure) && within_budget(delay) => {
                 run.retrying.insert(instance, next);
                 out.push(Command::ScheduleRetry {
                     task,
@@ -385,8 +393,7 @@ impl GroupMachine {
                 });
             }
             _ => {
-                if self.fail_instance(task, instance, failure(attempt, error, permanent, now), out)
-                {
+                if self.fail_instance(task, instance, failed_instance(attempt, failure, now), out) {
                     self.skip_dependents(task, instance, now, out);
                 }
             }
@@ -399,7 +406,7 @@ impl GroupMachine {
         &mut self,
         task: usize,
         instance: u64,
-        failed: Failure,
+        failed: FailedInstance,
         out: &mut Vec<Command>,
     ) -> bool {
         let run = &mut self.tasks[task];
@@ -538,11 +545,10 @@ fn not_run(instance: u64, upstream: &str) -> String {
 }
 
 /// A failed instance's record.
-fn failure(attempts: u32, error: String, permanent: bool, at: Duration) -> Failure {
-    Failure {
+fn failed_instance(attempts: u32, failure: Failure, at: Duration) -> FailedInstance {
+    FailedInstance {
         attempts,
-        error,
-        permanent,
+        failure,
         at,
     }
 }

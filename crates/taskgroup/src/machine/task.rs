@@ -1,6 +1,7 @@
 //! A task as its group machine tracks it: its setup, state, counts and failures, and the rule
 //! that decides whether an outcome counts.
 
+use crate::failure::Failure;
 use crate::policy::RetryPolicy;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -81,19 +82,16 @@ impl TaskState {
 pub(super) struct Failed {
     pub(super) instance: u64,
     pub(super) attempt: u32,
-    pub(super) error: String,
-    pub(super) permanent: bool,
+    pub(super) failure: Failure,
 }
 
 /// A failed instance, kept for partial results.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
+pub struct FailedInstance {
     /// Attempts made, the failed last one included.
     pub attempts: u32,
-    /// The last attempt's error.
-    pub error: String,
-    /// The executor said retrying cannot fix it, so it was not retried.
-    pub permanent: bool,
+    /// How the last attempt failed.
+    pub failure: Failure,
     /// When its last attempt failed, by the runtime's clock.
     pub at: Duration,
 }
@@ -114,7 +112,7 @@ pub struct TaskRun {
     /// Attempts whose outcome arrived.
     pub attempts: u64,
     /// Failed instances by index, with their attempts and last error.
-    pub failures: BTreeMap<u64, Failure>,
+    pub failures: BTreeMap<u64, FailedInstance>,
     /// A task-level error (planning or combining).
     pub error: Option<String>,
     /// Stopped before all its instances settled and combined (its group stopped, or it failed

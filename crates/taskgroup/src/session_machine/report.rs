@@ -189,7 +189,7 @@ fn task_errors(group: &str, task: &TaskRun) -> Vec<SessionError> {
             failed: task.failed,
             instance,
             attempts: first.attempts,
-            error: first.error.clone(),
+            error: first.failure.message.clone(),
         });
     }
     errors
@@ -217,8 +217,10 @@ fn summary(task: &TaskRun) -> TaskSummary {
             .map(|(&instance, f)| InstanceFailure {
                 instance,
                 attempts: f.attempts,
-                error: f.error.clone(),
-                permanent: f.permanent,
+                error: f.failure.message.clone(),
+                permanent: f.failure.is_permanent(),
+                kind: Some(f.failure.kind),
+                code: f.failure.code,
                 last_attempt_at: None,
             })
             .collect(),

@@ -120,7 +120,7 @@ impl SessionMachine {
                             task: task.clone(),
                             instance: *instance,
                             attempts: failure.attempts,
-                            error: failure.error.clone(),
+                            error: failure.failure.message.clone(),
                             at_ms,
                         },
                     );

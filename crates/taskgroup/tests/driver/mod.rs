@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use taskgroup::{
-    Command, Deadline, Event, Range, Rules, Session, SessionCommand, SessionEvent, SessionMachine,
-    SessionResult, Stored,
+    Command, Deadline, Event, Failure, Range, Rules, Session, SessionCommand, SessionEvent,
+    SessionMachine, SessionResult, Stored,
 };
 
 pub fn session(doc: Value) -> Session {
@@ -86,9 +86,13 @@ impl Driver {
                             let Some(answered) = outcome(task, instance, range.attempt) else {
                                 continue;
                             };
+                            // The driver's convention: an error saying "permanent..." is one.
                             let failure = answered.err().map(|error| {
-                                let permanent = error.starts_with("permanent");
-                                (error, permanent)
+                                if error.starts_with("permanent") {
+                                    Failure::permanent(error)
+                                } else {
+                                    Failure::error(error)
+                                }
                             });
                             queue.push_back(SessionEvent::Group {
                                 group: range.group,

@@ -281,98 +281,117 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             max_rss_mb,
             one: None,
             fail_times,
-        } => {
-            if !json {
-                println!(
-                    "{:>12} {:>10} {:>16} {:>12}",
-                    "instances", "seconds", "instances/s", "peak RSS MB"
-                );
-            }
-            let mut over = Vec::new();
-            for n in sizes {
-                // A child process per size: peak RSS only grows within a process.
-                let output = std::process::Command::new(std::env::current_exe()?)
-                    .args([
-                        "bench",
-                        "embedded",
-                        "--workers",
-                        &workers.to_string(),
-                        "--one",
-                        &n.to_string(),
-                    ])
-                    .args(fail_times.map(|k| format!("--fail-times={k}")))
-                    .output()?;
-                anyhow::ensure!(
-                    output.status.success(),
-                    "bench of {n} failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                let result: Value = serde_json::from_slice(&output.stdout)?;
-                if json {
-                    println!("{result}");
-                } else {
-                    println!(
-                        "{:>12} {:>10.3} {:>16} {:>12.1}",
-                        thousands(n),
-                        result["seconds"].as_f64().unwrap_or_default(),
-                        thousands(result["instances_per_s"].as_f64().unwrap_or_default() as u64),
-                        result["peak_rss_mb"].as_f64().unwrap_or_default(),
-                    );
-                }
-                let peak = result["peak_rss_mb"].as_f64().unwrap_or_default();
-                if max_rss_mb.is_some_and(|limit| peak > limit) {
-                    over.push(format!("{} instances: {peak:.1} MB", thousands(n)));
-                }
-            }
-            anyhow::ensure!(
-                over.is_empty(),
-                "peak RSS over {} MB: {}",
-                max_rss_mb.unwrap_or_default(),
-                over.join(", ")
-            );
-            Ok(())
-        }
+        } => embedded_sizes(&sizes, workers, json, max_rss_mb, fail_times),
         Bench::Expansion {
             shapes,
             render,
             with_exclude,
             json,
-        } => {
-            if !json {
-                println!(
-                    "{:<22} {:>14} {:>16} {:>16} {:>12}",
-                    "shape", "instances", "enumerate/s", "render/s", "peak RSS MB"
-                );
-            }
-            for shape in &shapes {
-                let axes = parse_shape(shape)?;
-                for exclude in [false, true] {
-                    if exclude && !with_exclude {
-                        continue;
-                    }
-                    let result = expansion_case(&axes, exclude, render)?;
-                    if json {
-                        println!("{result}");
-                    } else {
-                        let label = if exclude {
-                            format!("{shape} +exclude")
-                        } else {
-                            shape.clone()
-                        };
-                        println!(
-                            "{:<22} {:>14} {:>16} {:>16} {:>12.1}",
-                            label,
-                            thousands(result["instances"].as_u64().unwrap_or_default()),
-                            thousands(result["enumerate_per_s"].as_f64().unwrap_or_default() as u64),
-                            thousands(result["render_per_s"].as_f64().unwrap_or_default() as u64),
-                            result["peak_rss_mb"].as_f64().unwrap_or_default(),
-                        );
-                    }
-                }
-            }
-            Ok(())
+        } => expansion_shapes(&shapes, render, with_exclude, json),
+    }
+}
+
+/// `bench embedded`: a child process per size (peak RSS only grows within a process), a line
+/// each; an error when one's peak RSS is over `max_rss_mb`.
+fn embedded_sizes(
+    sizes: &[u64],
+    workers: usize,
+    json: bool,
+    max_rss_mb: Option<f64>,
+    fail_times: Option<u64>,
+) -> anyhow::Result<()> {
+    if !json {
+        println!(
+            "{:>12} {:>10} {:>16} {:>12}",
+            "instances", "seconds", "instances/s", "peak RSS MB"
+        );
+    }
+    let mut over = Vec::new();
+    for &n in sizes {
+        // A child process per size: peak RSS only grows within a process.
+        let output = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "bench",
+                "embedded",
+                "--workers",
+                &workers.to_string(),
+                "--one",
+                &n.to_string(),
+            ])
+            .args(fail_times.map(|k| format!("--fail-times={k}")))
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "bench of {n} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: Value = serde_json::from_slice(&output.stdout)?;
+        if json {
+            println!("{result}");
+        } else {
+            println!(
+                "{:>12} {:>10.3} {:>16} {:>12.1}",
+                thousands(n),
+                result["seconds"].as_f64().unwrap_or_default(),
+                thousands(result["instances_per_s"].as_f64().unwrap_or_default() as u64),
+                result["peak_rss_mb"].as_f64().unwrap_or_default(),
+            );
+        }
+        let peak = result["peak_rss_mb"].as_f64().unwrap_or_default();
+        if max_rss_mb.is_some_and(|limit| peak > limit) {
+            over.push(format!("{} instances: {peak:.1} MB", thousands(n)));
         }
     }
+    anyhow::ensure!(
+        over.is_empty(),
+        "peak RSS over {} MB: {}",
+        max_rss_mb.unwrap_or_default(),
+        over.join(", ")
+    );
+    Ok(())
+}
+
+/// `bench expansion`: enumeration and rendering rates of each shape, with `exclude` too when
+/// asked.
+fn expansion_shapes(
+    shapes: &[String],
+    render: u64,
+    with_exclude: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !json {
+        println!(
+            "{:<22} {:>14} {:>16} {:>16} {:>12}",
+            "shape", "instances", "enumerate/s", "render/s", "peak RSS MB"
+        );
+    }
+    for shape in shapes {
+        let axes = parse_shape(shape)?;
+        for exclude in [false, true] {
+            if exclude && !with_exclude {
+                continue;
+            }
+            let result = expansion_case(&axes, exclude, render)?;
+            if json {
+                println!("{result}");
+            } else {
+                let label = if exclude {
+                    format!("{shape} +exclude")
+                } else {
+                    shape.clone()
+                };
+                println!(
+                    "{:<22} {:>14} {:>16} {:>16} {:>12.1}",
+                    label,
+                    thousands(result["instances"].as_u64().unwrap_or_default()),
+                    thousands(result["enumerate_per_s"].as_f64().unwrap_or_default() as u64),
+                    thousands(result["render_per_s"].as_f64().unwrap_or_default() as u64),
+                    result["peak_rss_mb"].as_f64().unwrap_or_default(),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_shape(shape: &str) -> anyhow::Result<Vec<usize>> {

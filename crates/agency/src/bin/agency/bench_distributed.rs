@@ -6,7 +6,7 @@ use crate::servers::Servers;
 use crate::text::thousands;
 use agency::{client, connect, intake, results, Registry, Worker, WorkerOptions};
 use events::{Broker, MemoryBroker, Namespaced, Store, DISPATCH_TOPIC};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,71 +121,11 @@ pub async fn run(
         bare99.as_secs_f64() * 1e3
     );
 
-    println!(
-        "{:>12} {:>10} {:>16}",
-        "instances", "seconds", "instances/s"
-    );
-    let mut rows = Vec::new();
-    for &n in sizes {
-        let started = Instant::now();
-        one_session(
-            &broker,
-            &store,
-            &mut waiter,
-            &format!("{namespace}fan-{n}"),
-            n,
-        )
-        .await?;
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "{:>12} {:>10.3} {:>16}",
-            thousands(n),
-            seconds,
-            thousands((n as f64 / seconds) as u64)
-        );
-        rows.push(
-            json!({"instances": n, "seconds": seconds, "instances_per_s": n as f64 / seconds}),
-        );
-    }
-    let mut retry_rows = Vec::new();
-    if retries > 0 {
-        println!(
-            "{:>12} {:>26} {:>10} {:>18}",
-            "instances", "fail executor", "seconds", "dispatch messages"
-        );
-        let dispatch = format!("{namespace}{DISPATCH_TOPIC}");
-        for times in [0u64, 1] {
-            let before = kafka.messages_in(&dispatch).await?;
-            let started = Instant::now();
-            let id = format!("{namespace}retry-{times}");
-            let document = retry_session(&id, retries, times);
-            let submitted = client::submit(&broker, &store, document).await?;
-            let result = waiter
-                .wait(
-                    &store,
-                    &submitted.id,
-                    Some(&submitted.run),
-                    Some(Duration::from_secs(1800)),
-                )
-                .await?;
-            let seconds = started.elapsed().as_secs_f64();
-            check_retries(&result, retries, times)?;
-            let messages = kafka.messages_in(&dispatch).await? - before;
-            let label = if times == 0 {
-                "never fails"
-            } else {
-                "fails each instance once"
-            };
-            println!(
-                "{:>12} {:>26} {:>10.3} {:>18}",
-                thousands(retries),
-                label,
-                seconds,
-                thousands(messages)
-            );
-            retry_rows.push(json!({"instances": retries, "fails_times": times, "seconds": seconds, "dispatch_messages": messages}));
-        }
-    }
+    let rows = fan_outs(&broker, &store, &mut waiter, &namespace, sizes).await?;
+    let retry_rows = match retries {
+        0 => Vec::new(),
+        n => retry_cases(&kafka, &broker, &store, &mut waiter, &namespace, n).await?,
+    };
     for (process, mb) in processes.peak_rss() {
         println!("peak RSS {process}: {mb:.1} MB");
     }
@@ -200,6 +140,86 @@ pub async fn run(
         "peak_rss_mb": processes.peak_rss().into_iter().map(|(p, mb)| json!({"process": p, "mb": mb})).collect::<Vec<_>>()});
     eprintln!("{summary}");
     Ok(())
+}
+
+/// One fan-out session of each size, timed submit to result.
+async fn fan_outs(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    waiter: &mut results::ResultWaiter,
+    namespace: &str,
+    sizes: &[u64],
+) -> anyhow::Result<Vec<Value>> {
+    println!(
+        "{:>12} {:>10} {:>16}",
+        "instances", "seconds", "instances/s"
+    );
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let started = Instant::now();
+        one_session(broker, store, waiter, &format!("{namespace}fan-{n}"), n).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{:>12} {:>10.3} {:>16}",
+            thousands(n),
+            seconds,
+            thousands((n as f64 / seconds) as u64)
+        );
+        rows.push(
+            json!({"instances": n, "seconds": seconds, "instances_per_s": n as f64 / seconds}),
+        );
+    }
+    Ok(rows)
+}
+
+/// `retries` instances that never fail, then the same failing each instance once: the time
+/// and the dispatch messages each took.
+async fn retry_cases(
+    kafka: &events::KafkaBroker,
+    broker: &dyn Broker,
+    store: &dyn Store,
+    waiter: &mut results::ResultWaiter,
+    namespace: &str,
+    retries: u64,
+) -> anyhow::Result<Vec<Value>> {
+    let mut retry_rows = Vec::new();
+    println!(
+        "{:>12} {:>26} {:>10} {:>18}",
+        "instances", "fail executor", "seconds", "dispatch messages"
+    );
+    let dispatch = format!("{namespace}{DISPATCH_TOPIC}");
+    for times in [0u64, 1] {
+        let before = kafka.messages_in(&dispatch).await?;
+        let started = Instant::now();
+        let id = format!("{namespace}retry-{times}");
+        let document = retry_session(&id, retries, times);
+        let submitted = client::submit(broker, store, document).await?;
+        let result = waiter
+            .wait(
+                store,
+                &submitted.id,
+                Some(&submitted.run),
+                Some(Duration::from_secs(1800)),
+            )
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        check_retries(&result, retries, times)?;
+        let messages = kafka.messages_in(&dispatch).await? - before;
+        let label = if times == 0 {
+            "never fails"
+        } else {
+            "fails each instance once"
+        };
+        println!(
+            "{:>12} {:>26} {:>10.3} {:>18}",
+            thousands(retries),
+            label,
+            seconds,
+            thousands(messages)
+        );
+        retry_rows.push(json!({"instances": retries, "fails_times": times, "seconds": seconds, "dispatch_messages": messages}));
+    }
+    Ok(retry_rows)
 }
 
 /// p50 and p99 of one-task sessions submitted one after another.

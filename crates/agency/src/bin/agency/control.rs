@@ -248,7 +248,7 @@ impl Shown {
 /// was listed; `--status` keeps those with that status.
 pub async fn sessions(
     store: &dyn Store,
-    status: Option<&str>,
+    status: Option<client::SessionStatus>,
     json: bool,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {

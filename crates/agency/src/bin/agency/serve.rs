@@ -167,9 +167,10 @@ pub enum Serve {
     Sessions {
         #[command(flatten)]
         servers: Servers,
-        /// Only those with this status (pending, running, completed, partial, failed, cancelled)
+        /// Only those with this status (pending, running, paused, completed, partial, failed,
+        /// cancelled, unknown, unreadable)
         #[arg(long)]
-        status: Option<String>,
+        status: Option<agency::client::SessionStatus>,
         /// Print a JSON list
         #[arg(long)]
         json: bool,
@@ -287,7 +288,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 limit,
             } => {
                 let store = servers.store().await?;
-                control::sessions(&store, status.as_deref(), json, limit).await
+                control::sessions(&store, status, json, limit).await
             }
         }
     })

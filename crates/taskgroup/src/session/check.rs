@@ -1,205 +1,40 @@
-//! Validation: a session is checked completely before anything runs, and every problem is
-//! reported at once with its field path. A [`Session`] exists only once it is known good.
+//! The checks behind [`Session::validate`](super::Session::validate): settings, structure
+//! (ids, dependencies, cycles, context keys) and every task's plan, each problem with its
+//! field path.
 
+use super::{Planned, Rules, MAX_LABEL_BYTES, MAX_METADATA_BYTES, SESSION_WRITER};
 use crate::agent_spec::{AgentTask, AGENT_EXECUTOR};
-use crate::error::{Error, Problem, Result};
+use crate::error::Problem;
 use crate::graph::{cycles, reaches};
 use crate::inline::InlineResults;
 use crate::memoize::Memoize;
 use crate::planning::{plan_task, task_path, TaskPlan};
 use crate::policy::{FailurePolicy, RetryPolicy};
 use crate::spec::{session_id_problem, SessionSpec, TaskSpec, SESSION_KEY};
-use expansion::{ErrorKind, Expansion, FieldPath, Limits};
+use expansion::{ErrorKind, FieldPath, Limits};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::time::Duration;
 
-/// The longest `name` or `description` accepted, in bytes.
-pub const MAX_LABEL_BYTES: usize = 4096;
-/// The largest `metadata` accepted, in bytes of compact JSON.
-pub const MAX_METADATA_BYTES: usize = 64 * 1024;
-
-/// Who [`Planned::Deferred`] names as writing `context._session`: the engine, not a task.
-pub const SESSION_WRITER: &str = "(the engine, for exit handlers)";
-
-/// What a session is validated against.
-#[derive(Debug, Clone, Default)]
-pub struct Rules {
-    /// Bounds on instance counts and sizes, checked at every expansion.
-    pub limits: Limits,
-    /// The executors that can run tasks; `None` accepts any name (planning without a registry).
-    pub executors: Option<Vec<String>>,
-}
-
-/// A validated session: its spec and, per group and task, what running it needs.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// The document as parsed.
-    pub spec: SessionSpec,
-    /// `groups[g]` belongs to `spec.groups[g]`.
-    pub groups: Vec<PlannedGroup>,
-    /// `tasks[g][t]` is the plan of `spec.groups[g].tasks[t]`.
-    pub tasks: Vec<Vec<PlannedTask>>,
-    /// The whole session's deadline (`timeout_ms`).
-    pub timeout: Option<Duration>,
-}
-
-/// What running a group needs, from validation.
-#[derive(Debug, Clone)]
-pub struct PlannedGroup {
-    /// Indices of the groups this one waits for.
-    pub depends_on: Vec<usize>,
-    /// How failures of its instances decide its end.
-    pub failure_policy: FailurePolicy,
-    /// Its deadline from its start (`timeout_ms`).
-    pub timeout: Option<Duration>,
-}
-
-/// What running a task needs, from validation.
-#[derive(Debug, Clone)]
-pub struct PlannedTask {
-    /// Where it sits in the document, `groups[g].tasks[t]`.
-    pub path: FieldPath,
-    /// Its expansion, or what it waits for.
-    pub plan: Planned,
-    /// Indices (in the group) of the tasks this one waits for.
-    pub depends_on: Vec<usize>,
-    /// Indices (in the group) of the tasks it depends on instance by instance.
-    pub each: Vec<usize>,
-    /// When its failed instances are tried again.
-    pub retry: RetryPolicy,
-    /// The deadline of each attempt (`timeout_ms`).
-    pub timeout: Option<Duration>,
-    /// How its instances are memoized, if they are.
-    pub memoize: Option<Memoize>,
-    /// The agents that claim its instances, for `"executor": "agent"`.
-    pub agent: Option<AgentTask>,
-    /// How many of its results (`separate`) stay in the context.
-    pub inline: InlineResults,
-}
-
-/// A task's expansion as far as it can be known before running.
-#[derive(Debug, Clone)]
-pub enum Planned {
-    /// Planned against the initial context.
-    Ready(Box<Expansion>),
-    /// The expansion reads `context.<key>`, which an upstream task writes; it is planned when
-    /// that result exists.
-    Deferred {
-        /// The `context.` path it reads.
-        key: String,
-        /// The id of the task that writes it.
-        producer: String,
-    },
-}
-
-impl Planned {
-    /// The instance count, when it is known before running.
-    pub fn instances(&self) -> Option<u64> {
-        match self {
-            Planned::Ready(expansion) => Some(expansion.len()),
-            Planned::Deferred { .. } => None,
-        }
-    }
-}
-
-impl Session {
-    /// Parses and validates a session document.
-    pub fn from_json(text: &str, rules: &Rules) -> Result<Self> {
-        Self::validate(SessionSpec::parse(text)?, rules)
-    }
-
-    /// Checks everything that can be checked before running; one error lists every problem.
-    pub fn validate(spec: SessionSpec, rules: &Rules) -> Result<Self> {
-        let mut check = Check::default();
-        let graph = check.structure(&spec);
-        check.settings(&spec, rules);
-        let plans = check.plans(&spec, &graph, &rules.limits);
-        if !check.problems.is_empty() {
-            return Err(Error::Invalid(check.problems));
-        }
-        let groups = spec
-            .groups
-            .iter()
-            .zip(&graph.groups)
-            .map(|(group, depends_on)| PlannedGroup {
-                depends_on: depends_on.clone(),
-                failure_policy: group
-                    .failure_policy
-                    .as_ref()
-                    .and_then(|p| FailurePolicy::parse(p).ok())
-                    .unwrap_or_default(),
-                timeout: group.timeout_ms.map(Duration::from_millis),
-            })
-            .collect();
-        let tasks = plans
-            .into_iter()
-            .enumerate()
-            .map(|(g, plans)| {
-                plans
-                    .into_iter()
-                    .enumerate()
-                    .map(|(t, (path, plan))| {
-                        let task = &spec.groups[g].tasks[t];
-                        PlannedTask {
-                            path,
-                            plan,
-                            depends_on: graph.tasks[g][t].clone(),
-                            each: graph.each[g][t].clone(),
-                            retry: task
-                                .retry
-                                .as_ref()
-                                .and_then(|r| RetryPolicy::parse(r).ok())
-                                .unwrap_or_default(),
-                            timeout: task.timeout_ms.map(Duration::from_millis),
-                            memoize: task.memoize.as_ref().and_then(|m| Memoize::parse(m).ok()),
-                            agent: task.agent.as_ref().and_then(|a| AgentTask::parse(a).ok()),
-                            inline: task
-                                .inline_results
-                                .as_ref()
-                                .and_then(|i| InlineResults::parse(i).ok())
-                                .unwrap_or_default(),
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let timeout = spec.timeout_ms.map(Duration::from_millis);
-        Ok(Self {
-            spec,
-            groups,
-            tasks,
-            timeout,
-        })
-    }
-
-    /// Instances known before running, and how many tasks are deferred until their context exists.
-    pub fn total_instances(&self) -> (u64, usize) {
-        let plans = self.tasks.iter().flatten();
-        let known = plans
-            .clone()
-            .filter_map(|task| task.plan.instances())
-            .fold(0u64, u64::saturating_add);
-        let deferred = plans.filter(|task| task.plan.instances().is_none()).count();
-        (known, deferred)
-    }
-}
+/// Group ids to their positions.
+type Ids<'s> = HashMap<&'s str, usize>;
+/// Task ids to their (group, task) positions.
+type TaskIds<'s> = HashMap<&'s str, (usize, usize)>;
 
 /// Dependency edges by index, from each node to what it depends on.
 #[derive(Debug, Default)]
-struct Graph {
-    groups: Vec<Vec<usize>>,
+pub(super) struct Graph {
+    pub(super) groups: Vec<Vec<usize>>,
     /// Per group, edges between its tasks: the whole task waited for.
-    tasks: Vec<Vec<Vec<usize>>>,
+    pub(super) tasks: Vec<Vec<Vec<usize>>>,
     /// Per group, instance-by-instance edges between its tasks.
-    each: Vec<Vec<Vec<usize>>>,
+    pub(super) each: Vec<Vec<Vec<usize>>>,
     /// Context key to the (group, task) that writes it.
     producers: HashMap<String, (usize, usize)>,
 }
 
 #[derive(Debug, Default)]
-struct Check {
-    problems: Vec<Problem>,
+pub(super) struct Check {
+    pub(super) problems: Vec<Problem>,
 }
 
 fn group_path(g: usize) -> FieldPath {
@@ -215,7 +50,7 @@ impl Check {
     }
 
     /// Executors, retry and failure policies, timeouts and concurrency.
-    fn settings(&mut self, spec: &SessionSpec, rules: &Rules) {
+    pub(super) fn settings(&mut self, spec: &SessionSpec, rules: &Rules) {
         if let Some(problem) = spec.session_id.as_deref().and_then(session_id_problem) {
             self.problem(&FieldPath::root().key("session_id"), problem);
         }
@@ -246,57 +81,58 @@ impl Check {
                 self.problem(&at.key("failure_policy"), message);
             }
             for (t, task) in group.tasks.iter().enumerate() {
-                let at = task_path(g, t);
-                self.label(&at.key("name"), &task.name);
-                self.label(&at.key("description"), &task.description);
-                let by_agents = task.executor == AGENT_EXECUTOR;
-                if let Some(known) = &rules.executors {
-                    if !task.executor.trim().is_empty()
-                        && !by_agents
-                        && !known.contains(&task.executor)
-                    {
-                        self.problem(
-                            &at.key("executor"),
-                            format!(
-                                "unknown executor `{}` (known: {}, and `{AGENT_EXECUTOR}` for work agents claim)",
-                                task.executor,
-                                known.join(", ")
-                            ),
-                        );
-                    }
-                }
-                if let Some(Err(problem)) = task.retry.as_ref().map(RetryPolicy::parse) {
-                    self.field_problem(&at.key("retry"), problem);
-                }
-                if task.timeout_ms == Some(0) {
-                    self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
-                }
-                if task.concurrency == Some(0) {
-                    self.problem(&at.key("concurrency"), "concurrency must be at least 1");
-                }
-                if let Some(Err(problem)) = task.memoize.as_ref().map(Memoize::parse) {
-                    self.field_problem(&at.key("memoize"), problem);
-                }
-                if let Some(Err(problem)) = task.inline_results.as_ref().map(InlineResults::parse) {
-                    self.field_problem(&at.key("inline_results"), problem);
-                }
-                match (&task.agent, by_agents) {
-                    (Some(agent), true) => {
-                        if let Err(problem) = AgentTask::parse(agent) {
-                            self.field_problem(&at.key("agent"), problem);
-                        }
-                    }
-                    (None, true) => self.problem(
-                        &at.key("agent"),
-                        format!("a task with \"executor\": \"{AGENT_EXECUTOR}\" says which agents claim it: {{\"type\": \"<agent type>\", \"claim_timeout_ms\": N}}"),
+                self.task_settings(&task_path(g, t), task, rules);
+            }
+        }
+    }
+
+    /// A task's executor, policies, limits and agent.
+    fn task_settings(&mut self, at: &FieldPath, task: &TaskSpec, rules: &Rules) {
+        self.label(&at.key("name"), &task.name);
+        self.label(&at.key("description"), &task.description);
+        let by_agents = task.executor == AGENT_EXECUTOR;
+        if let Some(known) = &rules.executors {
+            if !task.executor.trim().is_empty() && !by_agents && !known.contains(&task.executor) {
+                self.problem(
+                    &at.key("executor"),
+                    format!(
+                        "unknown executor `{}` (known: {}, and `{AGENT_EXECUTOR}` for work agents claim)",
+                        task.executor,
+                        known.join(", ")
                     ),
-                    (Some(_), false) => self.problem(
-                        &at.key("agent"),
-                        format!("`agent` is for tasks with \"executor\": \"{AGENT_EXECUTOR}\", not `{}`", task.executor),
-                    ),
-                    (None, false) => {}
+                );
+            }
+        }
+        if let Some(Err(problem)) = task.retry.as_ref().map(RetryPolicy::parse) {
+            self.field_problem(&at.key("retry"), problem);
+        }
+        if task.timeout_ms == Some(0) {
+            self.problem(&at.key("timeout_ms"), "timeout_ms must be positive");
+        }
+        if task.concurrency == Some(0) {
+            self.problem(&at.key("concurrency"), "concurrency must be at least 1");
+        }
+        if let Some(Err(problem)) = task.memoize.as_ref().map(Memoize::parse) {
+            self.field_problem(&at.key("memoize"), problem);
+        }
+        if let Some(Err(problem)) = task.inline_results.as_ref().map(InlineResults::parse) {
+            self.field_problem(&at.key("inline_results"), problem);
+        }
+        match (&task.agent, by_agents) {
+            (Some(agent), true) => {
+                if let Err(problem) = AgentTask::parse(agent) {
+                    self.field_problem(&at.key("agent"), problem);
                 }
             }
+            (None, true) => self.problem(
+                &at.key("agent"),
+                format!("a task with \"executor\": \"{AGENT_EXECUTOR}\" says which agents claim it: {{\"type\": \"<agent type>\", \"claim_timeout_ms\": N}}"),
+            ),
+            (Some(_), false) => self.problem(
+                &at.key("agent"),
+                format!("`agent` is for tasks with \"executor\": \"{AGENT_EXECUTOR}\", not `{}`", task.executor),
+            ),
+            (None, false) => {}
         }
     }
 
@@ -323,7 +159,19 @@ impl Check {
     }
 
     /// Ids, dependencies, cycles and context keys.
-    fn structure(&mut self, spec: &SessionSpec) -> Graph {
+    pub(super) fn structure(&mut self, spec: &SessionSpec) -> Graph {
+        let (group_ids, task_ids) = self.ids(spec);
+        let mut graph = Graph::default();
+        self.edges(spec, &group_ids, &task_ids, &mut graph);
+        self.exit_handlers(spec, &graph);
+        self.no_cycles(spec, &graph);
+        self.context_keys(spec, &mut graph);
+        graph
+    }
+
+    /// Group and task ids: present and unique (a group's by group, a task's in the session);
+    /// each by its position.
+    fn ids<'s>(&mut self, spec: &'s SessionSpec) -> (Ids<'s>, TaskIds<'s>) {
         if spec.groups.is_empty() {
             self.problem(
                 &FieldPath::root().key("groups"),
@@ -371,8 +219,18 @@ impl Check {
                 }
             }
         }
+        (group_ids, task_ids)
+    }
 
-        let mut graph = Graph::default();
+    /// The dependency edges of groups, and of tasks in their group (whole, or instance by
+    /// instance), each naming what it depends on.
+    fn edges(
+        &mut self,
+        spec: &SessionSpec,
+        group_ids: &Ids<'_>,
+        task_ids: &TaskIds<'_>,
+        graph: &mut Graph,
+    ) {
         for (g, group) in spec.groups.iter().enumerate() {
             let mut edges = Vec::new();
             for (j, dep) in group.depends_on.iter().enumerate() {
@@ -419,7 +277,11 @@ impl Check {
             graph.tasks.push(task_edges);
             graph.each.push(each_edges);
         }
+    }
 
+    /// Exit handlers depend on nothing, nothing depends on them, and the context key they read
+    /// is the engine's.
+    fn exit_handlers(&mut self, spec: &SessionSpec, graph: &Graph) {
         for (g, group) in spec.groups.iter().enumerate() {
             if group.on_exit && !group.depends_on.is_empty() {
                 self.problem(
@@ -445,7 +307,10 @@ impl Check {
                 format!("`{SESSION_KEY}` is the engine's: exit handlers read the session's status there"),
             );
         }
+    }
 
+    /// No dependency cycle between groups, nor between the tasks of a group.
+    fn no_cycles(&mut self, spec: &SessionSpec, graph: &Graph) {
         for cycle in cycles(&graph.groups) {
             let names: Vec<&str> = cycle.iter().map(|&g| spec.groups[g].id.as_str()).collect();
             self.problem(
@@ -469,7 +334,10 @@ impl Check {
                 );
             }
         }
+    }
 
+    /// Each context key is written by one task, and none is the engine's.
+    fn context_keys(&mut self, spec: &SessionSpec, graph: &mut Graph) {
         for (g, group) in spec.groups.iter().enumerate() {
             for (t, task) in group.tasks.iter().enumerate() {
                 let key = task.context_key();
@@ -494,12 +362,11 @@ impl Check {
                 }
             }
         }
-        graph
     }
 
     /// Plans every task's expansion against the initial context; a reference to a context key
     /// an upstream task writes is deferred, any other missing reference is a problem.
-    fn plans(
+    pub(super) fn plans(
         &mut self,
         spec: &SessionSpec,
         graph: &Graph,
