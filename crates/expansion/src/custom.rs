@@ -126,11 +126,7 @@ impl Custom<'_> {
     /// Each combined (or zipped) group of fields is one dimension, its filters dropping whole
     /// tuples; with each dimension's name, and where each combined field is (dimension,
     /// column).
-    fn dimensions(
-        &self,
-        spec: &Spec,
-        zip_path: &FieldPath,
-    ) -> Result<Dimensions> {
+    fn dimensions(&self, spec: &Spec, zip_path: &FieldPath) -> Result<Dimensions> {
         let combine = &self.rules.combine;
         let groups = zip_groups(&spec.zip, combine, zip_path, self.site)?;
         let columns: Vec<Vec<Value>> = combine

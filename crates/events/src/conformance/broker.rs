@@ -1,7 +1,7 @@
 //! [`Broker`](crate::Broker): consumer groups, order by key, payload limits, pausing.
 
 use super::WAIT;
-use crate::broker::Broker;
+use crate::broker::{Broker, Consumer};
 use crate::watermarks::Position;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -9,8 +9,15 @@ use std::time::Duration;
 /// Consumer groups share messages, every group sees every message (earliest offsets), messages
 /// of one key arrive in order, payloads arrive intact, under topic `topic`.
 pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
-    // A payload over the limit is refused before anything is sent, and retrying cannot help;
-    // one at the limit goes through.
+    payloads_over_the_limit_are_refused(broker, topic).await;
+    let landed = published_where_the_topic_ends(broker, topic).await;
+    let mut other = shared_by_a_group_and_seen_by_another(broker, topic, &landed).await;
+    ordered_by_key(broker, topic, other.as_mut()).await;
+    held_back_while_paused(broker, topic, other.as_mut()).await;
+}
+
+/// A payload over the limit is refused before anything is sent, and retrying cannot help.
+async fn payloads_over_the_limit_are_refused(broker: &dyn Broker, topic: &str) {
     let refused = broker
         .publish(topic, "big", vec![b'x'; crate::MAX_MESSAGE_BYTES + 1])
         .await
@@ -22,6 +29,11 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
             .contains("over the limit of 1000000 bytes"),
         "{refused}"
     );
+}
+
+/// Six messages published, each where its publisher is told it landed, below the end the
+/// topic then has.
+async fn published_where_the_topic_ends(broker: &dyn Broker, topic: &str) -> Vec<Position> {
     // Where each message landed, as its publisher is told: the position a consumer reads it at.
     let mut landed = Vec::new();
     for i in 0..6u32 {
@@ -48,6 +60,16 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
         .await
         .expect("where a topic never published to ends");
     assert!(unknown.iter().all(|(_, end)| *end == 0), "{unknown:?}");
+    landed
+}
+
+/// Two members of one group share the six messages, each read where it landed; a second group
+/// sees all six, whose member is returned.
+async fn shared_by_a_group_and_seen_by_another(
+    broker: &dyn Broker,
+    topic: &str,
+    landed: &[Position],
+) -> Box<dyn Consumer> {
     // Two members of one group share the six messages; a second group sees all six. Group ids
     // are fresh per topic: joining a group a departed process still holds waits for it.
     let group_a = format!("{topic}-group-a");
@@ -103,6 +125,11 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
     others.sort();
     let expected: Vec<Vec<u8>> = (0..6u32).map(|i| i.to_be_bytes().to_vec()).collect();
     assert_eq!(others, expected, "a second group sees every message once");
+    other
+}
+
+/// Messages with one key arrive in the order published.
+async fn ordered_by_key(broker: &dyn Broker, topic: &str, other: &mut dyn Consumer) {
     for i in 10..13u32 {
         broker
             .publish(topic, "same-key", i.to_be_bytes().to_vec())
@@ -122,8 +149,10 @@ pub async fn broker_suite(broker: &dyn Broker, topic: &str) {
         same_key, expected,
         "messages with one key arrive in the order published"
     );
+}
 
-    // A paused member yields nothing, and gets what it missed once resumed.
+/// A paused member yields nothing, and gets what it missed once resumed.
+async fn held_back_while_paused(broker: &dyn Broker, topic: &str, other: &mut dyn Consumer) {
     other.pause().expect("pause");
     broker
         .publish(topic, "k-paused", b"while paused".to_vec())

@@ -12,7 +12,8 @@
 //! | `outcomes.rs`, `rerun.rs`, `kept.rs` | [`outcomes_suite`], [`rerun_suite`], [`kept_results_suite`] |
 //! | `state.rs` | [`contexts_suite`], [`results_suite`], [`documents_suite`] |
 //! | `shared.rs` | [`membership_suite`], [`notices_suite`], [`memo_suite`] |
-//! | `agent_queue.rs` | [`agent_suite`], [`task_suite`] |
+//! | `agent_queue.rs` | [`agent_suite`] |
+//! | `tasks.rs` | [`task_suite`] |
 //! | `broker.rs` | [`broker_suite`] |
 //!
 //! [`store_suite`] runs the suites every session store passes.
@@ -27,8 +28,9 @@ mod rerun;
 mod runs;
 mod shared;
 mod state;
+mod tasks;
 
-pub use agent_queue::{agent_suite, task_suite};
+pub use agent_queue::agent_suite;
 pub use broker::broker_suite;
 pub use claims::claim_suite;
 pub use kept::kept_results_suite;
@@ -37,6 +39,7 @@ pub use rerun::rerun_suite;
 pub use runs::runs_suite;
 pub use shared::{membership_suite, memo_suite, notices_suite};
 pub use state::{contexts_suite, documents_suite, results_suite};
+pub use tasks::task_suite;
 
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
 use crate::store::{Fence, Store, Subscription};

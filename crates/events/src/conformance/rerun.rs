@@ -2,13 +2,21 @@
 //! keeps of its earlier run.
 
 use super::outcome;
-use crate::messages::{Status, TaskRef};
+use crate::messages::{Outcome, Status, TaskRef};
 use crate::store::{Fence, Store};
 
 /// What a rerun keeps ([`Outcomes::keep_successes`](crate::Outcomes::keep_successes)): the successes, and nothing else of the
 /// outcomes, so a new run's first attempts are taken for the rest and a success stays final.
 pub async fn rerun_suite(store: &dyn Store, session: &str) {
     let task = TaskRef { group: 0, task: 0 };
+    only_successes_are_kept(store, session, task).await;
+    let again = the_rest_starts_over(store, session, task).await;
+    late_work_is_refused(store, session, task, &again).await;
+}
+
+/// A first run's outcomes of two tasks, cancelled and paused: of the first task only the
+/// successes are kept, of the second (an exit handler, say) nothing.
+async fn only_successes_are_kept(store: &dyn Store, session: &str, task: TaskRef) {
     store
         .start_run(session, "first", Fence::Open)
         .await
@@ -63,6 +71,11 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
             Some(outcomes[3].clone())
         ]
     );
+}
+
+/// The rerun forgets the first run's marks; the failed instances start over at attempt 1, a
+/// kept success stays final. Returns what it recorded.
+async fn the_rest_starts_over(store: &dyn Store, session: &str, task: TaskRef) -> [Outcome; 3] {
     store
         .start_run(session, "second", Fence::Open)
         .await
@@ -88,7 +101,11 @@ pub async fn rerun_suite(store: &dyn Store, session: &str) {
         [true, true, false],
         "the failed instances start over at attempt 1; a kept success stays final"
     );
-    // Ended while its state is kept: late work of it is refused, and what is kept stays.
+    again
+}
+
+/// Ended while its state is kept: late work of it is refused, and what is kept stays.
+async fn late_work_is_refused(store: &dyn Store, session: &str, task: TaskRef, again: &[Outcome]) {
     store
         .end_run(session, "other", Fence::Open)
         .await

@@ -19,11 +19,13 @@
 //! in `entries.rs`.
 
 mod entries;
+mod load;
 
 use crate::error::{Error, Result};
 use crate::memory_store::{Change, Journal, MemoryStore, Sessions};
 use async_trait::async_trait;
-use entries::{load, memo_snapshot, snapshot, sqlite, write, Changed, MemoChanged, CHUNK};
+use entries::{memo_snapshot, snapshot, sqlite, write, Changed, MemoChanged, CHUNK};
+use load::load;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
