@@ -106,12 +106,29 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         "session {id} (run {}): waiting for its result",
         submitted.run
     );
-    let timeout = args.timeout.map(Duration::from_secs);
-    let result = waiter
-        .wait(store.as_ref(), id, Some(&submitted.run), timeout)
-        .await?;
-    print_json(&result)?;
+    let result = printed(
+        &mut waiter,
+        store.as_ref(),
+        id,
+        Some(&submitted.run),
+        args.timeout,
+    )
+    .await?;
     Ok(exit_code(&result))
+}
+
+/// Waits for the result of run `run` of `session` (at most `timeout` seconds), and prints it.
+async fn printed(
+    waiter: &mut results::ResultWaiter,
+    store: &dyn events::Store,
+    session: &str,
+    run: Option<&events::Origin>,
+    timeout: Option<u64>,
+) -> anyhow::Result<taskgroup::SessionResult> {
+    let timeout = timeout.map(Duration::from_secs);
+    let result = waiter.wait(store, session, run, timeout).await?;
+    print_json(&result)?;
+    Ok(result)
 }
 
 /// `agency rerun`: what failed or never finished runs again; with `wait`, its result printed.
@@ -132,11 +149,14 @@ pub async fn rerun(
         "session {session} (run {}): rerunning what failed, waiting for its result",
         submitted.run
     );
-    let timeout = timeout.map(Duration::from_secs);
-    let result = waiter
-        .wait(store.as_ref(), session, Some(&submitted.run), timeout)
-        .await?;
-    print_json(&result)?;
+    let result = printed(
+        &mut waiter,
+        store.as_ref(),
+        session,
+        Some(&submitted.run),
+        timeout,
+    )
+    .await?;
     Ok(exit_code(&result))
 }
 
@@ -165,11 +185,7 @@ pub async fn cancel(
         return Ok(ExitCode::SUCCESS);
     }
     let run: Option<events::Origin> = run.parse().ok();
-    let timeout = timeout.map(Duration::from_secs);
-    let result = waiter
-        .wait(store.as_ref(), session, run.as_ref(), timeout)
-        .await?;
-    print_json(&result)?;
+    let result = printed(&mut waiter, store.as_ref(), session, run.as_ref(), timeout).await?;
     Ok(if result.status == ResultStatus::Cancelled {
         ExitCode::SUCCESS
     } else {

@@ -193,15 +193,7 @@ async fn retry_cases(
         let started = Instant::now();
         let id = format!("{namespace}retry-{times}");
         let document = retry_session(&id, retries, times);
-        let submitted = client::submit(broker, store, document).await?;
-        let result = waiter
-            .wait(
-                store,
-                &submitted.id,
-                Some(&submitted.run),
-                Some(Duration::from_secs(1800)),
-            )
-            .await?;
+        let result = submit_and_wait(broker, store, waiter, document, 1800).await?;
         let seconds = started.elapsed().as_secs_f64();
         check_retries(&result, retries, times)?;
         let messages = kafka.messages_in(&dispatch).await? - before;
@@ -296,6 +288,20 @@ async fn latency_without_kafka(
     measured
 }
 
+/// Submits `document` and waits at most `seconds` for its run's result.
+async fn submit_and_wait(
+    broker: &dyn Broker,
+    store: &dyn Store,
+    waiter: &mut results::ResultWaiter,
+    document: serde_json::Value,
+    seconds: u64,
+) -> anyhow::Result<taskgroup::SessionResult> {
+    let submitted = client::submit(broker, store, document).await?;
+    let timeout = Some(Duration::from_secs(seconds));
+    let run = Some(&submitted.run);
+    Ok(waiter.wait(store, &submitted.id, run, timeout).await?)
+}
+
 /// Submits a fan-out of `n` no-op instances and waits for its result.
 async fn one_session(
     broker: &dyn Broker,
@@ -305,20 +311,14 @@ async fn one_session(
     n: u64,
 ) -> anyhow::Result<taskgroup::SessionResult> {
     let document = fan_out_session(id, n);
-    let submitted = client::submit(broker, store, document).await?;
-    let result = waiter
-        .wait(
-            store,
-            &submitted.id,
-            Some(&submitted.run),
-            Some(Duration::from_secs(600)),
-        )
-        .await?;
+    let result = submit_and_wait(broker, store, waiter, document, 600).await?;
     check_fan_out(&result, n)?;
     // Its results are kept in Redis by reference for as long as its result: the bench's own
     // runs need not hold gigabytes there for days. Nothing marks them any more, so a cleanup
     // takes them.
-    store.cleanup(&submitted.id, events::Fence::Open).await?;
+    store
+        .cleanup(&result.session_id, events::Fence::Open)
+        .await?;
     Ok(result)
 }
 
