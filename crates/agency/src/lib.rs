@@ -29,7 +29,8 @@
 //! - `health`: heartbeats and the health check; `metrics`: the process's metrics.
 //! - `notice_router`: one notices subscription routed by session.
 //! - `outage`: riding out a store or broker outage; `connect`: reaching the real servers.
-//! - `dead_letter`: malformed messages; `failpoint`: the fault suite's exits.
+//! - `dead_letter`: malformed messages; `failpoint`: the fault suite's exits; `deadline`:
+//!   waiting until a deadline that may not be set.
 //! - `error`: the library's error.
 
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@ pub mod coordinator;
 #[cfg(feature = "csv")]
 pub mod csv;
 mod dead_letter;
+mod deadline;
 pub mod embedded;
 mod error;
 pub mod executors;

@@ -113,7 +113,7 @@ impl ResultWaiter {
                         return Ok(result);
                     }
                 }
-                () = crate::coordinator::sleep_until(deadline) => {
+                () = crate::deadline::sleep_until(deadline) => {
                     return Err(Error::NoResult { session: id.to_string(), seconds: timeout.unwrap_or_default().as_secs() });
                 }
             }
@@ -139,6 +139,46 @@ fn answers(id: &str, run: Option<&Origin>, result: SessionResult) -> Result<Opti
     }
 }
 
+/// What became of an action that started no run, as the intake notes it in the store for
+/// whoever waits for that action (`agency:actions:{S}`, also read by the Python client): the
+/// stored form is `attached:<run>` or `refused:<reason>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionNote {
+    /// The same document was running already: the action is answered by that run.
+    Attached {
+        /// The run under way.
+        run: String,
+    },
+    /// Another document was running: the action was refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ActionNote {
+    /// The note as it is stored.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Attached { run } => format!("attached:{run}"),
+            Self::Refused { reason } => format!("refused:{reason}"),
+        }
+    }
+
+    /// A stored note; `None` for one this version does not know.
+    pub fn decode(stored: &str) -> Option<Self> {
+        match stored.split_once(':')? {
+            ("attached", run) => Some(Self::Attached {
+                run: run.to_string(),
+            }),
+            ("refused", reason) => Some(Self::Refused {
+                reason: reason.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The stored result if it answers a wait for run `run` of session `id` (see [`answers`]).
 /// An action that started no run has a note saying why: one attached to the run under way is
 /// answered by that run's result (`run` becomes it); a refused one ends the wait with the
@@ -154,15 +194,15 @@ async fn settled(
             store.action_note(id, &waited)
         })
         .await?;
-        match note.as_deref().map(|note| note.split_once(':')) {
-            Some(Some(("attached", to))) => *run = to.parse().ok(),
-            Some(Some(("refused", reason))) => {
+        match note.as_deref().and_then(ActionNote::decode) {
+            Some(ActionNote::Attached { run: to }) => *run = to.parse().ok(),
+            Some(ActionNote::Refused { reason }) => {
                 return Err(Error::Refused {
                     session: id.to_string(),
-                    reason: reason.to_string(),
+                    reason,
                 })
             }
-            _ => {}
+            None => {}
         }
     }
     match load_result(store, id).await? {
@@ -461,4 +501,24 @@ pub(crate) async fn blob_if_large(
     .await?;
     outcome.status = Status::Stored(name);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActionNote;
+
+    #[test]
+    fn an_action_note_reads_back_as_written() {
+        for note in [
+            ActionNote::Attached {
+                run: "agency_action/3/17".into(),
+            },
+            ActionNote::Refused {
+                reason: "session s is running: cancel it first".into(),
+            },
+        ] {
+            assert_eq!(ActionNote::decode(&note.encode()), Some(note));
+        }
+        assert_eq!(ActionNote::decode("shrugged"), None);
+    }
 }

@@ -7,7 +7,6 @@
 //! durable.
 
 use crate::error::{Error, Result};
-use crate::watermarks::Position;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -299,5 +298,45 @@ impl Broker for Namespaced {
 
     fn qualified(&self, topic: &str) -> String {
         self.inner.qualified(&format!("{}{topic}", self.prefix))
+    }
+}
+
+/// Where a message sits: topic, partition, offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: u64,
+}
+
+impl Position {
+    /// The position `offset` of `partition` in `topic`.
+    pub fn new(topic: &str, partition: i32, offset: u64) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        }
+    }
+
+    /// Its partition and offset.
+    pub fn partition_offset(&self) -> (i32, u64) {
+        (self.partition, self.offset)
+    }
+
+    /// The message's origin, as a session started from it records it.
+    pub fn origin(&self) -> crate::Origin {
+        crate::Origin {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+impl Position {
+    /// Where `message` sits.
+    pub fn of(message: &Message) -> Self {
+        Self::new(&message.topic, message.partition, message.offset)
     }
 }

@@ -53,7 +53,7 @@ pub use agent_queue::{
     WorkflowSummary,
 };
 pub use broker::{
-    oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, DEAD_LETTER_TOPIC,
+    oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, Position, DEAD_LETTER_TOPIC,
     DISPATCH_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES,
 };
 pub use error::{encode, Error, Result};
@@ -77,7 +77,7 @@ pub use store::{
     Membership, Memo, Notices, Outcomes, RangeStep, Renewal, Results, Runs, Store, Subscription,
     TaskManager, CONTROL_CHANNEL, NOTICES_PATTERN, RESULTS_CHANNEL,
 };
-pub use watermarks::{Position, Watermarks};
+pub use watermarks::Watermarks;
 
 /// Every capability trait of the store, for code that calls a concrete store's methods
 /// (`use events::prelude::*`); code that takes `&dyn Store` needs none of them.

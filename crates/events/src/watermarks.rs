@@ -1,49 +1,7 @@
 //! Commit positions for consumers that finish messages out of order.
 
-use crate::broker::Message;
+use crate::broker::{Message, Position};
 use std::collections::{BTreeMap, HashMap};
-
-/// Where a message sits: topic, partition, offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    topic: String,
-    partition: i32,
-    offset: u64,
-}
-
-impl Position {
-    /// The position `offset` of `partition` in `topic`.
-    pub fn new(topic: &str, partition: i32, offset: u64) -> Self {
-        Self {
-            topic: topic.to_string(),
-            partition,
-            offset,
-        }
-    }
-
-    /// Where `message` sits.
-    pub fn of(message: &Message) -> Self {
-        Self {
-            topic: message.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
-        }
-    }
-
-    /// Its partition and offset.
-    pub fn partition_offset(&self) -> (i32, u64) {
-        (self.partition, self.offset)
-    }
-
-    /// The message's origin, as a session started from it records it.
-    pub fn origin(&self) -> crate::Origin {
-        crate::Origin {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
-}
 
 /// Per partition, the messages taken and not yet finished, so an offset is committed only when
 /// it and every message before it are done: processing out of order never commits past

@@ -127,6 +127,17 @@ pub(crate) struct Site {
 }
 
 impl Site {
+    /// `name` at `at` is none of the expansion's `variables`.
+    pub fn unknown_variable(&self, at: &FieldPath, name: &str, variables: &[String]) -> Error {
+        self.error(
+            at,
+            ErrorKind::UnknownVariable {
+                name: name.to_string(),
+                known: variables.to_vec(),
+            },
+        )
+    }
+
     pub fn error(&self, path: &FieldPath, kind: ErrorKind) -> Error {
         Error {
             task: self.task.clone(),

@@ -8,7 +8,6 @@ use crate::context::Context;
 use crate::error::{ErrorKind, Result, Site};
 use crate::expansion::{Binding, Source};
 use crate::path::{lookup, type_name, FieldPath};
-use crate::plan::unknown_variable;
 use crate::range::Numbers;
 use crate::reference::ResultsRef;
 use crate::space::Dimension;
@@ -216,7 +215,7 @@ pub(crate) fn zip_groups(
         for (i, name) in names.iter().enumerate() {
             let at = zip_path.index(g).index(i);
             let Some(var) = variables.iter().position(|v| v == name) else {
-                return Err(unknown_variable(site, &at, name, variables));
+                return Err(site.unknown_variable(&at, name, variables));
             };
             if group_of[var].is_some() {
                 return Err(site.invalid(&at, format!("`{name}` is in more than one zip group")));

@@ -3,7 +3,7 @@
 
 use crate::config::{self, expect_object, ExpansionType, Spec};
 use crate::context::Context;
-use crate::error::{Error, ErrorKind, Result, Site};
+use crate::error::{ErrorKind, Result, Site};
 use crate::expansion::{Expansion, Limits};
 use crate::layout::{mapped_layout, range_layout};
 use crate::path::{json_len, remove, FieldPath};
@@ -170,8 +170,7 @@ fn check_exclude(
 ) -> Result<()> {
     for (i, entry) in spec.exclude.iter().enumerate() {
         if let Some(key) = entry.keys().find(|key| !variables.contains(key)) {
-            return Err(unknown_variable(
-                site,
+            return Err(site.unknown_variable(
                 &config_path.key("exclude").index(i).key(key),
                 key,
                 variables,
@@ -300,21 +299,6 @@ fn single_instance(
     };
     expansion.check_size = size_check(&expansion, input, &names, limits);
     Ok(expansion)
-}
-
-pub(crate) fn unknown_variable(
-    site: &Site,
-    at: &FieldPath,
-    name: &str,
-    variables: &[String],
-) -> Error {
-    site.error(
-        at,
-        ErrorKind::UnknownVariable {
-            name: name.to_string(),
-            known: variables.to_vec(),
-        },
-    )
 }
 
 /// Resolves template names: the expansion's variables, `index`, `context.*` and

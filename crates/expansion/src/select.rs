@@ -5,7 +5,6 @@ use crate::config::{Conditions, Spec};
 use crate::error::{Result, Site};
 use crate::expansion::{Expansion, Point};
 use crate::path::{lookup_parts, FieldPath};
-use crate::plan::unknown_variable;
 use crate::predicate::{partial_match, Predicate};
 use serde_json::{Map, Value};
 
@@ -22,7 +21,7 @@ pub(crate) fn includes(
         .map(|(i, entry)| {
             let at = path.index(i);
             if let Some(key) = entry.keys().find(|key| !variables.contains(key)) {
-                return Err(unknown_variable(site, &at.key(key), key, variables));
+                return Err(site.unknown_variable(&at.key(key), key, variables));
             }
             variables
                 .iter()
@@ -67,7 +66,7 @@ pub(crate) fn resolve_conditions(
                     let var = variables
                         .iter()
                         .position(|v| v == head)
-                        .ok_or_else(|| unknown_variable(site, &at.key(name), head, variables))?;
+                        .ok_or_else(|| site.unknown_variable(&at.key(name), head, variables))?;
                     Ok(Condition {
                         var,
                         fields: parts.map(str::to_string).collect(),

@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Counts, Session, SessionResult};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use work::Work;
 
@@ -477,12 +476,4 @@ fn announce(result: &SessionResult) -> events::Result<Vec<u8>> {
         status: result.status.as_str().to_string(),
     }
     .encode()
-}
-
-/// Sleeps until `deadline`, or forever when there is none (a `select!` branch that never fires).
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }

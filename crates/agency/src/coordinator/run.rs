@@ -133,7 +133,7 @@ impl<'a> SessionRun<'a> {
                     cancelled = true;
                     self.apply(vec![SessionEvent::Cancel]).await?;
                 }
-                () = super::sleep_until(self.timers.next()), if self.timers.next().is_some() => {
+                () = crate::deadline::sleep_until(self.timers.next()), if self.timers.next().is_some() => {
                     // Everything due by now goes in one batch, so retries due together are
                     // dispatched together, as ranges.
                     let events = self.expired();

@@ -7,7 +7,7 @@ use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::metrics::DeadLetter;
 use crate::outage::{self, retrying};
-use crate::results::load_result;
+use crate::results::{load_result, ActionNote};
 use events::{Broker, Consumer, Fence, Message, Origin, Position, Store, Watermarks};
 use futures_util::FutureExt as _;
 use serde_json::Value;
@@ -357,7 +357,9 @@ async fn one_run_at_a_time(
         == serde_json::from_slice::<Value>(&under_way.document).ok();
     let note = if same {
         tracing::info!(session = id, %origin, run = %under_way.origin, "the session submitted again while it runs: attached to the run under way");
-        format!("attached:{}", under_way.origin)
+        ActionNote::Attached {
+            run: under_way.origin.to_string(),
+        }
     } else {
         let reason = Error::Running {
             session: id.to_string(),
@@ -366,8 +368,9 @@ async fn one_run_at_a_time(
         .to_string();
         tracing::warn!(session = id, %origin, "{reason}");
         dead_letter::send(broker, message, DeadLetter::Running, &reason).await;
-        format!("refused:{reason}")
+        ActionNote::Refused { reason }
     };
+    let note = note.encode();
     if let Err(error) = retrying("noting what became of an action", || {
         store.note_action(id, &origin, &note)
     })

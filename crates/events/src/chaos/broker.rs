@@ -2,9 +2,9 @@
 //! fails, delays, repeats and reorders messages as its [`Dice`] says.
 
 use super::Dice;
+use crate::broker::Position;
 use crate::broker::{check_size, Broker, Consumer, Message};
 use crate::error::{Error, Result};
-use crate::watermarks::Position;
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

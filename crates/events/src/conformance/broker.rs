@@ -1,8 +1,8 @@
 //! [`Broker`](crate::Broker): consumer groups, order by key, payload limits, pausing.
 
 use super::WAIT;
+use crate::broker::Position;
 use crate::broker::{Broker, Consumer};
-use crate::watermarks::Position;
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -14,9 +14,9 @@
 
 mod consumer;
 
+use crate::broker::Position;
 use crate::broker::{check_size, Broker, Consumer, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
-use crate::watermarks::Position;
 use async_trait::async_trait;
 use consumer::{KafkaConsumer, Lag, LAG_READING};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -182,4 +182,19 @@ impl Session {
         let deferred = plans.filter(|task| task.plan.instances().is_none()).count();
         (known, deferred)
     }
+
+    /// Task `(g, t)`'s expansion as validation planned it, when running cannot change it: it
+    /// reads no context key that a task of the session writes. `None` means plan it at run time
+    /// against the context as it is then.
+    pub fn settled_plan(&self, g: usize, t: usize) -> Option<&Expansion> {
+        let Planned::Ready(expansion) = &self.tasks.get(g)?.get(t)?.plan else {
+            return None;
+        };
+        let written = self.spec.groups.iter().flat_map(|group| &group.tasks);
+        let changes = expansion
+            .context_keys()
+            .iter()
+            .any(|key| written.clone().any(|task| task.context_key() == key));
+        (!changes).then_some(expansion.as_ref())
+    }
 }
