@@ -15,7 +15,8 @@
 //! This crate does no IO.
 //!
 //! # Layout
-//! - `spec`: the session file as written; `no_duplicates`: repeated keys refused.
+//! - `spec`: the session file as written; `misfit`: every place it does not fit;
+//!   `no_duplicates`: repeated keys refused.
 //! - `session`: validation of everything at once; `session_error`: a run's typed errors.
 //! - `planning`: the one way a task is planned; `graph`: cycles and reachability.
 //! - `policy`: retry and failure policies; `failure`: the kind of an attempt's failure.
@@ -36,6 +37,7 @@ mod inline;
 mod live;
 mod machine;
 mod memoize;
+mod misfit;
 mod no_duplicates;
 mod planning;
 mod policy;

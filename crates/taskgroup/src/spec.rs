@@ -3,6 +3,7 @@
 //! wrong types and unknown fields.
 
 use crate::error::{Error, Problem, Result};
+use crate::misfit::every_misfit;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -224,17 +225,18 @@ impl SessionSpec {
                 path: Some(path),
                 message,
             }) => {
-                let first = Problem {
-                    path,
-                    message: format!("{message} (line {line}, column {column})"),
-                };
+                let first = Problem { path, message };
                 return Err(match every_misfit(text, first) {
-                    Ok(problems) => Error::Invalid(problems),
+                    Ok(mut problems) => {
+                        // Only the first has a position: serde's, in the whole text.
+                        problems[0].message += &format!(" (line {line}, column {column})");
+                        Error::Invalid(problems)
+                    }
                     Err(first) => Error::Parse {
                         line,
                         column,
                         path: Some(first.path),
-                        message: message_of(&first.message, line, column),
+                        message: first.message,
                     },
                 });
             }
@@ -245,130 +247,6 @@ impl SessionSpec {
         parse_all::<crate::no_duplicates::NoDuplicates>(text)?;
         Ok(spec)
     }
-}
-
-/// Every place where the well-formed document `text` does not fit the session format, `first`
-/// (serde's, with its position) among them: the top level, each group and each task are read
-/// on their own, each for every misfit it holds. `Err(first)` when it is the only one.
-fn every_misfit(text: &str, first: Problem) -> std::result::Result<Vec<Problem>, Problem> {
-    let Ok(Value::Object(mut top)) = serde_json::from_str::<Value>(text) else {
-        return Err(first);
-    };
-    let mut problems = vec![first];
-    let groups = take_list(&mut top, "groups");
-    misfit::<SessionSpec>(String::new(), Value::Object(top), &mut problems);
-    for (g, group) in groups.into_iter().enumerate() {
-        let Value::Object(mut group) = group else {
-            misfit::<GroupSpec>(format!("groups[{g}]"), group, &mut problems);
-            continue;
-        };
-        let tasks = take_list(&mut group, "tasks");
-        misfit::<GroupSpec>(format!("groups[{g}]"), Value::Object(group), &mut problems);
-        for (t, task) in tasks.into_iter().enumerate() {
-            misfit::<TaskSpec>(format!("groups[{g}].tasks[{t}]"), task, &mut problems);
-        }
-    }
-    if problems.len() == 1 {
-        return Err(problems.remove(0));
-    }
-    Ok(problems)
-}
-
-/// The list under `key`, left empty in its place; nothing when it is not a list (reading the
-/// object reports that).
-fn take_list(object: &mut Map<String, Value>, key: &str) -> Vec<Value> {
-    match object.get_mut(key) {
-        Some(Value::Array(items)) => std::mem::take(items),
-        _ => Vec::new(),
-    }
-}
-
-/// Reads `value`, at `prefix`, as a `T`; each misfit joins `problems` unless one is already
-/// there for the same path. serde stops at an object's first misfit, so the field holding it
-/// gets a stand-in of the right shape, or is taken out, and the object is read again, until it
-/// fits or what is left cannot tell more: a required field taken out is then missing, which is
-/// no misfit of the document's.
-fn misfit<T: serde::de::DeserializeOwned>(
-    prefix: String,
-    mut value: Value,
-    problems: &mut Vec<Problem>,
-) {
-    let mut removed: Vec<String> = Vec::new();
-    loop {
-        let Err(error) = serde_path_to_error::deserialize::<_, T>(value.clone()) else {
-            return;
-        };
-        let message = error.inner().to_string();
-        if removed
-            .iter()
-            .any(|field| message.starts_with(&format!("missing field `{field}`")))
-        {
-            return;
-        }
-        let inner = error.path().to_string();
-        let path = match (prefix.is_empty(), inner.as_str()) {
-            (_, ".") => prefix.clone(),
-            (true, inner) => inner.to_string(),
-            (false, inner) => format!("{prefix}.{inner}"),
-        };
-        if problems.iter().all(|known| known.path != path) {
-            problems.push(Problem { path, message });
-        }
-        let field = match error.path().iter().next() {
-            Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
-            _ => return,
-        };
-        if !stand_in::<T>(&mut value, &field) {
-            let Value::Object(object) = &mut value else {
-                return;
-            };
-            if object.remove(&field).is_none() {
-                return;
-            }
-            removed.push(field);
-        }
-    }
-}
-
-/// Puts a value of the right shape in place of `value`'s misfit `field` (an empty string, a
-/// zero, an empty object or list, `false`), the first the reading gets past; false when none
-/// fits.
-fn stand_in<T: serde::de::DeserializeOwned>(value: &mut Value, field: &str) -> bool {
-    let Value::Object(object) = value else {
-        return false;
-    };
-    let candidates = [
-        Value::String(String::new()),
-        Value::from(0),
-        Value::Object(Map::new()),
-        Value::Array(Vec::new()),
-        Value::Bool(false),
-    ];
-    for candidate in candidates {
-        let mut trial = object.clone();
-        trial.insert(field.to_string(), candidate);
-        let gets_past = match serde_path_to_error::deserialize::<_, T>(Value::Object(trial.clone()))
-        {
-            Ok(_) => true,
-            Err(error) => !matches!(
-                error.path().iter().next(),
-                Some(serde_path_to_error::Segment::Map { key }) if key == field
-            ),
-        };
-        if gets_past {
-            *object = trial;
-            return true;
-        }
-    }
-    false
-}
-
-/// `message` without the position serde_json appended, for a [`Error::Parse`] that reports it.
-fn message_of(message: &str, line: usize, column: usize) -> String {
-    message
-        .strip_suffix(&format!(" (line {line}, column {column})"))
-        .unwrap_or(message)
-        .to_string()
 }
 
 /// `text` as one `T` and nothing after it; an error names the line, column and field path.
