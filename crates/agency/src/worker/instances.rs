@@ -149,10 +149,10 @@ impl Worker {
                         attempt: item.attempt,
                     },
                 }),
-                Err(error) => failed.push(Outcome {
+                Err(failure) => failed.push(Outcome {
                     instance,
                     attempt: item.attempt,
-                    status: Status::Failed(Failure::permanent(error)),
+                    status: Status::Failed(failure),
                 }),
             }
         }
@@ -193,10 +193,10 @@ impl Worker {
                 let value = match outcome.map(|o| o.status) {
                     Some(Status::Succeeded(value) | Status::Cached(value)) => Ok(value),
                     Some(Status::Stored(name)) => self.stored_result(&item.session, &name).await?,
-                    _ => Err(format!(
+                    _ => Err(Failure::permanent(format!(
                         "instance {instance} of task `{}` has no stored success to read as `upstream.{}`",
                         upstream.id, upstream.id
-                    )),
+                    ))),
                 };
                 match (value, rows.get_mut(offset)) {
                     (Ok(value), Some(Ok(row))) => row.push(value),
@@ -242,17 +242,18 @@ impl Worker {
         &self,
         session: &str,
         name: &str,
-    ) -> crate::Result<Result<Value, String>> {
+    ) -> crate::Result<Result<Value, Failure>> {
         let bytes = retrying("reading an upstream result", || {
             self.store.load_blob(session, name)
         })
         .await?;
         Ok(match bytes {
-            None => Err(format!(
+            None => Err(Failure::permanent(format!(
                 "the upstream result {name} is missing from the store"
-            )),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("the upstream result {name} is not JSON: {e}")),
+            ))),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::permanent(format!("the upstream result {name} is not JSON: {e}"))
+            }),
         })
     }
 
@@ -423,8 +424,8 @@ impl Worker {
         }
         let _running = Running::count(&self.running);
         // Nothing here changes on a retry: the instance's input or the worker is wrong.
-        let failed = |error: String| {
-            let status = Status::Failed(Failure::permanent(error));
+        let failed = |failure: Failure| {
+            let status = Status::Failed(failure);
             Some((
                 Outcome {
                     instance,
@@ -439,10 +440,10 @@ impl Worker {
             Err(error) => return failed(error.clone()),
         };
         let Some(executor) = &prepared.executor else {
-            return failed(format!(
+            return failed(Failure::permanent(format!(
                 "this worker has no executor `{}`",
                 prepared.executor_name
-            ));
+            )));
         };
         let input = if executor.reads_input() {
             match render_input(expansion, instance, upstream) {
@@ -512,23 +513,23 @@ fn render_input(
     expansion: &expansion::Expansion,
     instance: u64,
     upstream: Option<&UpstreamRow>,
-) -> Result<Value, String> {
+) -> Result<Value, Failure> {
     let Some(handle) = expansion.get(instance) else {
-        return Err(format!(
+        return Err(Failure::permanent(format!(
             "instance {instance} is beyond the task's {} instances",
             expansion.len()
-        ));
+        )));
     };
     let rendered = match upstream {
         None => expansion.render(&handle),
         Some(Ok(values)) => expansion.render_with(&handle, values),
         Some(Err(error)) => return Err(error.clone()),
     };
-    rendered.map_err(|e| e.to_string())
+    rendered.map_err(|e| Failure::permanent(e.to_string()))
 }
 
 /// The results of one instance's upstream instances, or why they cannot be had.
-type UpstreamRow = Result<Vec<Value>, String>;
+type UpstreamRow = Result<Vec<Value>, Failure>;
 
 /// What a notice says of one outcome: instance, attempt, and how it failed.
 type Announced = (u64, u32, Option<Failure>);

@@ -82,7 +82,8 @@ impl Default for WorkerOptions {
 /// A task made ready to execute: planned once per worker and shared by its ranges.
 #[derive(Clone)]
 struct Prepared {
-    expansion: Result<Expansion, String>,
+    /// The task planned, or why it cannot be (each instance then fails with it).
+    expansion: Result<Expansion, Failure>,
     executor: Option<Arc<dyn Executor>>,
     executor_name: String,
     permits: Arc<Semaphore>,
@@ -517,7 +518,7 @@ impl Worker {
             &record.context,
             &self.options.limits,
         )
-        .map_err(|e| e.to_string());
+        .map_err(|e| Failure::permanent(e.to_string()));
         let permits = record
             .concurrency
             .map_or(self.options.concurrency, |c| c as usize)
