@@ -25,6 +25,24 @@ pub enum Error {
     Invalid(Vec<Problem>),
 }
 
+impl Error {
+    /// Every problem, the position of a misfit found in the text kept in its message.
+    pub fn into_problems(self) -> Vec<Problem> {
+        match self {
+            Error::Invalid(problems) => problems,
+            Error::Parse {
+                line,
+                column,
+                path,
+                message,
+            } => vec![Problem {
+                path: path.unwrap_or_default(),
+                message: format!("{message} (line {line}, column {column})"),
+            }],
+        }
+    }
+}
+
 /// One validation problem: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

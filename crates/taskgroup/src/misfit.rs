@@ -42,6 +42,34 @@ pub(crate) fn every_misfit(
     Ok(problems)
 }
 
+/// The document `text` read with its unknown fields left out, when they are all that does not
+/// fit: leaving out a field the format does not have changes nothing else, so the rest can be
+/// checked too. `None` when any other misfit is found.
+pub(crate) fn known_fields_only(text: &str) -> Option<SessionSpec> {
+    let mut value: Value = serde_json::from_str(text).ok()?;
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, SessionSpec>(Reader(value.clone()))
+        {
+            Ok(spec) => return Some(spec),
+            Err(error) if error.inner().unknown => error,
+            Err(_) => return None,
+        };
+        let mut segments: Vec<_> = error.path().iter().collect();
+        let Some(serde_path_to_error::Segment::Map { key }) = segments.pop() else {
+            return None;
+        };
+        let mut at = &mut value;
+        for segment in segments {
+            at = match segment {
+                serde_path_to_error::Segment::Map { key } => at.get_mut(key)?,
+                serde_path_to_error::Segment::Seq { index } => at.get_mut(*index)?,
+                _ => return None,
+            };
+        }
+        at.as_object_mut()?.remove(key)?;
+    }
+}
+
 /// The list under `key`, left empty in its place; nothing when it is not a list (reading the
 /// object reports that).
 fn take_list(object: &mut Map<String, Value>, key: &str) -> Vec<Value> {
@@ -130,12 +158,13 @@ fn stand_in<T: serde::de::DeserializeOwned>(value: &mut Value, field: &str) -> b
     false
 }
 
-/// Why a value did not read: the message serde builds, and the field when a required one was
-/// missing.
+/// Why a value did not read: the message serde builds, the field when a required one was
+/// missing, and whether the field read is one the format does not have.
 #[derive(Debug)]
 struct Misfit {
     message: String,
     missing: Option<&'static str>,
+    unknown: bool,
 }
 
 impl fmt::Display for Misfit {
@@ -151,13 +180,25 @@ impl de::Error for Misfit {
         Misfit {
             message: message.to_string(),
             missing: None,
+            unknown: false,
         }
     }
 
     fn missing_field(field: &'static str) -> Self {
         Misfit {
-            message: format!("missing field `{field}`"),
+            message: <de::value::Error as de::Error>::missing_field(field).to_string(),
             missing: Some(field),
+            unknown: false,
+        }
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        // serde's own words for it.
+        let words = <de::value::Error as de::Error>::unknown_field(field, expected);
+        Misfit {
+            message: words.to_string(),
+            missing: None,
+            unknown: true,
         }
     }
 }

@@ -312,6 +312,33 @@ fn every_type_error_is_listed_not_only_the_first() {
 }
 
 #[test]
+fn an_unknown_field_does_not_hide_the_other_problems() {
+    // Leaving out a field the format does not have changes nothing else: the document is
+    // checked whole, as it is without the field (issue 30, finding 14).
+    let groups = json!([
+        {"id": "a", "tasks": [task("t1", &["nope"]), {"id": "t2", "executor": "noop", "colour": 1}]},
+        {"id": "b", "depends_on": ["zz"], "tasks": []},
+    ]);
+    let found = problems(json!({"priority": 5, "groups": groups}));
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert!(found[0].starts_with("priority: unknown field `priority`"), "{found:#?}");
+    assert!(found[1].starts_with("groups[0].tasks[1].colour: unknown field"), "{found:#?}");
+    for wanted in [
+        "groups[1].tasks: group `b` has no tasks",
+        "groups[0].tasks[0].depends_on[0]: unknown task `nope`",
+        "groups[1].depends_on[0]: unknown group `zz`",
+    ] {
+        assert!(found.iter().any(|p| p == wanted), "{wanted} in {found:#?}");
+    }
+    // A value of the wrong type is not left out (a stand-in could make up problems): the
+    // misfits alone are told.
+    let found = problems(json!({"priority": 5, "timeout_ms": "soon", "groups": [
+        {"id": "a", "depends_on": ["zz"], "tasks": [task("t", &[])]},
+    ]}));
+    assert_eq!(found.len(), 2, "{found:#?}");
+}
+
+#[test]
 fn labels_and_metadata_are_accepted_and_bounded() {
     let session = validate(json!({
         "description": "d", "metadata": {"k": [1, 2]},

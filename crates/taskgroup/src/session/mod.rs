@@ -105,7 +105,20 @@ impl Planned {
 impl Session {
     /// Parses and validates a session document.
     pub fn from_json(text: &str, rules: &Rules) -> Result<Self> {
-        Self::validate(SessionSpec::parse(text)?, rules)
+        let misfits = match SessionSpec::parse(text) {
+            Ok(spec) => return Self::validate(spec, rules),
+            Err(misfits) => misfits,
+        };
+        // Fields the format does not have change nothing else: the rest is checked too, so
+        // every problem is told at once.
+        let more =
+            match crate::misfit::known_fields_only(text).map(|spec| Self::validate(spec, rules)) {
+                Some(Err(Error::Invalid(more))) => more,
+                _ => return Err(misfits),
+            };
+        Err(Error::Invalid(
+            misfits.into_problems().into_iter().chain(more).collect(),
+        ))
     }
 
     /// Checks everything that can be checked before running; one error lists every problem.
