@@ -7,8 +7,8 @@ Lua scripts the ``agency`` command uses. No Rust extension: confluent-kafka and
 redis-py.
 """
 
-from .client import (
-    Agency,
+from .client import Agency
+from .errors import (
     AgencyError,
     NotFound,
     SessionFailed,
@@ -18,6 +18,7 @@ from .client import (
     Timeout,
     check,
 )
+from .status import SessionStatus, TaskStatus
 
 __all__ = [
     "Agency",
@@ -26,7 +27,9 @@ __all__ = [
     "SessionFailed",
     "SessionRefused",
     "SessionRunning",
+    "SessionStatus",
     "StaleClaim",
+    "TaskStatus",
     "Timeout",
     "check",
 ]

@@ -13,6 +13,9 @@ import uuid
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
+from .errors import AgencyError, NotFound, StaleClaim
+from .status import TaskStatus
+
 #: The key every script is called with: it routes the call to the ``{agents}`` slot.
 ITEMS = "agency:{agents}:items"
 _TASK = "agency:{agents}:task:"
@@ -21,7 +24,7 @@ _WORKFLOW = "agency:{agents}:workflow:"
 #: How long a task's claim holds unless told otherwise: a day, as the seed's task manager.
 DEFAULT_CLAIM_TIMEOUT_MS = 24 * 3600 * 1000
 #: Every status of a task of the task manager, in the order a task goes through them.
-STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
+STATUSES = tuple(status.value for status in TaskStatus)
 _LONGEST_NAME = 200
 _TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 #: How often a waiting claim asks again, in seconds.
@@ -80,7 +83,6 @@ def _task(task_id: str, fields: Dict[Any, Any]) -> Optional[Dict[str, Any]]:
 
 
 def _check_workflow(workflow: str) -> None:
-    from .client import AgencyError
 
     if not workflow or len(workflow.encode()) > _LONGEST_NAME:
         raise AgencyError(f"a workflow name must be 1 to {_LONGEST_NAME} bytes, not {len(workflow.encode())}")
@@ -154,7 +156,6 @@ class Agents:
     ) -> str:
         """Creates a pending task of ``task_type`` in ``workflow`` (under ``parent_id``, a task
         of the same workflow, if given) for agents to claim; returns its id."""
-        from .client import AgencyError
 
         _check_workflow(workflow)
         if not _TYPE.match(task_type):
@@ -184,7 +185,6 @@ class Agents:
 
     def children(self, task_id: str) -> List[Dict[str, Any]]:
         """The children of task ``task_id``, in the order they were created."""
-        from .client import NotFound
 
         if not self._redis.exists(_TASK + task_id):
             raise NotFound(f"no task `{task_id}`")
@@ -198,7 +198,6 @@ class Agents:
     def cancel_task(self, task_id: str) -> None:
         """Cancels a pending or claimed task (its claim ends); raises :class:`AgencyError`,
         naming why, when it does not exist or ended already."""
-        from .client import AgencyError
 
         why = _text(self._script("cancel")(keys=[ITEMS], args=[task_id]))
         if why:
@@ -240,7 +239,6 @@ class Agents:
 
 
 def _stale(token: str) -> Exception:
-    from .client import StaleClaim
 
     return StaleClaim(
         f"claim token `{token}` does not hold an item: it was settled or released already, or it timed out (and the item was released)"

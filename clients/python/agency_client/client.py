@@ -4,77 +4,30 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import redis as redis_py
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 
 from .agents import Agents
+from .errors import AgencyError, NotFound, SessionRefused, SessionRunning, Timeout
+from .fleet import Fleet, iso8601 as _iso8601
+from .status import UNDER_WAY, SessionStatus
 
 ACTION_TOPIC = "agency_action"
 RESULTS_CHANNEL = "agency:results"
 SESSIONS = "agency:sessions"
-MEMBERS = "agency:{members}"
-MEMBERS_SEEN = "agency:{members}:seen"
 #: How long working state and results are kept, in seconds.
 KEPT_S = 7 * 24 * 3600
 #: The largest `agency_action` message, in bytes.
 MAX_MESSAGE_BYTES = 1_000_000
-#: A member not heard from for this long is stale (a problem); for GONE_AFTER_S, gone.
-STALE_AFTER_S = 10.0
-GONE_AFTER_S = 300.0
 #: How long `submit(..., replace=True)` waits for the cancelled run's result.
 REPLACE_PATIENCE_S = 60.0
 
 Result = Dict[str, Any]
-
-
-class AgencyError(Exception):
-    """Something went wrong talking to agency, or agency refused what was asked."""
-
-
-class Timeout(AgencyError):
-    """No result came within the time given; the session goes on."""
-
-
-class NotFound(AgencyError):
-    """No session of that id is pending, running or has a result."""
-
-
-class SessionRunning(AgencyError):
-    """The session id is running another document (one run per id at a time)."""
-
-
-class StaleClaim(AgencyError):
-    """A claim token that holds no item (settled or released already, or timed out): nothing
-    changed."""
-
-
-class SessionRefused(AgencyError):
-    """A coordinator refused the submission; it started no run."""
-
-
-class SessionFailed(AgencyError):
-    """Raised by :func:`check` for a result that is not ``completed``; ``result`` holds it."""
-
-    def __init__(self, result: Result):
-        errors = result.get("errors") or []
-        first = f": {errors[0]}" if errors else ""
-        super().__init__(f"session {result.get('session_id')} ended {result.get('status')}{first}")
-        self.result = result
-
-
-def check(result: Result) -> Result:
-    """Returns ``result`` when it is ``completed``; raises :class:`SessionFailed` for a
-    ``partial``, ``failed`` or ``cancelled`` one."""
-    if result.get("status") != "completed":
-        raise SessionFailed(result)
-    return result
 
 
 def _key(session: str, rest: str) -> str:
@@ -83,11 +36,6 @@ def _key(session: str, rest: str) -> str:
 
 def _result_key(session: str) -> str:
     return f"agency:result:{{{session}}}"
-
-
-def _iso8601(ms: int) -> str:
-    at = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _id_problem(session_id: str) -> Optional[str]:
@@ -127,7 +75,7 @@ def _connect_redis(url: str, cluster: Optional[str]) -> Any:
     return redis_py.RedisCluster(startup_nodes=nodes)
 
 
-class Agency(Agents):
+class Agency(Agents, Fleet):
     """A client of one agency deployment: sessions (submit, watch, control), the fleet, and
     agents' work and the task manager (:class:`agency_client.agents.Agents`).
 
@@ -371,7 +319,8 @@ class Agency(Agents):
             seen = None
             while True:
                 current = self.status(session_id)
-                if current.get("status") not in ("pending", "running"):
+                # A paused run is under way still: it goes on to its result once resumed.
+                if current.get("status") not in UNDER_WAY:
                     yield current
                     return
                 mark = (current.get("status"), current.get("updated_at"), json.dumps(current.get("instances")))
@@ -392,9 +341,9 @@ class Agency(Agents):
             try:
                 shown = self.status(sid)
             except NotFound:
-                shown = {"status": "unknown"}
+                shown = {"status": SessionStatus.UNKNOWN.value}
             except ValueError:
-                shown = {"status": "unreadable"}
+                shown = {"status": SessionStatus.UNREADABLE.value}
             if status is not None and shown.get("status") != status:
                 continue
             rows.append(
@@ -438,7 +387,7 @@ class Agency(Agents):
         result = self._result(session_id)
         if result is None:
             raise NotFound(f"session {session_id} has no result to rerun")
-        if result.get("status") == "completed":
+        if result.get("status") == SessionStatus.COMPLETED:
             raise AgencyError(f"session {session_id} completed: nothing failed, nothing to rerun")
         _, document = self._redis.hmget(_key(session_id, "document"), "run", "document")
         if document is None:
@@ -464,71 +413,6 @@ class Agency(Agents):
             return {"status": "finished", "result": result}
         raise NotFound(f"no session {session_id} is running or has a result; nothing to {action}")
 
-    # -- the fleet --------------------------------------------------------------------------
-
-    def health(self) -> Dict[str, Any]:
-        """Checks Redis, Kafka and the heartbeats of this namespace's coordinators and workers:
-        ``healthy`` when both answer, a coordinator and a worker are alive and none is stale
-        (silent for 10 s); ``problems`` says what is wrong (the same as ``agency health``)."""
-        problems: List[str] = []
-        now = None
-        try:
-            now = self._now_ms()
-            redis_check = {"ok": True, "detail": "answers"}
-        except redis_py.RedisError as error:
-            problems.append(f"redis: {error}")
-            redis_check = {"ok": False, "detail": str(error)}
-        try:
-            brokers = len(AdminClient({"bootstrap.servers": self.kafka}).list_topics(timeout=5).brokers)
-            kafka_check = {"ok": brokers > 0, "detail": f"{brokers} broker(s) answer"}
-            if not brokers:
-                problems.append("kafka: no broker is listed in its metadata")
-        except KafkaException as error:
-            problems.append(f"kafka: {error}")
-            kafka_check = {"ok": False, "detail": str(error)}
-        groups: Dict[str, List[Dict[str, Any]]] = {"coordinators": [], "workers": [], "stale": [], "gone": []}
-        if now is not None:
-            infos = self._redis.hgetall(MEMBERS)
-            seen = self._redis.hgetall(MEMBERS_SEEN)
-            for member_id, info in infos.items():
-                if member_id not in seen:
-                    continue
-                try:
-                    member = json.loads(info)
-                except ValueError:
-                    problems.append(f"member {member_id.decode()}: its heartbeat is not readable")
-                    continue
-                if member.get("namespace", "") != self.namespace:
-                    continue
-                at = int(seen[member_id])
-                silent = max(0, now - at) / 1000
-                member.update(last_seen=_iso8601(at), silent_s=silent)
-                if silent >= GONE_AFTER_S:
-                    groups["gone"].append(member)
-                elif silent >= STALE_AFTER_S:
-                    groups["stale"].append(member)
-                else:
-                    groups["coordinators" if member.get("role") == "coordinator" else "workers"].append(member)
-            for role in ("coordinator", "worker"):
-                if not groups[role + "s"]:
-                    problems.append(f"no {role} is alive (none heard from within {STALE_AFTER_S:.0f} s)")
-            for member in groups["stale"]:
-                problems.append(
-                    f"stale: {member.get('role')} {member.get('id')} on {member.get('host')} "
-                    f"(pid {member.get('pid')}), silent for {member['silent_s']:.0f} s"
-                )
-        for members in groups.values():
-            members.sort(key=lambda member: member.get("id", ""))
-        return {"healthy": not problems, "problems": problems, "redis": redis_check, "kafka": kafka_check, **groups}
-
-    def executors(self) -> List[Dict[str, str]]:
-        """The executors the live workers run, each once: ``{"name", "description"}``."""
-        found: Dict[str, Dict[str, str]] = {}
-        for worker in self.health()["workers"]:
-            for executor in worker.get("executors", []):
-                found.setdefault(executor["name"], executor)
-        return [found[name] for name in sorted(found)]
-
     def close(self) -> None:
         """Sends what is queued and lets the connections go."""
         self._producer.flush(10)
@@ -541,10 +425,6 @@ class Agency(Agents):
         self.close()
 
     # -- the wire ---------------------------------------------------------------------------
-
-    def _now_ms(self) -> int:
-        seconds, micros = self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     def _result(self, session_id: str) -> Optional[Result]:
         stored = self._redis.get(_result_key(session_id))
@@ -566,7 +446,7 @@ class Agency(Agents):
         state = json.dumps(
             {
                 "session_id": session_id,
-                "status": "pending",
+                "status": SessionStatus.PENDING.value,
                 "instances": {k: 0 for k in ("total", "succeeded", "failed", "running", "attempts", "retries")},
                 "groups": {},
                 "submitted_at": _iso8601(self._now_ms()),

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from agency_client import Agency, AgencyError, NotFound, StaleClaim
+from agency_client import Agency, AgencyError, NotFound, StaleClaim, TaskStatus
 
 KAFKA = os.environ.get("AGENCY_KAFKA", "127.0.0.1:9092")
 REDIS = os.environ.get("AGENCY_REDIS", "redis://127.0.0.1:6379")
@@ -104,7 +104,7 @@ def test_the_task_manager_parents_children_summary_and_metadata(deployment):
     # The CLI's agents and the client's share the queue: the root is claimed from the command.
     claimed = deployment.agency("agent", "claim", "--agent", "cli", "--types", analyze, "--json")
     assert claimed.returncode == 0, claimed.stderr
-    assert agency.get_task(root)["status"] == "in_progress"
+    assert agency.get_task(root)["status"] == TaskStatus.IN_PROGRESS
     token = json.loads(claimed.stdout)["token"]
     agency.complete(token, {"output": "results.json"})
     done = agency.get_task(root)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from agency_client import AgencyError, NotFound, SessionFailed, SessionRunning, Timeout, check
+from agency_client import AgencyError, NotFound, SessionFailed, SessionRunning, SessionStatus, TaskStatus, Timeout, check
 from conftest import check_results_by_reference
 
 
@@ -143,6 +143,35 @@ def test_pause_holds_a_session_and_resume_completes_it(deployment):
     assert agency.pause(sid) == {"status": "finished", "result": result}
     with pytest.raises(NotFound):
         agency.pause(unique("nobody"))
+
+
+def test_monitor_goes_on_through_a_pause_to_the_result(deployment):
+    # A paused run is under way: monitor shows it paused and follows it to its result once
+    # it is resumed (issue 30, finding 1).
+    agency = deployment.client
+    sid = agency.submit(naps(100, ms=50), session_id=unique("monitored"))
+    deadline = time.monotonic() + 30
+    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert agency.pause(sid)["status"] == "sent"
+    updates = agency.monitor(sid, interval=0.05)
+    for update in updates:
+        if update["status"] == SessionStatus.PAUSED:
+            break
+        assert update["status"] == SessionStatus.RUNNING, update
+    assert agency.resume(sid)["status"] == "sent"
+    rest = list(updates)
+    assert rest[-1]["status"] == SessionStatus.COMPLETED, rest[-1]
+    assert rest[-1] == agency.wait(sid, timeout=60)
+
+
+def test_statuses_are_constants_equal_to_their_strings():
+    assert SessionStatus.COMPLETED == "completed" and str(SessionStatus.PARTIAL) == "partial"
+    assert [status.value for status in SessionStatus] == [
+        "pending", "running", "paused", "completed", "partial", "failed", "cancelled", "unknown", "unreadable"]
+    assert [status.value for status in TaskStatus] == ["pending", "in_progress", "completed", "failed", "cancelled"]
+    assert TaskStatus("in_progress") is TaskStatus.IN_PROGRESS
 
 
 def test_rerun_executes_only_what_failed(deployment, tmp_path):
