@@ -264,7 +264,8 @@ pub enum TaskStatus {
     Completed,
     /// Done, with failed instances its group tolerates (a threshold, `continue_on_error`).
     CompletedWithFailures,
-    /// The task failed: an instance used up its attempts, or planning or combining failed.
+    /// The task failed: an instance used up its attempts and its group does not tolerate it
+    /// (fail-fast, all-settled, a threshold passed), or planning or combining failed.
     Failed,
     /// Never started.
     Skipped,

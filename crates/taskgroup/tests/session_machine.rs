@@ -253,6 +253,36 @@ fn a_threshold_tolerates_failures_and_the_task_completes_with_failures() {
 }
 
 #[test]
+fn a_task_whose_failures_fail_its_group_is_failed() {
+    // Under all_settled every instance runs, and any failure fails the group: the task says
+    // so too, not `completed_with_failures` (issue 30, finding 7).
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "g", "failure_policy": "all_settled", "tasks": [array_task("t", 2)]},
+    ]}));
+    driver.feed(SessionEvent::Start, &|_, _, _| Some(Err("no".into())));
+    let result = driver.result();
+    let task = &result.groups["g"].tasks["t"];
+    assert_eq!((task.succeeded, task.failed), (0, 2));
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(group_status(&result, "g"), GroupOutcome::Failed);
+    assert_eq!(result.status, ResultStatus::Failed);
+    // A threshold the failures pass fails the task too.
+    let mut driver = Driver::new(json!({"groups": [
+        {"id": "g", "failure_policy": {"threshold": 1}, "tasks": [
+            {"id": "t", "executor": "x", "concurrency": 1, "input": {"xs": [1, 2, 3],
+                "expansion_config": {"type": "array", "array_mapping": {"x": "xs"}}}},
+        ]},
+    ]}));
+    driver.feed(SessionEvent::Start, &|_, _, _| Some(Err("no".into())));
+    let result = driver.result();
+    assert_eq!(group_status(&result, "g"), GroupOutcome::Failed);
+    assert_ne!(
+        result.groups["g"].tasks["t"].status,
+        TaskStatus::CompletedWithFailures
+    );
+}
+
+#[test]
 fn continue_on_error_lets_dependents_run() {
     let mut driver = Driver::new(json!({"groups": [{"id": "g", "tasks": [
         {"id": "flaky", "executor": "x", "continue_on_error": true},
@@ -294,7 +324,7 @@ fn the_result_round_trips_through_json_with_the_same_keys() {
     assert_eq!(
         json,
         json!({"session_id": "s", "status": "partial", "context": {}, "groups": {
-            "a": {"status": "failed", "tasks": {"ta": {"status": "completed_with_failures", "instances": 2,
+            "a": {"status": "failed", "tasks": {"ta": {"status": "failed", "instances": 2,
                 "succeeded": 1, "failed": 1, "attempts": 2, "failures": [{"instance": 0, "attempts": 1, "error": "e", "kind": "error"}]}}},
             "b": {"status": "skipped", "tasks": {"tb": {"status": "skipped", "instances": 0, "succeeded": 0, "failed": 0, "attempts": 0}}}
         }, "errors": [

@@ -321,8 +321,14 @@ fn an_unknown_field_does_not_hide_the_other_problems() {
     ]);
     let found = problems(json!({"priority": 5, "groups": groups}));
     assert_eq!(found.len(), 5, "{found:#?}");
-    assert!(found[0].starts_with("priority: unknown field `priority`"), "{found:#?}");
-    assert!(found[1].starts_with("groups[0].tasks[1].colour: unknown field"), "{found:#?}");
+    assert!(
+        found[0].starts_with("priority: unknown field `priority`"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("groups[0].tasks[1].colour: unknown field"),
+        "{found:#?}"
+    );
     for wanted in [
         "groups[1].tasks: group `b` has no tasks",
         "groups[0].tasks[0].depends_on[0]: unknown task `nope`",

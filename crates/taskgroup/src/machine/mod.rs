@@ -513,6 +513,17 @@ impl GroupMachine {
         }
     }
 
+    /// Whether task `task`'s failed instances are tolerated, so that it is done with failures
+    /// rather than failed: by its own `continue_on_error`, or by the group's threshold while
+    /// the group stays within it. Under fail-fast or all-settled they fail the group, and the
+    /// task with them.
+    pub fn tolerates_failures_of(&self, task: usize) -> bool {
+        self.tasks
+            .get(task)
+            .is_some_and(|run| run.setup.continue_on_error)
+            || self.tolerated()
+    }
+
     /// Under a threshold policy, failed instances within the threshold still complete the group;
     /// a failed or skipped task never does.
     fn tolerated(&self) -> bool {

@@ -128,7 +128,9 @@ impl SessionMachine {
                     .enumerate()
                     .map(|(t, setup)| {
                         let mut summary = match self.group(g) {
-                            Some(machine) => summary(&machine.tasks()[t]),
+                            Some(machine) => {
+                                summary(&machine.tasks()[t], machine.tolerates_failures_of(t))
+                            }
                             None => TaskSummary::skipped(),
                         };
                         summary.name.clone_from(&plan.task_labels[t].name);
@@ -195,9 +197,12 @@ fn task_errors(group: &str, task: &TaskRun) -> Vec<SessionError> {
     errors
 }
 
-fn summary(task: &TaskRun) -> TaskSummary {
+/// The task's summary; `tolerated` says whether its failed instances are (see
+/// [`crate::GroupMachine::tolerates_failures_of`]).
+fn summary(task: &TaskRun, tolerated: bool) -> TaskSummary {
     let status = match task.state {
-        TaskState::Done if task.failed > 0 => TaskStatus::CompletedWithFailures,
+        TaskState::Done if task.failed > 0 && tolerated => TaskStatus::CompletedWithFailures,
+        TaskState::Done if task.failed > 0 => TaskStatus::Failed,
         TaskState::Done => TaskStatus::Completed,
         TaskState::Failed => TaskStatus::Failed,
         TaskState::Waiting | TaskState::Skipped => TaskStatus::Skipped,
