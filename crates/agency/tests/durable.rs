@@ -242,6 +242,8 @@ fn memoized_instances_run_once_across_sessions_and_failures_are_never_memoized()
     let task = &second["groups"]["g"]["tasks"]["squares"];
     assert_eq!(task["cached"], 19, "{task:#}");
     assert_eq!(task["succeeded"], 19);
+    // Counted apart: only instance 7 was attempted (issue 30, finding 8).
+    assert_eq!(task["attempts"], 1, "{task:#}");
     assert_eq!(second["context"]["squares"], first["context"]["squares"]);
     assert_eq!(second["context"]["squares"][12], 144);
     let counts = executions(&log);

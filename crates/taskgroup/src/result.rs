@@ -191,7 +191,8 @@ pub struct TaskSummary {
     pub succeeded: u64,
     /// Instances that failed after their last attempt.
     pub failed: u64,
-    /// Attempts whose outcome arrived.
+    /// Attempts executed whose outcome arrived (an instance taking a memoized result is
+    /// counted in `cached`, not here).
     pub attempts: u64,
     /// Instances not executed: a memoized success of their key (`memoize`) is their result.
     /// Counted among `succeeded`.

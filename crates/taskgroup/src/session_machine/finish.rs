@@ -151,7 +151,11 @@ impl SessionMachine {
                     summary.results_kept = Some(reference);
                     summary.succeeded = summary.succeeded.max(count);
                 }
-                Finished::Cached { cached, .. } => summary.cached = cached,
+                Finished::Cached { cached, .. } => {
+                    // A memoized result arrived as the outcome of an attempt that never ran.
+                    summary.cached = cached;
+                    summary.attempts = summary.attempts.saturating_sub(cached);
+                }
             }
         }
         result.reused = self.facts.reused;
