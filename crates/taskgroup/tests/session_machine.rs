@@ -283,6 +283,24 @@ fn a_task_whose_failures_fail_its_group_is_failed() {
 }
 
 #[test]
+fn the_counts_say_how_many_tasks_are_still_to_be_planned() {
+    // The total grows as tasks are planned: the counts say how many may still be, so progress
+    // can say its ETA leaves them out (issue 30, finding 9).
+    let doc = json!({"groups": [
+        {"id": "a", "tasks": [array_task("t1", 3), {"id": "t2", "executor": "x", "depends_on": ["t1"]}]},
+        {"id": "b", "depends_on": ["a"], "tasks": [{"id": "u", "executor": "x"}]}
+    ]});
+    let mut driver = Driver::new(doc.clone());
+    driver.feed(SessionEvent::Start, &|_, _, _| None);
+    let counts = driver.machine.counts();
+    assert_eq!((counts.planned, counts.settled, counts.to_plan), (3, 0, 2));
+    let mut driver = Driver::new(doc);
+    driver.feed(SessionEvent::Start, &succeed);
+    let counts = driver.machine.counts();
+    assert_eq!((counts.planned, counts.settled, counts.to_plan), (5, 5, 0));
+}
+
+#[test]
 fn continue_on_error_lets_dependents_run() {
     let mut driver = Driver::new(json!({"groups": [{"id": "g", "tasks": [
         {"id": "flaky", "executor": "x", "continue_on_error": true},

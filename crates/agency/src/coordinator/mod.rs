@@ -100,6 +100,8 @@ pub struct Progress {
     pub settled: AtomicU64,
     /// Instances that failed after their last attempt.
     pub failed: AtomicU64,
+    /// Tasks not planned yet that may still run: `planned` grows when they are.
+    pub to_plan: AtomicU64,
     /// Whether the run's result is stored: what is left of it is cleaning up.
     pub finished: AtomicBool,
 }
@@ -110,6 +112,7 @@ impl Progress {
         self.planned.store(counts.planned, Ordering::Relaxed);
         self.settled.store(counts.settled, Ordering::Relaxed);
         self.failed.store(counts.failed, Ordering::Relaxed);
+        self.to_plan.store(counts.to_plan, Ordering::Relaxed);
     }
 }
 

@@ -103,6 +103,9 @@ pub struct Counts {
     pub settled: u64,
     /// Instances that failed after their last attempt.
     pub failed: u64,
+    /// Tasks that may still run but are not planned yet (their groups have not started, or
+    /// they wait for tasks before them): `planned` grows when they are.
+    pub to_plan: u64,
 }
 
 /// One session's run, as decisions over events.
@@ -279,19 +282,22 @@ impl SessionMachine {
 
     /// Instances planned, settled and failed so far.
     pub fn counts(&self) -> Counts {
-        let tasks = self
-            .slots
-            .iter()
-            .filter_map(|slot| match slot {
-                GroupSlot::Started(machine) => Some(machine.tasks()),
-                _ => None,
-            })
-            .flatten();
-        tasks.fold(Counts::default(), |c, t| Counts {
-            planned: c.planned + t.instances,
-            settled: c.settled + t.succeeded + t.failed,
-            failed: c.failed + t.failed,
-        })
+        let mut counts = Counts::default();
+        for (slot, plan) in self.slots.iter().zip(&self.plans) {
+            match slot {
+                GroupSlot::Started(machine) => {
+                    for task in machine.tasks() {
+                        counts.planned += task.instances;
+                        counts.settled += task.succeeded + task.failed;
+                        counts.failed += task.failed;
+                        counts.to_plan += u64::from(task.state == TaskState::Waiting);
+                    }
+                }
+                GroupSlot::Waiting if !self.stopped => counts.to_plan += plan.setups.len() as u64,
+                _ => {}
+            }
+        }
+        counts
     }
 
     /// Feeds one event; returns what to do, in order.

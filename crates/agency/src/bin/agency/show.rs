@@ -50,7 +50,7 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 /// A bar on a terminal; elsewhere a plain line every few seconds. Both show done/total `unit`,
-/// rate and ETA.
+/// rate and ETA, and while tasks are still to be planned, that the total will grow.
 pub async fn show_progress(progress: Arc<Progress>, unit: &'static str) {
     let started = Instant::now();
     if std::io::stderr().is_terminal() {
@@ -60,6 +60,7 @@ pub async fn show_progress(progress: Arc<Progress>, unit: &'static str) {
         loop {
             bar.set_length(progress.planned.load(Ordering::Relaxed));
             bar.set_position(progress.settled.load(Ordering::Relaxed));
+            bar.set_message(to_plan(progress.to_plan.load(Ordering::Relaxed)));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     } else {
@@ -70,33 +71,57 @@ pub async fn show_progress(progress: Arc<Progress>, unit: &'static str) {
                 progress.planned.load(Ordering::Relaxed),
             );
             let elapsed = started.elapsed().as_secs_f64();
-            let rate = done as f64 / elapsed.max(1e-9);
-            let eta = if rate > 0.0 {
-                format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+            let per_second = done as f64 / elapsed.max(1e-9);
+            let eta = if per_second > 0.0 {
+                format!("{:.0}s", total.saturating_sub(done) as f64 / per_second)
             } else {
                 "?".into()
             };
             eprintln!(
-                "progress: {}/{} {unit}, {}/s, ETA {eta}",
+                "progress: {}/{} {unit}, {}, ETA {eta}{}",
                 thousands(done),
                 thousands(total),
-                thousands(rate as u64)
+                rate(per_second),
+                to_plan(progress.to_plan.load(Ordering::Relaxed))
             );
         }
     }
 }
 
-/// `[00:00:03] ██████░░░ 1,200/4,000 instances, 412/s, ETA 7s`
+/// `412/s`, `2.5/s`, `0.33/s`: two significant figures below 10 a second, so a slow run
+/// does not read `0/s`.
+fn rate(per_second: f64) -> String {
+    if per_second >= 10.0 || per_second == 0.0 {
+        format!("{}/s", thousands(per_second.round() as u64))
+    } else if per_second >= 1.0 {
+        format!("{per_second:.1}/s")
+    } else {
+        let decimals = (-per_second.log10().floor()) as usize + 1;
+        format!("{per_second:.decimals$}/s")
+    }
+}
+
+/// What the ETA leaves out: ` (+3 tasks to plan)` while tasks wait to be planned, whose
+/// instances the total does not count yet.
+fn to_plan(tasks: u64) -> String {
+    match tasks {
+        0 => String::new(),
+        1 => " (+1 task to plan)".to_string(),
+        n => format!(" (+{} tasks to plan)", thousands(n)),
+    }
+}
+
+/// `[00:00:03] ██████░░░ 1,200/4,000 instances, 412/s, ETA 7s (+1 task to plan)`
 fn style(unit: &str) -> ProgressStyle {
     let template = format!(
-        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit}, {{rate}}, ETA {{eta}}"
+        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit}, {{rate}}, ETA {{eta}}{{msg}}"
     );
     ProgressStyle::with_template(&template)
         .map(|style| {
             style.with_key(
                 "rate",
                 |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+                    let _ = write!(w, "{}", rate(state.per_sec()));
                 },
             )
         })
@@ -109,5 +134,24 @@ struct FinishOnDrop(ProgressBar);
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
         self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_rate_is_not_zero_and_unplanned_tasks_are_said() {
+        assert_eq!(rate(0.0), "0/s");
+        assert_eq!(rate(0.25), "0.25/s");
+        assert_eq!(rate(1.0 / 3.0), "0.33/s");
+        assert_eq!(rate(0.02), "0.020/s");
+        assert_eq!(rate(2.5), "2.5/s");
+        assert_eq!(rate(412.4), "412/s");
+        assert_eq!(rate(12_345.0), "12,345/s");
+        assert_eq!(to_plan(0), "");
+        assert_eq!(to_plan(1), " (+1 task to plan)");
+        assert_eq!(to_plan(3), " (+3 tasks to plan)");
     }
 }
