@@ -619,7 +619,7 @@ fn agency_csv_runs_on_the_fleet() {
     );
     assert_eq!(
         written,
-        "task_id,final_status,error_info\n2,Failed,boom: failing attempt 1 of instance 0 on purpose\n1,Completed,\nx,Failed,line 5: task_id `x` is not a u64\n3,Completed,\n"
+        "task_id,final_status,error_info\n1,Completed,\n2,Failed,boom: failing attempt 1 of instance 0 on purpose\nx,Failed,line 5: task_id `x` is not a u64\n3,Completed,\n"
     );
 }
 

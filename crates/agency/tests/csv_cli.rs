@@ -106,13 +106,14 @@ fn a_csv_of_tasks_runs_each_row_through_the_default_blueprint() {
         written.contains(",Failed,line 8: not valid UTF-8"),
         "{written}"
     );
-    // One row per distinct id and per malformed row; 101's latest row is in its place.
+    // One row per distinct id and per malformed row; 101 is where it first appeared, with its
+    // latest row's outcome (issue 30, finding 11: seed 001's order).
     assert_eq!(lines.len(), 1 + 7, "{written}");
     let ids: Vec<&str> = lines[1..]
         .iter()
         .map(|l| l.split(',').next().unwrap())
         .collect();
-    assert_eq!(&ids[..3], ["102", "101", "abc"]);
+    assert_eq!(&ids[..3], ["101", "102", "abc"]);
     // Malformed rows are said on stderr with their line; each completed row emitted its event,
     // 101 with its latest row's type.
     assert!(

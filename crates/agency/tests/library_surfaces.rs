@@ -172,15 +172,15 @@ async fn the_csv_runner_writes_each_row_in_input_order_on_a_deployment() {
     .unwrap();
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    // Id 3 keeps its latest row (type c); the malformed row and the unknown type are failed
-    // in their places.
+    // Id 3 is written where it first appeared, with its latest row's outcome (type c); the
+    // malformed row and the unknown type are failed in their places.
     assert_eq!(lines[0], "task_id,final_status,error_info");
-    assert!(lines[1].starts_with("1,Failed,one: "), "{out}");
+    assert_eq!(lines[1], "3,Completed,", "{out}");
+    assert!(lines[2].starts_with("1,Failed,one: "), "{out}");
     assert!(
-        lines[2].starts_with("x,Failed,line 4: task_id `x` is not a u64"),
+        lines[3].starts_with("x,Failed,line 4: task_id `x` is not a u64"),
         "{out}"
     );
-    assert_eq!(lines[3], "3,Completed,", "{out}");
     assert_eq!(
         lines[4], "2,Failed,\"no blueprint for task_type `missing` (blueprints: a, b, c)\"",
         "{out}"
@@ -202,5 +202,64 @@ async fn the_csv_runner_writes_each_row_in_input_order_on_a_deployment() {
         "{refused}"
     );
     stop.cancel();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Progress counts a batch's rows as they settle, not when the whole batch is written: two
+/// quick rows are counted while a third, in the same batch, still runs (issue 30, finding 10).
+#[tokio::test]
+async fn csv_progress_counts_rows_as_they_settle() {
+    let dir = std::env::temp_dir().join(format!("agency-csv-progress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, flag) = (dir.join("rows.csv"), dir.join("go"));
+    std::fs::write(&input, "task_id,task_type\n1,quick\n2,slow\n3,quick\n").unwrap();
+    let wait = format!(
+        "while [ ! -f {} ]; do sleep 0.02; done; echo 2",
+        flag.display()
+    );
+    let blueprints = dir.join("blueprints.json");
+    std::fs::write(
+        &blueprints,
+        json!({"blueprints": {
+            "quick": [{"step": "one", "executor": "echo"}, {"step": "two", "executor": "echo"}],
+            "slow": [{"step": "one", "executor": "command", "input": {"argv": ["sh", "-c", wait]}}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let job = CsvRun::new(input, Blueprints::read(&blueprints).unwrap());
+    let progress = agency::Progress::default();
+    let mut out = Vec::new();
+    let settled = || progress.settled.load(std::sync::atomic::Ordering::Relaxed);
+    let summary = {
+        let run = agency::csv::run(&job, Runner::Embedded, &mut out, &progress, |_| {});
+        let mut run = std::pin::pin!(run);
+        let counted = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                tokio::select! {
+                    done = &mut run => panic!("the run ended with its slow row waiting: {done:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                if settled() >= 2 {
+                    break settled();
+                }
+            }
+        })
+        .await
+        .expect("the quick rows are counted while the slow one runs");
+        assert_eq!(counted, 2);
+        std::fs::write(&flag, "").unwrap();
+        run.await.unwrap()
+    };
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        summary,
+        agency::csv::Summary { rows: 3, failed: 0 },
+        "{out}"
+    );
+    assert_eq!(settled(), 3);
+    assert_eq!(
+        out,
+        "task_id,final_status,error_info\n1,Completed,\n2,Completed,\n3,Completed,\n"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -146,6 +146,11 @@ impl Client {
         self.submit(workflow(tasks, sequential)?).await
     }
 
+    /// The store this client reads.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// The session's result once it has one, else its live state ([`status`]).
     pub async fn status(&self, id: &str) -> Result<Status> {
         status(self.store.as_ref(), id).await

@@ -5,7 +5,7 @@ use super::blueprint::Blueprints;
 use super::rows::Row;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use taskgroup::{SessionResult, TaskStatus};
+use taskgroup::{LiveState, SessionResult, TaskStatus};
 
 /// One row of the output, in input order.
 pub(super) struct Written {
@@ -79,6 +79,24 @@ impl Batch {
             }
             _ => None,
         })
+    }
+
+    /// How many of the batch's rows have settled in its session's live `state`: per blueprint,
+    /// the instances of its last step that settled (a row failing at a step fails the steps
+    /// after it at once).
+    pub(super) fn settled_rows(&self, state: &LiveState, blueprints: &Blueprints) -> u64 {
+        blueprints
+            .0
+            .iter()
+            .enumerate()
+            .filter_map(|(g, (_, steps))| {
+                let last = steps.last()?;
+                let group = state.groups.get(&format!("b{g}"))?;
+                let counts = group.tasks.get(&task_id(g, &last.step))?;
+                Some(counts.succeeded + counts.failed)
+            })
+            .sum::<u64>()
+            .min(self.rows.len() as u64)
     }
 
     /// Each row's output, given the session's result (`None` when there was no session).
