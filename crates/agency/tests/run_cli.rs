@@ -211,3 +211,32 @@ fn only_runs_a_selection_and_what_it_depends_on() {
         .contains("--only `report.nope`: group `report` has no task `nope` (tasks: summary)"));
     assert!(output.stdout.is_empty(), "nothing ran");
 }
+
+/// Seed 001's `emit_event` is seen in an embedded run: its line on stderr, as `agency csv`
+/// prints it (issue 30, finding 12).
+#[test]
+fn emit_event_prints_its_line_in_an_embedded_run() {
+    let file = session_file(
+        "emit.json",
+        &json!({"session_id": "emit", "groups": [{"id": "g", "tasks": [{"id": "say",
+            "executor": "emit_event", "input": {"n": "{{n}}", "ns": [1, 2],
+                "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]}),
+    );
+    let output = agency_run(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let mut events: Vec<&str> = stderr.lines().filter(|l| l.starts_with("event ")).collect();
+    events.sort_unstable();
+    assert_eq!(
+        events,
+        [
+            "event emit/g/say/0/1 {\"n\":1}",
+            "event emit/g/say/1/1 {\"n\":2}"
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        result_of(&output)["context"]["say"],
+        json!([{"n": 1}, {"n": 2}])
+    );
+}

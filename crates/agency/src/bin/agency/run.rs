@@ -42,7 +42,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let engine = match &args.state {
+    let mut engine = match &args.state {
         None => Engine::new(args.options.clone()),
         Some(state) => runtime
             .block_on(Engine::with_state(
@@ -52,6 +52,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .with_context(|| format!("state file {}", state.path.display()))?,
     };
+    // No one reads this process's events topic: seed 001's emit_event prints its line on
+    // stderr, as `agency csv` does.
+    engine
+        .registry_mut()
+        .register("emit_event", agency::executors::PrintEvent);
     let session = validated(&engine, &args, &text)?;
     runtime.block_on(async {
         let serving = CancellationToken::new();
