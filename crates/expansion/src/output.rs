@@ -15,7 +15,8 @@
 //!   `{"count", "sum", "min", "max", "mean"}`; object results give `"count"` plus, per top-level
 //!   field, those statistics when every value of the field is a number, otherwise the field's
 //!   distinct values in first-seen order; any other results give `{"count", "values"}` with the
-//!   distinct values. `count` is the number of results aggregated. At most [`DISTINCT_LIMIT`]
+//!   distinct values. `count` is the number of results aggregated; a sum and a mean are rounded
+//!   to 15 significant digits, so adding decimals shows no binary noise. At most [`DISTINCT_LIMIT`]
 //!   distinct values are listed per field (the first ones seen); the statistics cover every
 //!   result.
 //!
@@ -231,13 +232,13 @@ impl Column {
     fn stats(&self) -> Map<String, Value> {
         let mut stats = Map::new();
         stats.insert("count".into(), Value::from(self.count));
-        stats.insert("sum".into(), number(self.sum));
+        stats.insert("sum".into(), number(significant(self.sum)));
         stats.insert("min".into(), self.min.map_or(Value::Null, number));
         stats.insert("max".into(), self.max.map_or(Value::Null, number));
         let mean = if self.count == 0 {
             Value::Null
         } else {
-            number(self.sum / self.count as f64)
+            number(significant(self.sum / self.count as f64))
         };
         stats.insert("mean".into(), mean);
         stats
@@ -250,6 +251,21 @@ impl Column {
             Value::Array(self.distinct)
         }
     }
+}
+
+/// Significant digits `single` gives a sum and a mean: as many as a double holds of any
+/// decimal (15), so the binary noise of adding decimals goes (0.7 + 1.4 is 2.1, not
+/// 2.0999999999999996) and every digit left is one the inputs carried.
+const SIGNIFICANT: usize = 15;
+
+/// `x` rounded to [`SIGNIFICANT`] digits (by the correctly rounded decimal formatting).
+fn significant(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    format!("{x:.prec$e}", prec = SIGNIFICANT - 1)
+        .parse()
+        .unwrap_or(x)
 }
 
 /// Integral floats print as integers (`6`, not `6.0`) so sums of integers read naturally.
@@ -380,6 +396,24 @@ mod tests {
             combined,
             json!({"count": 3, "sum": 6, "min": 1, "max": 3, "mean": 2})
         );
+    }
+
+    #[test]
+    fn single_sums_decimals_without_binary_noise() {
+        // 0.7 + 1.4 is 2.0999999999999996 in binary floating point (issue 30, finding 13).
+        let combined = OutputFormat::Single
+            .combine(some(vec![json!(0.7), json!(1.4)]))
+            .unwrap();
+        assert_eq!(
+            combined,
+            json!({"count": 2, "sum": 2.1, "min": 0.7, "max": 1.4, "mean": 1.05})
+        );
+        let tenths = OutputFormat::Single
+            .combine(some((0..10).map(|_| json!(0.1)).collect()))
+            .unwrap();
+        assert_eq!(tenths["sum"], json!(1));
+        assert_eq!(significant(1.0 / 3.0), 0.333_333_333_333_333);
+        assert_eq!(significant(123_456_789.123_456_78), 123_456_789.123_457);
     }
 
     #[test]
