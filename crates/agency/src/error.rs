@@ -221,12 +221,14 @@ pub enum Error {
         reason: String,
     },
     /// A server did not answer within the time given for connecting.
-    #[error("cannot reach {server} at {address}: {source}")]
+    #[error("cannot reach {server} at {address} (tried for {} s)", .waited.as_secs())]
     Unreachable {
         /// `redis` or `kafka`.
         server: &'static str,
         /// Where it was looked for.
         address: String,
+        /// How long it was tried.
+        waited: std::time::Duration,
         /// The last error.
         source: events::Error,
     },

@@ -88,7 +88,11 @@ where
                 if error.is_retryable()
                     && patience.is_none_or(|patience| started.elapsed() < patience) =>
             {
-                let delay = schedule.next_delay();
+                // Never past the patience: the last try is at its end, not a backoff after it.
+                let left = patience.map(|patience| patience.saturating_sub(started.elapsed()));
+                let delay = left.map_or(schedule.next_delay(), |left| {
+                    schedule.next_delay().min(left)
+                });
                 crate::telemetry::OUTAGE_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, retry_in = ?delay, "{what}: server unreachable");
                 if !sleep_or_stop(delay, stop).await {

@@ -94,21 +94,23 @@ impl Client {
         }
     }
 
-    /// Connects to Kafka and Redis (retrying until they answer, as the `agency` command does);
-    /// topics and groups get `namespace` as their prefix.
+    /// Connects to Kafka and Redis (retrying while they do not answer, for
+    /// [`connect::SERVER_PATIENCE`] at most); topics and groups get `namespace` as their prefix.
     #[cfg(all(feature = "redis", feature = "kafka"))]
     pub async fn connect(
         kafka: events::KafkaOptions,
         redis: &str,
         namespace: &str,
     ) -> Result<Self> {
-        let kafka: Arc<dyn Broker> = Arc::new(connect::connect_broker(kafka).await?);
+        let kafka: Arc<dyn Broker> =
+            Arc::new(connect::connect_broker(kafka, connect::SERVER_PATIENCE).await?);
         let broker: Arc<dyn Broker> = if namespace.is_empty() {
             kafka
         } else {
             Arc::new(events::Namespaced::new(kafka, namespace))
         };
-        let store: Arc<dyn Store> = Arc::new(connect::connect_store(redis).await?);
+        let store: Arc<dyn Store> =
+            Arc::new(connect::connect_store(redis, connect::SERVER_PATIENCE).await?);
         Ok(Self::new(broker, store, namespace))
     }
 

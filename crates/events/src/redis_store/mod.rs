@@ -218,6 +218,14 @@ impl RedisStore {
             operation: "open".into(),
             message: format!("bad address `{url}`: {e}"),
         })?;
+        // One attempt first: the manager's own connecting retries for seconds, and whoever
+        // connects decides how long an unreachable server is waited for (`events::retry`).
+        drop(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(unavailable)?,
+        );
         let connection = client.get_connection_manager().await.map_err(unavailable)?;
         Ok(Self::with(
             vec![client],

@@ -99,7 +99,8 @@ async fn agents_case(
     session: bool,
     servers: &crate::servers::Servers,
 ) -> anyhow::Result<()> {
-    let store = agency::connect::connect_store(&servers.redis).await?;
+    let store =
+        agency::connect::connect_store(&servers.redis, agency::connect::SERVER_PATIENCE).await?;
     let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
     if session {
         return agents_session(items, agents, &kind, servers).await;
@@ -153,7 +154,8 @@ async fn run_agents(
     let workers = (0..agents).map(|k| {
         let (kind, redis, done) = (kind.to_string(), redis.to_string(), done.clone());
         tokio::spawn(async move {
-            let store = agency::connect::connect_store(&redis).await?;
+            let store =
+                agency::connect::connect_store(&redis, agency::connect::SERVER_PATIENCE).await?;
             let types = [kind];
             while done.load(std::sync::atomic::Ordering::Relaxed) < items {
                 let agent = format!("agent-{k}");
@@ -186,10 +188,13 @@ async fn agents_session(
     anyhow::ensure!(items > 0, "--items must be at least 1");
     let namespace = format!("bench-agents-{}.", uuid::Uuid::new_v4().simple());
     let fleet = crate::bench_distributed::Processes::fleet(servers, &namespace)?;
-    let kafka =
-        std::sync::Arc::new(agency::connect::connect_broker(servers.kafka_options()).await?);
+    let kafka = std::sync::Arc::new(
+        agency::connect::connect_broker(servers.kafka_options(), agency::connect::SERVER_PATIENCE)
+            .await?,
+    );
     let broker = events::Namespaced::new(kafka, &namespace);
-    let store = agency::connect::connect_store(&servers.redis).await?;
+    let store =
+        agency::connect::connect_store(&servers.redis, agency::connect::SERVER_PATIENCE).await?;
     let mut waiter = agency::results::ResultWaiter::subscribe(&store).await?;
     let document = json!({"session_id": format!("{namespace}agents"), "groups": [{"id": "g",
         "tasks": [{"id": "review", "executor": "agent",

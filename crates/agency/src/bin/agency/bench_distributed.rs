@@ -75,7 +75,9 @@ pub async fn run(
         Instant::now().elapsed().as_nanos()
     );
     let processes = Processes::fleet(servers, &namespace)?;
-    let kafka = Arc::new(connect::connect_broker(servers.kafka_options()).await?);
+    let kafka = Arc::new(
+        connect::connect_broker(servers.kafka_options(), agency::connect::SERVER_PATIENCE).await?,
+    );
     let broker = Namespaced::new(kafka.clone(), &namespace);
     let store = servers.store().await?;
 

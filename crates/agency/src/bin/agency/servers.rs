@@ -37,6 +37,10 @@ pub struct Servers {
     /// Replicas of each partition of the topics agency creates (at most the number of brokers)
     #[arg(long, env = "AGENCY_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub kafka_replication: i32,
+    /// How long connecting waits for a server that does not answer: a one-shot command's few
+    /// seconds unless a long-running server asks for more ([`Servers::waiting`]).
+    #[arg(skip = connect::COMMAND_PATIENCE)]
+    pub patience: Duration,
 }
 
 impl Servers {
@@ -66,11 +70,20 @@ impl Servers {
         env
     }
 
+    /// These servers, waited for up to `patience` when they do not answer (a long-running
+    /// server's [`connect::SERVER_PATIENCE`]: one starting beside it).
+    pub fn waiting(&self, patience: Duration) -> Self {
+        Self {
+            patience,
+            ..self.clone()
+        }
+    }
+
     /// The store: on the Redis Cluster when one is named, else on the Redis at `redis`.
     pub async fn store(&self) -> agency::Result<events::RedisStore> {
         match &self.redis_cluster {
-            Some(nodes) => connect::connect_cluster_store(nodes).await,
-            None => connect::connect_store(&self.redis).await,
+            Some(nodes) => connect::connect_cluster_store(nodes, self.patience).await,
+            None => connect::connect_store(&self.redis, self.patience).await,
         }
     }
 
@@ -95,7 +108,8 @@ impl Servers {
 
 /// The broker (namespaced when `--namespace` says) and the store.
 pub async fn connect(servers: &Servers) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn Store>)> {
-    let kafka: Arc<dyn Broker> = Arc::new(connect::connect_broker(servers.kafka_options()).await?);
+    let kafka = connect::connect_broker(servers.kafka_options(), servers.patience).await?;
+    let kafka: Arc<dyn Broker> = Arc::new(kafka);
     let broker: Arc<dyn Broker> = if servers.namespace.is_empty() {
         kafka
     } else {

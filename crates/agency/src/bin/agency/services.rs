@@ -4,6 +4,7 @@
 use crate::describe::describe_health;
 use crate::servers::{connect, rules, Servers};
 use crate::show::{print_json, serve_http};
+use agency::connect as connecting;
 use agency::{health, intake, Registry, Worker, WorkerOptions};
 use events::Broker;
 use std::net::SocketAddr;
@@ -38,7 +39,8 @@ pub async fn coordinator(
     http: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals()?;
-    let (broker, store) = connect(servers).await?;
+    // A long-running server waits out servers starting beside it.
+    let (broker, store) = connect(&servers.waiting(connecting::SERVER_PATIENCE)).await?;
     let deployment = Some((broker.clone(), store.clone()));
     let server = serve_http(http, deployment, shutdown.clone()).await?;
     eprintln!(
@@ -67,7 +69,8 @@ pub async fn worker(
     http: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals()?;
-    let (broker, store) = connect(servers).await?;
+    // A long-running server waits out servers starting beside it.
+    let (broker, store) = connect(&servers.waiting(connecting::SERVER_PATIENCE)).await?;
     let server = serve_http(http, None, shutdown.clone()).await?;
     eprintln!(
         "worker: executing work from {} (redis {})",
