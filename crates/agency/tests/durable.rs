@@ -66,6 +66,16 @@ fn run_to_the_end(file: &Path, state: &Path) -> Output {
         .unwrap()
 }
 
+/// `agency status --state PATH`, as JSON or text.
+fn status_of(state: &Path, json: bool) -> Output {
+    let mut status = agency(&["status", "--state"]);
+    status.arg(state);
+    if json {
+        status.arg("--json");
+    }
+    status.output().unwrap()
+}
+
 fn executions(log: &Path) -> HashMap<u64, u32> {
     let mut counts = HashMap::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
@@ -112,8 +122,31 @@ async fn a_run_killed_with_kill_9_resumes_and_runs_no_recorded_instance_again() 
         assert!(Instant::now() < deadline, "the run never got going");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // While the run holds the file, its status is its own.
+    let live = result_of(&status_of(&state, true));
+    assert_eq!(live["status"], "running", "{live:#}");
+    assert_eq!(live.get("held"), None, "{live:#}");
     child.kill().unwrap();
     child.wait().unwrap();
+    // Killed, the file still says running: status says no process holds it, and how to go on
+    // (issue 30, finding 6).
+    let stopped = result_of(&status_of(&state, true));
+    assert_eq!(
+        (&stopped["status"], &stopped["held"]),
+        (&json!("running"), &json!(false)),
+        "{stopped:#}"
+    );
+    assert_eq!(stopped.get("eta_s"), None, "{stopped:#}");
+    assert!(
+        stopped["resume"]
+            .as_str()
+            .unwrap()
+            .starts_with("agency run SESSION_FILE --state "),
+        "{stopped:#}"
+    );
+    let said = String::from_utf8(status_of(&state, false).stdout).unwrap();
+    assert!(said.contains("no process holds this run"), "{said}");
+    assert!(!said.contains("ETA"), "{said}");
     // The programs it had started finish on their own (they outlive it), then nothing moves.
     std::thread::sleep(Duration::from_millis(500));
     let before = executions(&log);

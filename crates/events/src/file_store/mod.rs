@@ -134,6 +134,26 @@ impl FileStore {
         Ok(memory)
     }
 
+    /// Whether a process holds the state file at `path` for writing: a run under way in it.
+    /// A file whose run says `running` and that no process holds was stopped or killed before
+    /// it finished. (A shared lock, let go at once: a writer starting meanwhile waits for it.)
+    pub fn is_held(path: &Path) -> Result<bool> {
+        let file = std::fs::File::open(path).map_err(|e| Error::Refused {
+            backend: "state file",
+            operation: format!("opening {}", path.display()),
+            message: e.to_string(),
+        })?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(error)) => Err(Error::Refused {
+                backend: "state file",
+                operation: format!("locking {}", path.display()),
+                message: error.to_string(),
+            }),
+        }
+    }
+
     /// Where the state file is.
     pub fn path(&self) -> &Path {
         &self.journal.path

@@ -111,6 +111,7 @@ pub async fn status(
     session: &str,
     json: bool,
     redis: &str,
+    stopped: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     match client::status(store, session).await {
         Ok(Status::Finished(result)) => {
@@ -121,11 +122,28 @@ pub async fn status(
             }
             Ok(exit_code(&result))
         }
-        Ok(Status::Live(state)) => {
+        Ok(Status::Live(mut state)) => {
+            let Some(path) = stopped else {
+                if json {
+                    print_json(&state)?;
+                } else {
+                    print!("{}", describe_state(&state));
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            // Its state is the last checkpoint of a run no process holds: nothing moves.
+            (state.rate_per_s, state.eta_s) = (None, None);
+            let resume = format!("agency run SESSION_FILE --state {}", path.display());
             if json {
-                print_json(&state)?;
+                let mut shown = serde_json::to_value(&*state)?;
+                shown["held"] = Value::Bool(false);
+                shown["resume"] = Value::String(resume);
+                print_json(&shown)?;
             } else {
                 print!("{}", describe_state(&state));
+                println!(
+                    "  no process holds this run: it stopped before it finished (killed?); what it recorded is kept, resume it with `{resume}`"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -298,5 +316,10 @@ pub async fn status_of(
             "name the session: agency status SESSION (or read a state file: --state PATH)"
         ),
     };
-    status(store.as_ref(), &session, json, &where_).await
+    // A run's state file is held by the process running it.
+    let stopped = match state {
+        Some(path) if !events::FileStore::is_held(path)? => Some(path),
+        _ => None,
+    };
+    status(store.as_ref(), &session, json, &where_, stopped).await
 }
