@@ -303,6 +303,46 @@ fn a_session_submitted_again_while_it_runs_attaches_is_refused_or_replaces() {
     );
 }
 
+/// A session cancelled while pending (submitted, no coordinator yet) never runs: its result
+/// says cancelled once a coordinator takes it, no program of it started, and the same id
+/// submitted after the cancel runs (issue 30, finding 2).
+#[test]
+fn a_pending_session_cancelled_never_runs() {
+    let mut cluster = Cluster::start_with("withdrawn", &["worker"]);
+    let id = unique("withdrawn");
+    let ran = cluster.dir.join("ran");
+    let doc = json!({"session_id": id, "groups": [{"id": "g", "tasks": [{"id": "t",
+        "executor": "command", "input": {"argv": ["sh", "-c", format!("echo x >> {}; echo 1", ran.display())]}}]}]});
+    assert_eq!(cluster.submit(&doc), id);
+    let cancelled = cluster.command(&["cancel", &id]).output().unwrap();
+    let said = String::from_utf8_lossy(&cancelled.stderr);
+    assert!(cancelled.status.success(), "{said}");
+    assert!(said.contains("was pending: withdrawn"), "{said}");
+
+    cluster.spawn("coordinator");
+    let waited = cluster
+        .command(&["watch", &id, "--timeout", "60"])
+        .output()
+        .unwrap();
+    let result: Value = serde_json::from_slice(&waited.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&waited.stderr)));
+    assert_eq!(result["status"], "cancelled", "{result:#}");
+    assert_eq!(
+        result["errors"][0],
+        "cancelled before a coordinator took it: nothing ran"
+    );
+    assert!(!ran.exists(), "the withdrawn session ran");
+
+    // Submitted again after the cancel: it runs.
+    let (code, result) = cluster.submit_wait(&doc);
+    assert_eq!(
+        (code, &result["status"]),
+        (0, &json!("completed")),
+        "{result:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "x\n");
+}
+
 /// `agency status --json` as a value, and its exit code.
 fn status(cluster: &Cluster, id: &str) -> (i32, Value) {
     let output = cluster.command(&["status", id, "--json"]).output().unwrap();

@@ -359,10 +359,31 @@ class Agency(Agents, Fleet):
     # -- controlling ------------------------------------------------------------------------
 
     def cancel(self, session_id: str) -> Dict[str, Any]:
-        """Cancels the session's run under way: ``{"status": "sent", "run"}``; its result will
-        say ``cancelled``, with what completed. A finished session is left as it is
-        (``{"status": "finished", "result"}``); an unknown one raises :class:`NotFound`."""
-        return self._control(session_id, "cancel")
+        """Cancels the session, in whatever state it is. A run under way: ``{"status": "sent",
+        "run"}``; its result will say ``cancelled``, with what completed. A pending session
+        (submitted, no coordinator has taken it): ``{"status": "withdrawn"}``; it never runs,
+        and its result says ``cancelled``. A finished session is left as it is (``{"status":
+        "finished", "result"}``); an unknown one raises :class:`NotFound`."""
+        try:
+            return self._control(session_id, "cancel")
+        except NotFound:
+            if not self._pending(session_id):
+                raise
+        # Withdrawn before the cancel is produced: the coordinator taking the submission sees
+        # the mark, and the cancel, after every submission before it, ends it.
+        mark = uuid.uuid4().hex
+        self._redis.set(_key(session_id, "withdrawn"), mark, ex=KEPT_S)
+        payload = json.dumps({"key": session_id, "action": "cancel", "data": {"withdrawn": mark}}).encode()
+        self._produce(session_id, payload)
+        return {"status": "withdrawn"}
+
+    def _pending(self, session_id: str) -> bool:
+        """Whether the session is listed ``pending``: submitted, not taken by a coordinator."""
+        state = self._redis.get(_key(session_id, "state"))
+        try:
+            return state is not None and json.loads(state).get("status") == SessionStatus.PENDING
+        except ValueError:
+            return False
 
     def pause(self, session_id: str) -> Dict[str, Any]:
         """Pauses the session's run under way (as ``agency pause``): nothing new is dispatched
@@ -411,7 +432,7 @@ class Agency(Agents, Fleet):
             return {"status": "sent", "run": run.decode()}
         if result is not None:
             return {"status": "finished", "result": result}
-        raise NotFound(f"no session {session_id} is running or has a result; nothing to {action}")
+        raise NotFound(f"no session {session_id} is pending, running or has a result; nothing to {action}")
 
     def close(self) -> None:
         """Sends what is queued and lets the connections go."""

@@ -174,6 +174,30 @@ def test_statuses_are_constants_equal_to_their_strings():
     assert TaskStatus("in_progress") is TaskStatus.IN_PROGRESS
 
 
+def test_a_pending_session_cancelled_never_runs(tmp_path):
+    # No coordinator yet: the session is pending; cancelled, it never runs, and its result says
+    # so once a coordinator takes it (issue 30, finding 2).
+    from conftest import Deployment
+
+    deployed = Deployment(tmp_path)
+    try:
+        agency = deployed.client
+        ran = tmp_path / "ran"
+        sid = agency.submit_task("command", {"argv": ["sh", "-c", f"echo x >> {ran}; echo 1"]}, session_id=unique("pending"))
+        assert agency.status(sid)["status"] == SessionStatus.PENDING
+        assert agency.cancel(sid) == {"status": "withdrawn"}
+        deployed.spawn("coordinator")
+        deployed.spawn("worker")
+        result = agency.wait(sid, timeout=60)
+        assert result["status"] == SessionStatus.CANCELLED, result
+        assert not ran.exists()
+        again = agency.submit_task("command", {"argv": ["sh", "-c", f"echo x >> {ran}; echo 1"]}, session_id=sid)
+        assert check(agency.wait(again, timeout=60))["status"] == SessionStatus.COMPLETED
+        assert ran.read_text() == "x\n"
+    finally:
+        deployed.stop()
+
+
 def test_rerun_executes_only_what_failed(deployment, tmp_path):
     agency = deployment.client
     flag = tmp_path / "flag"

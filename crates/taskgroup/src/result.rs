@@ -62,10 +62,19 @@ pub struct SessionResult {
 impl SessionResult {
     /// The result of a session that never ran or could not go on: `failed`, with why.
     pub fn failed(session_id: &str, errors: Vec<String>) -> Self {
+        Self::ended(session_id, ResultStatus::Failed, errors)
+    }
+
+    /// The result of a session cancelled before it started: nothing ran.
+    pub fn cancelled(session_id: &str, errors: Vec<String>) -> Self {
+        Self::ended(session_id, ResultStatus::Cancelled, errors)
+    }
+
+    fn ended(session_id: &str, status: ResultStatus, errors: Vec<String>) -> Self {
         Self {
             session_id: session_id.to_string(),
             run: None,
-            status: ResultStatus::Failed,
+            status,
             context: Map::new(),
             groups: IndexMap::new(),
             errors,

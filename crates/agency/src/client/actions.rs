@@ -3,7 +3,7 @@
 //! The coordinator's side of them is [`crate::intake`].
 
 use crate::error::{CannotRerun, Error, Result};
-use crate::intake::{session_document, Action, ActionKind, ACTION_TOPIC};
+use crate::intake::{session_document, Action, ActionKind, ACTION_TOPIC, WITHDRAWN};
 use crate::outage::retrying;
 use crate::results::{load_result, wait_result};
 use events::{Broker, Fence, Origin, Store};
@@ -22,15 +22,45 @@ pub enum CancelAnswer {
     },
     /// The session had finished already: nothing changed.
     Finished(Box<SessionResult>),
-    /// No run of the session is under way and none left a result: nothing changed. (A session
-    /// submitted a moment ago may still be queued for a coordinator.)
+    /// The session was submitted and no coordinator had taken it yet: it is withdrawn and will
+    /// not run; its result will say `cancelled`.
+    Withdrawn,
+    /// No run of the session is under way, none is pending, and none left a result: nothing
+    /// changed.
     Unknown,
 }
 
-/// Cancels session `id`: when a run of it is under way, produces `{"key": id, "action":
-/// "cancel"}` to `agency_action`; otherwise says what it found and changes nothing.
+/// Cancels session `id`, in whatever state it is: when a run of it is under way, produces
+/// `{"key": id, "action": "cancel"}` to `agency_action`; when it is pending (submitted, not
+/// taken yet), withdraws it first ([`Documents::withdraw`](events::Documents::withdraw)), so
+/// that the coordinator taking its submission runs nothing, and produces the cancel with the
+/// withdrawal's mark (`"data": {"withdrawn": MARK}`), which ends the withdrawal for later
+/// submissions. A finished session is left as it is.
 pub async fn cancel(broker: &dyn Broker, store: &dyn Store, id: &str) -> Result<CancelAnswer> {
-    control_run(broker, store, id, ActionKind::Cancel).await
+    let answer = control_run(broker, store, id, ActionKind::Cancel).await?;
+    if answer != CancelAnswer::Unknown || !pending(store, id).await? {
+        return Ok(answer);
+    }
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    retrying("withdrawing the session", || store.withdraw(id, &mark)).await?;
+    let action = Action {
+        key: Some(id.to_string()),
+        action: ActionKind::Cancel,
+        data: serde_json::json!({ WITHDRAWN: mark }),
+        context: Map::new(),
+    };
+    broker
+        .publish(ACTION_TOPIC, id, events::encode("the action", &action)?)
+        .await?;
+    Ok(CancelAnswer::Withdrawn)
+}
+
+/// Whether session `id` is listed `pending`: submitted, and no coordinator has taken it.
+async fn pending(store: &dyn Store, id: &str) -> Result<bool> {
+    let state = retrying("reading the live state", || store.load_state(id)).await?;
+    Ok(state
+        .and_then(|state| serde_json::from_slice::<taskgroup::LiveState>(&state).ok())
+        .is_some_and(|state| state.status == taskgroup::LiveStatus::Pending))
 }
 
 /// Pauses session `id`'s run under way (`paused`), or resumes it: produces a `pause` (or

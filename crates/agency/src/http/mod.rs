@@ -399,6 +399,10 @@ async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) ->
             let sent = json!({"session_id": id, "cancel": "sent", "run": run});
             return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
         }
+        Ok(client::CancelAnswer::Withdrawn) => {
+            let sent = json!({"session_id": id, "cancel": "withdrawn"});
+            return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
+        }
         Ok(client::CancelAnswer::Finished(result)) => refuse(
             StatusCode::CONFLICT,
             format!(
@@ -408,7 +412,7 @@ async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) ->
         ),
         Ok(client::CancelAnswer::Unknown) => refuse(
             StatusCode::NOT_FOUND,
-            format!("no session {id} is running or has a result; nothing to cancel"),
+            format!("no session {id} is pending, running or has a result; nothing to cancel"),
         ),
         Err(error) => refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     })

@@ -20,6 +20,9 @@ use serde_json::{json, Map, Value};
 
 /// Where sessions are submitted.
 pub const ACTION_TOPIC: &str = "agency_action";
+/// The field of a cancel action's `data` naming the withdrawal it ends: a session cancelled
+/// while pending ([`crate::client::cancel`]).
+pub const WITHDRAWN: &str = "withdrawn";
 /// The consumer group coordinators join on `agency_action`.
 pub const COORDINATOR_GROUP: &str = "agency-coordinators";
 

@@ -1,7 +1,7 @@
 //! The coordinator service on `agency_action`: actions taken, runs started, offsets committed
 //! once their runs end.
 
-use super::{session_document, Action, ActionKind, ACTION_TOPIC};
+use super::{session_document, Action, ActionKind, ACTION_TOPIC, WITHDRAWN};
 use crate::coordinator::{Coordinator, Progress};
 use crate::dead_letter;
 use crate::error::{Error, Result};
@@ -155,9 +155,12 @@ impl Intake {
                     return Some(self.start(position, id, session, document, rerun));
                 }
             }
-            Accepted::Cancel(id) => {
+            Accepted::Cancel(id, withdrawal) => {
                 let here = self.running.get(&id).map_or(&[][..], Vec::as_slice);
                 cancel_runs(store, &id, here).await;
+                if let Some(mark) = withdrawal {
+                    end_withdrawal(store, &id, &mark, here.is_empty(), &position).await;
+                }
             }
             Accepted::Pause(id, paused) => {
                 match retrying("pausing a session", || store.request_pause(&id, paused)).await {
@@ -224,8 +227,8 @@ impl Intake {
 enum Accepted {
     /// Run this valid session (a rerun of what failed when the flag says so).
     Run(String, Box<Session>, Vec<u8>, bool),
-    /// Cancel this session's run.
-    Cancel(String),
+    /// Cancel this session's run; end its withdrawal of this mark, if the cancel carries one.
+    Cancel(String, Option<String>),
     /// Pause (true) or resume this session's run.
     Pause(String, bool),
     /// Nothing more: the message was dead-lettered, or its invalid session rejected.
@@ -252,11 +255,12 @@ async fn accept(
         ActionKind::Cancel | ActionKind::Pause | ActionKind::Resume
     ) {
         let kind = action.action;
+        let withdrawal = action.data.get(WITHDRAWN).and_then(Value::as_str);
         return match action.key {
             Some(id) if taskgroup::session_id_problem(&id).is_none() => match kind {
                 ActionKind::Pause => Accepted::Pause(id, true),
                 ActionKind::Resume => Accepted::Pause(id, false),
-                _ => Accepted::Cancel(id),
+                _ => Accepted::Cancel(id, withdrawal.map(str::to_string)),
             },
             Some(id) => {
                 let reason = taskgroup::session_id_problem(&id).unwrap_or_default();
@@ -285,6 +289,9 @@ async fn accept(
             return Accepted::Nothing;
         }
     };
+    if withdrawn(store, &id, message).await {
+        return Accepted::Nothing;
+    }
     match Session::from_json(&document.to_string(), rules) {
         // The coordinator deletes an earlier run's result under the same id as the session starts.
         Ok(session) => match events::encode("the session document", &document) {
@@ -379,6 +386,51 @@ async fn one_run_at_a_time(
         tracing::error!(session = id, %error, "cannot note what became of the action");
     }
     true
+}
+
+/// Whether the submission `message` of session `id` was withdrawn (cancelled while pending,
+/// [`client::cancel`](crate::client::cancel)): then it runs nothing, and its result says
+/// `cancelled`. A store that cannot tell lets it run (the cancel action that follows still
+/// cancels the run).
+async fn withdrawn(store: &dyn Store, id: &str, message: &Message) -> bool {
+    match retrying("reading a withdrawal", || store.withdrawal(id)).await {
+        Ok(Some(mark)) => {
+            tracing::info!(session = %id, %mark, "submission withdrawn before it was taken: not run");
+            let run = Position::of(message).origin().to_string();
+            cancelled_unrun(store, id, run).await;
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::error!(session = %id, %error, "cannot read whether the session was withdrawn");
+            false
+        }
+    }
+}
+
+/// Ends the withdrawal `mark` of session `id` (its cancel action, at `position`, comes after
+/// every submission it withdrew). A session with no run under way (`idle` here, none current)
+/// and no result had nothing pending after all (its submission was lost): its result says
+/// `cancelled` too, for whoever waits for it.
+async fn end_withdrawal(store: &dyn Store, id: &str, mark: &str, idle: bool, position: &Position) {
+    if let Err(error) = retrying("ending a withdrawal", || store.end_withdrawal(id, mark)).await {
+        tracing::error!(session = %id, %error, "cannot end the withdrawal");
+    }
+    let current = retrying("reading the current run", || store.current_run(id)).await;
+    let result = crate::results::load_result(store, id).await;
+    if idle && matches!(current, Ok(None)) && matches!(result, Ok(None)) {
+        cancelled_unrun(store, id, position.origin().to_string()).await;
+    }
+}
+
+/// Stores the `cancelled` result of a session that never ran, naming `run`.
+async fn cancelled_unrun(store: &dyn Store, id: &str, run: String) {
+    let why = "cancelled before a coordinator took it: nothing ran".to_string();
+    let mut result = SessionResult::cancelled(id, vec![why]);
+    result.run = Some(run);
+    if let Err(error) = crate::coordinator::publish_result(store, &result, Fence::Open).await {
+        tracing::error!(session = %id, %error, "cannot publish the cancelled result");
+    }
 }
 
 /// Carries out a cancel action: the session's runs under way here stop at once, and its

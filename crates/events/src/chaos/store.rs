@@ -447,6 +447,27 @@ impl Documents for ChaosStore {
         )
     }
 
+    async fn withdraw(&self, s: &str, mark: &str) -> Result<()> {
+        faulty!(
+            self,
+            format!("withdrawing {s}"),
+            self.inner.withdraw(s, mark)
+        )
+    }
+
+    async fn withdrawal(&self, s: &str) -> Result<Option<String>> {
+        faulty!(
+            self,
+            format!("reading the withdrawal of {s}"),
+            self.inner.withdrawal(s)
+        )
+    }
+
+    async fn end_withdrawal(&self, s: &str, mark: &str) -> Result<()> {
+        let ending = self.inner.end_withdrawal(s, mark);
+        faulty!(self, format!("ending the withdrawal of {s}"), ending)
+    }
+
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
         faulty!(
             self,

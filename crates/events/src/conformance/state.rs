@@ -90,6 +90,33 @@ async fn blobs_round_trip(store: &dyn Store, session: &str) {
 pub async fn documents_suite(store: &dyn Store, session: &str) {
     documents_and_notes_round_trip(store, &format!("{session}-document")).await;
     a_pending_state_does_not_overwrite_a_run(store, &format!("{session}-state")).await;
+    a_withdrawal_ends_only_by_its_own_mark(store, &format!("{session}-withdrawn")).await;
+}
+
+/// A withdrawal is there until the cancel action carrying its mark ends it; a later mark
+/// replaces an earlier one, which then ends nothing; cleanup does not touch it.
+async fn a_withdrawal_ends_only_by_its_own_mark(store: &dyn Store, session: &str) {
+    assert_eq!(store.withdrawal(session).await.expect("none yet"), None);
+    store.withdraw(session, "m1").await.expect("withdraw");
+    assert_eq!(
+        store.withdrawal(session).await.expect("read"),
+        Some("m1".into())
+    );
+    store.withdraw(session, "m2").await.expect("withdraw again");
+    store.end_withdrawal(session, "m1").await.expect("end m1");
+    assert_eq!(
+        store.withdrawal(session).await.expect("read"),
+        Some("m2".into()),
+        "an earlier mark ends nothing"
+    );
+    store.cleanup(session, Fence::Open).await.expect("cleanup");
+    assert_eq!(
+        store.withdrawal(session).await.expect("read"),
+        Some("m2".into()),
+        "not working state"
+    );
+    store.end_withdrawal(session, "m2").await.expect("end m2");
+    assert_eq!(store.withdrawal(session).await.expect("ended"), None);
 }
 
 async fn documents_and_notes_round_trip(store: &dyn Store, session: &str) {

@@ -49,6 +49,8 @@ pub(crate) struct Sessions {
     pub(crate) documents: HashMap<String, (String, Vec<u8>)>,
     /// Notes on intake actions that started no run (see [`Documents::note_action`]).
     pub(crate) notes: HashMap<(String, String), String>,
+    /// Each session's withdrawal mark (see [`Documents::withdraw`]); not working state.
+    pub(crate) withdrawals: HashMap<String, String>,
     /// Each session's live state (see [`Documents::save_state`]).
     pub(crate) states: HashMap<String, Vec<u8>>,
     /// Sessions by when they were listed (see [`Documents::sessions`]).

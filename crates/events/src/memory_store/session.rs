@@ -471,6 +471,25 @@ impl Documents for MemoryStore {
         Ok(self.state()?.states.get(session).cloned())
     }
 
+    async fn withdraw(&self, session: &str, mark: &str) -> Result<()> {
+        self.state()?
+            .withdrawals
+            .insert(session.to_string(), mark.to_string());
+        Ok(())
+    }
+
+    async fn withdrawal(&self, session: &str) -> Result<Option<String>> {
+        Ok(self.state()?.withdrawals.get(session).cloned())
+    }
+
+    async fn end_withdrawal(&self, session: &str, mark: &str) -> Result<()> {
+        let mut sessions = self.state()?;
+        if sessions.withdrawals.get(session).is_some_and(|m| m == mark) {
+            sessions.withdrawals.remove(session);
+        }
+        Ok(())
+    }
+
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
         let sessions = self.state()?;
         let mut listed: Vec<(String, u64)> = sessions

@@ -442,6 +442,33 @@ impl Documents for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn withdraw(&self, session: &str, mark: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .set_ex(key(session, "withdrawn"), mark, WORKING_TTL_SECONDS)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn withdrawal(&self, session: &str) -> Result<Option<String>> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(key(session, "withdrawn"))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn end_withdrawal(&self, session: &str, mark: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        self.release
+            .key(key(session, "withdrawn"))
+            .arg(mark)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn sessions(&self, limit: usize) -> Result<Vec<(String, u64)>> {
         let mut connection = self.connection.clone();
         let listed: Vec<(String, u64)> = redis::cmd("ZRANGE")

@@ -233,7 +233,8 @@ pub trait Results: Send + Sync + 'static {
 }
 
 /// What clients of a session read: the document it runs, notes on intake actions that started
-/// no run, its live state, and the list of recent sessions.
+/// no run, its live state, the list of recent sessions, and the withdrawal of submissions
+/// cancelled before a coordinator took them.
 #[async_trait]
 pub trait Documents: Send + Sync + 'static {
     /// Keeps the session document run `run` runs (as submitted, id included), so that a client
@@ -274,6 +275,19 @@ pub trait Documents: Send + Sync + 'static {
 
     /// The session's live state, if one is stored.
     async fn load_state(&self, session: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Withdraws the session's submissions that no coordinator has taken yet, under `mark` (the
+    /// one its cancel action carries, produced after this): a coordinator taking one while the
+    /// mark is there runs nothing and stores a `cancelled` result. The mark replaces an earlier
+    /// one and lives as long as the working state would.
+    async fn withdraw(&self, session: &str, mark: &str) -> Result<()>;
+
+    /// The mark [`Documents::withdraw`] left, if one is there.
+    async fn withdrawal(&self, session: &str) -> Result<Option<String>>;
+
+    /// Removes the mark if it is still `mark`: its cancel action was taken, after every
+    /// submission before it, so the ones after it run.
+    async fn end_withdrawal(&self, session: &str, mark: &str) -> Result<()>;
 
     /// The sessions listed most recently (by [`Documents::save_state`]), newest first, with when
     /// ([`Membership::now_ms`](crate::Membership::now_ms)), at most `limit`; a session is listed for as long as a result is kept.

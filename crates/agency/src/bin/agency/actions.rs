@@ -170,21 +170,27 @@ pub async fn cancel(
     let (broker, store) = connect(servers).await?;
     let mut waiter = results::ResultWaiter::subscribe(store.as_ref()).await?;
     let run = match client::cancel(broker.as_ref(), store.as_ref(), session).await? {
-        client::CancelAnswer::Sent { run } => run,
+        client::CancelAnswer::Sent { run } => {
+            eprintln!("cancel of session {session} (run {run}) sent");
+            Some(run)
+        }
+        client::CancelAnswer::Withdrawn => {
+            eprintln!("session {session} was pending: withdrawn, it will not run");
+            None
+        }
         client::CancelAnswer::Finished(result) => anyhow::bail!(
             "session `{session}` has already finished ({}); nothing to cancel",
             result.status
         ),
         client::CancelAnswer::Unknown => anyhow::bail!(
-            "no session `{session}` is running or has a result in {}; nothing to cancel (one submitted a moment ago may still be queued for a coordinator)",
+            "no session `{session}` is pending, running or has a result in {}; nothing to cancel",
             servers.redis_address()
         ),
     };
-    eprintln!("cancel of session {session} (run {run}) sent");
     if !wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let run: Option<events::Origin> = run.parse().ok();
+    let run: Option<events::Origin> = run.and_then(|run| run.parse().ok());
     let result = printed(&mut waiter, store.as_ref(), session, run.as_ref(), timeout).await?;
     Ok(if result.status == ResultStatus::Cancelled {
         ExitCode::SUCCESS
@@ -208,7 +214,7 @@ pub async fn pause(session: &str, servers: &Servers, paused: bool) -> anyhow::Re
                 result.status
             )
         }
-        client::CancelAnswer::Unknown => anyhow::bail!(
+        client::CancelAnswer::Unknown | client::CancelAnswer::Withdrawn => anyhow::bail!(
             "no session `{session}` is running in {}; nothing to {what}",
             servers.redis_address()
         ),
