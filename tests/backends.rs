@@ -279,6 +279,24 @@ async fn redis_task_manager_conforms() {
     conformance::task_suite(&store, &unique("tasks")).await;
 }
 
+/// Claims within a workflow, and listings, beside the other tests; claims of any type on a
+/// database of their own (they would take other tests' items), emptied first.
+#[tokio::test]
+async fn redis_claims_and_listings_conform() {
+    let store = RedisStore::connect(&redis_url()).await.unwrap();
+    conformance::workflow_claim_suite(&store, &unique("wanted")).await;
+    conformance::listing_suite(&store, &unique("listing")).await;
+    let own = format!("{}/7", redis_url().trim_end_matches('/'));
+    let client = redis::Client::open(own.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHDB")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&own).await.unwrap();
+    conformance::any_claim_suite(&store, &unique("any")).await;
+}
+
 /// Bad Redis state (B-list): a report no one can read is dropped with a warning and does not
 /// hold back the reports beside it; a settle with a report of the wrong shape (a client's bug)
 /// is refused by the script and changes nothing.
@@ -308,7 +326,14 @@ async fn an_unreadable_agent_report_is_dropped_and_the_others_are_recorded() {
         .unwrap();
     let token = format!("{kind}-token");
     let claim = store
-        .agent_claim("a", std::slice::from_ref(&kind), &token)
+        .agent_claim(
+            "a",
+            events::Wanted {
+                types: std::slice::from_ref(&kind),
+                workflow: None,
+            },
+            &token,
+        )
         .await
         .unwrap()
         .unwrap();

@@ -44,6 +44,8 @@ async fn the_agent_queue_conforms_on_a_cluster() {
 #[tokio::test]
 async fn the_task_manager_conforms_on_a_cluster() {
     conformance::task_suite(&cluster().await, &unique("cluster-tasks")).await;
+    conformance::workflow_claim_suite(&cluster().await, &unique("cluster-wanted")).await;
+    conformance::listing_suite(&cluster().await, &unique("cluster-listing")).await;
 }
 
 /// A coordinator and two workers on the cluster (`AGENCY_REDIS_CLUSTER`): a session with a

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import AgencyError, NotFound, StaleClaim
+from .fleet import iso8601
 from .status import TaskStatus
 
 #: The key every script is called with: it routes the call to the ``{agents}`` slot.
@@ -26,6 +27,7 @@ DEFAULT_CLAIM_TIMEOUT_MS = 24 * 3600 * 1000
 #: Every status of a task of the task manager, in the order a task goes through them.
 STATUSES = tuple(status.value for status in TaskStatus)
 _LONGEST_NAME = 200
+_LONGEST_PAGE = 1000
 _TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 #: How often a waiting claim asks again, in seconds.
 _POLL_S = 0.1
@@ -79,7 +81,21 @@ def _task(task_id: str, fields: Dict[Any, Any]) -> Optional[Dict[str, Any]]:
         "claim_timeout_ms": number("claim_timeout_ms") or 0,
         "result": json.loads(f["result"]) if "result" in f else None,
         "error": f.get("error"),
+        # Seed 003's ISO times, beside the milliseconds.
+        "created_at": _iso(number("created_ms") or 0),
+        "updated_at": _iso(number("updated_ms") or 0),
+        "locked_at": _iso(number("locked_ms")),
+        "completed_at": _iso(number("completed_ms")),
     }
+
+
+def _iso(ms: Optional[int]) -> Optional[str]:
+    return None if ms is None else iso8601(ms)
+
+
+def _pairs(flat: Sequence[Any]) -> Dict[str, str]:
+    """A Redis reply of ``field, value, ...`` as a dict."""
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _check_workflow(workflow: str) -> None:
@@ -101,18 +117,28 @@ class Agents:
 
     # -- agents -----------------------------------------------------------------------------
 
-    def claim(self, agent: str, types: Sequence[str], wait: float = 0.0) -> Optional[Dict[str, Any]]:
-        """Claims the oldest waiting item of the first of ``types`` that has one, for ``agent``;
-        asks again for up to ``wait`` seconds. Returns what ``agency agent claim --json``
-        prints (``token``, ``session_id``, ``task``, ``instance``, ``type``, ``input``,
-        ``attempt``, and for a task of the task manager ``workflow`` and ``parent_id``), or
-        ``None`` when nothing came."""
+    def claim(
+        self,
+        agent: str,
+        types: Optional[Sequence[str]] = None,
+        wait: float = 0.0,
+        workflow: Optional[str] = None,
+    ) -> Optional[Dict[str, Any]]:
+        """Claims, for ``agent``, the oldest waiting item of the first of ``types`` that has one
+        (without ``types``, of any type: seed 003's ``get_next_task(agent_id,
+        task_types=None)``), of the tasks of ``workflow`` only when given; asks again for up to
+        ``wait`` seconds. Returns what ``agency agent claim --json`` prints (``token``,
+        ``session_id``, ``task``, ``instance``, ``type``, ``input``, ``attempt``, and for a task
+        of the task manager ``workflow`` and ``parent_id``), or ``None`` when nothing came."""
         if isinstance(types, str):
             types = [types]
+        if workflow is not None:
+            _check_workflow(workflow)
         until = time.monotonic() + wait
         while True:
             token = uuid.uuid4().hex
-            found = self._script("claim")(keys=[ITEMS], args=[agent, token, *types])
+            args = [agent, token, workflow or "", *(types or [])]
+            found = self._script("claim")(keys=[ITEMS], args=args)
             if found:
                 return _describe(found)
             left = until - time.monotonic()
@@ -195,6 +221,31 @@ class Agents:
         found = (_task(child, fields) for child, fields in zip(ids, pipe.execute()))
         return [task for task in found if task is not None]
 
+    def list_tasks(
+        self,
+        workflow: str,
+        status: Optional[str] = None,
+        task_type: Optional[str] = None,
+        start: int = 0,
+        limit: int = 100,
+    ) -> Dict[str, Any]:
+        """A page of the workflow's tasks, in creation order from position ``start``: those of
+        ``status`` and ``task_type`` when given, at most ``limit`` (1 to 1,000), as ``agency
+        tasks list`` prints it: ``{"tasks": [...], "next": N}``, ``next`` the ``start`` of the
+        next page (``None`` at the end)."""
+        _check_workflow(workflow)
+        if status is not None and status not in STATUSES:
+            raise AgencyError(f"`{status}` is no task status (expected one of: {', '.join(STATUSES)})")
+        if not 1 <= limit <= _LONGEST_PAGE:
+            raise AgencyError(f"a page holds 1 to {_LONGEST_PAGE} tasks, not {limit}")
+        found = self._script("list")(keys=[ITEMS], args=[workflow, status or "", task_type or "", start, limit])
+        next_at, ids = int(found[0]), [_text(i) for i in found[1:]]
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(_TASK + task_id)
+        tasks = (_task(task_id, fields) for task_id, fields in zip(ids, pipe.execute() if ids else []))
+        return {"tasks": [task for task in tasks if task is not None], "next": None if next_at < 0 else next_at}
+
     def cancel_task(self, task_id: str) -> None:
         """Cancels a pending or claimed task (its claim ends); raises :class:`AgencyError`,
         naming why, when it does not exist or ended already."""
@@ -227,15 +278,19 @@ class Agents:
 
     def metadata(self, workflow: str, update: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Sets the keys of ``update`` in the workflow's metadata (others are kept); returns the
-        metadata as it then is."""
+        metadata as it then is, with ``initialized_at``, ``last_updated`` (ISO times: its first
+        task or key, its last change) and ``workflow_type`` (``generic`` unless set) once the
+        workflow has a task or a key."""
         _check_workflow(workflow)
-        key = f"{_WORKFLOW}{workflow}:metadata"
-        pipe = self._redis.pipeline(transaction=True)
-        if update:
-            pipe.hset(key, mapping={k: json.dumps(v) for k, v in update.items()})
-        pipe.hgetall(key)
-        stored = pipe.execute()[-1]
-        return {_text(k): json.loads(v) for k, v in stored.items()}
+        pairs = [part for key, value in (update or {}).items() for part in (key, json.dumps(value))]
+        stored, times = self._script("metadata")(keys=[ITEMS], args=[workflow, *pairs])
+        metadata = {key: json.loads(value) for key, value in _pairs(stored).items()}
+        times = _pairs(times)
+        if "initialized_ms" in times and "updated_ms" in times:
+            metadata["initialized_at"] = iso8601(int(times["initialized_ms"]))
+            metadata["last_updated"] = iso8601(int(times["updated_ms"]))
+            metadata.setdefault("workflow_type", "generic")
+        return metadata
 
 
 def _stale(token: str) -> Exception:

@@ -138,9 +138,18 @@ def test_the_task_manager_parents_children_summary_and_metadata(deployment):
     printed = deployment.agency("tasks", "summary", "--workflow", workflow)
     assert json.loads(printed.stdout) == summary
 
-    assert agency.metadata(workflow, {"version": "2.0", "started_by": "scheduler"}) == {"version": "2.0", "started_by": "scheduler"}
-    assert agency.metadata(workflow, {"version": "2.1"}) == {"version": "2.1", "started_by": "scheduler"}
-    assert agency.metadata(workflow) == {"version": "2.1", "started_by": "scheduler"}
+    def mine(metadata):
+        return {k: v for k, v in metadata.items() if k not in ("initialized_at", "last_updated", "workflow_type")}
+
+    assert mine(agency.metadata(workflow, {"version": "2.0", "started_by": "scheduler"})) == {"version": "2.0", "started_by": "scheduler"}
+    assert mine(agency.metadata(workflow, {"version": "2.1"})) == {"version": "2.1", "started_by": "scheduler"}
+    metadata = agency.metadata(workflow)
+    assert mine(metadata) == {"version": "2.1", "started_by": "scheduler"}
+    # Seed 003's own keys (issue 30, finding 17): the same from the command.
+    assert metadata["workflow_type"] == "generic"
+    assert metadata["initialized_at"] <= metadata["last_updated"] and metadata["last_updated"].endswith("Z")
+    printed = deployment.agency("tasks", "metadata", "--workflow", workflow)
+    assert json.loads(printed.stdout) == metadata
 
     with pytest.raises(AgencyError, match="is of workflow"):
         agency.create_task(validate, {}, parent_id=root, workflow=unique("other"))
@@ -148,3 +157,49 @@ def test_the_task_manager_parents_children_summary_and_metadata(deployment):
         agency.create_task(validate, {}, parent_id="ghost", workflow=workflow)
     with pytest.raises(AgencyError, match="must be 1 to 200"):
         agency.create_task("bad type", {}, workflow=workflow)
+
+
+def test_claims_within_a_workflow_of_any_type_and_listings(deployment):
+    # Seed 003's get_next_task(agent_id, task_types=None), within one workflow; a workflow's
+    # tasks listed a page at a time with filters; ISO times (issue 30, findings 15 to 17).
+    agency = deployment.client
+    workflow, other = unique("py-wf"), unique("py-other")
+    analyze, validate = unique("analyze"), unique("validate")
+    first = agency.create_task(analyze, {"n": 1}, workflow=workflow)
+    elsewhere = agency.create_task(analyze, {"n": 0}, workflow=other)
+    second = agency.create_task(validate, {"n": 2}, workflow=workflow)
+    third = agency.create_task(analyze, {"n": 3}, workflow=workflow)
+
+    claimed = agency.claim("a1", workflow=workflow)
+    assert claimed["task"] == first and claimed["workflow"] == workflow
+    assert agency.claim("a2", [validate], workflow=workflow)["task"] == second
+    released = agency.claim("a3", workflow=workflow)
+    assert released["task"] == third
+    agency.release(released["token"])
+    command = deployment.agency("agent", "claim", "--agent", "cli", "--workflow", workflow, "--json")
+    assert command.returncode == 0, command.stderr
+    assert json.loads(command.stdout)["task"] == third
+    assert agency.claim("a4", workflow=workflow) is None
+    nothing = deployment.agency("agent", "claim", "--agent", "cli", "--workflow", workflow)
+    assert nothing.returncode == 3 and "of any type in workflow" in nothing.stderr.decode()
+    assert agency.claim("a5", [analyze], workflow=other)["task"] == elsewhere
+    agency.complete(claimed["token"], {"ok": True})
+
+    page = agency.list_tasks(workflow, limit=2)
+    assert [t["id"] for t in page["tasks"]] == [first, second] and page["next"] == 2
+    rest = agency.list_tasks(workflow, start=page["next"])
+    assert [t["id"] for t in rest["tasks"]] == [third] and rest["next"] is None
+    done = agency.list_tasks(workflow, status=TaskStatus.COMPLETED)
+    assert [t["id"] for t in done["tasks"]] == [first]
+    assert [t["id"] for t in agency.list_tasks(workflow, task_type=analyze)["tasks"]] == [first, third]
+    listed = deployment.agency("tasks", "list", "--workflow", workflow, "--type", analyze, "--limit", "1")
+    assert listed.returncode == 0, listed.stderr
+    printed = json.loads(listed.stdout)
+    assert [t["id"] for t in printed["tasks"]] == [first] and printed["next"] == 1
+    with pytest.raises(AgencyError, match="no task status"):
+        agency.list_tasks(workflow, status="done")
+
+    task = agency.get_task(first)
+    assert task["created_at"].endswith("Z") and task["completed_at"] >= task["created_at"]
+    assert task["locked_at"] is not None
+    assert json.loads(deployment.agency("tasks", "get", first).stdout) == task

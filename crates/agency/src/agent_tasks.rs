@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::outage::retrying;
 use events::{
     AgentClaim, AgentItem, AgentOrigin, AgentQueue, AgentReport, Notice, Outcome, Outcomes,
-    Reported, Status, TaskRef,
+    Reported, Status, TaskRef, Wanted,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -19,17 +19,19 @@ use taskgroup::{Failure, FailureKind};
 /// How often a waiting claim asks again.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Claims the next item of `types` for `agent`, asking again until one comes or `wait` passed.
+/// Claims the next item `wanted` says for `agent` (of its types, or any; of a workflow, or
+/// any), asking again until one comes or `wait` passed.
 pub async fn claim(
     store: &dyn AgentQueue,
     agent: &str,
-    types: &[String],
+    wanted: Wanted<'_>,
     wait: Duration,
 ) -> Result<Option<AgentClaim>> {
     let until = Instant::now() + wait;
     loop {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let claimed = retrying("claiming work", || store.agent_claim(agent, types, &token)).await?;
+        let claimed =
+            retrying("claiming work", || store.agent_claim(agent, wanted, &token)).await?;
         if claimed.is_some() || Instant::now() >= until {
             return Ok(claimed);
         }

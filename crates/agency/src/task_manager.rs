@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::outage::retrying;
-use events::{ManagedTask, NewTask, TaskManager, WorkflowSummary};
+use events::{ManagedTask, NewTask, TaskFilter, TaskManager, TaskPage, WorkflowSummary};
 use serde_json::{Map, Value};
 
 /// How long a claim holds unless told otherwise: a day, as the seed's task manager.
@@ -97,6 +97,48 @@ pub async fn metadata(
         store.workflow_metadata(workflow, set)
     })
     .await?)
+}
+
+/// The most tasks one page of [`list`] holds.
+pub const LONGEST_PAGE: usize = 1_000;
+
+/// A page of the workflow's tasks, in creation order from position `from`: those `filter`
+/// keeps, at most `limit` (1 to [`LONGEST_PAGE`]); `next` says where the next page starts.
+pub async fn list(
+    store: &dyn TaskManager,
+    workflow: &str,
+    filter: &TaskFilter,
+    from: u64,
+    limit: usize,
+) -> Result<TaskPage> {
+    check_workflow(workflow)?;
+    if !(1..=LONGEST_PAGE).contains(&limit) {
+        return Err(Error::InvalidTask(format!(
+            "a page holds 1 to {LONGEST_PAGE} tasks, not {limit}"
+        )));
+    }
+    Ok(retrying("listing a workflow's tasks", || {
+        store.task_list(workflow, filter, from, limit)
+    })
+    .await?)
+}
+
+/// A task as JSON, its times also as ISO 8601 (UTC) beside the milliseconds: `created_at`,
+/// `updated_at`, `locked_at`, `completed_at` (seed 003's names).
+pub fn described(task: &ManagedTask) -> Value {
+    let mut value = serde_json::to_value(task).unwrap_or(Value::Null);
+    let times = [
+        ("created_at", Some(task.created_at_ms)),
+        ("updated_at", Some(task.updated_at_ms)),
+        ("locked_at", task.locked_at_ms),
+        ("completed_at", task.completed_at_ms),
+    ];
+    if let Value::Object(fields) = &mut value {
+        for (name, ms) in times {
+            fields.insert(name.into(), ms.map(taskgroup::iso8601).into());
+        }
+    }
+    value
 }
 
 /// The error for a task id that names no task.

@@ -49,8 +49,8 @@ pub mod telemetry;
 mod watermarks;
 
 pub use agent_queue::{
-    AgentClaim, AgentItem, AgentOrigin, AgentReport, ManagedTask, NewTask, Reported, TaskState,
-    WorkflowSummary,
+    with_times, AgentClaim, AgentItem, AgentOrigin, AgentReport, ManagedTask, NewTask, Reported,
+    TaskFilter, TaskPage, TaskState, Wanted, WorkflowSummary, LIST_SCAN,
 };
 pub use broker::{
     oversized, Broker, Consumer, MemoryBroker, Message, Namespaced, Position, DEAD_LETTER_TOPIC,

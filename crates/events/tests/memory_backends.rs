@@ -68,3 +68,11 @@ async fn memory_agent_queue_conforms() {
 async fn memory_task_manager_conforms() {
     conformance::task_suite(&MemoryStore::new(), "memory-tasks").await;
 }
+
+#[tokio::test]
+async fn memory_claims_and_listings_conform() {
+    let store = MemoryStore::new();
+    conformance::workflow_claim_suite(&store, "memory-wanted").await;
+    conformance::listing_suite(&store, "memory-listing").await;
+    conformance::any_claim_suite(&MemoryStore::new(), "memory-any").await;
+}

@@ -7,7 +7,9 @@ if status ~= 'pending' and status ~= 'in_progress' then
 end
 local claim = redis.call('HGET', CLAIMS, ARGV[1])
 if claim then unclaim(ARGV[1], string.match(claim, '^([^|]*)|')) end
-redis.call('LREM', P .. 'pending:' .. kind_of(ARGV[1]), 1, ARGV[1])
+local kind, workflow = kind_of(ARGV[1]), redis.call('HGET', task_key(ARGV[1]), 'workflow')
+redis.call('LREM', P .. 'pending:' .. kind, 1, ARGV[1])
+redis.call('LREM', workflow_key(workflow, 'pending:' .. kind), 1, ARGV[1])
 forget(ARGV[1])
 local now = now_ms()
 set_status(ARGV[1], 'cancelled', now, {'completed_ms', now}, {'locked_by', 'locked_ms'})

@@ -9,6 +9,9 @@ local REPORTS, DUE = P .. 'reports', P .. 'reports:due'
 -- partitions moved) does not offer them anew while their reports wait to be recorded.
 local SETTLED = P .. 'settled'
 local SETTLED_KEPT_MS = 3600000
+-- Every type an item was queued under; each item's place in line (lower first: queued items
+-- count up, requeued ones down from zero, first in line), from `seq:counter`.
+local TYPES, SEQ, COUNTER = P .. 'types', P .. 'seq', P .. 'seq:counter'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -16,6 +19,30 @@ local function now_ms()
 end
 
 local function task_key(id) return P .. 'task:' .. id end
+local function workflow_key(workflow, what) return P .. 'workflow:' .. workflow .. ':' .. what end
+
+-- A workflow's task was created, or changed: its times (`initialized_ms` once,
+-- `updated_ms` each time), which its metadata shows.
+local function touch(workflow, now)
+  local times = workflow_key(workflow, 'times')
+  redis.call('HSETNX', times, 'initialized_ms', now)
+  redis.call('HSET', times, 'updated_ms', now)
+end
+
+-- Queues item `id` of type `kind` last in line (`first` false) or first, in its type's list
+-- and, for a task of workflow `workflow` (false for an instance's item), in the workflow's
+-- list of that type too. A list holds ids claimed or gone since: a claim skips them.
+local function enqueue(id, kind, workflow, first)
+  local seq, push = redis.call('INCR', COUNTER), 'LPUSH'
+  if first then seq, push = -seq, 'RPUSH' end
+  redis.call('HSET', SEQ, id, seq)
+  redis.call('SADD', TYPES, kind)
+  redis.call(push, P .. 'pending:' .. kind, id)
+  if workflow then
+    redis.call('SADD', workflow_key(workflow, 'types'), kind)
+    redis.call(push, workflow_key(workflow, 'pending:' .. kind), id)
+  end
+end
 
 -- The type an item waits under (its meta is `<claim timeout ms>|<type>`).
 local function kind_of(id)
@@ -35,6 +62,7 @@ local function set_status(id, status, now, fields, gone)
   redis.call('HINCRBY', counts, status .. '|' .. found[2], 1)
   redis.call('HSET', key, 'status', status, 'updated_ms', now, unpack(fields))
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  touch(found[1], now)
   return true
 end
 
@@ -62,11 +90,12 @@ local function forget(id)
   redis.call('HDEL', ITEMS, id)
   redis.call('HDEL', META, id)
   redis.call('HDEL', COUNTS, id)
+  redis.call('HDEL', SEQ, id)
 end
 
--- Puts item `id` back first in line of its type.
+-- Puts item `id` back first in line of its type (and of its workflow's, for a task).
 local function requeue(id)
-  redis.call('RPUSH', P .. 'pending:' .. kind_of(id), id)
+  enqueue(id, kind_of(id), redis.call('HGET', task_key(id), 'workflow'), true)
 end
 
 -- An instance's outcome, reported for a worker to record (`AgentReport` in `outcome`); the id

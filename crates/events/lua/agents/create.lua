@@ -14,8 +14,10 @@ local now = now_ms()
 redis.call('HSET', key, 'workflow', ARGV[2], 'type', ARGV[3], 'status', 'pending',
   'claim_timeout_ms', ARGV[4], 'data', ARGV[5], 'parent', ARGV[6], 'claims', 0,
   'created_ms', now, 'updated_ms', now)
-redis.call('HINCRBY', P .. 'workflow:' .. ARGV[2] .. ':counts', 'pending|' .. ARGV[3], 1)
+redis.call('HINCRBY', workflow_key(ARGV[2], 'counts'), 'pending|' .. ARGV[3], 1)
+redis.call('RPUSH', workflow_key(ARGV[2], 'tasks'), ARGV[1])
+touch(ARGV[2], now)
 redis.call('HSET', ITEMS, ARGV[1], ARGV[7])
 redis.call('HSET', META, ARGV[1], ARGV[4] .. '|' .. ARGV[3])
-redis.call('LPUSH', P .. 'pending:' .. ARGV[3], ARGV[1])
+enqueue(ARGV[1], ARGV[3], ARGV[2], false)
 return ''

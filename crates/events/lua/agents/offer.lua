@@ -5,7 +5,7 @@ for i = 1, #ARGV, 4 do
   if not redis.call('ZSCORE', SETTLED, ARGV[i])
     and redis.call('HSETNX', ITEMS, ARGV[i], ARGV[i + 3]) == 1 then
     redis.call('HSET', META, ARGV[i], ARGV[i + 2] .. '|' .. ARGV[i + 1])
-    redis.call('LPUSH', P .. 'pending:' .. ARGV[i + 1], ARGV[i])
+    enqueue(ARGV[i], ARGV[i + 1], false, false)
   end
 end
 return 1

@@ -1,7 +1,8 @@
 //! The queue and the task manager in memory: the embedded twin of the Redis keys.
 
 use super::{
-    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskState, WorkflowSummary,
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter, TaskPage,
+    TaskState, Wanted, WorkflowSummary,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -33,6 +34,12 @@ pub(crate) struct MemoryAgentQueue {
     counts: HashMap<String, BTreeMap<(TaskState, String), u64>>,
     /// Metadata per workflow.
     metadata: HashMap<String, Map<String, Value>>,
+    /// Task ids per workflow, in creation order.
+    workflow_tasks: HashMap<String, Vec<String>>,
+    /// When each workflow was first touched and last changed (ms).
+    times: HashMap<String, (u64, u64)>,
+    /// Counts places in line (see [`Entry::seq`]).
+    counter: i64,
 }
 
 #[derive(Debug)]
@@ -41,6 +48,9 @@ struct Entry {
     claims: u32,
     /// Token, agent and deadline of its claim.
     claim: Option<(String, String, u64)>,
+    /// Its place in line across types, lower first: queued items count up, requeued ones down
+    /// from zero (first in line). Each type's queue is in this order.
+    seq: i64,
 }
 
 impl MemoryAgentQueue {
@@ -51,6 +61,7 @@ impl MemoryAgentQueue {
             if self.items.contains_key(&item.id) || self.settled.contains_key(&item.id) {
                 continue;
             }
+            self.counter += 1;
             self.pending
                 .entry(item.kind.clone())
                 .or_default()
@@ -61,6 +72,7 @@ impl MemoryAgentQueue {
                     item: item.clone(),
                     claims: 0,
                     claim: None,
+                    seq: self.counter,
                 },
             );
         }
@@ -69,40 +81,55 @@ impl MemoryAgentQueue {
     pub(crate) fn claim(
         &mut self,
         agent: &str,
-        types: &[String],
+        wanted: Wanted<'_>,
         token: &str,
         now: u64,
     ) -> Option<AgentClaim> {
         // Claims past their deadline end first, as in Redis.
         self.expire(now, 64);
-        for kind in types {
-            let Some(waiting) = self.pending.get_mut(kind) else {
-                continue;
-            };
-            while let Some(id) = waiting.pop_front() {
-                let Some(entry) = self.items.get_mut(&id) else {
-                    continue;
-                };
-                let deadline = now + entry.item.claim_timeout_ms;
-                entry.claims += 1;
-                entry.claim = Some((token.to_string(), agent.to_string(), deadline));
-                let claim = AgentClaim {
-                    token: token.to_string(),
-                    agent: agent.to_string(),
-                    item: entry.item.clone(),
-                    claims: entry.claims,
-                };
-                self.deadlines.insert((deadline, id.clone()));
-                self.tokens.insert(token.to_string(), id.clone());
-                self.set_status(&id, TaskState::InProgress, now, |task| {
-                    task.locked_by = Some(agent.to_string());
-                    task.locked_at_ms = Some(now);
-                    task.claims = claim.claims;
-                });
-                return Some(claim);
-            }
+        let (kind, at) = self.next_wanted(wanted)?;
+        let id = self.pending.get_mut(&kind)?.remove(at)?;
+        let entry = self.items.get_mut(&id)?;
+        let deadline = now + entry.item.claim_timeout_ms;
+        entry.claims += 1;
+        entry.claim = Some((token.to_string(), agent.to_string(), deadline));
+        let claim = AgentClaim {
+            token: token.to_string(),
+            agent: agent.to_string(),
+            item: entry.item.clone(),
+            claims: entry.claims,
+        };
+        self.deadlines.insert((deadline, id.clone()));
+        self.tokens.insert(token.to_string(), id.clone());
+        self.set_status(&id, TaskState::InProgress, now, |task| {
+            task.locked_by = Some(agent.to_string());
+            task.locked_at_ms = Some(now);
+            task.claims = claim.claims;
+        });
+        Some(claim)
+    }
+
+    /// Where the item a claim takes waits: its type, and its place in that type's queue. With
+    /// types, the first waiting item of the first that has one; without, the waiting item with
+    /// the lowest place in line of every type. With a workflow, only its tasks.
+    fn next_wanted(&self, wanted: Wanted<'_>) -> Option<(String, usize)> {
+        let first_of = |kind: &String| {
+            let waiting = self.pending.get(kind)?;
+            let at = waiting.iter().position(|id| match wanted.workflow {
+                None => true,
+                Some(workflow) => self.tasks.get(id).is_some_and(|t| t.workflow == workflow),
+            })?;
+            Some((kind.clone(), at, self.items.get(&waiting[at])?.seq))
+        };
+        if !wanted.types.is_empty() {
+            let (kind, at, _) = wanted.types.iter().find_map(first_of)?;
+            return Some((kind, at));
         }
-        None
+        self.pending
+            .keys()
+            .filter_map(first_of)
+            .min_by_key(|(_, _, seq)| *seq)
+            .map(|(kind, at, _)| (kind, at))
     }
 
     /// The claim `token` holds, ended with `report`: a task takes its status, an instance's
@@ -219,6 +246,11 @@ impl MemoryAgentQueue {
                 .or_default()
                 .push(task.id.clone());
         }
+        self.workflow_tasks
+            .entry(task.workflow.clone())
+            .or_default()
+            .push(task.id.clone());
+        self.touch(&task.workflow, now);
         self.tasks.insert(
             task.id.clone(),
             ManagedTask {
@@ -296,14 +328,57 @@ impl MemoryAgentQueue {
         )
     }
 
+    /// Sets `set`'s keys in the workflow's metadata (a change of the workflow); returns it
+    /// with the workflow's times ([`super::with_times`]).
     pub(crate) fn metadata(
         &mut self,
         workflow: &str,
         set: &Map<String, Value>,
+        now: u64,
     ) -> Map<String, Value> {
+        if !set.is_empty() {
+            self.touch(workflow, now);
+        }
         let metadata = self.metadata.entry(workflow.to_string()).or_default();
         metadata.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        metadata.clone()
+        super::with_times(metadata.clone(), self.times.get(workflow).copied())
+    }
+
+    /// A page of the workflow's tasks in creation order, from position `from`: those `filter`
+    /// keeps, at most `limit`, looking at 10,000 tasks at most (as the Redis script does).
+    pub(crate) fn list(
+        &self,
+        workflow: &str,
+        filter: &TaskFilter,
+        from: u64,
+        limit: usize,
+    ) -> TaskPage {
+        let ids = self
+            .workflow_tasks
+            .get(workflow)
+            .map_or(&[][..], Vec::as_slice);
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(ids.len());
+        let mut tasks = Vec::new();
+        let mut at = start;
+        for id in ids[start..].iter().take(super::LIST_SCAN) {
+            if tasks.len() >= limit {
+                break;
+            }
+            if let Some(task) = self.tasks.get(id).filter(|task| filter.keeps(task)) {
+                tasks.push(task.clone());
+            }
+            at += 1;
+        }
+        TaskPage {
+            tasks,
+            next: (at < ids.len()).then_some(at as u64),
+        }
+    }
+
+    /// The workflow changed at `now`.
+    fn touch(&mut self, workflow: &str, now: u64) {
+        let times = self.times.entry(workflow.to_string()).or_insert((now, now));
+        times.1 = now;
     }
 
     /// Takes the claim `token` holds off the queue with its item.
@@ -333,9 +408,12 @@ impl MemoryAgentQueue {
 
     /// Puts item `id` back first in line of its type; a task is pending again.
     fn requeue(&mut self, id: &str, now: u64) {
-        let Some(entry) = self.items.get(id) else {
+        self.counter += 1;
+        let first = -self.counter;
+        let Some(entry) = self.items.get_mut(id) else {
             return;
         };
+        entry.seq = first;
         self.pending
             .entry(entry.item.kind.clone())
             .or_default()
@@ -366,6 +444,8 @@ impl MemoryAgentQueue {
         task.status = state;
         task.updated_at_ms = now;
         change(task);
+        let workflow = task.workflow.clone();
+        self.touch(&workflow, now);
         true
     }
 }
@@ -399,8 +479,12 @@ mod tests {
         let mut queue = MemoryAgentQueue::default();
         queue.offer(&[item("x", 100), item("y", 500)], 1_000);
         let types = ["analyze".to_string()];
-        assert!(queue.claim("a", &types, "t1", 1_000).is_some());
-        assert!(queue.claim("a", &types, "t2", 1_000).is_some());
+        let wanted = super::Wanted {
+            types: &types,
+            workflow: None,
+        };
+        assert!(queue.claim("a", wanted, "t1", 1_000).is_some());
+        assert!(queue.claim("a", wanted, "t2", 1_000).is_some());
         assert_eq!(queue.expire(1_099, 10), 0);
         assert_eq!(queue.expire(1_100, 10), 1);
         let reported = queue.reports(1_100, 10, 1_000);

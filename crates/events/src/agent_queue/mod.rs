@@ -15,7 +15,7 @@
 //! Python client runs too), both checked by the conformance suite.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 mod memory;
@@ -283,4 +283,64 @@ impl WorkflowSummary {
         }
         summary
     }
+}
+
+/// Which waiting items a claim takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    /// The types, in order of preference: the oldest waiting item of the first that has one.
+    /// None for any: the oldest waiting item of every type.
+    pub types: &'a [String],
+    /// Only tasks of the task manager's workflow of this name (no session's items).
+    pub workflow: Option<&'a str>,
+}
+
+/// The most tasks one page of a listing looks at: a filter that keeps few of them gives short
+/// pages, each with where to go on ([`TaskPage::next`]).
+pub const LIST_SCAN: usize = 10_000;
+
+/// Which of a workflow's tasks a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks with this status.
+    pub status: Option<TaskState>,
+    /// Only tasks of this type.
+    pub kind: Option<String>,
+}
+
+impl TaskFilter {
+    /// Whether `task` is kept.
+    pub fn keeps(&self, task: &ManagedTask) -> bool {
+        self.status.is_none_or(|status| status == task.status)
+            && self.kind.as_ref().is_none_or(|kind| *kind == task.kind)
+    }
+}
+
+/// A page of a workflow's tasks, in creation order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks of the page the filter kept.
+    pub tasks: Vec<ManagedTask>,
+    /// The position to ask for the next page from, `None` at the end.
+    pub next: Option<u64>,
+}
+
+/// A workflow's metadata with what is kept for it by itself (seed 003's): `initialized_at`
+/// and `last_updated` (ISO 8601, UTC), from `times` (ms: its first task created or first key
+/// set, its last change), and `workflow_type` (`generic` unless set).
+pub fn with_times(
+    mut metadata: Map<String, Value>,
+    times: Option<(u64, u64)>,
+) -> Map<String, Value> {
+    if let Some((initialized, updated)) = times {
+        metadata.insert(
+            "initialized_at".into(),
+            taskgroup::iso8601(initialized).into(),
+        );
+        metadata.insert("last_updated".into(), taskgroup::iso8601(updated).into());
+        metadata
+            .entry("workflow_type")
+            .or_insert_with(|| Value::from("generic"));
+    }
+    metadata
 }

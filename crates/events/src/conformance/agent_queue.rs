@@ -1,6 +1,6 @@
 //! [`AgentQueue`](crate::AgentQueue): the work handed to agents.
 
-use crate::agent_queue::AgentReport;
+use crate::agent_queue::{AgentReport, Wanted};
 use crate::store::AgentQueue;
 use crate::AgentClaim;
 use serde_json::json;
@@ -77,7 +77,14 @@ impl Queue {
         let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
         let token = format!("{}-{token}", self.prefix);
         store
-            .agent_claim("agent-1", &types, &token)
+            .agent_claim(
+                "agent-1",
+                Wanted {
+                    types: &types,
+                    workflow: None,
+                },
+                &token,
+            )
             .await
             .expect("claim")
     }

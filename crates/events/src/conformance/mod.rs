@@ -14,6 +14,7 @@
 //! | `shared.rs` | [`membership_suite`], [`notices_suite`], [`memo_suite`] |
 //! | `agent_queue.rs` | [`agent_suite`] |
 //! | `tasks.rs` | [`task_suite`] |
+//! | `wanted.rs` | [`workflow_claim_suite`], [`any_claim_suite`], [`listing_suite`] |
 //! | `broker.rs` | [`broker_suite`] |
 //!
 //! [`store_suite`] runs the suites every session store passes.
@@ -29,6 +30,7 @@ mod runs;
 mod shared;
 mod state;
 mod tasks;
+mod wanted;
 
 pub use agent_queue::agent_suite;
 pub use broker::broker_suite;
@@ -40,6 +42,7 @@ pub use runs::runs_suite;
 pub use shared::{membership_suite, memo_suite, notices_suite};
 pub use state::{contexts_suite, documents_suite, results_suite};
 pub use tasks::task_suite;
+pub use wanted::{any_claim_suite, listing_suite, workflow_claim_suite};
 
 use crate::messages::{Outcome, Status, TaskRecord, TaskRef};
 use crate::store::{Fence, Store, Subscription};

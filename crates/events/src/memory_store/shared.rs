@@ -6,7 +6,8 @@ use super::{
     FORGET_MEMBERS_MS,
 };
 use crate::agent_queue::{
-    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter, TaskPage,
+    Wanted, WorkflowSummary,
 };
 use crate::error::{encode, Error, Result};
 use crate::store::{AgentQueue, Membership, Memo, Notices, Subscription, TaskManager};
@@ -108,13 +109,13 @@ impl AgentQueue for MemoryStore {
     async fn agent_claim(
         &self,
         agent: &str,
-        types: &[String],
+        wanted: Wanted<'_>,
         token: &str,
     ) -> Result<Option<AgentClaim>> {
         Ok(self
             .agents()?
             .agents
-            .claim(agent, types, token, wall_clock_ms()))
+            .claim(agent, wanted, token, wall_clock_ms()))
     }
 
     async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
@@ -164,6 +165,16 @@ impl TaskManager for MemoryStore {
             .map_err(|message| refused("cancelling a task", message))
     }
 
+    async fn task_list(
+        &self,
+        workflow: &str,
+        filter: &TaskFilter,
+        from: u64,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        Ok(self.agents()?.agents.list(workflow, filter, from, limit))
+    }
+
     async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
         Ok(self.agents()?.agents.summary(workflow))
     }
@@ -173,7 +184,10 @@ impl TaskManager for MemoryStore {
         workflow: &str,
         set: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        Ok(self.agents()?.agents.metadata(workflow, set))
+        Ok(self
+            .agents()?
+            .agents
+            .metadata(workflow, set, wall_clock_ms()))
     }
 }
 

@@ -5,7 +5,11 @@
 //!
 //! - `agency:{agents}:items`: item id -> the item's JSON;
 //! - `agency:{agents}:meta`: item id -> `<claim timeout ms>|<type>`;
-//! - `agency:{agents}:pending:<type>`: waiting ids, pushed left, claimed from the right;
+//! - `agency:{agents}:pending:<type>`: waiting ids, pushed left (requeued right), claimed from
+//!   the right; ids claimed or gone since are skipped there;
+//! - `agency:{agents}:types`: every type an item was queued under;
+//! - `agency:{agents}:seq` (`seq:counter`): item id -> place in line across types (requeued
+//!   items count down from zero);
 //! - `agency:{agents}:claims`: item id -> `<token>|<deadline ms>|<agent>`;
 //! - `agency:{agents}:deadlines`: claimed ids by deadline (ms by Redis's clock);
 //! - `agency:{agents}:tokens`: token -> item id;
@@ -17,12 +21,16 @@
 //!   `created_ms`, `updated_ms`, `completed_ms`, `result`, `error`);
 //! - `agency:{agents}:children:<id>`: its children's ids, in creation order;
 //! - `agency:{agents}:workflow:<W>:counts`: `<status>|<type>` -> tasks;
-//! - `agency:{agents}:workflow:<W>:metadata`: key -> JSON value.
+//! - `agency:{agents}:workflow:<W>:metadata`: key -> JSON value;
+//! - `agency:{agents}:workflow:<W>:times`: `initialized_ms`, `updated_ms`;
+//! - `agency:{agents}:workflow:<W>:tasks`: its task ids, in creation order;
+//! - `agency:{agents}:workflow:<W>:pending:<type>`, `...:types`: its waiting tasks, as above.
 
 use super::Connection;
 use super::{corrupt, unavailable};
 use crate::agent_queue::{
-    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskState, WorkflowSummary,
+    with_times, AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter,
+    TaskPage, TaskState, Wanted, WorkflowSummary,
 };
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
@@ -61,6 +69,8 @@ pub(super) struct AgentScripts {
     reports: redis::Script,
     create: redis::Script,
     cancel: redis::Script,
+    list: redis::Script,
+    metadata: redis::Script,
 }
 
 impl AgentScripts {
@@ -74,6 +84,8 @@ impl AgentScripts {
             reports: script(include_str!("../../lua/agents/reports.lua")),
             create: script(include_str!("../../lua/agents/create.lua")),
             cancel: script(include_str!("../../lua/agents/cancel.lua")),
+            list: script(include_str!("../../lua/agents/list.lua")),
+            metadata: script(include_str!("../../lua/agents/metadata.lua")),
         }
     }
 
@@ -105,12 +117,15 @@ impl AgentScripts {
         &self,
         mut connection: Connection,
         agent: &str,
-        types: &[String],
+        wanted: Wanted<'_>,
         token: &str,
     ) -> Result<Option<AgentClaim>> {
         let mut invocation = self.claim.key(ITEMS);
-        invocation.arg(agent).arg(token);
-        for kind in types {
+        invocation
+            .arg(agent)
+            .arg(token)
+            .arg(wanted.workflow.unwrap_or_default());
+        for kind in wanted.types {
             invocation.arg(kind);
         }
         let found: Option<Vec<Vec<u8>>> = invocation
@@ -233,6 +248,86 @@ impl AgentScripts {
         refused_unless_empty("creating a task", why)
     }
 
+    /// A page of the workflow's tasks (`list.lua` finds their ids; one pipeline reads them).
+    pub(super) async fn list(
+        &self,
+        mut connection: Connection,
+        workflow: &str,
+        filter: &TaskFilter,
+        from: u64,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        let found: Vec<redis::Value> = self
+            .list
+            .key(ITEMS)
+            .arg(workflow)
+            .arg(filter.status.map_or("", TaskState::as_str))
+            .arg(filter.kind.as_deref().unwrap_or_default())
+            .arg(from)
+            .arg(limit)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut found = found.into_iter();
+        let next: i64 = match found.next() {
+            Some(next) => {
+                redis::from_redis_value(next).map_err(|e| corrupt("a task listing", e))?
+            }
+            None => return Err(corrupt("a task listing", "no position")),
+        };
+        let ids: Vec<String> = found
+            .map(|id| redis::from_redis_value(id).map_err(|e| corrupt("a task listing", e)))
+            .collect::<Result<_>>()?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(task_key(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut connection)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut tasks = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(&hashes) {
+            tasks.extend(task_of(id, fields)?);
+        }
+        Ok(TaskPage {
+            tasks,
+            next: u64::try_from(next).ok(),
+        })
+    }
+
+    /// Sets `set`'s keys in the workflow's metadata (`metadata.lua`, a change of the
+    /// workflow); returns the metadata with the workflow's times.
+    pub(super) async fn metadata(
+        &self,
+        mut connection: Connection,
+        workflow: &str,
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let mut invocation = self.metadata.key(ITEMS);
+        invocation.arg(workflow);
+        for (key, value) in set {
+            invocation.arg(key).arg(value.to_string());
+        }
+        let (stored, times): (HashMap<String, String>, HashMap<String, u64>) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let metadata = stored
+            .into_iter()
+            .map(|(k, v)| {
+                let value =
+                    serde_json::from_str(&v).map_err(|e| corrupt("workflow metadata", e))?;
+                Ok((k, value))
+            })
+            .collect::<Result<Map<String, Value>>>()?;
+        let times = times.get("initialized_ms").zip(times.get("updated_ms"));
+        Ok(with_times(metadata, times.map(|(a, b)| (*a, *b))))
+    }
+
     pub(super) async fn cancel(&self, mut connection: Connection, id: &str) -> Result<()> {
         let why: String = self
             .cancel
@@ -309,33 +404,6 @@ pub(super) async fn summary(mut connection: Connection, workflow: &str) -> Resul
         parsed.push((state, kind.to_string(), u64::try_from(count).unwrap_or(0)));
     }
     Ok(WorkflowSummary::of(workflow, parsed))
-}
-
-/// Sets `set`'s keys in the workflow's metadata; returns the metadata.
-pub(super) async fn metadata(
-    mut connection: Connection,
-    workflow: &str,
-    set: &Map<String, Value>,
-) -> Result<Map<String, Value>> {
-    let key = workflow_key(workflow, "metadata");
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    if !set.is_empty() {
-        let fields: Vec<(&String, String)> = set.iter().map(|(k, v)| (k, v.to_string())).collect();
-        pipe.hset_multiple(&key, &fields).ignore();
-    }
-    pipe.cmd("HGETALL").arg(&key);
-    let (stored,): (HashMap<String, String>,) = pipe
-        .query_async(&mut connection)
-        .await
-        .map_err(unavailable)?;
-    stored
-        .into_iter()
-        .map(|(k, v)| {
-            let value = serde_json::from_str(&v).map_err(|e| corrupt("workflow metadata", e))?;
-            Ok((k, value))
-        })
-        .collect()
 }
 
 /// A task from its hash; `None` when the hash is empty (no such task).

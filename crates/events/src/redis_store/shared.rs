@@ -3,7 +3,8 @@
 
 use super::{agent_queue, corrupt, to_json, unavailable, RedisStore, RedisSubscription};
 use crate::agent_queue::{
-    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter, TaskPage,
+    Wanted, WorkflowSummary,
 };
 use crate::error::Result;
 use crate::store::{AgentQueue, Membership, Memo, Notices, Subscription, TaskManager};
@@ -150,11 +151,11 @@ impl AgentQueue for RedisStore {
     async fn agent_claim(
         &self,
         agent: &str,
-        types: &[String],
+        wanted: Wanted<'_>,
         token: &str,
     ) -> Result<Option<AgentClaim>> {
         self.agents
-            .claim(self.connection.clone(), agent, types, token)
+            .claim(self.connection.clone(), agent, wanted, token)
             .await
     }
 
@@ -201,6 +202,18 @@ impl TaskManager for RedisStore {
         self.agents.cancel(self.connection.clone(), id).await
     }
 
+    async fn task_list(
+        &self,
+        workflow: &str,
+        filter: &TaskFilter,
+        from: u64,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        self.agents
+            .list(self.connection.clone(), workflow, filter, from, limit)
+            .await
+    }
+
     async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
         agent_queue::summary(self.connection.clone(), workflow).await
     }
@@ -210,7 +223,9 @@ impl TaskManager for RedisStore {
         workflow: &str,
         set: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        agent_queue::metadata(self.connection.clone(), workflow, set).await
+        self.agents
+            .metadata(self.connection.clone(), workflow, set)
+            .await
     }
 }
 

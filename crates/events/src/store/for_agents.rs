@@ -1,7 +1,8 @@
 //! The capabilities of external agents: the queue they claim from and the task manager.
 
 use crate::agent_queue::{
-    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, WorkflowSummary,
+    AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter, TaskPage,
+    Wanted, WorkflowSummary,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -28,15 +29,16 @@ pub trait AgentQueue: Send + Sync + 'static {
         Err(no_agent_queue())
     }
 
-    /// Claims, for `agent` under `token`, the oldest waiting item of the first of `types` that
-    /// has one; its claim lasts the item's `claim_timeout_ms` by the store's clock.
+    /// Claims, for `agent` under `token`, the item [`Wanted`] says (the oldest waiting item of
+    /// the first of its types that has one, or of any type; of one workflow's tasks, or of
+    /// all); its claim lasts the item's `claim_timeout_ms` by the store's clock.
     async fn agent_claim(
         &self,
         agent: &str,
-        types: &[String],
+        wanted: Wanted<'_>,
         token: &str,
     ) -> Result<Option<AgentClaim>> {
-        let _ = (agent, types, token);
+        let _ = (agent, wanted, token);
         Err(no_agent_queue())
     }
 
@@ -109,6 +111,20 @@ pub trait TaskManager: Send + Sync + 'static {
         Err(no_agent_queue())
     }
 
+    /// A page of the workflow's tasks, in creation order from position `from`: those `filter`
+    /// keeps, at most `limit`, looking at [`LIST_SCAN`](crate::agent_queue::LIST_SCAN) tasks
+    /// at most; [`TaskPage::next`] says where to go on.
+    async fn task_list(
+        &self,
+        workflow: &str,
+        filter: &TaskFilter,
+        from: u64,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        let _ = (workflow, filter, from, limit);
+        Err(no_agent_queue())
+    }
+
     /// The workflow's tasks counted by status and by type.
     async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
         let _ = workflow;
@@ -116,7 +132,8 @@ pub trait TaskManager: Send + Sync + 'static {
     }
 
     /// Sets the keys of `set` in the workflow's metadata (nothing for an empty map); returns
-    /// the metadata as it then is.
+    /// the metadata as it then is, with `initialized_at`, `last_updated` and `workflow_type`
+    /// ([`with_times`](crate::agent_queue::with_times)) once the workflow has a task or a key.
     async fn workflow_metadata(
         &self,
         workflow: &str,

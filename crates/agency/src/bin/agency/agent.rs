@@ -13,15 +13,20 @@ const NOTHING_CLAIMED: u8 = 3;
 /// What an agent does.
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentCommand {
-    /// Claim the next waiting item of these types; prints it (token, session_id, task,
-    /// instance, type, input, attempt), or exits 3 when none came
+    /// Claim the next waiting item of these types (or of any), of one workflow's tasks (or of
+    /// any); prints it (token, session_id, task, instance, type, input, attempt), or exits 3
+    /// when none came
     Claim {
         /// This agent's id, recorded with the claim
         #[arg(long)]
         agent: String,
-        /// The agent types it takes, in order of preference (comma-separated)
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// The agent types it takes, in order of preference (comma-separated); without, the
+        /// oldest waiting item of any type
+        #[arg(long, value_delimiter = ',')]
         types: Vec<String>,
+        /// Only tasks of the task manager's workflow of this name
+        #[arg(long)]
+        workflow: Option<String>,
         /// Wait up to this long for an item
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
@@ -87,19 +92,19 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             AgentCommand::Claim {
                 agent,
                 types,
+                workflow,
                 wait_ms,
                 json,
                 ..
             } => {
-                let claimed = agency::agent_tasks::claim(
-                    &store,
-                    agent,
+                let wanted = events::Wanted {
                     types,
-                    Duration::from_millis(*wait_ms),
-                )
-                .await?;
+                    workflow: workflow.as_deref(),
+                };
+                let wait = Duration::from_millis(*wait_ms);
+                let claimed = agency::agent_tasks::claim(&store, agent, wanted, wait).await?;
                 let Some(claim) = claimed else {
-                    eprintln!("nothing to claim of {}", types.join(", "));
+                    eprintln!("nothing to claim {}", wanted_text(wanted));
                     return Ok(ExitCode::from(NOTHING_CLAIMED));
                 };
                 let described = agency::agent_tasks::describe(&claim);
@@ -132,4 +137,16 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What a claim asked for, for people: `of analyze, validate in workflow review`.
+fn wanted_text(wanted: events::Wanted<'_>) -> String {
+    let types = match wanted.types {
+        [] => "of any type".to_string(),
+        types => format!("of {}", types.join(", ")),
+    };
+    match wanted.workflow {
+        Some(workflow) => format!("{types} in workflow {workflow}"),
+        None => types,
+    }
 }

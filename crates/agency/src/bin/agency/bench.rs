@@ -157,9 +157,13 @@ async fn run_agents(
             let store =
                 agency::connect::connect_store(&redis, agency::connect::SERVER_PATIENCE).await?;
             let types = [kind];
+            let wanted = events::Wanted {
+                types: &types,
+                workflow: None,
+            };
             while done.load(std::sync::atomic::Ordering::Relaxed) < items {
                 let agent = format!("agent-{k}");
-                let Some(claim) = agency::agent_tasks::claim(&store, &agent, &types, wait).await?
+                let Some(claim) = agency::agent_tasks::claim(&store, &agent, wanted, wait).await?
                 else {
                     if wait.is_zero() {
                         break;

@@ -1,4 +1,4 @@
-//! `agency tasks create|get|children|cancel|summary|metadata`: the task manager (seed 003)
+//! `agency tasks create|get|children|list|cancel|summary|metadata`: the task manager (seed 003)
 //! over Redis; its tasks are claimed with `agency agent claim`.
 
 use crate::servers::Servers;
@@ -43,6 +43,27 @@ pub enum TasksCommand {
         #[command(flatten)]
         servers: Servers,
     },
+    /// Print a page of a workflow's tasks, in creation order: `{"tasks": [...], "next": N}`,
+    /// `next` the --from of the next page (null at the end)
+    List {
+        /// The workflow
+        #[arg(long)]
+        workflow: String,
+        /// Only tasks with this status (pending, in_progress, completed, failed, cancelled)
+        #[arg(long, value_parser = task_state)]
+        status: Option<events::TaskState>,
+        /// Only tasks of this type
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Where the page starts: 0, or the `next` of the page before
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// The most tasks on the page
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=agency::task_manager::LONGEST_PAGE as u64))]
+        limit: u64,
+        #[command(flatten)]
+        servers: Servers,
+    },
     /// Cancel a pending or claimed task
     Cancel {
         /// The task's id
@@ -76,6 +97,7 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
     let (TasksCommand::Create { servers, .. }
     | TasksCommand::Get { servers, .. }
     | TasksCommand::Children { servers, .. }
+    | TasksCommand::List { servers, .. }
     | TasksCommand::Cancel { servers, .. }
     | TasksCommand::Summary { servers, .. }
     | TasksCommand::Metadata { servers, .. }) = &command;
@@ -109,10 +131,36 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 let task = agency::task_manager::get(&store, id)
                     .await?
                     .ok_or_else(|| agency::task_manager::no_task(id))?;
-                serde_json::to_value(task)?
+                agency::task_manager::described(&task)
             }
             TasksCommand::Children { id, .. } => {
-                serde_json::to_value(agency::task_manager::children(&store, id).await?)?
+                let children = agency::task_manager::children(&store, id).await?;
+                children
+                    .iter()
+                    .map(agency::task_manager::described)
+                    .collect()
+            }
+            TasksCommand::List {
+                workflow,
+                status,
+                kind,
+                from,
+                limit,
+                ..
+            } => {
+                let filter = events::TaskFilter {
+                    status: *status,
+                    kind: kind.clone(),
+                };
+                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+                let page =
+                    agency::task_manager::list(&store, workflow, &filter, *from, limit).await?;
+                let tasks: Vec<Value> = page
+                    .tasks
+                    .iter()
+                    .map(agency::task_manager::described)
+                    .collect();
+                serde_json::json!({"tasks": tasks, "next": page.next})
             }
             TasksCommand::Cancel { id, .. } => {
                 agency::task_manager::cancel(&store, id).await?;
@@ -132,5 +180,16 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
         };
         println!("{}", serde_json::to_string_pretty(&printed)?);
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `--status`: a task's status as JSON spells it.
+fn task_state(text: &str) -> Result<events::TaskState, String> {
+    events::TaskState::parse(text).ok_or_else(|| {
+        let all: Vec<&str> = events::TaskState::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "`{text}` is no task status (expected one of: {})",
+            all.join(", ")
+        )
     })
 }
