@@ -338,3 +338,55 @@ async fn one_writer_at_a_time_and_readers_see_the_last_checkpoint() {
     let missing = FileStore::open_read_only(&state_file("none.db")).unwrap_err();
     assert!(missing.to_string().contains("no such file"), "{missing}");
 }
+
+/// The task manager on a state file (issue 30, finding 18): it conforms, and a store opened
+/// again from the file holds its tasks, their statuses, counts, claims and metadata.
+#[tokio::test]
+async fn the_task_manager_conforms_on_a_state_file_and_is_read_back() {
+    use events::{TaskFilter, TaskState, Wanted};
+    let path = state_file("tasks.db");
+    let store = open(&path).await;
+    conformance::task_suite(&*store, "file-tasks").await;
+    conformance::workflow_claim_suite(&*store, "file-wanted").await;
+    conformance::listing_suite(&*store, "file-listing").await;
+    conformance::agent_suite(&*store, "file-agents").await;
+    let summary = store.task_summary("file-listing-listed").await.unwrap();
+    let listed = store
+        .task_list("file-listing-listed", &TaskFilter::default(), 0, 100)
+        .await
+        .unwrap();
+    let metadata = store
+        .workflow_metadata("file-listing-listed", &Map::new())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    drop(store);
+
+    let reopened = open(&path).await;
+    assert_eq!(
+        reopened.task_summary("file-listing-listed").await.unwrap(),
+        summary
+    );
+    let again = reopened
+        .task_list("file-listing-listed", &TaskFilter::default(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(again, listed);
+    assert_eq!(
+        reopened
+            .workflow_metadata("file-listing-listed", &Map::new())
+            .await
+            .unwrap(),
+        metadata
+    );
+    // Waiting tasks are claimed from the file as they were left: the pending ones of type `lx`.
+    let types = ["file-listing-lx".to_string()];
+    let wanted = Wanted {
+        types: &types,
+        workflow: Some("file-listing-listed"),
+    };
+    let claimed = reopened.agent_claim("a", wanted, "tok").await.unwrap();
+    assert_eq!(claimed.unwrap().item.id, "file-listing-n0");
+    let task = reopened.task_get("file-listing-n0").await.unwrap().unwrap();
+    assert_eq!(task.status, TaskState::InProgress);
+}

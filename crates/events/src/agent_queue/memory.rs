@@ -4,14 +4,17 @@ use super::{
     AgentClaim, AgentItem, AgentReport, ManagedTask, NewTask, Reported, TaskFilter, TaskPage,
     TaskState, Wanted, WorkflowSummary,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// How long an instance's settled item id is kept, so it is not offered anew (ms).
 const SETTLED_KEPT_MS: u64 = 3_600_000;
 
-/// The queue and the task manager in memory: the embedded twin of the Redis keys.
-#[derive(Debug, Default)]
+/// The queue and the task manager in memory: the embedded twin of the Redis keys. The state
+/// file keeps it whole as JSON (its counts are made again from the tasks, [`Self::recount`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct MemoryAgentQueue {
     /// Every item offered and not settled, with its claim if it has one.
     items: HashMap<String, Entry>,
@@ -31,6 +34,7 @@ pub(crate) struct MemoryAgentQueue {
     /// Child task ids per parent, in creation order.
     children: HashMap<String, Vec<String>>,
     /// Tasks per status and type, per workflow.
+    #[serde(skip)]
     counts: HashMap<String, BTreeMap<(TaskState, String), u64>>,
     /// Metadata per workflow.
     metadata: HashMap<String, Map<String, Value>>,
@@ -42,7 +46,7 @@ pub(crate) struct MemoryAgentQueue {
     counter: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     item: AgentItem,
     claims: u32,
@@ -279,6 +283,19 @@ impl MemoryAgentQueue {
             .or_default() += 1;
         self.offer(&[task.item()], now);
         Ok(())
+    }
+
+    /// Makes the counts per workflow again from the tasks (after reading them from a file).
+    pub(crate) fn recount(&mut self) {
+        self.counts.clear();
+        for task in self.tasks.values() {
+            *self
+                .counts
+                .entry(task.workflow.clone())
+                .or_default()
+                .entry((task.status, task.kind.clone()))
+                .or_default() += 1;
+        }
     }
 
     pub(crate) fn task(&self, id: &str) -> Option<ManagedTask> {

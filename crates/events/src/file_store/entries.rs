@@ -18,6 +18,8 @@ pub(super) struct MemoChanged {
     /// Prefixes cleared, in order.
     pub(super) cleared: Vec<String>,
     pub(super) keys: BTreeSet<String>,
+    /// The queue for agents and the task manager changed.
+    pub(super) agents: bool,
 }
 
 /// What changed of one session since the last checkpoint.
@@ -48,6 +50,8 @@ pub(super) mod kind {
     pub const NOTE: u8 = b'N';
     /// Memoized results, under the empty session: they belong to none.
     pub const MEMO: u8 = b'K';
+    /// The queue for agents and the task manager, whole, under the empty session.
+    pub const AGENTS: u8 = b'A';
     /// The kinds a session's entries have.
     pub const ALL: [u8; 7] = [TASK, OUTCOME, CONTEXT, BLOB, RESULT, META, NOTE];
 }
@@ -322,7 +326,16 @@ fn blob_writes(sessions: &Sessions, session: &str, changed: &Changed, writes: &m
 }
 
 /// The memoized results that changed, as they stand: cleared prefixes deleted first.
-pub(super) fn memo_snapshot(sessions: &Sessions, changed: &MemoChanged, writes: &mut Vec<Write>) {
+pub(super) fn memo_snapshot(
+    sessions: &Sessions,
+    changed: &MemoChanged,
+    writes: &mut Vec<Write>,
+) -> Result<()> {
+    if changed.agents {
+        let queue = serde_json::to_vec(&sessions.agents)
+            .map_err(|e| corrupt("the queue for agents", e.to_string()))?;
+        writes.push(Write::Put(key(kind::AGENTS, "", b""), queue));
+    }
     for prefix in &changed.cleared {
         writes.push(Write::DeletePrefix(key(kind::MEMO, "", prefix.as_bytes())));
     }
@@ -337,6 +350,7 @@ pub(super) fn memo_snapshot(sessions: &Sessions, changed: &MemoChanged, writes: 
             None => writes.push(Write::Delete(at)),
         }
     }
+    Ok(())
 }
 
 /// The session's small entries and its notes, each written or deleted as it stands.

@@ -56,6 +56,11 @@ pub(super) fn load(db: &Connection, sessions: &mut Sessions, path: &Path) -> Res
                 sessions.results.insert(session, value);
             }
             kind::MEMO => load_memo(sessions, suffix, &value, &bad)?,
+            kind::AGENTS => {
+                sessions.agents =
+                    serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                sessions.agents.recount();
+            }
             kind::NOTE => {
                 let run =
                     std::str::from_utf8(suffix).map_err(|_| bad("a run that is not UTF-8"))?;

@@ -12,7 +12,9 @@
 //!
 //! What lives only in the process is not kept: leases (the process holding them is gone),
 //! heartbeats, the workers counted on a range ([`crate::Outcomes::track_range`]) and pub/sub.
-//! Nor does it keep a queue for agents: those calls are refused.
+//! The queue for agents and the task manager are kept whole, as one entry: the task manager
+//! runs on a state file (`agency tasks --state PATH`), each command holding the file's lock
+//! ([`FileStore::open_waiting`]), so claims are atomic between the processes of one machine.
 //!
 //! The file is opened in WAL mode, so other processes can read it while a run writes it
 //! ([`FileStore::open_read_only`]: `agency status --state PATH`). The layout of its entries is
@@ -31,6 +33,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+/// How long opening waits for the file's lock by default: a store of this process just
+/// dropped may hold it a moment longer (a checkpoint it was writing); not another writer.
+const OWN_LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How often changes are written to the file when nothing asks for it sooner.
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_millis(250);
@@ -64,8 +70,18 @@ impl FileStore {
     /// written every `checkpoint` from then on (on the current Tokio runtime). The file is
     /// locked to this process for writing: a second writer is refused with a clear error.
     pub async fn open(path: &Path, checkpoint: Duration) -> Result<Self> {
+        Self::open_waiting(path, checkpoint, OWN_LOCK_PATIENCE).await
+    }
+
+    /// As [`FileStore::open`], waiting up to `patience` for another process holding the file
+    /// to let it go (the task manager's commands take turns so: seed 003's lock timeout).
+    pub async fn open_waiting(
+        path: &Path,
+        checkpoint: Duration,
+        patience: Duration,
+    ) -> Result<Self> {
         let owned = path.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Self::open_blocking(&owned))
+        let store = tokio::task::spawn_blocking(move || Self::open_blocking(&owned, patience))
             .await
             .map_err(|e| Error::Unavailable {
                 backend: "state file",
@@ -78,7 +94,7 @@ impl FileStore {
         Ok(store)
     }
 
-    fn open_blocking(path: &Path) -> Result<Self> {
+    fn open_blocking(path: &Path, patience: Duration) -> Result<Self> {
         let opening = |e| sqlite(&format!("opening {}", path.display()), e);
         let db = Connection::open(path).map_err(opening)?;
         db.pragma_update(None, "journal_mode", "WAL")
@@ -91,7 +107,7 @@ impl FileStore {
             "CREATE TABLE IF NOT EXISTS entries (k BLOB PRIMARY KEY, v BLOB NOT NULL);",
         )
         .map_err(opening)?;
-        let lock = lock(path)?;
+        let lock = lock(path, patience)?;
         let mut sessions = Sessions::default();
         load(&db, &mut sessions, path)?;
         let mut journal = None;
@@ -182,15 +198,13 @@ impl std::ops::Deref for FileStore {
 /// The writer's lock on the state file: held for as long as the store lives, so a second `agency
 /// run --state` on the same file stops at once instead of interleaving its writes. (An advisory
 /// `flock`, apart from SQLite's own locks: readers are not held up.)
-fn lock(path: &Path) -> Result<std::fs::File> {
+fn lock(path: &Path, patience: Duration) -> Result<std::fs::File> {
     let lock = std::fs::File::open(path).map_err(|e| Error::Refused {
         backend: "state file",
         operation: format!("opening {}", path.display()),
         message: e.to_string(),
     })?;
-    // A store of this process just dropped may hold the lock a moment longer (a checkpoint
-    // it was writing): wait for that, not for another writer.
-    let patience = std::time::Instant::now() + Duration::from_secs(2);
+    let patience = std::time::Instant::now() + patience;
     loop {
         match lock.try_lock() {
             Ok(()) => return Ok(lock),
@@ -247,6 +261,10 @@ impl Journal for FileJournal {
                 memo.cleared.push(prefix.to_string());
                 return Ok(());
             }
+            Change::Agents => {
+                self.memo.lock().map_err(poisoned)?.agents = true;
+                return Ok(());
+            }
             _ => {}
         }
         let mut dirty = self.dirty.lock().map_err(poisoned)?;
@@ -278,7 +296,7 @@ impl Journal for FileJournal {
                 changed.blobs.insert(name.to_string());
             }
             Change::All => changed.all = true,
-            Change::Memo(_) | Change::MemoCleared(_) => {}
+            Change::Memo(_) | Change::MemoCleared(_) | Change::Agents => {}
         }
         Ok(())
     }
@@ -311,7 +329,7 @@ impl FileJournal {
                 .lock()
                 .map_err(|_| Error::poisoned("state file changes"))?,
         );
-        if changed.is_empty() && memo.cleared.is_empty() && memo.keys.is_empty() {
+        if changed.is_empty() && memo.cleared.is_empty() && memo.keys.is_empty() && !memo.agents {
             return Ok(());
         }
         // The store is gone: nothing is left to write from.
@@ -327,7 +345,7 @@ impl FileJournal {
             for (session, changed) in &changed {
                 snapshot(&sessions, session, changed, &mut writes)?;
             }
-            memo_snapshot(&sessions, &memo, &mut writes);
+            memo_snapshot(&sessions, &memo, &mut writes)?;
             writes
         };
         let snapshot_took = started.elapsed();
@@ -344,6 +362,7 @@ impl FileJournal {
                 let later = std::mem::take(&mut *again);
                 again.cleared = memo.cleared.into_iter().chain(later.cleared).collect();
                 again.keys = memo.keys.into_iter().chain(later.keys).collect();
+                again.agents |= memo.agents;
             }
         }
         written.map_err(|e| {

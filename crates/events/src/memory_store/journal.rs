@@ -37,6 +37,8 @@ pub(crate) enum Change<'a> {
     Memo(&'a [(String, Value)]),
     /// Memoized results removed by prefix.
     MemoCleared(&'a str),
+    /// The queue for agents and the task manager (they belong to no session).
+    Agents,
 }
 
 /// Where a memory store notes its changes to make them durable.

@@ -259,13 +259,15 @@ impl MemoryStore {
             .map_err(|_| Error::poisoned("memory store"))
     }
 
-    /// The sessions' state, for a call of the agents' queue: refused on a journaled store, whose
-    /// journal keeps no queue (a claim would be lost with the process).
-    fn agents(&self) -> Result<MutexGuard<'_, Sessions>> {
-        match self.journal {
-            Some(_) => Err(crate::store::no_agent_queue()),
-            None => self.state(),
-        }
+    /// Runs `change` on the queue for agents and the task manager, then notes it for the
+    /// journal (the state file keeps them whole, `file_store`).
+    fn agents_changing<T>(
+        &self,
+        change: impl FnOnce(&mut crate::agent_queue::MemoryAgentQueue) -> T,
+    ) -> Result<T> {
+        let changed = change(&mut self.state()?.agents);
+        self.note("", Change::Agents)?;
+        Ok(changed)
     }
 
     /// The sessions' state, for a write with `fence`: refused when a later claim replaced it.

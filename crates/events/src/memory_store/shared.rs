@@ -102,8 +102,7 @@ impl Memo for MemoryStore {
 #[async_trait]
 impl AgentQueue for MemoryStore {
     async fn agent_offer(&self, items: &[AgentItem]) -> Result<()> {
-        self.agents()?.agents.offer(items, wall_clock_ms());
-        Ok(())
+        self.agents_changing(|agents| agents.offer(items, wall_clock_ms()))
     }
 
     async fn agent_claim(
@@ -112,56 +111,57 @@ impl AgentQueue for MemoryStore {
         wanted: Wanted<'_>,
         token: &str,
     ) -> Result<Option<AgentClaim>> {
-        Ok(self
-            .agents()?
-            .agents
-            .claim(agent, wanted, token, wall_clock_ms()))
+        self.agents_changing(|agents| agents.claim(agent, wanted, token, wall_clock_ms()))
     }
 
     async fn agent_settle(&self, token: &str, report: &AgentReport) -> Result<Option<AgentClaim>> {
-        Ok(self.agents()?.agents.settle(token, report, wall_clock_ms()))
+        self.agents_changing(|agents| agents.settle(token, report, wall_clock_ms()))
     }
 
     async fn agent_release(&self, token: &str) -> Result<Option<AgentItem>> {
-        Ok(self.agents()?.agents.release(token, wall_clock_ms()))
+        self.agents_changing(|agents| agents.release(token, wall_clock_ms()))
     }
 
+    // Workers look for these every 200 ms: only a look that found something is a change.
     async fn agent_expire(&self, limit: usize) -> Result<usize> {
-        Ok(self.agents()?.agents.expire(wall_clock_ms(), limit))
+        let ended = self.state()?.agents.expire(wall_clock_ms(), limit);
+        if ended > 0 {
+            self.agents_changing(|_| ())?;
+        }
+        Ok(ended)
     }
 
     async fn agent_reports(&self, limit: usize, lease: Duration) -> Result<Vec<Reported>> {
         let lease = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        Ok(self.agents()?.agents.reports(wall_clock_ms(), limit, lease))
+        let due = self.state()?.agents.reports(wall_clock_ms(), limit, lease);
+        if !due.is_empty() {
+            self.agents_changing(|_| ())?;
+        }
+        Ok(due)
     }
 
     async fn agent_reported(&self, ids: &[String]) -> Result<()> {
-        self.agents()?.agents.reported(ids);
-        Ok(())
+        self.agents_changing(|agents| agents.reported(ids))
     }
 }
 
 #[async_trait]
 impl TaskManager for MemoryStore {
     async fn task_create(&self, task: &NewTask) -> Result<()> {
-        self.agents()?
-            .agents
-            .create(task, wall_clock_ms())
+        self.agents_changing(|agents| agents.create(task, wall_clock_ms()))?
             .map_err(|message| refused("creating a task", message))
     }
 
     async fn task_get(&self, id: &str) -> Result<Option<ManagedTask>> {
-        Ok(self.agents()?.agents.task(id))
+        Ok(self.state()?.agents.task(id))
     }
 
     async fn task_children(&self, id: &str) -> Result<Vec<ManagedTask>> {
-        Ok(self.agents()?.agents.children(id))
+        Ok(self.state()?.agents.children(id))
     }
 
     async fn task_cancel(&self, id: &str) -> Result<()> {
-        self.agents()?
-            .agents
-            .cancel(id, wall_clock_ms())
+        self.agents_changing(|agents| agents.cancel(id, wall_clock_ms()))?
             .map_err(|message| refused("cancelling a task", message))
     }
 
@@ -172,11 +172,11 @@ impl TaskManager for MemoryStore {
         from: u64,
         limit: usize,
     ) -> Result<TaskPage> {
-        Ok(self.agents()?.agents.list(workflow, filter, from, limit))
+        Ok(self.state()?.agents.list(workflow, filter, from, limit))
     }
 
     async fn task_summary(&self, workflow: &str) -> Result<WorkflowSummary> {
-        Ok(self.agents()?.agents.summary(workflow))
+        Ok(self.state()?.agents.summary(workflow))
     }
 
     async fn workflow_metadata(
@@ -184,10 +184,7 @@ impl TaskManager for MemoryStore {
         workflow: &str,
         set: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        Ok(self
-            .agents()?
-            .agents
-            .metadata(workflow, set, wall_clock_ms()))
+        self.agents_changing(|agents| agents.metadata(workflow, set, wall_clock_ms()))
     }
 }
 

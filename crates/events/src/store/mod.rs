@@ -25,7 +25,6 @@ mod for_agents;
 mod session;
 mod shared;
 
-pub(crate) use for_agents::no_agent_queue;
 pub use for_agents::{AgentQueue, TaskManager};
 pub use session::{Contexts, Documents, Outcomes, Results, Runs};
 pub use shared::{Membership, Memo, Notices};

@@ -1,10 +1,14 @@
 //! `agency agent claim|complete|fail|release`: an external agent's side of tasks with
-//! `"executor": "agent"` and of the task manager's tasks (seed 003), over Redis.
+//! `"executor": "agent"` and of the task manager's tasks (seed 003), over Redis or a state
+//! file.
 
 use crate::servers::Servers;
 use anyhow::Context as _;
+use events::{FileStore, Store, DEFAULT_CHECKPOINT};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit code of `agency agent claim` when no item came.
@@ -34,7 +38,7 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Complete the claimed item with its result (JSON; null when absent)
     Complete {
@@ -44,7 +48,7 @@ pub enum AgentCommand {
         #[arg(long)]
         result: Option<String>,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Fail the claimed item's attempt (its task's retry policy decides what follows)
     Fail {
@@ -54,40 +58,69 @@ pub enum AgentCommand {
         #[arg(long)]
         error: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Give the claimed item back for another agent, as if never claimed
     Release {
         /// The claim's token
         token: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
 }
 
-/// Runs `work` on a small runtime with the store `servers` name (a Redis, or a Redis Cluster):
-/// the agents' and the task manager's commands.
-pub fn on_redis<F, Fut>(servers: &crate::servers::Servers, work: F) -> anyhow::Result<ExitCode>
+/// Where the task manager and the agents' queue are: Redis (`--redis`, `--redis-cluster`), or
+/// a state file (`--state PATH`) that each command holds while it runs, so that the commands
+/// of several processes on one machine take turns and a claim is atomic.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskStore {
+    #[command(flatten)]
+    servers: Servers,
+    /// Keep the tasks in this state file instead of Redis (one machine; no server needed)
+    #[arg(long, env = "AGENCY_TASKS_STATE", value_name = "PATH")]
+    state: Option<PathBuf>,
+    /// How long to wait for another process holding the state file, in ms
+    #[arg(long, default_value_t = 5_000)]
+    lock_timeout_ms: u64,
+}
+
+/// Runs `work` on a small runtime with the store `at` names; a state file is written before it
+/// is let go.
+pub fn on_store<F, Fut>(at: &TaskStore, work: F) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(events::RedisStore) -> Fut,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(async { work(servers.store().await?).await })
+    runtime.block_on(async {
+        let Some(path) = &at.state else {
+            return work(Arc::new(at.servers.store().await?)).await;
+        };
+        let patience = Duration::from_millis(at.lock_timeout_ms);
+        let file = FileStore::open_waiting(path, DEFAULT_CHECKPOINT, patience)
+            .await
+            .with_context(|| format!("state file {}", path.display()))?;
+        let done = work(Arc::new(file.store())).await;
+        // Written whatever the command answered: a refused call changed nothing, a claim did.
+        file.checkpoint()
+            .await
+            .with_context(|| format!("state file {}", path.display()))?;
+        done
+    })
 }
 
 /// Runs an `agency agent` command.
 pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
-    let (AgentCommand::Claim { servers, .. }
-    | AgentCommand::Complete { servers, .. }
-    | AgentCommand::Fail { servers, .. }
-    | AgentCommand::Release { servers, .. }) = &command;
-    // The command moves into the work: the servers it names are copied out first.
-    let servers = servers.clone();
-    on_redis(&servers, |store| async move {
+    let (AgentCommand::Claim { store, .. }
+    | AgentCommand::Complete { store, .. }
+    | AgentCommand::Fail { store, .. }
+    | AgentCommand::Release { store, .. }) = &command;
+    // The command moves into the work: where the store is is copied out first.
+    let at = store.clone();
+    on_store(&at, |store| async move {
         match &command {
             AgentCommand::Claim {
                 agent,
@@ -102,7 +135,8 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                     workflow: workflow.as_deref(),
                 };
                 let wait = Duration::from_millis(*wait_ms);
-                let claimed = agency::agent_tasks::claim(&store, agent, wanted, wait).await?;
+                let claimed =
+                    agency::agent_tasks::claim(store.as_ref(), agent, wanted, wait).await?;
                 let Some(claim) = claimed else {
                     eprintln!("nothing to claim {}", wanted_text(wanted));
                     return Ok(ExitCode::from(NOTHING_CLAIMED));
@@ -126,13 +160,13 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--result is not JSON: `{text}`"))?,
                     None => Value::Null,
                 };
-                agency::agent_tasks::complete(&store, token, result).await?;
+                agency::agent_tasks::complete(store.as_ref(), token, result).await?;
             }
             AgentCommand::Fail { token, error, .. } => {
-                agency::agent_tasks::fail(&store, token, error).await?;
+                agency::agent_tasks::fail(store.as_ref(), token, error).await?;
             }
             AgentCommand::Release { token, .. } => {
-                agency::agent_tasks::release(&store, token).await?;
+                agency::agent_tasks::release(store.as_ref(), token).await?;
             }
         }
         Ok(ExitCode::SUCCESS)

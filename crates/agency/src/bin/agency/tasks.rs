@@ -1,7 +1,7 @@
 //! `agency tasks create|get|children|list|cancel|summary|metadata`: the task manager (seed 003)
 //! over Redis; its tasks are claimed with `agency agent claim`.
 
-use crate::servers::Servers;
+use crate::agent::TaskStore;
 use anyhow::Context as _;
 use serde_json::{Map, Value};
 use std::process::ExitCode;
@@ -27,21 +27,21 @@ pub enum TasksCommand {
         #[arg(long, default_value_t = agency::task_manager::DEFAULT_CLAIM_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
         claim_timeout_ms: u64,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Print a task (JSON)
     Get {
         /// The task's id
         id: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Print a task's children, in the order they were created (a JSON list)
     Children {
         /// The parent task's id
         id: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Print a page of a workflow's tasks, in creation order: `{"tasks": [...], "next": N}`,
     /// `next` the --from of the next page (null at the end)
@@ -62,14 +62,14 @@ pub enum TasksCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=agency::task_manager::LONGEST_PAGE as u64))]
         limit: u64,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Cancel a pending or claimed task
     Cancel {
         /// The task's id
         id: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Print a workflow's tasks counted by status and by type (JSON)
     Summary {
@@ -77,7 +77,7 @@ pub enum TasksCommand {
         #[arg(long)]
         workflow: String,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
     /// Print a workflow's metadata (JSON), after setting the keys of --set
     Metadata {
@@ -88,22 +88,22 @@ pub enum TasksCommand {
         #[arg(long)]
         set: Option<String>,
         #[command(flatten)]
-        servers: Servers,
+        store: TaskStore,
     },
 }
 
 /// Runs an `agency tasks` command.
 pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
-    let (TasksCommand::Create { servers, .. }
-    | TasksCommand::Get { servers, .. }
-    | TasksCommand::Children { servers, .. }
-    | TasksCommand::List { servers, .. }
-    | TasksCommand::Cancel { servers, .. }
-    | TasksCommand::Summary { servers, .. }
-    | TasksCommand::Metadata { servers, .. }) = &command;
-    // The command moves into the work: the servers it names are copied out first.
-    let servers = servers.clone();
-    crate::agent::on_redis(&servers, |store| async move {
+    let (TasksCommand::Create { store, .. }
+    | TasksCommand::Get { store, .. }
+    | TasksCommand::Children { store, .. }
+    | TasksCommand::List { store, .. }
+    | TasksCommand::Cancel { store, .. }
+    | TasksCommand::Summary { store, .. }
+    | TasksCommand::Metadata { store, .. }) = &command;
+    // The command moves into the work: where the store is is copied out first.
+    let at = store.clone();
+    crate::agent::on_store(&at, |store| async move {
         let printed = match &command {
             TasksCommand::Create {
                 workflow,
@@ -116,7 +116,7 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 let data: Value = serde_json::from_str(data)
                     .with_context(|| format!("--data is not JSON: `{data}`"))?;
                 let id = agency::task_manager::create(
-                    &store,
+                    store.as_ref(),
                     workflow,
                     kind,
                     data,
@@ -128,13 +128,13 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             TasksCommand::Get { id, .. } => {
-                let task = agency::task_manager::get(&store, id)
+                let task = agency::task_manager::get(store.as_ref(), id)
                     .await?
                     .ok_or_else(|| agency::task_manager::no_task(id))?;
                 agency::task_manager::described(&task)
             }
             TasksCommand::Children { id, .. } => {
-                let children = agency::task_manager::children(&store, id).await?;
+                let children = agency::task_manager::children(store.as_ref(), id).await?;
                 children
                     .iter()
                     .map(agency::task_manager::described)
@@ -154,7 +154,8 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 };
                 let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
                 let page =
-                    agency::task_manager::list(&store, workflow, &filter, *from, limit).await?;
+                    agency::task_manager::list(store.as_ref(), workflow, &filter, *from, limit)
+                        .await?;
                 let tasks: Vec<Value> = page
                     .tasks
                     .iter()
@@ -163,19 +164,19 @@ pub fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"tasks": tasks, "next": page.next})
             }
             TasksCommand::Cancel { id, .. } => {
-                agency::task_manager::cancel(&store, id).await?;
+                agency::task_manager::cancel(store.as_ref(), id).await?;
                 return Ok(ExitCode::SUCCESS);
             }
-            TasksCommand::Summary { workflow, .. } => {
-                serde_json::to_value(agency::task_manager::summary(&store, workflow).await?)?
-            }
+            TasksCommand::Summary { workflow, .. } => serde_json::to_value(
+                agency::task_manager::summary(store.as_ref(), workflow).await?,
+            )?,
             TasksCommand::Metadata { workflow, set, .. } => {
                 let set: Map<String, Value> = match set {
                     Some(text) => serde_json::from_str(text)
                         .with_context(|| format!("--set is not a JSON object: `{text}`"))?,
                     None => Map::new(),
                 };
-                Value::Object(agency::task_manager::metadata(&store, workflow, &set).await?)
+                Value::Object(agency::task_manager::metadata(store.as_ref(), workflow, &set).await?)
             }
         };
         println!("{}", serde_json::to_string_pretty(&printed)?);
