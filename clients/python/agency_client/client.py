@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import redis as redis_py
 from confluent_kafka import Producer
 
 from .agents import Agents
-from .errors import AgencyError, NotFound, SessionRefused, SessionRunning, Timeout
+from . import _native
+from .errors import AgencyError, InvalidSession, NotFound, SessionRefused, SessionRunning, Timeout
 from .fleet import Fleet, iso8601 as _iso8601
 from .status import UNDER_WAY, SessionStatus
 
@@ -26,6 +27,8 @@ KEPT_S = 7 * 24 * 3600
 MAX_MESSAGE_BYTES = 1_000_000
 #: How long `submit(..., replace=True)` waits for the cancelled run's result.
 REPLACE_PATIENCE_S = 60.0
+#: The executors of `agency worker`, which `agency submit` checks a session against.
+BUILTIN_EXECUTORS = ("command", "echo", "emit_event", "fail", "http_get", "noop", "sleep")
 
 Result = Dict[str, Any]
 
@@ -90,11 +93,16 @@ class Agency(Agents, Fleet):
         redis: str = "redis://127.0.0.1:6379",
         namespace: str = "",
         redis_cluster: Optional[str] = None,
+        executors: Optional[Sequence[str]] = BUILTIN_EXECUTORS,
     ) -> None:
         """``redis_cluster`` (``"HOST:PORT,..."``, some of its nodes) puts the client on a Redis
-        Cluster instead of ``redis``, as ``--redis-cluster`` does for the ``agency`` commands."""
+        Cluster instead of ``redis``, as ``--redis-cluster`` does for the ``agency`` commands.
+        ``executors`` are the names a submitted session's tasks may use (``agency worker``'s
+        own by default, as ``agency submit`` checks; ``None`` for any: workers with executors
+        of their own)."""
         self.kafka = kafka
         self.namespace = namespace
+        self._checked_executors = None if executors is None else list(executors)
         self._redis = _connect_redis(redis, redis_cluster)
         self._producer = Producer(
             {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all"}
@@ -108,7 +116,8 @@ class Agency(Agents, Fleet):
         self, session: Dict[str, Any], session_id: Optional[str] = None, replace: bool = False
     ) -> str:
         """Submits a session document; returns its id (``session_id``, the document's own, or
-        a fresh one).
+        a fresh one). A document the engine refuses raises :class:`InvalidSession` with every
+        problem, before anything is produced.
 
         One run per session id at a time: while a run of the id is under way, the same document
         attaches to it (nothing is produced; :meth:`wait` waits for that run), another raises
@@ -121,6 +130,12 @@ class Agency(Agents, Fleet):
         if problem:
             raise AgencyError(problem)
         document["session_id"] = sid
+        text = json.dumps(document)
+        try:
+            # The engine's own check, as `agency submit` makes it: nothing is produced.
+            _native.validate(text, self._checked_executors)
+        except ValueError as refused:
+            raise InvalidSession(str(refused)) from None
         payload = json.dumps({"key": sid, "action": "initialize", "data": document}).encode()
         if len(payload) > MAX_MESSAGE_BYTES:
             raise AgencyError(

@@ -30,6 +30,11 @@ class StaleClaim(AgencyError):
     changed."""
 
 
+class InvalidSession(AgencyError, ValueError):
+    """A session document the engine refuses, found before anything is produced: the message
+    is the engine's own (``agency submit``'s), every problem with its field path."""
+
+
 class SessionRefused(AgencyError):
     """A coordinator refused the submission; it started no run."""
 

@@ -2,12 +2,13 @@
 failure; waiting, status, monitor, sessions; one task and workflows; attach and refuse;
 cancel; health and executors; timeouts."""
 
+import json
 import time
 import uuid
 
 import pytest
 
-from agency_client import AgencyError, NotFound, SessionFailed, SessionRunning, SessionStatus, TaskStatus, Timeout, check
+from agency_client import AgencyError, InvalidSession, NotFound, SessionFailed, SessionRunning, SessionStatus, TaskStatus, Timeout, check
 from conftest import check_results_by_reference
 
 
@@ -196,6 +197,34 @@ def test_a_pending_session_cancelled_never_runs(tmp_path):
         assert ran.read_text() == "x\n"
     finally:
         deployed.stop()
+
+
+def test_an_invalid_session_is_refused_before_it_is_produced_as_the_cli_refuses_it(deployment, tmp_path):
+    # The engine's own check, compiled into the client: every problem at once, the same words
+    # as `agency submit`, and nothing produced (issue 30, finding 4).
+    agency = deployment.client
+    sid = unique("invalid")
+    session = {"session_id": sid, "priority": 5, "groups": [
+        {"id": "g", "tasks": [{"id": "t", "executor": "simulate", "depends_on": ["nope"]}]}]}
+    with pytest.raises(InvalidSession) as refused:
+        agency.submit(session)
+    with pytest.raises(NotFound):
+        agency.status(sid)
+    file = tmp_path / "invalid.json"
+    file.write_text(json.dumps(session))
+    cli = deployment.agency("submit", str(file))
+    assert cli.returncode == 1
+    said = cli.stderr.decode().strip()
+    assert said == f"error: {file}: {refused.value}", (said, str(refused.value))
+    assert "unknown executor `simulate`" in str(refused.value) and "unknown task `nope`" in str(refused.value)
+    with pytest.raises(InvalidSession, match="unknown executor `nowhere`"):
+        agency.submit_task("nowhere", {})
+    with pytest.raises(InvalidSession, match="depends_on"):
+        agency.submit_workflow([{"executor": "echo", "depends_on": ["ghost"]}])
+    # The executors checked are the workers' own.
+    listed = json.loads(deployment.agency("executors", "--embedded", "--json").stdout)
+    from agency_client.client import BUILTIN_EXECUTORS
+    assert sorted(e["name"] for e in listed) == sorted(BUILTIN_EXECUTORS)
 
 
 def test_rerun_executes_only_what_failed(deployment, tmp_path):

@@ -57,7 +57,9 @@ def test_the_task_manager_works_on_the_cluster(cluster_deployment):
     assert agency.get_task(child)["status"] == "completed"
     summary = agency.summary(workflow)
     assert (summary["status_counts"]["completed"], summary["status_counts"]["pending"]) == (1, 1)
-    assert agency.metadata(workflow, {"owner": "py"}) == {"owner": "py"}
+    metadata = agency.metadata(workflow, {"owner": "py"})
+    assert (metadata["owner"], metadata["workflow_type"]) == ("py", "generic")
+    assert metadata["initialized_at"] <= metadata["last_updated"]
 
 
 def test_results_kept_by_reference_are_read_by_page_on_the_cluster(cluster_deployment):
