@@ -73,6 +73,14 @@ def test_one_task_and_workflows(deployment):
     assert check(agency.wait(sequential, timeout=60))["context"]["step2"] == {"before": 1}
 
 
+def succeeded_at_least(agency, sid, count):
+    """Waits (30 s at most) until the session's live state counts `count` successes."""
+    deadline = time.monotonic() + 30
+    while agency.status(sid).get("instances", {}).get("succeeded", 0) < count:
+        assert time.monotonic() < deadline, agency.status(sid)
+        time.sleep(0.05)
+
+
 def naps(count, ms=200):
     return {"groups": [{"id": "g", "tasks": [{"id": "naps", "executor": "sleep", "concurrency": 2,
         "input": {"ms": ms, "ns": list(range(count)), "expansion_config": {"type": "array", "array_mapping": {"n": "ns"}}}}]}]}
@@ -111,10 +119,7 @@ def test_the_same_document_attaches_and_another_is_refused(deployment):
 def test_cancel_ends_a_session_cancelled_with_what_completed(deployment):
     agency = deployment.client
     sid = agency.submit(naps(400, ms=100), session_id=unique("cancelled"))
-    deadline = time.monotonic() + 30
-    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    succeeded_at_least(agency, sid, 4)
     assert agency.cancel(sid)["status"] == "sent"
     result = agency.wait(sid, timeout=60)
     assert result["status"] == "cancelled"
@@ -128,11 +133,9 @@ def test_cancel_ends_a_session_cancelled_with_what_completed(deployment):
 def test_pause_holds_a_session_and_resume_completes_it(deployment):
     agency = deployment.client
     sid = agency.submit(naps(200, ms=50), session_id=unique("paused"))
-    deadline = time.monotonic() + 30
-    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    succeeded_at_least(agency, sid, 4)
     assert agency.pause(sid)["status"] == "sent"
+    deadline = time.monotonic() + 30
     while agency.status(sid).get("status") != "paused":
         assert time.monotonic() < deadline, agency.status(sid)
         time.sleep(0.05)
@@ -151,10 +154,7 @@ def test_monitor_goes_on_through_a_pause_to_the_result(deployment):
     # it is resumed (issue 30, finding 1).
     agency = deployment.client
     sid = agency.submit(naps(100, ms=50), session_id=unique("monitored"))
-    deadline = time.monotonic() + 30
-    while agency.status(sid).get("instances", {}).get("succeeded", 0) < 4:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    succeeded_at_least(agency, sid, 4)
     assert agency.pause(sid)["status"] == "sent"
     updates = agency.monitor(sid, interval=0.05)
     for update in updates:
