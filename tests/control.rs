@@ -148,7 +148,10 @@ fn agency_cancel_ends_a_million_instance_fan_out_with_what_completed() {
         .unwrap();
     assert_eq!(unknown.status.code(), Some(1));
     let said = String::from_utf8_lossy(&unknown.stderr);
-    assert!(said.contains("is pending, running or has a result"), "{said}");
+    assert!(
+        said.contains("is pending, running or has a result"),
+        "{said}"
+    );
     let unchanged: String = redis::cmd("GET")
         .arg(format!("agency:result:{{{id}}}"))
         .query(&mut redis)

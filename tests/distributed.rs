@@ -674,3 +674,61 @@ fn agency_csv_splits_a_batch_too_large_for_one_message() {
     assert_eq!(written.lines().nth(1), Some("0,Completed,"));
     assert_eq!(written.lines().last(), Some("5999,Completed,"));
 }
+
+/// A worker's operator says what its sessions may reach: a program it does not allow fails for
+/// good, naming the program and the flag, one it allows runs; so for hosts (issue 31, item 4).
+#[test]
+fn a_worker_runs_only_the_programs_and_hosts_it_allows() {
+    let mut cluster = Cluster::start_with("allowed", &["coordinator"]);
+    cluster.spawn_with(
+        "worker",
+        &[
+            "--allow-command",
+            "python3",
+            "--allow-http",
+            "allowed.example",
+        ],
+    );
+    let task = |id: &str, executor: &str, input: Value| json!({"id": id, "executor": executor, "input": input, "continue_on_error": true});
+    let doc = json!({"session_id": unique("allowed"), "groups": [{"id": "g", "tasks": [
+        task("shell", "command", json!({"argv": ["sh", "-c", "echo 1"]})),
+        task("moved", "command", json!({"argv": ["/tmp/python3", "-c", "print(1)"]})),
+        task("python", "command", json!({"argv": ["python3", "-c", "print(2)"]})),
+        task("redis", "http_get", json!({"url": "http://127.0.0.1:6379/"})),
+    ]}]});
+    let (_, result) = cluster.submit_wait(&doc);
+    let tasks = &result["groups"]["g"]["tasks"];
+    assert_eq!(result["context"]["python"], 2, "{result:#}");
+    let refusal = |task: &str| {
+        tasks[task]["failures"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        refusal("shell")
+            .starts_with("program `sh` is not allowed on this worker (it allows: python3)"),
+        "{}",
+        refusal("shell")
+    );
+    assert!(refusal("shell").contains("--allow-command"));
+    assert!(
+        refusal("moved").starts_with("program `/tmp/python3` is not allowed"),
+        "{}",
+        refusal("moved")
+    );
+    assert!(
+        refusal("redis").starts_with(
+            "host `127.0.0.1` is not allowed on this worker (it allows: allowed.example)"
+        ),
+        "{}",
+        refusal("redis")
+    );
+    for refused in ["shell", "moved", "redis"] {
+        assert_eq!(
+            tasks[refused]["failures"][0]["kind"], "permanent",
+            "{result:#}"
+        );
+        assert_eq!(tasks[refused]["attempts"], 1, "not retried");
+    }
+}

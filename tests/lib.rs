@@ -236,6 +236,10 @@ impl Cluster {
             .env("AGENCY_KAFKA", &self.kafka)
             .env("AGENCY_REDIS", &self.redis)
             .env("AGENCY_LOG", "info")
+            // The tests' sessions run programs and call the tests' own servers: their workers
+            // allow every one (`tests/distributed.rs` checks what a worker refuses).
+            .env("AGENCY_ALLOW_COMMAND", "*")
+            .env("AGENCY_ALLOW_HTTP", "*")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

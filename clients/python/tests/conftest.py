@@ -33,7 +33,9 @@ class Deployment:
         self.namespace = f"py-{uuid.uuid4().hex[:12]}."
         self.tmp = tmp
         self.processes = []
-        self.env = {**os.environ, "AGENCY_KAFKA": KAFKA, "AGENCY_REDIS": REDIS, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info"}
+        self.env = {**os.environ, "AGENCY_KAFKA": KAFKA, "AGENCY_REDIS": REDIS, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info",
+                    # The tests' sessions run programs: their workers allow every one.
+                    "AGENCY_ALLOW_COMMAND": "*", "AGENCY_ALLOW_HTTP": "*"}
         self.env.pop("AGENCY_REDIS_CLUSTER", None)
         if redis_cluster:
             self.env["AGENCY_REDIS_CLUSTER"] = redis_cluster

@@ -10,19 +10,30 @@
 //!
 //! `{"argv": ["python3", "agent.py", "--user", "{{user.id}}"], "user": {...}}`
 
-use super::{Call, ExecError, Executor};
+use super::{Allowed, Call, ExecError, Executor};
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use taskgroup::{Failure, FailureKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-/// Runs a program per instance: see the module docs for argv, stdin and stdout.
-#[derive(Debug, Clone, Copy)]
-pub struct Command;
+/// Runs a program per instance: see the module docs for argv, stdin and stdout. Only the
+/// programs its [`Allowed`] allows are started; any other fails the attempt for good.
+#[derive(Debug, Clone, Default)]
+pub struct Command {
+    allowed: Arc<Allowed>,
+}
+
+impl Command {
+    /// A `command` that starts only what `allowed` allows.
+    pub fn allowing(allowed: Arc<Allowed>) -> Self {
+        Self { allowed }
+    }
+}
 
 /// How much of stderr an error message carries.
 const STDERR_TAIL: usize = 500;
@@ -39,6 +50,9 @@ impl Executor for Command {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| ExecError::permanent("`argv` is empty"))?;
+        self.allowed
+            .program(program)
+            .map_err(ExecError::Permanent)?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("AGENCY_IDEMPOTENCY_KEY", call.key.to_string())

@@ -2,9 +2,10 @@
 //! `{"status", "body"}` with the body as JSON when it parses, as text otherwise; a non-2xx
 //! status is an error.
 
-use super::{u64_field, Call, ExecError, Executor};
+use super::{u64_field, Allowed, Call, ExecError, Executor};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -13,14 +14,34 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct HttpGet {
     client: reqwest::Client,
+    allowed: Arc<Allowed>,
 }
 
 impl HttpGet {
-    /// An executor with one shared HTTP client.
+    /// An executor with one shared HTTP client, calling any host.
     pub fn new() -> Self {
-        Self {
-            client: reqwest::Client::new(),
-        }
+        Self::allowing(Arc::new(Allowed::everything()))
+    }
+
+    /// An executor calling only the hosts `allowed` allows; another fails the attempt for good.
+    /// A redirect is followed (10 at most) only to a host allowed too, so an allowed host
+    /// cannot send the worker to one that is not.
+    pub fn allowing(allowed: Arc<Allowed>) -> Self {
+        let checked = allowed.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                return attempt.error("more than 10 redirects");
+            }
+            match checked.url(attempt.url().as_str()) {
+                Ok(()) => attempt.follow(),
+                Err(why) => attempt.error(why),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .redirect(redirects)
+            .build()
+            .unwrap_or_default();
+        Self { client, allowed }
     }
 }
 
@@ -42,6 +63,7 @@ impl Executor for HttpGet {
             .get("url")
             .and_then(Value::as_str)
             .ok_or_else(|| ExecError::permanent("http_get needs a `url` string"))?;
+        self.allowed.url(url).map_err(ExecError::Permanent)?;
         let timeout =
             u64_field(&call.input, "timeout_ms")?.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
         let request = self

@@ -5,6 +5,7 @@
 //! cancellation token. Executors should stop when it fires; one that does not is still abandoned
 //! at its timeout, so it cannot hang its group.
 
+mod allow;
 mod builtin;
 mod command;
 mod http;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use taskgroup::Failure;
 use tokio_util::sync::CancellationToken;
 
+pub use allow::Allowed;
 pub use builtin::{Echo, EmitEvent, Fail, Noop, PrintEvent, Sleep};
 pub use command::Command;
 pub use http::HttpGet;
@@ -145,14 +147,21 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// The built-in executors; `emit_event` publishes through `broker`.
     pub fn builtin(broker: Arc<dyn Broker>) -> Self {
+        Self::builtin_allowing(broker, Allowed::everything())
+    }
+
+    /// The built-in executors, `command` and `http_get` reaching only what `allowed` allows
+    /// (a distributed worker's operator says what, `agency worker --allow-command`).
+    pub fn builtin_allowing(broker: Arc<dyn Broker>, allowed: Allowed) -> Self {
+        let allowed = Arc::new(allowed);
         let mut registry = Self::default();
         registry.register("noop", Noop);
         registry.register("echo", Echo);
         registry.register("sleep", Sleep);
         registry.register("fail", Fail);
-        registry.register("http_get", HttpGet::new());
+        registry.register("http_get", HttpGet::allowing(allowed.clone()));
         registry.register("emit_event", EmitEvent::new(broker));
-        registry.register("command", Command);
+        registry.register("command", Command::allowing(allowed));
         registry
     }
 

@@ -49,6 +49,8 @@ pub enum Serve {
         /// Serve `/metrics` (Prometheus) on this address (HOST:PORT, or a port for 127.0.0.1)
         #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = agency::http::address)]
         http: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        allow: crate::services::Allow,
     },
     /// Validate a session file and produce it to `agency_action`
     Submit(SubmitArgs),
@@ -215,6 +217,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 ranges_in_flight,
                 group,
                 http,
+                allow,
             } => {
                 let options = WorkerOptions {
                     concurrency,
@@ -222,7 +225,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     group,
                     ..Default::default()
                 };
-                services::worker(&servers, options, http).await
+                services::worker(&servers, options, http, &allow).await
             }
             Serve::Health { servers, json } => services::health(&servers, json).await,
             Serve::Executors {

@@ -61,13 +61,59 @@ pub async fn coordinator(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a worker's sessions may reach (`agency::executors::Allowed`): nothing unless its
+/// operator says.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Allow {
+    /// Programs the `command` executor may start: names (found on PATH), paths, `*` in either
+    /// (`python3,/opt/tools/*`); none unless given, `*` for every one
+    #[arg(
+        long,
+        env = "AGENCY_ALLOW_COMMAND",
+        value_delimiter = ',',
+        value_name = "PATTERN,..."
+    )]
+    allow_command: Vec<String>,
+    /// Hosts the `http_get` executor may call: `api.example.com`, `*.example.com`,
+    /// `127.0.0.1:8000`; none unless given, `*` for every one
+    #[arg(
+        long,
+        env = "AGENCY_ALLOW_HTTP",
+        value_delimiter = ',',
+        value_name = "HOST,..."
+    )]
+    allow_http: Vec<String>,
+    /// A file of rules, one a line: `command PATTERN` or `http HOST` (`#` comments)
+    #[arg(long, env = "AGENCY_ALLOW_FILE", value_name = "PATH")]
+    allow_file: Option<std::path::PathBuf>,
+}
+
+impl Allow {
+    /// What the flags and the file allow.
+    pub fn allowed(&self) -> anyhow::Result<agency::executors::Allowed> {
+        let keep = |patterns: &[String]| -> Vec<String> {
+            let trimmed = patterns.iter().map(|p| p.trim().to_string());
+            trimmed.filter(|p| !p.is_empty()).collect()
+        };
+        let (mut commands, mut hosts) = (keep(&self.allow_command), keep(&self.allow_http));
+        if let Some(file) = &self.allow_file {
+            agency::executors::Allowed::read_file(file, &mut commands, &mut hosts)
+                .map_err(|why| anyhow::anyhow!("--allow-file: {why}"))?;
+        }
+        Ok(agency::executors::Allowed::only(commands, hosts))
+    }
+}
+
 /// `agency worker`: executes dispatched work until Ctrl-C or SIGTERM, its heartbeat (with its
-/// executors) in the store, `/metrics` on `http`.
+/// executors) in the store, `/metrics` on `http`; `command` and `http_get` reach only what
+/// `allow` allows.
 pub async fn worker(
     servers: &Servers,
     options: WorkerOptions,
     http: Option<SocketAddr>,
+    allow: &Allow,
 ) -> anyhow::Result<ExitCode> {
+    let allowed = allow.allowed()?;
     let shutdown = shutdown_on_signals()?;
     // A long-running server waits out servers starting beside it.
     let (broker, store) = connect(&servers.waiting(connecting::SERVER_PATIENCE)).await?;
@@ -77,7 +123,7 @@ pub async fn worker(
         servers.kafka,
         servers.redis_address()
     );
-    let registry = Registry::builtin(broker.clone());
+    let registry = Registry::builtin_allowing(broker.clone(), allowed);
     let member = health::Member::here(
         health::Role::Worker,
         &servers.namespace,
