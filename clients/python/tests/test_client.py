@@ -150,10 +150,11 @@ def test_pause_holds_a_session_and_resume_completes_it(deployment):
 
 
 def test_monitor_goes_on_through_a_pause_to_the_result(deployment):
-    # A paused run is under way: monitor shows it paused and follows it to its result once
-    # it is resumed (issue 30, finding 1).
+    # A paused run is under way: monitor shows it paused and follows it on to its result (here
+    # a cancel's, once resumed: the session is long enough that the pause surely comes first)
+    # (issue 30, finding 1).
     agency = deployment.client
-    sid = agency.submit(naps(100, ms=50), session_id=unique("monitored"))
+    sid = agency.submit(naps(2000, ms=100), session_id=unique("monitored"))
     succeeded_at_least(agency, sid, 4)
     assert agency.pause(sid)["status"] == "sent"
     updates = agency.monitor(sid, interval=0.05)
@@ -161,9 +162,13 @@ def test_monitor_goes_on_through_a_pause_to_the_result(deployment):
         if update["status"] == SessionStatus.PAUSED:
             break
         assert update["status"] == SessionStatus.RUNNING, update
+    else:
+        raise AssertionError("monitor ended without showing the pause")
     assert agency.resume(sid)["status"] == "sent"
+    assert agency.cancel(sid)["status"] == "sent"
     rest = list(updates)
-    assert rest[-1]["status"] == SessionStatus.COMPLETED, rest[-1]
+    assert rest, "monitor ended at the pause"
+    assert rest[-1]["status"] == SessionStatus.CANCELLED, rest[-1]
     assert rest[-1] == agency.wait(sid, timeout=60)
 
 
