@@ -7,8 +7,7 @@ use crate::memory_store::MemoryStore;
 use crate::messages::{Outcome, TaskRecord, TaskRef};
 use crate::origin::Origin;
 use crate::store::{
-    AgentQueue, Claim, Contexts, Documents, Fence, Membership, Memo, Notices, Outcomes, RangeStep,
-    Renewal, Results, Runs, Subscription, TaskManager,
+    Claim, Contexts, Documents, Fence, Outcomes, RangeStep, Renewal, Results, Runs,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -93,15 +92,6 @@ impl ChaosStore {
             .as_ref()
             .is_some_and(|dice| dice.roll(p(&dice.faults()), what))
     }
-
-    fn wrap(&self, inner: Box<dyn Subscription>, name: &str) -> Box<dyn Subscription> {
-        Box::new(ChaosSubscription {
-            inner,
-            store: self.clone(),
-            name: name.to_string(),
-            again: None,
-        })
-    }
 }
 
 /// Runs a store call between the dice's `before` and `after`.
@@ -113,6 +103,9 @@ macro_rules! faulty {
         $self.after(&what, done)
     }};
 }
+
+// After the macro, which it uses: the capabilities shared by every session, and pub/sub.
+mod shared;
 
 #[async_trait]
 impl Runs for ChaosStore {
@@ -474,133 +467,5 @@ impl Documents for ChaosStore {
             "listing sessions".to_string(),
             self.inner.sessions(limit)
         )
-    }
-}
-
-#[async_trait]
-impl Membership for ChaosStore {
-    async fn now_ms(&self) -> Result<u64> {
-        faulty!(self, "reading the clock".to_string(), self.inner.now_ms())
-    }
-
-    async fn heartbeat(&self, member: &str, info: &[u8]) -> Result<()> {
-        faulty!(
-            self,
-            format!("heartbeat of {member}"),
-            self.inner.heartbeat(member, info)
-        )
-    }
-
-    async fn members(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
-        faulty!(self, "listing members".to_string(), self.inner.members())
-    }
-
-    async fn forget_member(&self, member: &str) -> Result<()> {
-        faulty!(
-            self,
-            format!("forgetting {member}"),
-            self.inner.forget_member(member)
-        )
-    }
-}
-
-#[async_trait]
-impl Memo for ChaosStore {
-    async fn memo_get(&self, keys: &[String]) -> Result<Vec<Option<Value>>> {
-        faulty!(
-            self,
-            format!("reading {} memoized results", keys.len()),
-            self.inner.memo_get(keys)
-        )
-    }
-
-    async fn memo_put(&self, entries: &[(String, Value)], ttl: Option<Duration>) -> Result<()> {
-        faulty!(
-            self,
-            format!("storing {} memoized results", entries.len()),
-            self.inner.memo_put(entries, ttl)
-        )
-    }
-
-    async fn memo_clear(&self, prefix: &str) -> Result<u64> {
-        faulty!(
-            self,
-            format!("clearing memoized results under {prefix:?}"),
-            self.inner.memo_clear(prefix)
-        )
-    }
-}
-
-#[async_trait]
-impl Notices for ChaosStore {
-    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<()> {
-        faulty!(
-            self,
-            format!("publishing on {channel}"),
-            self.inner.publish(channel, payload)
-        )
-    }
-
-    async fn subscribe(&self, channel: &str) -> Result<Box<dyn Subscription>> {
-        let inner = faulty!(
-            self,
-            format!("subscribing to {channel}"),
-            self.inner.subscribe(channel)
-        )?;
-        Ok(self.wrap(inner, channel))
-    }
-
-    async fn subscribe_pattern(&self, pattern: &str) -> Result<Box<dyn Subscription>> {
-        let inner = faulty!(
-            self,
-            format!("subscribing to {pattern}"),
-            self.inner.subscribe_pattern(pattern)
-        )?;
-        Ok(self.wrap(inner, pattern))
-    }
-}
-/// The chaos store keeps no queue for agents: the defaults refuse.
-impl AgentQueue for ChaosStore {}
-
-impl TaskManager for ChaosStore {}
-
-/// A subscription that loses messages, delivers some twice, and sometimes drops (as a
-/// connection does), as the dice say.
-struct ChaosSubscription {
-    inner: Box<dyn Subscription>,
-    store: ChaosStore,
-    name: String,
-    again: Option<Vec<u8>>,
-}
-
-#[async_trait]
-impl Subscription for ChaosSubscription {
-    async fn next(&mut self) -> Result<Vec<u8>> {
-        if let Some(payload) = self.again.take() {
-            return Ok(payload);
-        }
-        loop {
-            let payload = self.inner.next().await?;
-            let name = &self.name;
-            if self
-                .store
-                .roll(|f| f.fail, || format!("drop the subscription to {name}"))
-            {
-                return Err(super::unavailable(BACKEND, &format!("reading {name}")));
-            }
-            if self
-                .store
-                .roll(|f| f.drop_notice, || format!("lose a message on {name}"))
-            {
-                continue;
-            }
-            if self.store.roll(
-                |f| f.duplicate_notice,
-                || format!("repeat a message on {name}"),
-            ) {
-                self.again = Some(payload.clone());
-            }
-            return Ok(payload);
-        }
     }
 }
