@@ -49,6 +49,8 @@ impl Allowed {
             true => Rule::Everything,
             false => Rule::Only(patterns),
         };
+        // Host names compare without case: lowered once here, each URL's host at its call.
+        let hosts = hosts.iter().map(|host| host.to_ascii_lowercase()).collect();
         Self {
             commands: rule(commands),
             hosts: rule(hosts),
@@ -89,7 +91,9 @@ impl Allowed {
         let Rule::Only(patterns) = &self.commands else {
             return Ok(());
         };
-        let real = real_path(program);
+        // Found on PATH and resolved only when a path pattern needs it: this runs per attempt.
+        let by_path = patterns.iter().any(|pattern| pattern.contains('/'));
+        let real = by_path.then(|| real_path(program)).flatten();
         let allowed = patterns.iter().any(|pattern| match pattern.contains('/') {
             true => real.as_deref().is_some_and(|real| glob(pattern, real)),
             false => !program.contains('/') && glob(pattern, program),
@@ -111,15 +115,14 @@ impl Allowed {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
         let port = parsed.port_or_known_default();
-        let allowed = patterns.iter().any(|pattern| {
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.rsplit_once(':') {
+        let allowed = patterns
+            .iter()
+            .any(|pattern| match pattern.rsplit_once(':') {
                 Some((name, wanted)) if wanted.parse::<u16>().is_ok() => {
                     glob(name, &host) && port.map(|p| p.to_string()) == Some(wanted.to_string())
                 }
-                _ => glob(&pattern, &host),
-            }
-        });
+                _ => glob(pattern, &host),
+            });
         match allowed {
             true => Ok(()),
             false => Err(format!(

@@ -266,8 +266,13 @@ impl MemoryStore {
         change: impl FnOnce(&mut crate::agent_queue::MemoryAgentQueue) -> T,
     ) -> Result<T> {
         let changed = change(&mut self.state()?.agents);
-        self.note("", Change::Agents)?;
+        self.agents_changed()?;
         Ok(changed)
+    }
+
+    /// Notes that the queue for agents changed (for a call that changed it only sometimes).
+    fn agents_changed(&self) -> Result<()> {
+        self.note("", Change::Agents)
     }
 
     /// The sessions' state, for a write with `fence`: refused when a later claim replaced it.

@@ -126,7 +126,7 @@ impl AgentQueue for MemoryStore {
     async fn agent_expire(&self, limit: usize) -> Result<usize> {
         let ended = self.state()?.agents.expire(wall_clock_ms(), limit);
         if ended > 0 {
-            self.agents_changing(|_| ())?;
+            self.agents_changed()?;
         }
         Ok(ended)
     }
@@ -135,7 +135,7 @@ impl AgentQueue for MemoryStore {
         let lease = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let due = self.state()?.agents.reports(wall_clock_ms(), limit, lease);
         if !due.is_empty() {
-            self.agents_changing(|_| ())?;
+            self.agents_changed()?;
         }
         Ok(due)
     }
