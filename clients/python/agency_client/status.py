@@ -7,7 +7,14 @@ from __future__ import annotations
 import enum
 
 
-class SessionStatus(str, enum.Enum):
+class _Status(str, enum.Enum):
+    """A status that prints as the string it is."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SessionStatus(_Status):
     """Where a session is: its live state's status (``pending``, ``running``, ``paused``), its
     result's (``completed``, ``partial``, ``failed``, ``cancelled``), or, in a listing, why
     neither is known (``unknown``, ``unreadable``)."""
@@ -22,18 +29,12 @@ class SessionStatus(str, enum.Enum):
     UNKNOWN = "unknown"
     UNREADABLE = "unreadable"
 
-    def __str__(self) -> str:
-        return self.value
-
-
 
 #: A live state's statuses: the session has yet to end (a paused one goes on once resumed).
 UNDER_WAY = (SessionStatus.PENDING, SessionStatus.RUNNING, SessionStatus.PAUSED)
-#: A result's statuses.
-ENDED = (SessionStatus.COMPLETED, SessionStatus.PARTIAL, SessionStatus.FAILED, SessionStatus.CANCELLED)
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(_Status):
     """Where a task of the task manager is, in the order a task goes through them (seed 003's
     ``TaskStatus``)."""
 
@@ -42,6 +43,3 @@ class TaskStatus(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
