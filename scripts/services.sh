@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the real servers the tests and benchmarks talk to, installing what is missing:
-#   Redis 7            on 127.0.0.1:6379  (Debian's redis-server)
+#   Redis 7            on 127.0.0.1:6379  (Debian's redis-server; append-only file, fsync every second)
 #   Apache Kafka 4     on 127.0.0.1:9092  (KRaft, one broker+controller node; the broker and its
 #                                          runtime jars come from Maven Central through Maven)
 #
@@ -160,7 +160,10 @@ redis_up() {
   # A pid file left by a process that is gone (a reboot, a kill -9) would read as "died while
   # starting" before the new server writes its own.
   rm -f "$state/redis.pid"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+  # Durable by default, as a deployment should run it: an append-only file synced every second
+  # (docs/reliability.md, "Redis persistence"), no RDB snapshots.
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" \
+    --appendonly yes --appendfsync everysec \
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
   wait_for redis redis_answers 10
   log "started redis on 127.0.0.1:$redis_port (pid $(cat "$state/redis.pid"))"
