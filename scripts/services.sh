@@ -14,6 +14,11 @@
 #                                only it)
 #   scripts/services.sh redis-cluster up|status|down
 #                                that cluster alone, state in $AGENCY_SERVICES_STATE/redis-cluster
+#   scripts/services.sh secure up|status|down
+#                                the secured stack (scripts/secure.sh): Kafka over SASL_SSL on
+#                                127.0.0.1:9192, Redis over TLS with ACL users on 6390 and as a
+#                                cluster on 7100-7102, a throwaway CA; state in
+#                                $AGENCY_SERVICES_STATE/secure
 #   scripts/services.sh status   say what answers and what this script started
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh kafka-cluster up|status|down
@@ -110,6 +115,8 @@ redis_answers() { node_answers "$redis_port"; }
 # A Kafka broker answers an ApiVersions request (api key 18, v0) with a response of the same
 # correlation id; a bare open port is not enough (something else could hold it).
 kafka_answers() {
+  # The secured node speaks only SASL_SSL: an open port is what can be told without its keys.
+  if [ -n "${AGENCY_KAFKA_SECURE:-}" ]; then port_open "$kafka_port" "$kafka_host"; return; fi
   (
     exec 4<>"/dev/tcp/$kafka_host/$kafka_port" || exit 1
     # size 10, api_key 18 (ApiVersions), api_version 0, correlation_id 7, client_id "" (length 0)
@@ -123,6 +130,10 @@ kafka_answers() {
 # Ready means a Metadata request (api key 3, v4: the oldest Kafka 4 serves) lists at least one
 # broker: a KRaft node answers ApiVersions before it has registered with its controller.
 kafka_ready() {
+  if [ -n "${AGENCY_KAFKA_SECURE:-}" ]; then
+    grep -q "Kafka Server started" "$state/$kafka_name.log" 2>/dev/null && port_open "$kafka_port" "$kafka_host"
+    return
+  fi
   (
     exec 4<>"/dev/tcp/$kafka_host/$kafka_port" || exit 1
     # size 15, api_key 3, api_version 4, correlation_id 9, client_id "", topics [] (none),
@@ -295,6 +306,7 @@ kafka_config() {
     echo "listeners=PLAINTEXT://$kafka_host:$kafka_port,CONTROLLER://$kafka_host:$controller_port"
     echo "advertised.listeners=PLAINTEXT://$kafka_host:$kafka_port,CONTROLLER://$kafka_host:$controller_port"
     echo "log.dirs=$kafka_data"
+    [ -z "${AGENCY_KAFKA_SECURE:-}" ] || secure_kafka_config
     if [ "$nodes" -eq 1 ]; then
       echo "controller.quorum.bootstrap.servers=$kafka_host:$controller_port"
     else
@@ -324,6 +336,7 @@ kafka_format() {
   fi
   mkdir -p "$kafka_data"
   [ "$nodes" -eq 1 ] || quorum=()
+  if [ -n "${AGENCY_KAFKA_SECURE:-}" ]; then mapfile -t -O "${#quorum[@]}" quorum < <(secure_kafka_scram); fi
   "$java" -cp "$kafka_libs/*" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
     kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$config" "${quorum[@]}" \
     >"$state/$kafka_name-format.log" 2>&1 || die "formatting Kafka storage failed: $(tail -n 5 "$state/$kafka_name-format.log")"
@@ -447,7 +460,18 @@ stop_kafka() {
   stop tansu
 }
 
+# shellcheck source=scripts/secure.sh
+. "$root/scripts/secure.sh"
+
 case "${1:-}" in
+  secure)
+    case "${2:-}" in
+      up) secure_up ;;
+      down) secure_down ;;
+      status) secure_status ;;
+      *) echo "usage: $0 secure up|status|down" >&2; exit 2 ;;
+    esac
+    ;;
   up)
     redis_up
     kafka_up
@@ -489,7 +513,7 @@ case "${1:-}" in
     kafka_status && redis_answers
     ;;
   *)
-    echo "usage: $0 up [--redis-cluster]|down|status|kafka-cluster up|status|down|redis-cluster up|status|down" >&2
+    echo "usage: $0 up [--redis-cluster]|down|status|kafka-cluster up|status|down|redis-cluster up|status|down|secure up|status|down" >&2
     exit 2
     ;;
 esac

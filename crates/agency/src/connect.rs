@@ -14,20 +14,33 @@ pub const SERVER_PATIENCE: Duration = Duration::from_secs(60);
 /// and a server that does not answer within this is better named at once.
 pub const COMMAND_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Connects to Redis, retrying with backoff while it does not answer, for `patience` at most.
+/// Connects to Redis at `url` with `access`'s credentials and certificates, retrying with
+/// backoff while it does not answer, for `patience` at most.
 #[cfg(feature = "redis")]
-pub async fn connect_store(url: &str, patience: Duration) -> Result<events::RedisStore> {
-    reach("redis", url, patience, || events::RedisStore::connect(url)).await
+pub async fn connect_store(
+    url: &str,
+    access: &events::RedisAccess,
+    patience: Duration,
+) -> Result<events::RedisStore> {
+    reach("redis", &events::shown_url(url), patience, || {
+        events::RedisStore::connect_with(url, access)
+    })
+    .await
 }
 
 /// Connects to the Redis Cluster whose nodes (`HOST:PORT`, comma-separated; one is enough to
 /// find the rest) are `nodes`, retrying with backoff while none answers, for `patience` at
 /// most.
 #[cfg(feature = "redis")]
-pub async fn connect_cluster_store(nodes: &str, patience: Duration) -> Result<events::RedisStore> {
+pub async fn connect_cluster_store(
+    nodes: &str,
+    access: &events::RedisAccess,
+    patience: Duration,
+) -> Result<events::RedisStore> {
     let list: Vec<String> = nodes.split(',').map(str::to_string).collect();
-    reach("the redis cluster", nodes, patience, || {
-        events::RedisStore::connect_cluster(&list)
+    let shown: Vec<String> = list.iter().map(|node| events::shown_url(node)).collect();
+    reach("the redis cluster", &shown.join(","), patience, || {
+        events::RedisStore::connect_cluster_with(&list, access)
     })
     .await
 }
@@ -46,7 +59,7 @@ pub async fn connect_broker(
 }
 
 /// Tries `operation` against `server` at `address` until it answers, or until `patience` has
-/// passed (then the last error, naming both).
+/// passed (then the last error, naming both); a refusal ends the trying at once.
 async fn reach<T, F, Fut>(
     server: &'static str,
     address: &str,
@@ -61,6 +74,11 @@ where
     let never = CancellationToken::new();
     match events::retry(&what, &never, Some(patience), operation).await {
         Some(Ok(value)) => Ok(value),
+        Some(Err(source)) if !source.is_retryable() => Err(Error::Rejected {
+            server,
+            address: address.to_string(),
+            source,
+        }),
         Some(Err(source)) => Err(Error::Unreachable {
             server,
             address: address.to_string(),

@@ -232,6 +232,17 @@ pub enum Error {
         /// The last error.
         source: events::Error,
     },
+    /// A server answered and refused this client (its credentials, its certificate, a setting
+    /// of its own): waiting could not help, so connecting stopped at once.
+    #[error("{server} at {address} refused this client")]
+    Rejected {
+        /// `redis` or `kafka`.
+        server: &'static str,
+        /// Where it was.
+        address: String,
+        /// The server's or the client library's reason.
+        source: events::Error,
+    },
     /// A state file holds an unfinished run of the session from another document: resuming it
     /// with this one would mix two sessions.
     #[error("the state file holds an unfinished run of session {session} from another document; give this one another --state file, or delete the file to start over")]

@@ -61,7 +61,7 @@ pub use event_manager::{Event, EventManager, Source};
 #[cfg(feature = "file")]
 pub use file_store::{FileStore, DEFAULT_CHECKPOINT};
 #[cfg(feature = "kafka")]
-pub use kafka_broker::{GroupProtocol, KafkaBroker, KafkaOptions};
+pub use kafka_broker::{is_secret, GroupProtocol, KafkaBroker, KafkaOptions, KafkaProperties};
 pub use log_watch::{LogWatch, Reading};
 pub use memory_store::MemoryStore;
 pub use messages::{
@@ -70,7 +70,7 @@ pub use messages::{
 };
 pub use origin::Origin;
 #[cfg(feature = "redis")]
-pub use redis_store::RedisStore;
+pub use redis_store::{shown_url, RedisAccess, RedisStore};
 pub use retry::{backoff, retry, Backoff, Retryable};
 pub use store::{
     accept, notices_channel, progress_channel, AgentQueue, Claim, Contexts, Documents, Fence,

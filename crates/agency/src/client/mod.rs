@@ -102,6 +102,18 @@ impl Client {
         redis: &str,
         namespace: &str,
     ) -> Result<Self> {
+        Self::connect_with(kafka, redis, &events::RedisAccess::default(), namespace).await
+    }
+
+    /// [`Client::connect`] to a secured Redis: `access` gives its ACL user and TLS
+    /// certificates (Kafka's security settings are `kafka.properties`).
+    #[cfg(all(feature = "redis", feature = "kafka"))]
+    pub async fn connect_with(
+        kafka: events::KafkaOptions,
+        redis: &str,
+        access: &events::RedisAccess,
+        namespace: &str,
+    ) -> Result<Self> {
         let kafka: Arc<dyn Broker> =
             Arc::new(connect::connect_broker(kafka, connect::SERVER_PATIENCE).await?);
         let broker: Arc<dyn Broker> = if namespace.is_empty() {
@@ -110,7 +122,7 @@ impl Client {
             Arc::new(events::Namespaced::new(kafka, namespace))
         };
         let store: Arc<dyn Store> =
-            Arc::new(connect::connect_store(redis, connect::SERVER_PATIENCE).await?);
+            Arc::new(connect::connect_store(redis, access, connect::SERVER_PATIENCE).await?);
         Ok(Self::new(broker, store, namespace))
     }
 

@@ -2,6 +2,7 @@
 //! at `commit`, its lag reported to [`crate::telemetry`], and a log the broker lost noticed
 //! ([`Error::LogLost`]).
 
+use super::properties::Refusals;
 use super::{kafka_error, partition_ends, stamped_after};
 use crate::broker::{Consumer, Message};
 use crate::error::{Error, Result};
@@ -19,18 +20,24 @@ pub(super) const LAG_READING: Duration = Duration::from_secs(5);
 /// A consumer's context: its statistics give the lag of its topic ([`crate::telemetry`]).
 pub(super) struct Lag {
     topic: String,
+    refusals: Refusals,
 }
 
 impl Lag {
-    /// The context of a consumer of `topic`.
-    pub(super) fn new(topic: &str) -> Self {
+    /// The context of a consumer of `topic`, noting refusals of its credentials in `refusals`.
+    pub(super) fn new(topic: &str, refusals: Refusals) -> Self {
         Self {
             topic: topic.to_string(),
+            refusals,
         }
     }
 }
 
 impl rdkafka::ClientContext for Lag {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.refusals.note(&error, reason);
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         // Partition -1 is librdkafka's own; a lag not known yet is -1.
         let lag = statistics.topics.get(&self.topic).map_or(0, |topic| {

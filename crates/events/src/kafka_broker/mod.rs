@@ -9,18 +9,24 @@
 //! classic protocol with the `cooperative-sticky` assignor is kept for brokers without it). Each
 //! setting and its reason is listed in `docs/distributed.md`.
 //!
+//! A deployment's own librdkafka properties ([`KafkaProperties`]: security settings above all)
+//! are applied to every client after these, and a broker that refuses the client's credentials
+//! or certificate fails connecting at once, with librdkafka's reason ([`Refusals`]).
+//!
 //! Topics are created on first use with a fixed partition count and replication factor, so a
 //! consumer group can spread a topic's messages over its members.
 
 mod consumer;
+mod properties;
 
 use crate::broker::Position;
 use crate::broker::{check_size, Broker, Consumer, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use consumer::{KafkaConsumer, Lag, LAG_READING};
+pub use properties::{is_secret, KafkaProperties};
+use properties::{Noticing, Refusals};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -83,6 +89,8 @@ pub struct KafkaOptions {
     /// arrives, so this bounds only idle requests; a broker that answers only at the deadline
     /// (Tansu) adds it to every hop, and a session crosses two.
     pub fetch_wait: Duration,
+    /// The deployment's own librdkafka properties, set on every client over agency's.
+    pub properties: KafkaProperties,
 }
 
 impl KafkaOptions {
@@ -96,6 +104,7 @@ impl KafkaOptions {
             max_poll_interval: Duration::from_secs(300),
             session_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(100),
+            properties: KafkaProperties::default(),
         }
     }
 }
@@ -113,9 +122,10 @@ const TOPIC_VISIBLE: Duration = Duration::from_secs(10);
 /// A Kafka producer, admin client and consumer factory.
 pub struct KafkaBroker {
     options: KafkaOptions,
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<Noticing>,
+    admin: AdminClient<Noticing>,
     topics: Mutex<HashSet<String>>,
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for KafkaBroker {
@@ -165,7 +175,9 @@ impl KafkaBroker {
     /// Creates the producer and admin clients for `options.brokers` (librdkafka connects in the
     /// background; [`KafkaBroker::check`] says whether the broker answers).
     pub fn connect(options: KafkaOptions) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
+        let refusals = Refusals::default();
+        let mut producer = ClientConfig::new();
+        producer
             .set("bootstrap.servers", &options.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -176,24 +188,45 @@ impl KafkaBroker {
             .set(
                 "message.max.bytes",
                 (MAX_MESSAGE_BYTES + 64 * 1024).to_string(),
-            )
-            .create()
-            .map_err(|e| kafka_error("creating the producer", e))?;
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", &options.brokers)
-            .create()
-            .map_err(|e| kafka_error("creating the admin client", e))?;
+            );
+        options.properties.apply(&mut producer);
+        let producer = producer
+            .create_with_context(Noticing {
+                refusals: refusals.clone(),
+            })
+            .map_err(|e| options.properties.creation_error("producer", e))?;
+        let mut admin = ClientConfig::new();
+        admin.set("bootstrap.servers", &options.brokers);
+        options.properties.apply(&mut admin);
+        let admin = admin
+            .create_with_context(Noticing {
+                refusals: refusals.clone(),
+            })
+            .map_err(|e| options.properties.creation_error("admin client", e))?;
         Ok(Self {
             options,
             producer,
             admin,
             topics: Mutex::new(HashSet::new()),
+            refusals,
         })
     }
 
     /// Whether the broker answers a metadata request.
+    /// A broker that refuses this client's credentials or certificate is a refusal, with
+    /// librdkafka's reason: waiting cannot help.
     pub async fn check(&self) -> Result<()> {
-        self.metadata(None).await.map(|_| ())
+        match self.metadata(None).await {
+            Ok(_) => Ok(()),
+            Err(error) => match self.refusals.last() {
+                Some(reason) => Err(Error::Refused {
+                    backend: "kafka",
+                    operation: "connecting".to_string(),
+                    message: reason,
+                }),
+                None => Err(error),
+            },
+        }
     }
 
     /// The cluster's metadata, of one topic or of all, read on a blocking thread (librdkafka's
@@ -213,7 +246,7 @@ impl KafkaBroker {
     async fn blocking<T: Send + 'static>(
         &self,
         operation: &str,
-        call: impl FnOnce(&FutureProducer) -> KafkaResult<T> + Send + 'static,
+        call: impl FnOnce(&FutureProducer<Noticing>) -> KafkaResult<T> + Send + 'static,
     ) -> Result<T> {
         let producer = self.producer.clone();
         blocking(operation, move || call(&producer)).await
@@ -444,6 +477,7 @@ impl Broker for KafkaBroker {
                 self.options.fetch_wait.as_millis().to_string(),
             )
             .set("socket.nagle.disable", "true");
+        self.options.properties.apply(&mut config);
         if self.options.group_protocol == GroupProtocol::Classic {
             // KIP-848 consumers refuse these: the broker owns the timings and the assignor.
             let session = self.options.session_timeout;
@@ -460,8 +494,8 @@ impl Broker for KafkaBroker {
                 "statistics.interval.ms",
                 LAG_READING.as_millis().to_string(),
             )
-            .create_with_context(Lag::new(topic))
-            .map_err(|e| kafka_error("creating a consumer", e))?;
+            .create_with_context(Lag::new(topic, self.refusals.clone()))
+            .map_err(|e| self.options.properties.creation_error("consumer", e))?;
         consumer
             .subscribe(&[topic])
             .map_err(|e| kafka_error(&format!("subscribing to {topic}"), e))?;

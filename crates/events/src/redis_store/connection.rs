@@ -230,7 +230,11 @@ impl Connection {
 
     /// Unlinks the keys matching `pattern`, a page of SCAN at a time, over the server or over
     /// every master of a cluster; how many were there.
-    pub(crate) async fn unlink_matching(&self, pattern: &str) -> redis::RedisResult<u64> {
+    pub(crate) async fn unlink_matching(
+        &self,
+        pattern: &str,
+        access: &super::RedisAccess,
+    ) -> redis::RedisResult<u64> {
         match self {
             Self::Single(connection) => unlink_on(&mut connection.clone(), pattern).await,
             Self::Cluster(connection) => {
@@ -240,7 +244,7 @@ impl Connection {
                     .await?;
                 let mut gone = 0;
                 for master in masters(&nodes) {
-                    let client = redis::Client::open(format!("redis://{master}"))?;
+                    let client = access.client(&master)?;
                     let mut node = client.get_multiplexed_async_connection().await?;
                     gone += unlink_on(&mut node, pattern).await?;
                 }

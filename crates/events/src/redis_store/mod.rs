@@ -28,11 +28,14 @@
 //! Outcomes are recorded by one Lua script per batch, which applies the recording rule
 //! atomically per instance (a success is final; a failure is replaced only by a newer attempt).
 
+mod access;
 mod agent_queue;
 mod connection;
 mod runs;
 mod session;
 mod shared;
+
+pub use access::{shown_url, RedisAccess};
 
 use crate::error::{Error, Result};
 use crate::messages::TaskRef;
@@ -57,8 +60,11 @@ pub struct RedisStore {
     /// Where subscriptions are made: the server, or each node of a cluster (a message published
     /// on any node of a cluster reaches subscribers on every node), tried in turn.
     subscribe_to: Vec<redis::Client>,
-    /// Whom it talks to, for messages: the URL or the cluster's nodes.
+    /// Whom it talks to, for messages: the URL or the cluster's nodes, passwords hidden.
     address: String,
+    /// The credentials and certificates its connections use, for connections to single nodes
+    /// of a cluster.
+    access: RedisAccess,
     connection: Connection,
     /// Writes that must not be lost at a failover (outcomes, task records, results) wait for a
     /// replica's acknowledgement: on a cluster whose every master has a replica.
@@ -211,85 +217,16 @@ fn result_key(session: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://127.0.0.1:6379`); the connection reconnects by itself.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::Refused {
-            backend: "redis",
-            operation: "open".into(),
-            message: format!("bad address `{url}`: {e}"),
-        })?;
-        // One attempt first: the manager's own connecting retries for seconds, and whoever
-        // connects decides how long an unreachable server is waited for (`events::retry`).
-        drop(
-            client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(unavailable)?,
-        );
-        let connection = client.get_connection_manager().await.map_err(unavailable)?;
-        Ok(Self::with(
-            vec![client],
-            url.to_string(),
-            Connection::Single(connection),
-        ))
-    }
-
-    /// Connects to the Redis Cluster that `nodes` (`host:port` or `redis://` URLs, one or
-    /// more of its nodes) belong to: commands go to the master of each key's slot, and follow
-    /// a failover to the promoted replica by themselves.
-    pub async fn connect_cluster(nodes: &[String]) -> Result<Self> {
-        let urls: Vec<String> = nodes
-            .iter()
-            .map(|node| node.trim())
-            .filter(|node| !node.is_empty())
-            .map(|node| {
-                if node.contains("://") {
-                    node.to_string()
-                } else {
-                    format!("redis://{node}")
-                }
-            })
-            .collect();
-        let refused = |message: String| Error::Refused {
-            backend: "redis",
-            operation: "open".into(),
-            message,
-        };
-        if urls.is_empty() {
-            return Err(refused(
-                "a Redis Cluster needs at least one node (HOST:PORT,...)".into(),
-            ));
-        }
-        let clients = urls
-            .iter()
-            .map(|url| {
-                redis::Client::open(url.as_str())
-                    .map_err(|e| refused(format!("bad cluster node `{url}`: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let cluster = redis::cluster::ClusterClient::builder(urls.clone())
-            .retries(6)
-            .build()
-            .map_err(|e| refused(format!("bad cluster nodes {}: {e}", urls.join(","))))?;
-        let connection = cluster.get_async_connection().await.map_err(unavailable)?;
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut connection.clone())
-            .await
-            .map_err(unavailable)?;
-        let mut store = Self::with(
-            clients,
-            format!("cluster {}", urls.join(",")),
-            Connection::Cluster(connection),
-        );
-        store.replicas = Arc::new(connection::ReplicaWait::cluster(&nodes, &store.address));
-        Ok(store)
-    }
-
-    fn with(subscribe_to: Vec<redis::Client>, address: String, connection: Connection) -> Self {
+    fn with(
+        subscribe_to: Vec<redis::Client>,
+        address: String,
+        connection: Connection,
+        access: RedisAccess,
+    ) -> Self {
         Self {
             subscribe_to,
             address,
+            access,
             connection,
             replicas: Arc::new(connection::ReplicaWait::none()),
             record: redis::Script::new(RECORD_SCRIPT),

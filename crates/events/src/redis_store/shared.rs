@@ -136,7 +136,7 @@ impl Memo for RedisStore {
     async fn memo_clear(&self, prefix: &str) -> Result<u64> {
         let pattern = format!("{MEMO_PREFIX}{}*", glob_literal(prefix));
         self.connection
-            .unlink_matching(&pattern)
+            .unlink_matching(&pattern, &self.access)
             .await
             .map_err(unavailable)
     }

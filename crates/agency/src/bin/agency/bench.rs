@@ -99,8 +99,10 @@ async fn agents_case(
     session: bool,
     servers: &crate::servers::Servers,
 ) -> anyhow::Result<()> {
-    let store =
-        agency::connect::connect_store(&servers.redis, agency::connect::SERVER_PATIENCE).await?;
+    let store = servers
+        .waiting(agency::connect::SERVER_PATIENCE)
+        .store()
+        .await?;
     let kind = format!("bench-{}", uuid::Uuid::new_v4().simple());
     if session {
         return agents_session(items, agents, &kind, servers).await;
@@ -124,7 +126,7 @@ async fn agents_case(
         .collect();
     events::AgentQueue::agent_offer(&store, &offered).await?;
     let started = Instant::now();
-    let done = run_agents(items, agents, &kind, &servers.redis, Duration::ZERO).await?;
+    let done = run_agents(items, agents, &kind, servers, Duration::ZERO).await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{done} items claimed and completed by {agents} agents in {seconds:.2} s: {:.0} round trips/s",
@@ -147,15 +149,18 @@ async fn run_agents(
     items: u64,
     agents: usize,
     kind: &str,
-    redis: &str,
+    servers: &crate::servers::Servers,
     wait: Duration,
 ) -> anyhow::Result<u64> {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers = (0..agents).map(|k| {
-        let (kind, redis, done) = (kind.to_string(), redis.to_string(), done.clone());
+        let (kind, servers, done) = (
+            kind.to_string(),
+            servers.waiting(agency::connect::SERVER_PATIENCE),
+            done.clone(),
+        );
         tokio::spawn(async move {
-            let store =
-                agency::connect::connect_store(&redis, agency::connect::SERVER_PATIENCE).await?;
+            let store = servers.store().await?;
             let types = [kind];
             let wanted = events::Wanted {
                 types: &types,
@@ -193,12 +198,14 @@ async fn agents_session(
     let namespace = format!("bench-agents-{}.", uuid::Uuid::new_v4().simple());
     let fleet = crate::bench_distributed::Processes::fleet(servers, &namespace)?;
     let kafka = std::sync::Arc::new(
-        agency::connect::connect_broker(servers.kafka_options(), agency::connect::SERVER_PATIENCE)
+        agency::connect::connect_broker(servers.kafka_options()?, agency::connect::SERVER_PATIENCE)
             .await?,
     );
     let broker = events::Namespaced::new(kafka, &namespace);
-    let store =
-        agency::connect::connect_store(&servers.redis, agency::connect::SERVER_PATIENCE).await?;
+    let store = servers
+        .waiting(agency::connect::SERVER_PATIENCE)
+        .store()
+        .await?;
     let mut waiter = agency::results::ResultWaiter::subscribe(&store).await?;
     let document = json!({"session_id": format!("{namespace}agents"), "groups": [{"id": "g",
         "tasks": [{"id": "review", "executor": "agent",
@@ -207,14 +214,7 @@ async fn agents_session(
                 {"type": "range", "range": format!("0-{}", items - 1), "variable": "n"}}}]}]});
     let started = Instant::now();
     let submitted = agency::client::submit(&broker, &store, document).await?;
-    let done = run_agents(
-        items,
-        agents,
-        kind,
-        &servers.redis,
-        Duration::from_millis(500),
-    )
-    .await?;
+    let done = run_agents(items, agents, kind, servers, Duration::from_millis(500)).await?;
     let claimed = started.elapsed().as_secs_f64();
     let result = waiter
         .wait(

@@ -31,7 +31,7 @@ impl Processes {
         let spawn = |role: &'static str| -> anyhow::Result<(&'static str, Child)> {
             let child = Command::new(&exe)
                 .arg(role)
-                .envs(servers.env())
+                .envs(servers.env()?)
                 .env("AGENCY_NAMESPACE", namespace)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -76,7 +76,7 @@ pub async fn run(
     );
     let processes = Processes::fleet(servers, &namespace)?;
     let kafka = Arc::new(
-        connect::connect_broker(servers.kafka_options(), agency::connect::SERVER_PATIENCE).await?,
+        connect::connect_broker(servers.kafka_options()?, agency::connect::SERVER_PATIENCE).await?,
     );
     let broker = Namespaced::new(kafka.clone(), &namespace);
     let store = servers.store().await?;

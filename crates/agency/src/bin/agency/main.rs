@@ -12,6 +12,8 @@ mod control;
 mod csv;
 #[cfg(feature = "distributed")]
 mod describe;
+#[cfg(feature = "distributed")]
+mod kafka_properties;
 mod plan;
 mod run;
 #[cfg(feature = "distributed")]
