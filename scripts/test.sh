@@ -15,6 +15,9 @@ if [ "${AGENCY_BROKER:-kafka}" = tansu ]; then
 fi
 # The Redis Cluster (127.0.0.1:7000-7005) is for tests/cluster.rs: the store suites on a cluster.
 scripts/services.sh up --redis-cluster
+# The secured stack (Kafka over SASL_SSL, Redis over TLS with ACL users) for tests/security.rs
+# and the Python client's test_security.py.
+scripts/services.sh secure up
 # playwright-core for the status page's browser test (tests/status_page.rs), as locked.
 npm ci --prefix "$root/tests/browser" --no-audit --no-fund --loglevel=error
 cargo test --workspace --locked "$@"

@@ -518,6 +518,7 @@ impl Drop for OwnRedis {
 }
 
 pub mod network;
+pub mod secured;
 
 /// Removes the times a result carries (they differ from run to run), at every level.
 pub fn strip_times(value: &mut Value) {

@@ -65,17 +65,18 @@ def _supersedes(theirs: str, ours: str) -> bool:
     return (t1, p1) == (t2, p2) and o1 > o2
 
 
-def _connect_redis(url: str, cluster: Optional[str]) -> Any:
-    """A Redis client: of the server at ``url``, or of the cluster ``cluster`` names."""
+def _connect_redis(url: str, cluster: Optional[str], options: Dict[str, Any]) -> Any:
+    """A Redis client: of the server at ``url``, or of the cluster ``cluster`` names; ``options``
+    are redis-py's own (``username``, ``password``, ``ssl_ca_certs``, ...)."""
     if not cluster:
-        return redis_py.Redis.from_url(url)
+        return redis_py.Redis.from_url(url, **options)
     nodes = []
     for node in cluster.split(","):
         host, _, port = node.strip().removeprefix("redis://").rpartition(":")
         if not host or not port.isdigit():
             raise AgencyError(f"redis_cluster: `{node}` is not HOST:PORT")
         nodes.append(redis_py.cluster.ClusterNode(host, int(port)))
-    return redis_py.RedisCluster(startup_nodes=nodes)
+    return redis_py.RedisCluster(startup_nodes=nodes, **options)
 
 
 class Agency(Agents, Fleet):
@@ -94,18 +95,29 @@ class Agency(Agents, Fleet):
         namespace: str = "",
         redis_cluster: Optional[str] = None,
         executors: Optional[Sequence[str]] = BUILTIN_EXECUTORS,
+        kafka_config: Optional[Dict[str, Any]] = None,
+        redis_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         """``redis_cluster`` (``"HOST:PORT,..."``, some of its nodes) puts the client on a Redis
         Cluster instead of ``redis``, as ``--redis-cluster`` does for the ``agency`` commands.
         ``executors`` are the names a submitted session's tasks may use (``agency worker``'s
         own by default, as ``agency submit`` checks; ``None`` for any: workers with executors
-        of their own)."""
+        of their own).
+
+        A secured deployment (docs/security.md): ``kafka_config`` holds librdkafka properties
+        set on every Kafka client over the client's own, as ``--kafka-property`` does
+        (``{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": ..., "sasl.password": ..., "ssl.ca.location": ...}``);
+        ``redis_options`` are redis-py's connection options (``username``, ``password``,
+        ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``; ``ssl=True`` for a cluster, a
+        ``rediss://`` URL for one server)."""
         self.kafka = kafka
         self.namespace = namespace
+        self._kafka_config = dict(kafka_config or {})
         self._checked_executors = None if executors is None else list(executors)
-        self._redis = _connect_redis(redis, redis_cluster)
+        self._redis = _connect_redis(redis, redis_cluster, dict(redis_options or {}))
         self._producer = Producer(
-            {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all"}
+            self._kafka_settings({"enable.idempotence": True, "acks": "all"})
         )
         # The run each session id submitted (or attached to) through this client answers to.
         self._runs: Dict[str, str] = {}
@@ -510,11 +522,20 @@ class Agency(Agents, Fleet):
 
         topic = f"{self.namespace}{ACTION_TOPIC}"
         self._producer.produce(topic, key=session_id, value=payload, on_delivery=delivered)
-        self._producer.flush(30)
+        deadline = time.monotonic() + 30
+        while "message" not in landed and time.monotonic() < deadline:
+            self._producer.flush(0.1)
+            if "message" not in landed and self._kafka_refusal is not None:
+                # Never to be delivered: dropped, so it does not go out should the broker
+                # let this client in later.
+                self._producer.purge()
+                self._producer.flush(0)
+                raise AgencyError(f"kafka at {self.kafka} refused this client: {self._kafka_refusal}")
         if "message" not in landed:
             raise AgencyError(f"kafka at {self.kafka} did not acknowledge the action within 30 s")
         if landed["error"] is not None:
             raise AgencyError(f"kafka refused the action: {landed['error']}")
+        self._kafka_refusal = None
         message = landed["message"]
         return f"{topic}/{message.partition()}/{message.offset()}"
 

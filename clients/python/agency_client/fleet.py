@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import redis as redis_py
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 MEMBERS = "agency:{members}"
@@ -23,12 +23,34 @@ def iso8601(ms: int) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+# librdkafka's errors that say the broker refuses this client: waiting cannot help.
+_REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+
 class Fleet:
     """Health and executors of the deployment (mixed into :class:`agency_client.Agency`)."""
 
     kafka: str
     namespace: str
     _redis: Any
+    _kafka_config: Dict[str, Any]
+    # librdkafka's reason when the broker refused this client's credentials or certificate: it
+    # only tells its error callback, and goes on reconnecting.
+    _kafka_refusal: Optional[str] = None
+
+    def _kafka_settings(self, own: Dict[str, Any]) -> Dict[str, Any]:
+        """A Kafka client's configuration: the brokers, ``own`` settings, then the deployment's
+        ``kafka_config`` over them, and an error callback that notes a refusal."""
+        return {
+            "bootstrap.servers": self.kafka,
+            **own,
+            **self._kafka_config,
+            "error_cb": self._kafka_error,
+        }
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        if error.code() in _REFUSALS:
+            self._kafka_refusal = error.str()
 
     def _now_ms(self) -> int:
         seconds, micros = self._redis.time()
@@ -47,13 +69,14 @@ class Fleet:
             problems.append(f"redis: {error}")
             redis_check = {"ok": False, "detail": str(error)}
         try:
-            brokers = len(AdminClient({"bootstrap.servers": self.kafka}).list_topics(timeout=5).brokers)
+            brokers = len(AdminClient(self._kafka_settings({})).list_topics(timeout=5).brokers)
             kafka_check = {"ok": brokers > 0, "detail": f"{brokers} broker(s) answer"}
             if not brokers:
                 problems.append("kafka: no broker is listed in its metadata")
         except KafkaException as error:
-            problems.append(f"kafka: {error}")
-            kafka_check = {"ok": False, "detail": str(error)}
+            detail = self._kafka_refusal or str(error)
+            problems.append(f"kafka: {detail}")
+            kafka_check = {"ok": False, "detail": detail}
         groups: Dict[str, List[Dict[str, Any]]] = {"coordinators": [], "workers": [], "stale": [], "gone": []}
         if now is not None:
             infos = self._redis.hgetall(MEMBERS)

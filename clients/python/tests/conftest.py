@@ -29,17 +29,21 @@ def agency_bin() -> str:
 class Deployment:
     """Processes of one namespace; a client of it."""
 
-    def __init__(self, tmp: pathlib.Path, redis_cluster=None):
+    def __init__(self, tmp: pathlib.Path, redis_cluster=None, kafka=KAFKA, redis=REDIS, env=None, client_options=None):
+        """``env`` goes to every process over the rest, ``client_options`` to the client (the
+        secured stack's settings: test_security.py)."""
         self.namespace = f"py-{uuid.uuid4().hex[:12]}."
         self.tmp = tmp
         self.processes = []
-        self.env = {**os.environ, "AGENCY_KAFKA": KAFKA, "AGENCY_REDIS": REDIS, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info",
+        self.env = {**os.environ, "AGENCY_KAFKA": kafka, "AGENCY_REDIS": redis, "AGENCY_NAMESPACE": self.namespace, "AGENCY_LOG": "info",
                     # The tests' sessions run programs: their workers allow every one.
                     "AGENCY_ALLOW_COMMAND": "*", "AGENCY_ALLOW_HTTP": "*"}
         self.env.pop("AGENCY_REDIS_CLUSTER", None)
         if redis_cluster:
             self.env["AGENCY_REDIS_CLUSTER"] = redis_cluster
-        self.client = Agency(kafka=KAFKA, redis=REDIS, namespace=self.namespace, redis_cluster=redis_cluster)
+        self.env.update(env or {})
+        self.client = Agency(kafka=kafka, redis=redis, namespace=self.namespace, redis_cluster=redis_cluster,
+                             **(client_options or {}))
 
     def spawn(self, role: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{role}-{len(self.processes)}.log", "wb")
@@ -57,8 +61,8 @@ class Deployment:
         self.client.close()
 
 
-def deploy(tmp_path, redis_cluster=None):
-    deployed = Deployment(tmp_path, redis_cluster)
+def deploy(tmp_path, redis_cluster=None, **settings):
+    deployed = Deployment(tmp_path, redis_cluster, **settings)
     deployed.spawn("coordinator", "--chunk", "4")
     deployed.spawn("worker")
     deployed.spawn("worker")
