@@ -519,6 +519,9 @@ impl Drop for OwnRedis {
 
 pub mod network;
 pub mod secured;
+mod web;
+
+pub use web::{http, http_with, wait_for_port};
 
 /// Removes the times a result carries (they differ from run to run), at every level.
 pub fn strip_times(value: &mut Value) {
@@ -563,42 +566,6 @@ pub async fn produce(topic: &str, key: &str, payload: &[u8]) {
         )
         .await
         .unwrap();
-}
-
-/// One HTTP/1.0 request to `127.0.0.1:port` (so the answer is never chunked): the status code and
-/// the body.
-pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = connect("the HTTP server", SocketAddr::from(([127, 0, 0, 1], port)));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    (status, body.to_string())
-}
-
-/// Waits until `127.0.0.1:port` takes connections (a process's `--http` is up).
-pub fn wait_for_port(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing listens on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A Redis Cluster of one test's own: three masters and three replicas on free ports

@@ -59,9 +59,9 @@ async fn metrics_count_a_session_of_known_successes_failures_and_retries_exactly
     let (coordinator_port, worker_port) = (free_port(), free_port());
     let mut cluster = Cluster::start_with("metrics", &[]);
     let coordinator_http = coordinator_port.to_string();
-    cluster.spawn_with("coordinator", &["--http", &coordinator_http]);
+    cluster.spawn_with("coordinator", &["--http", &coordinator_http, "--http-open"]);
     let worker_http = format!("127.0.0.1:{worker_port}");
-    cluster.spawn_with("worker", &["--http", &worker_http]);
+    cluster.spawn_with("worker", &["--http", &worker_http, "--http-open"]);
     wait_for_port(coordinator_port);
     wait_for_port(worker_port);
 
@@ -262,9 +262,12 @@ async fn metrics_count_a_session_of_known_successes_failures_and_retries_exactly
 async fn metrics_and_the_status_page_answer_while_a_million_instances_run() {
     let ports = [free_port(), free_port(), free_port()];
     let mut cluster = Cluster::start_with("million-metrics", &[]);
-    cluster.spawn_with("coordinator", &["--http", &ports[0].to_string()]);
-    cluster.spawn_with("worker", &["--http", &ports[1].to_string()]);
-    cluster.spawn_with("worker", &["--http", &ports[2].to_string()]);
+    cluster.spawn_with(
+        "coordinator",
+        &["--http", &ports[0].to_string(), "--http-open"],
+    );
+    cluster.spawn_with("worker", &["--http", &ports[1].to_string(), "--http-open"]);
+    cluster.spawn_with("worker", &["--http", &ports[2].to_string(), "--http-open"]);
     ports.iter().for_each(|port| wait_for_port(*port));
     let id = unique("million");
     let document = json!({"session_id": id, "groups": [{"id": "grid", "tasks": [{"id": "cells",

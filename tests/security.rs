@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use integration_tests::secured::Secured;
-use integration_tests::{agency_bin, strip_times, unique, Cluster};
+use integration_tests::{
+    agency_bin, free_port, http_with, strip_times, unique, wait_for_port, Cluster,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -190,4 +192,217 @@ fn sasl_plain_and_scram_sha_256_users_are_let_in_by_flags_too() {
         assert_eq!(health["redis"]["ok"], true, "{mechanism}: {health}");
         assert!(started.elapsed() < Duration::from_secs(30));
     }
+}
+
+const OPERATOR: &str = "operator-token-0123456789";
+const READER: &str = "read-only-token-0123456789";
+
+/// A coordinator and a worker on the plain stack whose `--http` answers only to tokens; their
+/// ports.
+fn guarded(name: &str) -> (Cluster, u16, u16) {
+    let (coordinator, worker) = (free_port(), free_port());
+    let mut cluster = Cluster::start_with(name, &[]);
+    let port = coordinator.to_string();
+    cluster.spawn_env(
+        "coordinator",
+        &["--http", &port, "--http-read-token", READER],
+        &[("AGENCY_HTTP_TOKEN", OPERATOR)],
+    );
+    let port = worker.to_string();
+    cluster.spawn_with(
+        "worker",
+        &[
+            "--http",
+            &port,
+            "--http-read-token",
+            READER,
+            "--http-metrics-open",
+        ],
+    );
+    wait_for_port(coordinator);
+    wait_for_port(worker);
+    (cluster, coordinator, worker)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+#[test]
+fn the_http_api_and_page_answer_only_to_their_tokens() {
+    let (cluster, port, worker) = guarded("tokens");
+    let read = bearer(READER);
+    let operator = bearer(OPERATOR);
+    let wrong = bearer("not-a-token-of-this-server");
+    // No token, or a wrong one: 401 with a JSON error, for the page, the API and /metrics.
+    for path in ["/", "/api/sessions", "/metrics", "/sessions/x"] {
+        for headers in [vec![], vec![wrong.as_str()]] {
+            let (status, head, body) = http_with(port, "GET", path, &headers);
+            assert_eq!(status, 401, "{path}: {body}");
+            assert!(
+                head.contains("WWW-Authenticate: Bearer")
+                    || head.contains("www-authenticate: Bearer"),
+                "{head}"
+            );
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert!(error["error"].is_string(), "{body}");
+        }
+    }
+    // The read-only token reads, and may not change anything: 403.
+    assert_eq!(http_with(port, "GET", "/api/sessions", &[&read]).0, 200);
+    assert_eq!(http_with(port, "GET", "/metrics", &[&read]).0, 200);
+    let doc = serde_json::json!({"session_id": unique("guarded"), "groups": [{"id": "g", "tasks": [
+        {"id": "nap", "executor": "sleep", "input": {"ms": 60000}}]}]});
+    let id = cluster.submit(&doc);
+    for change in ["cancel", "pause", "resume"] {
+        let path = format!("/api/sessions/{id}/{change}");
+        let (status, _, body) = http_with(port, "POST", &path, &[&read]);
+        assert_eq!(status, 403, "{change}: {body}");
+        assert!(body.contains("operator token"), "{body}");
+        // Changes only by POST, whatever the token.
+        assert_eq!(http_with(port, "GET", &path, &[&operator]).0, 405);
+    }
+    // The operator token changes: the session is cancelled.
+    let path = format!("/api/sessions/{id}/cancel");
+    let (status, _, body) = http_with(port, "POST", &path, &[&operator]);
+    assert!(status == 202, "{status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, body) = http_with(port, "GET", &format!("/api/sessions/{id}"), &[&read]);
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        if answer["result"]["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A browser opens the page once with its token: it gets it as an HttpOnly cookie and the
+    // address without it.
+    let (status, head, _) = http_with(port, "GET", &format!("/?token={READER}"), &[]);
+    assert_eq!(status, 303, "{head}");
+    let lower = head.to_lowercase();
+    assert!(
+        lower.contains("location: /\r\n") || lower.ends_with("location: /"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("httponly") && lower.contains("samesite=strict"),
+        "{head}"
+    );
+    let cookie = format!("Cookie: agency_token={READER}");
+    assert_eq!(http_with(port, "GET", "/", &[&cookie]).0, 200);
+    assert_eq!(
+        http_with(port, "GET", &format!("/?token=wrong-{READER}"), &[]).0,
+        401
+    );
+    // The worker's /metrics is open on its own flag.
+    assert_eq!(http_with(worker, "GET", "/metrics", &[]).0, 200);
+    // No token reached a log.
+    for entry in std::fs::read_dir(&cluster.dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !text.contains(OPERATOR) && !text.contains(READER),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn http_without_a_token_is_refused_at_start_unless_open_on_purpose() {
+    let output = Command::new(agency_bin())
+        .args(["coordinator", "--http", "0"])
+        .env_remove("AGENCY_HTTP_TOKEN")
+        .env_remove("AGENCY_HTTP_READ_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("give a token") && said.contains("--http-open"),
+        "{said}"
+    );
+    let short = Command::new(agency_bin())
+        .args(["coordinator", "--http", "0", "--http-token", "short"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16"));
+}
+
+#[test]
+fn a_hostile_client_gets_4xx_and_the_server_keeps_answering() {
+    use std::io::{Read as _, Write as _};
+    let (_cluster, port, _) = guarded("hostile");
+    let read = bearer(READER);
+    let raw = |bytes: &[u8]| -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // A server may close on a request it will not read whole; what it said is kept.
+        let _ = stream.write_all(bytes);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    // Slow clients hold their connections: a request line never finished, a POST whose body
+    // never comes.
+    let mut slow_head = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow_head
+        .write_all(b"GET /api/sessions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut slow_body = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        slow_body,
+        "POST /api/sessions/x/cancel HTTP/1.1\r\nHost: x\r\n{read}\r\nContent-Length: 100000\r\n\r\nab"
+    )
+    .unwrap();
+    // A header of a megabyte, ten thousand headers, a request line that is not HTTP.
+    let huge = format!(
+        "GET /api/sessions HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let answer = raw(huge.as_bytes());
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 431")
+            || answer.starts_with("HTTP/1.1 400"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let many: String = (0..10_000).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let answer = raw(format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 431")
+            || answer.starts_with("HTTP/1.1 400"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let answer = raw(b"\x16\x03\x01garbage\r\n\r\n");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    // Paths that are not the API's, with the token: 4xx with a JSON error.
+    let long = format!("/api/sessions/{}", "x".repeat(10_000));
+    for path in [
+        "/../../etc/passwd",
+        "/api/sessions/%ZZ",
+        "/api/sessions/a%00b",
+        long.as_str(),
+        "/api/sessions/x/cancel/more",
+    ] {
+        let (status, _, body) = http_with(port, "GET", path, &[&read]);
+        assert!((400..500).contains(&status), "{path}: {status} {body}");
+        assert!(
+            serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"].is_string()),
+            "{path}: {body}"
+        );
+    }
+    // Through all of it, and with the slow clients still connected, it answers.
+    assert_eq!(http_with(port, "GET", "/api/sessions", &[&read]).0, 200);
+    drop((slow_head, slow_body));
+    assert_eq!(http_with(port, "GET", "/metrics", &[&read]).0, 200);
 }

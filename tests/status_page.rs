@@ -1,5 +1,6 @@
 //! The status page in a real browser: Debian's headless Chromium, driven by playwright-core
 //! (`tests/browser/status_page.mjs`), against a coordinator with `--http` and two workers.
+//! The page is opened with a token; a session whose fields are markup shows them as text.
 //! `scripts/test.sh` installs playwright-core (`npm ci` in `tests/browser`); `scripts/services.sh
 //! up` installs Chromium.
 
@@ -23,7 +24,13 @@ fn the_status_page_shows_progress_completion_and_cancels_with_its_button_in_chro
     );
     let port = free_port();
     let mut cluster = Cluster::start_with("page", &[]);
-    cluster.spawn_with("coordinator", &["--http", &port.to_string()]);
+    // The page is opened with the operator token (its Cancel button needs it).
+    let token = "page-operator-token-0123456789";
+    cluster.spawn_env(
+        "coordinator",
+        &["--http", &port.to_string()],
+        &[("AGENCY_HTTP_TOKEN", token)],
+    );
     cluster.spawn("worker");
     cluster.spawn("worker");
     wait_for_port(port);
@@ -53,6 +60,15 @@ fn the_status_page_shows_progress_completion_and_cancels_with_its_button_in_chro
         .unwrap()
         .push(json!({"id": "report", "depends_on": ["naps"], "tasks": [{"id": "send", "executor": "echo", "input": "done"}]}));
     std::fs::write(&long_file, long_doc.to_string()).unwrap();
+    // A session whose description and failure are markup: shown as text, never run.
+    let hostile = unique("hostile");
+    let hostile_file = cluster.dir.join("hostile.json");
+    let hostile_doc = json!({"session_id": hostile,
+        "description": "<script>alert(1)</script><img src=x onerror=alert(2)>",
+        "groups": [{"id": "g", "failure_policy": "all_settled", "tasks": [{"id": "bad",
+            "executor": "command", "input": {"argv": ["sh", "-c",
+                "echo '<img src=x onerror=alert(3)>' >&2; exit 3"]}}]}]});
+    std::fs::write(&hostile_file, hostile_doc.to_string()).unwrap();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/status-page");
     std::fs::create_dir_all(&shots).unwrap();
 
@@ -62,7 +78,9 @@ fn the_status_page_shows_progress_completion_and_cancels_with_its_button_in_chro
         .arg(agency_bin())
         .arg(&slow_file)
         .arg(&long_file)
-        .arg(&shots);
+        .arg(&hostile_file)
+        .arg(&shots)
+        .env("AGENCY_PAGE_TOKEN", token);
     // `agency submit` from the script reaches the same deployment as the cluster.
     for (key, value) in cluster.command(&[]).get_envs() {
         if let Some(value) = value {
@@ -81,6 +99,7 @@ fn the_status_page_shows_progress_completion_and_cancels_with_its_button_in_chro
         format!(r#"{{"saw":"status","session":"{slow}","status":"completed""#),
         format!(r#"{{"saw":"status","session":"{long}","status":"cancelled"}}"#),
         format!(r#"{{"saw":"listed","session":"{long}","status":"cancelled"}}"#),
+        format!(r#"{{"saw":"escaped","session":"{hostile}","dialogs":0}}"#),
         r#"{"saw":"requests","elsewhere":0}"#.to_string(),
     ] {
         assert!(said.contains(&expected), "{expected} not in:\n{said}");

@@ -1,11 +1,13 @@
 // Drives the coordinator's status page in Debian's headless Chromium with playwright-core.
 // Run by tests/status_page.rs, which starts a coordinator (with --http) and workers:
 //
-//   node status_page.mjs BASE_URL AGENCY_BIN SLOW.json LONG.json SCREENSHOT_DIR
+//   AGENCY_PAGE_TOKEN=... node status_page.mjs BASE_URL AGENCY_BIN SLOW.json LONG.json HOSTILE.json SCREENSHOT_DIR
 //
+// It opens the page once with the token (which the browser keeps as a cookie).
 // It submits SLOW (a fan-out of a few seconds) and watches its page until the rendered
 // progress has changed and the status reads `completed`; it submits LONG, presses Cancel on
-// its page and waits for `cancelled`; then it shoots the list and the session page. Each thing
+// its page and waits for `cancelled`; it submits HOSTILE (markup in its description and its
+// failure) and checks the page shows it as text, with no dialog opened; then it shoots the list and the session page. Each thing
 // it saw is printed as a line of JSON; any failure exits 1 with what was expected.
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
@@ -13,9 +15,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [base, agency, slowFile, longFile, shots] = process.argv.slice(2);
-if (!shots) {
-  console.error("usage: node status_page.mjs BASE_URL AGENCY_BIN SLOW.json LONG.json SCREENSHOT_DIR");
+const [base, agency, slowFile, longFile, hostileFile, shots] = process.argv.slice(2);
+const token = process.env.AGENCY_PAGE_TOKEN;
+if (!shots || !token) {
+  console.error("usage: AGENCY_PAGE_TOKEN=... node status_page.mjs BASE_URL AGENCY_BIN SLOW.json LONG.json HOSTILE.json SCREENSHOT_DIR");
   process.exit(2);
 }
 const saw = (what, detail) => console.log(JSON.stringify({ saw: what, ...detail }));
@@ -38,6 +41,15 @@ try {
   const elsewhere = [];
   page.on("request", (request) => { if (!request.url().startsWith(base)) elsewhere.push(request.url()); });
   page.on("pageerror", (error) => { console.error("page error:", error.message); failed = true; });
+  // A script a session's fields smuggled in would open one.
+  const dialogs = [];
+  page.on("dialog", async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+
+  // Without the token the page is refused; with it once, the browser keeps it.
+  const refused = await page.goto(base + "/");
+  if (refused.status() !== 401) throw new Error(`the page answered ${refused.status()} without a token`);
+  await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+  if (page.url().includes("token=")) throw new Error(`the token stayed in the address: ${page.url()}`);
 
   // The slow session: its progress changes as it runs, then it completes.
   const slow = submit(slowFile);
@@ -67,6 +79,22 @@ try {
   await page.locator("#cancel").click();
   await page.locator("#status", { hasText: "cancelled" }).waitFor();
   saw("status", { session: long, status: "cancelled" });
+
+  // Markup in a session's description and failure is text.
+  const hostile = submit(hostileFile);
+  await page.goto(`${base}/sessions/${encodeURIComponent(hostile)}`);
+  await page.locator("#main table.failures td.error").first().waitFor();
+  const shown = await page.evaluate(() => ({
+    description: document.querySelector("#main h2 + p")?.textContent,
+    failure: [...document.querySelectorAll("#main table.failures td.error")].map((td) => td.textContent).join("\n"),
+    smuggled: document.querySelectorAll("#main script, #main img").length,
+  }));
+  if (shown.description !== "<script>alert(1)</script><img src=x onerror=alert(2)>" || shown.smuggled !== 0
+      || !shown.failure.includes("<img src=x onerror=alert(3)>")) {
+    throw new Error(`markup was not shown as text: ${JSON.stringify(shown)}`);
+  }
+  if (dialogs.length) throw new Error(`a dialog opened: ${dialogs.join(", ")}`);
+  saw("escaped", { session: hostile, dialogs: dialogs.length });
 
   // The list shows both, as they ended.
   await page.goto(base + "/");

@@ -51,11 +51,23 @@ async fn the_http_api_serves_a_session_and_follows_it_to_its_result() {
     let stop = CancellationToken::new();
     let (broker, store, client) = deployment(&stop);
     let address = agency::http::address("0").unwrap();
-    let (bound, served) = agency::http::serve(address, Some((broker, store)), stop.clone())
+    let access = agency::http::HttpAccess {
+        read: Some("a-read-token-of-the-test".into()),
+        ..Default::default()
+    };
+    let (bound, served) = agency::http::serve(address, Some((broker, store)), access, stop.clone())
         .await
         .unwrap();
     let base = format!("http://{bound}");
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        "Bearer a-read-token-of-the-test".parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
 
     let session = json!({"session_id": "surfaces-1", "groups": [{"id": "g", "tasks": [
         {"id": "wait", "executor": "sleep", "input": {"ms": 1500}},

@@ -1,19 +1,25 @@
 //! `--http ADDR`: `/metrics` for every long-running command, and on the coordinator the status
 //! page (`/`, `/sessions/{id}`) with the JSON API behind it (`/api/...`, `docs/observability.md`).
-//! The page is one HTML file compiled into the binary: it loads nothing from elsewhere.
+//! The page is one HTML file compiled into the binary: it loads nothing from elsewhere. Every
+//! request needs a token unless the server is open on purpose ([`HttpAccess`]).
 //!
 //! ```no_run
 //! # tokio::runtime::Runtime::new().expect("runtime").block_on(async {
 //! let stop = tokio_util::sync::CancellationToken::new();
 //! // `/metrics` alone; with `Some((broker, store))`, the status page and its API too.
 //! let address = agency::http::address("9100")?;
-//! let (bound, served) = agency::http::serve(address, None, stop.clone()).await?;
+//! let access = agency::http::HttpAccess::open();
+//! let (bound, served) = agency::http::serve(address, None, access, stop.clone()).await?;
 //! println!("serving on http://{bound}");
 //! stop.cancel();
 //! served.await?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # });
 //! ```
+
+mod access;
+
+pub use access::HttpAccess;
 
 use crate::client::{self, SessionStatus, Status};
 use crate::metrics::METRICS;
@@ -80,11 +86,13 @@ struct Deployment {
 }
 
 /// Binds `address` (failing at once when it cannot) and serves until `stop`: `/metrics`, and
-/// with `deployment` (a coordinator's broker and store) the status page and its API. Returns
-/// the address bound (a port 0 is chosen then) and the server's task.
+/// with `deployment` (a coordinator's broker and store) the status page and its API, to
+/// requests whose token `access` accepts. Returns the address bound (a port 0 is chosen then)
+/// and the server's task.
 pub async fn serve(
     address: SocketAddr,
     deployment: Option<(Arc<dyn Broker>, Arc<dyn Store>)>,
+    access: HttpAccess,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CannotListen> {
     let cannot = |source| CannotListen { address, source };
@@ -92,7 +100,8 @@ pub async fn serve(
         .await
         .map_err(cannot)?;
     let bound = listener.local_addr().map_err(cannot)?;
-    let router = router(deployment.map(|(broker, store)| Deployment { broker, store }));
+    let router = router(deployment.map(|(broker, store)| Deployment { broker, store }))
+        .layer(axum::middleware::from_fn_with_state(access, access::guard));
     Ok((
         bound,
         tokio::spawn(async move {
@@ -119,6 +128,8 @@ fn router(deployment: Option<Deployment>) -> Router {
                 .route("/api/sessions/{id}", get(session))
                 .route("/api/sessions/{id}/events", get(session_events))
                 .route("/api/sessions/{id}/cancel", post(cancel))
+                .route("/api/sessions/{id}/pause", post(pause))
+                .route("/api/sessions/{id}/resume", post(resume))
                 .with_state(deployment),
         ),
     };
@@ -392,27 +403,65 @@ async fn sessions_events(
 }
 
 async fn cancel(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
-    let id = session_id(&id)?;
+    control(deployment, &id, Change::Cancel).await
+}
+
+async fn pause(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
+    control(deployment, &id, Change::Pause).await
+}
+
+async fn resume(State(deployment): State<Deployment>, Path(id): Path<String>) -> Answer {
+    control(deployment, &id, Change::Resume).await
+}
+
+/// What an operator's POST asks of a session.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Cancel,
+    Pause,
+    Resume,
+}
+
+impl Change {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// Sends `change` to session `id`: 202 when sent (or a pending session withdrawn), 409 when it
+/// has finished, 404 when there is no such session.
+async fn control(deployment: Deployment, id: &str, change: Change) -> Answer {
+    let id = session_id(id)?;
     let (broker, store) = (deployment.broker.as_ref(), deployment.store.as_ref());
-    Err(match client::cancel(broker, store, id).await {
+    let answer = match change {
+        Change::Cancel => client::cancel(broker, store, id).await,
+        Change::Pause => client::pause(broker, store, id, true).await,
+        Change::Resume => client::pause(broker, store, id, false).await,
+    };
+    let name = change.name();
+    Err(match answer {
         Ok(client::CancelAnswer::Sent { run }) => {
-            let sent = json!({"session_id": id, "cancel": "sent", "run": run});
+            let sent = json!({"session_id": id, name: "sent", "run": run});
             return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
         }
         Ok(client::CancelAnswer::Withdrawn) => {
-            let sent = json!({"session_id": id, "cancel": "withdrawn"});
+            let sent = json!({"session_id": id, name: "withdrawn"});
             return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
         }
         Ok(client::CancelAnswer::Finished(result)) => refuse(
             StatusCode::CONFLICT,
             format!(
-                "session {id} has already finished ({}); nothing to cancel",
+                "session {id} has already finished ({}); nothing to {name}",
                 result.status
             ),
         ),
         Ok(client::CancelAnswer::Unknown) => refuse(
             StatusCode::NOT_FOUND,
-            format!("no session {id} is pending, running or has a result; nothing to cancel"),
+            format!("no session {id} is pending, running or has a result; nothing to {name}"),
         ),
         Err(error) => refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     })

@@ -13,6 +13,8 @@ mod csv;
 #[cfg(feature = "distributed")]
 mod describe;
 #[cfg(feature = "distributed")]
+mod http_flags;
+#[cfg(feature = "distributed")]
 mod kafka_properties;
 mod plan;
 mod run;

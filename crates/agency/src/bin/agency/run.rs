@@ -60,7 +60,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let session = validated(&engine, &args, &text)?;
     runtime.block_on(async {
         let serving = CancellationToken::new();
-        let server = serve_http(args.http, None, serving.clone()).await?;
+        let server = serve_http(
+            args.http
+                .map(|address| (address, agency::http::HttpAccess::open())),
+            None,
+            serving.clone(),
+        )
+        .await?;
         let progress = Arc::new(Progress::default());
         let cancel = CancellationToken::new();
         // Registered before the run starts, so a Ctrl-C at any point is a clean cancellation.

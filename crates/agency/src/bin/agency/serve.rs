@@ -27,10 +27,8 @@ pub enum Serve {
         /// Instances per dispatched range
         #[arg(long, default_value_t = taskgroup::DEFAULT_CHUNK)]
         chunk: u64,
-        /// Serve `/metrics` (Prometheus), the status page (`/`) and its JSON API (`/api/`) on
-        /// this address (HOST:PORT, or a port for 127.0.0.1)
-        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = agency::http::address)]
-        http: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        http: crate::http_flags::HttpFlags,
     },
     /// Execute dispatched instances (any number of workers, on any machines)
     Worker {
@@ -46,9 +44,8 @@ pub enum Serve {
         /// Consumer group on the dispatch topic
         #[arg(long, default_value = WORKER_GROUP)]
         group: String,
-        /// Serve `/metrics` (Prometheus) on this address (HOST:PORT, or a port for 127.0.0.1)
-        #[arg(long, env = "AGENCY_HTTP", value_name = "ADDR", value_parser = agency::http::address)]
-        http: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        http: crate::http_flags::HttpFlags,
         #[command(flatten)]
         allow: crate::services::Allow,
     },
@@ -210,7 +207,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                 group,
                 chunk,
                 http,
-            } => services::coordinator(&servers, &group, chunk, http).await,
+            } => services::coordinator(&servers, &group, chunk, http.access()?).await,
             Serve::Worker {
                 servers,
                 concurrency,
@@ -225,7 +222,7 @@ pub fn run(command: Serve) -> anyhow::Result<ExitCode> {
                     group,
                     ..Default::default()
                 };
-                services::worker(&servers, options, http, &allow).await
+                services::worker(&servers, options, http.access()?, &allow).await
             }
             Serve::Health { servers, json } => services::health(&servers, json).await,
             Serve::Executors {

@@ -36,7 +36,7 @@ pub async fn coordinator(
     servers: &Servers,
     group: &str,
     chunk: u64,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, agency::http::HttpAccess)>,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals()?;
     // A long-running server waits out servers starting beside it.
@@ -110,7 +110,7 @@ impl Allow {
 pub async fn worker(
     servers: &Servers,
     options: WorkerOptions,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, agency::http::HttpAccess)>,
     allow: &Allow,
 ) -> anyhow::Result<ExitCode> {
     let allowed = allow.allowed()?;

@@ -10,25 +10,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// `--http ADDR`: serves `/metrics` (and with `deployment`, the status page and its API) until
-/// `stop`, saying where on stderr.
+/// `--http ADDR`: serves `/metrics` (and with `deployment`, the status page and its API) to
+/// whom `access` lets in until `stop`, saying where on stderr (never the tokens).
 pub async fn serve_http(
-    address: Option<SocketAddr>,
+    http: Option<(SocketAddr, agency::http::HttpAccess)>,
     deployment: Option<(Arc<dyn events::Broker>, Arc<dyn events::Store>)>,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(address) = address else {
+    let Some((address, access)) = http else {
         return Ok(None);
+    };
+    let who = if access.open {
+        "without a token"
+    } else {
+        "to requests with a token"
     };
     let page = if deployment.is_some() {
         ", the status page and /api"
     } else {
         ""
     };
-    let (bound, served) = agency::http::serve(address, deployment, stop)
+    let (bound, served) = agency::http::serve(address, deployment, access, stop)
         .await
         .map_err(|error| anyhow::anyhow!("--http: {error}"))?;
-    eprintln!("http: serving /metrics{page} on http://{bound}");
+    eprintln!("http: serving /metrics{page} on http://{bound} {who}");
     Ok(Some(served))
 }
 
