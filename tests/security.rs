@@ -406,3 +406,153 @@ fn a_hostile_client_gets_4xx_and_the_server_keeps_answering() {
     drop((slow_head, slow_body));
     assert_eq!(http_with(port, "GET", "/metrics", &[&read]).0, 200);
 }
+
+/// A consumer or producer setting of the secured Kafka for this test's own rdkafka clients.
+fn secured_client(secured: &Secured) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", secured.kafka());
+    for (name, value) in secured.kafka_properties(secured.get("AGENCY_SECURE_KAFKA_PASSWORD")) {
+        config.set(name, value);
+    }
+    config
+}
+
+/// The first dead letter of `topic`, read over the secured Kafka.
+fn dead_letter(secured: &Secured, action_topic: &str, dead_letters: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::Message as _;
+    let producer: BaseProducer = secured_client(secured).create().unwrap();
+    producer
+        .send(
+            BaseRecord::to(action_topic)
+                .key("junk")
+                .payload("{not an action"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = secured_client(secured)
+        .set("group.id", unique("dead-letter-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dead_letters]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            return String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string();
+        }
+    }
+    panic!("no dead letter on {dead_letters} within 90 s");
+}
+
+#[test]
+fn no_secret_reaches_logs_results_dead_letters_the_page_or_metrics() {
+    let secured = Secured::load();
+    let operator = format!("operator-{}", unique("token"));
+    let reader = format!("reader-{}", unique("token"));
+    // The Redis password inside the URL, as many deployments give it; everything else by
+    // variables; the most talkative logs.
+    let redis_url = format!(
+        "rediss://{}:{}@{}",
+        secured.get("AGENCY_SECURE_REDIS_USER"),
+        secured.get("AGENCY_SECURE_REDIS_PASSWORD"),
+        secured.get("AGENCY_SECURE_REDIS")
+    );
+    let mut env: Vec<(String, String)> = secured
+        .redis_env()
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.starts_with("AGENCY_REDIS_USER") && !name.starts_with("AGENCY_REDIS_PASSWORD")
+        })
+        .collect();
+    env.extend(secured.kafka_env());
+    env.push(("AGENCY_LOG".into(), "debug".into()));
+    env.push(("AGENCY_HTTP_TOKEN".into(), operator.clone()));
+    env.push(("AGENCY_HTTP_READ_TOKEN".into(), reader.clone()));
+    let mut cluster =
+        Cluster::start_configured("secrets", &[], secured.kafka(), &redis_url, &pairs(&env));
+    let (port, worker_port) = (free_port(), free_port());
+    cluster.spawn_with("coordinator", &["--http", &port.to_string()]);
+    cluster.spawn_with("worker", &["--http", &worker_port.to_string()]);
+    cluster.spawn("worker");
+    wait_for_port(port);
+    wait_for_port(worker_port);
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let id = unique("secrets");
+    let (code, result) = cluster.submit_wait(&pipeline(&id));
+    assert_eq!(code, 0, "{result:#}");
+    seen.push(("the result".into(), result.to_string()));
+    // A session that fails, connecting nowhere: its errors are in its result too.
+    let failing = serde_json::json!({"session_id": unique("secrets-fail"), "groups": [{"id": "g",
+        "failure_policy": "all_settled", "tasks": [{"id": "get", "executor": "http_get",
+            "retry": {"max_retries": 0}, "input": {"url": "http://127.0.0.1:1/nothing"}}]}]});
+    let (_, failed) = cluster.submit_wait(&failing);
+    seen.push(("a failed result".into(), failed.to_string()));
+    for args in [
+        vec!["status", id.as_str(), "--json"],
+        vec!["health", "--json"],
+        vec!["health"],
+        vec!["sessions", "--json"],
+        vec!["executors", "--json"],
+        vec!["coordinator", "--help"],
+        vec!["worker", "--help"],
+    ] {
+        let output = cluster.command(&args).output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        seen.push((format!("agency {}", args.join(" ")), said));
+    }
+    let bearer = format!("Authorization: Bearer {reader}");
+    for path in [
+        "/",
+        "/api/sessions",
+        &format!("/api/sessions/{id}"),
+        "/metrics",
+    ] {
+        let (status, head, body) = http_with(port, "GET", path, &[&bearer]);
+        assert_eq!(status, 200, "{path}");
+        seen.push((format!("GET {path}"), format!("{head}{body}")));
+    }
+    let (_, head, body) = http_with(worker_port, "GET", "/metrics", &[&bearer]);
+    seen.push(("the worker's /metrics".into(), format!("{head}{body}")));
+    let action_topic = format!("{}agency_action", cluster.namespace);
+    let dead_letters = format!("{}agency_dead_letter", cluster.namespace);
+    seen.push((
+        "a dead letter".into(),
+        dead_letter(&secured, &action_topic, &dead_letters),
+    ));
+    drop(
+        cluster
+            .processes
+            .drain(..)
+            .map(|mut child| {
+                let _ = child.kill();
+                child.wait()
+            })
+            .collect::<Vec<_>>(),
+    );
+    for entry in std::fs::read_dir(&cluster.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.is_empty(), "{} says little: {text}", path.display());
+            seen.push((path.display().to_string(), text));
+        }
+    }
+    let mut secrets: Vec<&str> = secured.secrets();
+    secrets.push(&operator);
+    secrets.push(&reader);
+    for (what, text) in &seen {
+        for (n, secret) in secrets.iter().enumerate() {
+            // Which secret by its place in the list, never by its value.
+            assert!(!text.contains(secret), "secret {n} is in {what}");
+        }
+    }
+}

@@ -14,11 +14,21 @@ pub struct Servers {
     /// Kafka bootstrap servers
     #[arg(long, env = "AGENCY_KAFKA", default_value = "127.0.0.1:9092")]
     pub kafka: String,
-    /// Redis URL
-    #[arg(long, env = "AGENCY_REDIS", default_value = "redis://127.0.0.1:6379")]
+    /// Redis URL (`redis://`, or `rediss://` for TLS; a password in it is never shown)
+    #[arg(
+        long,
+        env = "AGENCY_REDIS",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis: String,
     /// A Redis Cluster instead of --redis: some of its nodes, HOST:PORT,... (the rest are found)
-    #[arg(long, env = "AGENCY_REDIS_CLUSTER", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        env = "AGENCY_REDIS_CLUSTER",
+        value_name = "HOST:PORT,...",
+        hide_env_values = true
+    )]
     pub redis_cluster: Option<String>,
     /// The Redis ACL user, over one in the URL
     #[arg(long, env = "AGENCY_REDIS_USER", value_name = "USER")]
